@@ -1,0 +1,154 @@
+// The segment-store interface: the only way the volume engine touches storage.
+//
+// A Store holds named objects in a hierarchy of '/'-separated names such as
+// "volumes/vm1/seg/0000000000000001". Names are relative, never empty, never
+// contain "." or ".." components, empty components, NUL or a leading '/'.
+// Directories exist implicitly: creating "a/b/c" makes "a" and "a/b".
+//
+// Two kinds of object:
+//  * Segments are written once, front to back, by a SegmentWriter, and never
+//    change afterwards (HDFS files are append-only). They are read at random
+//    offsets by a SegmentReader.
+//  * Small objects (metadata, checkpoints) are written whole by Put, which
+//    atomically replaces any previous version and is durable when it returns.
+//
+// Durability levels (shared/STYLE.md practice 5):
+//  * Flush: appended bytes survive a crash of this process (HDFS hflush;
+//    write(2) into the page cache).
+//  * Sync: appended bytes survive power loss (HDFS hsync; fdatasync).
+//
+// Thread safety: a Store and a SegmentReader may be used from many threads at
+// once. A SegmentWriter is used by one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "util/status.h"
+
+namespace hbiss::store {
+
+// Appends to one segment. Destroying a writer without Close() abandons it:
+// bytes that were flushed or synced stay, the rest may be lost.
+class SegmentWriter {
+ public:
+  SegmentWriter() = default;
+  SegmentWriter(const SegmentWriter&) = delete;
+  SegmentWriter& operator=(const SegmentWriter&) = delete;
+  virtual ~SegmentWriter() = default;
+
+  // Appends data after everything appended before. The bytes may sit in a
+  // buffer until Flush, Sync or Close. On error the writer is broken: every
+  // later call fails, and the segment holds some prefix of what was appended.
+  virtual Status Append(std::span<const uint8_t> data) = 0;
+
+  // Makes everything appended so far survive a crash of this process and be
+  // visible to SegmentReaders opened afterwards.
+  virtual Status Flush() = 0;
+
+  // Makes everything appended so far survive power loss. Implies Flush.
+  virtual Status Sync() = 0;
+
+  // Syncs and closes the segment. No call but the destructor may follow.
+  virtual Status Close() = 0;
+
+  // Bytes appended so far (whether or not flushed).
+  virtual uint64_t Size() const = 0;
+};
+
+// Reads one segment (or small object) at random offsets.
+class SegmentReader {
+ public:
+  SegmentReader() = default;
+  SegmentReader(const SegmentReader&) = delete;
+  SegmentReader& operator=(const SegmentReader&) = delete;
+  virtual ~SegmentReader() = default;
+
+  // Reads up to out.size() bytes at `offset` into out. Returns the number of
+  // bytes read: fewer than asked only at the end of the object, 0 at or past
+  // it. Data that fails a checksum in the backend is an error, never returned.
+  virtual Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) = 0;
+
+  // The object's length as of when it was opened.
+  virtual uint64_t Size() const = 0;
+};
+
+// A held exclusive lock on a name; released when destroyed.
+class Lock {
+ public:
+  Lock() = default;
+  Lock(const Lock&) = delete;
+  Lock& operator=(const Lock&) = delete;
+  virtual ~Lock() = default;
+};
+
+struct ObjectInfo {
+  std::string name;  // the last component only
+  uint64_t size = 0;
+  bool is_dir = false;
+};
+
+class Store {
+ public:
+  Store() = default;
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  virtual ~Store() = default;
+
+  // Creates a new, empty segment for appending. AlreadyExists if `name`
+  // exists; the existing object is left unchanged.
+  virtual Result<std::unique_ptr<SegmentWriter>> Create(const std::string& name) = 0;
+
+  // Opens an existing object for reading. NotFound if it does not exist.
+  // A segment whose writer crashed may be opened; the reader sees at least
+  // every byte that was flushed. (The HDFS backend recovers the lease first.)
+  virtual Result<std::unique_ptr<SegmentReader>> Open(const std::string& name) = 0;
+
+  // Writes `data` as the whole content of `name`, atomically replacing any
+  // previous version: after a crash the name holds the old or the new bytes,
+  // never a mix. Durable (synced) when it returns OK.
+  virtual Status Put(const std::string& name, std::span<const uint8_t> data) = 0;
+
+  // Reads a whole object. NotFound if absent. Fails with InvalidArgument if
+  // it is larger than max_size.
+  virtual Result<std::string> Get(const std::string& name, uint64_t max_size = 64ull << 20);
+
+  // Lists the direct children of directory `dir` ("" is the root), sorted by
+  // name. NotFound if `dir` does not exist.
+  virtual Result<std::vector<ObjectInfo>> List(const std::string& dir) = 0;
+
+  // Size of an object, or NotFound.
+  virtual Result<uint64_t> Stat(const std::string& name) = 0;
+
+  // Deletes an object. NotFound if it does not exist. Readers already open
+  // may keep reading it.
+  virtual Status Delete(const std::string& name) = 0;
+
+  // Deletes a directory and everything under it. OK if it does not exist.
+  virtual Status DeleteDir(const std::string& dir) = 0;
+
+  // Takes an exclusive lock named `name`, held until the Lock is destroyed or
+  // the process dies. Busy if another holder has it.
+  virtual Result<std::unique_ptr<Lock>> TryLock(const std::string& name) = 0;
+
+  // A URI that names this store, e.g. "file:///var/lib/hbiss".
+  virtual std::string Uri() const = 0;
+};
+
+// Checks a name against the rules at the top of this file.
+Status ValidateName(std::string_view name);
+
+// Opens the store named by `uri`:
+//   /path, file:///path  a local directory (created if missing only when
+//                        create_if_missing);
+//   mem://NAME           a process-wide in-memory store, shared by name;
+//   hdfs://host:port/dir a directory in HDFS (when built in).
+// InvalidArgument for a URI it cannot parse, NotFound for a missing local
+// directory, IOError when the directory is not writable.
+Result<std::unique_ptr<Store>> OpenStore(const std::string& uri, bool create_if_missing = false);
+
+}  // namespace hbiss::store

@@ -1,0 +1,123 @@
+// A Volume is one virtual disk kept as a log-structured set of segments in a
+// Store (see doc/log_format.md and doc/checkpoint_format.md).
+//
+// Public contract, relied on by nbd/ and cli/:
+//  * Any byte range inside [0, size()) may be read or written. 4 KiB-aligned
+//    I/O is the fast path; unaligned I/O does read-modify-write.
+//  * Never-written, trimmed and zeroed ranges read as zeros.
+//  * Write/Trim/WriteZeroes return once the change is visible to Read on any
+//    thread. They are durable only after a later Flush() returns OK.
+//  * Flush() makes every write acknowledged before it was called survive a
+//    crash and power loss (store Sync). Concurrent flushes are group-committed.
+//  * After a crash, Open() yields the result of some prefix of acknowledged
+//    writes that includes every write acknowledged before the last completed
+//    Flush. A block never returns bytes that were never written to it.
+//  * Data that fails its CRC is never returned: Read fails with Corruption.
+//  * All methods are safe to call from many threads at once.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+#include "util/status.h"
+
+namespace hbiss::volume {
+
+inline constexpr uint32_t kBlockSize = 4096;
+inline constexpr uint64_t kMaxVolumeSize = 1ull << 48;  // 256 TiB
+
+struct CreateOptions {
+  uint64_t size = 0;                     // bytes; rounded up to kBlockSize
+  uint64_t segment_size = 64ull << 20;   // bytes per segment file
+};
+
+struct OpenOptions {
+  bool read_only = false;
+  // Write a checkpoint after this many bytes of log since the last one.
+  uint64_t checkpoint_interval = 1ull << 30;
+  // Bytes of closed-segment data cached in memory for reads (0 = none).
+  uint64_t cache_bytes = 64ull << 20;
+};
+
+// One allocation extent, as reported by BlockStatus.
+struct Extent {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool allocated = false;  // false: a hole that reads as zeros
+};
+
+struct VolumeInfo {
+  std::string name;
+  uint64_t id = 0;              // random, fixed at create
+  uint64_t size = 0;            // bytes
+  uint64_t segment_size = 0;
+  uint64_t mapped_bytes = 0;    // bytes of volume space that hold data
+  uint64_t segment_count = 0;
+  uint64_t log_bytes = 0;       // bytes in all segment files
+  uint64_t checkpoint_seq = 0;  // newest checkpoint, 0 if none
+  uint64_t map_memory_bytes = 0;
+};
+
+class Volume {
+ public:
+  Volume(const Volume&) = delete;
+  Volume& operator=(const Volume&) = delete;
+  virtual ~Volume() = default;  // closes as Close() would, ignoring errors
+
+  // Validates a volume name: 1..128 bytes of [A-Za-z0-9._-], not starting
+  // with '.' or '-'.
+  static Status ValidateName(const std::string& name);
+
+  // Creates an empty volume. AlreadyExists if it exists; InvalidArgument for
+  // a bad name or size (zero, or above kMaxVolumeSize). Nothing is written
+  // when it fails.
+  static Status Create(store::Store* store, const std::string& name, const CreateOptions& opts);
+
+  // Opens a volume, recovering from a crash if needed. NotFound if absent;
+  // Busy if another process has it open for writing; Corruption if the log
+  // is damaged before its tail. `store` must outlive the Volume.
+  static Result<std::unique_ptr<Volume>> Open(store::Store* store, const std::string& name,
+                                              const OpenOptions& opts = {});
+
+  // Deletes a volume and all its data. NotFound if absent, Busy if open.
+  static Status Remove(store::Store* store, const std::string& name);
+
+  // Names of all volumes in the store, sorted.
+  static Result<std::vector<std::string>> List(store::Store* store);
+
+  // Reads info without opening for write (works while another process has
+  // it open; mapped_bytes then reflects the newest checkpoint only).
+  static Result<VolumeInfo> Stat(store::Store* store, const std::string& name);
+
+  virtual uint64_t size() const = 0;
+  virtual const std::string& name() const = 0;
+  virtual bool read_only() const = 0;
+
+  // InvalidArgument if the range is not inside the volume.
+  virtual Status Read(uint64_t offset, std::span<uint8_t> out) = 0;
+  virtual Status Write(uint64_t offset, std::span<const uint8_t> data) = 0;
+  // Unmaps a range; it then reads as zeros. Partial blocks at the edges are
+  // zeroed by read-modify-write.
+  virtual Status Trim(uint64_t offset, uint64_t length) = 0;
+  // Makes a range read as zeros (same effect as Trim in this engine).
+  virtual Status WriteZeroes(uint64_t offset, uint64_t length) = 0;
+  virtual Status Flush() = 0;
+
+  // Allocation status of [offset, offset+length), as extents covering the
+  // whole range in order, merged where adjacent extents agree.
+  virtual Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) = 0;
+
+  virtual VolumeInfo Info() const = 0;
+
+  // Flushes, writes a checkpoint and releases the volume. Further calls fail.
+  virtual Status Close() = 0;
+
+ protected:
+  Volume() = default;
+};
+
+}  // namespace hbiss::volume
