@@ -151,4 +151,11 @@ Status ValidateName(std::string_view name);
 // directory, IOError when the directory is not writable.
 Result<std::unique_ptr<Store>> OpenStore(const std::string& uri, bool create_if_missing = false);
 
+// Lets a higher layer (hdfs/) add a URI scheme to OpenStore without store/
+// depending on it. `factory` receives the whole URI. Call before OpenStore,
+// from main(); not thread-safe against concurrent OpenStore calls.
+using StoreFactory = Result<std::unique_ptr<Store>> (*)(const std::string& uri,
+                                                        bool create_if_missing);
+void RegisterScheme(const std::string& scheme, StoreFactory factory);
+
 }  // namespace hbiss::store

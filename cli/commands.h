@@ -1,0 +1,29 @@
+// The hbiss command's subcommands. main.cc builds the CLI11 app and asks each
+// file below to add its subcommands. A subcommand's callback does the work and
+// stores the process exit code in *exit_code (0 success, 1 failure, 2 usage).
+// Errors are printed as one line on stderr: "hbiss: <what>: <why>".
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+namespace hbiss::cli {
+
+struct GlobalOptions {
+  std::string store_uri;  // --store; empty means the default local store
+  bool verbose = false;
+};
+
+// The default store directory: $HBISS_STORE if set, else
+// $XDG_DATA_HOME/hbiss, else ~/.local/share/hbiss.
+std::string DefaultStoreUri();
+
+// create, ls, info, rm, import, export (cmd_volume.cc).
+void AddVolumeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
+// serve (cmd_serve.cc).
+void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+// dfs ls|put|get|cat|rm|mkdir|stat (cmd_dfs.cc).
+void AddDfsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+
+}  // namespace hbiss::cli
