@@ -3,7 +3,13 @@
 // A Store holds named objects in a hierarchy of '/'-separated names such as
 // "volumes/vm1/seg/0000000000000001". Names are relative, never empty, never
 // contain "." or ".." components, empty components, NUL or a leading '/'.
-// Directories exist implicitly: creating "a/b/c" makes "a" and "a/b".
+// A name is at most 4096 bytes and each component at most 255 bytes.
+// Components starting with ".hbiss-" (kReservedPrefix) are reserved for the
+// backends' own temporary files and never appear in List.
+// Directories exist implicitly: creating "a/b/c" makes "a" and "a/b"; they
+// stay after their last object is deleted, until DeleteDir. A name is an
+// object or a directory, never both.
+// Every method taking a name fails with InvalidArgument for a bad one.
 //
 // Two kinds of object:
 //  * Segments are written once, front to back, by a SegmentWriter, and never
@@ -132,28 +138,42 @@ class Store {
   virtual Status DeleteDir(const std::string& dir) = 0;
 
   // Takes an exclusive lock named `name`, held until the Lock is destroyed or
-  // the process dies. Busy if another holder has it.
+  // the process dies. Busy if another holder has it (another Lock object, in
+  // this process or another, even through a different Store on the same
+  // backend). Whether a lock also leaves an object named `name` is up to the
+  // backend (the local one keeps an empty lock file there): never store data
+  // under a lock's name. The Lock must not outlive the Store.
   virtual Result<std::unique_ptr<Lock>> TryLock(const std::string& name) = 0;
 
   // A URI that names this store, e.g. "file:///var/lib/hbiss".
   virtual std::string Uri() const = 0;
 };
 
-// Checks a name against the rules at the top of this file.
+// Checks a name against the rules at the top of this file: OK or
+// InvalidArgument naming the problem.
 Status ValidateName(std::string_view name);
+
+// Name components starting with this are reserved for backends.
+inline constexpr std::string_view kReservedPrefix = ".hbiss-";
 
 // Opens the store named by `uri`:
 //   /path, file:///path  a local directory (created if missing only when
-//                        create_if_missing);
+//                        create_if_missing); a string with no "scheme:" is a
+//                        path, relative ones resolved against the working
+//                        directory; file://localhost/path is accepted and
+//                        %XX escapes are decoded;
 //   mem://NAME           a process-wide in-memory store, shared by name;
 //   hdfs://host:port/dir a directory in HDFS (when built in).
-// InvalidArgument for a URI it cannot parse, NotFound for a missing local
-// directory, IOError when the directory is not writable.
+// InvalidArgument for a URI it cannot parse or whose scheme is unknown,
+// NotFound for a missing local directory, IOError when the directory is not
+// writable. Thread-safe. The returned Store is independent of the caller.
 Result<std::unique_ptr<Store>> OpenStore(const std::string& uri, bool create_if_missing = false);
 
 // Lets a higher layer (hdfs/) add a URI scheme to OpenStore without store/
 // depending on it. `factory` receives the whole URI. Call before OpenStore,
-// from main(); not thread-safe against concurrent OpenStore calls.
+// from main(). The scheme is case-insensitive; registering it again
+// replaces the factory, and a null factory removes it. "file" and "mem" are
+// built in and cannot be overridden.
 using StoreFactory = Result<std::unique_ptr<Store>> (*)(const std::string& uri,
                                                         bool create_if_missing);
 void RegisterScheme(const std::string& scheme, StoreFactory factory);

@@ -1,0 +1,279 @@
+#include "store/memory_store.h"
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+
+namespace hbiss::store {
+
+namespace {
+
+// One object's bytes. Segments only grow, so a reader that remembers the size
+// it opened with can read without racing the writer's appends.
+struct Object {
+  mutable std::shared_mutex mu;
+  std::string data;  // GUARDED_BY(mu)
+};
+
+// Returns the parent directories of `name`, outermost first: "a/b/c" ->
+// {"a", "a/b"}.
+std::vector<std::string> ParentDirs(const std::string& name) {
+  std::vector<std::string> out;
+  for (size_t pos = name.find('/'); pos != std::string::npos; pos = name.find('/', pos + 1)) {
+    out.push_back(name.substr(0, pos));
+  }
+  return out;
+}
+
+}  // namespace
+
+struct MemoryStore::State {
+  std::mutex mu;
+  std::map<std::string, std::shared_ptr<Object>> objects;  // GUARDED_BY(mu)
+  std::set<std::string> dirs;                              // GUARDED_BY(mu)
+  std::set<std::string> locks;                             // GUARDED_BY(mu)
+
+  // Makes every parent directory of `name` exist. Fails, changing nothing, if
+  // one of them is an object. REQUIRES: mu held.
+  Status MakeParents(const std::string& name) {
+    std::vector<std::string> parents = ParentDirs(name);
+    for (const std::string& p : parents) {
+      if (objects.count(p)) {
+        return Status::IOError("mem: cannot create '" + name + "': '" + p + "' is not a directory");
+      }
+    }
+    for (std::string& p : parents) dirs.insert(std::move(p));
+    return Status::OK();
+  }
+
+  // NotFound / InvalidArgument for a name that is not an existing object.
+  // REQUIRES: mu held.
+  Status NotAnObject(const std::string& name) const {
+    if (dirs.count(name)) return Status::InvalidArgument("mem: '" + name + "' is a directory");
+    return Status::NotFound("mem: '" + name + "' does not exist");
+  }
+};
+
+namespace {
+
+std::mutex g_registry_mu;
+std::map<std::string, std::shared_ptr<MemoryStore::State>>& Registry() {
+  static auto* registry = new std::map<std::string, std::shared_ptr<MemoryStore::State>>();
+  return *registry;
+}
+
+class MemoryWriter final : public SegmentWriter {
+ public:
+  MemoryWriter(std::shared_ptr<Object> obj, std::string name)
+      : obj_(std::move(obj)), name_(std::move(name)) {}
+
+  Status Append(std::span<const uint8_t> data) override {
+    HBISS_RETURN_IF_ERROR(CheckOpen());
+    std::unique_lock lock(obj_->mu);
+    obj_->data.append(reinterpret_cast<const char*>(data.data()), data.size());
+    size_ += data.size();
+    return Status::OK();
+  }
+  Status Flush() override { return CheckOpen(); }
+  Status Sync() override { return CheckOpen(); }
+  Status Close() override {
+    HBISS_RETURN_IF_ERROR(CheckOpen());
+    closed_ = true;
+    return Status::OK();
+  }
+  uint64_t Size() const override { return size_; }
+
+ private:
+  Status CheckOpen() const {
+    if (closed_) return Status::InvalidArgument("mem: writer for '" + name_ + "' is closed");
+    return Status::OK();
+  }
+
+  std::shared_ptr<Object> obj_;
+  std::string name_;
+  uint64_t size_ = 0;
+  bool closed_ = false;
+};
+
+class MemoryReader final : public SegmentReader {
+ public:
+  MemoryReader(std::shared_ptr<Object> obj, uint64_t size) : obj_(std::move(obj)), size_(size) {}
+
+  Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
+    if (offset >= size_) return size_t{0};
+    size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - offset));
+    std::shared_lock lock(obj_->mu);
+    std::memcpy(out.data(), obj_->data.data() + offset, n);
+    return n;
+  }
+  uint64_t Size() const override { return size_; }
+
+ private:
+  std::shared_ptr<Object> obj_;
+  const uint64_t size_;
+};
+
+class MemoryLock final : public Lock {
+ public:
+  MemoryLock(std::shared_ptr<MemoryStore::State> state, std::string name)
+      : state_(std::move(state)), name_(std::move(name)) {}
+  ~MemoryLock() override {
+    std::lock_guard lock(state_->mu);
+    state_->locks.erase(name_);
+  }
+
+ private:
+  std::shared_ptr<MemoryStore::State> state_;
+  std::string name_;
+};
+
+}  // namespace
+
+MemoryStore::MemoryStore() : state_(std::make_shared<State>()), uri_("mem:private") {}
+
+MemoryStore::MemoryStore(const std::string& name) : uri_("mem://" + name) {
+  std::lock_guard lock(g_registry_mu);
+  auto& slot = Registry()[name];
+  if (!slot) slot = std::make_shared<State>();
+  state_ = slot;
+}
+
+MemoryStore::~MemoryStore() = default;
+
+void MemoryStore::Drop(const std::string& name) {
+  std::lock_guard lock(g_registry_mu);
+  Registry().erase(name);
+}
+
+Result<std::unique_ptr<SegmentWriter>> MemoryStore::Create(const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  std::lock_guard lock(state_->mu);
+  if (state_->objects.count(name) || state_->dirs.count(name)) {
+    return Status::AlreadyExists("mem: '" + name + "' already exists");
+  }
+  HBISS_RETURN_IF_ERROR(state_->MakeParents(name));
+  auto obj = std::make_shared<Object>();
+  state_->objects[name] = obj;
+  return std::unique_ptr<SegmentWriter>(std::make_unique<MemoryWriter>(std::move(obj), name));
+}
+
+Result<std::unique_ptr<SegmentReader>> MemoryStore::Open(const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  std::shared_ptr<Object> obj;
+  {
+    std::lock_guard lock(state_->mu);
+    auto it = state_->objects.find(name);
+    if (it == state_->objects.end()) return state_->NotAnObject(name);
+    obj = it->second;
+  }
+  uint64_t size;
+  {
+    std::shared_lock lock(obj->mu);
+    size = obj->data.size();
+  }
+  return std::unique_ptr<SegmentReader>(std::make_unique<MemoryReader>(std::move(obj), size));
+}
+
+Status MemoryStore::Put(const std::string& name, std::span<const uint8_t> data) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  auto obj = std::make_shared<Object>();
+  obj->data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+  std::lock_guard lock(state_->mu);
+  if (state_->dirs.count(name)) {
+    return Status::InvalidArgument("mem: cannot put '" + name + "': it is a directory");
+  }
+  HBISS_RETURN_IF_ERROR(state_->MakeParents(name));
+  state_->objects[name] = std::move(obj);
+  return Status::OK();
+}
+
+Result<std::vector<ObjectInfo>> MemoryStore::List(const std::string& dir) {
+  if (!dir.empty()) HBISS_RETURN_IF_ERROR(ValidateName(dir));
+  std::vector<ObjectInfo> out;
+  std::vector<std::shared_ptr<Object>> objs;
+  {
+    std::lock_guard lock(state_->mu);
+    if (!dir.empty() && !state_->dirs.count(dir)) {
+      if (state_->objects.count(dir)) {
+        return Status::InvalidArgument("mem: '" + dir + "' is not a directory");
+      }
+      return Status::NotFound("mem: directory '" + dir + "' does not exist");
+    }
+    const std::string prefix = dir.empty() ? "" : dir + "/";
+    for (auto it = state_->objects.lower_bound(prefix);
+         it != state_->objects.end() && it->first.compare(0, prefix.size(), prefix) == 0; ++it) {
+      std::string rest = it->first.substr(prefix.size());
+      if (rest.find('/') != std::string::npos) continue;
+      out.push_back(ObjectInfo{std::move(rest), 0, false});
+      objs.push_back(it->second);
+    }
+    for (auto it = state_->dirs.lower_bound(prefix);
+         it != state_->dirs.end() && it->compare(0, prefix.size(), prefix) == 0; ++it) {
+      std::string rest = it->substr(prefix.size());
+      if (rest.find('/') != std::string::npos) continue;
+      out.push_back(ObjectInfo{std::move(rest), 0, true});
+    }
+  }
+  for (size_t i = 0; i < objs.size(); ++i) {
+    std::shared_lock lock(objs[i]->mu);
+    out[i].size = objs[i]->data.size();
+  }
+  std::sort(out.begin(), out.end(),
+            [](const ObjectInfo& a, const ObjectInfo& b) { return a.name < b.name; });
+  return out;
+}
+
+Result<uint64_t> MemoryStore::Stat(const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  std::shared_ptr<Object> obj;
+  {
+    std::lock_guard lock(state_->mu);
+    auto it = state_->objects.find(name);
+    if (it == state_->objects.end()) return state_->NotAnObject(name);
+    obj = it->second;
+  }
+  std::shared_lock lock(obj->mu);
+  return static_cast<uint64_t>(obj->data.size());
+}
+
+Status MemoryStore::Delete(const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  std::lock_guard lock(state_->mu);
+  if (state_->objects.erase(name) == 0) return state_->NotAnObject(name);
+  return Status::OK();
+}
+
+Status MemoryStore::DeleteDir(const std::string& dir) {
+  HBISS_RETURN_IF_ERROR(ValidateName(dir));
+  std::lock_guard lock(state_->mu);
+  if (state_->objects.count(dir)) {
+    return Status::InvalidArgument("mem: '" + dir + "' is not a directory");
+  }
+  const std::string prefix = dir + "/";
+  auto in_dir = [&](const std::string& n) { return n.compare(0, prefix.size(), prefix) == 0; };
+  for (auto it = state_->objects.lower_bound(prefix);
+       it != state_->objects.end() && in_dir(it->first);) {
+    it = state_->objects.erase(it);
+  }
+  state_->dirs.erase(dir);
+  for (auto it = state_->dirs.lower_bound(prefix); it != state_->dirs.end() && in_dir(*it);) {
+    it = state_->dirs.erase(it);
+  }
+  return Status::OK();
+}
+
+Result<std::unique_ptr<Lock>> MemoryStore::TryLock(const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  std::lock_guard lock(state_->mu);
+  if (!state_->locks.insert(name).second) {
+    return Status::Busy("mem: lock '" + name + "' is held");
+  }
+  return std::unique_ptr<Lock>(std::make_unique<MemoryLock>(state_, name));
+}
+
+std::string MemoryStore::Uri() const { return uri_; }
+
+}  // namespace hbiss::store
