@@ -6,7 +6,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cstdint>
 #include <string>
+
+#include "util/status.h"
 
 namespace hbiss::cli {
 
@@ -23,7 +26,13 @@ std::string DefaultStoreUri();
 void AddVolumeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 // serve (cmd_serve.cc).
 void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
-// dfs ls|put|get|cat|rm|mkdir|stat (cmd_dfs.cc).
+// dfs ls|put|get|cat|rm|mkdir|stat (cmd_dfs.cc). main() calls it before any
+// command runs, so it is also the place to RegisterScheme("hdfs", ...).
 void AddDfsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+
+// Parses a byte size: plain bytes or a K, M, G or T suffix (binary units;
+// "KiB" style also accepted). InvalidArgument for junk, zero, overflow, or a
+// size above `max`, with a message fit for the user (cmd_volume.cc).
+Result<uint64_t> ParseSize(const std::string& text, uint64_t max);
 
 }  // namespace hbiss::cli
