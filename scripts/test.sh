@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds, and runs every hbiss test. The README's
+# second command; .ci/run calls it.
+#
+# Steps:
+#   1. scripts/deps.sh (Debian packages), scripts/install-hadoop.sh (Hadoop jars)
+#   2. scripts/build.sh into $BUILD_DIR (default build/)
+#   3. starts one HDFS cluster for the whole run (scripts/hdfs-cluster) and
+#      exports HBISS_HDFS_URI, HBISS_HDFS_CLUSTER_DIR and HBISS_REQUIRE_HDFS=1,
+#      so a test that needs HDFS fails instead of skipping
+#   4. ctest over the whole build, with a per-test timeout
+#   5. hook spots: fuzz runs, a sanitizer (ASan + UBSan) build and its ctest
+#   6. stops the cluster (trap on exit), prints each step's result, and ends with
+#      ctest's summary line. Exits non-zero when any step failed.
+#
+# Environment:
+#   BUILD_DIR            build directory (default: <repo>/build)
+#   HBISS_TEST_TIMEOUT   seconds per test (default 900)
+#   CTEST_JOBS           parallel tests (default 2)
+#   HBISS_SKIP_SANITIZE=1  skip the sanitizer build (step 5)
+#   HBISS_SKIP_FUZZ=1      skip the fuzz runs (step 5)
+set -uo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo_root"
+build_dir="${BUILD_DIR:-$repo_root/build}"
+timeout_s="${HBISS_TEST_TIMEOUT:-900}"
+ctest_jobs="${CTEST_JOBS:-2}"
+log_dir="$build_dir/test-logs"
+
+log() { echo "test.sh: $*" >&2; }
+
+# Step results, printed at the end: "name: ok|FAILED".
+declare -a results=()
+failed=0
+record() {  # record NAME RC
+  if [[ $2 -eq 0 ]]; then
+    results+=("$1: ok")
+  else
+    results+=("$1: FAILED (exit $2)")
+    failed=1
+  fi
+}
+
+# ---- 1. dependencies --------------------------------------------------------------
+bash scripts/deps.sh || { log "scripts/deps.sh failed"; exit 1; }
+if [[ -f scripts/install-hadoop.sh ]]; then
+  bash scripts/install-hadoop.sh || { log "scripts/install-hadoop.sh failed"; exit 1; }
+fi
+
+# ---- 2. build ------------------------------------------------------------------------
+bash scripts/build.sh "$build_dir" || { log "build failed"; exit 1; }
+mkdir -p "$log_dir"
+
+# ---- 3. the HDFS cluster, once per run -------------------------------------------------
+cluster_started=0
+stop_cluster() {
+  if [[ $cluster_started -eq 1 ]]; then
+    log "stopping the HDFS cluster in $HBISS_HDFS_CLUSTER_DIR"
+    bash scripts/hdfs-cluster stop --dir "$HBISS_HDFS_CLUSTER_DIR" > /dev/null 2>&1 || true
+    cluster_started=0
+  fi
+}
+trap stop_cluster EXIT
+trap 'exit 130' INT TERM
+
+if [[ -f scripts/hdfs-cluster ]]; then
+  export HBISS_HDFS_CLUSTER_DIR="${HBISS_HDFS_CLUSTER_DIR:-$repo_root/.hdfs-cluster-test}"
+  export HBISS_REQUIRE_HDFS=1
+  log "starting the HDFS cluster in $HBISS_HDFS_CLUSTER_DIR"
+  cluster_started=1
+  if uri=$(bash scripts/hdfs-cluster start --dir "$HBISS_HDFS_CLUSTER_DIR" \
+             2> "$log_dir/hdfs-cluster-start.log" | tail -n 1) && [[ "$uri" == hdfs://* ]]; then
+    export HBISS_HDFS_URI="$uri"
+    log "HDFS cluster up at $HBISS_HDFS_URI"
+    record "hdfs cluster start" 0
+  else
+    # Tests that need HDFS fail (HBISS_REQUIRE_HDFS=1); the others still run.
+    log "the HDFS cluster did not start; see $log_dir/hdfs-cluster-start.log"
+    tail -n 20 "$log_dir/hdfs-cluster-start.log" >&2 || true
+    record "hdfs cluster start" 1
+  fi
+fi
+
+# ---- 4. every test ---------------------------------------------------------------------
+ctest_log="$log_dir/ctest.log"
+ctest --test-dir "$build_dir" --output-on-failure --timeout "$timeout_s" -j "$ctest_jobs" \
+  2>&1 | tee "$ctest_log"
+ctest_rc=${PIPESTATUS[0]}
+record "ctest ($build_dir)" "$ctest_rc"
+
+# ---- 5a. HOOK: fuzz runs ---------------------------------------------------------------
+# The NBD and HDFS helpers add their bounded fuzz runs here, one `record` per run, e.g.
+#   timeout 120 "$fuzz_dir/fuzz_nbd_handshake" -max_total_time=60 fuzz/corpus/nbd
+#   record "fuzz nbd_handshake" $?
+# Fuzz targets need clang: build them in their own directory with -DHBISS_FUZZ=ON.
+if [[ "${HBISS_SKIP_FUZZ:-0}" != 1 ]]; then
+  : # (fuzz runs go here)
+fi
+
+# ---- 5b. HOOK: sanitizer build ---------------------------------------------------------
+# ASan + UBSan build of the whole suite (issue #3 asks that it builds and passes). Fill in
+# or adjust here (e.g. exclude tests that are too slow under ASan with ctest -E).
+if [[ "${HBISS_SKIP_SANITIZE:-0}" != 1 ]]; then
+  : # (sanitizer build and its ctest go here)
+fi
+
+# ---- 6. summary ------------------------------------------------------------------------
+echo
+echo "==== hbiss test summary ===="
+for r in "${results[@]}"; do echo "  $r"; done
+# End with ctest's own summary line ("NN% tests passed, N tests failed out of M").
+summary=$(grep -E '^[0-9]+% tests passed' "$ctest_log" | tail -n 1)
+if [[ -z "$summary" ]]; then
+  summary="ctest printed no summary (exit $ctest_rc)"
+  failed=1
+fi
+stop_cluster
+echo "$summary"
+exit $failed
