@@ -1,0 +1,160 @@
+#include "volume/log_format.h"
+
+#include <cstring>
+
+#include "util/coding.h"
+#include "util/crc32c.h"
+
+namespace hbiss::volume {
+
+void EncodeSegmentHeader(const SegmentHeader& h, std::span<uint8_t, kSlotSize> slot) {
+  uint8_t* p = slot.data();
+  std::memset(p, 0, kSlotSize);
+  std::memcpy(p, kSegmentMagic, 8);
+  EncodeFixed32(p + 8, h.version);
+  EncodeFixed32(p + 12, 0);  // reserved
+  EncodeFixed64(p + 16, h.volume_id);
+  EncodeFixed64(p + 24, h.segment_id);
+  EncodeFixed64(p + 32, h.prev_segment_id);
+  EncodeFixed64(p + 40, h.prev_segment_end);
+  EncodeFixed64(p + 48, h.first_seq);
+  EncodeFixed32(p + 56, crc32c::Mask(crc32c::Value(p, 56)));
+}
+
+Result<SegmentHeader> DecodeSegmentHeader(std::span<const uint8_t> slot) {
+  if (slot.size() < kSegmentHeaderBytes) return Status::Corruption("segment header is short");
+  const uint8_t* p = slot.data();
+  if (std::memcmp(p, kSegmentMagic, 8) != 0) {
+    return Status::Corruption("segment header has bad magic");
+  }
+  if (crc32c::Unmask(DecodeFixed32(p + 56)) != crc32c::Value(p, 56)) {
+    return Status::Corruption("segment header CRC mismatch");
+  }
+  SegmentHeader h;
+  h.version = DecodeFixed32(p + 8);
+  if (h.version == 0) return Status::Corruption("segment header version 0");
+  if (h.version > kLogFormatVersion) {
+    return Status::NotSupported("segment format version " + std::to_string(h.version) +
+                                " is newer than this build supports");
+  }
+  h.volume_id = DecodeFixed64(p + 16);
+  h.segment_id = DecodeFixed64(p + 24);
+  h.prev_segment_id = DecodeFixed64(p + 32);
+  h.prev_segment_end = DecodeFixed64(p + 40);
+  h.first_seq = DecodeFixed64(p + 48);
+  return h;
+}
+
+void EncodeBatchHeader(const BatchHeader& h, std::span<uint8_t, kSlotSize> slot) {
+  uint8_t* p = slot.data();
+  size_t n = BatchHeaderBytes(h.entries.size(), h.data_crcs.size());
+  EncodeFixed32(p, kBatchMagic);
+  p[4] = h.version;
+  p[5] = h.type;
+  EncodeFixed16(p + 6, h.flags);
+  EncodeFixed64(p + 8, h.volume_id);
+  EncodeFixed64(p + 16, h.segment_id);
+  EncodeFixed64(p + 24, h.seq);
+  EncodeFixed64(p + 32, h.synced_upto.segment_id);
+  EncodeFixed64(p + 40, h.synced_upto.offset);
+  EncodeFixed16(p + 48, uint16_t(h.entries.size()));
+  EncodeFixed16(p + 50, uint16_t(h.data_crcs.size()));
+  EncodeFixed32(p + 52, 0);  // reserved
+  uint8_t* q = p + kBatchFixedBytes;
+  for (const BatchEntry& e : h.entries) {
+    q[0] = uint8_t(e.type);
+    EncodeFixed64(q + 1, e.lba);
+    EncodeFixed32(q + 9, e.count);
+    q += kBatchEntryBytes;
+  }
+  for (uint32_t c : h.data_crcs) {
+    EncodeFixed32(q, c);
+    q += 4;
+  }
+  EncodeFixed32(q, crc32c::Mask(crc32c::Value(p, n - kBatchCrcBytes)));
+  std::memset(p + n, 0, kSlotSize - n);
+}
+
+Status DecodeBatchHeader(std::span<const uint8_t> slot, BatchHeader* out) {
+  if (slot.size() < kSlotSize) return Status::Corruption("batch header is short");
+  const uint8_t* p = slot.data();
+  if (DecodeFixed32(p) != kBatchMagic) return Status::Corruption("batch header has bad magic");
+  size_t n_entries = DecodeFixed16(p + 48);
+  size_t n_slots = DecodeFixed16(p + 50);
+  if (!BatchFits(n_entries, n_slots)) {
+    return Status::Corruption("batch header counts exceed its slot");
+  }
+  size_t n = BatchHeaderBytes(n_entries, n_slots);
+  if (crc32c::Unmask(DecodeFixed32(p + n - kBatchCrcBytes)) !=
+      crc32c::Value(p, n - kBatchCrcBytes)) {
+    return Status::Corruption("batch header CRC mismatch");
+  }
+  out->version = p[4];
+  if (out->version == 0) return Status::Corruption("batch version 0");
+  if (out->version > kLogFormatVersion) {
+    return Status::NotSupported("batch format version " + std::to_string(out->version) +
+                                " is newer than this build supports");
+  }
+  out->type = p[5];
+  if (out->type != 0) return Status::Corruption("unknown batch type");
+  out->flags = DecodeFixed16(p + 6);
+  out->volume_id = DecodeFixed64(p + 8);
+  out->segment_id = DecodeFixed64(p + 16);
+  out->seq = DecodeFixed64(p + 24);
+  out->synced_upto.segment_id = DecodeFixed64(p + 32);
+  out->synced_upto.offset = DecodeFixed64(p + 40);
+  out->entries.resize(n_entries);
+  out->data_crcs.resize(n_slots);
+  const uint8_t* q = p + kBatchFixedBytes;
+  uint64_t write_blocks = 0;
+  for (BatchEntry& e : out->entries) {
+    uint8_t t = q[0];
+    if (t < uint8_t(EntryType::kWrite) || t > uint8_t(EntryType::kZero)) {
+      return Status::Corruption("batch entry has unknown type");
+    }
+    e.type = EntryType(t);
+    e.lba = DecodeFixed64(q + 1);
+    e.count = DecodeFixed32(q + 9);
+    if (e.count == 0) return Status::Corruption("batch entry with zero blocks");
+    if (e.lba + e.count < e.lba) return Status::Corruption("batch entry range overflows");
+    if (e.type == EntryType::kWrite) write_blocks += e.count;
+    q += kBatchEntryBytes;
+  }
+  if (write_blocks != n_slots) {
+    return Status::Corruption("batch WRITE entries do not match its data slot count");
+  }
+  for (uint32_t& c : out->data_crcs) {
+    c = DecodeFixed32(q);
+    q += 4;
+  }
+  return Status::OK();
+}
+
+uint32_t DataSlotCrc(const uint8_t* slot) { return crc32c::Value(slot, kSlotSize); }
+
+std::string Hex16(uint64_t v) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string s(16, '0');
+  for (int i = 15; i >= 0; i--) {
+    s[i] = kDigits[v & 15];
+    v >>= 4;
+  }
+  return s;
+}
+
+bool ParseHex16(std::string_view s, uint64_t* v) {
+  if (s.size() != 16) return false;
+  uint64_t r = 0;
+  for (char c : s) {
+    int d;
+    if (c >= '0' && c <= '9') d = c - '0';
+    else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+    else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
+    else return false;
+    r = (r << 4) | uint64_t(d);
+  }
+  *v = r;
+  return true;
+}
+
+}  // namespace hbiss::volume

@@ -1,0 +1,110 @@
+// The on-disk format of a volume's log segments; doc/log_format.md is the
+// specification, this header is its code. All integers are little-endian.
+//
+// A segment is a sequence of 4 KiB slots. Slot 0 is the segment header.
+// Then come batches: one batch-header slot followed by N data slots. The
+// batch header lists entries (WRITE / TRIM / ZERO over block ranges) and the
+// CRC32C of each data slot, and ends with a masked CRC32C over itself.
+//
+// Everything here is pure encoding/decoding with no I/O; thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "util/status.h"
+
+namespace hbiss::volume {
+
+inline constexpr uint32_t kSlotSize = 4096;
+inline constexpr uint32_t kLogFormatVersion = 1;
+// Slot indexes are 16 bits in the extent map, so a segment has at most this
+// many slots (256 MiB).
+inline constexpr uint32_t kMaxSegmentSlots = 65536;
+inline constexpr uint32_t kMinSegmentSlots = 8;
+
+// ---------------------------------------------------------------------------
+// Segment header (slot 0).
+inline constexpr char kSegmentMagic[8] = {'H', 'B', 'S', 'S', 'S', 'E', 'G', '1'};
+inline constexpr size_t kSegmentHeaderBytes = 60;  // bytes covered + CRC
+
+struct SegmentHeader {
+  uint32_t version = kLogFormatVersion;
+  uint64_t volume_id = 0;
+  uint64_t segment_id = 0;
+  uint64_t prev_segment_id = 0;   // 0 for the first segment of the log
+  uint64_t prev_segment_end = 0;  // byte length of the previous segment's valid log
+  uint64_t first_seq = 0;         // seq of the first batch in this segment
+};
+
+// Writes the header into slot[0, kSlotSize), zero-padding the rest.
+void EncodeSegmentHeader(const SegmentHeader& h, std::span<uint8_t, kSlotSize> slot);
+
+// Parses a segment header. Corruption for a short buffer, bad magic or CRC;
+// NotSupported for a version newer than kLogFormatVersion.
+Result<SegmentHeader> DecodeSegmentHeader(std::span<const uint8_t> slot);
+
+// ---------------------------------------------------------------------------
+// Batch header (the first slot of every batch).
+inline constexpr uint32_t kBatchMagic = 0x31425348;  // "HSB1" as LE bytes
+inline constexpr size_t kBatchFixedBytes = 56;
+inline constexpr size_t kBatchEntryBytes = 13;
+inline constexpr size_t kBatchCrcBytes = 4;
+
+enum class EntryType : uint8_t { kWrite = 1, kTrim = 2, kZero = 3 };
+
+struct BatchEntry {
+  EntryType type = EntryType::kWrite;
+  uint64_t lba = 0;    // first block
+  uint32_t count = 0;  // blocks, > 0
+};
+
+// A position in the log: the byte offset of the next batch in a segment.
+struct LogPosition {
+  uint64_t segment_id = 0;
+  uint64_t offset = 0;
+  friend bool operator==(const LogPosition&, const LogPosition&) = default;
+  friend auto operator<=>(const LogPosition&, const LogPosition&) = default;
+};
+
+struct BatchHeader {
+  uint8_t version = kLogFormatVersion;
+  uint8_t type = 0;  // 0: data batch (the only type in version 1)
+  uint16_t flags = 0;
+  uint64_t volume_id = 0;
+  uint64_t segment_id = 0;
+  uint64_t seq = 0;
+  LogPosition synced_upto;  // log known durable when this batch was sealed
+  std::vector<BatchEntry> entries;
+  std::vector<uint32_t> data_crcs;  // one per data slot (unmasked CRC32C)
+};
+
+// Bytes a batch header with `entries` entries and `slots` data slots needs.
+inline constexpr size_t BatchHeaderBytes(size_t entries, size_t slots) {
+  return kBatchFixedBytes + entries * kBatchEntryBytes + slots * 4 + kBatchCrcBytes;
+}
+inline constexpr bool BatchFits(size_t entries, size_t slots) {
+  return BatchHeaderBytes(entries, slots) <= kSlotSize;
+}
+
+// Writes the header into slot (zero-padded). REQUIRES: BatchFits(...), and the
+// WRITE entries' counts sum to data_crcs.size().
+void EncodeBatchHeader(const BatchHeader& h, std::span<uint8_t, kSlotSize> slot);
+
+// Parses a batch header and checks it is self-consistent: magic, CRC,
+// entry types, counts > 0, WRITE counts summing to the data slot count.
+// Corruption on any failure (message says which); NotSupported for a newer
+// version. Does not check volume id / segment id / seq: the caller does.
+Status DecodeBatchHeader(std::span<const uint8_t> slot, BatchHeader* out);
+
+// CRC32C of one data slot as stored in the batch header.
+uint32_t DataSlotCrc(const uint8_t* slot);
+
+// 16 lowercase hex digits, the name component of segments and checkpoints.
+std::string Hex16(uint64_t v);
+// Parses exactly 16 hex digits; false otherwise.
+bool ParseHex16(std::string_view s, uint64_t* v);
+
+}  // namespace hbiss::volume
