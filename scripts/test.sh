@@ -16,6 +16,7 @@
 # Environment:
 #   BUILD_DIR            build directory (default: <repo>/build)
 #   HBISS_TEST_TIMEOUT   seconds per test (default 900)
+#   HBISS_HDFS_BASE_PORT first port of the test cluster (default 19800; it uses P..P+42)
 #   CTEST_JOBS           parallel tests (default 2)
 #   HBISS_SKIP_SANITIZE=1  skip the sanitizer build (step 5)
 #   HBISS_SKIP_FUZZ=1      skip the fuzz runs (step 5)
@@ -57,7 +58,7 @@ cluster_started=0
 stop_cluster() {
   if [[ $cluster_started -eq 1 ]]; then
     log "stopping the HDFS cluster in $HBISS_HDFS_CLUSTER_DIR"
-    bash scripts/hdfs-cluster stop --dir "$HBISS_HDFS_CLUSTER_DIR" > /dev/null 2>&1 || true
+    python3 scripts/hdfs-cluster stop --dir "$HBISS_HDFS_CLUSTER_DIR" > /dev/null 2>&1 || true
     cluster_started=0
   fi
 }
@@ -69,7 +70,8 @@ if [[ -f scripts/hdfs-cluster ]]; then
   export HBISS_REQUIRE_HDFS=1
   log "starting the HDFS cluster in $HBISS_HDFS_CLUSTER_DIR"
   cluster_started=1
-  if uri=$(bash scripts/hdfs-cluster start --dir "$HBISS_HDFS_CLUSTER_DIR" \
+  if uri=$(python3 scripts/hdfs-cluster start --dir "$HBISS_HDFS_CLUSTER_DIR" \
+             --base-port "${HBISS_HDFS_BASE_PORT:-19800}" \
              2> "$log_dir/hdfs-cluster-start.log" | tail -n 1) && [[ "$uri" == hdfs://* ]]; then
     export HBISS_HDFS_URI="$uri"
     log "HDFS cluster up at $HBISS_HDFS_URI"
