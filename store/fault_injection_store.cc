@@ -13,7 +13,9 @@ namespace {
 using Op = FaultInjectionStore::Op;
 using ObjectState = FaultInjectionStore::ObjectState;
 
-bool IsMutating(Op op) { return (FaultInjectionStore::kMutatingOps & FaultInjectionStore::Bit(op)) != 0; }
+bool IsMutating(Op op) {
+  return (FaultInjectionStore::kMutatingOps & FaultInjectionStore::Bit(op)) != 0;
+}
 
 // A writer handed out by the wrapper. SimulateCrash takes the target away.
 struct WriterSlot {
@@ -397,7 +399,12 @@ Status FaultInjectionStore::SimulateCrash(CrashKind kind) {
     const ObjectState& st = entry.st;
     uint64_t floor = kind == CrashKind::kPowerLoss ? st.synced : st.flushed;
     if (st.appended <= floor) continue;
-    uint64_t keep = floor + c.Random() % (st.appended - floor + 1);
+    // A third of the time drop everything unsynced, a third keep it all,
+    // a third cut at a uniform random byte in between.
+    uint64_t r = c.Random();
+    uint64_t keep = r % 3 == 0   ? floor
+                    : r % 3 == 1 ? st.appended
+                                 : floor + (r / 3) % (st.appended - floor + 1);
     if (keep >= st.appended) continue;
     // Rewrite the object with only its first `keep` bytes.
     Status s = [&]() -> Status {

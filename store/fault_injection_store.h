@@ -24,7 +24,9 @@
 //   Flush, Sync, Close  have no effect (nothing becomes more durable).
 // SimulateCrash() then plays the restart: for each tracked object it keeps a
 // seeded random length in [synced, appended] (kPowerLoss) or
-// [flushed, appended] (kProcessCrash) and drops the rest, forgets writers,
+// [flushed, appended] (kProcessCrash) and drops the rest (each with
+// probability 1/3: exactly the lower bound, everything, or a uniform random
+// byte length in between), forgets writers,
 // readers and locks taken before (their later calls fail; locks are
 // released), and brings the store back up, as a restarted process would see
 // it. SimulateCrash may be called without an armed crash too ("crash now").
@@ -80,7 +82,8 @@ class FaultInjectionStore : public StoreWrapper {
   static constexpr int kNumOps = 13;
   static constexpr uint32_t Bit(Op op) { return 1u << static_cast<unsigned>(op); }
   // Create .. DeleteDir, the first eight Op values.
-  static constexpr uint32_t kMutatingOps = (1u << (static_cast<unsigned>(Op::kDeleteDir) + 1)) - 1;
+  static constexpr uint32_t kMutatingOps =
+      (1u << (static_cast<unsigned>(Op::kDeleteDir) + 1)) - 1;
   static constexpr uint32_t kAllOps = (1u << kNumOps) - 1;
   static const char* OpName(Op op);
 
