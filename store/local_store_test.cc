@@ -1,0 +1,310 @@
+// Tests specific to the local backend and to OpenStore's URI handling. The
+// behaviour shared by all backends is in the conformance suite.
+#include "store/local_store.h"
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "store/memory_store.h"
+
+namespace hbiss::store {
+namespace {
+
+namespace fs = std::filesystem;
+using Code = Status::Code;
+
+std::span<const uint8_t> AsBytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+#define ASSERT_OK(expr)                                       \
+  do {                                                        \
+    ::hbiss::Status _s = (expr);                              \
+    ASSERT_TRUE(_s.ok()) << #expr << ": " << _s.ToString();   \
+  } while (0)
+
+class LocalStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (fs::temp_directory_path() / "hbiss-local-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(dir_.data()), nullptr);
+  }
+  void TearDown() override {
+    ::chmod(dir_.c_str(), 0755);
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  std::unique_ptr<LocalStore> MustOpen(const std::string& path) {
+    auto s = LocalStore::Open(path, true);
+    EXPECT_TRUE(s.ok()) << s.status().ToString();
+    return s.ok() ? std::move(s).value() : nullptr;
+  }
+  std::string dir_;
+};
+
+TEST_F(LocalStoreTest, ObjectsAreFilesUnderTheRoot) {
+  auto s = MustOpen(dir_);
+  ASSERT_OK(s->Put("volumes/a/meta", AsBytes("meta")));
+  auto w = s->Create("volumes/a/seg/1");
+  ASSERT_TRUE(w.ok());
+  ASSERT_OK((*w)->Append(AsBytes("segment")));
+  ASSERT_OK((*w)->Close());
+  std::ifstream f(dir_ + "/volumes/a/seg/1", std::ios::binary);
+  std::string content((std::istreambuf_iterator<char>(f)), {});
+  EXPECT_EQ(content, "segment");
+  EXPECT_EQ(s->PathOf("volumes/a/meta"), dir_ + "/volumes/a/meta");
+  EXPECT_EQ(s->root(), dir_);
+}
+
+TEST_F(LocalStoreTest, PutReplacesByRenameSoOldReadersSeeOldBytes) {
+  auto s = MustOpen(dir_);
+  const std::string v1(100000, '1'), v2(50, '2');
+  ASSERT_OK(s->Put("ckpt", AsBytes(v1)));
+  struct stat before;
+  ASSERT_EQ(::stat((dir_ + "/ckpt").c_str(), &before), 0);
+  auto r = s->Open("ckpt");
+  ASSERT_TRUE(r.ok());
+  ASSERT_OK(s->Put("ckpt", AsBytes(v2)));
+  struct stat after;
+  ASSERT_EQ(::stat((dir_ + "/ckpt").c_str(), &after), 0);
+  // A new file took the name (rename), the old one was never rewritten in place.
+  EXPECT_NE(before.st_ino, after.st_ino);
+  std::string buf(v1.size(), '\0');
+  auto n = (*r)->ReadAt(0, std::span(reinterpret_cast<uint8_t*>(buf.data()), buf.size()));
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, v1.size());
+  EXPECT_TRUE(buf == v1);
+  EXPECT_EQ(s->Get("ckpt").value(), v2);
+  // No temporary file is left behind.
+  int entries = 0;
+  for (const auto& e : fs::directory_iterator(dir_)) {
+    ++entries;
+    EXPECT_EQ(e.path().filename(), "ckpt");
+  }
+  EXPECT_EQ(entries, 1);
+}
+
+TEST_F(LocalStoreTest, LeftoverTemporaryFilesAreHidden) {
+  auto s = MustOpen(dir_);
+  ASSERT_OK(s->Put("d/real", AsBytes("r")));
+  // What a crash in the middle of Put leaves behind.
+  std::ofstream(dir_ + "/d/.hbiss-tmp-999-1") << "half a checkpoint";
+  auto l = s->List("d");
+  ASSERT_TRUE(l.ok());
+  ASSERT_EQ(l->size(), 1u);
+  EXPECT_EQ((*l)[0].name, "real");
+  // And a Put after it works and does not disturb it.
+  ASSERT_OK(s->Put("d/real", AsBytes("r2")));
+  EXPECT_EQ(s->Get("d/real").value(), "r2");
+}
+
+TEST_F(LocalStoreTest, MissingDirectoryIsNotFoundUnlessCreated) {
+  const std::string missing = dir_ + "/not/there";
+  auto s = LocalStore::Open(missing, false);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().code(), Code::kNotFound);
+  EXPECT_NE(s.status().message().find(missing), std::string::npos) << s.status().ToString();
+  EXPECT_FALSE(fs::exists(missing));
+  auto t = OpenStore(missing);
+  EXPECT_EQ(t.status().code(), Code::kNotFound);
+  auto c = OpenStore(missing, /*create_if_missing=*/true);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_TRUE(fs::is_directory(missing));
+  EXPECT_EQ((*c)->Uri(), "file://" + missing);
+}
+
+TEST_F(LocalStoreTest, PathThatIsAFileIsInvalidArgument) {
+  std::ofstream(dir_ + "/file") << "x";
+  auto s = OpenStore(dir_ + "/file");
+  EXPECT_EQ(s.status().code(), Code::kInvalidArgument) << s.status().ToString();
+}
+
+TEST_F(LocalStoreTest, UnwritableDirectoryIsAClearIOError) {
+  if (::geteuid() != 0) {
+    ASSERT_EQ(::chmod(dir_.c_str(), 0555), 0);
+    auto s = OpenStore(dir_);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.status().code(), Code::kIOError);
+    EXPECT_NE(s.status().message().find(dir_), std::string::npos);
+    EXPECT_NE(s.status().message().find("not writable"), std::string::npos)
+        << s.status().ToString();
+  }
+  // Root may write anywhere its mode bits say no, so also use a directory no
+  // one can create files in.
+  if (fs::is_directory("/proc/self")) {
+    auto s = OpenStore("/proc/self");
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.status().code(), Code::kIOError) << s.status().ToString();
+    EXPECT_NE(s.status().message().find("/proc/self"), std::string::npos);
+    EXPECT_NE(s.status().message().find("not writable"), std::string::npos)
+        << s.status().ToString();
+  }
+}
+
+TEST_F(LocalStoreTest, ErrorsNameThePath) {
+  auto s = MustOpen(dir_);
+  ASSERT_OK(s->Put("file", AsBytes("x")));
+  auto w = s->Create("file/child");
+  ASSERT_FALSE(w.ok());
+  EXPECT_NE(w.status().message().find(dir_ + "/file"), std::string::npos)
+      << w.status().ToString();
+  ASSERT_OK(s->Put("d/x", AsBytes("x")));
+  auto r = s->Open("d");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find(dir_ + "/d"), std::string::npos) << r.status().ToString();
+  auto g = s->Open("nope");
+  EXPECT_EQ(g.status().code(), Code::kNotFound);
+  EXPECT_NE(g.status().message().find(dir_ + "/nope"), std::string::npos);
+}
+
+TEST_F(LocalStoreTest, LockIsExclusiveAcrossStoresAndProcesses) {
+  auto a = MustOpen(dir_);
+  auto b = MustOpen(dir_);
+  auto la = a->TryLock("vol/lock");
+  ASSERT_TRUE(la.ok()) << la.status().ToString();
+  auto lb = b->TryLock("vol/lock");
+  EXPECT_EQ(lb.status().code(), Code::kBusy);
+  // Another process is refused while we hold it...
+  auto child_try = [&]() -> int {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      auto s = LocalStore::Open(dir_, false);
+      if (!s.ok()) ::_exit(3);
+      auto l = (*s)->TryLock("vol/lock");
+      ::_exit(l.ok() ? 0 : l.status().IsBusy() ? 1 : 2);
+    }
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  EXPECT_EQ(child_try(), 1);
+  la->reset();
+  // ... and gets it once released.
+  EXPECT_EQ(child_try(), 0);
+  auto again = b->TryLock("vol/lock");
+  EXPECT_TRUE(again.ok()) << again.status().ToString();
+}
+
+TEST_F(LocalStoreTest, RelativePathResolvesAgainstWorkingDirectory) {
+  char old[4096];
+  ASSERT_NE(::getcwd(old, sizeof(old)), nullptr);
+  ASSERT_EQ(::chdir(dir_.c_str()), 0);
+  auto s = OpenStore("rel/store", true);
+  ASSERT_EQ(::chdir(old), 0);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ((*s)->Uri(), "file://" + dir_ + "/rel/store");
+  EXPECT_TRUE(fs::is_directory(dir_ + "/rel/store"));
+}
+
+TEST_F(LocalStoreTest, FileUrisOpenTheSameDirectory) {
+  auto plain = MustOpen(dir_);
+  ASSERT_OK(plain->Put("x", AsBytes("shared")));
+  for (const std::string& uri : {"file://" + dir_, "file://" + dir_ + "/", "FILE://" + dir_,
+                                "file://localhost" + dir_}) {
+    auto s = OpenStore(uri);
+    ASSERT_TRUE(s.ok()) << uri << ": " << s.status().ToString();
+    EXPECT_EQ((*s)->Get("x").value(), "shared") << uri;
+    EXPECT_EQ((*s)->Uri(), "file://" + dir_) << uri;
+  }
+}
+
+TEST_F(LocalStoreTest, UriRoundTripsThroughPercentEncoding) {
+  const std::string odd = dir_ + "/with space%and#hash?";
+  auto s = OpenStore(odd, true);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_OK((*s)->Put("k", AsBytes("v")));
+  const std::string uri = (*s)->Uri();
+  EXPECT_EQ(uri.find(' '), std::string::npos) << uri;
+  EXPECT_NE(uri.find("%20"), std::string::npos) << uri;
+  auto again = OpenStore(uri);
+  ASSERT_TRUE(again.ok()) << uri << ": " << again.status().ToString();
+  EXPECT_EQ((*again)->Get("k").value(), "v");
+  EXPECT_TRUE(fs::exists(odd + "/k"));
+}
+
+TEST(OpenStoreTest, BadUrisAreInvalidArgument) {
+  for (const std::string& uri :
+       {std::string(""), std::string("file:"), std::string("file:relative"),
+        std::string("file://"), std::string("file://host/x"), std::string("file://relative"),
+        std::string("file:///tmp/x%zz"), std::string("file:///tmp/x%4"),
+        std::string("file:///tmp/x?query"), std::string("file:///tmp/x%00y"),
+        std::string("bogus://x"), std::string("mem://"), std::string("mem://a/b"),
+        std::string("mem://bad name"), std::string("hdfs://127.0.0.1:9000/x"),
+        std::string("mem:x"), std::string("a\0b", 3)}) {
+    auto s = OpenStore(uri, true);
+    ASSERT_FALSE(s.ok()) << "'" << uri << "' was accepted";
+    EXPECT_EQ(s.status().code(), Code::kInvalidArgument) << uri << ": " << s.status().ToString();
+    EXPECT_FALSE(s.status().message().empty());
+  }
+  // The unknown-scheme message names the scheme.
+  auto h = OpenStore("hdfs://127.0.0.1:9000/x");
+  EXPECT_NE(h.status().message().find("'hdfs'"), std::string::npos) << h.status().ToString();
+}
+
+TEST(OpenStoreTest, MemUrisShareByName) {
+  auto a = OpenStore("mem://open-store-test");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ((*a)->Uri(), "mem://open-store-test");
+  ASSERT_OK((*a)->Put("k", AsBytes("v")));
+  a->reset();  // contents outlive the Store object
+  auto b = OpenStore("mem://open-store-test");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ((*b)->Get("k").value(), "v");
+  auto other = OpenStore("mem://open-store-test-2");
+  ASSERT_TRUE(other.ok());
+  EXPECT_EQ((*other)->Get("k").status().code(), Code::kNotFound);
+  MemoryStore::Drop("open-store-test");
+  auto c = OpenStore("mem://open-store-test");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)->Get("k").status().code(), Code::kNotFound);
+  // A store opened before the drop keeps the old contents.
+  EXPECT_EQ((*b)->Get("k").value(), "v");
+}
+
+std::string g_factory_uri;
+bool g_factory_create = false;
+
+TEST(OpenStoreTest, RegisteredSchemesGetTheWholeUri) {
+  RegisterScheme("TestScheme", [](const std::string& uri, bool create) {
+    g_factory_uri = uri;
+    g_factory_create = create;
+    return Result<std::unique_ptr<Store>>(std::make_unique<MemoryStore>());
+  });
+  auto s = OpenStore("testscheme://host:1/dir", true);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  EXPECT_EQ(g_factory_uri, "testscheme://host:1/dir");
+  EXPECT_TRUE(g_factory_create);
+  // Built-in schemes cannot be taken over.
+  RegisterScheme("mem", [](const std::string&, bool) {
+    return Result<std::unique_ptr<Store>>(Status::NotSupported("hijacked"));
+  });
+  EXPECT_TRUE(OpenStore("mem://still-mine").ok());
+  RegisterScheme("mem", nullptr);
+  RegisterScheme("testscheme", nullptr);
+  EXPECT_EQ(OpenStore("testscheme://host:1/dir").status().code(), Code::kInvalidArgument);
+}
+
+TEST(ValidateNameTest, AcceptsAndRejects) {
+  for (const char* ok : {"a", "a/b/c", "volumes/vm-1/seg/0000000000000001", "...", ".x", "a.b"}) {
+    EXPECT_TRUE(ValidateName(ok).ok()) << ok;
+  }
+  for (const char* bad : {"", "/", "/a", "a/", "a//b", ".", "..", "a/./b", "x/..", ".hbiss-t"}) {
+    Status s = ValidateName(bad);
+    EXPECT_TRUE(s.IsInvalidArgument()) << bad;
+    EXPECT_NE(s.message().find("invalid store name"), std::string::npos);
+  }
+  EXPECT_TRUE(ValidateName(std::string(255, 'c')).ok());
+  EXPECT_FALSE(ValidateName(std::string(256, 'c')).ok());
+  std::string long_name;
+  while (long_name.size() < 4096) long_name += "abcdefg/";
+  EXPECT_FALSE(ValidateName(long_name.substr(0, 4097)).ok());
+}
+
+}  // namespace
+}  // namespace hbiss::store
