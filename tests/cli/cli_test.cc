@@ -69,11 +69,12 @@ TEST_F(CliTest, BadVolumeNamesAreRejectedEverywhere) {
                                         "-dash", "sp ace", "tab\tname"};
   for (const std::string& name : bad) {
     SCOPED_TRACE("name=" + name);
-    ExpectFailsInStore({"create", name, "--size", "1M"});
-    ExpectFailsInStore({"info", name});
-    ExpectFailsInStore({"rm", name});
-    ExpectFailsInStore({"import", name, dir_ / "img"});
-    ExpectFailsInStore({"export", name, dir_ / "out"});
+    // "--" ends the options, so that "-dash" reaches the name check.
+    ExpectFailsInStore({"create", "--size", "1M", "--", name});
+    ExpectFailsInStore({"info", "--", name});
+    ExpectFailsInStore({"rm", "--", name});
+    ExpectFailsInStore({"import", "--", name, dir_ / "img"});
+    ExpectFailsInStore({"export", "--", name, dir_ / "out"});
     EXPECT_FALSE(fs::exists(dir_ / "out"));
   }
   // The longest valid name works.
