@@ -1,0 +1,247 @@
+// hbiss's native HDFS client: NameNode operations over Hadoop IPC (hdfs/rpc.h) and file data
+// over DataTransferProtocol (hdfs/datatransfer.h). No JVM, no libhdfs.
+//
+//   auto c = Client::Connect("127.0.0.1", 8020, {});
+//   auto w = (*c)->Create("/dir/file", {});  ... w->Write(...); w->Hflush(); w->Close();
+//   auto r = (*c)->Open("/dir/file");         ... r->PRead(offset, buf);
+//
+// Paths are absolute HDFS paths ("/a/b"). Errors are Status values: NotFound for a missing
+// path, AlreadyExists, Busy for a file whose lease someone else holds, IOError (retryable
+// when a retry may succeed), Corruption for data failing its checksum on every replica.
+//
+// Thread safety: a Client and a FileReader may be used from many threads at once. A
+// FileWriter is used by one thread at a time. A Client must outlive its readers and writers.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hdfs/datatransfer.h"
+#include "hdfs/proto/hadoop_wire.pb.h"
+#include "hdfs/rpc.h"
+#include "util/status.h"
+
+namespace hbiss::hdfs {
+
+// hdfs://host[:port][/path]. The port defaults to 8020 and the path to "/".
+struct HdfsUri {
+  std::string host;
+  uint16_t port = 8020;
+  std::string path;  // absolute, no trailing '/' except for "/"
+};
+Result<HdfsUri> ParseHdfsUri(std::string_view uri);
+
+struct ClientOptions {
+  std::string user;         // empty: $HADOOP_USER_NAME, else the login name
+  std::string client_name;  // empty: "hbiss_<random>"; names our leases
+  int rpc_retry_deadline_ms = 120000;
+  int datanode_timeout_ms = 60000;
+  int lease_renew_interval_ms = 20000;
+  // Ask the NameNode for a replacement when a DataNode of a write pipeline fails (and the
+  // cluster has one); without one the write continues on the remaining nodes.
+  bool replace_datanode_on_failure = true;
+};
+
+struct FileStatus {
+  std::string name;  // last path component ("" for the root)
+  bool is_dir = false;
+  uint64_t length = 0;
+  uint64_t modification_time_ms = 0;
+  uint32_t replication = 0;
+  uint64_t block_size = 0;
+  uint64_t file_id = 0;
+  uint32_t permission = 0;
+  std::string owner;
+  std::string group;
+};
+
+struct CreateOptions {
+  bool overwrite = false;
+  bool create_parent = true;
+  uint32_t replication = 0;  // 0: the server's default
+  uint64_t block_size = 0;   // 0: the server's default
+  uint32_t permission = 0644;
+};
+
+class Client;
+
+// Reads a file at random offsets. The length is fixed when the file is opened; for a file
+// still being written it includes every byte the writer has hflushed.
+class FileReader {
+ public:
+  FileReader(const FileReader&) = delete;
+  FileReader& operator=(const FileReader&) = delete;
+
+  // Reads up to out.size() bytes at offset; fewer only at the end of the file, 0 at or past
+  // it. Every byte returned was verified against its chunk checksum. A dead DataNode or a
+  // checksum failure moves the read to another replica; the call fails only when no replica
+  // can serve the bytes (Corruption when every reachable replica failed its checksum).
+  Result<size_t> PRead(uint64_t offset, std::span<uint8_t> out);
+
+  uint64_t length() const { return length_; }
+  const std::string& path() const { return path_; }
+  // True when the file was still open for writing when this reader opened it.
+  bool under_construction() const { return under_construction_; }
+  // Replicas skipped because they failed (for tests and logs).
+  uint64_t failovers() const { return failovers_.load(); }
+
+ private:
+  friend class Client;
+  FileReader(Client* client, std::string path) : client_(client), path_(std::move(path)) {}
+  Status Refresh();  // refetches block locations; REQUIRES: mu_ not held
+  Status ReadFromBlock(const pb::LocatedBlock& lb, uint64_t block_len, uint64_t off_in_block,
+                       uint64_t len, uint8_t* out);
+
+  Client* const client_;
+  const std::string path_;
+  uint64_t length_ = 0;
+  bool under_construction_ = false;
+  bool fetched_ = false;  // GUARDED_BY(mu_)
+  std::atomic<uint64_t> failovers_{0};
+  mutable std::mutex mu_;
+  std::vector<pb::LocatedBlock> blocks_;  // GUARDED_BY(mu_); with the last block's length
+  std::set<std::string> dead_nodes_;      // GUARDED_BY(mu_)
+};
+
+// Writes a new file front to back. Destroying a writer without Close() abandons it: the
+// file stays open until its lease expires or someone calls RecoverLease; hflushed bytes
+// survive.
+class FileWriter {
+ public:
+  FileWriter(const FileWriter&) = delete;
+  FileWriter& operator=(const FileWriter&) = delete;
+  ~FileWriter();
+
+  // Appends data. Bytes may be buffered until a packet fills, Hflush, Hsync or Close. On
+  // error the writer is broken and every later call fails.
+  Status Write(std::span<const uint8_t> data);
+  Status Write(std::string_view data) {
+    return Write(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()),
+                                          data.size()));
+  }
+  // Returns once every DataNode of the pipeline has acknowledged every byte written so far:
+  // the bytes survive a crash of this process and new readers see them.
+  Status Hflush();
+  // Hflush, with each DataNode syncing the block to disk before it acknowledges; the NameNode
+  // also records the length. The bytes survive power loss.
+  Status Hsync();
+  // Flushes, ends the last block and completes the file. No call but the destructor may
+  // follow. Retries complete() while the NameNode is still waiting for block reports.
+  Status Close();
+
+  uint64_t size() const { return size_; }
+  const std::string& path() const { return path_; }
+  // Pipeline recoveries performed (for tests).
+  int recoveries() const { return recoveries_; }
+
+ private:
+  friend class Client;
+  FileWriter(Client* client, std::string path, uint64_t file_id, uint64_t block_size,
+             uint32_t replication);
+  Status StartBlock();
+  Status SendPacket(bool last_in_block, bool sync);
+  Status EndBlock();
+  Status Flush(bool sync);
+  Status Recover();  // rebuilds the pipeline after a failure and resends unacked packets
+  Status SetError(Status st);
+
+  Client* const client_;
+  const std::string path_;
+  const uint64_t file_id_;
+  const uint64_t block_size_;
+  const uint32_t replication_;
+  static constexpr uint32_t kBytesPerChecksum = 512;
+  static constexpr uint32_t kPacketData = 126 * kBytesPerChecksum;  // as Java's 64 KiB packets
+
+  Status error_;
+  bool closed_ = false;
+  uint64_t size_ = 0;
+  // The block being written.
+  bool have_block_ = false;
+  pb::LocatedBlock block_;
+  std::vector<pb::DatanodeInfo> nodes_;
+  std::vector<std::string> storage_ids_;
+  std::vector<pb::DatanodeInfo> excluded_;
+  std::unique_ptr<Pipeline> pipeline_;
+  uint64_t sent_bytes_ = 0;       // block offset just past the last byte sent
+  int64_t next_seqno_ = 0;
+  bool new_block_since_fsync_ = false;
+  // The packet being filled: data_ starts at block offset pkt_offset_ (chunk aligned).
+  uint64_t pkt_offset_ = 0;
+  std::string pkt_data_;
+  // The last finished block, passed as "previous" to addBlock and complete.
+  bool have_previous_ = false;
+  pb::ExtendedBlock previous_;
+  int recoveries_ = 0;
+};
+
+class Client {
+ public:
+  static Result<std::unique_ptr<Client>> Connect(const std::string& host, uint16_t port,
+                                                 ClientOptions options = {});
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+  // Stops the lease renewer. Writers still open are abandoned (see FileWriter).
+  ~Client();
+
+  // Status of a file or directory; NotFound if absent.
+  Result<FileStatus> GetFileInfo(const std::string& path);
+  // Entries of a directory (all pages), in the NameNode's (byte-wise sorted) order. NotFound
+  // if absent; a file lists as itself.
+  Result<std::vector<FileStatus>> List(const std::string& path);
+  // Creates a directory and its parents; OK if it exists as a directory.
+  Status Mkdirs(const std::string& path, uint32_t permission = 0755);
+  // Deletes a file or (with recursive) a directory tree. Returns false if nothing existed.
+  Result<bool> Delete(const std::string& path, bool recursive);
+  // Renames src to dst; with overwrite, atomically replaces an existing dst file.
+  Status Rename(const std::string& src, const std::string& dst, bool overwrite);
+  // Starts lease recovery of a file left open; true when the file is closed already.
+  Result<bool> RecoverLease(const std::string& path);
+  // RecoverLease until the file is closed or timeout_ms passes (Busy then).
+  Status RecoverLeaseAndWait(const std::string& path, int timeout_ms = 120000);
+
+  Result<std::unique_ptr<FileReader>> Open(const std::string& path);
+  Result<std::unique_ptr<FileWriter>> Create(const std::string& path, const CreateOptions& opts);
+
+  Result<pb::FsServerDefaults> GetServerDefaults();
+
+  const std::string& client_name() const { return options_.client_name; }
+  const ClientOptions& options() const { return options_; }
+  RpcClient& namenode() { return *nn_; }
+  std::string Address() const { return nn_->Address(); }
+
+ private:
+  friend class FileReader;
+  friend class FileWriter;
+  Client(const std::string& host, uint16_t port, ClientOptions options);
+  Status NnCall(const char* method, const google::protobuf::MessageLite& req,
+                google::protobuf::MessageLite* resp);
+  Result<uint64_t> VisibleLength(const pb::LocatedBlock& lb);
+  void WriterOpened();
+  void WriterClosed();
+  void RenewerLoop();
+
+  ClientOptions options_;
+  std::unique_ptr<RpcClient> nn_;
+  std::mutex defaults_mu_;
+  bool have_defaults_ = false;
+  pb::FsServerDefaults defaults_;
+
+  std::mutex lease_mu_;
+  std::condition_variable lease_cv_;
+  int open_writers_ = 0;  // GUARDED_BY(lease_mu_)
+  bool stop_ = false;     // GUARDED_BY(lease_mu_)
+  std::thread renewer_;
+};
+
+FileStatus ToFileStatus(const pb::HdfsFileStatus& s);
+
+}  // namespace hbiss::hdfs

@@ -1,0 +1,112 @@
+// DataTransferProtocol streams to DataNodes: reading a byte range of one block replica with
+// every chunk's checksum verified, and the write pipeline for one block.
+//
+// Thread safety: ReadBlock is a free function safe to call from many threads. A Pipeline is
+// driven by one writer thread; its own responder thread reads acks.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hdfs/proto/hadoop_wire.pb.h"
+#include "hdfs/socket.h"
+#include "util/status.h"
+
+namespace hbiss::hdfs {
+
+// Reads one varint-delimited message of at most max_len bytes from sock.
+Status ReadDelimited(Socket* sock, google::protobuf::MessageLite* msg, size_t max_len);
+
+// "ip:xferPort" of a DataNode.
+std::string DatanodeName(const pb::DatanodeInfo& dn);
+
+// Reads block bytes [offset, offset + len) of lb's block from DataNode dn into out[0, len).
+// Every chunk is verified against the checksums the DataNode stores; a mismatch is
+// Corruption and no byte of a bad chunk is returned as good (out may hold partial data on
+// error). Sends CHECKSUM_OK to the DataNode after a complete read. Errors name the DataNode.
+// REQUIRES: offset + len <= the replica's length.
+Status ReadBlock(const std::string& client_name, const pb::LocatedBlock& lb,
+                 const pb::DatanodeInfo& dn, uint64_t offset, uint64_t len, uint8_t* out,
+                 int timeout_ms);
+
+// One packet of a block write, kept until every DataNode acknowledged it.
+struct PipelinePacket {
+  int64_t seqno = 0;
+  bool last_in_block = false;
+  uint64_t data_end = 0;  // offset in block just past this packet's data
+  std::string wire;       // the encoded packet (wire::EncodePacket)
+};
+
+struct PipelineSetup {
+  std::string client_name;
+  pb::ExtendedBlock block;  // with the generation stamp the DataNodes currently hold
+  pb::Token token;
+  std::vector<pb::DatanodeInfo> targets;
+  std::vector<std::string> storage_ids;  // per target, may be empty
+  pb::OpWriteBlock::Stage stage = pb::OpWriteBlock::PIPELINE_SETUP_CREATE;
+  uint64_t latest_gs = 0;
+  uint64_t min_bytes = 0;  // bytes acknowledged so far (recovery)
+  uint64_t max_bytes = 0;  // bytes sent so far (recovery)
+  uint32_t bytes_per_checksum = 512;
+  int timeout_ms = 60000;
+  int max_in_flight = 80;
+};
+
+// The write pipeline of one block: client -> targets[0] -> targets[1] -> ...
+class Pipeline {
+ public:
+  // Connects to targets[0], sends WRITE_BLOCK and waits for the pipeline to be set up. On
+  // failure *bad_node is the index of the target to blame (from firstBadLink, else 0).
+  static Result<std::unique_ptr<Pipeline>> Open(const PipelineSetup& setup, int* bad_node);
+
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+  // Stops the responder and closes the connection; unacked packets are dropped.
+  ~Pipeline();
+
+  // Queues the packet for acknowledgement and sends it; blocks while max_in_flight packets
+  // are unacknowledged. After any failure of the pipeline every call fails; the packet is
+  // still queued, so TakeUnacked() returns it for resending.
+  Status Send(PipelinePacket packet);
+
+  // Waits until every packet sent so far has been acknowledged by every DataNode.
+  Status WaitAllAcked();
+
+  // The failure of the pipeline, OK while healthy.
+  Status status() const;
+  // After a failure: the index of the DataNode to blame (0 when the first one is unreachable
+  // or unknown).
+  int bad_node() const;
+  // Offset in block up to which every DataNode acknowledged.
+  uint64_t acked_bytes() const;
+  // Stops the pipeline and returns the packets not yet acknowledged, oldest first.
+  std::deque<PipelinePacket> TakeUnacked();
+
+ private:
+  explicit Pipeline(const PipelineSetup& setup, std::unique_ptr<Socket> sock);
+  void ResponderLoop();
+  void Fail(const Status& st, int bad_node);  // REQUIRES: mu_ held
+  void Stop();
+
+  const PipelineSetup setup_;
+  std::unique_ptr<Socket> sock_;
+  std::mutex write_mu_;  // serializes writes to sock_ (writer thread and heartbeats)
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<PipelinePacket> unacked_;  // GUARDED_BY(mu_)
+  Status status_;                       // GUARDED_BY(mu_)
+  int bad_node_ = -1;                   // GUARDED_BY(mu_)
+  uint64_t acked_bytes_ = 0;            // GUARDED_BY(mu_)
+  bool stop_ = false;                   // GUARDED_BY(mu_)
+  int64_t last_send_ms_ = 0;            // GUARDED_BY(mu_)
+  std::thread responder_;
+};
+
+}  // namespace hbiss::hdfs

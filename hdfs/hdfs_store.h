@@ -1,0 +1,44 @@
+// The hdfs:// backend of the segment store (store/store.h) over hbiss's native client.
+//
+//   hdfs://host:port/dir   objects are HDFS files under /dir, named by their store names.
+//
+// Mapping of the store contract:
+//  * Segments are HDFS files. SegmentWriter::Flush is hflush, Sync is hsync (plus the
+//    NameNode length update), Close ends the last block and completes the file.
+//  * Put writes a temporary file ".hbiss-tmp-..." next to the target, hsyncs and closes it,
+//    then rename2(overwrite) replaces the target atomically.
+//  * Open of a file still open for writing, when no writer of this process has it open,
+//    treats the writer as crashed: it calls recoverLease and waits until the NameNode has
+//    closed the file (the HBase WAL pattern), then reads up to the recovered length. A file
+//    still being written by this process is read up to its hflushed length instead.
+//  * TryLock creates (overwriting) the lock file and keeps it open: our lease is the lock.
+//    Another client's create fails with AlreadyBeingCreatedException -> Busy, until our
+//    Lock closes the file or our lease expires after a crash (soft limit, 60 s).
+//  * Names starting with ".hbiss-" never appear in List.
+//
+// Thread safety: as store::Store.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "hdfs/client.h"
+#include "store/store.h"
+
+namespace hbiss::hdfs {
+
+// Opens the store at an hdfs:// URI (store::StoreFactory). NotFound when the directory is
+// missing and !create_if_missing; InvalidArgument for a malformed URI or a path that is a
+// file.
+Result<std::unique_ptr<store::Store>> OpenHdfsStore(const std::string& uri,
+                                                    bool create_if_missing);
+
+// Same, with explicit client options (tests use short timeouts).
+Result<std::unique_ptr<store::Store>> OpenHdfsStore(const std::string& uri,
+                                                    bool create_if_missing,
+                                                    const ClientOptions& options);
+
+// Registers "hdfs" with store::OpenStore. Call once from main() before OpenStore.
+void RegisterStoreScheme();
+
+}  // namespace hbiss::hdfs
