@@ -62,7 +62,7 @@ void EncodeBatchHeader(const BatchHeader& h, std::span<uint8_t, kSlotSize> slot)
   EncodeFixed32(p + 52, 0);  // reserved
   uint8_t* q = p + kBatchFixedBytes;
   for (const BatchEntry& e : h.entries) {
-    q[0] = uint8_t(e.type);
+    q[0] = uint8_t(uint8_t(e.type) | (e.continues ? kEntryContinues : 0));
     EncodeFixed64(q + 1, e.lba);
     EncodeFixed32(q + 9, e.count);
     q += kBatchEntryBytes;
@@ -108,7 +108,8 @@ Status DecodeBatchHeader(std::span<const uint8_t> slot, BatchHeader* out) {
   const uint8_t* q = p + kBatchFixedBytes;
   uint64_t write_blocks = 0;
   for (BatchEntry& e : out->entries) {
-    uint8_t t = q[0];
+    uint8_t t = q[0] & uint8_t(~kEntryContinues);
+    e.continues = (q[0] & kEntryContinues) != 0;
     if (t < uint8_t(EntryType::kWrite) || t > uint8_t(EntryType::kZero)) {
       return Status::Corruption("batch entry has unknown type");
     }

@@ -55,10 +55,17 @@ inline constexpr size_t kBatchCrcBytes = 4;
 
 enum class EntryType : uint8_t { kWrite = 1, kTrim = 2, kZero = 3 };
 
+// Bit 7 of an entry's type byte: the operation this entry belongs to goes on
+// in the next entry (possibly in a later batch or segment). Recovery applies
+// an operation only when its last entry (bit clear) is in the valid log, so
+// a volume operation is atomic however many batches it spans.
+inline constexpr uint8_t kEntryContinues = 0x80;
+
 struct BatchEntry {
   EntryType type = EntryType::kWrite;
-  uint64_t lba = 0;    // first block
-  uint32_t count = 0;  // blocks, > 0
+  bool continues = false;  // kEntryContinues
+  uint64_t lba = 0;        // first block
+  uint32_t count = 0;      // blocks, > 0
 };
 
 // A position in the log: the byte offset of the next batch in a segment.

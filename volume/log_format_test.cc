@@ -73,8 +73,9 @@ BatchHeader SampleBatch() {
   b.segment_id = 3;
   b.seq = 1000;
   b.synced_upto = {3, 8192};
-  b.entries = {{EntryType::kWrite, 10, 2}, {EntryType::kTrim, 100, 50},
-               {EntryType::kZero, 1ull << 35, 0xffffffffu}, {EntryType::kWrite, 5, 1}};
+  b.entries = {{EntryType::kWrite, true, 10, 2}, {EntryType::kTrim, false, 100, 50},
+               {EntryType::kZero, true, 1ull << 35, 0xffffffffu},
+               {EntryType::kWrite, false, 5, 1}};
   b.data_crcs = {0xdeadbeef, 1, 2};
   return b;
 }
@@ -95,6 +96,7 @@ TEST(BatchHeaderTest, RoundTrip) {
     EXPECT_EQ(d.entries[i].type, b.entries[i].type);
     EXPECT_EQ(d.entries[i].lba, b.entries[i].lba);
     EXPECT_EQ(d.entries[i].count, b.entries[i].count);
+    EXPECT_EQ(d.entries[i].continues, b.entries[i].continues);
   }
   EXPECT_EQ(d.data_crcs, b.data_crcs);
   size_t n = BatchHeaderBytes(4, 3);
@@ -110,7 +112,7 @@ TEST(BatchHeaderTest, LargestBatchesFit) {
   b.volume_id = 1;
   b.segment_id = 1;
   b.seq = 1;
-  b.entries = {{EntryType::kWrite, 0, uint32_t(max_slots)}};
+  b.entries = {{EntryType::kWrite, false, 0, uint32_t(max_slots)}};
   std::mt19937 rng(1);
   for (size_t i = 0; i < max_slots; i++) b.data_crcs.push_back(rng());
   Slot slot;

@@ -1,0 +1,466 @@
+// Volume engine tests on real stores (memory, local directory): lifecycle,
+// any-byte-range I/O against a model, persistence across reopen, Busy,
+// concurrency and group commit.
+#include "volume/volume.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "store/local_store.h"
+#include "store/memory_store.h"
+#include "store/store_wrapper.h"
+
+namespace hbiss::volume {
+namespace {
+
+std::span<const uint8_t> Bytes(const std::vector<uint8_t>& v) { return {v.data(), v.size()}; }
+
+// Counts Sync calls on writers handed out by the wrapped store.
+class CountingStore : public store::StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  std::atomic<uint64_t> syncs{0};
+
+  Result<std::unique_ptr<store::SegmentWriter>> Create(const std::string& name) override {
+    auto w = target()->Create(name);
+    if (!w.ok()) return w.status();
+    return std::unique_ptr<store::SegmentWriter>(new Writer(std::move(*w), &syncs));
+  }
+
+ private:
+  class Writer : public store::SegmentWriterWrapper {
+   public:
+    Writer(std::unique_ptr<store::SegmentWriter> t, std::atomic<uint64_t>* n)
+        : SegmentWriterWrapper(std::move(t)), n_(n) {}
+    Status Sync() override {
+      (*n_)++;
+      return SegmentWriterWrapper::Sync();
+    }
+
+   private:
+    std::atomic<uint64_t>* n_;
+  };
+};
+
+class VolumeTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Volume> MakeVolume(uint64_t size, uint64_t seg = 256 << 10,
+                                     const std::string& name = "v") {
+    CreateOptions co;
+    co.size = size;
+    co.segment_size = seg;
+    EXPECT_TRUE(Volume::Create(&store_, name, co).ok());
+    auto v = Volume::Open(&store_, name);
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    return std::move(*v);
+  }
+  store::MemoryStore store_;
+};
+
+TEST_F(VolumeTest, CreateListStatRemove) {
+  CreateOptions co;
+  co.size = 10 << 20;
+  ASSERT_TRUE(Volume::Create(&store_, "b", co).ok());
+  ASSERT_TRUE(Volume::Create(&store_, "a", co).ok());
+  EXPECT_TRUE(Volume::Create(&store_, "a", co).IsAlreadyExists());
+  auto names = Volume::List(&store_);
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(*names, (std::vector<std::string>{"a", "b"}));
+  auto st = Volume::Stat(&store_, "a");
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->size, 10u << 20);
+  EXPECT_NE(st->id, 0u);
+  EXPECT_EQ(st->segment_size, 64u << 20);
+  EXPECT_NE(Volume::Stat(&store_, "b")->id, st->id);
+  ASSERT_TRUE(Volume::Remove(&store_, "a").ok());
+  EXPECT_TRUE(Volume::Remove(&store_, "a").IsNotFound());
+  EXPECT_TRUE(Volume::Open(&store_, "a").status().IsNotFound());
+  EXPECT_EQ(*Volume::List(&store_), (std::vector<std::string>{"b"}));
+}
+
+TEST_F(VolumeTest, BadArgumentsChangeNothing) {
+  CreateOptions co;
+  co.size = 1 << 20;
+  for (std::string bad : std::vector<std::string>{"", "..", ".x", "-x", "a/b", std::string(129, 'a'), "a b"}) {
+    EXPECT_TRUE(Volume::Create(&store_, bad, co).IsInvalidArgument()) << bad;
+  }
+  co.size = 0;
+  EXPECT_TRUE(Volume::Create(&store_, "x", co).IsInvalidArgument());
+  co.size = kMaxVolumeSize + 1;
+  EXPECT_TRUE(Volume::Create(&store_, "x", co).IsInvalidArgument());
+  co.size = 1 << 20;
+  co.segment_size = 5000;
+  EXPECT_TRUE(Volume::Create(&store_, "x", co).IsInvalidArgument());
+  co.segment_size = 512ull << 20;
+  EXPECT_TRUE(Volume::Create(&store_, "x", co).IsInvalidArgument());
+  EXPECT_TRUE(Volume::List(&store_)->empty());
+  EXPECT_TRUE(Volume::Open(&store_, "nope").status().IsNotFound());
+  EXPECT_TRUE(Volume::Remove(&store_, "nope").IsNotFound());
+}
+
+TEST_F(VolumeTest, SizeIsRoundedUpToBlocks) {
+  auto v = MakeVolume(10000);
+  EXPECT_EQ(v->size(), 12288u);
+}
+
+TEST_F(VolumeTest, NeverWrittenReadsZerosAndOutOfRangeIsInvalid) {
+  auto v = MakeVolume(1 << 20);
+  std::vector<uint8_t> buf(10000, 0xcc);
+  ASSERT_TRUE(v->Read(12345, buf).ok());
+  for (uint8_t b : buf) ASSERT_EQ(b, 0);
+  EXPECT_TRUE(v->Read((1 << 20) - 1, std::span<uint8_t>(buf.data(), 2)).IsInvalidArgument());
+  EXPECT_TRUE(v->Read(1 << 20, std::span<uint8_t>(buf.data(), 1)).IsInvalidArgument());
+  EXPECT_TRUE(v->Read(~0ull - 5, std::span<uint8_t>(buf.data(), 10)).IsInvalidArgument());
+  EXPECT_TRUE(v->Write((1 << 20) - 100, Bytes(buf)).IsInvalidArgument());
+  EXPECT_TRUE(v->Trim((1 << 20) - 100, 101).IsInvalidArgument());
+  EXPECT_TRUE(v->WriteZeroes(1 << 20, 1).IsInvalidArgument());
+  EXPECT_TRUE(v->BlockStatus(0, (1 << 20) + 1).status().IsInvalidArgument());
+  // Zero-length at the very end is fine.
+  EXPECT_TRUE(v->Read(1 << 20, std::span<uint8_t>(buf.data(), 0)).ok());
+  EXPECT_TRUE(v->Write(1 << 20, std::span<const uint8_t>()).ok());
+  // The last byte is usable.
+  uint8_t one = 7;
+  ASSERT_TRUE(v->Write((1 << 20) - 1, std::span<const uint8_t>(&one, 1)).ok());
+  uint8_t back = 0;
+  ASSERT_TRUE(v->Read((1 << 20) - 1, std::span<uint8_t>(&back, 1)).ok());
+  EXPECT_EQ(back, 7);
+}
+
+// Random byte-granular writes, trims, zeroes and reads, checked against a
+// plain byte array, across flushes, segment rollovers and reopen.
+void RunModel(store::Store* store, uint64_t seed, int ops, bool reopen) {
+  const uint64_t kSize = 2 << 20;
+  CreateOptions co;
+  co.size = kSize;
+  co.segment_size = 128 << 10;  // many rollovers
+  std::string name = "m" + std::to_string(seed);
+  ASSERT_TRUE(Volume::Create(store, name, co).ok());
+  OpenOptions oo;
+  oo.checkpoint_interval = 300 << 10;
+  auto vr = Volume::Open(store, name, oo);
+  ASSERT_TRUE(vr.ok()) << vr.status().ToString();
+  std::unique_ptr<Volume> v = std::move(*vr);
+  std::vector<uint8_t> model(kSize, 0);
+  std::mt19937_64 rng(seed);
+  std::vector<uint8_t> buf;
+  for (int i = 0; i < ops; i++) {
+    uint64_t off, len;
+    if (rng() % 2) {  // aligned
+      off = (rng() % (kSize / 4096)) * 4096;
+      len = std::min<uint64_t>((1 + rng() % 40) * 4096, kSize - off);
+    } else {
+      off = rng() % kSize;
+      len = 1 + rng() % std::min<uint64_t>(kSize - off, 70000);
+    }
+    int kind = int(rng() % 12);
+    if (kind < 6) {
+      buf.resize(len);
+      for (auto& b : buf) b = uint8_t(rng());
+      ASSERT_TRUE(v->Write(off, Bytes(buf)).ok());
+      std::copy(buf.begin(), buf.end(), model.begin() + off);
+    } else if (kind < 7) {
+      ASSERT_TRUE(v->Trim(off, len).ok());
+      std::fill(model.begin() + off, model.begin() + off + len, 0);
+    } else if (kind < 8) {
+      ASSERT_TRUE(v->WriteZeroes(off, len).ok());
+      std::fill(model.begin() + off, model.begin() + off + len, 0);
+    } else if (kind < 9) {
+      ASSERT_TRUE(v->Flush().ok());
+    } else if (kind < 10 && reopen) {
+      ASSERT_TRUE(v->Close().ok());
+      v.reset();
+      auto r = Volume::Open(store, name, oo);
+      ASSERT_TRUE(r.ok()) << r.status().ToString();
+      v = std::move(*r);
+    } else {
+      buf.assign(len, 0xee);
+      ASSERT_TRUE(v->Read(off, buf).ok());
+      ASSERT_TRUE(std::equal(buf.begin(), buf.end(), model.begin() + off))
+          << "op " << i << " read at " << off << " len " << len;
+    }
+  }
+  buf.assign(kSize, 0xee);
+  ASSERT_TRUE(v->Read(0, buf).ok());
+  ASSERT_TRUE(buf == model);
+  // BlockStatus agrees: unallocated extents read as zeros.
+  auto ext = v->BlockStatus(0, kSize);
+  ASSERT_TRUE(ext.ok());
+  uint64_t pos = 0;
+  for (const Extent& e : *ext) {
+    ASSERT_EQ(e.offset, pos);
+    if (!e.allocated) {
+      for (uint64_t b = e.offset; b < e.offset + e.length; b++) ASSERT_EQ(model[b], 0);
+    }
+    pos += e.length;
+  }
+  ASSERT_EQ(pos, kSize);
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  auto r = Volume::Open(store, name, oo);
+  ASSERT_TRUE(r.ok());
+  buf.assign(kSize, 0xee);
+  ASSERT_TRUE((*r)->Read(0, buf).ok());
+  ASSERT_TRUE(buf == model);
+  VolumeInfo info = (*r)->Info();
+  EXPECT_GT(info.checkpoint_seq, 0u);
+  EXPECT_GT(info.segment_count, 1u);
+}
+
+TEST_F(VolumeTest, AnyByteRangeMatchesModelMemoryStore) {
+  for (uint64_t seed = 1; seed <= 4; seed++) {
+    ASSERT_NO_FATAL_FAILURE(RunModel(&store_, seed, 600, seed % 2 == 0));
+  }
+}
+
+TEST(VolumeLocalStoreTest, AnyByteRangeMatchesModel) {
+  std::string dir = ::testing::TempDir() + "/hbiss_volume_test_" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  auto st = store::OpenStore(dir, true);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  ASSERT_NO_FATAL_FAILURE(RunModel(st->get(), 11, 400, true));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(VolumeTest, EdgeCasesOfPartialBlocks) {
+  auto v = MakeVolume(64 << 10);
+  std::vector<uint8_t> all(64 << 10, 0);
+  std::vector<uint8_t> data(9000);
+  for (size_t i = 0; i < data.size(); i++) data[i] = uint8_t(i * 13 + 1);
+  // Straddles three blocks, unaligned both ends.
+  ASSERT_TRUE(v->Write(4000, Bytes(data)).ok());
+  std::copy(data.begin(), data.end(), all.begin() + 4000);
+  // Inside one block.
+  ASSERT_TRUE(v->Write(8200, std::span<const uint8_t>(data.data(), 10)).ok());
+  std::copy(data.begin(), data.begin() + 10, all.begin() + 8200);
+  // Trim a partial range: the edges are zeroed, the middle unmapped.
+  ASSERT_TRUE(v->Trim(4001, 8190).ok());
+  std::fill(all.begin() + 4001, all.begin() + 4001 + 8190, 0);
+  ASSERT_TRUE(v->WriteZeroes(12000, 3).ok());
+  std::fill(all.begin() + 12000, all.begin() + 12003, 0);
+  std::vector<uint8_t> back(all.size());
+  ASSERT_TRUE(v->Read(0, back).ok());
+  EXPECT_TRUE(back == all);
+  // Survives a flush + reopen (data now comes from the store).
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  auto r = Volume::Open(&store_, "v");
+  ASSERT_TRUE(r.ok());
+  std::fill(back.begin(), back.end(), 0xaa);
+  ASSERT_TRUE((*r)->Read(0, back).ok());
+  EXPECT_TRUE(back == all);
+  // Small unaligned reads from the store.
+  for (uint64_t off : {0ull, 3999ull, 4000ull, 4095ull, 8191ull, 12999ull, 65535ull}) {
+    uint8_t b = 0xaa;
+    ASSERT_TRUE((*r)->Read(off, std::span<uint8_t>(&b, 1)).ok());
+    EXPECT_EQ(b, all[off]) << off;
+  }
+}
+
+TEST_F(VolumeTest, TrimmedBlocksAreHolesInBlockStatus) {
+  auto v = MakeVolume(1 << 20);
+  std::vector<uint8_t> data(64 << 10, 1);
+  ASSERT_TRUE(v->Write(0, Bytes(data)).ok());
+  ASSERT_TRUE(v->Trim(16384, 16384).ok());
+  auto ext = v->BlockStatus(0, 1 << 20);
+  ASSERT_TRUE(ext.ok());
+  ASSERT_EQ(ext->size(), 4u);
+  EXPECT_TRUE((*ext)[0].allocated);
+  EXPECT_EQ((*ext)[0].length, 16384u);
+  EXPECT_FALSE((*ext)[1].allocated);
+  EXPECT_EQ((*ext)[1].length, 16384u);
+  EXPECT_TRUE((*ext)[2].allocated);
+  EXPECT_FALSE((*ext)[3].allocated);
+  EXPECT_EQ(v->Info().mapped_bytes, 48u << 10);
+}
+
+TEST_F(VolumeTest, SecondOpenForWritingIsBusy) {
+  auto v = MakeVolume(1 << 20);
+  auto second = Volume::Open(&store_, "v");
+  EXPECT_TRUE(second.status().IsBusy()) << second.status().ToString();
+  EXPECT_TRUE(Volume::Remove(&store_, "v").IsBusy());
+  // Read-only opens and Stat work meanwhile.
+  OpenOptions ro;
+  ro.read_only = true;
+  auto r = Volume::Open(&store_, "v", ro);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE((*r)->read_only());
+  uint8_t b = 1;
+  EXPECT_FALSE((*r)->Write(0, std::span<const uint8_t>(&b, 1)).ok());
+  EXPECT_TRUE(Volume::Stat(&store_, "v").ok());
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  auto third = Volume::Open(&store_, "v");
+  EXPECT_TRUE(third.ok());
+}
+
+TEST(VolumeLocalStoreTest, SecondOpenForWritingIsBusy) {
+  std::string dir = ::testing::TempDir() + "/hbiss_volume_busy_" + std::to_string(getpid());
+  std::filesystem::remove_all(dir);
+  auto st = store::OpenStore(dir, true);
+  ASSERT_TRUE(st.ok());
+  CreateOptions co;
+  co.size = 1 << 20;
+  ASSERT_TRUE(Volume::Create(st->get(), "v", co).ok());
+  auto a = Volume::Open(st->get(), "v");
+  ASSERT_TRUE(a.ok());
+  EXPECT_TRUE(Volume::Open(st->get(), "v").status().IsBusy());
+  a->reset();
+  EXPECT_TRUE(Volume::Open(st->get(), "v").ok());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(VolumeTest, ClosedVolumeRefusesCalls) {
+  auto v = MakeVolume(1 << 20);
+  ASSERT_TRUE(v->Close().ok());
+  uint8_t b = 0;
+  EXPECT_FALSE(v->Read(0, std::span<uint8_t>(&b, 1)).ok());
+  EXPECT_FALSE(v->Write(0, std::span<const uint8_t>(&b, 1)).ok());
+  EXPECT_FALSE(v->Flush().ok());
+  EXPECT_FALSE(v->Close().ok());
+}
+
+// Several threads write disjoint regions, read them back and flush, all at
+// once; afterwards every region holds its thread's last data, also after
+// reopen. Concurrent flushes share syncs (group commit).
+TEST(VolumeConcurrencyTest, DisjointWritersReadersAndGroupCommit) {
+  store::MemoryStore mem;
+  CountingStore store(&mem);
+  CreateOptions co;
+  co.size = 16 << 20;
+  co.segment_size = 1 << 20;
+  ASSERT_TRUE(Volume::Create(&store, "c", co).ok());
+  auto vr = Volume::Open(&store, "c");
+  ASSERT_TRUE(vr.ok());
+  Volume* v = vr->get();
+  const int kThreads = 6;
+  const uint64_t kRegion = co.size / kThreads / 4096 * 4096;
+  std::atomic<uint64_t> flush_calls{0};
+  std::atomic<bool> failed{false};
+  std::vector<std::vector<uint8_t>> expect(kThreads, std::vector<uint8_t>(kRegion, 0));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t + 100);
+      std::vector<uint8_t> buf;
+      const uint64_t base = uint64_t(t) * kRegion;
+      for (int i = 0; i < 1500 && !failed; i++) {
+        uint64_t off = rng() % kRegion;
+        uint64_t len = 1 + rng() % std::min<uint64_t>(kRegion - off, 20000);
+        if (rng() % 3) {
+          off = off / 4096 * 4096;
+          len = std::min<uint64_t>((len + 4095) / 4096 * 4096, kRegion - off);
+        }
+        int kind = int(rng() % 10);
+        if (kind < 6) {
+          buf.resize(len);
+          for (auto& b : buf) b = uint8_t(rng());
+          if (!v->Write(base + off, Bytes(buf)).ok()) failed = true;
+          std::copy(buf.begin(), buf.end(), expect[t].begin() + off);
+        } else if (kind < 7) {
+          if (!v->Trim(base + off, len).ok()) failed = true;
+          std::fill(expect[t].begin() + off, expect[t].begin() + off + len, 0);
+        } else if (kind < 9) {
+          buf.resize(len);
+          if (!v->Read(base + off, buf).ok() ||
+              !std::equal(buf.begin(), buf.end(), expect[t].begin() + off)) {
+            failed = true;
+          }
+        } else {
+          flush_calls++;
+          if (!v->Flush().ok()) failed = true;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_FALSE(failed);
+  // A burst of concurrent flushes after concurrent writes.
+  const uint64_t syncs_before = store.syncs;
+  const uint64_t calls_before = flush_calls;
+  threads.clear();
+  for (int t = 0; t < kThreads; t++) {
+    threads.emplace_back([&, t] {
+      std::vector<uint8_t> buf(4096, uint8_t(t));
+      for (int i = 0; i < 50; i++) {
+        if (!v->Write(uint64_t(t) * kRegion, Bytes(buf)).ok()) failed = true;
+        std::copy(buf.begin(), buf.end(), expect[t].begin());
+        flush_calls++;
+        if (!v->Flush().ok()) failed = true;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_FALSE(failed);
+  uint64_t burst_syncs = store.syncs - syncs_before;
+  uint64_t burst_calls = flush_calls - calls_before;
+  EXPECT_LT(burst_syncs, burst_calls) << "flushes were not group-committed";
+  EXPECT_LT(store.syncs.load(), flush_calls.load());
+  RecordProperty("flush_calls", std::to_string(flush_calls.load()));
+  RecordProperty("syncs", std::to_string(store.syncs.load()));
+  std::vector<uint8_t> buf(kRegion);
+  for (int t = 0; t < kThreads; t++) {
+    ASSERT_TRUE(v->Read(uint64_t(t) * kRegion, buf).ok());
+    ASSERT_TRUE(buf == expect[t]) << "region " << t;
+  }
+  ASSERT_TRUE(v->Close().ok());
+  vr->reset();
+  auto again = Volume::Open(&store, "c");
+  ASSERT_TRUE(again.ok());
+  for (int t = 0; t < kThreads; t++) {
+    ASSERT_TRUE((*again)->Read(uint64_t(t) * kRegion, buf).ok());
+    ASSERT_TRUE(buf == expect[t]) << "region " << t << " after reopen";
+  }
+}
+
+TEST_F(VolumeTest, FlushWithNothingNewDoesNotSync) {
+  CountingStore store(&store_);
+  CreateOptions co;
+  co.size = 1 << 20;
+  ASSERT_TRUE(Volume::Create(&store, "f", co).ok());
+  auto v = Volume::Open(&store, "f");
+  ASSERT_TRUE(v.ok());
+  std::vector<uint8_t> b(4096, 1);
+  ASSERT_TRUE((*v)->Write(0, Bytes(b)).ok());
+  ASSERT_TRUE((*v)->Flush().ok());
+  uint64_t n = store.syncs;
+  EXPECT_GE(n, 1u);
+  for (int i = 0; i < 10; i++) ASSERT_TRUE((*v)->Flush().ok());
+  EXPECT_EQ(store.syncs.load(), n);
+}
+
+// Large writes span many batches and segments and still round-trip.
+TEST_F(VolumeTest, LargeWriteSpansSegments) {
+  auto v = MakeVolume(8 << 20, 64 << 10);
+  std::vector<uint8_t> data(5 << 20);
+  std::mt19937 rng(3);
+  for (auto& b : data) b = uint8_t(rng());
+  ASSERT_TRUE(v->Write(4096 * 3 + 17, Bytes(data)).ok());
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  auto r = Volume::Open(&store_, "v");
+  ASSERT_TRUE(r.ok());
+  std::vector<uint8_t> back(data.size());
+  ASSERT_TRUE((*r)->Read(4096 * 3 + 17, back).ok());
+  EXPECT_TRUE(back == data);
+  EXPECT_GT((*r)->Info().segment_count, 80u);
+}
+
+TEST_F(VolumeTest, MapMemoryIsReported) {
+  auto v = MakeVolume(64 << 20, 64 << 20);
+  std::vector<uint8_t> b(4096, 1);
+  for (uint64_t i = 0; i < 16384; i += 2) ASSERT_TRUE(v->Write(i * 4096, Bytes(b)).ok());
+  VolumeInfo info = v->Info();
+  EXPECT_EQ(info.mapped_bytes, 8192u * 4096);
+  EXPECT_GT(info.map_memory_bytes, 0u);
+  // Every other block: each its own extent in a half-full chunk, the
+  // sparse form's worst case (8 bytes per extent plus growth slack).
+  EXPECT_LE(info.map_memory_bytes, 8192u * 10);
+}
+
+}  // namespace
+}  // namespace hbiss::volume

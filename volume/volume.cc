@@ -1,0 +1,1430 @@
+// The log-structured volume engine. See volume.h for the contract,
+// doc/log_format.md, doc/checkpoint_format.md and doc/volume_meta.md for the
+// formats, and /work/coord/VOLUME_DESIGN.md for the design.
+//
+// Threads and locks:
+//  * write_mu_ serialises writers (Write/Trim/WriteZeroes), so the
+//    read-modify-write of partial edge blocks is atomic against other writers.
+//  * mu_ guards the extent map, the in-memory segments, the open batch, the
+//    queue of sealed batches and the flush/durability state. Lock order:
+//    write_mu_ -> mu_ -> cache_mu_.
+//  * One flusher thread owns the store SegmentWriter: it encodes sealed batch
+//    headers, appends them, syncs for Flush callers (group commit), rolls
+//    segments and writes periodic checkpoints. It takes mu_ only briefly.
+//  * Reads look the map up under mu_, copy from in-memory segments under mu_,
+//    and read closed segments from the store outside mu_.
+#include "volume/volume.h"
+
+#include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <ctime>
+#include <deque>
+#include <list>
+#include <map>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <unordered_map>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "util/crc32c.h"
+#include "volume/checkpoint.h"
+#include "volume/extent_map.h"
+#include "volume/log_format.h"
+
+namespace hbiss::volume {
+
+namespace {
+
+constexpr uint32_t kMaxBatchDataSlots = 256;  // 1 MiB of data per batch
+constexpr size_t kMaxInMemorySegments = 3;    // open + being closed
+constexpr size_t kSegInfoCacheEntries = 128;
+constexpr uint64_t kMaxCheckpointBytes = 1ull << 34;
+constexpr uint32_t kMetaVersion = 1;
+
+std::string VolDir(const std::string& name) { return "volumes/" + name; }
+std::string MetaName(const std::string& name) { return VolDir(name) + "/meta"; }
+std::string LockName(const std::string& name) { return VolDir(name) + "/lock"; }
+std::string SegDir(const std::string& name) { return VolDir(name) + "/seg"; }
+std::string CkptDir(const std::string& name) { return VolDir(name) + "/ckpt"; }
+std::string SegName(const std::string& name, uint64_t id) {
+  return SegDir(name) + "/" + Hex16(id);
+}
+std::string CkptName(const std::string& name, uint64_t seq) {
+  return CkptDir(name) + "/" + Hex16(seq);
+}
+
+struct Meta {
+  uint64_t id = 0;
+  uint64_t size = 0;
+  uint64_t segment_size = 0;
+  int64_t created = 0;
+};
+
+std::string EncodeMeta(const Meta& m) {
+  nlohmann::json j;
+  j["format"] = "hbiss-volume";
+  j["version"] = kMetaVersion;
+  j["id"] = Hex16(m.id);
+  j["size"] = m.size;
+  j["block_size"] = kBlockSize;
+  j["segment_size"] = m.segment_size;
+  j["created"] = m.created;
+  return j.dump(2) + "\n";
+}
+
+Result<Meta> DecodeMeta(const std::string& text, const std::string& name) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto bad = [&](const char* why) {
+    return Status::Corruption("volume " + name + ": meta " + why);
+  };
+  if (j.is_discarded() || !j.is_object()) return bad("is not a JSON object");
+  if (!j.contains("format") || j["format"] != "hbiss-volume") return bad("has a wrong format tag");
+  if (!j.contains("version") || !j["version"].is_number_unsigned()) return bad("has no version");
+  if (j["version"].get<uint64_t>() > kMetaVersion) {
+    return Status::NotSupported("volume " + name + ": meta version " +
+                                std::to_string(j["version"].get<uint64_t>()) +
+                                " is newer than this build supports");
+  }
+  Meta m;
+  if (!j.contains("id") || !j["id"].is_string() ||
+      !ParseHex16(j["id"].get<std::string>(), &m.id) || m.id == 0) {
+    return bad("has a bad id");
+  }
+  for (const char* k : {"size", "block_size", "segment_size"}) {
+    if (!j.contains(k) || !j[k].is_number_unsigned()) return bad("lacks a numeric field");
+  }
+  m.size = j["size"].get<uint64_t>();
+  m.segment_size = j["segment_size"].get<uint64_t>();
+  if (j["block_size"].get<uint64_t>() != kBlockSize) return bad("has an unsupported block size");
+  if (m.size == 0 || m.size % kBlockSize != 0 || m.size > kMaxVolumeSize) return bad("has a bad size");
+  if (m.segment_size % kSlotSize != 0 || m.segment_size / kSlotSize < kMinSegmentSlots ||
+      m.segment_size / kSlotSize > kMaxSegmentSlots) {
+    return bad("has a bad segment size");
+  }
+  if (j.contains("created") && j["created"].is_number_integer()) m.created = j["created"];
+  return m;
+}
+
+Result<Meta> ReadMeta(store::Store* store, const std::string& name) {
+  auto text = store->Get(MetaName(name), 1 << 20);
+  if (!text.ok()) {
+    if (text.status().IsNotFound()) {
+      return Status::NotFound("volume " + name + " does not exist");
+    }
+    return text.status().WithContext("volume " + name + ": reading meta");
+  }
+  return DecodeMeta(*text, name);
+}
+
+// Lists the ids of the objects under `dir` whose names are 16 hex digits,
+// sorted. A missing directory is empty.
+Result<std::vector<std::pair<uint64_t, uint64_t>>> ListIds(store::Store* store,
+                                                         const std::string& dir) {
+  std::vector<std::pair<uint64_t, uint64_t>> ids;  // (id, size)
+  auto list = store->List(dir);
+  if (!list.ok()) {
+    if (list.status().IsNotFound()) return ids;
+    return list.status();
+  }
+  for (const auto& o : *list) {
+    uint64_t id;
+    if (!o.is_dir && ParseHex16(o.name, &id) && id != 0) ids.push_back({id, o.size});
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+// Reads exactly out.size() bytes at offset. Corruption when the object is
+// shorter.
+Status ReadExact(store::SegmentReader* r, uint64_t offset, std::span<uint8_t> out,
+                 const std::string& what) {
+  size_t done = 0;
+  while (done < out.size()) {
+    HBISS_ASSIGN_OR_RETURN(size_t n, r->ReadAt(offset + done, out.subspan(done)));
+    if (n == 0) {
+      return Status::Corruption(what + " ends at " + std::to_string(offset + done) +
+                                ", before the " + std::to_string(out.size()) + " bytes at " +
+                                std::to_string(offset));
+    }
+    done += n;
+  }
+  return Status::OK();
+}
+
+// Loads the newest checkpoint that decodes with a good CRC, newest first.
+// Returns false in *found when none does. Corrupt ones are skipped (logged).
+Status LoadNewestCheckpoint(store::Store* store, const std::string& name, const Meta& meta,
+                            CheckpointInfo* info, ExtentMap* map, bool* found,
+                            std::vector<uint64_t>* all_seqs) {
+  *found = false;
+  HBISS_ASSIGN_OR_RETURN(auto ids, ListIds(store, CkptDir(name)));
+  if (all_seqs) {
+    for (auto& [id, size] : ids) all_seqs->push_back(id);
+  }
+  for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
+    std::string obj = CkptName(name, it->first);
+    auto data = store->Get(obj, kMaxCheckpointBytes);
+    if (!data.ok()) {
+      if (data.status().IsNotFound()) continue;
+      return data.status().WithContext("volume " + name + ": reading " + obj);
+    }
+    if (map) map->Reset();
+    Status s = DecodeCheckpoint(*data, info, map);
+    if (s.ok() && (info->volume_id != meta.id || info->volume_size != meta.size ||
+                   info->seq != it->first)) {
+      s = Status::Corruption("checkpoint belongs to another volume or name");
+    }
+    if (s.ok()) {
+      *found = true;
+      return Status::OK();
+    }
+    if (!s.IsCorruption()) return s.WithContext("volume " + name + ": " + obj);
+    spdlog::warn("volume {}: skipping checkpoint {}: {}", name, obj, s.ToString());
+  }
+  if (map) map->Reset();
+  return Status::OK();
+}
+
+// Cached per closed segment: a reader and the CRC of every data slot.
+struct SegInfo {
+  std::mutex mu;  // guards reader creation
+  std::shared_ptr<store::SegmentReader> reader;
+  std::vector<uint32_t> crcs;
+  std::vector<bool> valid;  // slot has a CRC from a valid batch header
+};
+
+// A segment whose bytes are kept in memory: the open one, and closed ones
+// until the flusher has closed them in the store.
+struct MemSegment {
+  uint64_t id = 0;
+  uint32_t slots = 0;
+  std::unique_ptr<uint8_t[]> buf;  // slots * kSlotSize
+  uint32_t used = 1;               // slots allocated (slot 0 is the header)
+  std::vector<uint32_t> crcs;      // data slot CRCs, filled by the flusher
+  std::vector<bool> valid;
+  uint8_t* Slot(uint32_t i) { return buf.get() + size_t(i) * kSlotSize; }
+};
+
+struct QueueItem {
+  std::shared_ptr<MemSegment> seg;
+  bool end_of_segment = false;  // marker: no more batches in seg
+  uint32_t header_slot = 0;
+  uint32_t data_slots = 0;
+  uint64_t seq = 0;
+  std::vector<BatchEntry> entries;
+};
+
+struct PendingEntry {
+  BatchEntry e;
+  uint32_t seg = 0;
+  uint32_t slot = 0;
+};
+
+class VolumeImpl final : public Volume {
+ public:
+  VolumeImpl(store::Store* store, std::string name, Meta meta, OpenOptions opts,
+             std::unique_ptr<store::Lock> lock)
+      : store_(store),
+        name_(std::move(name)),
+        meta_(meta),
+        opts_(opts),
+        lock_(std::move(lock)),
+        seg_slots_(uint32_t(meta.segment_size / kSlotSize)),
+        map_(meta.size / kBlockSize) {}
+
+  ~VolumeImpl() override {
+    Status s = Close();
+    if (!s.ok() && s.code() != Status::Code::kAborted) {
+      spdlog::warn("volume {}: close on destruction: {}", name_, s.ToString());
+    }
+  }
+
+  Status Recover();
+  void Start();
+
+  uint64_t size() const override { return meta_.size; }
+  const std::string& name() const override { return name_; }
+  bool read_only() const override { return opts_.read_only; }
+
+  Status Read(uint64_t offset, std::span<uint8_t> out) override;
+  Status Write(uint64_t offset, std::span<const uint8_t> data) override;
+  Status Trim(uint64_t offset, uint64_t length) override {
+    return Unmap(offset, length, EntryType::kTrim);
+  }
+  Status WriteZeroes(uint64_t offset, uint64_t length) override {
+    return Unmap(offset, length, EntryType::kZero);
+  }
+  Status Flush() override;
+  Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) override;
+  VolumeInfo Info() const override;
+  Status Close() override;
+
+ private:
+  Status CheckRange(uint64_t offset, uint64_t length) const {
+    if (offset > meta_.size || length > meta_.size - offset) {
+      return Status::InvalidArgument("range [" + std::to_string(offset) + ", +" +
+                                     std::to_string(length) + ") is outside volume " + name_ +
+                                     " of " + std::to_string(meta_.size) + " bytes");
+    }
+    return Status::OK();
+  }
+  Status WritableLocked() const;
+  Status Unmap(uint64_t offset, uint64_t length, EntryType type);
+
+  // --- recovery ---
+  Status ReplaySegment(store::SegmentReader* r, uint64_t seg_id, uint64_t from,
+                       const uint64_t* limit, uint64_t* seq, uint64_t* end);
+  void ApplyEntry(const PendingEntry& p);
+
+  // --- write path; all REQUIRE mu_ held via `l` ---
+  Status OpenBatchLocked(std::unique_lock<std::mutex>& l);
+  void SealBatchLocked();
+  Status RollSegmentLocked(std::unique_lock<std::mutex>& l);
+  void AddEntryLocked(EntryType type, uint64_t lba, uint32_t count, bool last_piece);
+  Status AppendWriteLocked(std::unique_lock<std::mutex>& l, uint64_t lba, uint64_t n,
+                           const uint8_t* src, bool last_part);
+  Status AppendUnmapLocked(std::unique_lock<std::mutex>& l, EntryType type, uint64_t lba,
+                           uint64_t n, bool last_part);
+  std::shared_ptr<MemSegment> NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
+                                                  uint64_t prev_end);
+  LogPosition SealedEndLocked() const;
+
+  // --- flusher ---
+  void FlusherLoop();
+  Status ProcessItem(QueueItem& item, std::vector<std::shared_ptr<MemSegment>>* closed);
+  Status WriteCheckpoint(const std::string& data, uint64_t seq);
+
+  // --- reads ---
+  Result<std::shared_ptr<SegInfo>> GetSegInfo(uint64_t seg);
+  Result<std::shared_ptr<SegInfo>> LoadSegInfo(uint64_t seg);
+  void CacheSegInfo(uint64_t seg, std::shared_ptr<SegInfo> info);
+  Status ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out);
+
+  store::Store* const store_;
+  const std::string name_;
+  const Meta meta_;
+  const OpenOptions opts_;
+  std::unique_ptr<store::Lock> lock_;
+  const uint32_t seg_slots_;
+
+  std::mutex write_mu_;  // serialises writers (RMW atomicity)
+
+  mutable std::mutex mu_;
+  std::condition_variable flusher_cv_;  // wakes the flusher
+  std::condition_variable done_cv_;     // durability / space / failure changes
+  ExtentMap map_;                                       // GUARDED_BY(mu_)
+  std::map<uint64_t, std::shared_ptr<MemSegment>> mem_segs_;  // GUARDED_BY(mu_)
+  std::shared_ptr<MemSegment> cur_;                     // GUARDED_BY(mu_)
+  std::vector<std::unique_ptr<uint8_t[]>> spare_bufs_;  // GUARDED_BY(mu_)
+  std::vector<uint64_t> segment_ids_;                   // GUARDED_BY(mu_)
+  // The open batch.
+  bool ob_active_ = false;
+  uint32_t ob_header_slot_ = 0;
+  uint32_t ob_slots_ = 0;
+  uint64_t ob_seq_ = 0;
+  bool ob_has_current_op_ = false;
+  std::vector<BatchEntry> ob_entries_;
+  bool op_in_progress_ = false;
+  uint64_t next_seq_ = 1;
+  uint64_t last_sealed_seq_ = 0;
+  std::deque<QueueItem> queue_;
+  uint64_t flush_target_ = 0;   // a Flush waits for batches <= this seq
+  uint64_t durable_seq_ = 0;    // batches <= this are synced
+  uint64_t log_bytes_ = 0;      // bytes in all segment files (as appended)
+  uint64_t ckpt_log_mark_ = 0;  // log_bytes_ at the last checkpoint
+  uint64_t ckpt_seq_ = 0;       // newest checkpoint written or loaded
+  std::vector<uint64_t> ckpt_seqs_;  // existing checkpoint objects, increasing
+  Status failed_;               // set once the flusher failed
+  bool stop_ = false;
+  bool closed_ = false;
+  bool started_ = false;
+  std::thread flusher_;
+
+  // Flusher-owned.
+  std::unique_ptr<store::SegmentWriter> writer_;
+  uint64_t writer_seg_ = 0;
+  LogPosition appended_pos_;
+  uint64_t appended_seq_ = 0;
+  LogPosition durable_pos_;
+  BatchHeader scratch_header_;
+
+  // Recovery scratch.
+  std::vector<PendingEntry> pending_op_;
+
+  // Closed-segment cache.
+  std::mutex cache_mu_;
+  std::list<uint64_t> lru_;  // most recent first
+  std::unordered_map<uint64_t, std::pair<std::shared_ptr<SegInfo>, std::list<uint64_t>::iterator>>
+      cache_;
+};
+
+// ---------------------------------------------------------------------------
+// Recovery
+
+void VolumeImpl::ApplyEntry(const PendingEntry& p) {
+  if (p.e.type == EntryType::kWrite) {
+    map_.Set(p.e.lba, p.e.count, p.seg, p.slot);
+  } else {
+    map_.Clear(p.e.lba, p.e.count);
+  }
+}
+
+// Replays batches of one segment starting at `from`. With `limit`, the
+// segment is followed by another one that says its valid log ends at
+// *limit: everything up to there must be valid. Without, this is the last
+// segment: the first bad batch is the torn tail, unless a later batch proves
+// it had been synced.
+Status VolumeImpl::ReplaySegment(store::SegmentReader* r, uint64_t seg_id, uint64_t from,
+                                 const uint64_t* limit, uint64_t* seq, uint64_t* end) {
+  const std::string where = "volume " + name_ + " segment " + Hex16(seg_id);
+  uint64_t off = from;
+  uint64_t size = r->Size();
+  std::vector<uint8_t> slot(kSlotSize);
+  std::vector<uint8_t> data;
+  BatchHeader& h = scratch_header_;
+  auto corrupt = [&](const std::string& why) {
+    return Status::Corruption(where + ": bad batch at offset " + std::to_string(off) + ": " + why);
+  };
+  for (;;) {
+    if (limit != nullptr) {
+      if (off == *limit) break;
+      if (off > *limit) return corrupt("log runs past the end named by the next segment");
+    }
+    Status bad;
+    bool have_header = false;
+    if (off + kSlotSize > size) {
+      bad = Status::Corruption("segment ends inside a batch header");
+    } else {
+      HBISS_RETURN_IF_ERROR(ReadExact(r, off, slot, where));
+      bad = DecodeBatchHeader(slot, &h);
+      if (bad.IsNotSupported()) return bad.WithContext(where);
+      if (bad.ok()) {
+        have_header = true;
+        if (h.volume_id != meta_.id) bad = Status::Corruption("batch of another volume");
+        else if (h.segment_id != seg_id) bad = Status::Corruption("batch of another segment");
+        else if (h.seq != *seq) {
+          bad = Status::Corruption("batch seq " + std::to_string(h.seq) + ", expected " +
+                                   std::to_string(*seq));
+        }
+      }
+    }
+    uint64_t batch_end = off + kSlotSize + uint64_t(h.data_crcs.size()) * kSlotSize;
+    if (bad.ok() && have_header) {
+      if (batch_end > size) {
+        bad = Status::Corruption("segment ends inside the batch's data");
+      } else if (limit == nullptr && !h.data_crcs.empty()) {
+        // The tail segment: a batch counts only if all its data arrived.
+        data.resize(h.data_crcs.size() * kSlotSize);
+        HBISS_RETURN_IF_ERROR(ReadExact(r, off + kSlotSize, data, where));
+        for (size_t i = 0; i < h.data_crcs.size(); i++) {
+          if (DataSlotCrc(data.data() + i * kSlotSize) != h.data_crcs[i]) {
+            bad = Status::Corruption("data slot " + std::to_string(i) + " CRC mismatch");
+            break;
+          }
+        }
+      }
+    }
+    if (!bad.ok()) {
+      if (limit != nullptr) return corrupt(bad.message());
+      // Torn tail, unless a later valid batch says the log was durable
+      // beyond this point.
+      LogPosition here{seg_id, off};
+      std::vector<uint8_t> buf(256 * kSlotSize);
+      for (uint64_t p = off + kSlotSize; p < size; p += buf.size()) {
+        size_t want = size_t(std::min<uint64_t>(buf.size(), size - p));
+        want -= want % kSlotSize;
+        if (want == 0) break;
+        HBISS_RETURN_IF_ERROR(ReadExact(r, p, std::span<uint8_t>(buf.data(), want), where));
+        for (size_t i = 0; i < want; i += kSlotSize) {
+          BatchHeader later;
+          if (!DecodeBatchHeader(std::span<const uint8_t>(buf.data() + i, kSlotSize), &later)
+                   .ok()) {
+            continue;
+          }
+          if (later.volume_id == meta_.id && later.segment_id == seg_id && later.seq > *seq &&
+              later.synced_upto > here) {
+            return corrupt(bad.message() + "; a later batch (seq " + std::to_string(later.seq) +
+                           ") shows it had been synced");
+          }
+        }
+      }
+      if (off < size) {
+        spdlog::info("{}: log ends at offset {} (torn tail: {})", where, off, bad.message());
+      }
+      break;
+    }
+    // Apply: an operation takes effect when its last entry is read.
+    uint32_t slot_idx = uint32_t(off / kSlotSize) + 1;
+    for (const BatchEntry& e : h.entries) {
+      PendingEntry p{e, uint32_t(seg_id), slot_idx};
+      if (e.lba + e.count > map_.blocks()) return corrupt("entry beyond the volume's end");
+      if (e.type == EntryType::kWrite) slot_idx += e.count;
+      pending_op_.push_back(p);
+      if (!e.continues) {
+        for (const PendingEntry& q : pending_op_) ApplyEntry(q);
+        pending_op_.clear();
+      }
+    }
+    off = batch_end;
+    (*seq)++;
+  }
+  *end = off;
+  return Status::OK();
+}
+
+Status VolumeImpl::Recover() {
+  CheckpointInfo ck;
+  bool found = false;
+  HBISS_RETURN_IF_ERROR(
+      LoadNewestCheckpoint(store_, name_, meta_, &ck, &map_, &found, &ckpt_seqs_));
+  LogPosition pos{0, 0};
+  uint64_t seq = 1;
+  if (found) {
+    pos = ck.position;
+    seq = ck.next_seq;
+    ckpt_seq_ = ck.seq;
+    segment_ids_ = ck.segment_ids;
+  }
+  // New checkpoints must sort after every existing one, corrupt ones too.
+  for (uint64_t s : ckpt_seqs_) ckpt_seq_ = std::max(ckpt_seq_, s);
+  HBISS_ASSIGN_OR_RETURN(auto seg_list, ListIds(store_, SegDir(name_)));
+  std::map<uint64_t, uint64_t> seg_sizes(seg_list.begin(), seg_list.end());
+  for (uint64_t id : segment_ids_) {
+    if (!seg_sizes.count(id)) {
+      return Status::Corruption("volume " + name_ + ": segment " + Hex16(id) +
+                                " named by checkpoint " + Hex16(ck.seq) + " is missing");
+    }
+  }
+  for (auto& [id, sz] : seg_sizes) log_bytes_ += sz;
+  ckpt_log_mark_ = log_bytes_;
+  uint64_t max_id = seg_list.empty() ? 0 : seg_list.back().first;
+  const uint64_t c = pos.segment_id;
+
+  // Read the headers of every segment at or after the checkpoint's.
+  struct Seg {
+    std::unique_ptr<store::SegmentReader> reader;
+    SegmentHeader header;
+    bool valid = false;
+  };
+  std::map<uint64_t, Seg> segs;
+  for (auto& [id, sz] : seg_sizes) {
+    if (id < c || (c == 0 && id == 0)) continue;
+    Seg s;
+    auto r = store_->Open(SegName(name_, id));
+    if (!r.ok()) return r.status().WithContext("volume " + name_ + ": opening segment");
+    s.reader = std::move(*r);
+    std::vector<uint8_t> slot(kSlotSize);
+    auto n = s.reader->ReadAt(0, slot);
+    if (!n.ok()) return n.status().WithContext("volume " + name_ + ": reading segment header");
+    if (*n >= kSegmentHeaderBytes) {
+      auto h = DecodeSegmentHeader(std::span<const uint8_t>(slot.data(), *n));
+      if (h.status().IsNotSupported()) return h.status();
+      if (h.ok() && h->volume_id == meta_.id && h->segment_id == id) {
+        s.header = *h;
+        s.valid = true;
+      }
+    }
+    segs.emplace(id, std::move(s));
+  }
+  // The chain: from the newest segment with a valid header back to the
+  // checkpoint's segment, following prev_segment_id.
+  std::vector<uint64_t> chain;
+  for (auto it = segs.rbegin(); it != segs.rend(); ++it) {
+    if (it->first > c && it->second.valid) {
+      chain.push_back(it->first);
+      break;
+    }
+  }
+  while (!chain.empty()) {
+    const SegmentHeader& h = segs[chain.back()].header;
+    if (h.prev_segment_id == c) break;
+    if (h.prev_segment_id < c || h.prev_segment_id >= chain.back()) {
+      return Status::Corruption("volume " + name_ + ": segment " + Hex16(chain.back()) +
+                                " follows segment " + Hex16(h.prev_segment_id) +
+                                ", which is not in the log after the checkpoint");
+    }
+    auto p = segs.find(h.prev_segment_id);
+    if (p == segs.end() || !p->second.valid) {
+      return Status::Corruption("volume " + name_ + ": segment " + Hex16(h.prev_segment_id) +
+                                " (before segment " + Hex16(chain.back()) +
+                                ") is missing or has a damaged header");
+    }
+    chain.push_back(h.prev_segment_id);
+  }
+  std::reverse(chain.begin(), chain.end());
+
+  uint64_t last_id = c;
+  uint64_t last_end = pos.offset;
+  if (c != 0) {
+    auto it = segs.find(c);
+    if (it == segs.end() || !it->second.valid) {
+      return Status::Corruption("volume " + name_ + ": segment " + Hex16(c) +
+                                " of the checkpoint is missing or has a damaged header");
+    }
+    const uint64_t* limit = nullptr;
+    if (!chain.empty()) {
+      limit = &segs[chain[0]].header.prev_segment_end;
+      if (*limit < pos.offset) {
+        return Status::Corruption("volume " + name_ + ": segment " + Hex16(chain[0]) +
+                                  " says segment " + Hex16(c) +
+                                  " ends before the checkpoint's position");
+      }
+    }
+    HBISS_RETURN_IF_ERROR(ReplaySegment(it->second.reader.get(), c, pos.offset, limit, &seq,
+                                        &last_end));
+  }
+  for (size_t i = 0; i < chain.size(); i++) {
+    Seg& s = segs[chain[i]];
+    if (s.header.first_seq != seq) {
+      return Status::Corruption("volume " + name_ + ": segment " + Hex16(chain[i]) +
+                                " starts at batch seq " + std::to_string(s.header.first_seq) +
+                                ", expected " + std::to_string(seq));
+    }
+    const uint64_t* limit =
+        i + 1 < chain.size() ? &segs[chain[i + 1]].header.prev_segment_end : nullptr;
+    HBISS_RETURN_IF_ERROR(
+        ReplaySegment(s.reader.get(), chain[i], kSlotSize, limit, &seq, &last_end));
+    last_id = chain[i];
+    if (std::find(segment_ids_.begin(), segment_ids_.end(), chain[i]) == segment_ids_.end()) {
+      segment_ids_.push_back(chain[i]);
+    }
+  }
+  pending_op_.clear();  // an operation cut off by the end of the log never happened
+  pending_op_.shrink_to_fit();
+  if (max_id + 1 > ExtentMap::kMaxSeg) {
+    return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
+  }
+  next_seq_ = seq;
+  last_sealed_seq_ = seq - 1;
+  durable_seq_ = seq - 1;
+  flush_target_ = seq - 1;
+  appended_seq_ = seq - 1;
+  durable_pos_ = appended_pos_ = {last_id, last_end};
+  if (!opts_.read_only) {
+    std::lock_guard<std::mutex> g(mu_);
+    cur_ = NewMemSegmentLocked(std::max(max_id, c) + 1, last_id, last_end);
+  }
+  return Status::OK();
+}
+
+std::shared_ptr<MemSegment> VolumeImpl::NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
+                                                            uint64_t prev_end) {
+  auto s = std::make_shared<MemSegment>();
+  s->id = id;
+  s->slots = seg_slots_;
+  if (!spare_bufs_.empty()) {
+    s->buf = std::move(spare_bufs_.back());
+    spare_bufs_.pop_back();
+  } else {
+    s->buf.reset(new uint8_t[size_t(seg_slots_) * kSlotSize]);
+  }
+  s->crcs.assign(seg_slots_, 0);
+  s->valid.assign(seg_slots_, false);
+  SegmentHeader h;
+  h.volume_id = meta_.id;
+  h.segment_id = id;
+  h.prev_segment_id = prev_id;
+  h.prev_segment_end = prev_end;
+  h.first_seq = next_seq_;
+  EncodeSegmentHeader(h, std::span<uint8_t, kSlotSize>(s->Slot(0), kSlotSize));
+  mem_segs_[id] = s;
+  segment_ids_.push_back(id);
+  return s;
+}
+
+void VolumeImpl::Start() {
+  if (opts_.read_only) return;
+  started_ = true;
+  flusher_ = std::thread([this] { FlusherLoop(); });
+}
+
+// ---------------------------------------------------------------------------
+// Write path
+
+Status VolumeImpl::WritableLocked() const {
+  if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+  if (opts_.read_only) return Status::NotSupported("volume " + name_ + " is open read-only");
+  if (!failed_.ok()) {
+    return Status::IOError("volume " + name_ + " failed earlier: " + failed_.message());
+  }
+  return Status::OK();
+}
+
+LogPosition VolumeImpl::SealedEndLocked() const {
+  // REQUIRES: no open batch. A segment with no batches yet is equivalent to
+  // the end of its predecessor (and may not exist in the store).
+  if (cur_->used == 1) {
+    SegmentHeader h = *DecodeSegmentHeader(std::span<const uint8_t>(cur_->Slot(0), kSlotSize));
+    return {h.prev_segment_id, h.prev_segment_end};
+  }
+  return {cur_->id, uint64_t(cur_->used) * kSlotSize};
+}
+
+void VolumeImpl::SealBatchLocked() {
+  if (!ob_active_) return;
+  if (ob_has_current_op_ && op_in_progress_ && !ob_entries_.empty()) {
+    ob_entries_.back().continues = true;
+  }
+  QueueItem item;
+  item.seg = cur_;
+  item.header_slot = ob_header_slot_;
+  item.data_slots = ob_slots_;
+  item.seq = ob_seq_;
+  item.entries = std::move(ob_entries_);
+  ob_entries_.clear();
+  ob_entries_.reserve(64);
+  last_sealed_seq_ = ob_seq_;
+  ob_active_ = false;
+  bool was_empty = queue_.empty();
+  queue_.push_back(std::move(item));
+  if (was_empty) flusher_cv_.notify_one();
+}
+
+Status VolumeImpl::RollSegmentLocked(std::unique_lock<std::mutex>& l) {
+  SealBatchLocked();
+  QueueItem marker;
+  marker.seg = cur_;
+  marker.end_of_segment = true;
+  bool was_empty = queue_.empty();
+  queue_.push_back(std::move(marker));
+  if (was_empty) flusher_cv_.notify_one();
+  done_cv_.wait(l, [&] { return mem_segs_.size() < kMaxInMemorySegments || !failed_.ok(); });
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  if (cur_->id + 1 > ExtentMap::kMaxSeg) {
+    return Status::NoSpace("volume " + name_ + ": segment ids exhausted");
+  }
+  cur_ = NewMemSegmentLocked(cur_->id + 1, cur_->id, uint64_t(cur_->used) * kSlotSize);
+  return Status::OK();
+}
+
+Status VolumeImpl::OpenBatchLocked(std::unique_lock<std::mutex>& l) {
+  if (ob_active_) return Status::OK();
+  if (cur_->used + 2 > cur_->slots) HBISS_RETURN_IF_ERROR(RollSegmentLocked(l));
+  ob_active_ = true;
+  ob_header_slot_ = cur_->used++;
+  ob_slots_ = 0;
+  ob_seq_ = next_seq_++;
+  ob_has_current_op_ = false;
+  ob_entries_.clear();
+  return Status::OK();
+}
+
+// Adds an entry, or extends the last one when it continues it exactly.
+void VolumeImpl::AddEntryLocked(EntryType type, uint64_t lba, uint32_t count, bool last_piece) {
+  if (!ob_entries_.empty()) {
+    BatchEntry& b = ob_entries_.back();
+    // Extending an entry of an earlier, finished operation is only allowed
+    // with the last piece of this one, so op boundaries stay intact.
+    bool same_op = b.continues;
+    if (b.type == type && b.lba + b.count == lba && uint64_t(b.count) + count <= 0xffffffffu &&
+        (same_op || last_piece)) {
+      b.count += count;
+      b.continues = !last_piece;
+      ob_has_current_op_ = true;
+      return;
+    }
+  }
+  ob_entries_.push_back(BatchEntry{type, !last_piece, lba, count});
+  ob_has_current_op_ = true;
+}
+
+Status VolumeImpl::AppendWriteLocked(std::unique_lock<std::mutex>& l, uint64_t lba, uint64_t n,
+                                     const uint8_t* src, bool last_part) {
+  while (n > 0) {
+    HBISS_RETURN_IF_ERROR(OpenBatchLocked(l));
+    const BatchEntry* last = ob_entries_.empty() ? nullptr : &ob_entries_.back();
+    bool may_extend = last != nullptr && last->type == EntryType::kWrite &&
+                      last->lba + last->count == lba;
+    size_t e_after = ob_entries_.size() + (may_extend ? 0 : 1);
+    uint64_t k = 0;
+    if (BatchFits(e_after, ob_slots_)) {
+      k = (kSlotSize - BatchHeaderBytes(e_after, ob_slots_)) / 4;
+    }
+    k = std::min<uint64_t>({k, n, kMaxBatchDataSlots - ob_slots_,
+                            uint64_t(cur_->slots - cur_->used)});
+    if (k == 0) {
+      SealBatchLocked();
+      continue;
+    }
+    uint32_t slot = cur_->used;
+    std::memcpy(cur_->Slot(slot), src, size_t(k) * kSlotSize);
+    map_.Set(lba, k, uint32_t(cur_->id), slot);
+    cur_->used += uint32_t(k);
+    ob_slots_ += uint32_t(k);
+    n -= k;
+    AddEntryLocked(EntryType::kWrite, lba, uint32_t(k), last_part && n == 0);
+    lba += k;
+    src += k * kSlotSize;
+  }
+  return Status::OK();
+}
+
+Status VolumeImpl::AppendUnmapLocked(std::unique_lock<std::mutex>& l, EntryType type,
+                                     uint64_t lba, uint64_t n, bool last_part) {
+  while (n > 0) {
+    HBISS_RETURN_IF_ERROR(OpenBatchLocked(l));
+    uint32_t k = uint32_t(std::min<uint64_t>(n, 0xffffffffu));
+    const BatchEntry* last = ob_entries_.empty() ? nullptr : &ob_entries_.back();
+    bool may_extend = last != nullptr && last->type == type && last->lba + last->count == lba;
+    if (!BatchFits(ob_entries_.size() + (may_extend ? 0 : 1), ob_slots_)) {
+      SealBatchLocked();
+      continue;
+    }
+    map_.Clear(lba, k);
+    n -= k;
+    AddEntryLocked(type, lba, k, last_part && n == 0);
+    lba += k;
+  }
+  return Status::OK();
+}
+
+Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
+  HBISS_RETURN_IF_ERROR(CheckRange(offset, data.size()));
+  if (data.empty()) return Status::OK();
+  std::lock_guard<std::mutex> wg(write_mu_);
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+  }
+  const uint64_t end = offset + data.size();
+  const uint64_t first = offset / kBlockSize;
+  const uint64_t last = (end - 1) / kBlockSize;
+  // Edge blocks that are only partly written: read-modify-write.
+  alignas(64) static thread_local uint8_t head[kBlockSize];
+  alignas(64) static thread_local uint8_t tail[kBlockSize];
+  bool head_partial = offset % kBlockSize != 0 || (first == last && end % kBlockSize != 0);
+  bool tail_partial = last != first && end % kBlockSize != 0;
+  if (head_partial) {
+    HBISS_RETURN_IF_ERROR(Read(first * kBlockSize, std::span<uint8_t>(head, kBlockSize)));
+    size_t in = offset % kBlockSize;
+    size_t n = std::min<uint64_t>(data.size(), kBlockSize - in);
+    std::memcpy(head + in, data.data(), n);
+  }
+  if (tail_partial) {
+    HBISS_RETURN_IF_ERROR(Read(last * kBlockSize, std::span<uint8_t>(tail, kBlockSize)));
+    std::memcpy(tail, data.data() + (last * kBlockSize - offset), end % kBlockSize);
+  }
+  std::unique_lock<std::mutex> l(mu_);
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  op_in_progress_ = true;
+  Status s;
+  uint64_t mid_first = head_partial ? first + 1 : first;
+  uint64_t mid_last = tail_partial ? last : last + 1;  // exclusive
+  if (head_partial) s = AppendWriteLocked(l, first, 1, head, first == last);
+  if (s.ok() && mid_last > mid_first) {
+    const uint8_t* src = data.data() + (mid_first * kBlockSize - offset);
+    s = AppendWriteLocked(l, mid_first, mid_last - mid_first, src, !tail_partial);
+  }
+  if (s.ok() && tail_partial) s = AppendWriteLocked(l, last, 1, tail, true);
+  op_in_progress_ = false;
+  return s;
+}
+
+Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
+  HBISS_RETURN_IF_ERROR(CheckRange(offset, length));
+  if (length == 0) return Status::OK();
+  std::lock_guard<std::mutex> wg(write_mu_);
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+  }
+  const uint64_t end = offset + length;
+  const uint64_t first = offset / kBlockSize;
+  const uint64_t last = (end - 1) / kBlockSize;
+  alignas(64) static thread_local uint8_t head[kBlockSize];
+  alignas(64) static thread_local uint8_t tail[kBlockSize];
+  bool head_partial = offset % kBlockSize != 0 || (first == last && end % kBlockSize != 0);
+  bool tail_partial = last != first && end % kBlockSize != 0;
+  if (head_partial) {
+    HBISS_RETURN_IF_ERROR(Read(first * kBlockSize, std::span<uint8_t>(head, kBlockSize)));
+    size_t in = offset % kBlockSize;
+    std::memset(head + in, 0, std::min<uint64_t>(length, kBlockSize - in));
+  }
+  if (tail_partial) {
+    HBISS_RETURN_IF_ERROR(Read(last * kBlockSize, std::span<uint8_t>(tail, kBlockSize)));
+    std::memset(tail, 0, end % kBlockSize);
+  }
+  std::unique_lock<std::mutex> l(mu_);
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  op_in_progress_ = true;
+  Status s;
+  uint64_t mid_first = head_partial ? first + 1 : first;
+  uint64_t mid_last = tail_partial ? last : last + 1;
+  if (head_partial) s = AppendWriteLocked(l, first, 1, head, first == last);
+  if (s.ok() && mid_last > mid_first) {
+    s = AppendUnmapLocked(l, type, mid_first, mid_last - mid_first, !tail_partial);
+  }
+  if (s.ok() && tail_partial) s = AppendWriteLocked(l, last, 1, tail, true);
+  op_in_progress_ = false;
+  return s;
+}
+
+Status VolumeImpl::Flush() {
+  std::unique_lock<std::mutex> l(mu_);
+  if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+  if (opts_.read_only) return Status::OK();
+  if (!failed_.ok()) return WritableLocked();
+  uint64_t target = ob_active_ ? ob_seq_ : last_sealed_seq_;
+  if (target <= durable_seq_) return Status::OK();
+  if (target > flush_target_) {
+    flush_target_ = target;
+    flusher_cv_.notify_one();
+  }
+  done_cv_.wait(l, [&] { return durable_seq_ >= target || !failed_.ok(); });
+  if (durable_seq_ >= target) return Status::OK();
+  return WritableLocked();
+}
+
+// ---------------------------------------------------------------------------
+// Flusher
+
+Status VolumeImpl::ProcessItem(QueueItem& item,
+                               std::vector<std::shared_ptr<MemSegment>>* closed) {
+  MemSegment* seg = item.seg.get();
+  const std::string obj = SegName(name_, seg->id);
+  if (item.end_of_segment) {
+    if (writer_ && writer_seg_ == seg->id) {
+      HBISS_RETURN_IF_ERROR(writer_->Close().WithContext("closing " + obj));
+      writer_.reset();
+      writer_seg_ = 0;
+      durable_pos_ = appended_pos_;
+    }
+    closed->push_back(item.seg);
+    return Status::OK();
+  }
+  if (!writer_ || writer_seg_ != seg->id) {
+    HBISS_ASSIGN_OR_RETURN(writer_, store_->Create(obj));
+    writer_seg_ = seg->id;
+    HBISS_RETURN_IF_ERROR(writer_->Append(std::span<const uint8_t>(seg->Slot(0), kSlotSize))
+                              .WithContext("appending to " + obj));
+    std::lock_guard<std::mutex> g(mu_);
+    log_bytes_ += kSlotSize;
+  }
+  BatchHeader& h = scratch_header_;
+  h.volume_id = meta_.id;
+  h.segment_id = seg->id;
+  h.seq = item.seq;
+  h.synced_upto = durable_pos_;
+  h.entries = std::move(item.entries);
+  h.data_crcs.resize(item.data_slots);
+  for (uint32_t i = 0; i < item.data_slots; i++) {
+    uint32_t s = item.header_slot + 1 + i;
+    uint32_t c = DataSlotCrc(seg->Slot(s));
+    h.data_crcs[i] = c;
+    seg->crcs[s] = c;
+  }
+  EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize));
+  size_t bytes = size_t(1 + item.data_slots) * kSlotSize;
+  HBISS_RETURN_IF_ERROR(
+      writer_->Append(std::span<const uint8_t>(seg->Slot(item.header_slot), bytes))
+          .WithContext("appending to " + obj));
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    for (uint32_t i = 0; i < item.data_slots; i++) seg->valid[item.header_slot + 1 + i] = true;
+    log_bytes_ += bytes;
+  }
+  appended_pos_ = {seg->id, uint64_t(item.header_slot + 1 + item.data_slots) * kSlotSize};
+  appended_seq_ = item.seq;
+  return Status::OK();
+}
+
+Status VolumeImpl::WriteCheckpoint(const std::string& data, uint64_t seq) {
+  HBISS_RETURN_IF_ERROR(
+      store_->Put(CkptName(name_, seq),
+                  std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()),
+                                           data.size()))
+          .WithContext("volume " + name_ + ": writing checkpoint"));
+  std::vector<uint64_t> old;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    ckpt_seq_ = seq;
+    ckpt_seqs_.push_back(seq);
+    // Keep the newest two.
+    while (ckpt_seqs_.size() > 2) {
+      old.push_back(ckpt_seqs_.front());
+      ckpt_seqs_.erase(ckpt_seqs_.begin());
+    }
+  }
+  for (uint64_t o : old) {
+    Status s = store_->Delete(CkptName(name_, o));
+    if (!s.ok() && !s.IsNotFound()) {
+      spdlog::warn("volume {}: deleting old checkpoint: {}", name_, s.ToString());
+    }
+  }
+  return Status::OK();
+}
+
+void VolumeImpl::FlusherLoop() {
+  std::unique_lock<std::mutex> l(mu_);
+  std::deque<QueueItem> work;
+  for (;;) {
+    flusher_cv_.wait(l, [&] {
+      return stop_ || !queue_.empty() || flush_target_ > durable_seq_ ||
+             log_bytes_ - ckpt_log_mark_ >= opts_.checkpoint_interval;
+    });
+    if (!failed_.ok()) {
+      // Nothing more can be made durable; wake everyone and wait for stop.
+      queue_.clear();
+      done_cv_.notify_all();
+      if (stop_) break;
+      flusher_cv_.wait(l, [&] { return stop_; });
+      break;
+    }
+    if (stop_ && queue_.empty() && flush_target_ <= durable_seq_) break;
+    // A checkpoint needs the map to match a batch boundary that is not in
+    // the middle of an operation.
+    std::string ckpt;
+    uint64_t ckpt_seq = 0;
+    bool want_ckpt = log_bytes_ - ckpt_log_mark_ >= opts_.checkpoint_interval && !stop_;
+    if (flush_target_ > last_sealed_seq_ || (want_ckpt && !op_in_progress_)) {
+      if (!op_in_progress_) SealBatchLocked();
+    }
+    if (want_ckpt && !op_in_progress_ && !ob_active_) {
+      CheckpointInfo ci;
+      ci.volume_id = meta_.id;
+      ci.seq = ckpt_seq_ + 1;
+      ci.position = SealedEndLocked();
+      ci.next_seq = next_seq_;
+      ci.volume_size = meta_.size;
+      for (uint64_t id : segment_ids_) {
+        if (id <= ci.position.segment_id) ci.segment_ids.push_back(id);
+      }
+      ckpt = EncodeCheckpoint(ci, map_);
+      ckpt_seq = ci.seq;
+      ckpt_seq_ = ci.seq;
+      ckpt_log_mark_ = log_bytes_;
+    }
+    work.swap(queue_);
+    uint64_t sync_target = std::max(flush_target_, ckpt.empty() ? 0 : last_sealed_seq_);
+    l.unlock();
+
+    Status s;
+    std::vector<std::shared_ptr<MemSegment>> closed;
+    for (QueueItem& item : work) {
+      s = ProcessItem(item, &closed);
+      if (!s.ok()) break;
+    }
+    work.clear();
+    bool synced = false;
+    if (s.ok() && sync_target > durable_seq_ && writer_) {
+      s = writer_->Sync().WithContext("volume " + name_ + ": sync");
+      if (s.ok()) {
+        durable_pos_ = appended_pos_;
+        synced = true;
+      }
+    }
+    if (s.ok() && !ckpt.empty()) s = WriteCheckpoint(ckpt, ckpt_seq);
+    // Hand closed segments' CRC tables to the read cache before their
+    // memory goes away.
+    for (auto& seg : closed) {
+      auto info = std::make_shared<SegInfo>();
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        info->crcs = seg->crcs;
+        info->valid = seg->valid;
+      }
+      CacheSegInfo(seg->id, std::move(info));
+    }
+
+    l.lock();
+    if (!s.ok()) {
+      spdlog::error("volume {}: log write failed, volume is now failed: {}", name_, s.ToString());
+      failed_ = s;
+      done_cv_.notify_all();
+      continue;
+    }
+    // Everything appended is durable after a Sync; segments that were closed
+    // are durable too (Close syncs).
+    if (synced || (!writer_ && !closed.empty())) {
+      durable_seq_ = std::max(durable_seq_, appended_seq_);
+    } else if (!closed.empty()) {
+      // Closed segments are synced, but batches of the current one may not be.
+      // durable_pos_ marks the end of the last closed segment.
+    }
+    for (auto& seg : closed) {
+      mem_segs_.erase(seg->id);
+      if (spare_bufs_.empty() && seg.use_count() == 1 && seg->buf) {
+        spare_bufs_.push_back(std::move(seg->buf));
+      }
+    }
+    done_cv_.notify_all();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+
+void VolumeImpl::CacheSegInfo(uint64_t seg, std::shared_ptr<SegInfo> info) {
+  std::lock_guard<std::mutex> g(cache_mu_);
+  auto it = cache_.find(seg);
+  if (it != cache_.end()) {
+    lru_.erase(it->second.second);
+    cache_.erase(it);
+  }
+  lru_.push_front(seg);
+  cache_[seg] = {std::move(info), lru_.begin()};
+  while (cache_.size() > kSegInfoCacheEntries) {
+    cache_.erase(lru_.back());
+    lru_.pop_back();
+  }
+}
+
+Result<std::shared_ptr<SegInfo>> VolumeImpl::LoadSegInfo(uint64_t seg) {
+  const std::string obj = SegName(name_, seg);
+  const std::string where = "volume " + name_ + " segment " + Hex16(seg);
+  auto info = std::make_shared<SegInfo>();
+  HBISS_ASSIGN_OR_RETURN(auto reader, store_->Open(obj));
+  info->reader = std::move(reader);
+  info->crcs.assign(seg_slots_, 0);
+  info->valid.assign(seg_slots_, false);
+  uint64_t size = info->reader->Size();
+  std::vector<uint8_t> slot(kSlotSize);
+  BatchHeader h;
+  for (uint64_t off = kSlotSize; off + kSlotSize <= size;) {
+    HBISS_RETURN_IF_ERROR(ReadExact(info->reader.get(), off, slot, where));
+    if (!DecodeBatchHeader(slot, &h).ok() || h.volume_id != meta_.id || h.segment_id != seg) {
+      break;
+    }
+    uint64_t first = off / kSlotSize + 1;
+    if (first + h.data_crcs.size() > seg_slots_) break;
+    for (size_t i = 0; i < h.data_crcs.size(); i++) {
+      info->crcs[first + i] = h.data_crcs[i];
+      info->valid[first + i] = true;
+    }
+    off += kSlotSize * (1 + h.data_crcs.size());
+  }
+  return info;
+}
+
+Result<std::shared_ptr<SegInfo>> VolumeImpl::GetSegInfo(uint64_t seg) {
+  std::shared_ptr<SegInfo> info;
+  {
+    std::lock_guard<std::mutex> g(cache_mu_);
+    auto it = cache_.find(seg);
+    if (it != cache_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second.second);
+      info = it->second.first;
+    }
+  }
+  if (!info) {
+    HBISS_ASSIGN_OR_RETURN(info, LoadSegInfo(seg));
+    CacheSegInfo(seg, info);
+  }
+  std::lock_guard<std::mutex> g(info->mu);
+  if (!info->reader) {
+    HBISS_ASSIGN_OR_RETURN(auto reader, store_->Open(SegName(name_, seg)));
+    info->reader = std::move(reader);
+  }
+  return info;
+}
+
+Status VolumeImpl::ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out) {
+  HBISS_ASSIGN_OR_RETURN(auto info, GetSegInfo(r.seg));
+  std::shared_ptr<store::SegmentReader> reader;
+  {
+    std::lock_guard<std::mutex> g(info->mu);
+    reader = info->reader;
+  }
+  const uint64_t end = offset + out.size();
+  const uint64_t bs = std::max(r.lba * kBlockSize, offset);
+  const uint64_t be = std::min((r.lba + r.count) * kBlockSize, end);
+  const uint64_t b0 = bs / kBlockSize, b1 = (be + kBlockSize - 1) / kBlockSize;
+  const uint64_t nblocks = b1 - b0;
+  const uint32_t slot0 = uint32_t(r.slot + (b0 - r.lba));
+  const bool direct = bs % kBlockSize == 0 && be % kBlockSize == 0;
+  static thread_local std::vector<uint8_t> scratch;
+  uint8_t* dst;
+  if (direct) {
+    dst = out.data() + (bs - offset);
+  } else {
+    if (scratch.size() < nblocks * kBlockSize) scratch.resize(nblocks * kBlockSize);
+    dst = scratch.data();
+  }
+  const std::string where = "volume " + name_ + " segment " + Hex16(r.seg);
+  HBISS_RETURN_IF_ERROR(ReadExact(reader.get(), uint64_t(slot0) * kSlotSize,
+                                  std::span<uint8_t>(dst, nblocks * kBlockSize), where));
+  for (uint64_t i = 0; i < nblocks; i++) {
+    uint32_t s = slot0 + uint32_t(i);
+    if (s >= info->valid.size() || !info->valid[s]) {
+      return Status::Corruption(where + ": no valid batch header covers slot " +
+                                std::to_string(s) + " (block " + std::to_string(b0 + i) + ")");
+    }
+    if (DataSlotCrc(dst + i * kBlockSize) != info->crcs[s]) {
+      return Status::Corruption(where + ": CRC mismatch in slot " + std::to_string(s) +
+                                " (block " + std::to_string(b0 + i) + ")");
+    }
+  }
+  if (!direct) std::memcpy(out.data() + (bs - offset), dst + (bs - b0 * kBlockSize), be - bs);
+  return Status::OK();
+}
+
+Status VolumeImpl::Read(uint64_t offset, std::span<uint8_t> out) {
+  HBISS_RETURN_IF_ERROR(CheckRange(offset, out.size()));
+  if (out.empty()) return Status::OK();
+  const uint64_t end = offset + out.size();
+  const uint64_t first = offset / kBlockSize;
+  const uint64_t last = (end - 1) / kBlockSize;
+  static thread_local std::vector<MapRun> runs;
+  static thread_local std::vector<MapRun> from_store;
+  from_store.clear();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    map_.Lookup(first, last - first + 1, &runs);
+    for (const MapRun& r : runs) {
+      uint64_t bs = std::max(r.lba * kBlockSize, offset);
+      uint64_t be = std::min((r.lba + r.count) * kBlockSize, end);
+      uint8_t* dst = out.data() + (bs - offset);
+      if (!r.mapped) {
+        std::memset(dst, 0, be - bs);
+        continue;
+      }
+      auto it = mem_segs_.find(r.seg);
+      if (it != mem_segs_.end()) {
+        const uint8_t* src = it->second->Slot(r.slot) + (bs - r.lba * kBlockSize);
+        std::memcpy(dst, src, be - bs);
+      } else {
+        from_store.push_back(r);
+      }
+    }
+  }
+  for (const MapRun& r : from_store) {
+    // Split long runs so the scratch buffer for unaligned reads stays small.
+    MapRun piece = r;
+    while (piece.count > 0) {
+      MapRun p = piece;
+      p.count = std::min<uint64_t>(piece.count, 1024);
+      HBISS_RETURN_IF_ERROR(ReadFromStore(p, offset, out));
+      piece.lba += p.count;
+      piece.slot += uint32_t(p.count);
+      piece.count -= p.count;
+    }
+  }
+  return Status::OK();
+}
+
+Result<std::vector<Extent>> VolumeImpl::BlockStatus(uint64_t offset, uint64_t length) {
+  HBISS_RETURN_IF_ERROR(CheckRange(offset, length));
+  std::vector<Extent> out;
+  if (length == 0) return out;
+  const uint64_t end = offset + length;
+  std::vector<MapRun> runs;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    map_.Lookup(offset / kBlockSize, (end - 1) / kBlockSize - offset / kBlockSize + 1, &runs);
+  }
+  for (const MapRun& r : runs) {
+    uint64_t bs = std::max(r.lba * kBlockSize, offset);
+    uint64_t be = std::min((r.lba + r.count) * kBlockSize, end);
+    if (!out.empty() && out.back().allocated == r.mapped) {
+      out.back().length += be - bs;
+    } else {
+      out.push_back(Extent{bs, be - bs, r.mapped});
+    }
+  }
+  return out;
+}
+
+VolumeInfo VolumeImpl::Info() const {
+  std::lock_guard<std::mutex> g(mu_);
+  VolumeInfo v;
+  v.name = name_;
+  v.id = meta_.id;
+  v.size = meta_.size;
+  v.segment_size = meta_.segment_size;
+  v.mapped_bytes = map_.MappedBlocks() * kBlockSize;
+  v.segment_count = segment_ids_.size();
+  v.log_bytes = log_bytes_;
+  v.checkpoint_seq = ckpt_seq_;
+  v.map_memory_bytes = map_.MemoryUsage();
+  return v;
+}
+
+Status VolumeImpl::Close() {
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is already closed");
+  }
+  Status result;
+  if (!opts_.read_only && started_) {
+    std::lock_guard<std::mutex> wg(write_mu_);  // no writer is mid-operation
+    result = Flush();
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      stop_ = true;
+      flusher_cv_.notify_one();
+    }
+    flusher_.join();
+    std::unique_lock<std::mutex> l(mu_);
+    if (result.ok() && !failed_.ok()) result = WritableLocked();
+    if (result.ok() && writer_) {
+      result = writer_->Close().WithContext("volume " + name_ + ": closing segment");
+      writer_.reset();
+    }
+    if (result.ok() && !ob_active_ && queue_.empty()) {
+      // Everything is durable: publish a checkpoint of the final map.
+      CheckpointInfo ci;
+      ci.volume_id = meta_.id;
+      ci.seq = ckpt_seq_ + 1;
+      ci.position = SealedEndLocked();
+      ci.next_seq = next_seq_;
+      ci.volume_size = meta_.size;
+      for (uint64_t id : segment_ids_) {
+        if (id <= ci.position.segment_id) ci.segment_ids.push_back(id);
+      }
+      std::string data = EncodeCheckpoint(ci, map_);
+      l.unlock();
+      result = WriteCheckpoint(data, ci.seq);
+      l.lock();
+    }
+    closed_ = true;
+  } else {
+    std::lock_guard<std::mutex> g(mu_);
+    closed_ = true;
+  }
+  {
+    std::lock_guard<std::mutex> g(cache_mu_);
+    cache_.clear();
+    lru_.clear();
+  }
+  lock_.reset();
+  return result;
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Static API
+
+Status Volume::ValidateName(const std::string& name) {
+  if (name.empty() || name.size() > 128) {
+    return Status::InvalidArgument("volume name must be 1 to 128 characters");
+  }
+  if (name[0] == '.' || name[0] == '-') {
+    return Status::InvalidArgument("volume name '" + name + "' must not start with '.' or '-'");
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return Status::InvalidArgument("volume name '" + name +
+                                     "' may only contain letters, digits, '.', '_' and '-'");
+    }
+  }
+  return Status::OK();
+}
+
+Status Volume::Create(store::Store* store, const std::string& name, const CreateOptions& opts) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  if (opts.size == 0) return Status::InvalidArgument("volume size must be greater than zero");
+  if (opts.size > kMaxVolumeSize) {
+    return Status::InvalidArgument("volume size " + std::to_string(opts.size) +
+                                   " exceeds the maximum of " + std::to_string(kMaxVolumeSize));
+  }
+  if (opts.segment_size % kSlotSize != 0 || opts.segment_size / kSlotSize < kMinSegmentSlots ||
+      opts.segment_size / kSlotSize > kMaxSegmentSlots) {
+    return Status::InvalidArgument("segment size must be a multiple of 4096 between " +
+                                   std::to_string(kMinSegmentSlots * kSlotSize) + " and " +
+                                   std::to_string(uint64_t(kMaxSegmentSlots) * kSlotSize));
+  }
+  auto exists = store->Stat(MetaName(name));
+  if (exists.ok()) return Status::AlreadyExists("volume " + name + " already exists");
+  if (!exists.status().IsNotFound()) return exists.status();
+  Meta m;
+  m.size = (opts.size + kBlockSize - 1) / kBlockSize * kBlockSize;
+  m.segment_size = opts.segment_size;
+  m.created = int64_t(std::time(nullptr));
+  std::random_device rd;
+  std::mt19937_64 rng((uint64_t(rd()) << 32) ^ rd() ^
+                      uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()));
+  while (m.id == 0) m.id = rng();
+  std::string text = EncodeMeta(m);
+  return store->Put(MetaName(name), std::span<const uint8_t>(
+                                        reinterpret_cast<const uint8_t*>(text.data()),
+                                        text.size()));
+}
+
+Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::string& name,
+                                             const OpenOptions& opts) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  HBISS_ASSIGN_OR_RETURN(Meta meta, ReadMeta(store, name));
+  std::unique_ptr<store::Lock> lock;
+  if (!opts.read_only) {
+    auto l = store->TryLock(LockName(name));
+    if (!l.ok()) {
+      if (l.status().IsBusy()) {
+        return Status::Busy("volume " + name + " is already open for writing");
+      }
+      return l.status().WithContext("volume " + name + ": taking lock");
+    }
+    lock = std::move(*l);
+  }
+  auto v = std::make_unique<VolumeImpl>(store, name, meta, opts, std::move(lock));
+  HBISS_RETURN_IF_ERROR(v->Recover());
+  v->Start();
+  return std::unique_ptr<Volume>(std::move(v));
+}
+
+Status Volume::Remove(store::Store* store, const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  auto exists = store->Stat(MetaName(name));
+  if (!exists.ok()) {
+    if (exists.status().IsNotFound()) return Status::NotFound("volume " + name + " does not exist");
+    return exists.status();
+  }
+  auto l = store->TryLock(LockName(name));
+  if (!l.ok()) {
+    if (l.status().IsBusy()) return Status::Busy("volume " + name + " is open");
+    return l.status();
+  }
+  // Meta first: from here on the volume no longer exists for List/Open.
+  HBISS_RETURN_IF_ERROR(store->Delete(MetaName(name)));
+  return store->DeleteDir(VolDir(name));
+}
+
+Result<std::vector<std::string>> Volume::List(store::Store* store) {
+  std::vector<std::string> names;
+  auto list = store->List("volumes");
+  if (!list.ok()) {
+    if (list.status().IsNotFound()) return names;
+    return list.status();
+  }
+  for (const auto& o : *list) {
+    if (!o.is_dir || !ValidateName(o.name).ok()) continue;
+    auto st = store->Stat(MetaName(o.name));
+    if (st.ok()) names.push_back(o.name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Result<VolumeInfo> Volume::Stat(store::Store* store, const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  HBISS_ASSIGN_OR_RETURN(Meta meta, ReadMeta(store, name));
+  VolumeInfo v;
+  v.name = name;
+  v.id = meta.id;
+  v.size = meta.size;
+  v.segment_size = meta.segment_size;
+  ExtentMap map(meta.size / kBlockSize);
+  CheckpointInfo ck;
+  bool found = false;
+  HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store, name, meta, &ck, &map, &found, nullptr));
+  if (found) {
+    v.checkpoint_seq = ck.seq;
+    v.mapped_bytes = map.MappedBlocks() * kBlockSize;
+    v.map_memory_bytes = map.MemoryUsage();
+  }
+  HBISS_ASSIGN_OR_RETURN(auto segs, ListIds(store, SegDir(name)));
+  v.segment_count = segs.size();
+  for (auto& [id, size] : segs) v.log_bytes += size;
+  return v;
+}
+
+}  // namespace hbiss::volume
