@@ -72,6 +72,7 @@ class MemoryWriter final : public SegmentWriter {
 
   Status Append(std::span<const uint8_t> data) override {
     HBISS_RETURN_IF_ERROR(CheckOpen());
+    if (data.empty()) return Status::OK();
     std::unique_lock lock(obj_->mu);
     obj_->data.append(reinterpret_cast<const char*>(data.data()), data.size());
     size_ += data.size();
@@ -103,7 +104,7 @@ class MemoryReader final : public SegmentReader {
   MemoryReader(std::shared_ptr<Object> obj, uint64_t size) : obj_(std::move(obj)), size_(size) {}
 
   Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
-    if (offset >= size_) return size_t{0};
+    if (offset >= size_ || out.empty()) return size_t{0};
     size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - offset));
     std::shared_lock lock(obj_->mu);
     std::memcpy(out.data(), obj_->data.data() + offset, n);
@@ -180,7 +181,7 @@ Result<std::unique_ptr<SegmentReader>> MemoryStore::Open(const std::string& name
 Status MemoryStore::Put(const std::string& name, std::span<const uint8_t> data) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
   auto obj = std::make_shared<Object>();
-  obj->data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+  if (!data.empty()) obj->data.assign(reinterpret_cast<const char*>(data.data()), data.size());
   std::lock_guard lock(state_->mu);
   if (state_->dirs.count(name)) {
     return Status::InvalidArgument("mem: cannot put '" + name + "': it is a directory");

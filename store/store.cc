@@ -78,7 +78,9 @@ Status ValidateName(std::string_view name) {
     if (comp.empty()) return bad("empty component");
     if (comp == "." || comp == "..") return bad("'.' or '..' component");
     if (comp.size() > kMaxComponentLength) return bad("component longer than 255 bytes");
-    if (comp.starts_with(kReservedPrefix)) return bad("components starting with '.hbiss-' are reserved");
+    if (comp.starts_with(kReservedPrefix)) {
+      return bad("components starting with '.hbiss-' are reserved");
+    }
     if (end == std::string_view::npos) break;
     start = end + 1;
   }
