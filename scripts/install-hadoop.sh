@@ -61,14 +61,18 @@ fi
 
 log "fetching Hadoop jars into $lib"
 rm -rf "$lib"
-# Retried once: a registry hiccup should not fail a whole CI run.
+# Retried once: a registry hiccup should not fail a whole CI run. Maven's output goes to a log
+# that is shown only on failure.
+mkdir -p "$repo_root/hadoop/target"
+mvn_log="$repo_root/hadoop/target/mvn.log"
 for attempt in 1 2; do
-  if mvn -q -B -f "$pom" dependency:copy-dependencies \
-      -DoutputDirectory="$lib" -DincludeScope=runtime; then
+  if mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+      -DoutputDirectory="$lib" -DincludeScope=runtime > "$mvn_log" 2>&1; then
     break
   fi
   if [[ $attempt -eq 2 ]]; then
-    log "error: mvn dependency:copy-dependencies failed"
+    tail -n 40 "$mvn_log" >&2
+    log "error: mvn dependency:copy-dependencies failed (full log: $mvn_log)"
     exit 1
   fi
   log "mvn failed; retrying in 5 s"
