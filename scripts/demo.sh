@@ -48,7 +48,8 @@ say "hbiss import demo disk.img   (store: ${HBISS_STORE:-default, see hbiss --he
 "$hbiss" ls -l
 "$hbiss" info demo
 
-if "$hbiss" serve --help > /dev/null 2>&1; then
+# `hbiss --help` lists the subcommands this build has.
+if "$hbiss" --help 2> /dev/null | grep -qE '^[[:space:]]+serve([[:space:]]|$)'; then
   # ---- serve over NBD --------------------------------------------------------------
   say "hbiss serve --listen 127.0.0.1:$port"
   "$hbiss" serve --listen "127.0.0.1:$port" &
