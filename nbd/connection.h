@@ -1,0 +1,173 @@
+// One NBD connection: the fixed-newstyle handshake, then the transmission
+// phase, over a Transport, against exports from an ExportProvider.
+//
+// Handshake: NBD_OPT_GO, INFO, EXPORT_NAME, LIST, ABORT, STRUCTURED_REPLY,
+// LIST_META_CONTEXT and SET_META_CONTEXT (base:allocation). Every other option
+// gets NBD_REP_ERR_UNSUP and negotiation continues. NBD_INFO_BLOCK_SIZE
+// advertises the spec's default constraints (minimum 1, preferred 4096,
+// maximum payload 32 MiB), so no client is ever refused for not asking.
+//
+// Transmission: READ, WRITE (FUA), DISC, FLUSH, TRIM, CACHE, WRITE_ZEROES
+// (NO_HOLE, FAST_ZERO) and BLOCK_STATUS. ValidateRequest() checks every
+// request before the export sees it; a bad request gets an NBD error and the
+// connection stays usable. A broken stream (bad magic, truncated message, an
+// impossible length) ends this connection only. Requests run on a small pool
+// of worker threads, so replies may go out of order; each reply is sent with
+// one writev under the connection's write lock. FUA and FLUSH are
+// acknowledged only after Export::Flush() returns OK.
+//
+// Memory: nothing is allocated from a length a client sent before checking
+// it against a fixed bound (option payloads <= kMaxOptionLength, request
+// payloads <= kMaxPayload), and the bytes held by requests in flight are
+// capped by ConnectionOptions.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "nbd/export.h"
+#include "nbd/protocol.h"
+#include "nbd/transport.h"
+#include "util/status.h"
+
+namespace hbiss::nbd {
+
+inline constexpr uint32_t kMinBlockSize = 1;
+inline constexpr uint32_t kPreferredBlockSize = 4096;
+inline constexpr uint32_t kMaxPayload = 32u << 20;
+// Option payloads above this end the connection (no valid option is close).
+inline constexpr uint32_t kMaxOptionLength = 64u << 10;
+// A WRITE longer than kMaxPayload but at most this long has its payload read
+// and discarded (bounded buffer) and fails with EINVAL; a longer one ends the
+// connection, as the spec allows for a denial-of-service length.
+inline constexpr uint32_t kMaxDiscardLength = 64u << 20;
+// BLOCK_STATUS answers at most this many extents, covering at most this many
+// bytes; clients ask again for the rest.
+inline constexpr size_t kMaxExtentsPerReply = 1u << 16;
+inline constexpr uint64_t kMaxBlockStatusQuery = 1ull << 30;
+// The context id this server gives base:allocation.
+inline constexpr uint32_t kBaseAllocationId = 1;
+
+struct ConnectionOptions {
+  bool read_only = false;  // serve every export read-only
+  // Worker threads per connection; 0 runs each request on the reader thread
+  // (deterministic; used by unit tests and the fuzz target).
+  int workers = 4;
+  uint32_t max_inflight_requests = 128;
+  uint64_t max_inflight_bytes = 128ull << 20;  // at least one request always runs
+  uint32_t max_options = 256;  // options per handshake before hanging up
+  std::string peer = "client";  // for logs
+};
+
+// What the transmission phase needs to know to validate a request.
+struct TransmissionState {
+  uint64_t size = 0;
+  uint16_t eflags = 0;  // transmission flags sent to the client
+  bool structured = false;
+  bool base_allocation = false;
+};
+
+// Checks a request against the negotiated state. Returns 0 when the export
+// may execute it, else the NBD error to reply with, and sets *why. Rules, in
+// order: unknown command or flag bits, EINVAL; a mutating command on a
+// read-only export, EPERM; a flag not valid for the command (NO_HOLE and
+// FAST_ZERO only on WRITE_ZEROES, DF only on READ with structured replies,
+// REQ_ONE only on BLOCK_STATUS, FUA only if advertised, FAST_ZERO only if
+// advertised), EINVAL; FLUSH with nonzero offset or length, EINVAL; a zero
+// length, EINVAL; a range past the end, ENOSPC for WRITE and WRITE_ZEROES,
+// else EINVAL; READ or WRITE longer than kMaxPayload, EINVAL (EOVERFLOW for a
+// READ with structured replies); BLOCK_STATUS without base:allocation, EINVAL.
+// DISC is not validated (it always ends the connection).
+uint32_t ValidateRequest(const Request& r, const TransmissionState& st, std::string* why);
+
+// Maps an engine Status to an NBD error value.
+uint32_t NbdErrorFromStatus(const Status& s);
+
+class Connection {
+ public:
+  Connection(std::unique_ptr<Transport> transport, ExportProvider* provider,
+             ConnectionOptions opts);
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  ~Connection();
+
+  // Runs the handshake and the transmission phase until the client
+  // disconnects (ABORT, DISC or end of stream: OK), the stream breaks or
+  // Shutdown() is called (an error saying why). Waits for every request in
+  // flight before returning. Call once, from one thread.
+  Status Run();
+
+  // Makes Run() return promptly: blocked reads fail, requests in flight
+  // finish, their replies may be lost. Thread-safe.
+  void Shutdown();
+
+  // The export chosen by the handshake, "" before that.
+  const std::string& export_name() const { return export_name_; }
+  uint64_t requests() const { return requests_; }
+
+ private:
+  struct Work {
+    Request req;
+    std::unique_ptr<uint8_t[]> payload;  // WRITE data
+    uint64_t charge = 0;                 // bytes counted against the budget
+  };
+
+  Status Handshake(bool* go);
+  Status SendOptReply(uint32_t option, uint32_t type, std::string_view data);
+  Status SendOptError(uint32_t option, uint32_t type, std::string_view msg);
+  Status HandleInfoOrGo(uint32_t option, std::string_view data, bool* go);
+  Status HandleMetaContext(uint32_t option, std::string_view data);
+  Status HandleExportName(std::string_view data);
+  Status EnterTransmission(const ExportInfo& info, std::shared_ptr<Export> exp);
+  uint16_t TransmissionFlags(const ExportInfo& info) const;
+
+  Status Transmission();
+  Status DiscardPayload(uint32_t length);
+  void Submit(std::unique_ptr<Work> w);
+  void WorkerLoop();
+  void Execute(Work& w);
+  void Finish(uint64_t charge);
+
+  Status SendSimple(uint64_t cookie, uint32_t error, const uint8_t* data, size_t len);
+  Status SendError(const Request& r, uint32_t error, std::string_view msg);
+  Status SendRead(const Request& r, const uint8_t* data);
+  Status SendBlockStatus(const Request& r, const std::vector<Extent>& extents);
+  Status SendLocked(const struct iovec* iov, int n);
+  void OnSendError(const Status& s);
+
+  std::unique_ptr<Transport> transport_;
+  ExportProvider* provider_;
+  const ConnectionOptions opts_;
+
+  // Handshake state (reader thread only).
+  bool no_zeroes_ = false;
+  bool structured_ = false;
+  bool meta_selected_ = false;
+  std::string meta_export_;  // canonical name the meta context was set for
+  std::string export_name_;
+
+  // Transmission state: fixed once transmission starts.
+  std::shared_ptr<Export> export_;
+  TransmissionState state_;
+  uint64_t requests_ = 0;
+
+  std::mutex write_mu_;  // serializes replies on the transport
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;    // queue_ non-empty or stopping_
+  std::condition_variable budget_cv_;  // in-flight budget freed
+  std::deque<std::unique_ptr<Work>> queue_;  // GUARDED_BY(mu_)
+  uint32_t inflight_ = 0;                    // GUARDED_BY(mu_)
+  uint64_t inflight_bytes_ = 0;              // GUARDED_BY(mu_)
+  bool stopping_ = false;                    // GUARDED_BY(mu_)
+  bool broken_ = false;                      // GUARDED_BY(mu_): a reply failed
+  std::vector<std::thread> workers_;
+};
+
+}  // namespace hbiss::nbd

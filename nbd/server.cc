@@ -1,0 +1,258 @@
+#include "nbd/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+
+namespace hbiss::nbd {
+
+Server::Server(ExportProvider* provider, ServerOptions opts)
+    : provider_(provider), opts_(std::move(opts)) {}
+
+Server::~Server() { Stop(); }
+
+static Status SplitHostPort(const std::string& s, std::string* host, std::string* port) {
+  size_t colon;
+  if (!s.empty() && s[0] == '[') {
+    size_t close = s.find(']');
+    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+      return Status::InvalidArgument("bad listen address '" + s + "': want [HOST]:PORT");
+    }
+    *host = s.substr(1, close - 1);
+    colon = close + 1;
+  } else {
+    colon = s.rfind(':');
+    if (colon == std::string::npos) {
+      return Status::InvalidArgument("bad listen address '" + s + "': want HOST:PORT");
+    }
+    *host = s.substr(0, colon);
+  }
+  *port = s.substr(colon + 1);
+  if (port->empty() || port->find_first_not_of("0123456789") != std::string::npos ||
+      port->size() > 5 || std::stoul(*port) > 65535) {
+    return Status::InvalidArgument("bad port in listen address '" + s + "'");
+  }
+  return Status::OK();
+}
+
+Status Server::ListenTcp() {
+  std::string host, port;
+  HBISS_RETURN_IF_ERROR(SplitHostPort(opts_.listen, &host, &port));
+  struct addrinfo hints = {};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  struct addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0) {
+    return Status::InvalidArgument("listen address '" + opts_.listen + "': " + gai_strerror(rc));
+  }
+  Status last = Status::InvalidArgument("no address for '" + opts_.listen + "'");
+  for (struct addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) {
+      last = Status::FromErrno("socket", errno);
+      continue;
+    }
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 128) != 0) {
+      last = Status::FromErrno("bind/listen " + opts_.listen, errno);
+      ::close(fd);
+      continue;
+    }
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    ::getsockname(fd, reinterpret_cast<struct sockaddr*>(&ss), &len);
+    port_ = ntohs(ss.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                                           : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    listen_fds_.push_back(fd);
+    freeaddrinfo(res);
+    return Status::OK();
+  }
+  freeaddrinfo(res);
+  return last;
+}
+
+Status Server::ListenUnix() {
+  struct sockaddr_un sa = {};
+  sa.sun_family = AF_UNIX;
+  if (opts_.socket_path.size() >= sizeof(sa.sun_path)) {
+    return Status::InvalidArgument("socket path too long: " + opts_.socket_path);
+  }
+  std::memcpy(sa.sun_path, opts_.socket_path.c_str(), opts_.socket_path.size() + 1);
+  // Replace a stale socket left by a killed server, but never another file.
+  struct stat st;
+  if (::lstat(opts_.socket_path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      return Status::AlreadyExists(opts_.socket_path + " exists and is not a socket");
+    }
+    ::unlink(opts_.socket_path.c_str());
+  }
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::FromErrno("socket", errno);
+  if (::bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) != 0 ||
+      ::listen(fd, 128) != 0) {
+    Status s = Status::FromErrno("bind/listen " + opts_.socket_path, errno);
+    ::close(fd);
+    return s;
+  }
+  unix_bound_ = true;
+  listen_fds_.push_back(fd);
+  return Status::OK();
+}
+
+Status Server::Start() {
+  if (opts_.listen.empty() && opts_.socket_path.empty()) {
+    return Status::InvalidArgument("nothing to listen on");
+  }
+  if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) return Status::FromErrno("pipe", errno);
+  Status s;
+  if (!opts_.listen.empty()) s = ListenTcp();
+  if (s.ok() && !opts_.socket_path.empty()) s = ListenUnix();
+  if (!s.ok()) {
+    for (int fd : listen_fds_) ::close(fd);
+    listen_fds_.clear();
+    if (unix_bound_) ::unlink(opts_.socket_path.c_str());
+    ::close(wake_[0]);
+    ::close(wake_[1]);
+    wake_[0] = wake_[1] = -1;
+    return s;
+  }
+  started_ = true;
+  accept_thread_ = std::thread([this] { AcceptLoop(); });
+  return Status::OK();
+}
+
+void Server::AcceptLoop() {
+  std::vector<struct pollfd> pfds;
+  for (int fd : listen_fds_) pfds.push_back({fd, POLLIN, 0});
+  pfds.push_back({wake_[0], POLLIN, 0});
+  while (!stopping_) {
+    int rc = ::poll(pfds.data(), pfds.size(), 1000);
+    Reap(false);
+    if (rc < 0) {
+      if (errno == EINTR) continue;
+      spdlog::error("nbd: poll: {}", std::strerror(errno));
+      return;
+    }
+    if (stopping_) return;
+    for (size_t i = 0; i + 1 < pfds.size(); i++) {
+      if (!(pfds[i].revents & POLLIN)) continue;
+      struct sockaddr_storage ss;
+      socklen_t len = sizeof(ss);
+      int fd = ::accept4(pfds[i].fd, reinterpret_cast<struct sockaddr*>(&ss), &len,
+                         SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED) {
+          spdlog::warn("nbd: accept: {}", std::strerror(errno));
+          ::usleep(10000);  // e.g. EMFILE: do not spin
+        }
+        continue;
+      }
+      std::string peer = "unix";
+      if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
+        int one = 1;
+        ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        char host[INET6_ADDRSTRLEN] = "?";
+        uint16_t port = 0;
+        if (ss.ss_family == AF_INET) {
+          auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+          inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+          port = ntohs(a->sin_port);
+        } else {
+          auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+          inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+          port = ntohs(a->sin6_port);
+        }
+        peer = std::string(host) + ":" + std::to_string(port);
+      }
+      StartConnection(fd, peer);
+    }
+  }
+}
+
+void Server::StartConnection(int fd, std::string peer) {
+  std::lock_guard<std::mutex> l(mu_);
+  uint64_t id = ++next_id_;
+  ConnectionOptions co = opts_.conn;
+  co.peer = "#" + std::to_string(id) + " " + peer;
+  auto c = std::make_unique<Conn>();
+  c->conn = std::make_shared<Connection>(std::make_unique<FdTransport>(fd), provider_, co);
+  Conn* raw = c.get();
+  spdlog::info("nbd {}: connected", co.peer);
+  raw->thread = std::thread([this, raw, peer = co.peer] {
+    Server* server = this;
+    Status s = raw->conn->Run();
+    if (s.ok() || s.code() == Status::Code::kAborted) {
+      spdlog::info("nbd {}: disconnected after {} requests", peer, raw->conn->requests());
+    } else {
+      spdlog::warn("nbd {}: closed after {} requests: {}", peer, raw->conn->requests(),
+                   s.ToString());
+    }
+    std::shared_ptr<Connection> drop;
+    {
+      std::lock_guard<std::mutex> l(server->mu_);
+      drop = std::move(raw->conn);
+      raw->done = true;
+    }
+    drop.reset();  // drops the export (the last one closes the volume)
+  });
+  conns_.push_back(std::move(c));
+}
+
+void Server::Reap(bool all) {
+  std::list<std::unique_ptr<Conn>> finished;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto it = conns_.begin(); it != conns_.end();) {
+      if (all || (*it)->done) {
+        finished.push_back(std::move(*it));
+        it = conns_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& c : finished) c->thread.join();
+}
+
+size_t Server::connections() {
+  std::lock_guard<std::mutex> l(mu_);
+  size_t n = 0;
+  for (auto& c : conns_) n += c->done ? 0 : 1;
+  return n;
+}
+
+void Server::Stop() {
+  if (!started_ || stopping_.exchange(true)) return;
+  char b = 1;
+  (void)!::write(wake_[1], &b, 1);
+  accept_thread_.join();
+  for (int fd : listen_fds_) ::close(fd);
+  listen_fds_.clear();
+  if (unix_bound_) ::unlink(opts_.socket_path.c_str());
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    for (auto& c : conns_) {
+      if (c->conn && !c->done) c->conn->Shutdown();
+    }
+  }
+  Reap(true);
+  ::close(wake_[0]);
+  ::close(wake_[1]);
+}
+
+}  // namespace hbiss::nbd

@@ -1,0 +1,101 @@
+#include "nbd/transport.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace hbiss::nbd {
+
+FdTransport::~FdTransport() { ::close(fd_); }
+
+Status FdTransport::ReadFull(void* buf, size_t n) {
+  auto* p = static_cast<uint8_t*>(buf);
+  size_t got = 0;
+  while (got < n) {
+    if (shut_) return Status::IOError("connection shut down");
+    ssize_t r = ::recv(fd_, p + got, n - got, 0);
+    if (r > 0) {
+      got += size_t(r);
+    } else if (r == 0) {
+      if (got == 0) return Status::Aborted("end of stream");
+      return Status::IOError("truncated message: end of stream");
+    } else if (errno != EINTR) {
+      return Status::FromErrno("recv", errno);
+    }
+  }
+  return Status::OK();
+}
+
+Status FdTransport::WriteV(const struct iovec* iov, int iovcnt) {
+  // Copy so partial writes can advance the vector.
+  struct iovec local[8];
+  std::vector<struct iovec> heap;
+  struct iovec* v = local;
+  if (iovcnt > 8) {
+    heap.assign(iov, iov + iovcnt);
+    v = heap.data();
+  } else {
+    std::copy(iov, iov + iovcnt, local);
+  }
+  int cnt = iovcnt;
+  while (cnt > 0) {
+    if (v->iov_len == 0) {
+      v++;
+      cnt--;
+      continue;
+    }
+    if (shut_) return Status::IOError("connection shut down");
+    struct msghdr msg = {};
+    msg.msg_iov = v;
+    msg.msg_iovlen = size_t(std::min(cnt, IOV_MAX));
+    ssize_t w = ::sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("sendmsg", errno);
+    }
+    size_t left = size_t(w);
+    while (cnt > 0 && left >= v->iov_len) {
+      left -= v->iov_len;
+      v++;
+      cnt--;
+    }
+    if (cnt > 0 && left > 0) {
+      v->iov_base = static_cast<uint8_t*>(v->iov_base) + left;
+      v->iov_len -= left;
+    }
+  }
+  return Status::OK();
+}
+
+void FdTransport::Shutdown() {
+  shut_ = true;
+  ::shutdown(fd_, SHUT_RDWR);
+}
+
+Status BufferTransport::ReadFull(void* buf, size_t n) {
+  if (shut_) return Status::IOError("connection shut down");
+  if (pos_ == input_.size() && n > 0) return Status::Aborted("end of stream");
+  if (input_.size() - pos_ < n) {
+    pos_ = input_.size();
+    return Status::IOError("truncated message: end of stream");
+  }
+  std::memcpy(buf, input_.data() + pos_, n);
+  pos_ += n;
+  return Status::OK();
+}
+
+Status BufferTransport::WriteV(const struct iovec* iov, int iovcnt) {
+  if (shut_) return Status::IOError("connection shut down");
+  std::lock_guard<std::mutex> l(mu_);
+  for (int i = 0; i < iovcnt; i++) {
+    written_ += iov[i].iov_len;
+    if (capture_) output_.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);
+  }
+  return Status::OK();
+}
+
+}  // namespace hbiss::nbd

@@ -1,0 +1,78 @@
+// The byte stream under one NBD connection. FdTransport wraps a connected
+// socket; BufferTransport replays fixed input and captures output, for unit
+// tests and the fuzz target.
+//
+// Thread safety: ReadFull is called by one thread at a time (the connection's
+// reader); WriteV by one thread at a time (callers serialize replies);
+// Shutdown may be called from any thread at any time.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <string>
+
+#include "util/status.h"
+
+namespace hbiss::nbd {
+
+class Transport {
+ public:
+  Transport() = default;
+  Transport(const Transport&) = delete;
+  Transport& operator=(const Transport&) = delete;
+  virtual ~Transport() = default;
+
+  // Reads exactly n bytes. Aborted at a clean end of stream before the first
+  // byte, IOError on a short read, an error, or after Shutdown.
+  virtual Status ReadFull(void* buf, size_t n) = 0;
+  // Writes every byte of the iovecs, in one writev where the kernel allows.
+  virtual Status WriteV(const struct iovec* iov, int iovcnt) = 0;
+  // Makes blocked and later reads and writes fail promptly.
+  virtual void Shutdown() = 0;
+};
+
+// Owns a connected socket (closed in the destructor).
+class FdTransport : public Transport {
+ public:
+  explicit FdTransport(int fd) : fd_(fd) {}
+  ~FdTransport() override;
+  Status ReadFull(void* buf, size_t n) override;
+  Status WriteV(const struct iovec* iov, int iovcnt) override;
+  void Shutdown() override;
+  int fd() const { return fd_; }
+
+ private:
+  const int fd_;
+  std::atomic<bool> shut_{false};
+};
+
+// Reads from a fixed byte string; appends writes to an output string (or
+// discards them when capture is false).
+class BufferTransport : public Transport {
+ public:
+  explicit BufferTransport(std::string input, bool capture = true)
+      : input_(std::move(input)), capture_(capture) {}
+  Status ReadFull(void* buf, size_t n) override;
+  Status WriteV(const struct iovec* iov, int iovcnt) override;
+  void Shutdown() override { shut_ = true; }
+  std::string output() {
+    std::lock_guard<std::mutex> l(mu_);
+    return output_;
+  }
+  size_t bytes_written() const { return written_; }
+
+ private:
+  const std::string input_;
+  size_t pos_ = 0;
+  const bool capture_;
+  std::atomic<bool> shut_{false};
+  std::mutex mu_;
+  std::string output_;  // GUARDED_BY(mu_)
+  std::atomic<size_t> written_{0};
+};
+
+}  // namespace hbiss::nbd

@@ -1,0 +1,176 @@
+#include "nbd/volume_export.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace hbiss::nbd {
+
+Status VolumeExport::Read(uint64_t offset, std::span<uint8_t> out) {
+  return v_->Read(offset, out);
+}
+
+Status VolumeExport::Write(uint64_t offset, std::span<const uint8_t> data) {
+  return v_->Write(offset, data);
+}
+
+Status VolumeExport::Trim(uint64_t offset, uint64_t length) { return v_->Trim(offset, length); }
+
+Status VolumeExport::WriteZeroes(uint64_t offset, uint64_t length, bool may_trim) {
+  return v_->WriteZeroes(offset, length);  // see the NO_HOLE note in the header
+}
+
+Status VolumeExport::Flush() { return v_->Flush(); }
+
+Status VolumeExport::Cache(uint64_t offset, uint64_t length) {
+  constexpr uint64_t kChunk = 1 << 20;
+  uint64_t end = offset + std::min<uint64_t>(length, 32ull << 20);
+  std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
+  for (uint64_t pos = offset; pos < end; pos += kChunk) {
+    uint64_t n = std::min(kChunk, end - pos);
+    HBISS_RETURN_IF_ERROR(v_->Read(pos, std::span<uint8_t>(buf.get(), n)));
+  }
+  return Status::OK();
+}
+
+Result<std::vector<Extent>> VolumeExport::BlockStatus(uint64_t offset, uint64_t length) {
+  HBISS_ASSIGN_OR_RETURN(std::vector<volume::Extent> ext, v_->BlockStatus(offset, length));
+  std::vector<Extent> out;
+  out.reserve(ext.size());
+  for (const auto& e : ext) {
+    // Unallocated ranges read as zeros (volume.h contract).
+    out.push_back(Extent{e.offset, e.length, !e.allocated, !e.allocated});
+  }
+  return out;
+}
+
+VolumeProvider::VolumeProvider(store::Store* store, bool read_only,
+                               volume::OpenOptions open_opts)
+    : store_(store), read_only_(read_only), open_opts_([&] {
+        open_opts.read_only = read_only;
+        return open_opts;
+      }()) {}
+
+VolumeProvider::~VolumeProvider() { (void)CloseAll(); }
+
+Result<std::vector<std::string>> VolumeProvider::List() { return volume::Volume::List(store_); }
+
+Result<ExportInfo> VolumeProvider::Describe(const std::string& name) {
+  std::string canonical = name;
+  if (canonical.empty()) {
+    HBISS_ASSIGN_OR_RETURN(auto names, volume::Volume::List(store_));
+    if (names.size() != 1) {
+      return Status::NotFound("no default export: the store has " +
+                              std::to_string(names.size()) + " volumes; name one");
+    }
+    canonical = names[0];
+  }
+  if (!volume::Volume::ValidateName(canonical).ok()) {
+    return Status::NotFound("no volume named '" + canonical + "'");
+  }
+  ExportInfo info;
+  info.name = canonical;
+  info.read_only = read_only_;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = open_.find(canonical);
+    if (it != open_.end()) {
+      info.size = it->second.exp->size();
+      info.description = "hbiss volume";
+      return info;
+    }
+  }
+  HBISS_ASSIGN_OR_RETURN(volume::VolumeInfo vi, volume::Volume::Stat(store_, canonical));
+  info.size = vi.size;
+  info.description = "hbiss volume";
+  return info;
+}
+
+Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
+  HBISS_ASSIGN_OR_RETURN(ExportInfo info, Describe(name));
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = open_.find(info.name);
+  if (it == open_.end()) {
+    HBISS_ASSIGN_OR_RETURN(std::unique_ptr<volume::Volume> v,
+                           volume::Volume::Open(store_, info.name, open_opts_));
+    spdlog::info("nbd: opened volume '{}' ({} bytes)", info.name, v->size());
+    Entry e;
+    e.exp = std::make_shared<VolumeExport>(v.get(), read_only_);
+    e.vol = std::move(v);
+    it = open_.emplace(info.name, std::move(e)).first;
+  } else if (it->second.closed) {
+    return Status::Aborted("the server is shutting down");
+  }
+  it->second.refs++;
+  std::shared_ptr<VolumeExport> keep = it->second.exp;
+  // The returned pointer's deleter drops this connection's reference.
+  return std::shared_ptr<Export>(keep.get(), [this, n = info.name, keep](Export*) mutable {
+    keep.reset();
+    Release(n);
+  });
+}
+
+void VolumeProvider::Release(const std::string& name) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = open_.find(name);
+  if (it == open_.end()) return;  // closed by CloseAll
+  if (--it->second.refs > 0) return;
+  if (it->second.closed) {
+    open_.erase(it);
+    return;
+  }
+  Status s = it->second.vol->Close();
+  if (s.ok()) {
+    spdlog::info("nbd: closed volume '{}' (last connection gone)", name);
+  } else {
+    spdlog::error("nbd: closing volume '{}': {}", name, s.ToString());
+  }
+  open_.erase(it);
+}
+
+Status VolumeProvider::FlushAll() {
+  std::lock_guard<std::mutex> l(mu_);
+  Status first;
+  for (auto& [name, e] : open_) {
+    if (e.closed) continue;
+    Status s = e.vol->Flush();
+    if (!s.ok()) {
+      spdlog::error("nbd: flushing volume '{}': {}", name, s.ToString());
+      if (first.ok()) first = s;
+    }
+  }
+  return first;
+}
+
+Status VolumeProvider::CloseAll() {
+  std::lock_guard<std::mutex> l(mu_);
+  Status first;
+  for (auto& [name, e] : open_) {
+    if (e.closed) continue;
+    Status s = e.vol->Close();
+    if (!s.ok()) {
+      spdlog::error("nbd: closing volume '{}': {}", name, s.ToString());
+      if (first.ok()) first = s;
+    } else {
+      spdlog::info("nbd: closed volume '{}'", name);
+    }
+  }
+  // Exports still referenced keep pointing at closed volumes, whose calls
+  // fail; their Volume objects stay until the last reference goes.
+  for (auto it = open_.begin(); it != open_.end();) {
+    it->second.closed = true;
+    if (it->second.refs == 0) {
+      it = open_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return first;
+}
+
+size_t VolumeProvider::open_volumes() {
+  std::lock_guard<std::mutex> l(mu_);
+  return open_.size();
+}
+
+}  // namespace hbiss::nbd

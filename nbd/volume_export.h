@@ -1,0 +1,88 @@
+// Serves the volumes of a Store as NBD exports: the bridge between the
+// protocol layer (export.h) and the volume engine (volume/volume.h).
+//
+// Every volume is an export named after the volume. Volumes are opened
+// lazily on the first NBD_OPT_GO / EXPORT_NAME for them, shared by every
+// connection to that export (so a FLUSH on one connection covers writes
+// acknowledged on all of them, as CAN_MULTI_CONN promises), and closed
+// (flush + checkpoint) when the last connection goes, or by CloseAll().
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "nbd/export.h"
+#include "store/store.h"
+#include "volume/volume.h"
+
+namespace hbiss::nbd {
+
+// One open volume as an Export. Does not own the Volume.
+//
+// NO_HOLE: the engine is log-structured, so writing zeros would allocate
+// fresh log space exactly like unmapping does, and would guarantee nothing
+// about later writes (every overwrite appends anew). WriteZeroes therefore
+// always unmaps, with or without NO_HOLE, and FAST_ZERO always succeeds: it
+// is a metadata-only operation.
+class VolumeExport : public Export {
+ public:
+  explicit VolumeExport(volume::Volume* v, bool read_only)
+      : v_(v), read_only_(read_only || v->read_only()) {}
+
+  const std::string& name() const override { return v_->name(); }
+  uint64_t size() const override { return v_->size(); }
+  bool read_only() const override { return read_only_; }
+
+  Status Read(uint64_t offset, std::span<uint8_t> out) override;
+  Status Write(uint64_t offset, std::span<const uint8_t> data) override;
+  Status Trim(uint64_t offset, uint64_t length) override;
+  Status WriteZeroes(uint64_t offset, uint64_t length, bool may_trim) override;
+  Status Flush() override;
+  // Reads up to the first 32 MiB of the range, so the engine caches it.
+  Status Cache(uint64_t offset, uint64_t length) override;
+  Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) override;
+
+ private:
+  volume::Volume* const v_;
+  const bool read_only_;
+};
+
+class VolumeProvider : public ExportProvider {
+ public:
+  // `store` must outlive the provider; the provider must outlive every
+  // Export it handed out.
+  VolumeProvider(store::Store* store, bool read_only, volume::OpenOptions open_opts = {});
+  ~VolumeProvider() override;  // CloseAll()
+
+  Result<std::vector<std::string>> List() override;
+  // The empty name is the default export when the store has exactly one
+  // volume.
+  Result<ExportInfo> Describe(const std::string& name) override;
+  Result<std::shared_ptr<Export>> Open(const std::string& name) override;
+
+  // Flushes every open volume; returns the first error.
+  Status FlushAll();
+  // Closes every open volume (even ones still referenced: their exports then
+  // fail every call). Returns the first error. Call after the server stopped.
+  Status CloseAll();
+  size_t open_volumes();
+
+ private:
+  struct Entry {
+    std::unique_ptr<volume::Volume> vol;
+    std::shared_ptr<VolumeExport> exp;
+    int refs = 0;
+    bool closed = false;  // by CloseAll, while still referenced
+  };
+  void Release(const std::string& name);
+
+  store::Store* const store_;
+  const bool read_only_;
+  const volume::OpenOptions open_opts_;
+  std::mutex mu_;  // held across Volume::Open/Close so they never race
+  std::map<std::string, Entry> open_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace hbiss::nbd
