@@ -30,6 +30,8 @@
 // readers and locks taken before (their later calls fail; locks are
 // released), and brings the store back up, as a restarted process would see
 // it. SimulateCrash may be called without an armed crash too ("crash now").
+// It shortens an object on the target by reading the prefix to keep, then
+// Delete, Create, Append, Close (so any backend works).
 //
 // Error injection (the store stays up): FailNext(op, n) fails the next n
 // calls of one operation type; SetFailureRate(mask, p) fails each call of

@@ -162,7 +162,9 @@ inline constexpr std::string_view kReservedPrefix = ".hbiss-";
 //                        path, relative ones resolved against the working
 //                        directory; file://localhost/path is accepted and
 //                        %XX escapes are decoded;
-//   mem://NAME           a process-wide in-memory store, shared by name;
+//   mem://NAME           a process-wide in-memory store, shared by name
+//                        (NAME: letters, digits, '.', '_', '-'); made empty
+//                        on first use whatever create_if_missing says;
 //   hdfs://host:port/dir a directory in HDFS (when built in).
 // InvalidArgument for a URI it cannot parse or whose scheme is unknown,
 // NotFound for a missing local directory, IOError when the directory is not
