@@ -1,0 +1,115 @@
+// hbiss serve: every volume in the store as an NBD export named after the
+// volume (nbd/server.h, nbd/volume_export.h). Runs in the foreground, logs
+// each connection on stderr, and on SIGTERM or SIGINT stops accepting,
+// finishes the requests in flight, flushes and closes every volume, and exits.
+#include <signal.h>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <cstdio>
+#include <string>
+
+#include "cli/commands.h"
+#include "nbd/server.h"
+#include "nbd/volume_export.h"
+#include "store/store.h"
+#include "volume/volume.h"
+
+namespace hbiss::cli {
+namespace {
+
+struct ServeArgs {
+  std::string listen = "127.0.0.1:10809";
+  bool listen_given = false;
+  std::string socket;
+  bool read_only = false;
+  int workers = 4;
+  uint64_t cache_mb = 64;
+};
+
+int Fail(const std::string& context, const Status& s) {
+  std::fprintf(stderr, "hbiss: %s: %s\n", context.c_str(), s.ToString().c_str());
+  return 1;
+}
+
+int RunServe(const GlobalOptions& g, const ServeArgs& a) {
+  // Every thread started from here on inherits the blocked mask, so the
+  // signals are taken only by sigwait below.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  auto logger = spdlog::stderr_color_mt("hbiss");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::info);
+
+  std::string uri = g.store_uri.empty() ? DefaultStoreUri() : g.store_uri;
+  auto store = store::OpenStore(uri, /*create_if_missing=*/g.store_uri.empty());
+  if (!store.ok()) return Fail("store " + uri, store.status());
+  auto names = volume::Volume::List(store->get());
+  if (!names.ok()) return Fail("listing volumes in " + uri, names.status());
+
+  volume::OpenOptions vo;
+  vo.cache_bytes = a.cache_mb << 20;
+  nbd::VolumeProvider provider(store->get(), a.read_only, vo);
+  nbd::ServerOptions so;
+  so.listen = (a.socket.empty() || a.listen_given) ? a.listen : "";
+  if (so.listen == "none") so.listen.clear();
+  so.socket_path = a.socket;
+  so.conn.read_only = a.read_only;
+  so.conn.workers = a.workers;
+  nbd::Server server(&provider, so);
+  Status s = server.Start();
+  if (!s.ok()) return Fail("serve", s);
+
+  std::string where;
+  if (!so.listen.empty()) {
+    std::string host = so.listen.substr(0, so.listen.rfind(':'));
+    where = "nbd://" + host + ":" + std::to_string(server.port());
+  }
+  if (!so.socket_path.empty()) {
+    where += (where.empty() ? "" : " and ") + std::string("nbd+unix:///?socket=") + so.socket_path;
+  }
+  spdlog::info("hbiss serve: store {} ({} volumes){}, listening on {}", store->get()->Uri(),
+               names->size(), a.read_only ? ", read-only" : "", where);
+
+  int sig = 0;
+  while (sigwait(&sigs, &sig) != 0) {
+  }
+  spdlog::info("hbiss serve: {} received; finishing requests and closing volumes",
+               sig == SIGINT ? "SIGINT" : "SIGTERM");
+  server.Stop();
+  Status fs = provider.FlushAll();
+  Status cs = provider.CloseAll();
+  if (!fs.ok()) return Fail("flush", fs);
+  if (!cs.ok()) return Fail("close", cs);
+  spdlog::info("hbiss serve: all volumes flushed and closed");
+  return 0;
+}
+
+}  // namespace
+
+void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
+  static ServeArgs a;
+  CLI::App* serve = app.add_subcommand(
+      "serve", "Serve every volume in the store over NBD, each as an export named after it");
+  CLI::Option* listen = serve->add_option(
+      "--listen", a.listen,
+      "TCP address HOST:PORT (default 127.0.0.1:10809; port 0 picks a free one; \"none\" "
+      "disables TCP). With only --socket given, TCP is off.");
+  serve->add_option("--socket", a.socket, "Also (or only) listen on this Unix socket path");
+  serve->add_flag("--read-only", a.read_only, "Serve every export read-only");
+  serve->add_option("--workers", a.workers, "Worker threads per connection (default 4)")
+      ->check(CLI::Range(1, 64));
+  serve->add_option("--cache-mb", a.cache_mb, "Read cache per open volume in MiB (default 64)");
+  serve->callback([&g, exit_code, listen] {
+    a.listen_given = listen->count() > 0;
+    *exit_code = RunServe(g, a);
+  });
+}
+
+}  // namespace hbiss::cli
