@@ -310,6 +310,72 @@ Result<std::unique_ptr<FileWriter>> Client::Create(const std::string& path,
       new FileWriter(this, path, resp.fs().file_id(), block_size, replication));
 }
 
+Result<std::unique_ptr<Client::FileLock>> Client::TryLockFile(const std::string& path) {
+  pb::CreateRequest req;
+  req.set_src(path);
+  req.mutable_masked()->set_perm(0644);
+  req.set_client_name(options_.client_name);
+  req.set_create_flag(pb::CREATE_FLAG_CREATE);
+  req.set_create_parent(true);
+  req.set_replication(3);
+  HBISS_ASSIGN_OR_RETURN(auto defaults, GetServerDefaults());
+  req.set_replication(defaults.replication());
+  req.set_block_size(defaults.block_size());
+  pb::CreateResponse resp;
+  Status st = NnCall("create", req, &resp);
+  uint64_t file_id = 0;
+  if (st.ok()) {
+    file_id = resp.fs().file_id();
+  } else if (st.IsAlreadyExists()) {
+    // The lock file exists: take it over if it is closed (a released lock).
+    pb::AppendRequest areq;
+    areq.set_src(path);
+    areq.set_client_name(options_.client_name);
+    areq.set_flag(pb::CREATE_FLAG_APPEND);
+    pb::AppendResponse aresp;
+    st = NnCall("append", areq, &aresp);
+    if (!st.ok()) {
+      if (st.IsBusy()) return Status::Busy(fmt::format("{} is held: {}", path, st.message()));
+      return st;
+    }
+    if (aresp.has_block() && aresp.block().b().num_bytes() > 0) {
+      // Not one of our lock files; give it back untouched.
+      pb::CompleteRequest creq;
+      creq.set_src(path);
+      creq.set_client_name(options_.client_name);
+      *creq.mutable_last() = aresp.block().b();
+      pb::CompleteResponse cresp;
+      (void)NnCall("complete", creq, &cresp);
+      return Status::InvalidArgument(fmt::format("{} is not an empty lock file", path));
+    }
+    file_id = aresp.has_stat() ? aresp.stat().file_id() : 0;
+  } else {
+    return st;
+  }
+  WriterOpened();
+  return std::unique_ptr<FileLock>(new FileLock(this, path, file_id));
+}
+
+Client::FileLock::~FileLock() { (void)Release(); }
+
+Status Client::FileLock::Release() {
+  if (released_) return Status::OK();
+  released_ = true;
+  pb::CompleteRequest req;
+  req.set_src(path_);
+  req.set_client_name(client_->client_name());
+  req.set_file_id(file_id_);
+  pb::CompleteResponse resp;
+  Status st;
+  for (int i = 0; i < 50; i++) {
+    st = client_->NnCall("complete", req, &resp);
+    if (!st.ok() || resp.result()) break;
+    SleepMs(100);
+  }
+  client_->WriterClosed();
+  return st;
+}
+
 // ------------------------------------------------------------------------------- FileReader
 
 Status FileReader::Refresh() {

@@ -213,6 +213,30 @@ class Client {
 
   Result<pb::FsServerDefaults> GetServerDefaults();
 
+  // An exclusive hold on an (empty) lock file through this client's lease. Acquiring:
+  // create(path) if it is absent, else append(path) to take over a closed one; both fail
+  // while another client (or this one) holds the lease -> Busy. Releasing completes the file
+  // again (leaving a closed, free lock file). When the holder dies, its lease expires after
+  // the NameNode's soft limit (60 s) and the next attempt recovers it. Note that HDFS's
+  // create(overwrite) deletes a file regardless of its lease, so it cannot serve as a lock.
+  class FileLock {
+   public:
+    FileLock(const FileLock&) = delete;
+    FileLock& operator=(const FileLock&) = delete;
+    ~FileLock();  // releases (best effort)
+    Status Release();
+
+   private:
+    friend class Client;
+    FileLock(Client* c, std::string path, uint64_t file_id)
+        : client_(c), path_(std::move(path)), file_id_(file_id) {}
+    Client* client_;
+    std::string path_;
+    uint64_t file_id_;
+    bool released_ = false;
+  };
+  Result<std::unique_ptr<FileLock>> TryLockFile(const std::string& path);
+
   const std::string& client_name() const { return options_.client_name; }
   const ClientOptions& options() const { return options_; }
   RpcClient& namenode() { return *nn_; }

@@ -252,7 +252,9 @@ Status Pipeline::Send(PipelinePacket packet) {
 Status Pipeline::WaitAllAcked() {
   std::unique_lock<std::mutex> l(mu_);
   cv_.wait(l, [&] { return !status_.ok() || unacked_.empty(); });
-  return status_;
+  // A DataNode closes the stream after acknowledging the last packet of a block; that
+  // close is not a failure once everything is acknowledged.
+  return unacked_.empty() ? Status::OK() : status_;
 }
 
 Status Pipeline::status() const {
@@ -337,8 +339,10 @@ void Pipeline::ResponderLoop() {
       return;
     }
     acked_bytes_ = std::max(acked_bytes_, unacked_.front().data_end);
+    bool last = unacked_.front().last_in_block;
     unacked_.pop_front();
     cv_.notify_all();
+    if (last) return;  // the block is finalized; the DataNode closes the stream
   }
 }
 

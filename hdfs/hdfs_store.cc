@@ -75,12 +75,10 @@ class HdfsSegmentReader : public store::SegmentReader {
 
 class HdfsLock : public store::Lock {
  public:
-  explicit HdfsLock(std::unique_ptr<FileWriter> w) : w_(std::move(w)) {}
-  // Closing the file ends our hold; the next TryLock overwrites the closed file.
-  ~HdfsLock() override { (void)w_->Close(); }
+  explicit HdfsLock(std::unique_ptr<Client::FileLock> l) : l_(std::move(l)) {}
 
  private:
-  std::unique_ptr<FileWriter> w_;
+  std::unique_ptr<Client::FileLock> l_;  // released (file completed) on destruction
 };
 
 class HdfsStore : public store::Store {
@@ -180,16 +178,8 @@ class HdfsStore : public store::Store {
 
   Result<std::unique_ptr<store::Lock>> TryLock(const std::string& name) override {
     HBISS_RETURN_IF_ERROR(store::ValidateName(name));
-    CreateOptions o;
-    o.overwrite = true;  // a closed lock file is a free lock
-    auto w = client_->Create(Path(name), o);
-    if (!w.ok()) {
-      if (w.status().IsBusy()) {
-        return Status::Busy(fmt::format("lock {} is held: {}", name, w.status().message()));
-      }
-      return w.status();
-    }
-    return std::unique_ptr<store::Lock>(new HdfsLock(std::move(w).value()));
+    HBISS_ASSIGN_OR_RETURN(auto l, client_->TryLockFile(Path(name)));
+    return std::unique_ptr<store::Lock>(new HdfsLock(std::move(l)));
   }
 
   std::string Uri() const override {

@@ -11,9 +11,10 @@
 //    treats the writer as crashed: it calls recoverLease and waits until the NameNode has
 //    closed the file (the HBase WAL pattern), then reads up to the recovered length. A file
 //    still being written by this process is read up to its hflushed length instead.
-//  * TryLock creates (overwriting) the lock file and keeps it open: our lease is the lock.
-//    Another client's create fails with AlreadyBeingCreatedException -> Busy, until our
-//    Lock closes the file or our lease expires after a crash (soft limit, 60 s).
+//  * TryLock holds an empty lock file open through our lease (Client::TryLockFile): create,
+//    or append to a closed one; another holder's lease -> Busy. Released by completing the
+//    file; a crashed holder's lock frees itself when its lease expires (soft limit, 60 s).
+//    (create with overwrite would not do: HDFS deletes the file whatever its lease.)
 //  * Names starting with ".hbiss-" never appear in List.
 //
 // Thread safety: as store::Store.
