@@ -92,6 +92,11 @@ class FileReader {
   bool under_construction() const { return under_construction_; }
   // Replicas skipped because they failed (for tests and logs).
   uint64_t failovers() const { return failovers_.load(); }
+  // The located blocks as last fetched (for tests and tools).
+  std::vector<pb::LocatedBlock> blocks() const {
+    std::lock_guard<std::mutex> l(mu_);
+    return blocks_;
+  }
 
  private:
   friend class Client;
@@ -141,6 +146,10 @@ class FileWriter {
   const std::string& path() const { return path_; }
   // Pipeline recoveries performed (for tests).
   int recoveries() const { return recoveries_; }
+  // The DataNodes of the current block's pipeline, in order (empty between blocks).
+  std::vector<pb::DatanodeInfo> pipeline_nodes() const {
+    return have_block_ ? nodes_ : std::vector<pb::DatanodeInfo>{};
+  }
 
  private:
   friend class Client;

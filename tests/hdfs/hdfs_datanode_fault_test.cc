@@ -1,0 +1,169 @@
+// DataNode failures against the real cluster: kill -9 of a DataNode in the middle of a write
+// (the pipeline recovers, nothing is lost) and of a read (the read fails over), and a
+// replica corrupted on a DataNode's disk (the checksum catches it; the read fails over, and
+// with every replica corrupt the read fails rather than return bad bytes).
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include <fstream>
+
+#include "hdfs/client.h"
+#include "hdfs/datatransfer.h"
+#include "tests/hdfs/cluster_env.h"
+
+namespace hbiss::hdfs::testing {
+namespace {
+
+constexpr uint64_t kBlock = 1 << 20;
+
+// Restarts DataNode n when the test ends, however it ends.
+struct RestartOnExit {
+  int n;
+  ~RestartOnExit() {
+    if (n > 0) {
+      EXPECT_EQ(Cluster("restart-dn", std::to_string(n) + " > /dev/null 2>&1"), 0)
+          << "restart-dn " << n;
+    }
+  }
+};
+
+void KillDuringWrite(int which_node) {
+  auto c = ConnectClient();
+  ASSERT_NE(c, nullptr);
+  std::string path = UniqueDir("dnkill-write") + "/f";
+  std::mt19937_64 rng(10 + which_node);
+  const std::string data = RandomBytes(rng, 20 * kBlock + 4321);
+  CreateOptions o;
+  o.block_size = kBlock;
+  auto w = c->Create(path, o);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  const size_t kPiece = 64 * 1024 + 17;
+  const size_t kill_at = 6 * kBlock + kBlock / 2;
+  RestartOnExit restart{0};
+  for (size_t off = 0; off < data.size(); off += kPiece) {
+    ASSERT_TRUE((*w)->Write(std::string_view(data).substr(off, kPiece)).ok()) << off;
+    if (restart.n == 0 && off >= kill_at) {
+      // hflush first so the block being written has acknowledged data on every node.
+      ASSERT_TRUE((*w)->Hflush().ok());
+      auto nodes = (*w)->pipeline_nodes();
+      ASSERT_GE(nodes.size(), size_t(which_node + 1));
+      int dn = DataNodeIndex(nodes[size_t(which_node)].id().xfer_port());
+      ASSERT_EQ(Cluster("kill-dn", std::to_string(dn)), 0);
+      restart.n = dn;
+    }
+  }
+  Status st = (*w)->Close();
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  EXPECT_GE((*w)->recoveries(), 1) << "the killed node was in the pipeline";
+  auto got = ReadAll(*c, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(got->size(), data.size());
+  EXPECT_TRUE(*got == data);
+  // Java agrees on the length.
+  auto info = c->GetFileInfo(path);
+  ASSERT_TRUE(info.ok());
+  EXPECT_EQ(info->length, data.size());
+}
+
+TEST(HdfsDataNodeFaultTest, KillMiddleDataNodeDuringWrite) {
+  HBISS_NEED_CLUSTER(true);
+  KillDuringWrite(1);
+}
+
+TEST(HdfsDataNodeFaultTest, KillFirstDataNodeDuringWrite) {
+  HBISS_NEED_CLUSTER(true);
+  KillDuringWrite(0);
+}
+
+TEST(HdfsDataNodeFaultTest, KillDataNodeDuringRead) {
+  HBISS_NEED_CLUSTER(true);
+  auto c = ConnectClient();
+  ASSERT_NE(c, nullptr);
+  std::string path = UniqueDir("dnkill-read") + "/f";
+  std::mt19937_64 rng(20);
+  const std::string data = RandomBytes(rng, 8 * kBlock + 99);
+  ASSERT_TRUE(WriteAll(*c, path, data, kBlock, 1 << 20).ok());
+  auto r = c->Open(path);
+  ASSERT_TRUE(r.ok());
+  std::string got(data.size(), '\0');
+  auto* p = reinterpret_cast<uint8_t*>(got.data());
+  ASSERT_EQ((*r)->PRead(0, std::span<uint8_t>(p, 3 * kBlock)).value(), 3 * kBlock);
+  // Kill the first replica of the next block: the read must move to another.
+  auto blocks = (*r)->blocks();
+  ASSERT_GT(blocks.size(), 3u);
+  int dn = DataNodeIndex(blocks[3].locs(0).id().xfer_port());
+  ASSERT_EQ(Cluster("kill-dn", std::to_string(dn)), 0);
+  RestartOnExit restart{dn};
+  auto n = (*r)->PRead(3 * kBlock, std::span<uint8_t>(p + 3 * kBlock, data.size() - 3 * kBlock));
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, data.size() - 3 * kBlock);
+  EXPECT_TRUE(got == data);
+  EXPECT_GE((*r)->failovers(), 1u);
+}
+
+// Flips bytes in the middle of the replica's block file on DataNode dn's disk.
+void CorruptReplica(int dn, uint64_t block_id) {
+  std::string datadir;
+  ASSERT_EQ(Cluster("datadir", std::to_string(dn), &datadir), 0);
+  while (!datadir.empty() && (datadir.back() == '\n' || datadir.back() == ' ')) datadir.pop_back();
+  std::string file;
+  ASSERT_EQ(Shell(fmt::format("find '{}' -name 'blk_{}' -type f", datadir, block_id), &file), 0);
+  while (!file.empty() && file.back() == '\n') file.pop_back();
+  ASSERT_FALSE(file.empty()) << "no block file for " << block_id << " under " << datadir;
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  ASSERT_TRUE(f.good()) << file;
+  f.seekg(100000);
+  char b[16];
+  f.read(b, sizeof(b));
+  for (char& x : b) x = char(~x);
+  f.seekp(100000);
+  f.write(b, sizeof(b));
+  ASSERT_TRUE(f.good());
+}
+
+TEST(HdfsDataNodeFaultTest, CorruptedReplicaIsCaughtAndReadFailsOver) {
+  HBISS_NEED_CLUSTER(true);
+  auto c = ConnectClient();
+  ASSERT_NE(c, nullptr);
+  std::string dir = UniqueDir("corrupt");
+  std::mt19937_64 rng(30);
+  const std::string data = RandomBytes(rng, kBlock + 5000);
+  ASSERT_TRUE(WriteAll(*c, dir + "/f", data, kBlock).ok());
+  auto r = c->Open(dir + "/f");
+  ASSERT_TRUE(r.ok());
+  auto blocks = (*r)->blocks();
+  ASSERT_EQ(blocks.size(), 2u);
+  const auto& lb = blocks[0];
+  ASSERT_EQ(lb.locs_size(), 3);
+  // Corrupt two of the three replicas.
+  CorruptReplica(DataNodeIndex(lb.locs(0).id().xfer_port()), lb.b().block_id());
+  CorruptReplica(DataNodeIndex(lb.locs(1).id().xfer_port()), lb.b().block_id());
+  std::string buf(kBlock, '\0');
+  auto* p = reinterpret_cast<uint8_t*>(buf.data());
+  for (int i = 0; i < 2; i++) {
+    Status st = ReadBlock(c->client_name(), lb, lb.locs(i), 0, kBlock, p, 30000);
+    EXPECT_TRUE(st.IsCorruption()) << "replica " << i << ": " << st.ToString();
+  }
+  Status good = ReadBlock(c->client_name(), lb, lb.locs(2), 0, kBlock, p, 30000);
+  ASSERT_TRUE(good.ok()) << good.ToString();
+  EXPECT_TRUE(buf == data.substr(0, kBlock));
+  // A chunk-aligned read that avoids the damaged chunks is served by any replica.
+  Status head = ReadBlock(c->client_name(), lb, lb.locs(0), 0, 4096, p, 30000);
+  EXPECT_TRUE(head.ok()) << head.ToString();
+  // The file reader fails over to the good replica whatever the order.
+  for (int i = 0; i < 3; i++) {
+    auto all = ReadAll(*c, dir + "/f");
+    ASSERT_TRUE(all.ok()) << all.status().ToString();
+    EXPECT_TRUE(*all == data);
+  }
+  // With the last good replica corrupted too, the read fails: bad bytes are never served.
+  CorruptReplica(DataNodeIndex(lb.locs(2).id().xfer_port()), lb.b().block_id());
+  auto bad = ReadAll(*c, dir + "/f");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(bad.status().IsCorruption()) << bad.status().ToString();
+  EXPECT_TRUE(c->Delete(dir, true).ok());
+}
+
+}  // namespace
+}  // namespace hbiss::hdfs::testing
