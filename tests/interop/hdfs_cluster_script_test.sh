@@ -30,7 +30,7 @@ dfs() { "$CLUSTER" dfs --dir "$cdir" "$@"; }
 say "start: a private cluster with 3 DataNodes"
 uri=""
 for attempt in 1 2 3 4 5; do
-  port=$((20000 + (RANDOM % 400) * 100))
+  port=$((20000 + (RANDOM % 120) * 100))  # below the ephemeral range (32768+)
   t0=$(date +%s%N)
   if "$CLUSTER" start --dir "$cdir" --base-port "$port" --datanodes 3 > "$work/start.out" \
       2> "$work/start.err"; then
