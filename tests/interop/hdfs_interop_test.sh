@@ -13,7 +13,8 @@
 #   hbiss    Only when `hbiss dfs --help` exits 0 (the native client's CLI has landed): the same
 #            sizes written by `hbiss dfs put` are read by Java and the Go CLI, files written by
 #            them are read by `hbiss dfs cat` and `get`; `stat`, `ls`, `mkdir` and `rm` too.
-#            When the command is missing this part is reported as NOT RUN.
+#            When the command is missing this part is reported as NOT RUN, or fails when
+#            HBISS_REQUIRE_HBISS_DFS=1.
 #
 # Usage: hdfs_interop_test.sh [PATH_TO_HBISS]
 # Exit: 0 all checks passed, 1 a check failed, 77 skipped (no cluster, HBISS_REQUIRE_HDFS!=1).
@@ -186,6 +187,9 @@ if [[ -n "$hbiss_bin" && -x "$hbiss_bin" ]] && "$hbiss_bin" dfs --help > /dev/nu
     pass "hbiss dfs cat of a missing file fails"
   fi
   say "parts run: cluster, java-go, replica, hbiss"
+elif [[ "${HBISS_REQUIRE_HBISS_DFS:-0}" == "1" ]]; then
+  fail "part hbiss: ${hbiss_bin:-no hbiss binary given} has no working 'dfs' command" \
+    "(HBISS_REQUIRE_HBISS_DFS=1)"
 else
   say "part hbiss: NOT RUN (${hbiss_bin:-no hbiss binary given} has no working 'dfs' command yet)"
   say "parts run: cluster, java-go, replica"
