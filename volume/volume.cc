@@ -787,11 +787,11 @@ Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, data.size()));
   if (data.empty()) return Status::OK();
   std::lock_guard<std::mutex> wg(write_mu_);
-  {
+  const uint64_t end = offset + data.size();
+  if (offset % kBlockSize != 0 || end % kBlockSize != 0) {
     std::lock_guard<std::mutex> g(mu_);
     HBISS_RETURN_IF_ERROR(WritableLocked());
   }
-  const uint64_t end = offset + data.size();
   const uint64_t first = offset / kBlockSize;
   const uint64_t last = (end - 1) / kBlockSize;
   // Edge blocks that are only partly written: read-modify-write.
@@ -1145,17 +1145,30 @@ Status VolumeImpl::ReadFromStore(const MapRun& r, uint64_t offset, std::span<uin
     if (scratch.size() < nblocks * kBlockSize) scratch.resize(nblocks * kBlockSize);
     dst = scratch.data();
   }
-  const std::string where = "volume " + name_ + " segment " + Hex16(r.seg);
-  HBISS_RETURN_IF_ERROR(ReadExact(reader.get(), uint64_t(slot0) * kSlotSize,
-                                  std::span<uint8_t>(dst, nblocks * kBlockSize), where));
+  auto where = [&] { return "volume " + name_ + " segment " + Hex16(r.seg); };
+  {
+    // The common case is one pread; build messages only on failure.
+    const uint64_t want = nblocks * kBlockSize;
+    uint64_t done = 0;
+    while (done < want) {
+      auto n = reader->ReadAt(uint64_t(slot0) * kSlotSize + done,
+                              std::span<uint8_t>(dst + done, want - done));
+      if (!n.ok()) return n.status().WithContext(where());
+      if (*n == 0) {
+        return Status::Corruption(where() + " is shorter than the extent map says (slot " +
+                                  std::to_string(slot0) + ")");
+      }
+      done += *n;
+    }
+  }
   for (uint64_t i = 0; i < nblocks; i++) {
     uint32_t s = slot0 + uint32_t(i);
     if (s >= info->valid.size() || !info->valid[s]) {
-      return Status::Corruption(where + ": no valid batch header covers slot " +
+      return Status::Corruption(where() + ": no valid batch header covers slot " +
                                 std::to_string(s) + " (block " + std::to_string(b0 + i) + ")");
     }
     if (DataSlotCrc(dst + i * kBlockSize) != info->crcs[s]) {
-      return Status::Corruption(where + ": CRC mismatch in slot " + std::to_string(s) +
+      return Status::Corruption(where() + ": CRC mismatch in slot " + std::to_string(s) +
                                 " (block " + std::to_string(b0 + i) + ")");
     }
   }
