@@ -11,6 +11,7 @@
 #include <random>
 #include <thread>
 
+#include "store/fault_injection_store.h"
 #include "store/local_store.h"
 #include "store/memory_store.h"
 #include "store/store_wrapper.h"
@@ -460,6 +461,73 @@ TEST_F(VolumeTest, MapMemoryIsReported) {
   // Every other block: each its own extent in a half-full chunk, the
   // sparse form's worst case (8 bytes per extent plus growth slack).
   EXPECT_LE(info.map_memory_bytes, 8192u * 10);
+}
+
+// A store I/O error in the log fails the Flush that needed it, and the
+// volume then refuses writes and flushes instead of pretending; a reopen
+// recovers what was flushed before.
+TEST(VolumeErrorTest, StoreErrorsFailFlushAndTheVolume) {
+  using store::FaultInjectionStore;
+  for (auto op : {FaultInjectionStore::Op::kSync, FaultInjectionStore::Op::kAppend,
+                  FaultInjectionStore::Op::kCreate}) {
+    SCOPED_TRACE(FaultInjectionStore::OpName(op));
+    store::MemoryStore mem;
+    FaultInjectionStore fs(&mem, 5);
+    CreateOptions co;
+    co.size = 1 << 20;
+    co.segment_size = 64 << 10;
+    ASSERT_TRUE(Volume::Create(&fs, "e", co).ok());
+    std::vector<uint8_t> a(8192, 0xaa), b(8192, 0xbb), back(8192);
+    {
+      auto v = Volume::Open(&fs, "e");
+      ASSERT_TRUE(v.ok());
+      ASSERT_TRUE((*v)->Write(0, Bytes(a)).ok());
+      ASSERT_TRUE((*v)->Flush().ok());
+      ASSERT_TRUE((*v)->Close().ok());
+    }
+    auto v = Volume::Open(&fs, "e");
+    ASSERT_TRUE(v.ok());
+    fs.FailNext(op);
+    ASSERT_TRUE((*v)->Write(8192, Bytes(b)).ok());  // in memory: succeeds
+    Status s = (*v)->Flush();
+    EXPECT_TRUE(s.IsIOError()) << s.ToString();
+    EXPECT_TRUE((*v)->Write(0, Bytes(b)).IsIOError());
+    EXPECT_TRUE((*v)->Trim(0, 4096).IsIOError());
+    EXPECT_TRUE((*v)->Flush().IsIOError());
+    // Reads still work and show what was acknowledged.
+    ASSERT_TRUE((*v)->Read(8192, back).ok());
+    EXPECT_TRUE(back == b);
+    EXPECT_FALSE((*v)->Close().ok());
+    v->reset();
+    auto r = Volume::Open(&fs, "e");
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_TRUE((*r)->Read(0, back).ok());
+    EXPECT_TRUE(back == a);  // flushed before the failure
+    ASSERT_TRUE((*r)->Read(8192, back).ok());
+    std::vector<uint8_t> zeros(8192, 0);
+    EXPECT_TRUE(back == b || back == zeros);  // unflushed: all or nothing
+  }
+}
+
+TEST(VolumeErrorTest, FailedCheckpointOnCloseLosesNothingFlushed) {
+  using store::FaultInjectionStore;
+  store::MemoryStore mem;
+  FaultInjectionStore fs(&mem, 6);
+  CreateOptions co;
+  co.size = 1 << 20;
+  ASSERT_TRUE(Volume::Create(&fs, "p", co).ok());
+  std::vector<uint8_t> a(20000, 0x5a), back(20000);
+  auto v = Volume::Open(&fs, "p");
+  ASSERT_TRUE(v.ok());
+  ASSERT_TRUE((*v)->Write(100, Bytes(a)).ok());
+  fs.FailNext(FaultInjectionStore::Op::kPut);
+  EXPECT_FALSE((*v)->Close().ok());
+  v->reset();
+  EXPECT_EQ(Volume::Stat(&fs, "p")->checkpoint_seq, 0u);
+  auto r = Volume::Open(&fs, "p");
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE((*r)->Read(100, back).ok());
+  EXPECT_TRUE(back == a);
 }
 
 }  // namespace
