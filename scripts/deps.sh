@@ -47,6 +47,7 @@ PACKAGES=(
   python3
   procps
   xxd
+  python3-matplotlib
 )
 
 log() { echo "deps: $*" >&2; }
