@@ -849,6 +849,16 @@ Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
     HBISS_RETURN_IF_ERROR(Read(last * kBlockSize, std::span<uint8_t>(tail, kBlockSize)));
     std::memset(tail, 0, end % kBlockSize);
   }
+  // An edge block that is all zeros afterwards is unmapped whole instead of
+  // written, so unmapping never allocates space for zeros.
+  auto all_zero = [](const uint8_t* p) {
+    for (size_t i = 0; i < kBlockSize; i++) {
+      if (p[i] != 0) return false;
+    }
+    return true;
+  };
+  if (head_partial && all_zero(head)) head_partial = false;
+  if (tail_partial && all_zero(tail)) tail_partial = false;
   std::unique_lock<std::mutex> l(mu_);
   HBISS_RETURN_IF_ERROR(WritableLocked());
   op_in_progress_ = true;
@@ -1018,7 +1028,6 @@ void VolumeImpl::FlusherLoop() {
         synced = true;
       }
     }
-    if (s.ok() && !ckpt.empty()) s = WriteCheckpoint(ckpt, ckpt_seq);
     // Hand closed segments' CRC tables to the read cache before their
     // memory goes away.
     for (auto& seg : closed) {
@@ -1053,6 +1062,15 @@ void VolumeImpl::FlusherLoop() {
       }
     }
     done_cv_.notify_all();
+    if (!ckpt.empty()) {
+      // The log up to the checkpoint's position is durable now. Flush
+      // callers were released above; a failed checkpoint loses nothing (the
+      // log has it all), so it is retried after the next interval.
+      l.unlock();
+      Status cs = WriteCheckpoint(ckpt, ckpt_seq);
+      l.lock();
+      if (!cs.ok()) spdlog::warn("volume {}: periodic checkpoint: {}", name_, cs.ToString());
+    }
   }
 }
 

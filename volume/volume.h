@@ -40,6 +40,8 @@ struct OpenOptions {
   // Write a checkpoint after this many bytes of log since the last one.
   uint64_t checkpoint_interval = 1ull << 30;
   // Bytes of closed-segment data cached in memory for reads (0 = none).
+  // Reserved: this engine does not cache closed-segment data itself yet;
+  // such reads go to the store (the local store's page cache serves them).
   uint64_t cache_bytes = 64ull << 20;
 };
 
@@ -59,7 +61,7 @@ struct VolumeInfo {
   uint64_t segment_count = 0;
   uint64_t log_bytes = 0;       // bytes in all segment files
   uint64_t checkpoint_seq = 0;  // newest checkpoint, 0 if none
-  uint64_t map_memory_bytes = 0;
+  uint64_t map_memory_bytes = 0;  // heap bytes of the extent map (ExtentMap::MemoryUsage)
 };
 
 class Volume {

@@ -279,6 +279,47 @@ TEST_F(VolumeTest, TrimmedBlocksAreHolesInBlockStatus) {
   EXPECT_EQ(v->Info().mapped_bytes, 48u << 10);
 }
 
+TEST_F(VolumeTest, PartialTrimOfZeroBlocksAllocatesNothing) {
+  auto v = MakeVolume(1 << 20);
+  ASSERT_TRUE(v->Trim(100, 10000).ok());
+  ASSERT_TRUE(v->WriteZeroes(5000, 1).ok());
+  EXPECT_EQ(v->Info().mapped_bytes, 0u);
+  std::vector<uint8_t> d(100, 9);
+  ASSERT_TRUE(v->Write(4096 + 50, Bytes(d)).ok());
+  ASSERT_TRUE(v->Trim(4096 + 50, 100).ok());  // the block is all zeros again
+  EXPECT_EQ(v->Info().mapped_bytes, 0u);
+  ASSERT_TRUE(v->Write(4096 + 50, Bytes(d)).ok());
+  ASSERT_TRUE(v->Trim(4096 + 50, 50).ok());  // half of the data stays
+  EXPECT_EQ(v->Info().mapped_bytes, 4096u);
+  std::vector<uint8_t> back(100);
+  ASSERT_TRUE(v->Read(4096 + 50, back).ok());
+  for (int i = 0; i < 100; i++) ASSERT_EQ(back[i], i < 50 ? 0 : 9) << i;
+}
+
+TEST_F(VolumeTest, PeriodicCheckpointsAreWritten) {
+  CreateOptions co;
+  co.size = 8 << 20;
+  co.segment_size = 256 << 10;
+  ASSERT_TRUE(Volume::Create(&store_, "p", co).ok());
+  OpenOptions oo;
+  oo.checkpoint_interval = 512 << 10;
+  auto v = Volume::Open(&store_, "p", oo);
+  ASSERT_TRUE(v.ok());
+  std::vector<uint8_t> d(64 << 10, 3);
+  for (int i = 0; i < 64; i++) {
+    ASSERT_TRUE((*v)->Write(uint64_t(i) * d.size(), Bytes(d)).ok());
+    ASSERT_TRUE((*v)->Flush().ok());
+  }
+  // 4 MiB of log with a 512 KiB interval: several checkpoints, before Close.
+  EXPECT_GE((*v)->Info().checkpoint_seq, 4u);
+  // Another reader sees a recent checkpoint while the volume is open.
+  EXPECT_GE(Volume::Stat(&store_, "p")->mapped_bytes, 256u << 10);
+  ASSERT_TRUE((*v)->Close().ok());
+  auto ck = store_.List("volumes/p/ckpt");
+  ASSERT_TRUE(ck.ok());
+  EXPECT_EQ(ck->size(), 2u);  // only the newest two are kept
+}
+
 TEST_F(VolumeTest, SecondOpenForWritingIsBusy) {
   auto v = MakeVolume(1 << 20);
   auto second = Volume::Open(&store_, "v");
