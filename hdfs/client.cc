@@ -424,9 +424,39 @@ Status FileReader::Refresh() {
   return Status::OK();
 }
 
-Status FileReader::ReadFromBlock(const pb::LocatedBlock& first_lb, uint64_t block_len,
-                                 uint64_t off_in_block, uint64_t len, uint8_t* out) {
+bool FileReader::ReadFromStream(const pb::LocatedBlock& lb, uint64_t off_in_block,
+                                uint64_t len, uint8_t* out) {
+  std::unique_lock<std::mutex> sl(stream_mu_, std::try_to_lock);
+  if (!sl.owns_lock() || stream_ == nullptr) return false;
+  if (stream_->block_id() != lb.b().block_id() || stream_->position() != off_in_block ||
+      off_in_block + len > stream_->end()) {
+    return false;
+  }
+  Status st = stream_->Read(out, len);
+  if (st.ok()) {
+    if (stream_->position() == stream_->end()) {
+      (void)stream_->Finish();
+      stream_.reset();
+    }
+    return true;
+  }
+  spdlog::warn("hdfs: {}; trying another replica", st.ToString());
+  failovers_++;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    dead_nodes_.insert(stream_dn_);
+  }
+  stream_.reset();
+  return false;
+}
+
+Status FileReader::ReadFromBlock(const pb::LocatedBlock& first_lb, uint64_t off_in_block,
+                                 uint64_t len, uint8_t* out, bool stream) {
+  if (ReadFromStream(first_lb, off_in_block, len, out)) return Status::OK();
   pb::LocatedBlock lb = first_lb;
+  const uint64_t block_len = lb.b().num_bytes();
+  // Stream the rest of the block only when there is a rest.
+  const uint64_t ask = stream && off_in_block + len < block_len ? block_len - off_in_block : len;
   Status last = Status::IOError(fmt::format("block {} has no locations", lb.b().block_id()));
   bool all_corrupt = true;
   constexpr int kRounds = 3;
@@ -437,9 +467,21 @@ Status FileReader::ReadFromBlock(const pb::LocatedBlock& first_lb, uint64_t bloc
         std::lock_guard<std::mutex> l(mu_);
         if (dead_nodes_.count(name) > 0) continue;
       }
-      Status st = ReadBlock(client_->client_name(), lb, dn, off_in_block, len, out,
-                            client_->options().datanode_timeout_ms);
-      if (st.ok()) return st;
+      auto r = BlockReader::Open(client_->client_name(), lb, dn, off_in_block, ask,
+                                 client_->options().datanode_timeout_ms);
+      Status st = r.status();
+      if (st.ok()) st = (*r)->Read(out, len);
+      if (st.ok() && ask == len) st = (*r)->Finish();
+      if (st.ok()) {
+        if (ask > len) {
+          std::unique_lock<std::mutex> sl(stream_mu_, std::try_to_lock);
+          if (sl.owns_lock()) {
+            stream_ = std::move(r).value();
+            stream_dn_ = name;
+          }
+        }
+        return st;
+      }
       spdlog::warn("hdfs: {}; trying another replica", st.ToString());
       failovers_++;
       if (!st.IsCorruption()) all_corrupt = false;
@@ -454,13 +496,11 @@ Status FileReader::ReadFromBlock(const pb::LocatedBlock& first_lb, uint64_t bloc
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& b : blocks_) {
       if (b.b().block_id() == lb.b().block_id()) {
-        uint64_t keep = lb.b().num_bytes();
         lb = b;
-        lb.mutable_b()->set_num_bytes(std::max<uint64_t>(keep, b.b().num_bytes()));
+        lb.mutable_b()->set_num_bytes(block_len);
       }
     }
   }
-  (void)block_len;
   if (all_corrupt && last.IsCorruption()) {
     return Status::Corruption(fmt::format("{}: every replica of block {} failed its checksum: {}",
                                           path_, lb.b().block_id(), last.message()));
@@ -480,16 +520,19 @@ Result<size_t> FileReader::PRead(uint64_t offset, std::span<uint8_t> out) {
       if (end > offset && start < offset + n) todo.push_back(b);
     }
   }
+  // A read that starts where the previous one ended is sequential: stream the block.
+  const bool sequential = offset == last_end_.load();
   uint64_t done = 0;
   for (const auto& b : todo) {
     uint64_t start = b.offset();
     uint64_t from = std::max(start, offset + done);
     uint64_t to = std::min(start + b.b().num_bytes(), offset + n);
     if (from >= to) continue;
-    HBISS_RETURN_IF_ERROR(ReadFromBlock(b, b.b().num_bytes(), from - start, to - from,
-                                        out.data() + (from - offset)));
+    HBISS_RETURN_IF_ERROR(ReadFromBlock(b, from - start, to - from,
+                                        out.data() + (from - offset), sequential));
     done = to - offset;
   }
+  last_end_ = offset + done;
   if (done != n) {
     return Status::IOError(fmt::format("{}: blocks end at {} before {}", path_, offset + done,
                                        offset + n));

@@ -102,8 +102,15 @@ class FileReader {
   friend class Client;
   FileReader(Client* client, std::string path) : client_(client), path_(std::move(path)) {}
   Status Refresh();  // refetches block locations; REQUIRES: mu_ not held
-  Status ReadFromBlock(const pb::LocatedBlock& lb, uint64_t block_len, uint64_t off_in_block,
-                       uint64_t len, uint8_t* out);
+  // Reads [off_in_block, +len) of one block, failing over between replicas. With `stream`,
+  // asks the DataNode for the rest of the block and keeps the stream for the next
+  // sequential read.
+  Status ReadFromBlock(const pb::LocatedBlock& lb, uint64_t off_in_block, uint64_t len,
+                       uint8_t* out, bool stream);
+  // Continues the kept stream when it sits exactly at [off_in_block, +len) of lb's block.
+  // Returns false when it does not apply or failed (the stream is then dropped).
+  bool ReadFromStream(const pb::LocatedBlock& lb, uint64_t off_in_block, uint64_t len,
+                      uint8_t* out);
 
   Client* const client_;
   const std::string path_;
@@ -114,6 +121,11 @@ class FileReader {
   mutable std::mutex mu_;
   std::vector<pb::LocatedBlock> blocks_;  // GUARDED_BY(mu_); with the last block's length
   std::set<std::string> dead_nodes_;      // GUARDED_BY(mu_)
+  // Sequential reads continue one READ_BLOCK stream instead of opening one per call.
+  std::mutex stream_mu_;
+  std::unique_ptr<BlockReader> stream_;  // GUARDED_BY(stream_mu_)
+  std::string stream_dn_;                // GUARDED_BY(stream_mu_)
+  std::atomic<uint64_t> last_end_{~0ull};  // file offset where the previous PRead ended
 };
 
 // Writes a new file front to back. Destroying a writer without Close() abandons it: the

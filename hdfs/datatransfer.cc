@@ -59,8 +59,28 @@ Status CheckOpResponse(const pb::BlockOpResponse& r, const std::string& what) {
   return Status::IOError(msg, true);
 }
 
-Status ReadBlockImpl(Socket* sock, const std::string& client_name, const pb::LocatedBlock& lb,
-                     uint64_t offset, uint64_t len, uint8_t* out) {
+}  // namespace
+
+Result<std::unique_ptr<BlockReader>> BlockReader::Open(const std::string& client_name,
+                                                       const pb::LocatedBlock& lb,
+                                                       const pb::DatanodeInfo& dn, uint64_t offset,
+                                                       uint64_t len, int timeout_ms) {
+  std::string name = DatanodeName(dn);
+  auto sock = Socket::Connect(dn.id().ip_addr(), uint16_t(dn.id().xfer_port()),
+                              std::min(timeout_ms, 10000), timeout_ms);
+  if (!sock.ok()) return sock.status().WithContext(fmt::format("DataNode {}", name));
+  auto r = std::unique_ptr<BlockReader>(new BlockReader());
+  r->sock_ = std::move(sock).value();
+  r->context_ = fmt::format("read of block {} from DataNode {}", lb.b().block_id(), name);
+  r->block_id_ = lb.b().block_id();
+  r->end_ = offset + len;
+  Status st = r->Start(client_name, lb, offset, len);
+  if (!st.ok()) return st.WithContext(r->context_);
+  return r;
+}
+
+Status BlockReader::Start(const std::string& client_name, const pb::LocatedBlock& lb,
+                          uint64_t offset, uint64_t len) {
   pb::OpReadBlock op;
   auto* base = op.mutable_header()->mutable_base_header();
   *base->mutable_block() = lb.b();
@@ -70,78 +90,110 @@ Status ReadBlockImpl(Socket* sock, const std::string& client_name, const pb::Loc
   op.set_len(len);
   op.set_send_checksums(true);
   std::string req = wire::EncodeOp(wire::kOpReadBlock, op);
-  HBISS_RETURN_IF_ERROR(sock->WriteAll(req.data(), req.size()));
+  HBISS_RETURN_IF_ERROR(sock_->WriteAll(req.data(), req.size()));
 
   pb::BlockOpResponse resp;
-  HBISS_RETURN_IF_ERROR(ReadDelimited(sock, &resp, wire::kMaxDelimited));
+  HBISS_RETURN_IF_ERROR(ReadDelimited(sock_.get(), &resp, wire::kMaxDelimited));
   HBISS_RETURN_IF_ERROR(CheckOpResponse(resp, "READ_BLOCK"));
-  if (!resp.has_read_op_checksum_info()) return Status::Corruption("READ_BLOCK reply has no checksum info");
+  if (!resp.has_read_op_checksum_info()) {
+    return Status::Corruption("READ_BLOCK reply has no checksum info");
+  }
   const auto& ci = resp.read_op_checksum_info();
-  uint32_t bpc = ci.checksum().bytes_per_checksum();
-  if (bpc == 0 || bpc > wire::kMaxPacketPayload) {
-    return Status::Corruption(fmt::format("bytes per checksum {} out of range", bpc));
+  bpc_ = ci.checksum().bytes_per_checksum();
+  type_ = ci.checksum().type();
+  if (bpc_ == 0 || bpc_ > wire::kMaxPacketPayload) {
+    return Status::Corruption(fmt::format("bytes per checksum {} out of range", bpc_));
   }
-  uint64_t pos = ci.chunk_offset();  // block offset of the next byte the DataNode sends
-  if (pos > offset || offset - pos >= bpc) {
-    return Status::Corruption(fmt::format("READ_BLOCK starts at {} for a read at {}", pos, offset));
+  // The stream starts at the chunk boundary at or before `offset`.
+  stream_pos_ = ci.chunk_offset();
+  if (stream_pos_ > offset || offset - stream_pos_ >= bpc_) {
+    return Status::Corruption(
+        fmt::format("READ_BLOCK starts at {} for a read at {}", stream_pos_, offset));
   }
-  const uint64_t end = offset + len;
-  std::string header;
-  std::string body;
-  for (;;) {
-    uint8_t prefix[6];
-    HBISS_RETURN_IF_ERROR(sock->ReadFull(prefix, 6));
-    wire::PacketPrefix pp;
-    HBISS_RETURN_IF_ERROR(wire::ParsePacketPrefix(prefix, &pp));
-    header.resize(pp.header_len);
-    HBISS_RETURN_IF_ERROR(sock->ReadFull(header.data(), header.size()));
-    body.resize(pp.body_len);
-    HBISS_RETURN_IF_ERROR(sock->ReadFull(body.data(), body.size()));
-    wire::PacketView pkt;
-    HBISS_RETURN_IF_ERROR(wire::ParsePacket(header, body, bpc, &pkt));
-    if (pkt.header.last_packet_in_block() || pkt.data.empty()) {
-      if (!pkt.data.empty()) return Status::Corruption("last packet carries data");
-      break;
+  pos_ = offset;
+  return Status::OK();
+}
+
+Status BlockReader::NextPacket() {
+  uint8_t prefix[6];
+  HBISS_RETURN_IF_ERROR(sock_->ReadFull(prefix, 6));
+  wire::PacketPrefix pp;
+  HBISS_RETURN_IF_ERROR(wire::ParsePacketPrefix(prefix, &pp));
+  header_.resize(pp.header_len);
+  HBISS_RETURN_IF_ERROR(sock_->ReadFull(header_.data(), header_.size()));
+  body_.resize(pp.body_len);
+  HBISS_RETURN_IF_ERROR(sock_->ReadFull(body_.data(), body_.size()));
+  wire::PacketView pkt;
+  HBISS_RETURN_IF_ERROR(wire::ParsePacket(header_, body_, bpc_, &pkt));
+  if (pkt.header.last_packet_in_block() || pkt.data.empty()) {
+    if (!pkt.data.empty()) return Status::Corruption("last packet carries data");
+    at_end_ = true;
+    data_ = {};
+    return Status::OK();
+  }
+  if (uint64_t(pkt.header.offset_in_block()) != stream_pos_) {
+    return Status::Corruption(fmt::format("packet at block offset {}, expected {}",
+                                          pkt.header.offset_in_block(), stream_pos_));
+  }
+  HBISS_RETURN_IF_ERROR(wire::VerifyChunks(type_, bpc_, pkt.checksums, pkt.data, stream_pos_));
+  data_ = pkt.data;
+  data_pos_ = stream_pos_;
+  stream_pos_ += pkt.data.size();
+  return Status::OK();
+}
+
+Status BlockReader::ReadImpl(uint8_t* out, size_t n) {
+  if (pos_ + n > end_) return Status::InvalidArgument("read past the requested range");
+  while (n > 0) {
+    if (pos_ >= data_pos_ + data_.size()) {
+      if (at_end_) {
+        return Status::IOError(fmt::format("replica ended at block offset {} before {}",
+                                           stream_pos_, end_), true);
+      }
+      HBISS_RETURN_IF_ERROR(NextPacket());
+      continue;
     }
-    if (uint64_t(pkt.header.offset_in_block()) != pos) {
-      return Status::Corruption(fmt::format("packet at block offset {}, expected {}",
-                                            pkt.header.offset_in_block(), pos));
-    }
-    HBISS_RETURN_IF_ERROR(wire::VerifyChunks(ci.checksum().type(), bpc, pkt.checksums, pkt.data,
-                                             pos));
-    uint64_t pkt_end = pos + pkt.data.size();
-    uint64_t from = std::max(pos, offset);
-    uint64_t to = std::min(pkt_end, end);
-    if (from < to) std::memcpy(out + (from - offset), pkt.data.data() + (from - pos), to - from);
-    pos = pkt_end;
+    // pos_ >= data_pos_ always: the stream starts at or before it and is contiguous.
+    size_t from = size_t(pos_ - data_pos_);
+    size_t take = std::min(n, data_.size() - from);
+    std::memcpy(out, data_.data() + from, take);
+    out += take;
+    n -= take;
+    pos_ += take;
   }
-  if (pos < end) {
-    return Status::IOError(
-        fmt::format("replica ended at block offset {} before the requested {}", pos, end), true);
+  return Status::OK();
+}
+
+Status BlockReader::Read(uint8_t* out, size_t n) {
+  Status st = ReadImpl(out, n);
+  return st.ok() ? st : st.WithContext(context_);
+}
+
+Status BlockReader::Finish() {
+  if (pos_ != end_) return Status::InvalidArgument("Finish before the end of the range");
+  // The DataNode ends the range with an empty last packet.
+  while (!at_end_) {
+    Status st = NextPacket();
+    if (!st.ok()) return st.WithContext(context_);
+    if (!at_end_ && !data_.empty() && data_pos_ >= end_) {
+      return Status::Corruption("DataNode sent more than was asked").WithContext(context_);
+    }
   }
   pb::ClientReadStatus ok;
   ok.set_status(pb::CHECKSUM_OK);
   std::string msg;
   wire::AppendDelimited(ok, &msg);
   // The DataNode only logs a missing status; a failure here does not affect the data.
-  (void)sock->WriteAll(msg.data(), msg.size());
+  (void)sock_->WriteAll(msg.data(), msg.size());
   return Status::OK();
 }
-
-}  // namespace
 
 Status ReadBlock(const std::string& client_name, const pb::LocatedBlock& lb,
                  const pb::DatanodeInfo& dn, uint64_t offset, uint64_t len, uint8_t* out,
                  int timeout_ms) {
-  std::string name = DatanodeName(dn);
-  auto sock = Socket::Connect(dn.id().ip_addr(), uint16_t(dn.id().xfer_port()),
-                              std::min(timeout_ms, 10000), timeout_ms);
-  if (!sock.ok()) return sock.status().WithContext(fmt::format("DataNode {}", name));
-  Status st = ReadBlockImpl(sock->get(), client_name, lb, offset, len, out);
-  if (!st.ok()) {
-    return st.WithContext(fmt::format("read of block {} from DataNode {}", lb.b().block_id(), name));
-  }
-  return st;
+  HBISS_ASSIGN_OR_RETURN(auto r, BlockReader::Open(client_name, lb, dn, offset, len, timeout_ms));
+  HBISS_RETURN_IF_ERROR(r->Read(out, len));
+  return r->Finish();
 }
 
 // ------------------------------------------------------------------------------- Pipeline

@@ -26,6 +26,49 @@ Status ReadDelimited(Socket* sock, google::protobuf::MessageLite* msg, size_t ma
 // "ip:xferPort" of a DataNode.
 std::string DatanodeName(const pb::DatanodeInfo& dn);
 
+// A READ_BLOCK stream over block bytes [offset, offset + len) of one replica, read front to
+// back in pieces of any size. Every chunk is verified before any of its bytes is returned.
+// Used by one thread at a time.
+class BlockReader {
+ public:
+  static Result<std::unique_ptr<BlockReader>> Open(const std::string& client_name,
+                                                   const pb::LocatedBlock& lb,
+                                                   const pb::DatanodeInfo& dn, uint64_t offset,
+                                                   uint64_t len, int timeout_ms);
+  BlockReader(const BlockReader&) = delete;
+  BlockReader& operator=(const BlockReader&) = delete;
+
+  // Reads the next n bytes. REQUIRES: position() + n <= end(). After an error the reader is
+  // unusable.
+  Status Read(uint8_t* out, size_t n);
+  // After the whole range was read: consumes the end of the stream and sends CHECKSUM_OK.
+  Status Finish();
+
+  uint64_t block_id() const { return block_id_; }
+  uint64_t position() const { return pos_; }  // block offset of the next byte Read returns
+  uint64_t end() const { return end_; }
+
+ private:
+  BlockReader() = default;
+  Status Start(const std::string& client_name, const pb::LocatedBlock& lb, uint64_t offset,
+               uint64_t len);
+  Status NextPacket();
+  Status ReadImpl(uint8_t* out, size_t n);
+
+  std::unique_ptr<Socket> sock_;
+  std::string context_;
+  uint64_t block_id_ = 0;
+  pb::ChecksumType type_ = pb::CHECKSUM_CRC32C;
+  uint32_t bpc_ = 512;
+  uint64_t pos_ = 0;         // next byte to return
+  uint64_t end_ = 0;         // end of the requested range
+  uint64_t stream_pos_ = 0;  // block offset of the next byte the DataNode sends
+  bool at_end_ = false;      // the last (empty) packet arrived
+  std::string header_, body_;
+  std::string_view data_;  // verified data of the current packet, into body_
+  uint64_t data_pos_ = 0;  // block offset of data_[0]
+};
+
 // Reads block bytes [offset, offset + len) of lb's block from DataNode dn into out[0, len).
 // Every chunk is verified against the checksums the DataNode stores; a mismatch is
 // Corruption and no byte of a bad chunk is returned as good (out may hold partial data on
