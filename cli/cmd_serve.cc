@@ -24,7 +24,7 @@ struct ServeArgs {
   bool listen_given = false;
   std::string socket;
   bool read_only = false;
-  int workers = 4;
+  int workers = 8;
   uint64_t cache_mb = 64;
 };
 
@@ -103,7 +103,7 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       "disables TCP). With only --socket given, TCP is off.");
   serve->add_option("--socket", a.socket, "Also (or only) listen on this Unix socket path");
   serve->add_flag("--read-only", a.read_only, "Serve every export read-only");
-  serve->add_option("--workers", a.workers, "Worker threads per connection (default 4)")
+  serve->add_option("--workers", a.workers, "Threads serving each connection (default 8): requests in flight per connection")
       ->check(CLI::Range(1, 64));
   serve->add_option("--cache-mb", a.cache_mb, "Read cache per open volume in MiB (default 64)");
   serve->callback([&g, exit_code, listen] {

@@ -107,12 +107,7 @@ Connection::Connection(std::unique_ptr<Transport> transport, ExportProvider* pro
     : transport_(std::move(transport)), provider_(provider), opts_(std::move(opts)) {}
 
 Connection::~Connection() {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    stopping_ = true;
-  }
-  work_cv_.notify_all();
-  for (auto& t : workers_) t.join();
+  for (auto& t : workers_) t.join();  // only if Run() did not return normally
 }
 
 void Connection::Shutdown() { transport_->Shutdown(); }
@@ -382,142 +377,98 @@ Status Connection::DiscardPayload(uint32_t length) {
 }
 
 Status Connection::Transmission() {
-  for (int i = 0; i < opts_.workers; i++) workers_.emplace_back([this] { WorkerLoop(); });
-  Status result;
-  while (true) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (broken_) {
-        result = Status::IOError("sending a reply failed");
-        break;
-      }
-    }
-    uint8_t hb[kRequestSize];
-    Status s = transport_->ReadFull(hb, sizeof(hb));
-    if (!s.ok()) {
-      // End of stream at a message boundary is a disconnect without DISC.
-      if (s.code() != Status::Code::kAborted) result = s;
-      break;
-    }
-    Request r = DecodeRequest(hb);
-    if (r.magic != kRequestMagic) {
-      result = Status::InvalidArgument("bad request magic");
-      break;
-    }
-    requests_++;
-    if (r.type == kCmdDisc) break;
-
-    std::string why;
-    uint32_t err = ValidateRequest(r, state_, &why);
-    if (r.type == kCmdWrite) {
-      if (err != 0) {
-        if (r.length > kMaxDiscardLength) {
-          result = Status::InvalidArgument("WRITE length " + std::to_string(r.length) +
-                                           " is too large");
-          break;
-        }
-        s = DiscardPayload(r.length);
-        if (!s.ok()) {
-          result = Status::IOError("truncated WRITE payload: " + s.message());
-          break;
-        }
-      }
-    }
-    if (err != 0) {
-      spdlog::debug("nbd {}: {} rejected: {}", opts_.peer, CommandName(r.type), why);
-      s = SendError(r, err, why);
-      if (!s.ok()) {
-        result = s;
-        break;
-      }
-      continue;
-    }
-    auto w = std::make_unique<Work>();
-    w->req = r;
-    if (r.type == kCmdWrite || r.type == kCmdRead) w->charge = r.length;
-    {
-      // Wait for room in the in-flight budget before allocating anything.
-      std::unique_lock<std::mutex> l(mu_);
-      budget_cv_.wait(l, [&] {
-        return broken_ || inflight_ == 0 ||
-               (inflight_ < opts_.max_inflight_requests &&
-                inflight_bytes_ + w->charge <= opts_.max_inflight_bytes);
-      });
-      if (broken_) continue;  // reported at the top of the loop
-      inflight_++;
-      inflight_bytes_ += w->charge;
-    }
-    if (r.type == kCmdWrite) {
-      w->payload.reset(new uint8_t[r.length]);
-      s = transport_->ReadFull(w->payload.get(), r.length);
-      if (!s.ok()) {
-        Finish(w->charge);
-        result = Status::IOError("truncated WRITE payload: " + s.message());
-        break;
-      }
-    }
-    Submit(std::move(w));
-  }
-  // Let every request in flight finish before the connection goes away.
-  {
-    std::unique_lock<std::mutex> l(mu_);
-    budget_cv_.wait(l, [&] { return inflight_ == 0; });
-    stopping_ = true;
-  }
-  work_cv_.notify_all();
+  const int n = std::max(1, opts_.workers);
+  for (int i = 1; i < n; i++) workers_.emplace_back([this] { ServeLoop(); });
+  ServeLoop();  // this thread is one of the n
   for (auto& t : workers_) t.join();
   workers_.clear();
-  return result;
+  std::lock_guard<std::mutex> l(mu_);
+  return result_;
 }
 
-void Connection::Submit(std::unique_ptr<Work> w) {
-  if (opts_.workers <= 0) {
-    Execute(*w);
-    Finish(w->charge);
-    return;
-  }
+void Connection::Stop(Status why) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    queue_.push_back(std::move(w));
+    if (stopping_) return;
+    stopping_ = true;
+    result_ = std::move(why);
   }
-  work_cv_.notify_one();
+  // Wakes a thread blocked reading; replies still in progress fail.
+  transport_->Shutdown();
 }
 
-void Connection::WorkerLoop() {
+bool Connection::stopping() {
+  std::lock_guard<std::mutex> l(mu_);
+  return stopping_;
+}
+
+// Leader/follower: each thread takes the read lock, reads and validates one
+// request (with its payload), releases the lock, runs it and sends the reply.
+// No hand-off between threads, so a lone request costs no context switch,
+// and at most `workers` requests (and payloads) are in flight.
+void Connection::ServeLoop() {
   while (true) {
-    std::unique_ptr<Work> w;
+    Work w;
+    uint32_t err = 0;
+    std::string why;
     {
-      std::unique_lock<std::mutex> l(mu_);
-      work_cv_.wait(l, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;
-      w = std::move(queue_.front());
-      queue_.pop_front();
+      std::lock_guard<std::mutex> rl(read_mu_);
+      if (stopping()) return;
+      uint8_t hb[kRequestSize];
+      Status s = transport_->ReadFull(hb, sizeof(hb));
+      if (!s.ok()) {
+        // End of stream at a message boundary is a disconnect without DISC.
+        Stop(s.code() == Status::Code::kAborted ? Status::OK() : s);
+        return;
+      }
+      Request r = DecodeRequest(hb);
+      if (r.magic != kRequestMagic) {
+        Stop(Status::InvalidArgument("bad request magic"));
+        return;
+      }
+      requests_++;
+      if (r.type == kCmdDisc) {
+        // Requests already read still finish and get their replies.
+        std::lock_guard<std::mutex> l(mu_);
+        stopping_ = true;
+        return;
+      }
+      err = ValidateRequest(r, state_, &why);
+      if (r.type == kCmdWrite) {
+        if (err != 0) {
+          if (r.length > kMaxDiscardLength) {
+            Stop(Status::InvalidArgument("WRITE length " + std::to_string(r.length) +
+                                         " is too large"));
+            return;
+          }
+          s = DiscardPayload(r.length);
+        } else {
+          w.payload.reset(new uint8_t[r.length]);
+          s = transport_->ReadFull(w.payload.get(), r.length);
+        }
+        if (!s.ok()) {
+          Stop(Status::IOError("truncated WRITE payload: " + s.message()));
+          return;
+        }
+      }
+      w.req = r;
     }
-    Execute(*w);
-    Finish(w->charge);
+    Status ss;
+    if (err != 0) {
+      spdlog::debug("nbd {}: {} rejected: {}", opts_.peer, CommandName(w.req.type), why);
+      ss = SendError(w.req, err, why);
+    } else {
+      ss = Execute(w);
+    }
+    if (!ss.ok()) {
+      spdlog::debug("nbd {}: sending a reply failed: {}", opts_.peer, ss.ToString());
+      Stop(Status::IOError("sending a reply failed: " + ss.message()));
+      return;
+    }
   }
 }
 
-void Connection::Finish(uint64_t charge) {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    inflight_--;
-    inflight_bytes_ -= charge;
-  }
-  budget_cv_.notify_all();
-}
-
-void Connection::OnSendError(const Status& s) {
-  spdlog::debug("nbd {}: sending a reply failed: {}", opts_.peer, s.ToString());
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    broken_ = true;
-  }
-  budget_cv_.notify_all();
-  transport_->Shutdown();  // wakes the reader
-}
-
-void Connection::Execute(Work& w) {
+Status Connection::Execute(Work& w) {
   const Request& r = w.req;
   Export* e = export_.get();
   const bool fua = (r.flags & kCmdFlagFua) != 0;
@@ -526,11 +477,7 @@ void Connection::Execute(Work& w) {
     case kCmdRead: {
       std::unique_ptr<uint8_t[]> buf(new uint8_t[r.length]);
       s = e->Read(r.offset, std::span<uint8_t>(buf.get(), r.length));
-      if (s.ok()) {
-        Status ss = SendRead(r, buf.get());
-        if (!ss.ok()) OnSendError(ss);
-        return;
-      }
+      if (s.ok()) return SendRead(r, buf.get());
       break;
     }
     case kCmdWrite:
@@ -550,9 +497,7 @@ void Connection::Execute(Work& w) {
       break;
     case kCmdWriteZeroes:
       if ((r.flags & kCmdFlagFastZero) && !e->can_fast_zero()) {
-        Status ss = SendError(r, kENotSup, "zeroing is not faster than writing");
-        if (!ss.ok()) OnSendError(ss);
-        return;
+        return SendError(r, kENotSup, "zeroing is not faster than writing");
       }
       s = e->WriteZeroes(r.offset, r.length, (r.flags & kCmdFlagNoHole) == 0);
       if (s.ok() && fua) s = e->Flush();
@@ -560,11 +505,7 @@ void Connection::Execute(Work& w) {
     case kCmdBlockStatus: {
       uint64_t len = std::min<uint64_t>(r.length, kMaxBlockStatusQuery);
       auto ext = e->BlockStatus(r.offset, len);
-      if (ext.ok()) {
-        Status ss = SendBlockStatus(r, *ext);
-        if (!ss.ok()) OnSendError(ss);
-        return;
-      }
+      if (ext.ok()) return SendBlockStatus(r, *ext);
       s = ext.status();
       break;
     }
@@ -572,15 +513,10 @@ void Connection::Execute(Work& w) {
       s = Status::InvalidArgument("unknown command");  // unreachable: validated
       break;
   }
-  Status ss;
-  if (s.ok()) {
-    ss = SendSimple(r.cookie, 0, nullptr, 0);
-  } else {
-    spdlog::warn("nbd {}: {} offset {} length {} failed: {}", opts_.peer, CommandName(r.type),
-                 r.offset, r.length, s.ToString());
-    ss = SendError(r, NbdErrorFromStatus(s), s.ToString());
-  }
-  if (!ss.ok()) OnSendError(ss);
+  if (s.ok()) return SendSimple(r.cookie, 0, nullptr, 0);
+  spdlog::warn("nbd {}: {} offset {} length {} failed: {}", opts_.peer, CommandName(r.type),
+               r.offset, r.length, s.ToString());
+  return SendError(r, NbdErrorFromStatus(s), s.ToString());
 }
 
 Status Connection::SendLocked(const struct iovec* iov, int n) {

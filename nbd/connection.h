@@ -11,20 +11,20 @@
 // (NO_HOLE, FAST_ZERO) and BLOCK_STATUS. ValidateRequest() checks every
 // request before the export sees it; a bad request gets an NBD error and the
 // connection stays usable. A broken stream (bad magic, truncated message, an
-// impossible length) ends this connection only. Requests run on a small pool
-// of worker threads, so replies may go out of order; each reply is sent with
-// one writev under the connection's write lock. FUA and FLUSH are
+// impossible length) ends this connection only. Several threads serve one
+// connection (leader/follower), so requests run concurrently and replies may
+// go out of order; each reply is sent with one writev under the connection's
+// write lock. FUA and FLUSH are
 // acknowledged only after Export::Flush() returns OK.
 //
 // Memory: nothing is allocated from a length a client sent before checking
 // it against a fixed bound (option payloads <= kMaxOptionLength, request
-// payloads <= kMaxPayload), and the bytes held by requests in flight are
-// capped by ConnectionOptions.
+// payloads <= kMaxPayload), and at most ConnectionOptions::workers requests
+// are held at once.
 #pragma once
 
-#include <condition_variable>
+#include <atomic>
 #include <cstdint>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -56,11 +56,11 @@ inline constexpr uint32_t kBaseAllocationId = 1;
 
 struct ConnectionOptions {
   bool read_only = false;  // serve every export read-only
-  // Worker threads per connection; 0 runs each request on the reader thread
-  // (deterministic; used by unit tests and the fuzz target).
-  int workers = 4;
-  uint32_t max_inflight_requests = 128;
-  uint64_t max_inflight_bytes = 128ull << 20;  // at least one request always runs
+  // Threads serving one connection, leader/follower: each reads a request,
+  // runs it and replies, so at most this many requests (and payloads of at
+  // most kMaxPayload each) are in flight. 1 is sequential and deterministic
+  // (unit tests, the fuzz target).
+  int workers = 8;
   uint32_t max_options = 256;  // options per handshake before hanging up
   std::string peer = "client";  // for logs
 };
@@ -109,13 +109,12 @@ class Connection {
 
   // The export chosen by the handshake, "" before that.
   const std::string& export_name() const { return export_name_; }
-  uint64_t requests() const { return requests_; }
+  uint64_t requests() const { return requests_.load(); }
 
  private:
   struct Work {
     Request req;
     std::unique_ptr<uint8_t[]> payload;  // WRITE data
-    uint64_t charge = 0;                 // bytes counted against the budget
   };
 
   Status Handshake(bool* go);
@@ -128,18 +127,20 @@ class Connection {
   uint16_t TransmissionFlags(const ExportInfo& info) const;
 
   Status Transmission();
+  void ServeLoop();
+  // Ends the transmission phase with `why` as Run()'s result (first caller
+  // wins) and shuts the transport down.
+  void Stop(Status why);
+  bool stopping();
   Status DiscardPayload(uint32_t length);
-  void Submit(std::unique_ptr<Work> w);
-  void WorkerLoop();
-  void Execute(Work& w);
-  void Finish(uint64_t charge);
+  // Runs a validated request and sends its reply; returns the send status.
+  Status Execute(Work& w);
 
   Status SendSimple(uint64_t cookie, uint32_t error, const uint8_t* data, size_t len);
   Status SendError(const Request& r, uint32_t error, std::string_view msg);
   Status SendRead(const Request& r, const uint8_t* data);
   Status SendBlockStatus(const Request& r, const std::vector<Extent>& extents);
   Status SendLocked(const struct iovec* iov, int n);
-  void OnSendError(const Status& s);
 
   std::unique_ptr<Transport> transport_;
   ExportProvider* provider_;
@@ -155,18 +156,14 @@ class Connection {
   // Transmission state: fixed once transmission starts.
   std::shared_ptr<Export> export_;
   TransmissionState state_;
-  uint64_t requests_ = 0;
+  std::atomic<uint64_t> requests_{0};
 
+  std::mutex read_mu_;   // one thread reads a request (and payload) at a time
   std::mutex write_mu_;  // serializes replies on the transport
 
   std::mutex mu_;
-  std::condition_variable work_cv_;    // queue_ non-empty or stopping_
-  std::condition_variable budget_cv_;  // in-flight budget freed
-  std::deque<std::unique_ptr<Work>> queue_;  // GUARDED_BY(mu_)
-  uint32_t inflight_ = 0;                    // GUARDED_BY(mu_)
-  uint64_t inflight_bytes_ = 0;              // GUARDED_BY(mu_)
-  bool stopping_ = false;                    // GUARDED_BY(mu_)
-  bool broken_ = false;                      // GUARDED_BY(mu_): a reply failed
+  bool stopping_ = false;  // GUARDED_BY(mu_)
+  Status result_;          // GUARDED_BY(mu_)
   std::vector<std::thread> workers_;
 };
 

@@ -536,7 +536,7 @@ TEST(Transmission, EngineErrorsBecomeEio) {
   auto t = std::make_unique<BufferTransport>(in);
   BufferTransport* bt = t.get();
   ConnectionOptions o;
-  o.workers = 0;
+  o.workers = 1;
   Connection c(std::move(t), &p, o);
   EXPECT_TRUE(c.Run().ok());
   std::string out = bt->output();
@@ -585,8 +585,7 @@ TEST(Transmission, BrokenStreamsEndOnlyThatConnection) {
 
 TEST(Transmission, PipelinedRequestsCompleteOutOfOrderSafely) {
   ConnectionOptions o;
-  o.workers = 4;
-  o.max_inflight_requests = 8;  // forces the reader to wait for budget
+  o.workers = 8;
   Harness h(o);
   h.Go("vm", true, false);
   const int kN = 200;
@@ -655,7 +654,7 @@ TEST(Malformed, RandomStreamsAreHandled) {
       if (in.empty()) in = "x";
     }
     ConnectionOptions o;
-    o.workers = iter % 2 == 0 ? 0 : 2;
+    o.workers = iter % 2 == 0 ? 1 : 3;
     Connection c(std::make_unique<BufferTransport>(in, false), &p, o);
     (void)c.Run();
   }

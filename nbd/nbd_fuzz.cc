@@ -61,7 +61,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
   std::string input = (data[0] & 1) ? Prefix() + std::string(rest) : std::string(rest);
   ConnectionOptions o;
-  o.workers = 0;
+  o.workers = 1;
   o.peer = "fuzz";
   Connection c(std::make_unique<BufferTransport>(std::move(input), false), Provider(), o);
   (void)c.Run();
