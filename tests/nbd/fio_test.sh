@@ -27,6 +27,16 @@ PY
 CHECKS=$((CHECKS + 1))
 # Both connections were served at once.
 [ "$(grep -c "export 'vm'" "$WORK/serve.log")" -ge 2 ] || fail "fio did not open 2 connections"
+# ... and at least two of them shared one open volume (multi-conn).
+awk "/opened volume 'vm'/ {n = 0} /export 'vm'/ {n++; if (n >= 2) ok = 1} END {exit !ok}" \
+  "$WORK/serve.log" || fail "no two connections shared one open volume"
+CHECKS=$((CHECKS + 2))
+# The verify pass can fail: on a never-written volume it must.
+hbiss create empty -s 128M >/dev/null
+check_fails "fio verify-only on a never-written volume" \
+  fio --name=w --ioengine=nbd --uri="$(uri empty)" --rw=randwrite --bs=4k --iodepth=32 \
+  --numjobs=2 --size=32M --offset_increment=64M --verify=crc32c --verify_fatal=1 \
+  --randseed=4242 --verify_only
 stop_server
 start_server
 common
