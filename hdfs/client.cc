@@ -720,6 +720,62 @@ Status FileWriter::Flush(bool sync) {
 Status FileWriter::Hflush() { return Flush(false); }
 Status FileWriter::Hsync() { return Flush(true); }
 
+Status FileWriter::AddReplacement(uint64_t acked) {
+  pb::GetAdditionalDatanodeRequest req;
+  req.set_src(path_);
+  *req.mutable_blk() = block_.b();
+  req.mutable_blk()->set_num_bytes(acked);
+  for (const auto& dn : nodes_) *req.add_existings() = dn;
+  for (const auto& dn : excluded_) *req.add_excludes() = dn;
+  req.set_num_additional_nodes(1);
+  req.set_client_name(client_->client_name());
+  for (const auto& id : storage_ids_) req.add_existing_storage_uuids(id);
+  req.set_file_id(file_id_);
+  pb::GetAdditionalDatanodeResponse resp;
+  HBISS_RETURN_IF_ERROR(client_->NnCall("getAdditionalDatanode", req, &resp));
+  const auto& lb = resp.block();
+  int added = -1;
+  for (int i = 0; i < lb.locs_size(); i++) {
+    bool known = false;
+    for (const auto& dn : nodes_) {
+      known = known || dn.id().datanode_uuid() == lb.locs(i).id().datanode_uuid();
+    }
+    if (!known) added = i;
+  }
+  if (added < 0 || lb.locs_size() != int(nodes_.size()) + 1) {
+    return Status::IOError("getAdditionalDatanode returned no new DataNode");
+  }
+  // A neighbour of the new node copies the replica to it, as the Java client does.
+  const auto& src = lb.locs(added == 0 ? 1 : added - 1);
+  pb::OpTransferBlock op;
+  auto* base = op.mutable_header()->mutable_base_header();
+  *base->mutable_block() = block_.b();
+  base->mutable_block()->set_num_bytes(acked);
+  *base->mutable_token() = block_.block_token();
+  op.mutable_header()->set_client_name(client_->client_name());
+  *op.add_targets() = lb.locs(added);
+  op.add_target_storage_types(pb::DISK);
+  if (added < lb.storage_ids_size()) op.add_target_storage_ids(lb.storage_ids(added));
+  auto sock = Socket::Connect(src.id().ip_addr(), uint16_t(src.id().xfer_port()), 10000,
+                              std::max(client_->options().datanode_timeout_ms, 120000));
+  if (!sock.ok()) return sock.status();
+  std::string msg = wire::EncodeOp(wire::kOpTransferBlock, op);
+  HBISS_RETURN_IF_ERROR((*sock)->WriteAll(msg.data(), msg.size()));
+  pb::BlockOpResponse r;
+  HBISS_RETURN_IF_ERROR(ReadDelimited(sock->get(), &r, wire::kMaxDelimited));
+  if (r.status() != pb::SUCCESS) {
+    return Status::IOError(fmt::format("TRANSFER_BLOCK from {} to {}: {} {}", DatanodeName(src),
+                                       DatanodeName(lb.locs(added)), pb::DtStatus_Name(r.status()),
+                                       r.message()));
+  }
+  spdlog::info("hdfs: {}: added DataNode {} to the pipeline of block {}", path_,
+               DatanodeName(lb.locs(added)), block_.b().block_id());
+  nodes_.assign(lb.locs().begin(), lb.locs().end());
+  storage_ids_.assign(lb.storage_ids().begin(), lb.storage_ids().end());
+  replacements_++;
+  return Status::OK();
+}
+
 Status FileWriter::Recover() {
   constexpr int kMaxAttempts = 6;
   int bad = pipeline_->bad_node();
@@ -737,6 +793,14 @@ Status FileWriter::Recover() {
     if (nodes_.empty()) {
       return Status::IOError(fmt::format("{}: every DataNode of the write pipeline failed; last: {}",
                                          path_, why.ToString()));
+    }
+    if (client_->options().replace_datanode_on_failure && nodes_.size() < replication_) {
+      // Best effort: without a replacement the write continues on fewer nodes.
+      Status st = AddReplacement(acked);
+      if (!st.ok()) {
+        spdlog::warn("hdfs: {}: no replacement DataNode for block {}: {}", path_,
+                     block_.b().block_id(), st.ToString());
+      }
     }
     // A new generation stamp fences the replica on the DataNode we dropped.
     pb::UpdateBlockForPipelineRequest ureq;

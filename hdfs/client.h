@@ -156,8 +156,9 @@ class FileWriter {
 
   uint64_t size() const { return size_; }
   const std::string& path() const { return path_; }
-  // Pipeline recoveries performed (for tests).
+  // Pipeline recoveries performed, and DataNodes added to replace failed ones (for tests).
   int recoveries() const { return recoveries_; }
+  int replacements() const { return replacements_; }
   // The DataNodes of the current block's pipeline, in order (empty between blocks).
   std::vector<pb::DatanodeInfo> pipeline_nodes() const {
     return have_block_ ? nodes_ : std::vector<pb::DatanodeInfo>{};
@@ -172,6 +173,9 @@ class FileWriter {
   Status EndBlock();
   Status Flush(bool sync);
   Status Recover();  // rebuilds the pipeline after a failure and resends unacked packets
+  // Asks the NameNode for one more DataNode and has a surviving node copy the partial block
+  // to it (TRANSFER_BLOCK); on success the new node joins nodes_.
+  Status AddReplacement(uint64_t acked);
   Status SetError(Status st);
 
   Client* const client_;
@@ -202,6 +206,7 @@ class FileWriter {
   bool have_previous_ = false;
   pb::ExtendedBlock previous_;
   int recoveries_ = 0;
+  int replacements_ = 0;
 };
 
 class Client {

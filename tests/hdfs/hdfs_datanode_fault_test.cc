@@ -56,6 +56,28 @@ void KillDuringWrite(int which_node) {
   Status st = (*w)->Close();
   ASSERT_TRUE(st.ok()) << st.ToString();
   EXPECT_GE((*w)->recoveries(), 1) << "the killed node was in the pipeline";
+  // Three nodes were still alive: the failed one was replaced (getAdditionalDatanode and
+  // TRANSFER_BLOCK), and every replica of every block holds exactly the data.
+  EXPECT_GE((*w)->replacements(), 1);
+  auto r = c->Open(path);
+  ASSERT_TRUE(r.ok());
+  std::string buf(kBlock, '\0');
+  for (const auto& lb : (*r)->blocks()) {
+    int live = 0;
+    for (const auto& dn : lb.locs()) {
+      // The NameNode may still list the killed node (it notices the death ~10 s later).
+      if (DataNodeIndex(dn.id().xfer_port()) == restart.n) continue;
+      live++;
+      uint64_t len = lb.b().num_bytes();
+      Status rs = ReadBlock(c->client_name(), lb, dn, 0, len,
+                            reinterpret_cast<uint8_t*>(buf.data()), 30000);
+      ASSERT_TRUE(rs.ok()) << rs.ToString();
+      EXPECT_TRUE(std::string_view(buf).substr(0, len) ==
+                  std::string_view(data).substr(lb.offset(), len))
+          << "block at " << lb.offset() << " on " << DatanodeName(dn);
+    }
+    EXPECT_GE(live, 2) << "block at " << lb.offset();
+  }
   auto got = ReadAll(*c, path);
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->size(), data.size());
