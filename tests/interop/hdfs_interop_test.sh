@@ -9,7 +9,8 @@
 #            back by both, byte for byte.
 #   replica  A one-block file has exactly 3 replicas on the DataNodes' disks (found through
 #            `hdfs-cluster env`); two replicas are corrupted there, and `hdfs dfs -cat` still
-#            returns the right bytes. This is the recipe the hbiss client's corruption test uses.
+#            returns the right bytes. (The hbiss part does the same with a second file that
+#            hbiss reads first.)
 #   hbiss    Only when `hbiss dfs --help` exits 0 (the native client's CLI has landed): the same
 #            sizes written by `hbiss dfs put` are read by Java and the Go CLI, files written by
 #            them are read by `hbiss dfs cat` and `get`; `stat`, `ls`, `mkdir` and `rm` too.
@@ -76,11 +77,13 @@ srcs=("${names[@]/#/$work/src/}")
 # are written by the Go CLI and hbiss, so their blocks are on disk more than 3 times).
 one="$work/probe"
 make_file "$one" "$bs"
+two="$work/probe2"  # the same, for hbiss, so that no Java read has reported its bad replicas
+make_file "$two" "$bs"
 
 # ---- java <-> go
 say "part java-go: hdfs dfs (FsShell) and the Go CLI, sizes ${sizes[*]}"
 run "dfs -mkdir -p" dfs -mkdir -p "$uri$base/java" "$uri$base/go" "$uri$base/hbiss"
-run "dfs -put (Java writes ${#names[@]} files)" dfs -put "${srcs[@]}" "$one" "$uri$base/java/"
+run "dfs -put (Java writes ${#names[@]} files)" dfs -put "${srcs[@]}" "$one" "$two" "$uri$base/java/"
 run "dfs -get (Java reads them back)" dfs -get "$uri$base/java" "$work/java_by_java"
 for f in "${names[@]}"; do
   same "Java -> Java $f" "$work/src/$f" "$work/java_by_java/$f"
@@ -99,23 +102,24 @@ for f in "${names[@]}"; do
   same "Go -> Java   $f" "$work/src/$f" "$work/go_by_java/$f"
 done
 
-# ---- replicas on disk, and a corrupted one
-say "part replica: block files on the DataNodes' disks"
-replicas=()
-for n in $(seq 1 "$n_dn"); do
-  var="HBISS_HDFS_DN${n}_DATA"
-  while IFS= read -r -d '' blk; do
-    cmp -s "$blk" "$one" && replicas+=("$blk")
-  done < <(find "${!var}" -type f -name 'blk_*' ! -name '*.meta' -size "${bs}c" -print0)
-done
-if [[ ${#replicas[@]} -eq 3 ]]; then
-  pass "the one-block probe file has 3 replicas on disk"
-else
-  fail "the one-block probe file has ${#replicas[@]} replicas on disk, expected 3"
-fi
-if [[ ${#replicas[@]} -ge 3 ]]; then
-  # Flip one byte in the middle of two of the three replicas, leaving their .meta checksums as
-  # they were: a reader that tries replicas in any order meets a bad one first 2 times in 3.
+# ---- replicas on disk, and corrupted ones
+# corrupt_two LOCAL: finds the on-disk replicas of the one-block file whose content is LOCAL,
+# checks there are exactly 3, and flips one byte in the middle of two of them (their .meta
+# checksums stay as they were), so a reader meets a bad replica first 2 times in 3.
+corrupt_two() {
+  local want=$1 replicas=() n var blk victim
+  for n in $(seq 1 "$n_dn"); do
+    var="HBISS_HDFS_DN${n}_DATA"
+    while IFS= read -r -d '' blk; do
+      cmp -s "$blk" "$want" && replicas+=("$blk")
+    done < <(find "${!var}" -type f -name 'blk_*' ! -name '*.meta' -size "${bs}c" -print0)
+  done
+  if [[ ${#replicas[@]} -eq 3 ]]; then
+    pass "$(basename "$want") has 3 replicas on disk"
+  else
+    fail "$(basename "$want") has ${#replicas[@]} replicas on disk, expected 3"
+    return 1
+  fi
   for victim in "${replicas[0]}" "${replicas[1]}"; do
     python3 - "$victim" "$((bs / 2))" << 'EOF'
 import sys
@@ -126,9 +130,13 @@ with open(path, "r+b") as f:
     f.seek(off)
     f.write(bytes([b[0] ^ 0xFF]))
 EOF
-    if cmp -s "$victim" "$one"; then fail "corrupting $victim did not change it"; else
+    if cmp -s "$victim" "$want"; then fail "corrupting $victim did not change it"; else
       pass "corrupted replica $victim"; fi
   done
+}
+
+say "part replica: block files on the DataNodes' disks"
+if corrupt_two "$one"; then
   dfs -cat "$uri$base/java/probe" > "$work/corrupt_read" 2> "$work/corrupt_read.err"
   same "Java read with 2 of 3 replicas corrupt" "$one" "$work/corrupt_read"
   if grep -q -i 'checksum' "$work/corrupt_read.err"; then
@@ -164,11 +172,16 @@ if [[ -n "$hbiss_bin" && -x "$hbiss_bin" ]] && "$hbiss_bin" dfs --help > /dev/nu
       fail "hbiss dfs stat $f: no length ${f#f} in: $(head -c 300 "$work/stat.out")"
     fi
   done
-  # Corrupted replicas must not reach hbiss either. (The Java read above may already have
-  # reported the ones it met, so this is a weaker check than hdfs/'s own corruption test.)
-  h cat "$uri$base/java/probe" > "$work/corrupt_by_hbiss" 2> "$work/h.err" ||
-    fail "hbiss dfs cat with corrupt replicas: $(head -n1 "$work/h.err")"
-  same "hbiss read with corrupt replicas" "$one" "$work/corrupt_by_hbiss"
+  # Corrupted replicas must not reach hbiss either: probe2 gets 2 of its 3 replicas
+  # corrupted now, and hbiss is the first to read it (three times; each read may choose
+  # another replica first).
+  if corrupt_two "$two"; then
+    for i in 1 2 3; do
+      h cat "$uri$base/java/probe2" > "$work/corrupt_by_hbiss$i" 2> "$work/h.err" ||
+        fail "hbiss dfs cat $i with corrupt replicas: $(head -n1 "$work/h.err")"
+      same "hbiss read $i with 2 of 3 replicas corrupt" "$two" "$work/corrupt_by_hbiss$i"
+    done
+  fi
   if run "hbiss dfs ls" h ls "$uri$base/hbiss"; then
     missing=""
     for f in "${names[@]}" sub; do grep -qw -- "$f" "$work/last.out" || missing+=" $f"; done
