@@ -1,12 +1,18 @@
 // The hbiss command: builds the CLI11 app from the cmd_*.cc files and runs
 // the chosen subcommand. See commands.h for how subcommands report errors.
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 
 #include "cli/commands.h"
+#ifdef HBISS_HAVE_DFS
+#include "hdfs/hdfs_store.h"
+#endif
 
 namespace hbiss::cli {
 
@@ -24,6 +30,13 @@ std::string DefaultStoreUri() {
 
 int main(int argc, char** argv) {
   using hbiss::cli::GlobalOptions;
+
+  // Logs never go to stdout: `hbiss dfs cat` and `hbiss export -` write data there.
+  spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+      "", std::make_shared<spdlog::sinks::stderr_color_sink_mt>()));
+#ifdef HBISS_HAVE_DFS
+  hbiss::hdfs::RegisterStoreScheme();  // hdfs:// URIs for --store
+#endif
 
   CLI::App app{"hbiss: virtual-machine disks kept as log-structured volumes in a store"};
   app.name("hbiss");
