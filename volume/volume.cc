@@ -507,19 +507,18 @@ Status VolumeImpl::Recover() {
 
   // Read the headers of every segment at or after the checkpoint's.
   struct Seg {
-    std::unique_ptr<store::SegmentReader> reader;
     SegmentHeader header;
     bool valid = false;
   };
   std::map<uint64_t, Seg> segs;
   for (auto& [id, sz] : seg_sizes) {
     if (id < c || (c == 0 && id == 0)) continue;
+    // Readers are not kept: there may be many segments to look at.
     Seg s;
     auto r = store_->Open(SegName(name_, id));
     if (!r.ok()) return r.status().WithContext("volume " + name_ + ": opening segment");
-    s.reader = std::move(*r);
     std::vector<uint8_t> slot(kSlotSize);
-    auto n = s.reader->ReadAt(0, slot);
+    auto n = (*r)->ReadAt(0, slot);
     if (!n.ok()) return n.status().WithContext("volume " + name_ + ": reading segment header");
     if (*n >= kSegmentHeaderBytes) {
       auto h = DecodeSegmentHeader(std::span<const uint8_t>(slot.data(), *n));
@@ -575,8 +574,9 @@ Status VolumeImpl::Recover() {
                                   " ends before the checkpoint's position");
       }
     }
-    HBISS_RETURN_IF_ERROR(ReplaySegment(it->second.reader.get(), c, pos.offset, limit, &seq,
-                                        &last_end));
+    auto r = store_->Open(SegName(name_, c));
+    if (!r.ok()) return r.status().WithContext("volume " + name_ + ": opening segment");
+    HBISS_RETURN_IF_ERROR(ReplaySegment(r->get(), c, pos.offset, limit, &seq, &last_end));
   }
   for (size_t i = 0; i < chain.size(); i++) {
     Seg& s = segs[chain[i]];
@@ -587,8 +587,9 @@ Status VolumeImpl::Recover() {
     }
     const uint64_t* limit =
         i + 1 < chain.size() ? &segs[chain[i + 1]].header.prev_segment_end : nullptr;
-    HBISS_RETURN_IF_ERROR(
-        ReplaySegment(s.reader.get(), chain[i], kSlotSize, limit, &seq, &last_end));
+    auto r = store_->Open(SegName(name_, chain[i]));
+    if (!r.ok()) return r.status().WithContext("volume " + name_ + ": opening segment");
+    HBISS_RETURN_IF_ERROR(ReplaySegment(r->get(), chain[i], kSlotSize, limit, &seq, &last_end));
     last_id = chain[i];
     if (std::find(segment_ids_.begin(), segment_ids_.end(), chain[i]) == segment_ids_.end()) {
       segment_ids_.push_back(chain[i]);
