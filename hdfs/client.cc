@@ -545,7 +545,9 @@ Result<size_t> FileReader::PRead(uint64_t offset, std::span<uint8_t> out) {
 FileWriter::FileWriter(Client* client, std::string path, uint64_t file_id, uint64_t block_size,
                        uint32_t replication)
     : client_(client), path_(std::move(path)), file_id_(file_id), block_size_(block_size),
-      replication_(replication) {}
+      replication_(replication),
+      packet_data_(std::clamp<uint32_t>(client->options().write_packet_bytes / kBytesPerChecksum,
+                                        1, 8192) * kBytesPerChecksum) {}
 
 FileWriter::~FileWriter() {
   if (!closed_) {
@@ -656,13 +658,13 @@ Status FileWriter::Write(std::span<const uint8_t> data) {
   while (!data.empty()) {
     if (!have_block_) HBISS_RETURN_IF_ERROR(SetError(StartBlock()));
     uint64_t block_pos = pkt_offset_ + pkt_data_.size();
-    uint64_t room = std::min<uint64_t>(block_size_ - block_pos, kPacketData - pkt_data_.size());
+    uint64_t room = std::min<uint64_t>(block_size_ - block_pos, packet_data_ - pkt_data_.size());
     size_t n = size_t(std::min<uint64_t>(room, data.size()));
     pkt_data_.append(reinterpret_cast<const char*>(data.data()), n);
     data = data.subspan(n);
     size_ += n;
     bool block_full = pkt_offset_ + pkt_data_.size() == block_size_;
-    if (pkt_data_.size() == kPacketData || block_full) {
+    if (pkt_data_.size() == packet_data_ || block_full) {
       HBISS_RETURN_IF_ERROR(SetError(SendPacket(false, false)));
     }
     if (block_full) HBISS_RETURN_IF_ERROR(SetError(EndBlock()));

@@ -48,6 +48,9 @@ struct ClientOptions {
   // Ask the NameNode for a replacement when a DataNode of a write pipeline fails (and the
   // cluster has one); without one the write continues on the remaining nodes.
   bool replace_datanode_on_failure = true;
+  // Data bytes per write packet, rounded down to whole 512-byte chunks (at least one). Java
+  // sends 126 chunks (64 KiB packets); DataNodes accept up to 16 MiB.
+  uint32_t write_packet_bytes = 126 * 512;
 };
 
 struct FileStatus {
@@ -184,7 +187,7 @@ class FileWriter {
   const uint64_t block_size_;
   const uint32_t replication_;
   static constexpr uint32_t kBytesPerChecksum = 512;
-  static constexpr uint32_t kPacketData = 126 * kBytesPerChecksum;  // as Java's 64 KiB packets
+  const uint32_t packet_data_;  // data bytes per full packet, a multiple of kBytesPerChecksum
 
   Status error_;
   bool closed_ = false;

@@ -43,7 +43,7 @@ Status ReadDelimited(Socket* sock, google::protobuf::MessageLite* msg, size_t ma
   }
   std::string body(len, '\0');
   HBISS_RETURN_IF_ERROR(sock->ReadFull(body.data(), len));
-  if (!msg->ParseFromString(body)) {
+  if (!wire::ParseMessage(body, msg)) {
     return Status::Corruption(fmt::format("malformed {}", msg->GetTypeName()));
   }
   return Status::OK();
@@ -114,21 +114,38 @@ Status BlockReader::Start(const std::string& client_name, const pb::LocatedBlock
   return Status::OK();
 }
 
+Status BlockReader::Need(size_t n) {
+  if (wpos_ - rpos_ >= n) return Status::OK();
+  if (rpos_ > 0) {  // compact: keep only the unread bytes
+    std::memmove(buf_.data(), buf_.data() + rpos_, wpos_ - rpos_);
+    wpos_ -= rpos_;
+    rpos_ = 0;
+  }
+  // n is bounded by the packet limits checked before calling.
+  if (buf_.size() < std::max<size_t>(n, 256 * 1024)) buf_.resize(std::max<size_t>(n, 256 * 1024));
+  while (wpos_ < n) {
+    HBISS_ASSIGN_OR_RETURN(size_t got, sock_->ReadSome(buf_.data() + wpos_, buf_.size() - wpos_));
+    wpos_ += got;
+  }
+  return Status::OK();
+}
+
 Status BlockReader::NextPacket() {
-  uint8_t prefix[6];
-  HBISS_RETURN_IF_ERROR(sock_->ReadFull(prefix, 6));
+  data_ = {};
+  HBISS_RETURN_IF_ERROR(Need(6));
   wire::PacketPrefix pp;
-  HBISS_RETURN_IF_ERROR(wire::ParsePacketPrefix(prefix, &pp));
-  header_.resize(pp.header_len);
-  HBISS_RETURN_IF_ERROR(sock_->ReadFull(header_.data(), header_.size()));
-  body_.resize(pp.body_len);
-  HBISS_RETURN_IF_ERROR(sock_->ReadFull(body_.data(), body_.size()));
+  HBISS_RETURN_IF_ERROR(
+      wire::ParsePacketPrefix(reinterpret_cast<const uint8_t*>(buf_.data() + rpos_), &pp));
+  const size_t total = 6 + size_t(pp.header_len) + pp.body_len;
+  HBISS_RETURN_IF_ERROR(Need(total));
+  std::string_view header(buf_.data() + rpos_ + 6, pp.header_len);
+  std::string_view body(buf_.data() + rpos_ + 6 + pp.header_len, pp.body_len);
+  rpos_ += total;  // the views stay valid until the next Need()
   wire::PacketView pkt;
-  HBISS_RETURN_IF_ERROR(wire::ParsePacket(header_, body_, bpc_, &pkt));
+  HBISS_RETURN_IF_ERROR(wire::ParsePacket(header, body, bpc_, &pkt));
   if (pkt.header.last_packet_in_block() || pkt.data.empty()) {
     if (!pkt.data.empty()) return Status::Corruption("last packet carries data");
     at_end_ = true;
-    data_ = {};
     return Status::OK();
   }
   if (uint64_t(pkt.header.offset_in_block()) != stream_pos_) {

@@ -54,6 +54,9 @@ class BlockReader {
                uint64_t len);
   Status NextPacket();
   Status ReadImpl(uint8_t* out, size_t n);
+  // Makes at least n unread bytes available in buf_[rpos_, wpos_), reading as much as the
+  // socket has (few large reads instead of one per packet field).
+  Status Need(size_t n);
 
   std::unique_ptr<Socket> sock_;
   std::string context_;
@@ -64,8 +67,9 @@ class BlockReader {
   uint64_t end_ = 0;         // end of the requested range
   uint64_t stream_pos_ = 0;  // block offset of the next byte the DataNode sends
   bool at_end_ = false;      // the last (empty) packet arrived
-  std::string header_, body_;
-  std::string_view data_;  // verified data of the current packet, into body_
+  std::string buf_;        // received bytes; [rpos_, wpos_) not yet parsed
+  size_t rpos_ = 0, wpos_ = 0;
+  std::string_view data_;  // verified data of the current packet, into buf_
   uint64_t data_pos_ = 0;  // block offset of data_[0]
 };
 

@@ -218,7 +218,7 @@ Status RpcClient::Call(const std::string& method, const google::protobuf::Messag
     std::string body;
     Status st = OneAttempt(call_id, attempt, method, request_bytes, &body);
     if (st.ok()) {
-      if (!response->ParseFromString(body)) {
+      if (!wire::ParseMessage(body, response)) {
         return Status::Corruption(fmt::format("malformed {} response from {}", method, Address()));
       }
       return Status::OK();

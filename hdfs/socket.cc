@@ -118,6 +118,21 @@ Status Socket::WriteAll(const void* data, size_t n) {
   return Status::OK();
 }
 
+Result<size_t> Socket::ReadSome(void* data, size_t max) {
+  for (;;) {
+    ssize_t r = ::recv(fd_, data, max, 0);
+    if (r > 0) return size_t(r);
+    if (r == 0) {
+      return Status::IOError(fmt::format("read from {}: connection closed by peer", peer_), true);
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return Status::IOError(fmt::format("read from {}: timed out", peer_), true);
+    }
+    return Status::IOError(fmt::format("read from {}: {}", peer_, std::strerror(errno)), true);
+  }
+}
+
 Status Socket::ReadFull(void* data, size_t n) {
   char* p = static_cast<char*>(data);
   while (n > 0) {

@@ -31,6 +31,8 @@ class Socket {
   Status WriteAll(const void* data, size_t n);
   // Reads exactly n bytes. An orderly close by the peer before n bytes is an IOError.
   Status ReadFull(void* data, size_t n);
+  // Reads between 1 and max bytes (what is available, waiting for at least one).
+  Result<size_t> ReadSome(void* data, size_t max);
   // Waits up to timeout_ms for bytes (or EOF/error) to be readable; false on timeout.
   bool WaitReadable(int timeout_ms);
   // Changes the per-operation timeout (0 means none).

@@ -9,6 +9,10 @@
 
 namespace hbiss::hdfs::wire {
 
+bool ParseMessage(std::string_view bytes, google::protobuf::MessageLite* msg) {
+  return msg->ParsePartialFromArray(bytes.data(), int(bytes.size())) && msg->IsInitialized();
+}
+
 void AppendDelimited(const google::protobuf::MessageLite& msg, std::string* out) {
   PutVarint64(out, msg.ByteSizeLong());
   msg.AppendToString(out);
@@ -34,7 +38,7 @@ Status TakeDelimited(std::string_view* in, std::string_view* body, size_t max_le
 Status ParseDelimited(std::string_view* in, google::protobuf::MessageLite* msg, size_t max_len) {
   std::string_view body;
   HBISS_RETURN_IF_ERROR(TakeDelimited(in, &body, max_len));
-  if (!msg->ParseFromArray(body.data(), int(body.size()))) {
+  if (!ParseMessage(body, msg)) {
     return Status::Corruption(fmt::format("malformed {} message", msg->GetTypeName()));
   }
   return Status::OK();
@@ -132,7 +136,7 @@ Status ParsePacketPrefix(const uint8_t prefix[6], PacketPrefix* out) {
 Status ParsePacket(std::string_view header, std::string_view body, uint32_t bytes_per_checksum,
                    PacketView* out) {
   if (bytes_per_checksum == 0) return Status::Corruption("bytes per checksum is 0");
-  if (!out->header.ParseFromArray(header.data(), int(header.size()))) {
+  if (!ParseMessage(header, &out->header)) {
     return Status::Corruption("malformed packet header");
   }
   int32_t data_len = out->header.data_len();

@@ -39,6 +39,10 @@ inline constexpr uint8_t kOpTransferBlock = 86;
 inline constexpr int32_t kConnectionContextCallId = -3;
 inline constexpr uint8_t kIpcVersion = 9;
 
+// Parses bytes into *msg and checks that every required field is present, without the
+// error log protobuf writes for a message missing required fields. False when malformed.
+bool ParseMessage(std::string_view bytes, google::protobuf::MessageLite* msg);
+
 // Appends the varint length of msg's encoding, then the encoding.
 void AppendDelimited(const google::protobuf::MessageLite& msg, std::string* out);
 

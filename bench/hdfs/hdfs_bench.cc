@@ -42,7 +42,7 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   std::fprintf(stderr,
                "hdfs_bench: %s\nusage: hdfs_bench --uri hdfs://HOST:PORT [--path /bench/hbiss] "
                "[--mib 1024]\n  [--ops write,read,hflush] [--hflush-count 2000] "
-               "[--hflush-warmup 200]\n  [--blocksize BYTES] [--read-size BYTES] [--keep]\n",
+               "[--hflush-warmup 200]\n  [--blocksize BYTES] [--read-size BYTES] [--packet BYTES] [--keep]\n",
                why.c_str());
   std::exit(2);
 }
@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   uint64_t mib = 1024, block_size = 0, read_size = 8u << 20;
   int hflush_count = 2000, hflush_warmup = 200;
   bool keep = false;
+  uint32_t packet = 126 * 512;
   for (int i = 1; i < argc; i++) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -77,13 +78,16 @@ int main(int argc, char** argv) {
     else if (a == "--blocksize") block_size = std::stoull(next());
     else if (a == "--read-size") read_size = std::stoull(next());
     else if (a == "--keep") keep = true;
+    else if (a == "--packet") packet = uint32_t(std::stoul(next()));
     else Usage("unknown argument " + a);
   }
   if (uri.empty()) Usage("--uri is required");
   if (read_size == 0 || read_size % 8 != 0) Usage("--read-size must be a positive multiple of 8");
   auto u = h::ParseHdfsUri(uri);
   if (!u.ok()) Die("uri", u.status());
-  auto c = h::Client::Connect(u->host, u->port);
+  h::ClientOptions co;
+  co.write_packet_bytes = packet;
+  auto c = h::Client::Connect(u->host, u->port, co);
   if (!c.ok()) Die("connect", c.status());
   auto& client = **c;
   auto defaults = client.GetServerDefaults();
@@ -95,11 +99,11 @@ int main(int argc, char** argv) {
 #endif
   std::fprintf(stderr,
                "hdfs_bench: client=hbiss build=%s uri=%s path=%s mib=%llu ops=%s blocksize=%llu "
-               "replication=%u read_size=%llu hflush_count=%d warmup=%d\n",
+               "replication=%u read_size=%llu hflush_count=%d warmup=%d packet=%u\n",
                build, uri.c_str(), path.c_str(), (unsigned long long)mib, ops.c_str(),
                (unsigned long long)(block_size ? block_size : defaults->block_size()),
                defaults->replication(), (unsigned long long)read_size, hflush_count,
-               hflush_warmup);
+               hflush_warmup, packet);
   const uint64_t bytes = mib << 20;
   std::string file = path + "/data";
   (void)client.Mkdirs(path);
