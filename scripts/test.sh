@@ -17,7 +17,9 @@
 #   BUILD_DIR            build directory (default: <repo>/build)
 #   HBISS_TEST_TIMEOUT   seconds per test (default 900)
 #   HBISS_HDFS_BASE_PORT first port of the test cluster (default 19800; it uses P..P+42)
-#   CTEST_JOBS           parallel tests (default 2)
+#   CTEST_JOBS           parallel tests (default 1: the HDFS tests share one cluster and kill
+#                        or restart its daemons, so they must not overlap; raise it only once
+#                        every such test has RESOURCE_LOCK hdfs_cluster)
 #   HBISS_SKIP_SANITIZE=1  skip the sanitizer build (step 5)
 #   HBISS_SKIP_FUZZ=1      skip the fuzz runs (step 5)
 set -uo pipefail
@@ -26,7 +28,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 build_dir="${BUILD_DIR:-$repo_root/build}"
 timeout_s="${HBISS_TEST_TIMEOUT:-900}"
-ctest_jobs="${CTEST_JOBS:-2}"
+ctest_jobs="${CTEST_JOBS:-1}"
 log_dir="$build_dir/test-logs"
 
 log() { echo "test.sh: $*" >&2; }
