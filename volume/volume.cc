@@ -461,6 +461,8 @@ Status VolumeImpl::ReplaySegment(store::SegmentReader* r, uint64_t seg_id, uint6
     // Apply: an operation takes effect when its last entry is read.
     uint32_t slot_idx = uint32_t(off / kSlotSize) + 1;
     for (const BatchEntry& e : h.entries) {
+      spdlog::trace("replay seg {} off {} seq {}: type {} lba {} count {} cont {}", seg_id, off,
+                    h.seq, int(e.type), e.lba, e.count, e.continues);
       PendingEntry p{e, uint32_t(seg_id), slot_idx};
       if (e.lba + e.count > map_.blocks()) return corrupt("entry beyond the volume's end");
       if (e.type == EntryType::kWrite) slot_idx += e.count;
@@ -595,6 +597,10 @@ Status VolumeImpl::Recover() {
       segment_ids_.push_back(chain[i]);
     }
   }
+  spdlog::debug("volume {}: recovered from checkpoint {} at ({}, {}); chain of {} segments; "
+                "log ends at ({}, {}) next seq {}; {} ops cut off",
+                name_, found ? ck.seq : 0, pos.segment_id, pos.offset, chain.size(), last_id,
+                last_end, seq, pending_op_.size());
   pending_op_.clear();  // an operation cut off by the end of the log never happened
   pending_op_.shrink_to_fit();
   if (max_id + 1 > ExtentMap::kMaxSeg) {
@@ -813,6 +819,7 @@ Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
   std::unique_lock<std::mutex> l(mu_);
   HBISS_RETURN_IF_ERROR(WritableLocked());
   op_in_progress_ = true;
+  ob_has_current_op_ = false;  // entries already in the batch belong to finished ops
   Status s;
   uint64_t mid_first = head_partial ? first + 1 : first;
   uint64_t mid_last = tail_partial ? last : last + 1;  // exclusive
@@ -863,6 +870,7 @@ Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
   std::unique_lock<std::mutex> l(mu_);
   HBISS_RETURN_IF_ERROR(WritableLocked());
   op_in_progress_ = true;
+  ob_has_current_op_ = false;  // entries already in the batch belong to finished ops
   Status s;
   uint64_t mid_first = head_partial ? first + 1 : first;
   uint64_t mid_last = tail_partial ? last : last + 1;

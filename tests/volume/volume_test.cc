@@ -15,6 +15,7 @@
 #include "store/local_store.h"
 #include "store/memory_store.h"
 #include "store/store_wrapper.h"
+#include "volume/log_format.h"
 
 namespace hbiss::volume {
 namespace {
@@ -318,6 +319,29 @@ TEST_F(VolumeTest, PeriodicCheckpointsAreWritten) {
   auto ck = store_.List("volumes/p/ckpt");
   ASSERT_TRUE(ck.ok());
   EXPECT_EQ(ck->size(), 2u);  // only the newest two are kept
+}
+
+// Regression: when an operation found the open batch full and sealed it,
+// the last entry of the previous, finished operation was marked CONTINUES,
+// so a crash that cut the new operation also dropped the finished (and
+// possibly flushed) one. Found by the concurrent crash test.
+TEST_F(VolumeTest, SealingByNextOpDoesNotMarkFinishedOpContinuing) {
+  auto v = MakeVolume(8 << 20, 4 << 20);
+  std::vector<uint8_t> a(256 * 4096, 1);  // exactly one full batch (256 data slots)
+  ASSERT_TRUE(v->Write(0, Bytes(a)).ok());
+  std::vector<uint8_t> b(4096, 2);
+  ASSERT_TRUE(v->Write(4 << 20, Bytes(b)).ok());  // finds the batch full and seals it
+  ASSERT_TRUE(v->Close().ok());
+  auto seg = store_.Get("volumes/v/seg/" + Hex16(1));
+  ASSERT_TRUE(seg.ok());
+  BatchHeader h;
+  ASSERT_TRUE(DecodeBatchHeader(std::span<const uint8_t>(
+                                    reinterpret_cast<const uint8_t*>(seg->data()) + 4096, 4096),
+                                &h)
+                  .ok());
+  ASSERT_EQ(h.entries.size(), 1u);
+  EXPECT_EQ(h.entries[0].count, 256u);
+  EXPECT_FALSE(h.entries[0].continues);
 }
 
 TEST_F(VolumeTest, SecondOpenForWritingIsBusy) {
