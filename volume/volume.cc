@@ -415,7 +415,9 @@ Status VolumeImpl::ReplaySegment(store::SegmentReader* r, uint64_t seg_id, uint6
     }
     uint64_t batch_end = off + kSlotSize + uint64_t(h.data_crcs.size()) * kSlotSize;
     if (bad.ok() && have_header) {
-      if (batch_end > size) {
+      if (batch_end > uint64_t(seg_slots_) * kSlotSize) {
+        bad = Status::Corruption("batch runs past the volume's segment size");
+      } else if (batch_end > size) {
         bad = Status::Corruption("segment ends inside the batch's data");
       } else if (limit == nullptr && !h.data_crcs.empty()) {
         // The tail segment: a batch counts only if all its data arrived.

@@ -14,6 +14,9 @@
 //    Flush. A block never returns bytes that were never written to it.
 //  * Data that fails its CRC is never returned: Read fails with Corruption.
 //  * All methods are safe to call from many threads at once.
+//  * Memory: an open volume keeps its open segment in memory, plus up to two
+//    more segments while they are being closed (so up to 3 x segment_size),
+//    and its extent map (Info().map_memory_bytes).
 #pragma once
 
 #include <cstdint>
