@@ -13,7 +13,8 @@
 # Env:   RUNTIME (s per workload, default 10), SIZE (export size, default 1G),
 #        DIR (where the store and image files live, default a temp dir under
 #        /var/tmp), OUT (default bench/nbd/results), SERVERS (subset, default
-#        "hbiss qemu-raw qemu-qcow2 nbdkit-memory").
+#        "hbiss qemu-raw qemu-qcow2 nbdkit-memory"), RAW_PREALLOC (qemu-img
+#        preallocation of the raw file: off, falloc or full; default full).
 set -euo pipefail
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -23,6 +24,7 @@ RUNTIME=${RUNTIME:-10}
 SIZE=${SIZE:-1G}
 OUT=${OUT:-$HERE/results}
 SERVERS=${SERVERS:-"hbiss qemu-raw qemu-qcow2 nbdkit-memory"}
+RAW_PREALLOC=${RAW_PREALLOC:-full}
 for t in fio qemu-nbd qemu-img nbdkit python3; do
   command -v $t >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
 done
@@ -59,7 +61,7 @@ sanitize=$(grep -s '^HBISS_SANITIZE:' "$(dirname "$HBISS")/CMakeCache.txt" | cut
   echo "- fio $(fio --version | sed 's/fio-//'), $(qemu-nbd --version | head -n1), $(nbdkit --version)"
   echo "- hbiss: $HBISS (CMAKE_BUILD_TYPE=${build_type:-unknown}, HBISS_SANITIZE=${sanitize:-OFF})"
   echo "- export size $SIZE, $RUNTIME s per workload, one NBD connection over TCP 127.0.0.1"
-  echo "- qemu-nbd: --cache=writeback --aio=threads --discard=unmap -e 4; qcow2 made by qemu-img create"
+  echo "- qemu-nbd: --cache=writeback --aio=threads --discard=unmap -e 4; raw file preallocation=$RAW_PREALLOC; qcow2 made by qemu-img create (defaults)"
   echo "- command: RUNTIME=$RUNTIME SIZE=$SIZE bench/nbd/run.sh $HBISS"
 } | tee "$OUT/params.md"
 case "${build_type:-}" in
@@ -87,7 +89,8 @@ start_server() {  # sets PID, PORT, EXPORT
       "$HBISS" --store "$DIR/store" serve --listen "127.0.0.1:$PORT" >"$DIR/hbiss.log" 2>&1 &
       PID=$!; EXPORT=vm;;
     qemu-raw)
-      qemu-img create -q -f raw "$DIR/disk.raw" "$SIZE"
+      # Fully preallocated, so qemu-nbd pays no filesystem block allocation.
+      qemu-img create -q -f raw -o preallocation="$RAW_PREALLOC" "$DIR/disk.raw" "$SIZE"
       qemu-nbd -f raw -b 127.0.0.1 -p "$PORT" -x vm -t -e 4 --cache=writeback --aio=threads \
         --discard=unmap "$DIR/disk.raw" &
       PID=$!; EXPORT=vm;;
