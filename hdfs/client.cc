@@ -625,28 +625,30 @@ Status FileWriter::StartBlock() {
 
 Status FileWriter::SendPacket(bool last_in_block, bool sync) {
   PipelinePacket p;
+  std::string wire_bytes;
   p.seqno = next_seqno_++;
   p.last_in_block = last_in_block;
   uint64_t data_end = pkt_offset_ + pkt_data_.size();
   if (last_in_block) {
     p.data_end = sent_bytes_;
     wire::EncodePacket(int64_t(sent_bytes_), p.seqno, true, false, {}, kBytesPerChecksum,
-                       &p.wire);
+                       &wire_bytes);
   } else if (data_end <= sent_bytes_) {
     // Nothing new (an hsync after an hflush): an empty packet that asks for the sync.
     p.data_end = sent_bytes_;
     wire::EncodePacket(int64_t(sent_bytes_), p.seqno, false, sync, {}, kBytesPerChecksum,
-                       &p.wire);
+                       &wire_bytes);
   } else {
     p.data_end = data_end;
     wire::EncodePacket(int64_t(pkt_offset_), p.seqno, false, sync, pkt_data_, kBytesPerChecksum,
-                       &p.wire);
+                       &wire_bytes);
     sent_bytes_ = data_end;
     // A partial last chunk is sent again, whole, with the next packet.
     uint64_t tail = data_end % kBytesPerChecksum;
     pkt_offset_ = data_end - tail;
     pkt_data_.erase(0, pkt_data_.size() - tail);
   }
+  p.wire = std::make_shared<const std::string>(std::move(wire_bytes));
   Status st = pipeline_->Send(std::move(p));
   if (!st.ok()) return Recover();
   return Status::OK();

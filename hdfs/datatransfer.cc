@@ -296,7 +296,7 @@ void Pipeline::Fail(const Status& st, int bad_node) {
 }
 
 Status Pipeline::Send(PipelinePacket packet) {
-  const std::string* wire_bytes;
+  std::shared_ptr<const std::string> wire_bytes;
   {
     std::unique_lock<std::mutex> l(mu_);
     cv_.wait(l, [&] {
@@ -304,7 +304,7 @@ Status Pipeline::Send(PipelinePacket packet) {
     });
     unacked_.push_back(std::move(packet));
     if (!status_.ok()) return status_;
-    wire_bytes = &unacked_.back().wire;  // deque elements do not move on push/pop at ends
+    wire_bytes = unacked_.back().wire;
     last_send_ms_ = NowMs();
   }
   // The packet cannot be popped before it is written: its ack cannot arrive earlier.

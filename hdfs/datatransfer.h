@@ -87,7 +87,9 @@ struct PipelinePacket {
   int64_t seqno = 0;
   bool last_in_block = false;
   uint64_t data_end = 0;  // offset in block just past this packet's data
-  std::string wire;       // the encoded packet (wire::EncodePacket)
+  // The encoded packet (wire::EncodePacket). Shared so that the sender can keep writing it
+  // while the responder drops an acknowledged packet from the queue.
+  std::shared_ptr<const std::string> wire;
 };
 
 struct PipelineSetup {
