@@ -12,7 +12,7 @@ void EncodeSegmentHeader(const SegmentHeader& h, std::span<uint8_t, kSlotSize> s
   std::memset(p, 0, kSlotSize);
   std::memcpy(p, kSegmentMagic, 8);
   EncodeFixed32(p + 8, h.version);
-  EncodeFixed32(p + 12, 0);  // reserved
+  EncodeFixed32(p + 12, h.flags);
   EncodeFixed64(p + 16, h.volume_id);
   EncodeFixed64(p + 24, h.segment_id);
   EncodeFixed64(p + 32, h.prev_segment_id);
@@ -37,6 +37,8 @@ Result<SegmentHeader> DecodeSegmentHeader(std::span<const uint8_t> slot) {
     return Status::NotSupported("segment format version " + std::to_string(h.version) +
                                 " is newer than this build supports");
   }
+  h.flags = DecodeFixed32(p + 12);
+  if (h.flags & ~kSegmentDiscardPending) return Status::NotSupported("unknown segment flags");
   h.volume_id = DecodeFixed64(p + 16);
   h.segment_id = DecodeFixed64(p + 24);
   h.prev_segment_id = DecodeFixed64(p + 32);

@@ -30,8 +30,14 @@ inline constexpr uint32_t kMinSegmentSlots = 8;
 inline constexpr char kSegmentMagic[8] = {'H', 'B', 'S', 'S', 'S', 'E', 'G', '1'};
 inline constexpr size_t kSegmentHeaderBytes = 60;  // bytes covered + CRC
 
+// Segment header flag: an operation still incomplete at the end of the
+// previous segment's valid log never happened; discard it. Set on segments
+// started by recovery after a log whose last operation was cut off.
+inline constexpr uint32_t kSegmentDiscardPending = 1;
+
 struct SegmentHeader {
   uint32_t version = kLogFormatVersion;
+  uint32_t flags = 0;             // kSegmentDiscardPending
   uint64_t volume_id = 0;
   uint64_t segment_id = 0;
   uint64_t prev_segment_id = 0;   // 0 for the first segment of the log

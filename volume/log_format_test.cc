@@ -19,6 +19,7 @@ SegmentHeader SampleSegmentHeader() {
   h.prev_segment_id = 41;
   h.prev_segment_end = 123 * 4096;
   h.first_seq = 9999;
+  h.flags = kSegmentDiscardPending;
   return h;
 }
 
@@ -35,6 +36,7 @@ TEST(SegmentHeaderTest, RoundTrip) {
   EXPECT_EQ(r->prev_segment_id, 41u);
   EXPECT_EQ(r->prev_segment_end, 123u * 4096);
   EXPECT_EQ(r->first_seq, 9999u);
+  EXPECT_EQ(r->flags, kSegmentDiscardPending);
   // Rest of the slot is zero padding.
   for (size_t i = kSegmentHeaderBytes; i < kSlotSize; i++) ASSERT_EQ(slot[i], 0) << i;
 }

@@ -246,6 +246,9 @@ class VolumeImpl final : public Volume {
 
   Status Recover();
   void Start();
+  // After Start: makes operations that recovery logged again durable, so
+  // what Open shows never goes back after a later crash.
+  Status FinishOpen() { return relogged_ ? Flush() : Status::OK(); }
 
   uint64_t size() const override { return meta_.size; }
   const std::string& name() const override { return name_; }
@@ -291,7 +294,8 @@ class VolumeImpl final : public Volume {
   Status AppendUnmapLocked(std::unique_lock<std::mutex>& l, EntryType type, uint64_t lba,
                            uint64_t n, bool last_part);
   std::shared_ptr<MemSegment> NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
-                                                  uint64_t prev_end);
+                                                  uint64_t prev_end, uint32_t flags = 0);
+  Status Relog(uint64_t seg_id, size_t first_batch, bool pending);
   LogPosition SealedEndLocked() const;
 
   // --- flusher ---
@@ -355,6 +359,16 @@ class VolumeImpl final : public Volume {
 
   // Recovery scratch.
   std::vector<PendingEntry> pending_op_;
+  struct TailBatch {  // a valid batch of the last segment, as replayed
+    uint64_t off = 0;
+    uint64_t seq = 0;
+    bool pending_before = false;  // an operation was incomplete before it
+    std::vector<BatchEntry> entries;
+    std::vector<uint32_t> crcs;  // of its data slots
+  };
+  std::vector<TailBatch> tail_batches_;
+  uint64_t tail_proven_ = 0;  // largest synced_upto offset inside the last segment
+  bool relogged_ = false;
 
   // Closed-segment cache.
   std::mutex cache_mu_;
@@ -387,6 +401,10 @@ Status VolumeImpl::ReplaySegment(store::SegmentReader* r, uint64_t seg_id, uint6
   std::vector<uint8_t> slot(kSlotSize);
   std::vector<uint8_t> data;
   BatchHeader& h = scratch_header_;
+  if (limit == nullptr) {
+    tail_batches_.clear();
+    tail_proven_ = 0;
+  }
   auto corrupt = [&](const std::string& why) {
     return Status::Corruption(where + ": bad batch at offset " + std::to_string(off) + ": " + why);
   };
@@ -459,6 +477,13 @@ Status VolumeImpl::ReplaySegment(store::SegmentReader* r, uint64_t seg_id, uint6
         spdlog::info("{}: log ends at offset {} (torn tail: {})", where, off, bad.message());
       }
       break;
+    }
+    if (limit == nullptr) {
+      tail_batches_.push_back(TailBatch{off, h.seq, !pending_op_.empty(), h.entries,
+                                        h.data_crcs});
+      if (h.synced_upto.segment_id == seg_id) {
+        tail_proven_ = std::max(tail_proven_, h.synced_upto.offset);
+      }
     }
     // Apply: an operation takes effect when its last entry is read.
     uint32_t slot_idx = uint32_t(off / kSlotSize) + 1;
@@ -589,6 +614,7 @@ Status VolumeImpl::Recover() {
                                 " starts at batch seq " + std::to_string(s.header.first_seq) +
                                 ", expected " + std::to_string(seq));
     }
+    if (s.header.flags & kSegmentDiscardPending) pending_op_.clear();
     const uint64_t* limit =
         i + 1 < chain.size() ? &segs[chain[i + 1]].header.prev_segment_end : nullptr;
     auto r = store_->Open(SegName(name_, chain[i]));
@@ -603,26 +629,141 @@ Status VolumeImpl::Recover() {
                 "log ends at ({}, {}) next seq {}; {} ops cut off",
                 name_, found ? ck.seq : 0, pos.segment_id, pos.offset, chain.size(), last_id,
                 last_end, seq, pending_op_.size());
+  const bool cut_off = !pending_op_.empty();
   pending_op_.clear();  // an operation cut off by the end of the log never happened
   pending_op_.shrink_to_fit();
   if (max_id + 1 > ExtentMap::kMaxSeg) {
     return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
   }
-  next_seq_ = seq;
-  last_sealed_seq_ = seq - 1;
-  durable_seq_ = seq - 1;
-  flush_target_ = seq - 1;
-  appended_seq_ = seq - 1;
-  durable_pos_ = appended_pos_ = {last_id, last_end};
-  if (!opts_.read_only) {
-    std::lock_guard<std::mutex> g(mu_);
-    cur_ = NewMemSegmentLocked(std::max(max_id, c) + 1, last_id, last_end);
+  if (opts_.read_only) return Status::OK();
+
+  // The log's valid tail may not be durable: after a process crash it can
+  // sit in the page cache only. Building on it (a new segment naming it as
+  // its predecessor's end) would turn a later power loss into corruption.
+  // So the new segment continues from the last position proven synced (a
+  // synced_upto in the last segment, or the checkpoint's position) and the
+  // operations after that point are logged again into the new segment.
+  LogPosition prev{last_id, last_end};
+  uint64_t next = seq;
+  size_t relog_from = tail_batches_.size();
+  bool pending = cut_off;
+  uint32_t inherited_flags = 0;
+  if (last_id != 0 && !tail_batches_.empty()) {
+    uint64_t proven = tail_proven_;
+    if (last_id == c) proven = std::max(proven, pos.offset);
+    if (proven < last_end) {
+      relog_from = 0;
+      while (relog_from < tail_batches_.size() && tail_batches_[relog_from].off < proven) {
+        relog_from++;
+      }
+      const TailBatch& t = tail_batches_[relog_from];  // exists: proven < last_end
+      next = t.seq;
+      pending = t.pending_before;
+      if (proven >= kSlotSize) {
+        prev = {last_id, t.off};
+      } else {
+        // Nothing in the last segment is proven durable, not even its
+        // header: skip it entirely (it becomes garbage off the chain).
+        const SegmentHeader& lh = segs[last_id].header;
+        prev = {lh.prev_segment_id, lh.prev_segment_end};
+        // The new segment takes its place, so it must drop what it dropped.
+        inherited_flags = lh.flags & kSegmentDiscardPending;
+        segment_ids_.erase(std::remove(segment_ids_.begin(), segment_ids_.end(), last_id),
+                           segment_ids_.end());
+      }
+    }
   }
+  // Whether anything after relog_from completes an operation.
+  bool completes = false;
+  for (size_t i = relog_from; i < tail_batches_.size() && !completes; i++) {
+    for (const BatchEntry& e : tail_batches_[i].entries) completes |= !e.continues;
+  }
+  next_seq_ = next;
+  last_sealed_seq_ = next - 1;
+  durable_seq_ = next - 1;
+  flush_target_ = next - 1;
+  appended_seq_ = next - 1;
+  durable_pos_ = appended_pos_ = prev;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    uint32_t flags = (pending && !completes) ? kSegmentDiscardPending : inherited_flags;
+    cur_ = NewMemSegmentLocked(std::max(max_id, c) + 1, prev.segment_id, prev.offset, flags);
+  }
+  if (relog_from < tail_batches_.size() && completes) {
+    HBISS_RETURN_IF_ERROR(Relog(last_id, relog_from, pending));
+  }
+  tail_batches_.clear();
+  tail_batches_.shrink_to_fit();
+  return Status::OK();
+}
+
+// Logs the operations of tail_batches_[first..] again, into the new segment,
+// up to the last complete one. `pending`: the first entry continues an
+// operation begun before tail_batches_[first].
+Status VolumeImpl::Relog(uint64_t seg_id, size_t first, bool pending) {
+  // The last entry that ends an operation; entries after it were cut off.
+  size_t last_b = 0, last_e = 0;
+  bool any = false;
+  for (size_t i = first; i < tail_batches_.size(); i++) {
+    for (size_t j = 0; j < tail_batches_[i].entries.size(); j++) {
+      if (!tail_batches_[i].entries[j].continues) {
+        last_b = i;
+        last_e = j;
+        any = true;
+      }
+    }
+  }
+  if (!any) return Status::OK();
+  auto r = store_->Open(SegName(name_, seg_id));
+  if (!r.ok()) return r.status().WithContext("volume " + name_ + ": reopening segment");
+  const std::string where = "volume " + name_ + " segment " + Hex16(seg_id);
+  std::vector<uint8_t> data;
+  size_t relogged = 0;
+  std::unique_lock<std::mutex> l(mu_);
+  op_in_progress_ = pending;
+  ob_has_current_op_ = false;
+  for (size_t i = first; i <= last_b; i++) {
+    const TailBatch& t = tail_batches_[i];
+    uint64_t slot = t.off / kSlotSize + 1;
+    size_t crc_index = 0;
+    for (size_t j = 0; j < t.entries.size() && (i < last_b || j <= last_e); j++) {
+      const BatchEntry& e = t.entries[j];
+      if (!op_in_progress_) {
+        op_in_progress_ = true;
+        ob_has_current_op_ = false;
+      }
+      if (e.type == EntryType::kWrite) {
+        data.resize(size_t(e.count) * kSlotSize);
+        l.unlock();
+        Status rs = ReadExact(r->get(), slot * kSlotSize, data, where);
+        l.lock();
+        HBISS_RETURN_IF_ERROR(rs);
+        for (uint32_t k = 0; k < e.count; k++) {
+          // Replay checked these CRCs; check again, the bytes were read again.
+          if (DataSlotCrc(data.data() + size_t(k) * kSlotSize) != t.crcs[crc_index + k]) {
+            return Status::Corruption(where + ": CRC mismatch re-reading slot " +
+                                      std::to_string(slot + k));
+          }
+        }
+        crc_index += e.count;
+        HBISS_RETURN_IF_ERROR(AppendWriteLocked(l, e.lba, e.count, data.data(), !e.continues));
+        slot += e.count;
+      } else {
+        HBISS_RETURN_IF_ERROR(AppendUnmapLocked(l, e.type, e.lba, e.count, !e.continues));
+      }
+      if (!e.continues) op_in_progress_ = false;
+      relogged++;
+    }
+  }
+  op_in_progress_ = false;
+  relogged_ = relogged > 0;
+  spdlog::info("volume {}: logged {} entries again from the unproven tail of segment {}", name_,
+               relogged, Hex16(seg_id));
   return Status::OK();
 }
 
 std::shared_ptr<MemSegment> VolumeImpl::NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
-                                                            uint64_t prev_end) {
+                                                            uint64_t prev_end, uint32_t flags) {
   auto s = std::make_shared<MemSegment>();
   s->id = id;
   s->slots = seg_slots_;
@@ -640,6 +781,7 @@ std::shared_ptr<MemSegment> VolumeImpl::NewMemSegmentLocked(uint64_t id, uint64_
   h.prev_segment_id = prev_id;
   h.prev_segment_end = prev_end;
   h.first_seq = next_seq_;
+  h.flags = flags;
   EncodeSegmentHeader(h, std::span<uint8_t, kSlotSize>(s->Slot(0), kSlotSize));
   mem_segs_[id] = s;
   segment_ids_.push_back(id);
@@ -1410,6 +1552,7 @@ Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::str
   auto v = std::make_unique<VolumeImpl>(store, name, meta, opts, std::move(lock));
   HBISS_RETURN_IF_ERROR(v->Recover());
   v->Start();
+  HBISS_RETURN_IF_ERROR(v->FinishOpen().WithContext("volume " + name + ": making recovery durable"));
   return std::unique_ptr<Volume>(std::move(v));
 }
 

@@ -241,6 +241,30 @@ TEST_F(CorruptionTest, TornTailIsTheEndOfTheLog) {
   ExpectBlocks(v.get(), 10, 2, 0);
 }
 
+// An operation cut off by the end of the log must stay dropped when the log
+// goes on after recovery (the new segment says: discard the pending op),
+// instead of being completed by the next operation's entries.
+TEST_F(CorruptionTest, OperationCutOffByTornTailStaysDropped) {
+  auto v = Open();
+  WriteBlocks(v.get(), 0, 100, 1);  // 62 blocks in segment 1, the rest in segment 2
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  DeleteCheckpoints();
+  // Tear segment 2 right after its header: the write's second half is gone.
+  Replace(SegObj(2), Get(SegObj(2)).substr(0, kSlotSize));
+  v = Open();
+  ASSERT_TRUE(v != nullptr);
+  ExpectBlocks(v.get(), 0, 100, 0);  // the whole write is gone, not half of it
+  WriteBlocks(v.get(), 500, 1, 2);
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  DeleteCheckpoints();  // replay everything again, through the cut
+  v = Open();
+  ASSERT_TRUE(v != nullptr);
+  ExpectBlocks(v.get(), 0, 100, 0);
+  ExpectBlocks(v.get(), 500, 1, 2);
+}
+
 TEST_F(CorruptionTest, BadDataInLastBatchOfLastSegmentIsATornTail) {
   auto v = Open();
   WriteBlocks(v.get(), 0, 4, 1);
