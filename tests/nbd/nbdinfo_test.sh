@@ -94,4 +94,18 @@ assert h.pread(4096, 512 << 10) == b"\xab" * 4096
 assert h.pread(4096, 4 << 20) == b"\x01" * 4096
 assert h.pread(4096, 300 << 10) == bytes(4096)
 '
+stop_server
+
+# A Unix socket only (no TCP).
+SOCK=$WORK/nbd.sock
+"$HBISS" --store "$STORE" serve --socket "$SOCK" >"$WORK/serve.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 1 200); do [ -S "$SOCK" ] && break; sleep 0.05; done
+check "nbdinfo over a Unix socket" nbdinfo --size "nbd+unix:///vma?socket=$SOCK"
+[ "$(cat "$WORK/check.out")" = 67108864 ] || fail "size over the Unix socket"
+grep -q "listening on nbd+unix" "$WORK/serve.log" || fail "socket not logged"
+grep -q "listening on nbd://" "$WORK/serve.log" && fail "TCP listener started with only --socket"
+stop_server
+[ ! -e "$SOCK" ] || fail "the socket file was not removed at shutdown"
+CHECKS=$((CHECKS + 1))
 finish
