@@ -160,24 +160,28 @@ TEST_F(CliTest, UnwritableStoreFails) {
   // root may write anywhere, so run hbiss as "nobody" then; otherwise make
   // the store read-only for its owner.
   std::vector<std::string> prefix;
+  std::string bin = HBISS_BIN;
   if (geteuid() == 0) {
     ASSERT_EQ(access("/usr/bin/setpriv", X_OK), 0) << "setpriv (util-linux) is needed as root";
     prefix = {"/usr/bin/setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"};
     fs::permissions(dir_.path(), fs::perms::others_read | fs::perms::others_exec,
                     fs::perm_options::add);
     fs::permissions(dir_ / "img", fs::perms::others_read, fs::perm_options::add);
+    // The build tree may sit where nobody cannot reach it (under /root): run a copy.
+    bin = dir_ / "hbiss";
+    fs::copy_file(HBISS_BIN, bin);
+    fs::permissions(bin, fs::perms::others_read | fs::perms::others_exec, fs::perm_options::add);
     // nobody must be able to run the binary and read the store, not write it.
-    ASSERT_EQ(RunArgv({prefix[0], prefix[1], prefix[2], prefix[3], prefix[4], HBISS_BIN,
-                       "--help"})
+    ASSERT_EQ(RunArgv({prefix[0], prefix[1], prefix[2], prefix[3], prefix[4], bin, "--help"})
                   .exit_code,
               0)
-        << "nobody cannot run " << HBISS_BIN;
+        << "nobody cannot run " << bin;
   } else {
     fs::permissions(store_, fs::perms::owner_write, fs::perm_options::remove);
   }
   auto run = [&](std::vector<std::string> args) {
     std::vector<std::string> argv = prefix;
-    argv.push_back(HBISS_BIN);
+    argv.push_back(bin);
     argv.insert(argv.end(), {"--store", store_});
     argv.insert(argv.end(), args.begin(), args.end());
     auto before = Snapshot(store_);
