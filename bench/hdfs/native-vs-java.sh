@@ -75,4 +75,10 @@ for op in ("write", "read"):
 for key in ("p50_us", "p99_us"):
     h, j = med(vals("hbiss", "hflush", key)), med(vals("java", "hflush", key))
     print(f"{'hflush ' + key:22}{h:12.1f}{j:12.1f}{h / j:12.2f}")
+print("per round:")
+for client in ("hbiss", "java"):
+    for op, key in (("write", "mib_per_s"), ("read", "mib_per_s"), ("hflush", "p50_us"),
+                    ("hflush", "p99_us")):
+        v = vals(client, op, key)
+        print(f"  {client:6} {op + ' ' + key:18} " + " ".join(f"{x:9.1f}" for x in v))
 PY
