@@ -8,6 +8,7 @@ need qemu-img qemu-io python3
 
 hbiss create img -s 96M >/dev/null
 hbiss create io -s 64M >/dev/null
+hbiss create bench -s 96M >/dev/null
 start_server
 
 # --- qemu-img ---------------------------------------------------------------
@@ -69,6 +70,12 @@ check "qemu-io aio_write + aio_flush" qemu-io -f raw \
 qemu-io -f raw -c "read -P 0x99 0 4096" "$U" >"$WORK/neg.out" 2>&1 || true
 grep -q "Pattern verification failed" "$WORK/neg.out" || fail "qemu-io verification is not effective"
 CHECKS=$((CHECKS + 1))
+
+# qemu-img bench at depth 32 must not stall (the Nagle/delayed-ACK pitfall).
+check "qemu-img bench writes, depth 32" timeout 60 qemu-img bench -f raw -w -d 32 -c 20000 \
+  -s 4096 "$(uri bench)"
+check "qemu-img bench reads, depth 32" timeout 60 qemu-img bench -f raw -d 32 -c 20000 \
+  -s 4096 "$(uri bench)"
 
 # After a clean restart everything acknowledged is still there.
 stop_server
