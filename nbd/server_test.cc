@@ -1,0 +1,123 @@
+// Server: listeners, many concurrent clients, and Stop() with
+// clients still connected.
+#include "nbd/server.h"
+
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "nbd/memory_export.h"
+#include "util/coding.h"
+
+namespace hbiss::nbd {
+namespace {
+
+int ConnectTcp(uint16_t port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  return fd;
+}
+
+bool ReadN(int fd, void* buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::read(fd, static_cast<char*>(buf) + got, n - got);
+    if (r <= 0) return false;
+    got += size_t(r);
+  }
+  return true;
+}
+
+// Handshake with EXPORT_NAME "vm", then one FLUSH; returns the socket.
+int Attach(uint16_t port) {
+  int fd = ConnectTcp(port);
+  uint8_t hello[18];
+  EXPECT_TRUE(ReadN(fd, hello, 18));
+  EXPECT_EQ(DecodeBE64(hello), kNbdMagic);
+  uint8_t out[4 + 16 + 2];
+  EncodeBE32(out, kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+  EncodeBE64(out + 4, kIHaveOpt);
+  EncodeBE32(out + 12, kOptExportName);
+  EncodeBE32(out + 16, 2);
+  std::memcpy(out + 20, "vm", 2);
+  EXPECT_EQ(::write(fd, out, sizeof(out)), ssize_t(sizeof(out)));
+  uint8_t info[10];
+  EXPECT_TRUE(ReadN(fd, info, 10));
+  EXPECT_EQ(DecodeBE64(info), 1u << 20);
+  uint8_t req[kRequestSize];
+  EncodeRequest(Request{kRequestMagic, 0, kCmdFlush, 7, 0, 0}, req);
+  EXPECT_EQ(::write(fd, req, sizeof(req)), ssize_t(sizeof(req)));
+  uint8_t rep[kSimpleReplySize];
+  EXPECT_TRUE(ReadN(fd, rep, sizeof(rep)));
+  EXPECT_EQ(DecodeBE32(rep), kSimpleReplyMagic);
+  EXPECT_EQ(DecodeBE32(rep + 4), 0u);
+  EXPECT_EQ(DecodeBE64(rep + 8), 7u);
+  return fd;
+}
+
+TEST(Server, ManyClientsThenStopWithClientsConnected) {
+  MemoryProvider p;
+  auto vm = std::make_shared<MemoryExport>("vm", 1 << 20);
+  p.Add(vm);
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  ASSERT_NE(s.port(), 0);
+  std::vector<int> fds(8);
+  std::vector<std::thread> ts;
+  for (auto& fd : fds) ts.emplace_back([&fd, &s] { fd = Attach(s.port()); });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(vm->flushes, 8u);
+  for (int i = 0; i < 100 && s.connections() < 8; i++) ::usleep(10000);
+  EXPECT_EQ(s.connections(), 8u);
+  s.Stop();  // must not wait for the clients to leave
+  EXPECT_EQ(s.connections(), 0u);
+  for (int fd : fds) {
+    char c;
+    EXPECT_EQ(::read(fd, &c, 1), 0);  // the server hung up
+    ::close(fd);
+  }
+}
+
+TEST(Server, UnixSocketAndBadAddresses) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  std::string path = ::testing::TempDir() + "/hbiss-nbd-server-test.sock";
+  {
+    ServerOptions o;
+    o.listen = "";
+    o.socket_path = path;
+    Server s(&p, o);
+    ASSERT_TRUE(s.Start().ok());
+    struct stat st;
+    ASSERT_EQ(::stat(path.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISSOCK(st.st_mode));
+    s.Stop();
+    EXPECT_NE(::stat(path.c_str(), &st), 0);  // removed at Stop
+  }
+  for (const char* bad : {"nocolon", "127.0.0.1:", "127.0.0.1:99999", "[::1", "1.2.3.4:x"}) {
+    ServerOptions o;
+    o.listen = bad;
+    Server s(&p, o);
+    EXPECT_TRUE(s.Start().IsInvalidArgument()) << bad;
+  }
+  ServerOptions none;
+  none.listen = "";
+  Server s(&p, none);
+  EXPECT_FALSE(s.Start().ok());
+}
+
+}  // namespace
+}  // namespace hbiss::nbd
