@@ -1,5 +1,0 @@
-if(EXISTS "/work/main/build/util/util_test[1]_tests.cmake")
-  include("/work/main/build/util/util_test[1]_tests.cmake")
-else()
-  add_test(util_test_NOT_BUILT util_test_NOT_BUILT)
-endif()
