@@ -11,6 +11,9 @@
 //    treats the writer as crashed: it calls recoverLease and waits until the NameNode has
 //    closed the file (the HBase WAL pattern), then reads up to the recovered length. A file
 //    still being written by this process is read up to its hflushed length instead.
+//    Caution: HDFS cannot tell a crashed writer from a live one in another process, so an
+//    Open there fences that writer (its next hflush fails). Callers that may read a segment
+//    another process is still writing must hold that volume's TryLock first.
 //  * TryLock holds an empty lock file open through our lease (Client::TryLockFile): create,
 //    or append to a closed one; another holder's lease -> Busy. Released by completing the
 //    file; a crashed holder's lock frees itself when its lease expires (soft limit, 60 s).
