@@ -198,6 +198,8 @@ void Server::StartConnection(int fd, std::string peer) {
     Status s = raw->conn->Run();
     if (s.ok() || s.code() == Status::Code::kAborted) {
       spdlog::info("nbd {}: disconnected after {} requests", peer, raw->conn->requests());
+    } else if (server->stopping_) {
+      spdlog::info("nbd {}: closed by shutdown after {} requests", peer, raw->conn->requests());
     } else {
       spdlog::warn("nbd {}: closed after {} requests: {}", peer, raw->conn->requests(),
                    s.ToString());

@@ -20,6 +20,8 @@ Status FdTransport::ReadFull(void* buf, size_t n) {
     ssize_t r = ::recv(fd_, p + got, n - got, 0);
     if (r > 0) {
       got += size_t(r);
+    } else if (shut_) {
+      return Status::IOError("connection shut down");  // by us, not the peer
     } else if (r == 0) {
       if (got == 0) return Status::Aborted("end of stream");
       return Status::IOError("truncated message: end of stream");
