@@ -244,7 +244,7 @@ void RunConcurrentIteration(uint64_t seed, Stats* stats) {
   std::vector<std::vector<Op>> acked(kThreads);
   std::vector<size_t> flushed(kThreads, 0);
   std::vector<Op> failed_op(kThreads);
-  std::vector<bool> has_failed_op(kThreads, false);
+  std::vector<uint8_t> has_failed_op(kThreads, 0);  // not vector<bool>: threads write it
   std::atomic<bool> unexpected{false};
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; t++) {
