@@ -424,6 +424,29 @@ Status FileReader::Refresh() {
   return Status::OK();
 }
 
+void FileReader::ReportBadReplica(const pb::LocatedBlock& lb, const pb::DatanodeInfo& dn) {
+  pb::ReportBadBlocksRequest req;
+  pb::LocatedBlock* bad = req.add_blocks();
+  *bad->mutable_b() = lb.b();
+  bad->set_offset(lb.offset());
+  *bad->add_locs() = dn;
+  bad->set_corrupt(false);
+  *bad->mutable_block_token() = lb.block_token();
+  for (int i = 0; i < lb.locs_size() && i < lb.storage_ids_size(); i++) {
+    if (lb.locs(i).id().datanode_uuid() == dn.id().datanode_uuid()) {
+      bad->add_storage_ids(lb.storage_ids(i));
+    }
+  }
+  pb::ReportBadBlocksResponse resp;
+  Status st = client_->NnCall("reportBadBlocks", req, &resp);
+  if (st.ok()) {
+    reported_bad_++;
+  } else {
+    spdlog::warn("hdfs: reporting the corrupt replica of block {} on {}: {}", lb.b().block_id(),
+                 DatanodeName(dn), st.ToString());
+  }
+}
+
 bool FileReader::ReadFromStream(const pb::LocatedBlock& lb, uint64_t off_in_block,
                                 uint64_t len, uint8_t* out) {
   std::unique_lock<std::mutex> sl(stream_mu_, std::try_to_lock);
@@ -442,6 +465,7 @@ bool FileReader::ReadFromStream(const pb::LocatedBlock& lb, uint64_t off_in_bloc
   }
   spdlog::warn("hdfs: {}; trying another replica", st.ToString());
   failovers_++;
+  if (st.IsCorruption()) ReportBadReplica(lb, stream_dn_info_);
   {
     std::lock_guard<std::mutex> l(mu_);
     dead_nodes_.insert(stream_dn_);
@@ -478,12 +502,14 @@ Status FileReader::ReadFromBlock(const pb::LocatedBlock& first_lb, uint64_t off_
           if (sl.owns_lock()) {
             stream_ = std::move(r).value();
             stream_dn_ = name;
+            stream_dn_info_ = dn;
           }
         }
         return st;
       }
       spdlog::warn("hdfs: {}; trying another replica", st.ToString());
       failovers_++;
+      if (st.IsCorruption()) ReportBadReplica(lb, dn);
       if (!st.IsCorruption()) all_corrupt = false;
       last = st;
       std::lock_guard<std::mutex> l(mu_);

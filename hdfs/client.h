@@ -93,8 +93,9 @@ class FileReader {
   const std::string& path() const { return path_; }
   // True when the file was still open for writing when this reader opened it.
   bool under_construction() const { return under_construction_; }
-  // Replicas skipped because they failed (for tests and logs).
+  // Replicas skipped because they failed, and replicas reported corrupt to the NameNode.
   uint64_t failovers() const { return failovers_.load(); }
+  uint64_t reported_bad() const { return reported_bad_.load(); }
   // The located blocks as last fetched (for tests and tools).
   std::vector<pb::LocatedBlock> blocks() const {
     std::lock_guard<std::mutex> l(mu_);
@@ -105,6 +106,9 @@ class FileReader {
   friend class Client;
   FileReader(Client* client, std::string path) : client_(client), path_(std::move(path)) {}
   Status Refresh();  // refetches block locations; REQUIRES: mu_ not held
+  // Tells the NameNode that dn's replica of lb's block failed its checksum, so that it
+  // re-replicates the block from a good copy (best effort, as the Java client does).
+  void ReportBadReplica(const pb::LocatedBlock& lb, const pb::DatanodeInfo& dn);
   // Reads [off_in_block, +len) of one block, failing over between replicas. With `stream`,
   // asks the DataNode for the rest of the block and keeps the stream for the next
   // sequential read.
@@ -121,6 +125,7 @@ class FileReader {
   bool under_construction_ = false;
   bool fetched_ = false;  // GUARDED_BY(mu_)
   std::atomic<uint64_t> failovers_{0};
+  std::atomic<uint64_t> reported_bad_{0};
   mutable std::mutex mu_;
   std::vector<pb::LocatedBlock> blocks_;  // GUARDED_BY(mu_); with the last block's length
   std::set<std::string> dead_nodes_;      // GUARDED_BY(mu_)
@@ -128,6 +133,7 @@ class FileReader {
   std::mutex stream_mu_;
   std::unique_ptr<BlockReader> stream_;  // GUARDED_BY(stream_mu_)
   std::string stream_dn_;                // GUARDED_BY(stream_mu_)
+  pb::DatanodeInfo stream_dn_info_;      // GUARDED_BY(stream_mu_)
   std::atomic<uint64_t> last_end_{~0ull};  // file offset where the previous PRead ended
 };
 

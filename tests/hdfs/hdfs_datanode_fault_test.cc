@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <fstream>
+#include <thread>
 
 #include "hdfs/client.h"
 #include "hdfs/datatransfer.h"
@@ -180,17 +181,71 @@ TEST(HdfsDataNodeFaultTest, CorruptedReplicaIsCaughtAndReadFailsOver) {
   // A chunk-aligned read that avoids the damaged chunks is served by any replica.
   Status head = ReadBlock(c->client_name(), lb, lb.locs(0), 0, 4096, p, 30000);
   EXPECT_TRUE(head.ok()) << head.ToString();
-  // The file reader fails over to the good replica whatever the order.
-  for (int i = 0; i < 3; i++) {
-    auto all = ReadAll(*c, dir + "/f");
-    ASSERT_TRUE(all.ok()) << all.status().ToString();
-    EXPECT_TRUE(*all == data);
+  // The file reader fails over to the good replica whatever the order, and reports the
+  // corrupt replicas it met to the NameNode.
+  // Through the reader opened before the damage, the replica order is known: both corrupt
+  // replicas are tried (and reported) before the good one.
+  {
+    std::string all(data.size(), '\0');
+    auto n = (*r)->PRead(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(all.data()),
+                                               all.size()));
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    EXPECT_TRUE(all == data);
+    EXPECT_EQ((*r)->reported_bad(), 2u);
+    EXPECT_GE((*r)->failovers(), 2u);
   }
-  // With the last good replica corrupted too, the read fails: bad bytes are never served.
-  CorruptReplica(DataNodeIndex(lb.locs(2).id().xfer_port()), lb.b().block_id());
-  auto bad = ReadAll(*c, dir + "/f");
-  ASSERT_FALSE(bad.ok());
-  EXPECT_TRUE(bad.status().IsCorruption()) << bad.status().ToString();
+  uint64_t reported = (*r)->reported_bad();
+  for (int i = 0; i < 3; i++) {
+    auto rr = c->Open(dir + "/f");
+    ASSERT_TRUE(rr.ok());
+    std::string all(data.size(), '\0');
+    auto n = (*rr)->PRead(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(all.data()),
+                                                 all.size()));
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    EXPECT_TRUE(all == data);
+    reported += (*rr)->reported_bad();
+  }
+  // The NameNode stops handing out the replicas we reported (and re-replicates the block).
+  if (reported > 0) {
+    bool dropped = false;
+    for (int i = 0; i < 60 && !dropped; i++) {
+      auto fresh = c->Open(dir + "/f");
+      ASSERT_TRUE(fresh.ok());
+      auto b0 = (*fresh)->blocks()[0];
+      dropped = true;
+      for (const auto& dn : b0.locs()) {
+        for (int bad = 0; bad < 2; bad++) {
+          if (dn.id().datanode_uuid() == lb.locs(bad).id().datanode_uuid()) dropped = false;
+        }
+      }
+      if (!dropped) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    EXPECT_TRUE(dropped) << "the NameNode still lists a reported corrupt replica";
+  }
+  EXPECT_TRUE(c->Delete(dir, true).ok());
+}
+
+TEST(HdfsDataNodeFaultTest, EveryReplicaCorruptIsAnErrorNeverBadBytes) {
+  HBISS_NEED_CLUSTER(true);
+  auto c = ConnectClient();
+  ASSERT_NE(c, nullptr);
+  std::string dir = UniqueDir("corrupt-all");
+  std::mt19937_64 rng(31);
+  const std::string data = RandomBytes(rng, 300000);
+  ASSERT_TRUE(WriteAll(*c, dir + "/f", data, kBlock).ok());
+  auto r = c->Open(dir + "/f");
+  ASSERT_TRUE(r.ok());
+  auto lb = (*r)->blocks()[0];
+  ASSERT_EQ(lb.locs_size(), 3);
+  for (const auto& dn : lb.locs()) CorruptReplica(DataNodeIndex(dn.id().xfer_port()), lb.b().block_id());
+  std::string buf(data.size(), '\0');
+  auto n = (*r)->PRead(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(buf.data()), buf.size()));
+  ASSERT_FALSE(n.ok());
+  EXPECT_TRUE(n.status().IsCorruption()) << n.status().ToString();
+  // Bytes before the damaged chunk are still served: corruption is per chunk.
+  auto head = (*r)->PRead(0, std::span<uint8_t>(reinterpret_cast<uint8_t*>(buf.data()), 4096));
+  ASSERT_TRUE(head.ok()) << head.status().ToString();
+  EXPECT_TRUE(buf.substr(0, 4096) == data.substr(0, 4096));
   EXPECT_TRUE(c->Delete(dir, true).ok());
 }
 
