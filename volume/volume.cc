@@ -340,6 +340,7 @@ class VolumeImpl final : public Volume {
   uint64_t flush_target_ = 0;   // a Flush waits for batches <= this seq
   uint64_t durable_seq_ = 0;    // batches <= this are synced
   uint64_t log_bytes_ = 0;      // bytes in all segment files (as appended)
+  uint64_t segment_files_ = 0;  // segment objects in the store
   uint64_t ckpt_log_mark_ = 0;  // log_bytes_ at the last checkpoint
   uint64_t ckpt_seq_ = 0;       // newest checkpoint written or loaded
   std::vector<uint64_t> ckpt_seqs_;  // existing checkpoint objects, increasing
@@ -530,6 +531,7 @@ Status VolumeImpl::Recover() {
     }
   }
   for (auto& [id, sz] : seg_sizes) log_bytes_ += sz;
+  segment_files_ = seg_sizes.size();
   ckpt_log_mark_ = log_bytes_;
   uint64_t max_id = seg_list.empty() ? 0 : seg_list.back().first;
   const uint64_t c = pos.segment_id;
@@ -1067,6 +1069,7 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
                               .WithContext("appending to " + obj));
     std::lock_guard<std::mutex> g(mu_);
     log_bytes_ += kSlotSize;
+    segment_files_++;
   }
   BatchHeader& h = scratch_header_;
   h.volume_id = meta_.id;
@@ -1423,7 +1426,7 @@ VolumeInfo VolumeImpl::Info() const {
   v.size = meta_.size;
   v.segment_size = meta_.segment_size;
   v.mapped_bytes = map_.MappedBlocks() * kBlockSize;
-  v.segment_count = segment_ids_.size();
+  v.segment_count = segment_files_;
   v.log_bytes = log_bytes_;
   v.checkpoint_seq = ckpt_seq_;
   v.map_memory_bytes = map_.MemoryUsage();
