@@ -32,12 +32,19 @@ void WriteLocal(const std::string& path, const std::string& data) {
   f.write(data.data(), std::streamsize(data.size()));
 }
 
-std::string TempDir() {
-  char tmpl[] = "/tmp/hbiss-hdfs-test-XXXXXX";
-  char* d = ::mkdtemp(tmpl);
-  EXPECT_NE(d, nullptr);
-  return d == nullptr ? "/tmp" : d;
-}
+// A local temporary directory, removed when the test ends however it ends.
+struct TempDir {
+  TempDir() {
+    char tmpl[] = "/tmp/hbiss-hdfs-test-XXXXXX";
+    char* d = ::mkdtemp(tmpl);
+    EXPECT_NE(d, nullptr);
+    path = d == nullptr ? "" : d;
+  }
+  ~TempDir() {
+    if (!path.empty()) Shell("rm -rf '" + path + "'");
+  }
+  std::string path;
+};
 
 const std::vector<size_t>& Sizes() {
   static const std::vector<size_t> s = {0,      1,          511,         512,
@@ -54,7 +61,9 @@ TEST(HdfsClientTest, RoundTripAllSizesBothWaysWithJava) {
   ASSERT_TRUE(c->Mkdirs(dir + "/java").ok());
   std::mt19937_64 rng(1);
   std::map<std::string, std::string> files;
-  std::string local = TempDir();
+  TempDir tmp;
+  ASSERT_FALSE(tmp.path.empty());
+  const std::string& local = tmp.path;
   std::string put_args;
   for (size_t size : Sizes()) {
     std::string name = "f" + std::to_string(size);
@@ -85,7 +94,6 @@ TEST(HdfsClientTest, RoundTripAllSizesBothWaysWithJava) {
     EXPECT_FALSE(st->is_dir);
     EXPECT_EQ(st->block_size, kBlock);
   }
-  Shell("rm -rf '" + local + "'");
   EXPECT_TRUE(c->Delete(dir, true).ok());
 }
 
