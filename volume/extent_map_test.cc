@@ -199,6 +199,7 @@ TEST(ExtentMapTest, MemoryBudgetSequentialFill) {
     m.Set(b, 1, 1, slot++);
   }
   double per_block = double(m.MemoryUsage()) / double(kBlocks);
+  RecordProperty("sequential_bytes_per_block", std::to_string(per_block));
   EXPECT_LE(per_block, 0.5);
 }
 
