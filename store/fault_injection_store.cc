@@ -395,7 +395,8 @@ Status FaultInjectionStore::SimulateCrash(CrashKind kind) {
   Status first_error;
   uint64_t truncated = 0;
   uint64_t dropped = 0;
-  for (const auto& [name, entry] : objects) {  // sorted: deterministic draws
+  for (const auto& [key, entry] : objects) {  // sorted: deterministic draws
+    const std::string& name = key;  // a plain reference: lambdas below capture it
     const ObjectState& st = entry.st;
     uint64_t floor = kind == CrashKind::kPowerLoss ? st.synced : st.flushed;
     if (st.appended <= floor) continue;
