@@ -1532,6 +1532,9 @@ Status Volume::Create(store::Store* store, const std::string& name, const Create
                       uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()));
   while (m.id == 0) m.id = rng();
   std::string text = EncodeMeta(m);
+  // Leftovers without a meta (a Remove interrupted after deleting the meta)
+  // are garbage of an old volume: clear them so the new one starts empty.
+  HBISS_RETURN_IF_ERROR(store->DeleteDir(VolDir(name)));
   return store->Put(MetaName(name), std::span<const uint8_t>(
                                         reinterpret_cast<const uint8_t*>(text.data()),
                                         text.size()));

@@ -85,6 +85,30 @@ TEST_F(VolumeTest, CreateListStatRemove) {
   EXPECT_EQ(*Volume::List(&store_), (std::vector<std::string>{"b"}));
 }
 
+TEST_F(VolumeTest, CreateClearsLeftoversOfAnInterruptedRemove) {
+  CreateOptions co;
+  co.size = 1 << 20;
+  ASSERT_TRUE(Volume::Create(&store_, "r", co).ok());
+  {
+    auto v = Volume::Open(&store_, "r");
+    ASSERT_TRUE(v.ok());
+    std::vector<uint8_t> d(8192, 7);
+    ASSERT_TRUE((*v)->Write(0, Bytes(d)).ok());
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  // Remove deleted the meta, then died before deleting the directory.
+  ASSERT_TRUE(store_.Delete("volumes/r/meta").ok());
+  EXPECT_TRUE(Volume::List(&store_)->empty());
+  ASSERT_TRUE(Volume::Create(&store_, "r", co).ok());
+  auto v = Volume::Open(&store_, "r");
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  std::vector<uint8_t> back(8192, 1);
+  ASSERT_TRUE((*v)->Read(0, back).ok());
+  EXPECT_TRUE(back == std::vector<uint8_t>(8192, 0));
+  EXPECT_EQ((*v)->Info().segment_count, 0u);
+  EXPECT_EQ((*v)->Info().checkpoint_seq, 0u);
+}
+
 TEST_F(VolumeTest, BadArgumentsChangeNothing) {
   CreateOptions co;
   co.size = 1 << 20;
