@@ -10,22 +10,14 @@
 
 #include "store/local_store.h"
 #include "store/memory_store.h"
+#include "util/bytes.h"
+#include "util/test_util.h"
 
 namespace hbiss::store {
 namespace {
 
 using Op = FaultInjectionStore::Op;
 using Code = Status::Code;
-
-std::span<const uint8_t> AsBytes(const std::string& s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
-std::string RandomBytes(std::mt19937_64& rng, size_t n) {
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
 
 bool IsInjectedCrash(const Status& s) {
   return s.IsIOError() && s.message().find("injected crash") != std::string::npos;

@@ -13,16 +13,13 @@
 #include <fstream>
 
 #include "store/memory_store.h"
+#include "util/bytes.h"
 
 namespace hbiss::store {
 namespace {
 
 namespace fs = std::filesystem;
 using Code = Status::Code;
-
-std::span<const uint8_t> AsBytes(const std::string& s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
 
 #define ASSERT_OK(expr)                                       \
   do {                                                        \

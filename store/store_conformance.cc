@@ -1,4 +1,6 @@
 #include "store/store_conformance.h"
+#include "util/bytes.h"
+#include "util/test_util.h"
 
 #include <algorithm>
 #include <atomic>
@@ -24,16 +26,6 @@ void StoreConformanceTest::TearDown() { store_.reset(); }
 namespace {
 
 using Code = Status::Code;
-
-std::span<const uint8_t> AsBytes(const std::string& s) {
-  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
-}
-
-std::string RandomBytes(std::mt19937_64& rng, size_t n) {
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
 
 // Creates `name` and appends `data` in random-sized pieces, then closes it.
 void WriteObject(Store& store, const std::string& name, const std::string& data,

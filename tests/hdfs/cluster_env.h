@@ -17,8 +17,11 @@
 #include <string>
 
 #include "hdfs/client.h"
+#include "util/test_util.h"
 
 namespace hbiss::hdfs::testing {
+
+using ::hbiss::RandomBytes;
 
 inline std::string Env(const char* name) {
   const char* v = std::getenv(name);
@@ -80,17 +83,6 @@ inline int Cluster(const std::string& sub, const std::string& args, std::string*
 // DataNode number (1-based) from its transfer port: ports are base + 10 * N.
 inline int DataNodeIndex(uint32_t xfer_port) {
   return int((xfer_port - ClusterUri().port) / 10);
-}
-
-inline std::string RandomBytes(std::mt19937_64& rng, size_t n) {
-  std::string s(n, '\0');
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t v = rng();
-    std::memcpy(s.data() + i, &v, 8);
-  }
-  for (; i < n; i++) s[i] = char(rng());
-  return s;
 }
 
 inline std::string UniqueDir(const std::string& what) {
