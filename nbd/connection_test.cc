@@ -12,35 +12,13 @@
 #include <thread>
 
 #include "nbd/memory_export.h"
+#include "nbd/test_util.h"
 #include "util/coding.h"
 
 namespace hbiss::nbd {
 namespace {
 
-std::string Be64(uint64_t v) {
-  std::string s(8, '\0');
-  EncodeBE64(reinterpret_cast<uint8_t*>(s.data()), v);
-  return s;
-}
-std::string Be32(uint32_t v) {
-  std::string s(4, '\0');
-  EncodeBE32(reinterpret_cast<uint8_t*>(s.data()), v);
-  return s;
-}
-std::string Be16(uint16_t v) {
-  std::string s(2, '\0');
-  EncodeBE16(reinterpret_cast<uint8_t*>(s.data()), v);
-  return s;
-}
-uint32_t Get32(const std::string& s, size_t at) {
-  return DecodeBE32(reinterpret_cast<const uint8_t*>(s.data()) + at);
-}
-uint64_t Get64(const std::string& s, size_t at) {
-  return DecodeBE64(reinterpret_cast<const uint8_t*>(s.data()) + at);
-}
-uint16_t Get16(const std::string& s, size_t at) {
-  return DecodeBE16(reinterpret_cast<const uint8_t*>(s.data()) + at);
-}
+using namespace ::hbiss::nbd::testing;  // NOLINT: test helpers
 
 std::string Option(uint32_t opt, const std::string& data) {
   return Be64(kIHaveOpt) + Be32(opt) + Be32(uint32_t(data.size())) + data;

@@ -3,21 +3,13 @@
 #include <gtest/gtest.h>
 
 #include "nbd/connection.h"
+#include "nbd/test_util.h"
 #include "util/coding.h"
 
 namespace hbiss::nbd {
 namespace {
 
-std::string Be32(uint32_t v) {
-  std::string s(4, '\0');
-  EncodeBE32(reinterpret_cast<uint8_t*>(s.data()), v);
-  return s;
-}
-std::string Be16(uint16_t v) {
-  std::string s(2, '\0');
-  EncodeBE16(reinterpret_cast<uint8_t*>(s.data()), v);
-  return s;
-}
+using namespace ::hbiss::nbd::testing;  // NOLINT: test helpers
 
 TEST(Protocol, RequestRoundTrip) {
   Request r{kRequestMagic, kCmdFlagFua, kCmdWrite, 0x0102030405060708ull, 1ull << 40, 4096};
