@@ -19,6 +19,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <functional>
 #include <ctime>
 #include <deque>
 #include <list>
@@ -225,6 +226,8 @@ struct PendingEntry {
   uint32_t slot = 0;
 };
 
+struct BlockSpan;  // defined with Write below
+
 class VolumeImpl final : public Volume {
  public:
   VolumeImpl(store::Store* store, std::string name, Meta meta, OpenOptions opts,
@@ -278,6 +281,15 @@ class VolumeImpl final : public Volume {
   }
   Status WritableLocked() const;
   Status Unmap(uint64_t offset, uint64_t length, EntryType type);
+  // Reads the partly covered edge blocks of `b` into head / tail.
+  Status ReadEdges(const BlockSpan& b, uint8_t* head, uint8_t* tail);
+  // Appends one whole operation over the blocks of `b`: the partial edge
+  // blocks as writes of `head` / `tail`, and the full blocks between them
+  // through middle(first_lba, count, is_last_part). REQUIRES: write_mu_ and
+  // mu_ (held by l).
+  using MiddleFn = std::function<Status(uint64_t, uint64_t, bool)>;
+  Status AppendOpLocked(std::unique_lock<std::mutex>& l, const BlockSpan& b,
+                        const uint8_t* head, const uint8_t* tail, const MiddleFn& middle);
 
   // --- recovery ---
   Status ReplaySegment(store::SegmentReader* r, uint64_t seg_id, uint64_t from,
@@ -936,6 +948,52 @@ Status VolumeImpl::AppendUnmapLocked(std::unique_lock<std::mutex>& l, EntryType 
   return Status::OK();
 }
 
+// The volume blocks [first, last] that the byte range [offset, offset + len)
+// touches, and which edge blocks it covers only in part (those need
+// read-modify-write). REQUIRES: len > 0.
+struct BlockSpan {
+  uint64_t first = 0;
+  uint64_t last = 0;
+  bool head_partial = false;
+  bool tail_partial = false;
+
+  static BlockSpan Of(uint64_t offset, uint64_t len) {
+    const uint64_t end = offset + len;
+    BlockSpan b;
+    b.first = offset / kBlockSize;
+    b.last = (end - 1) / kBlockSize;
+    b.head_partial = offset % kBlockSize != 0 || (b.first == b.last && end % kBlockSize != 0);
+    b.tail_partial = b.last != b.first && end % kBlockSize != 0;
+    return b;
+  }
+};
+
+Status VolumeImpl::ReadEdges(const BlockSpan& b, uint8_t* head, uint8_t* tail) {
+  if (b.head_partial) {
+    HBISS_RETURN_IF_ERROR(Read(b.first * kBlockSize, std::span<uint8_t>(head, kBlockSize)));
+  }
+  if (b.tail_partial) {
+    HBISS_RETURN_IF_ERROR(Read(b.last * kBlockSize, std::span<uint8_t>(tail, kBlockSize)));
+  }
+  return Status::OK();
+}
+
+Status VolumeImpl::AppendOpLocked(std::unique_lock<std::mutex>& l, const BlockSpan& b,
+                                  const uint8_t* head, const uint8_t* tail,
+                                  const MiddleFn& middle) {
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  op_in_progress_ = true;
+  ob_has_current_op_ = false;  // entries already in the batch belong to finished ops
+  Status s;
+  uint64_t mid_first = b.head_partial ? b.first + 1 : b.first;
+  uint64_t mid_last = b.tail_partial ? b.last : b.last + 1;  // exclusive
+  if (b.head_partial) s = AppendWriteLocked(l, b.first, 1, head, b.first == b.last);
+  if (s.ok() && mid_last > mid_first) s = middle(mid_first, mid_last - mid_first, !b.tail_partial);
+  if (s.ok() && b.tail_partial) s = AppendWriteLocked(l, b.last, 1, tail, true);
+  op_in_progress_ = false;
+  return s;
+}
+
 Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, data.size()));
   if (data.empty()) return Status::OK();
@@ -945,38 +1003,23 @@ Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
     std::lock_guard<std::mutex> g(mu_);
     HBISS_RETURN_IF_ERROR(WritableLocked());
   }
-  const uint64_t first = offset / kBlockSize;
-  const uint64_t last = (end - 1) / kBlockSize;
+  const BlockSpan b = BlockSpan::Of(offset, data.size());
   // Edge blocks that are only partly written: read-modify-write.
   alignas(64) static thread_local uint8_t head[kBlockSize];
   alignas(64) static thread_local uint8_t tail[kBlockSize];
-  bool head_partial = offset % kBlockSize != 0 || (first == last && end % kBlockSize != 0);
-  bool tail_partial = last != first && end % kBlockSize != 0;
-  if (head_partial) {
-    HBISS_RETURN_IF_ERROR(Read(first * kBlockSize, std::span<uint8_t>(head, kBlockSize)));
+  HBISS_RETURN_IF_ERROR(ReadEdges(b, head, tail));
+  if (b.head_partial) {
     size_t in = offset % kBlockSize;
-    size_t n = std::min<uint64_t>(data.size(), kBlockSize - in);
-    std::memcpy(head + in, data.data(), n);
+    std::memcpy(head + in, data.data(), std::min<uint64_t>(data.size(), kBlockSize - in));
   }
-  if (tail_partial) {
-    HBISS_RETURN_IF_ERROR(Read(last * kBlockSize, std::span<uint8_t>(tail, kBlockSize)));
-    std::memcpy(tail, data.data() + (last * kBlockSize - offset), end % kBlockSize);
+  if (b.tail_partial) {
+    std::memcpy(tail, data.data() + (b.last * kBlockSize - offset), end % kBlockSize);
   }
   std::unique_lock<std::mutex> l(mu_);
-  HBISS_RETURN_IF_ERROR(WritableLocked());
-  op_in_progress_ = true;
-  ob_has_current_op_ = false;  // entries already in the batch belong to finished ops
-  Status s;
-  uint64_t mid_first = head_partial ? first + 1 : first;
-  uint64_t mid_last = tail_partial ? last : last + 1;  // exclusive
-  if (head_partial) s = AppendWriteLocked(l, first, 1, head, first == last);
-  if (s.ok() && mid_last > mid_first) {
-    const uint8_t* src = data.data() + (mid_first * kBlockSize - offset);
-    s = AppendWriteLocked(l, mid_first, mid_last - mid_first, src, !tail_partial);
-  }
-  if (s.ok() && tail_partial) s = AppendWriteLocked(l, last, 1, tail, true);
-  op_in_progress_ = false;
-  return s;
+  return AppendOpLocked(l, b, head, tail, [&](uint64_t lba, uint64_t n, bool last_part) {
+    const uint8_t* src = data.data() + (lba * kBlockSize - offset);
+    return AppendWriteLocked(l, lba, n, src, last_part);
+  });
 }
 
 Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
@@ -988,21 +1031,15 @@ Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
     HBISS_RETURN_IF_ERROR(WritableLocked());
   }
   const uint64_t end = offset + length;
-  const uint64_t first = offset / kBlockSize;
-  const uint64_t last = (end - 1) / kBlockSize;
+  BlockSpan b = BlockSpan::Of(offset, length);
   alignas(64) static thread_local uint8_t head[kBlockSize];
   alignas(64) static thread_local uint8_t tail[kBlockSize];
-  bool head_partial = offset % kBlockSize != 0 || (first == last && end % kBlockSize != 0);
-  bool tail_partial = last != first && end % kBlockSize != 0;
-  if (head_partial) {
-    HBISS_RETURN_IF_ERROR(Read(first * kBlockSize, std::span<uint8_t>(head, kBlockSize)));
+  HBISS_RETURN_IF_ERROR(ReadEdges(b, head, tail));
+  if (b.head_partial) {
     size_t in = offset % kBlockSize;
     std::memset(head + in, 0, std::min<uint64_t>(length, kBlockSize - in));
   }
-  if (tail_partial) {
-    HBISS_RETURN_IF_ERROR(Read(last * kBlockSize, std::span<uint8_t>(tail, kBlockSize)));
-    std::memset(tail, 0, end % kBlockSize);
-  }
+  if (b.tail_partial) std::memset(tail, 0, end % kBlockSize);
   // An edge block that is all zeros afterwards is unmapped whole instead of
   // written, so unmapping never allocates space for zeros.
   auto all_zero = [](const uint8_t* p) {
@@ -1011,22 +1048,12 @@ Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
     }
     return true;
   };
-  if (head_partial && all_zero(head)) head_partial = false;
-  if (tail_partial && all_zero(tail)) tail_partial = false;
+  if (b.head_partial && all_zero(head)) b.head_partial = false;
+  if (b.tail_partial && all_zero(tail)) b.tail_partial = false;
   std::unique_lock<std::mutex> l(mu_);
-  HBISS_RETURN_IF_ERROR(WritableLocked());
-  op_in_progress_ = true;
-  ob_has_current_op_ = false;  // entries already in the batch belong to finished ops
-  Status s;
-  uint64_t mid_first = head_partial ? first + 1 : first;
-  uint64_t mid_last = tail_partial ? last : last + 1;
-  if (head_partial) s = AppendWriteLocked(l, first, 1, head, first == last);
-  if (s.ok() && mid_last > mid_first) {
-    s = AppendUnmapLocked(l, type, mid_first, mid_last - mid_first, !tail_partial);
-  }
-  if (s.ok() && tail_partial) s = AppendWriteLocked(l, last, 1, tail, true);
-  op_in_progress_ = false;
-  return s;
+  return AppendOpLocked(l, b, head, tail, [&](uint64_t lba, uint64_t n, bool last_part) {
+    return AppendUnmapLocked(l, type, lba, n, last_part);
+  });
 }
 
 Status VolumeImpl::Flush() {
