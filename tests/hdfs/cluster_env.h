@@ -15,6 +15,8 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <thread>
+#include <chrono>
 
 #include "hdfs/client.h"
 #include "util/test_util.h"
@@ -114,6 +116,24 @@ inline Status WriteAll(Client& c, const std::string& path, const std::string& da
     HBISS_RETURN_IF_ERROR(w->Write(std::string_view(data).substr(off, piece)));
   }
   return w->Close();
+}
+
+// Waits until the NameNode lists `replicas` locations for every block of `path`.
+// close() returns once the minimum replication is reached; the other DataNodes report
+// their finalized replicas asynchronously, so a test that counts replicas right after a
+// write must wait for those reports first. Returns false after `timeout_ms`.
+inline bool WaitForReplicas(Client& c, const std::string& path, int replicas,
+                            int timeout_ms = 20000) {
+  for (int waited = 0; waited <= timeout_ms; waited += 200) {
+    auto r = c.Open(path);
+    if (r.ok()) {
+      bool all = true;
+      for (const auto& lb : (*r)->blocks()) all = all && lb.locs_size() >= replicas;
+      if (all) return true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
 }
 
 }  // namespace hbiss::hdfs::testing

@@ -160,6 +160,7 @@ TEST(HdfsDataNodeFaultTest, CorruptedReplicaIsCaughtAndReadFailsOver) {
   std::mt19937_64 rng(30);
   const std::string data = RandomBytes(rng, kBlock + 5000);
   ASSERT_TRUE(WriteAll(*c, dir + "/f", data, kBlock).ok());
+  ASSERT_TRUE(WaitForReplicas(*c, dir + "/f", 3)) << "3 replicas never reported";
   auto r = c->Open(dir + "/f");
   ASSERT_TRUE(r.ok());
   auto blocks = (*r)->blocks();
@@ -233,6 +234,7 @@ TEST(HdfsDataNodeFaultTest, EveryReplicaCorruptIsAnErrorNeverBadBytes) {
   std::mt19937_64 rng(31);
   const std::string data = RandomBytes(rng, 300000);
   ASSERT_TRUE(WriteAll(*c, dir + "/f", data, kBlock).ok());
+  ASSERT_TRUE(WaitForReplicas(*c, dir + "/f", 3)) << "3 replicas never reported";
   auto r = c->Open(dir + "/f");
   ASSERT_TRUE(r.ok());
   auto lb = (*r)->blocks()[0];
