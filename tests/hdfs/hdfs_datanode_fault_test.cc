@@ -60,6 +60,8 @@ void KillDuringWrite(int which_node) {
   // Three nodes were still alive: the failed one was replaced (getAdditionalDatanode and
   // TRANSFER_BLOCK), and every replica of every block holds exactly the data.
   EXPECT_GE((*w)->replacements(), 1);
+  // Replica reports reach the NameNode asynchronously; the checks below count them.
+  (void)WaitForReplicas(*c, path, 3, 10000);
   auto r = c->Open(path);
   ASSERT_TRUE(r.ok());
   std::string buf(kBlock, '\0');
