@@ -309,6 +309,9 @@ class VolumeImpl final : public Volume {
                                                   uint64_t prev_end, uint32_t flags = 0);
   Status Relog(uint64_t seg_id, size_t first_batch, bool pending);
   LogPosition SealedEndLocked() const;
+  // The header of the next checkpoint: it covers the log up to the end of the
+  // last sealed batch. REQUIRES: mu_ held.
+  CheckpointInfo NextCheckpointInfoLocked() const;
 
   // --- flusher ---
   void FlusherLoop();
@@ -820,6 +823,19 @@ Status VolumeImpl::WritableLocked() const {
   return Status::OK();
 }
 
+CheckpointInfo VolumeImpl::NextCheckpointInfoLocked() const {
+  CheckpointInfo ci;
+  ci.volume_id = meta_.id;
+  ci.seq = ckpt_seq_ + 1;
+  ci.position = SealedEndLocked();
+  ci.next_seq = next_seq_;
+  ci.volume_size = meta_.size;
+  for (uint64_t id : segment_ids_) {
+    if (id <= ci.position.segment_id) ci.segment_ids.push_back(id);
+  }
+  return ci;
+}
+
 LogPosition VolumeImpl::SealedEndLocked() const {
   // REQUIRES: no open batch. A segment with no batches yet is equivalent to
   // the end of its predecessor (and may not exist in the store).
@@ -1178,15 +1194,7 @@ void VolumeImpl::FlusherLoop() {
       if (!op_in_progress_) SealBatchLocked();
     }
     if (want_ckpt && !op_in_progress_ && !ob_active_) {
-      CheckpointInfo ci;
-      ci.volume_id = meta_.id;
-      ci.seq = ckpt_seq_ + 1;
-      ci.position = SealedEndLocked();
-      ci.next_seq = next_seq_;
-      ci.volume_size = meta_.size;
-      for (uint64_t id : segment_ids_) {
-        if (id <= ci.position.segment_id) ci.segment_ids.push_back(id);
-      }
+      CheckpointInfo ci = NextCheckpointInfoLocked();
       ckpt = EncodeCheckpoint(ci, map_);
       ckpt_seq = ci.seq;
       ckpt_seq_ = ci.seq;
@@ -1483,15 +1491,7 @@ Status VolumeImpl::Close() {
     }
     if (result.ok() && !ob_active_ && queue_.empty()) {
       // Everything is durable: publish a checkpoint of the final map.
-      CheckpointInfo ci;
-      ci.volume_id = meta_.id;
-      ci.seq = ckpt_seq_ + 1;
-      ci.position = SealedEndLocked();
-      ci.next_seq = next_seq_;
-      ci.volume_size = meta_.size;
-      for (uint64_t id : segment_ids_) {
-        if (id <= ci.position.segment_id) ci.segment_ids.push_back(id);
-      }
+      CheckpointInfo ci = NextCheckpointInfoLocked();
       std::string data = EncodeCheckpoint(ci, map_);
       l.unlock();
       result = WriteCheckpoint(data, ci.seq);
