@@ -453,6 +453,14 @@ Result<std::unique_ptr<Lock>> LocalStore::TryLock(const std::string& name) {
   return std::unique_ptr<Lock>(std::make_unique<LocalLock>(fd));
 }
 
+void LocalStore::DropCache(const std::string& name) {
+  if (!ValidateName(name).ok()) return;
+  int fd = ::open(PathOf(name).c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+  ::close(fd);
+}
+
 std::string LocalStore::Uri() const {
   return "file://" + PercentEncodePath(root_.empty() ? "/" : root_);
 }

@@ -49,6 +49,9 @@ class LocalStore final : public Store {
   // "file://" + the absolute root, with '%', '?', '#', spaces and control
   // bytes percent-encoded, so OpenStore(Uri()) reopens the same directory.
   std::string Uri() const override;
+  // posix_fadvise(POSIX_FADV_DONTNEED) on the file: the kernel drops its
+  // clean page-cache pages (dirty ones stay until written back).
+  void DropCache(const std::string& name) override;
 
   // The absolute root directory, without a trailing '/'.
   const std::string& root() const { return root_; }

@@ -3,8 +3,12 @@
 #include "store/local_store.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <linux/magic.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +18,7 @@
 
 #include "store/memory_store.h"
 #include "util/bytes.h"
+#include "util/test_util.h"
 
 namespace hbiss::store {
 namespace {
@@ -261,6 +266,50 @@ TEST_F(LocalStoreTest, KilledWriterLeavesWholePutsAndSegmentPrefix) {
   }
   // The child got somewhere before it was killed (else the test shows nothing).
   EXPECT_EQ(progressed, 15);
+}
+
+// Pages of `path` in the page cache, by mincore over a mapping of it.
+size_t ResidentPages(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return 0;
+  struct stat st;
+  ::fstat(fd, &st);
+  size_t len = size_t(st.st_size);
+  void* m = ::mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) return 0;
+  size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  std::vector<unsigned char> vec((len + page - 1) / page);
+  size_t n = 0;
+  if (::mincore(m, len, vec.data()) == 0) {
+    for (unsigned char c : vec) n += c & 1;
+  }
+  ::munmap(m, len);
+  return n;
+}
+
+TEST_F(LocalStoreTest, DropCacheEvictsSyncedPagesAndKeepsTheBytes) {
+  struct statfs fsinfo;
+  ASSERT_EQ(::statfs(dir_.c_str(), &fsinfo), 0);
+  if (fsinfo.f_type == TMPFS_MAGIC) GTEST_SKIP() << "tmpfs keeps its pages";
+  auto s = MustOpen(dir_);
+  std::mt19937_64 rng(7);
+  std::string data = RandomBytes(rng, 1 << 20);
+  auto w = s->Create("seg/1");
+  ASSERT_TRUE(w.ok());
+  ASSERT_OK((*w)->Append(AsBytes(data)));
+  ASSERT_OK((*w)->Close());  // syncs, so the pages are clean
+  const std::string path = s->PathOf("seg/1");
+  ASSERT_GT(ResidentPages(path), 0u) << "the freshly written file is not cached";
+  s->DropCache("seg/1");
+  EXPECT_EQ(ResidentPages(path), 0u);
+  auto got = s->Get("seg/1");
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE(*got == data);
+  // A hint on a missing or invalid name is ignored.
+  s->DropCache("seg/none");
+  s->DropCache("../etc/passwd");
+  s->DropCache("");
 }
 
 TEST_F(LocalStoreTest, RelativePathResolvesAgainstWorkingDirectory) {

@@ -147,6 +147,14 @@ class Store {
 
   // A URI that names this store, e.g. "file:///var/lib/hbiss".
   virtual std::string Uri() const = 0;
+
+  // A hint that the caller will not read `name` soon: a backend that keeps
+  // the object's bytes cached on this host may drop them, so the memory
+  // goes to data that is still read. It never changes the object or what a
+  // later read returns, and errors are ignored (a hint can't fail). Only
+  // bytes that are already durable may be dropped. The default does nothing,
+  // which is right for backends without a local cache (memory, HDFS).
+  virtual void DropCache(const std::string& name) { (void)name; }
 };
 
 // Checks a name against the rules at the top of this file: OK or

@@ -48,6 +48,7 @@ class StoreWrapper : public Store {
     return target_->TryLock(name);
   }
   std::string Uri() const override { return target_->Uri(); }
+  void DropCache(const std::string& name) override { target_->DropCache(name); }
 
  private:
   std::unique_ptr<Store> owned_;  // null when borrowed

@@ -305,6 +305,11 @@ class VolumeImpl final : public Volume {
                            const uint8_t* src, bool last_part);
   Status AppendUnmapLocked(std::unique_lock<std::mutex>& l, EntryType type, uint64_t lba,
                            uint64_t n, bool last_part);
+  // Live-block accounting. ForgetBlocksLocked must run before the map
+  // changes blocks [lba, lba+n): it takes their old locations off the
+  // counts. REQUIRES: mu_ held.
+  void CountLiveLocked();
+  void ForgetBlocksLocked(uint64_t lba, uint64_t n);
   std::shared_ptr<MemSegment> NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
                                                   uint64_t prev_end, uint32_t flags = 0);
   Status Relog(uint64_t seg_id, size_t first_batch, bool pending);
@@ -358,6 +363,13 @@ class VolumeImpl final : public Volume {
   uint64_t segment_files_ = 0;  // segment objects in the store
   uint64_t ckpt_log_mark_ = 0;  // log_bytes_ at the last checkpoint
   uint64_t ckpt_seq_ = 0;       // newest checkpoint written or loaded
+  // Blocks of each segment that the map points to; absent means none. Kept
+  // for writable volumes from the end of recovery on. GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, uint64_t> live_blocks_;
+  // Closed segments whose last live block went away: the flusher tells the
+  // store it may drop their cached bytes. GUARDED_BY(mu_)
+  std::vector<uint64_t> dead_segs_;
+  std::vector<MapRun> old_runs_;  // scratch of ForgetBlocksLocked; GUARDED_BY(mu_)
   std::vector<uint64_t> ckpt_seqs_;  // existing checkpoint objects, increasing
   Status failed_;               // set once the flusher failed
   bool stop_ = false;
@@ -653,6 +665,10 @@ Status VolumeImpl::Recover() {
     return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
   }
   if (opts_.read_only) return Status::OK();
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    CountLiveLocked();
+  }
 
   // The log's valid tail may not be durable: after a process crash it can
   // sit in the page cache only. Building on it (a new segment naming it as
@@ -934,7 +950,9 @@ Status VolumeImpl::AppendWriteLocked(std::unique_lock<std::mutex>& l, uint64_t l
     }
     uint32_t slot = cur_->used;
     std::memcpy(cur_->Slot(slot), src, size_t(k) * kSlotSize);
+    ForgetBlocksLocked(lba, k);
     map_.Set(lba, k, uint32_t(cur_->id), slot);
+    live_blocks_[cur_->id] += k;
     cur_->used += uint32_t(k);
     ob_slots_ += uint32_t(k);
     n -= k;
@@ -956,12 +974,45 @@ Status VolumeImpl::AppendUnmapLocked(std::unique_lock<std::mutex>& l, EntryType 
       SealBatchLocked();
       continue;
     }
+    ForgetBlocksLocked(lba, k);
     map_.Clear(lba, k);
     n -= k;
     AddEntryLocked(type, lba, k, last_part && n == 0);
     lba += k;
   }
   return Status::OK();
+}
+
+void VolumeImpl::CountLiveLocked() {
+  live_blocks_.clear();
+  map_.ForEach([&](const MapRun& r) { live_blocks_[r.seg] += r.count; });
+}
+
+void VolumeImpl::ForgetBlocksLocked(uint64_t lba, uint64_t n) {
+  // In slices, so a trim of a huge, fragmented range needs little scratch.
+  constexpr uint64_t kSlice = 1 << 16;
+  while (n > 0) {
+    uint64_t k = std::min(n, kSlice);
+    map_.Lookup(lba, k, &old_runs_);
+    for (const MapRun& r : old_runs_) {
+      if (!r.mapped) continue;
+      auto it = live_blocks_.find(r.seg);
+      if (it == live_blocks_.end() || it->second < r.count) {
+        // Cannot happen while the counts match the map; never underflow.
+        spdlog::error("volume {}: live-block count of segment {} is off", name_, Hex16(r.seg));
+        if (it != live_blocks_.end()) live_blocks_.erase(it);
+        continue;
+      }
+      it->second -= r.count;
+      if (it->second == 0) {
+        live_blocks_.erase(it);
+        // Segments still in memory are checked when the flusher closes them.
+        if (!mem_segs_.count(r.seg)) dead_segs_.push_back(r.seg);
+      }
+    }
+    lba += k;
+    n -= k;
+  }
 }
 
 // The volume blocks [first, last] that the byte range [offset, offset + len)
@@ -1173,7 +1224,7 @@ void VolumeImpl::FlusherLoop() {
   std::deque<QueueItem> work;
   for (;;) {
     flusher_cv_.wait(l, [&] {
-      return stop_ || !queue_.empty() || flush_target_ > durable_seq_ ||
+      return stop_ || !queue_.empty() || flush_target_ > durable_seq_ || !dead_segs_.empty() ||
              log_bytes_ - ckpt_log_mark_ >= opts_.checkpoint_interval;
     });
     if (!failed_.ok()) {
@@ -1184,7 +1235,7 @@ void VolumeImpl::FlusherLoop() {
       flusher_cv_.wait(l, [&] { return stop_; });
       break;
     }
-    if (stop_ && queue_.empty() && flush_target_ <= durable_seq_) break;
+    if (stop_ && queue_.empty() && flush_target_ <= durable_seq_ && dead_segs_.empty()) break;
     // A checkpoint needs the map to match a batch boundary that is not in
     // the middle of an operation.
     std::string ckpt;
@@ -1201,6 +1252,8 @@ void VolumeImpl::FlusherLoop() {
       ckpt_log_mark_ = log_bytes_;
     }
     work.swap(queue_);
+    std::vector<uint64_t> dead;
+    dead.swap(dead_segs_);
     uint64_t sync_target = std::max(flush_target_, ckpt.empty() ? 0 : last_sealed_seq_);
     l.unlock();
 
@@ -1211,6 +1264,9 @@ void VolumeImpl::FlusherLoop() {
       if (!s.ok()) break;
     }
     work.clear();
+    // Closed segments are synced, so their cached bytes may go: the pages
+    // then serve new log instead of data nobody reads.
+    for (uint64_t id : dead) store_->DropCache(SegName(name_, id));
     bool synced = false;
     if (s.ok() && sync_target > durable_seq_ && writer_) {
       s = writer_->Sync().WithContext("volume " + name_ + ": sync");
@@ -1248,6 +1304,7 @@ void VolumeImpl::FlusherLoop() {
     }
     for (auto& seg : closed) {
       mem_segs_.erase(seg->id);
+      if (!live_blocks_.count(seg->id)) dead_segs_.push_back(seg->id);
       if (spare_bufs_.empty() && seg.use_count() == 1 && seg->buf) {
         spare_bufs_.push_back(std::move(seg->buf));
       }

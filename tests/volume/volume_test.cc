@@ -8,7 +8,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "store/fault_injection_store.h"
@@ -47,6 +49,23 @@ class CountingStore : public store::StoreWrapper {
    private:
     std::atomic<uint64_t>* n_;
   };
+};
+
+// Records the names given to DropCache.
+class DropRecordingStore : public store::StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  void DropCache(const std::string& name) override {
+    std::lock_guard<std::mutex> g(mu);
+    dropped.push_back(name);
+    StoreWrapper::DropCache(name);
+  }
+  std::set<std::string> Dropped() {
+    std::lock_guard<std::mutex> g(mu);
+    return {dropped.begin(), dropped.end()};
+  }
+  std::mutex mu;
+  std::vector<std::string> dropped;
 };
 
 class VolumeTest : public ::testing::Test {
@@ -617,6 +636,99 @@ TEST(VolumeErrorTest, FailedCheckpointOnCloseLosesNothingFlushed) {
   ASSERT_TRUE(r.ok());
   ASSERT_TRUE((*r)->Read(100, back).ok());
   EXPECT_TRUE(back == a);
+}
+
+}  // namespace
+}  // namespace hbiss::volume
+
+namespace hbiss::volume {
+namespace {
+
+// The segment objects of volume `v` in `store`, as full names.
+std::set<std::string> SegmentNames(store::Store* store, const std::string& v) {
+  std::set<std::string> out;
+  auto list = store->List("volumes/" + v + "/seg");
+  EXPECT_TRUE(list.ok());
+  if (list.ok()) {
+    for (const auto& o : *list) out.insert("volumes/" + v + "/seg/" + o.name);
+  }
+  return out;
+}
+
+// A closed segment whose every block was overwritten or trimmed is handed to
+// Store::DropCache (once); a segment with one live block left is not, also
+// after a reopen rebuilt the counts from the checkpoint and the log.
+TEST(VolumeLiveBlocksTest, DeadSegmentsAreDroppedFromTheCacheAndLiveOnesAreNot) {
+  store::MemoryStore mem;
+  DropRecordingStore store(&mem);
+  CreateOptions co;
+  co.size = 4 << 20;
+  co.segment_size = 256 << 10;
+  ASSERT_TRUE(Volume::Create(&store, "v", co).ok());
+  std::vector<uint8_t> chunk(64 << 10, 0xa5);
+  auto fill = [&](Volume* v, uint64_t from) {
+    for (uint64_t off = from; off < co.size; off += chunk.size()) {
+      ASSERT_TRUE(v->Write(off, Bytes(chunk)).ok());
+    }
+  };
+  {
+    auto v = Volume::Open(&store, "v");
+    ASSERT_TRUE(v.ok());
+    fill(v->get(), 0);
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  EXPECT_TRUE(store.Dropped().empty()) << "every segment of the first fill is live";
+  const std::set<std::string> first = SegmentNames(&store, "v");
+  ASSERT_GE(first.size(), 16u);
+  {
+    // Block 0 of the second fill stays live: its segment must not be dropped.
+    auto v = Volume::Open(&store, "v");
+    ASSERT_TRUE(v.ok());
+    fill(v->get(), 0);
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  EXPECT_EQ(store.Dropped(), first);
+  EXPECT_EQ(store.dropped.size(), first.size()) << "a segment was dropped twice";
+  std::set<std::string> second;
+  for (const auto& n : SegmentNames(&store, "v")) {
+    if (!first.count(n)) second.insert(n);
+  }
+  {
+    auto v = Volume::Open(&store, "v");
+    ASSERT_TRUE(v.ok());
+    std::vector<uint8_t> one(4096, 1);
+    ASSERT_TRUE((*v)->Write(4096, Bytes(one)).ok());  // block 1; block 0 keeps its segment
+    ASSERT_TRUE((*v)->Trim(8192, co.size - 8192).ok());
+    fill(v->get(), 64 << 10);  // everything but the first 64 KiB again
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  // The second fill's segments are dead now except the one holding block 0
+  // (block 1 was rewritten, blocks 2.. were trimmed, 16.. rewritten).
+  std::set<std::string> dropped = store.Dropped();
+  size_t second_dropped = 0;
+  for (const auto& n : second) second_dropped += dropped.count(n);
+  EXPECT_EQ(second_dropped + 1, second.size());
+  std::string holder;
+  for (const auto& n : second) {
+    if (!dropped.count(n)) holder = n;
+  }
+  {
+    auto v = Volume::Open(&store, "v");
+    ASSERT_TRUE(v.ok());
+    std::vector<uint8_t> head(64 << 10, 2);
+    ASSERT_TRUE((*v)->Write(0, Bytes(head)).ok());  // the last live blocks of `holder`
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  EXPECT_TRUE(store.Dropped().count(holder)) << holder;
+  // The data is intact whatever was dropped.
+  auto v = Volume::Open(&store, "v");
+  ASSERT_TRUE(v.ok());
+  std::vector<uint8_t> got(co.size);
+  ASSERT_TRUE((*v)->Read(0, got).ok());
+  EXPECT_EQ(got[0], 2);
+  EXPECT_EQ(got[(64 << 10) - 1], 2);
+  EXPECT_EQ(got[64 << 10], 0xa5);
+  EXPECT_EQ(got[co.size - 1], 0xa5);
 }
 
 }  // namespace
