@@ -1305,7 +1305,10 @@ void VolumeImpl::FlusherLoop() {
     for (auto& seg : closed) {
       mem_segs_.erase(seg->id);
       if (!live_blocks_.count(seg->id)) dead_segs_.push_back(seg->id);
-      if (spare_bufs_.empty() && seg.use_count() == 1 && seg->buf) {
+      // Keep the buffer for the next segment while that allocates no more
+      // than the in-memory limit: a fresh one costs a page fault per 4 KiB.
+      if (mem_segs_.size() + spare_bufs_.size() < kMaxInMemorySegments &&
+          seg.use_count() == 1 && seg->buf) {
         spare_bufs_.push_back(std::move(seg->buf));
       }
     }
