@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# kill -9 loop: a verifying writer (kill9_writer.py: 4 KiB writes, some FUA,
-# a FLUSH every 8) runs against hbiss serve, which is killed with SIGKILL at a
-# random moment and restarted, ROUNDS times. Each round (and a final pass)
-# first checks that every write acknowledged before the last completed FLUSH
-# or with FUA reads back intact, and that no block holds bytes never written.
+# kill -9 loop: a verifying writer (kill9_writer.py: 4 KiB writes over two
+# connections, some FUA, a FLUSH every 8 on either connection) runs against
+# hbiss serve, which is killed with SIGKILL at a random moment and restarted,
+# ROUNDS times. Each round (and a final pass) first checks that every write
+# acknowledged before the last completed FLUSH (on any connection: the
+# CAN_MULTI_CONN promise) or with FUA reads back intact, and that no block
+# holds bytes never written.
 TEST_NAME=kill9
 source "$(dirname "$0")/lib.sh"
 need python3

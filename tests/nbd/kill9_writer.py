@@ -11,6 +11,10 @@
 # died). After a crash a block must hold its durable generation or one of its
 # maybe generations. Block contents are derived from (block, generation), so
 # any other bytes, torn writes included, are detected.
+#
+# It writes over two connections and sends each FLUSH on a random one of them:
+# the server advertises CAN_MULTI_CONN, the promise that a FLUSH on one
+# connection covers writes acknowledged on every connection.
 # Exit: 0 ok or server gone, 2 data mismatch (the test fails).
 import json
 import os
@@ -54,6 +58,11 @@ durable, maybe, next_gen = load()
 try:
     h = nbd.NBD()
     h.connect_uri(uri)
+    h2 = nbd.NBD()
+    h2.connect_uri(uri)
+    if not (h.can_multi_conn() and h2.can_multi_conn()):
+        print("writer: the server does not advertise CAN_MULTI_CONN")
+        sys.exit(2)
 except nbd.Error as e:
     print("writer: cannot connect (%s)" % e)
     sys.exit(0)
@@ -98,7 +107,7 @@ try:
         next_gen += 1
         maybe.setdefault(b, []).append(g)  # before sending: it may land
         flags = nbd.CMD_FLAG_FUA if rng.random() < 0.1 else 0
-        h.pwrite(content(b, g), b * BS, flags)
+        rng.choice((h, h2)).pwrite(content(b, g), b * BS, flags)
         writes += 1
         if flags:
             durable[b] = g
@@ -108,7 +117,7 @@ try:
             acked[b] = g
         if writes % FLUSH_EVERY == 0:
             snapshot = dict(acked)
-            h.flush()
+            rng.choice((h, h2)).flush()
             flushes += 1
             for bb, gg in snapshot.items():
                 durable[bb] = gg
