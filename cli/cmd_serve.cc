@@ -26,6 +26,7 @@ struct ServeArgs {
   bool read_only = false;
   int workers = 8;
   uint64_t cache_mb = 64;
+  bool break_lock = false;
 };
 
 int Fail(const std::string& context, const Status& s) {
@@ -55,6 +56,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
 
   volume::OpenOptions vo;
   vo.cache_bytes = a.cache_mb << 20;
+  vo.break_lock = a.break_lock;
   nbd::VolumeProvider provider(store->get(), a.read_only, vo);
   nbd::ServerOptions so;
   so.listen = (a.socket.empty() || a.listen_given) ? a.listen : "";
@@ -105,7 +107,13 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_flag("--read-only", a.read_only, "Serve every export read-only");
   serve->add_option("--workers", a.workers, "Threads serving each connection (default 8): requests in flight per connection")
       ->check(CLI::Range(1, 64));
-  serve->add_option("--cache-mb", a.cache_mb, "Read cache per open volume in MiB (default 64)");
+  serve->add_option("--cache-mb", a.cache_mb,
+                    "Reserved: read cache per open volume in MiB (not implemented yet; reads of "
+                    "closed segments go to the store)");
+  serve->add_flag("--break-lock", a.break_lock,
+                  "Take over volumes whose lock is still held by a host that died (HDFS: "
+                  "recover the dead writer's lease now instead of after ~60 s). Only when that "
+                  "host is known to be dead: a live one is not fenced");
   serve->callback([&g, exit_code, listen] {
     a.listen_given = listen->count() > 0;
     *exit_code = RunServe(g, a);

@@ -182,6 +182,15 @@ class HdfsStore : public store::Store {
     return std::unique_ptr<store::Lock>(new HdfsLock(std::move(l)));
   }
 
+  // The lock is an open, empty file (see TryLockFile); recovering its lease
+  // closes it, and the next TryLock appends to it again.
+  Status BreakLock(const std::string& name) override {
+    HBISS_RETURN_IF_ERROR(store::ValidateName(name));
+    Status s = client_->RecoverLeaseAndWait(Path(name), 30000);
+    if (s.IsNotFound()) return Status::OK();
+    return s;
+  }
+
   std::string Uri() const override {
     return fmt::format("hdfs://{}:{}{}", uri_.host, uri_.port, uri_.path);
   }

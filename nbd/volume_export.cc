@@ -91,8 +91,13 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = open_.find(info.name);
   if (it == open_.end()) {
-    HBISS_ASSIGN_OR_RETURN(std::unique_ptr<volume::Volume> v,
-                           volume::Volume::Open(store_, info.name, open_opts_));
+    auto opened = volume::Volume::Open(store_, info.name, open_opts_);
+    if (!opened.ok()) {
+      // The client sees the message too, but whoever runs the server needs it.
+      spdlog::warn("nbd: cannot open volume '{}': {}", info.name, opened.status().ToString());
+      return opened.status();
+    }
+    std::unique_ptr<volume::Volume> v = std::move(*opened);
     spdlog::info("nbd: opened volume '{}' ({} bytes)", info.name, v->size());
     Entry e;
     e.exp = std::make_shared<VolumeExport>(v.get(), read_only_);

@@ -197,6 +197,34 @@ TEST_F(LocalStoreTest, LockIsExclusiveAcrossStoresAndProcesses) {
 // kill -9 a process in the middle of a stream of Puts and segment appends:
 // the checkpoint is always one whole version, and the segment holds exactly
 // a prefix of what was appended that covers everything flushed.
+// A local lock dies with its holder, so BreakLock never takes one from a
+// live holder, and a killed holder's lock needs no breaking.
+TEST_F(LocalStoreTest, BreakLockRefusesALiveHolderAndFreesNothingElse) {
+  auto a = MustOpen(dir_);
+  auto b = MustOpen(dir_);
+  EXPECT_TRUE(b->BreakLock("vol/lock").ok()) << "a free lock";
+  auto la = a->TryLock("vol/lock");
+  ASSERT_TRUE(la.ok());
+  Status s = b->BreakLock("vol/lock");
+  EXPECT_EQ(s.code(), Code::kBusy) << s.ToString();
+  EXPECT_EQ(b->TryLock("vol/lock").status().code(), Code::kBusy) << "still held by a";
+  // A holder killed with SIGKILL: the lock is free at once.
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    auto cs = LocalStore::Open(dir_, false);
+    if (!cs.ok()) ::_exit(3);
+    auto l = (*cs)->TryLock("vol/other");
+    if (!l.ok()) ::_exit(4);
+    ::raise(SIGKILL);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status));
+  EXPECT_TRUE(b->BreakLock("vol/other").ok());
+  EXPECT_TRUE(b->TryLock("vol/other").ok());
+  EXPECT_EQ(b->BreakLock("../x").code(), Code::kInvalidArgument);
+}
+
 TEST_F(LocalStoreTest, KilledWriterLeavesWholePutsAndSegmentPrefix) {
   auto version = [](int i) {
     return std::string(1000 + (i % 7) * 3000, static_cast<char>('a' + i % 26));

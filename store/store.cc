@@ -87,6 +87,16 @@ Status ValidateName(std::string_view name) {
   return Status::OK();
 }
 
+Status Store::BreakLock(const std::string& name) {
+  auto l = TryLock(name);
+  if (l.ok()) return Status::OK();  // free: nothing to break (released here)
+  if (l.status().IsBusy()) {
+    return Status::Busy(name + " is held by a live holder; this store's locks go away only "
+                               "when their holder stops");
+  }
+  return l.status();
+}
+
 Result<std::string> Store::Get(const std::string& name, uint64_t max_size) {
   HBISS_ASSIGN_OR_RETURN(std::unique_ptr<SegmentReader> reader, Open(name));
   uint64_t size = reader->Size();

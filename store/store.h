@@ -145,6 +145,16 @@ class Store {
   // under a lock's name. The Lock must not outlive the Store.
   virtual Result<std::unique_ptr<Lock>> TryLock(const std::string& name) = 0;
 
+  // Takes lock `name` away from a holder that is gone, so a failover host
+  // need not wait. OK when the lock can be taken afterwards. The caller must
+  // know the old holder is dead: its bytes already in the store stay, and a
+  // live holder is not fenced from other objects it has open. The default,
+  // right for backends whose locks die with their holder (local, memory),
+  // breaks nothing: OK if the lock is free, Busy while a live holder has it.
+  // HDFS overrides it: a writer killed on another host keeps its lease until
+  // the NameNode's soft limit (60 s); BreakLock recovers the lease now.
+  virtual Status BreakLock(const std::string& name);
+
   // A URI that names this store, e.g. "file:///var/lib/hbiss".
   virtual std::string Uri() const = 0;
 

@@ -47,6 +47,7 @@ class StoreWrapper : public Store {
   Result<std::unique_ptr<Lock>> TryLock(const std::string& name) override {
     return target_->TryLock(name);
   }
+  Status BreakLock(const std::string& name) override { return target_->BreakLock(name); }
   std::string Uri() const override { return target_->Uri(); }
   void DropCache(const std::string& name) override { target_->DropCache(name); }
 

@@ -1634,6 +1634,12 @@ Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::str
   std::unique_ptr<store::Lock> lock;
   if (!opts.read_only) {
     auto l = store->TryLock(LockName(name));
+    if (!l.ok() && l.status().IsBusy() && opts.break_lock) {
+      spdlog::warn("volume {}: its lock is held; breaking it to take the volume over", name);
+      Status b = store->BreakLock(LockName(name));
+      if (!b.ok()) return b.WithContext("volume " + name + ": breaking its lock");
+      l = store->TryLock(LockName(name));
+    }
     if (!l.ok()) {
       if (l.status().IsBusy()) {
         return Status::Busy("volume " + name + " is already open for writing");

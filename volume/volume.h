@@ -46,6 +46,10 @@ struct OpenOptions {
   // Reserved: this engine does not cache closed-segment data itself yet;
   // such reads go to the store (the local store's page cache serves them).
   uint64_t cache_bytes = 64ull << 20;
+  // When the volume's lock is held, break it (Store::BreakLock) and take the
+  // volume over: failover after the host that had it open died. The caller
+  // must know that host is dead; a live one is not fenced.
+  bool break_lock = false;
 };
 
 // One allocation extent, as reported by BlockStatus.

@@ -733,3 +733,69 @@ TEST(VolumeLiveBlocksTest, DeadSegmentsAreDroppedFromTheCacheAndLiveOnesAreNot) 
 
 }  // namespace
 }  // namespace hbiss::volume
+
+namespace hbiss::volume {
+namespace {
+
+// A store whose volume locks look held by a dead host's writer (as on HDFS
+// before the lease's soft limit) until BreakLock is called.
+class StaleLockStore : public store::StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  Result<std::unique_ptr<store::Lock>> TryLock(const std::string& name) override {
+    if (!broken) return Status::Busy(name + " is held by a lease of a dead writer");
+    return StoreWrapper::TryLock(name);
+  }
+  Status BreakLock(const std::string& name) override {
+    breaks++;
+    if (!break_result.ok()) return break_result;
+    broken = true;
+    return StoreWrapper::BreakLock(name);
+  }
+  bool broken = false;
+  int breaks = 0;
+  Status break_result;
+};
+
+TEST(VolumeBreakLockTest, BreakLockTakesOverAVolumeWhoseHolderIsGone) {
+  store::MemoryStore mem;
+  CreateOptions co;
+  co.size = 1 << 20;
+  ASSERT_TRUE(Volume::Create(&mem, "v", co).ok());
+  std::vector<uint8_t> data(8192, 0x5c);
+  {
+    auto v = Volume::Open(&mem, "v");
+    ASSERT_TRUE(v.ok());
+    ASSERT_TRUE((*v)->Write(4096, Bytes(data)).ok());
+    ASSERT_TRUE((*v)->Flush().ok());
+    // A live holder is never broken on a store whose locks die with it.
+    OpenOptions bo;
+    bo.break_lock = true;
+    auto second = Volume::Open(&mem, "v", bo);
+    EXPECT_TRUE(second.status().IsBusy()) << second.status().ToString();
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  StaleLockStore stale(&mem);
+  auto plain = Volume::Open(&stale, "v");
+  EXPECT_TRUE(plain.status().IsBusy()) << plain.status().ToString();
+  EXPECT_EQ(stale.breaks, 0) << "no break without break_lock";
+
+  OpenOptions bo;
+  bo.break_lock = true;
+  stale.break_result = Status::IOError("namenode unreachable");
+  auto failed = Volume::Open(&stale, "v", bo);
+  EXPECT_TRUE(failed.status().IsIOError()) << failed.status().ToString();
+  EXPECT_NE(failed.status().ToString().find("breaking its lock"), std::string::npos);
+
+  stale.break_result = Status::OK();
+  auto v = Volume::Open(&stale, "v", bo);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ(stale.breaks, 2);
+  std::vector<uint8_t> got(8192);
+  ASSERT_TRUE((*v)->Read(4096, got).ok());
+  EXPECT_EQ(got, data);
+  ASSERT_TRUE((*v)->Close().ok());
+}
+
+}  // namespace
+}  // namespace hbiss::volume
