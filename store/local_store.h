@@ -52,6 +52,7 @@ class LocalStore final : public Store {
   // posix_fadvise(POSIX_FADV_DONTNEED) on the file: the kernel drops its
   // clean page-cache pages (dirty ones stay until written back).
   void DropCache(const std::string& name) override;
+  bool CachesReadsLocally() const override { return true; }  // the page cache
 
   // The absolute root directory, without a trailing '/'.
   const std::string& root() const { return root_; }

@@ -49,6 +49,7 @@ class MemoryStore final : public Store {
   Status DeleteDir(const std::string& dir) override;
   Result<std::unique_ptr<Lock>> TryLock(const std::string& name) override;
   std::string Uri() const override;
+  bool CachesReadsLocally() const override { return true; }
 
   struct State;  // shared contents; defined in memory_store.cc
 

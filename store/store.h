@@ -165,6 +165,11 @@ class Store {
   // bytes that are already durable may be dropped. The default does nothing,
   // which is right for backends without a local cache (memory, HDFS).
   virtual void DropCache(const std::string& name) { (void)name; }
+
+  // True when reads are served from memory on this host after the first one
+  // (the local store: the OS page cache; the memory store), so a layer above
+  // need not cache what it reads. False for remote stores such as HDFS.
+  virtual bool CachesReadsLocally() const { return false; }
 };
 
 // Checks a name against the rules at the top of this file: OK or

@@ -50,6 +50,7 @@ class StoreWrapper : public Store {
   Status BreakLock(const std::string& name) override { return target_->BreakLock(name); }
   std::string Uri() const override { return target_->Uri(); }
   void DropCache(const std::string& name) override { target_->DropCache(name); }
+  bool CachesReadsLocally() const override { return target_->CachesReadsLocally(); }
 
  private:
   std::unique_ptr<Store> owned_;  // null when borrowed

@@ -34,6 +34,7 @@
 
 #include "util/crc32c.h"
 #include "volume/checkpoint.h"
+#include "volume/chunk_cache.h"
 #include "volume/extent_map.h"
 #include "volume/log_format.h"
 
@@ -44,6 +45,11 @@ namespace {
 constexpr uint32_t kMaxBatchDataSlots = 256;  // 1 MiB of data per batch
 constexpr size_t kMaxInMemorySegments = 3;    // open + being closed
 constexpr size_t kSegInfoCacheEntries = 128;
+// The read cache (OpenOptions::cache_bytes) holds 64 KiB chunks of closed
+// segments; reads of 256 KiB or more go around it (sequential streams are
+// cheap on HDFS and would only push out the small, hot data).
+constexpr uint64_t kCacheChunkSlots = 16;
+constexpr uint64_t kCacheBypassBytes = 256 << 10;
 constexpr uint64_t kMaxCheckpointBytes = 1ull << 34;
 constexpr uint32_t kMetaVersion = 1;
 
@@ -238,7 +244,11 @@ class VolumeImpl final : public Volume {
         opts_(opts),
         lock_(std::move(lock)),
         seg_slots_(uint32_t(meta.segment_size / kSlotSize)),
-        map_(meta.size / kBlockSize) {}
+        map_(meta.size / kBlockSize) {
+    if (opts.cache_bytes > 0 && !store->CachesReadsLocally()) {
+      chunks_ = std::make_unique<ChunkCache>(opts.cache_bytes);
+    }
+  }
 
   ~VolumeImpl() override {
     Status s = Close();
@@ -328,6 +338,12 @@ class VolumeImpl final : public Volume {
   Result<std::shared_ptr<SegInfo>> LoadSegInfo(uint64_t seg);
   void CacheSegInfo(uint64_t seg, std::shared_ptr<SegInfo> info);
   Status ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out);
+  // Reads slots [slot0, slot0 + n) of closed segment `seg` into dst, through
+  // the chunk cache when there is one and the read is small.
+  Status ReadSlots(uint64_t seg, store::SegmentReader* reader, uint32_t slot0, uint64_t n,
+                   uint8_t* dst);
+  Status ReadExactAt(uint64_t seg, store::SegmentReader* reader, uint64_t off, uint64_t len,
+                     uint8_t* dst);
 
   store::Store* const store_;
   const std::string name_;
@@ -397,6 +413,9 @@ class VolumeImpl final : public Volume {
   std::vector<TailBatch> tail_batches_;
   uint64_t tail_proven_ = 0;  // largest synced_upto offset inside the last segment
   bool relogged_ = false;
+
+  // Closed-segment data, on stores without a local cache (null otherwise).
+  std::unique_ptr<ChunkCache> chunks_;
 
   // Closed-segment cache.
   std::mutex cache_mu_;
@@ -1392,6 +1411,60 @@ Result<std::shared_ptr<SegInfo>> VolumeImpl::GetSegInfo(uint64_t seg) {
   return info;
 }
 
+Status VolumeImpl::ReadExactAt(uint64_t seg, store::SegmentReader* reader, uint64_t off,
+                               uint64_t len, uint8_t* dst) {
+  // The common case is one pread; build messages only on failure.
+  uint64_t done = 0;
+  while (done < len) {
+    auto n = reader->ReadAt(off + done, std::span<uint8_t>(dst + done, len - done));
+    if (!n.ok()) return n.status().WithContext("volume " + name_ + " segment " + Hex16(seg));
+    if (*n == 0) {
+      return Status::Corruption("volume " + name_ + " segment " + Hex16(seg) +
+                                " is shorter than the extent map says (offset " +
+                                std::to_string(off + done) + ")");
+    }
+    done += *n;
+  }
+  return Status::OK();
+}
+
+Status VolumeImpl::ReadSlots(uint64_t seg, store::SegmentReader* reader, uint32_t slot0,
+                             uint64_t n, uint8_t* dst) {
+  if (!chunks_ || n * kSlotSize >= kCacheBypassBytes) {
+    return ReadExactAt(seg, reader, uint64_t(slot0) * kSlotSize, n * kSlotSize, dst);
+  }
+  // The CRCs are checked by the caller on every read, cached or not, so a
+  // chunk read from a bad replica is never served as good.
+  const uint64_t seg_bytes = reader->Size();
+  uint64_t s = slot0;
+  const uint64_t end = slot0 + n;
+  while (s < end) {
+    const uint64_t c = s / kCacheChunkSlots;
+    const uint64_t c_first = c * kCacheChunkSlots;
+    ChunkCache::Chunk chunk = chunks_->Find(seg, c);
+    if (!chunk) {
+      const uint64_t off = c_first * kSlotSize;
+      uint64_t len = std::min(kCacheChunkSlots * kSlotSize, seg_bytes > off ? seg_bytes - off : 0);
+      len -= len % kSlotSize;
+      if (len < (std::min(end, c_first + kCacheChunkSlots) - c_first) * kSlotSize) {
+        // The object is shorter than the slots asked for: let the plain path
+        // say so.
+        return ReadExactAt(seg, reader, s * kSlotSize, (end - s) * kSlotSize,
+                           dst + (s - slot0) * kSlotSize);
+      }
+      auto buf = std::make_shared<std::vector<uint8_t>>(len);
+      HBISS_RETURN_IF_ERROR(ReadExactAt(seg, reader, off, len, buf->data()));
+      chunk = buf;
+      chunks_->Insert(seg, c, chunk);
+    }
+    const uint64_t upto = std::min(end, c_first + kCacheChunkSlots);
+    std::memcpy(dst + (s - slot0) * kSlotSize, chunk->data() + (s - c_first) * kSlotSize,
+                (upto - s) * kSlotSize);
+    s = upto;
+  }
+  return Status::OK();
+}
+
 Status VolumeImpl::ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out) {
   HBISS_ASSIGN_OR_RETURN(auto info, GetSegInfo(r.seg));
   std::shared_ptr<store::SegmentReader> reader;
@@ -1415,21 +1488,7 @@ Status VolumeImpl::ReadFromStore(const MapRun& r, uint64_t offset, std::span<uin
     dst = scratch.data();
   }
   auto where = [&] { return "volume " + name_ + " segment " + Hex16(r.seg); };
-  {
-    // The common case is one pread; build messages only on failure.
-    const uint64_t want = nblocks * kBlockSize;
-    uint64_t done = 0;
-    while (done < want) {
-      auto n = reader->ReadAt(uint64_t(slot0) * kSlotSize + done,
-                              std::span<uint8_t>(dst + done, want - done));
-      if (!n.ok()) return n.status().WithContext(where());
-      if (*n == 0) {
-        return Status::Corruption(where() + " is shorter than the extent map says (slot " +
-                                  std::to_string(slot0) + ")");
-      }
-      done += *n;
-    }
-  }
+  HBISS_RETURN_IF_ERROR(ReadSlots(r.seg, reader.get(), slot0, nblocks, dst));
   for (uint64_t i = 0; i < nblocks; i++) {
     uint32_t s = slot0 + uint32_t(i);
     if (s >= info->valid.size() || !info->valid[s]) {

@@ -42,9 +42,10 @@ struct OpenOptions {
   bool read_only = false;
   // Write a checkpoint after this many bytes of log since the last one.
   uint64_t checkpoint_interval = 1ull << 30;
-  // Bytes of closed-segment data cached in memory for reads (0 = none).
-  // Reserved: this engine does not cache closed-segment data itself yet;
-  // such reads go to the store (the local store's page cache serves them).
+  // Bytes of closed-segment data cached in memory for reads (0 = none),
+  // used only on stores that do not cache reads themselves
+  // (Store::CachesReadsLocally: HDFS). Reads shorter than 256 KiB fill it
+  // in 64 KiB chunks; longer ones bypass it.
   uint64_t cache_bytes = 64ull << 20;
   // When the volume's lock is held, break it (Store::BreakLock) and take the
   // volume over: failover after the host that had it open died. The caller

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "store/memory_store.h"
+#include "store/store_wrapper.h"
 #include "volume/log_format.h"
 #include "volume/volume.h"
 
@@ -14,9 +15,21 @@ namespace {
 
 const std::string kName = "cv";
 
+// The memory store, seen by the volume as a store that does not cache reads
+// (as HDFS) when `remote`: the volume then reads closed segments through its
+// chunk cache, and every check below must hold there too.
+class MaybeRemoteStore : public store::StoreWrapper {
+ public:
+  MaybeRemoteStore(store::Store* target, bool remote) : StoreWrapper(target), remote_(remote) {}
+  bool CachesReadsLocally() const override { return !remote_; }
+
+ private:
+  const bool remote_;
+};
+
 std::string SegObj(uint64_t id) { return "volumes/" + kName + "/seg/" + Hex16(id); }
 
-class CorruptionTest : public ::testing::Test {
+class CorruptionTest : public ::testing::TestWithParam<bool> {
  protected:
   void SetUp() override {
     CreateOptions co;
@@ -100,14 +113,18 @@ class CorruptionTest : public ::testing::Test {
     for (auto& c : Checkpoints()) ASSERT_TRUE(store_.Delete(c).ok());
   }
 
-  store::MemoryStore store_;
+  store::MemoryStore mem_;
+  MaybeRemoteStore store_{&mem_, GetParam()};
 };
+
+INSTANTIATE_TEST_SUITE_P(Stores, CorruptionTest, ::testing::Bool(),
+                         [](const auto& p) { return p.param ? "ChunkCache" : "NoCache"; });
 
 // The layout of a segment whose batches are each `n` data blocks (written
 // then flushed one at a time): batch i's header is at 4096 * (1 + i*(n+1)).
 uint64_t BatchHeaderOffset(int i, int n) { return uint64_t(kSlotSize) * (1 + i * (n + 1)); }
 
-TEST_F(CorruptionTest, FlippedDataBlockFailsOnlyThatRead) {
+TEST_P(CorruptionTest, FlippedDataBlockFailsOnlyThatRead) {
   auto v = Open();
   WriteBlocks(v.get(), 0, 40, 1);
   ASSERT_TRUE(v->Close().ok());
@@ -131,7 +148,7 @@ TEST_F(CorruptionTest, FlippedDataBlockFailsOnlyThatRead) {
   ExpectBlocks(v.get(), 17, 1, 2);
 }
 
-TEST_F(CorruptionTest, FlippedDataBlockInReplayedSegmentFailsOnlyThatRead) {
+TEST_P(CorruptionTest, FlippedDataBlockInReplayedSegmentFailsOnlyThatRead) {
   // Same, but the segment is rolled forward at open (no checkpoint).
   auto v = Open();
   WriteBlocks(v.get(), 0, 100, 1);  // > 1 segment of 64 slots
@@ -148,7 +165,7 @@ TEST_F(CorruptionTest, FlippedDataBlockInReplayedSegmentFailsOnlyThatRead) {
   ExpectBlocks(v.get(), 4, 96, 1);
 }
 
-TEST_F(CorruptionTest, FlippedNewestCheckpointFallsBackToOlderAndRollsForward) {
+TEST_P(CorruptionTest, FlippedNewestCheckpointFallsBackToOlderAndRollsForward) {
   auto v = Open();
   WriteBlocks(v.get(), 0, 30, 1);
   ASSERT_TRUE(v->Close().ok());  // checkpoint 1
@@ -181,7 +198,7 @@ TEST_F(CorruptionTest, FlippedNewestCheckpointFallsBackToOlderAndRollsForward) {
   ExpectBlocks(v.get(), 20, 30, 2);
 }
 
-TEST_F(CorruptionTest, FlippedBatchHeaderInNonLastSegmentIsCorruption) {
+TEST_P(CorruptionTest, FlippedBatchHeaderInNonLastSegmentIsCorruption) {
   auto v = Open();
   for (int i = 0; i < 40; i++) {  // batches of 4 blocks; 12 of them fill a 64-slot segment
     WriteBlocks(v.get(), uint64_t(i) * 4, 4, 1);
@@ -211,7 +228,7 @@ TEST_F(CorruptionTest, FlippedBatchHeaderInNonLastSegmentIsCorruption) {
   ExpectBlocks(v.get(), 0, 160, 1);
 }
 
-TEST_F(CorruptionTest, TornTailIsTheEndOfTheLog) {
+TEST_P(CorruptionTest, TornTailIsTheEndOfTheLog) {
   auto v = Open();
   WriteBlocks(v.get(), 0, 4, 1);
   ASSERT_TRUE(v->Flush().ok());
@@ -244,7 +261,7 @@ TEST_F(CorruptionTest, TornTailIsTheEndOfTheLog) {
 // An operation cut off by the end of the log must stay dropped when the log
 // goes on after recovery (the new segment says: discard the pending op),
 // instead of being completed by the next operation's entries.
-TEST_F(CorruptionTest, OperationCutOffByTornTailStaysDropped) {
+TEST_P(CorruptionTest, OperationCutOffByTornTailStaysDropped) {
   auto v = Open();
   WriteBlocks(v.get(), 0, 100, 1);  // 62 blocks in segment 1, the rest in segment 2
   ASSERT_TRUE(v->Close().ok());
@@ -265,7 +282,7 @@ TEST_F(CorruptionTest, OperationCutOffByTornTailStaysDropped) {
   ExpectBlocks(v.get(), 500, 1, 2);
 }
 
-TEST_F(CorruptionTest, BadDataInLastBatchOfLastSegmentIsATornTail) {
+TEST_P(CorruptionTest, BadDataInLastBatchOfLastSegmentIsATornTail) {
   auto v = Open();
   WriteBlocks(v.get(), 0, 4, 1);
   ASSERT_TRUE(v->Flush().ok());
@@ -280,7 +297,7 @@ TEST_F(CorruptionTest, BadDataInLastBatchOfLastSegmentIsATornTail) {
   ExpectBlocks(v.get(), 4, 4, 0);  // the whole torn batch is dropped, never half of it
 }
 
-TEST_F(CorruptionTest, BadBatchBeforeALaterSyncedBatchIsCorruption) {
+TEST_P(CorruptionTest, BadBatchBeforeALaterSyncedBatchIsCorruption) {
   auto v = Open();
   WriteBlocks(v.get(), 0, 4, 1);
   ASSERT_TRUE(v->Flush().ok());  // batch 0 synced
@@ -304,13 +321,13 @@ TEST_F(CorruptionTest, BadBatchBeforeALaterSyncedBatchIsCorruption) {
   ExpectBlocks(v.get(), 8, 4, 0);
 }
 
-TEST_F(CorruptionTest, CorruptMetaIsReported) {
+TEST_P(CorruptionTest, CorruptMetaIsReported) {
   Replace("volumes/" + kName + "/meta", "{not json");
   EXPECT_TRUE(Volume::Open(&store_, kName).status().IsCorruption());
   EXPECT_TRUE(Volume::Stat(&store_, kName).status().IsCorruption());
 }
 
-TEST_F(CorruptionTest, SegmentOfAnotherVolumeIsNotReplayed) {
+TEST_P(CorruptionTest, SegmentOfAnotherVolumeIsNotReplayed) {
   // A segment copied from another volume (different id) in place of ours
   // has a header that fails the volume-id check: as the only segment it is
   // ignored (like a torn creation) and the volume reads as empty rather

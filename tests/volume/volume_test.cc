@@ -799,3 +799,100 @@ TEST(VolumeBreakLockTest, BreakLockTakesOverAVolumeWhoseHolderIsGone) {
 
 }  // namespace
 }  // namespace hbiss::volume
+
+namespace hbiss::volume {
+namespace {
+
+// Looks like a remote store (no local read cache) and counts reads.
+class RemoteCountingStore : public store::StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  bool CachesReadsLocally() const override { return false; }
+  Result<std::unique_ptr<store::SegmentReader>> Open(const std::string& name) override {
+    auto r = StoreWrapper::Open(name);
+    if (!r.ok()) return r.status();
+    return std::unique_ptr<store::SegmentReader>(new Reader(std::move(*r), this));
+  }
+  std::atomic<uint64_t> reads{0};
+  std::atomic<uint64_t> read_bytes{0};
+
+ private:
+  class Reader : public store::SegmentReaderWrapper {
+   public:
+    Reader(std::unique_ptr<store::SegmentReader> t, RemoteCountingStore* s)
+        : SegmentReaderWrapper(std::move(t)), s_(s) {}
+    Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
+      s_->reads++;
+      auto n = SegmentReaderWrapper::ReadAt(offset, out);
+      if (n.ok()) s_->read_bytes += *n;
+      return n;
+    }
+
+   private:
+    RemoteCountingStore* s_;
+  };
+};
+
+// On a store without a local cache, small reads of closed segments fill the
+// volume's chunk cache (64 KiB chunks) and are then served from it; big reads
+// go around it; cache_bytes = 0 turns it off; what is read always matches a
+// model.
+TEST(VolumeChunkCacheTest, SmallReadsAreServedFromTheCacheOnRemoteStores) {
+  store::MemoryStore mem;
+  CreateOptions co;
+  co.size = 8 << 20;
+  co.segment_size = 1 << 20;
+  ASSERT_TRUE(Volume::Create(&mem, "v", co).ok());
+  std::mt19937_64 rng(11);
+  std::vector<uint8_t> model(co.size);
+  for (auto& b : model) b = uint8_t(rng());
+  {
+    auto v = Volume::Open(&mem, "v");
+    ASSERT_TRUE(v.ok());
+    for (uint64_t off = 0; off < co.size; off += 256 << 10) {
+      ASSERT_TRUE((*v)->Write(off, std::span<const uint8_t>(model.data() + off, 256 << 10)).ok());
+    }
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  RemoteCountingStore remote(&mem);
+  auto v = Volume::Open(&remote, "v");
+  ASSERT_TRUE(v.ok());
+  std::vector<uint8_t> buf(4096);
+  auto read = [&](uint64_t off, size_t len) {
+    buf.resize(len);
+    ASSERT_TRUE((*v)->Read(off, buf).ok());
+    ASSERT_TRUE(std::equal(buf.begin(), buf.end(), model.begin() + off)) << off << "+" << len;
+  };
+  read(100 << 12, 4096);  // warms the segment's CRC table, then one chunk
+  uint64_t after_first = remote.reads;
+  read(100 << 12, 4096);
+  read(101 << 12, 100);  // same 64 KiB chunk (blocks are laid out in order)
+  EXPECT_EQ(remote.reads, after_first) << "hits must not reach the store";
+  uint64_t before = remote.reads;
+  read(3 << 20, 4096);  // another segment's chunk: its CRC table and one chunk
+  EXPECT_GT(remote.reads, before);
+  before = remote.read_bytes;
+  read(1 << 20, 512 << 10);  // big: around the cache, exactly what was asked
+  EXPECT_GE(remote.read_bytes - before, uint64_t(512) << 10);
+  // Random small reads everywhere, checked against the model.
+  for (int i = 0; i < 2000; i++) {
+    uint64_t off = rng() % (co.size - 20000);
+    read(off, 1 + rng() % 20000);
+  }
+  ASSERT_TRUE((*v)->Close().ok());
+
+  // Without the cache every small read goes to the store.
+  OpenOptions no_cache;
+  no_cache.cache_bytes = 0;
+  auto w = Volume::Open(&remote, "v", no_cache);
+  ASSERT_TRUE(w.ok());
+  std::vector<uint8_t> one(4096);
+  ASSERT_TRUE((*w)->Read(100 << 12, one).ok());
+  before = remote.reads;
+  ASSERT_TRUE((*w)->Read(100 << 12, one).ok());
+  EXPECT_EQ(remote.reads, before + 1);
+  EXPECT_TRUE(std::equal(one.begin(), one.end(), model.begin() + (100 << 12)));
+}
+
+}  // namespace
+}  // namespace hbiss::volume
