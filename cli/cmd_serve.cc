@@ -108,8 +108,8 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--workers", a.workers, "Threads serving each connection (default 8): requests in flight per connection")
       ->check(CLI::Range(1, 64));
   serve->add_option("--cache-mb", a.cache_mb,
-                    "Reserved: read cache per open volume in MiB (not implemented yet; reads of "
-                    "closed segments go to the store)");
+                    "Read cache per open volume in MiB (default 64), used on stores whose reads "
+                    "are not cached on this host (HDFS); 0 turns it off");
   serve->add_flag("--break-lock", a.break_lock,
                   "Take over volumes whose lock is still held by a host that died (HDFS: "
                   "recover the dead writer's lease now instead of after ~60 s). Only when that "
