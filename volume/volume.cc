@@ -260,7 +260,8 @@ class VolumeImpl final : public Volume {
   Status Recover();
   void Start();
   // After Start: makes operations that recovery logged again durable, so
-  // what Open shows never goes back after a later crash.
+  // what Open shows never goes back after a later crash. (Normally they are
+  // durable already: PutRelogSegmentLocked wrote them whole.)
   Status FinishOpen() { return relogged_ ? Flush() : Status::OK(); }
 
   uint64_t size() const override { return meta_.size; }
@@ -323,6 +324,7 @@ class VolumeImpl final : public Volume {
   std::shared_ptr<MemSegment> NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
                                                   uint64_t prev_end, uint32_t flags = 0);
   Status Relog(uint64_t seg_id, size_t first_batch, bool pending);
+  Status PutRelogSegmentLocked(std::unique_lock<std::mutex>& l);
   LogPosition SealedEndLocked() const;
   // The header of the next checkpoint: it covers the log up to the end of the
   // last sealed batch. REQUIRES: mu_ held.
@@ -806,11 +808,75 @@ Status VolumeImpl::Relog(uint64_t seg_id, size_t first, bool pending) {
       if (!e.continues) op_in_progress_ = false;
       relogged++;
     }
+    // One new batch per old one: it needs no more slots than the old batch
+    // (same data, no more entries), so the re-log always fits in the new
+    // segment, which starts no later in its segment than the tail did.
+    SealBatchLocked();
   }
   op_in_progress_ = false;
-  relogged_ = relogged > 0;
   spdlog::info("volume {}: logged {} entries again from the unproven tail of segment {}", name_,
                relogged, Hex16(seg_id));
+  if (relogged == 0) return Status::OK();
+  return PutRelogSegmentLocked(l);
+}
+
+// The re-log segment is written whole with the store's atomic, durable Put,
+// so a crash leaves it complete or absent, never a header with part of the
+// re-logged batches (which would cut the tail off the chain: the operations
+// a recovery had shown would be lost). Its batches say the whole segment is
+// durable (synced_upto = its end), so a later recovery never logs it again.
+// The live log then goes on in a fresh segment after it.
+Status VolumeImpl::PutRelogSegmentLocked(std::unique_lock<std::mutex>& l) {
+  std::shared_ptr<MemSegment> seg = cur_;
+  bool only_seg = !ob_active_ && !queue_.empty() && mem_segs_.size() == 1;
+  for (const QueueItem& item : queue_) only_seg &= !item.end_of_segment && item.seg == seg;
+  if (!only_seg) {
+    // Cannot happen (see Relog); fall back to streaming the re-log through
+    // the flusher, which FinishOpen syncs.
+    spdlog::warn("volume {}: re-log did not fit one segment; it is not written atomically",
+                 name_);
+    relogged_ = true;
+    return Status::OK();
+  }
+  if (seg->id + 1 > ExtentMap::kMaxSeg) {
+    return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
+  }
+  const uint64_t end = uint64_t(seg->used) * kSlotSize;
+  BatchHeader& h = scratch_header_;
+  for (QueueItem& item : queue_) {
+    h.volume_id = meta_.id;
+    h.segment_id = seg->id;
+    h.seq = item.seq;
+    h.synced_upto = LogPosition{seg->id, end};
+    h.entries = std::move(item.entries);
+    h.data_crcs.resize(item.data_slots);
+    for (uint32_t i = 0; i < item.data_slots; i++) {
+      uint32_t s = item.header_slot + 1 + i;
+      h.data_crcs[i] = seg->crcs[s] = DataSlotCrc(seg->Slot(s));
+      seg->valid[s] = true;
+    }
+    EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize));
+  }
+  const std::string obj = SegName(name_, seg->id);
+  l.unlock();  // no other thread runs before Start(); the Put may take a while
+  Status s = store_->Put(obj, std::span<const uint8_t>(seg->Slot(0), end));
+  l.lock();
+  HBISS_RETURN_IF_ERROR(s.WithContext("volume " + name_ + ": writing re-log segment " + obj));
+  queue_.clear();
+  log_bytes_ += end;
+  segment_files_++;
+  appended_pos_ = durable_pos_ = LogPosition{seg->id, end};
+  appended_seq_ = durable_seq_ = flush_target_ = last_sealed_seq_;
+  // The segment is closed: reads go to the store from now on.
+  auto info = std::make_shared<SegInfo>();
+  info->crcs = seg->crcs;
+  info->valid = seg->valid;
+  CacheSegInfo(seg->id, std::move(info));
+  mem_segs_.erase(seg->id);
+  if (!live_blocks_.count(seg->id)) dead_segs_.push_back(seg->id);
+  if (spare_bufs_.empty()) spare_bufs_.push_back(std::move(seg->buf));
+  cur_ = NewMemSegmentLocked(seg->id + 1, seg->id, end);
+  relogged_ = false;
   return Status::OK();
 }
 
