@@ -23,30 +23,21 @@
 
 #include "store/fault_injection_store.h"
 #include "store/memory_store.h"
+#include "tests/volume/crash_model.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
 namespace {
 
 using store::FaultInjectionStore;
+using crashtest::Apply;
+using crashtest::FindPrefix;
+using crashtest::Op;
+using crashtest::Pattern;
+using crashtest::RandomRange;
 
 constexpr uint64_t kVolSize = 2 << 20;
 constexpr uint64_t kBlocks = kVolSize / kBlockSize;
-
-struct Op {
-  enum Kind { kWrite, kTrim, kZero } kind;
-  uint64_t off = 0;
-  uint64_t len = 0;
-  std::vector<uint8_t> data;  // kWrite
-};
-
-void Apply(const Op& op, std::vector<uint8_t>* state) {
-  if (op.kind == Op::kWrite) {
-    std::memcpy(state->data() + op.off, op.data.data(), op.len);
-  } else {
-    std::memset(state->data() + op.off, 0, op.len);
-  }
-}
 
 struct Stats {
   uint64_t cycles = 0;
@@ -57,34 +48,6 @@ struct Stats {
   uint64_t acked_ops = 0;
   uint64_t flushes_ok = 0;
 };
-
-// Finds k in [lo, ops.size()] with state(k) == actual, where state(lo) is
-// *state on entry. Returns -1 if none. Leaves *state = state(k).
-int64_t FindPrefix(std::vector<uint8_t>* state, const std::vector<Op>& ops, size_t lo,
-                   const std::vector<uint8_t>& actual, uint64_t first_block = 0,
-                   uint64_t end_block = kBlocks) {
-  std::vector<bool> bad(kBlocks);
-  uint64_t nbad = 0;
-  auto check = [&](uint64_t b) {
-    bool m = std::memcmp(state->data() + b * kBlockSize, actual.data() + b * kBlockSize,
-                         kBlockSize) != 0;
-    if (m != bad[b]) {
-      bad[b] = m;
-      nbad += m ? 1 : uint64_t(-1);
-    }
-  };
-  for (uint64_t b = first_block; b < end_block; b++) check(b);
-  if (nbad == 0) return int64_t(lo);
-  for (size_t k = lo; k < ops.size(); k++) {
-    Apply(ops[k], state);
-    for (uint64_t b = ops[k].off / kBlockSize; b <= (ops[k].off + ops[k].len - 1) / kBlockSize;
-         b++) {
-      check(b);
-    }
-    if (nbad == 0) return int64_t(k + 1);
-  }
-  return -1;
-}
 
 void RunIteration(uint64_t seed, Stats* stats) {
   std::mt19937_64 rng(seed);
@@ -122,19 +85,11 @@ void RunIteration(uint64_t seed, Stats* stats) {
     for (int i = 0; i < nops; i++) {
       int kind = int(rng() % 20);
       Op op;
-      if (rng() % 2) {
-        op.off = (rng() % kBlocks) * kBlockSize;
-        op.len = std::min<uint64_t>((1 + rng() % 16) * kBlockSize, kVolSize - op.off);
-      } else {
-        op.off = rng() % kVolSize;
-        op.len = 1 + rng() % std::min<uint64_t>(kVolSize - op.off, 64 << 10);
-      }
+      RandomRange(rng, kVolSize, 16, 64 << 10, &op);
       Status s;
       if (kind < 11) {
         op.kind = Op::kWrite;
-        op.data.resize(op.len);
-        uint64_t tag = rng();
-        for (uint64_t j = 0; j < op.len; j++) op.data[j] = uint8_t((tag >> (j % 8 * 8)) + j);
+        op.data = Pattern(op.len, rng());
         s = v->Write(op.off, op.data);
       } else if (kind < 13) {
         op.kind = Op::kTrim;
@@ -266,9 +221,7 @@ void RunConcurrentIteration(uint64_t seed, Stats* stats) {
         Status s;
         if (kind < 6) {
           op.kind = Op::kWrite;
-          op.data.resize(op.len);
-          uint64_t tag = r();
-          for (uint64_t j = 0; j < op.len; j++) op.data[j] = uint8_t((tag >> (j % 8 * 8)) + j);
+          op.data = Pattern(op.len, r());
           s = v->Write(op.off, op.data);
         } else if (kind < 7) {
           op.kind = Op::kTrim;

@@ -28,22 +28,22 @@
 
 #include "store/fault_injection_store.h"
 #include "store/memory_store.h"
+#include "tests/volume/crash_model.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
 namespace {
 
 using store::FaultInjectionStore;
+using crashtest::Apply;
+using crashtest::FindPrefix;
+using crashtest::Op;
+using crashtest::Pattern;
+using crashtest::RandomRange;
 using CrashKind = FaultInjectionStore::CrashKind;
 
 const char* KindName(CrashKind k) {
   return k == CrashKind::kPowerLoss ? "power loss" : "process crash";
-}
-
-std::vector<uint8_t> Pattern(uint64_t len, uint64_t tag) {
-  std::vector<uint8_t> d(len);
-  for (uint64_t j = 0; j < len; j++) d[j] = uint8_t((tag >> (j % 8 * 8)) + j);
-  return d;
 }
 
 Result<std::vector<uint8_t>> ReadAll(store::Store* s, const std::string& name, bool read_only) {
@@ -210,49 +210,6 @@ TEST(VolumeDoubleCrashTest, RelogSegmentIsWholeAndNotLoggedAgain) {
 constexpr uint64_t kVolSize = 1 << 20;
 constexpr uint64_t kBlocks = kVolSize / kBlockSize;
 
-struct Op {
-  enum Kind { kWrite, kTrim, kZero } kind = kWrite;
-  uint64_t off = 0;
-  uint64_t len = 0;
-  std::vector<uint8_t> data;  // kWrite
-};
-
-void Apply(const Op& op, std::vector<uint8_t>* state) {
-  if (op.kind == Op::kWrite) {
-    std::memcpy(state->data() + op.off, op.data.data(), op.len);
-  } else {
-    std::memset(state->data() + op.off, 0, op.len);
-  }
-}
-
-// Finds k in [lo, ops.size()] with state(k) == actual, where state(lo) is
-// *state on entry. Returns -1 if none. Leaves *state = state(k) (or the state
-// after all ops when none matches).
-int64_t FindPrefix(std::vector<uint8_t>* state, const std::vector<Op>& ops, size_t lo,
-                   const std::vector<uint8_t>& actual) {
-  std::vector<bool> bad(kBlocks);
-  uint64_t nbad = 0;
-  auto check = [&](uint64_t b) {
-    bool m = std::memcmp(state->data() + b * kBlockSize, actual.data() + b * kBlockSize,
-                         kBlockSize) != 0;
-    if (m != bad[b]) {
-      bad[b] = m;
-      nbad += m ? 1 : uint64_t(-1);
-    }
-  };
-  for (uint64_t b = 0; b < kBlocks; b++) check(b);
-  if (nbad == 0) return int64_t(lo);
-  for (size_t k = lo; k < ops.size(); k++) {
-    Apply(ops[k], state);
-    for (uint64_t b = ops[k].off / kBlockSize; b <= (ops[k].off + ops[k].len - 1) / kBlockSize;
-         b++) {
-      check(b);
-    }
-    if (nbad == 0) return int64_t(k + 1);
-  }
-  return -1;
-}
-
 struct RunResult {
   std::vector<Op> acked;
   size_t flushed = 0;  // ops acknowledged before the last completed Flush
@@ -264,13 +221,7 @@ void RunOps(Volume* v, FaultInjectionStore* fs, std::mt19937_64& rng, int nops, 
   for (int i = 0; i < nops; i++) {
     int kind = int(rng() % 16);
     Op op;
-    if (rng() % 2) {
-      op.off = (rng() % kBlocks) * kBlockSize;
-      op.len = std::min<uint64_t>((1 + rng() % 24) * kBlockSize, kVolSize - op.off);
-    } else {
-      op.off = rng() % kVolSize;
-      op.len = 1 + rng() % std::min<uint64_t>(kVolSize - op.off, 48 << 10);
-    }
+    RandomRange(rng, kVolSize, 24, 48 << 10, &op);
     Status s;
     if (kind < 10) {
       op.kind = Op::kWrite;
