@@ -48,6 +48,9 @@ PACKAGES=(
   procps
   xxd
   python3-matplotlib
+  # the VM test (tests/vm): QEMU boots a Linux guest from a busybox initramfs
+  qemu-system-x86
+  busybox-static
 )
 
 log() { echo "deps: $*" >&2; }

@@ -1,0 +1,152 @@
+#!/bin/busybox sh
+# /init of the VM test's guest (busybox ash). Its disk, /dev/vda, is an hbiss volume that
+# QEMU reaches over NBD. The mode comes from the kernel command line:
+#
+#   hbiss_mode=write   mkfs.ext4; mount; write 64 MiB of random data and 200 small files
+#                      (sizes 1..20000 bytes) under /data, plus a 64 MiB scratch file; sync;
+#                      store the sha256 list as /SHA256SUMS in the filesystem; print the
+#                      scratch file's extents (HBISS-VM-FREED lines), delete it; umount; drop
+#                      caches; e2fsck -fn; remount; verify every sha256; fstrim; umount.
+#   hbiss_mode=verify  e2fsck -fn; mount read-only; the list must be the one the write boot
+#                      stored (its sha256 is given as hbiss_sums=HEX) and every file must
+#                      match it; umount.
+#
+# The last line it prints is the verdict, read by vm_boot_test.sh from the serial console:
+#   HBISS-VM-RESULT: PASS mode=... <details>      or      HBISS-VM-RESULT: FAIL <step>
+# then it powers the machine off.
+
+# Loaded in this order (each one needs only those before it). prepare_guest.sh copies the
+# modules named here into the initramfs.
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk crc16 mbcache jbd2 crc32c_generic ext4"
+
+export PATH=/bin:/usr/sbin
+DEV=/dev/vda
+MNT=/mnt
+BIG_MIB=64
+SCRATCH_MIB=64
+SMALL_FILES=200
+
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mkdir -p /tmp && mount -t tmpfs tmpfs /tmp
+
+say() { echo "hbiss-vm: $*"; }
+now() { cut -d' ' -f1 /proc/uptime; }
+finish() {
+  umount "$MNT" 2>/dev/null
+  sync
+  echo "HBISS-VM-RESULT: $*"
+  poweroff -f
+  sleep 5
+  exit 1  # init exiting panics the kernel; panic=-1 reboots; QEMU -no-reboot then exits
+}
+fail() { finish "FAIL $*"; }
+# run "step" cmd...: runs the command, its output on the console; fails the boot if it fails.
+run() {
+  step=$1
+  shift
+  "$@" || fail "$step (exit $?)"
+}
+
+MODE=
+SUMS=
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    hbiss_mode=*) MODE=${arg#hbiss_mode=} ;;
+    hbiss_sums=*) SUMS=${arg#hbiss_sums=} ;;
+  esac
+done
+say "mode=$MODE kernel=$(uname -r) at $(now)s"
+
+for m in $MODULES; do
+  insmod "/lib/modules/$m.ko" || fail "insmod $m"
+done
+i=0
+while [ ! -b "$DEV" ]; do
+  i=$((i + 1))
+  [ $i -le 100 ] || fail "$DEV did not appear"
+  sleep 0.1
+done
+say "$DEV: $(cat /sys/block/vda/size) sectors, discard max" \
+  "$(cat /sys/block/vda/queue/discard_max_bytes) bytes"
+
+drop_caches() {
+  sync
+  blockdev --flushbufs "$DEV"
+  echo 3 >/proc/sys/vm/drop_caches
+}
+
+# verify_sums: every file in /SHA256SUMS reads back with its recorded sha256.
+verify_sums() {
+  (cd "$MNT" && sha256sum -c SHA256SUMS >/tmp/check.out 2>&1)
+  rc=$?
+  ok=$(grep -c ': OK$' /tmp/check.out)
+  bad=$(grep -v ': OK$' /tmp/check.out | head -n 3)
+  [ $rc -eq 0 ] && [ "$ok" -eq $((SMALL_FILES + 1)) ] ||
+    fail "$1: $ok of $((SMALL_FILES + 1)) files verified (rc $rc) $bad"
+  say "$1: $ok files verified at $(now)s"
+}
+
+if [ "$MODE" = write ]; then
+  # A small journal and inode table keep the filesystem's own metadata to a few MiB, so the
+  # host can tell the 64 MiB file (kept) from the 64 MiB scratch file (trimmed).
+  run "mkfs.ext4" mkfs.ext4 -F -q -N 4096 -J size=4 "$DEV"
+  run "mount" mount -t ext4 "$DEV" "$MNT"
+  mkdir -p "$MNT/data/small"
+  run "write big file" dd if=/dev/urandom of="$MNT/data/big.bin" bs=1M count=$BIG_MIB \
+    status=none
+  run "write scratch file" dd if=/dev/urandom of="$MNT/scratch.bin" bs=1M \
+    count=$SCRATCH_MIB status=none
+  n=1
+  while [ $n -le $SMALL_FILES ]; do
+    # Sizes spread over 1..20000 bytes: partial blocks, one block, several blocks.
+    size=$(( (n * 7919) % 20000 + 1 ))
+    head -c $size /dev/urandom >"$MNT/data/small/f$n" || fail "write small file $n"
+    n=$((n + 1))
+  done
+  run "sync" sync
+  say "wrote ${BIG_MIB}+${SCRATCH_MIB} MiB and $SMALL_FILES small files at $(now)s"
+  (cd "$MNT" && find data -type f | sort | xargs sha256sum >SHA256SUMS) ||
+    fail "sha256sum of the written files"
+  [ "$(wc -l <"$MNT/SHA256SUMS")" -eq $((SMALL_FILES + 1)) ] || fail "SHA256SUMS line count"
+  # The scratch file's physical extents, in filesystem blocks: after rm + fstrim the host
+  # checks that hbiss reports exactly these ranges as holes.
+  bs=$(stat -f -c %S "$MNT")
+  filefrag -v "$MNT/scratch.bin" >/tmp/frag.out || fail "filefrag"
+  awk -v bs="$bs" -v want=$((SCRATCH_MIB << 20)) '$1 ~ /^[0-9]+:$/ {
+      split($0, f, ":"); split(f[3], p, "[.]+"); gsub(/ /, "", f[4]);
+      printf "HBISS-VM-FREED %d %d %d\n", p[1], f[4], bs; n += f[4] }
+    END { if (n * bs != want) exit 1 }' /tmp/frag.out >/tmp/freed ||
+    fail "scratch extents do not add up to ${SCRATCH_MIB} MiB: $(cat /tmp/frag.out)"
+  cat /tmp/freed
+  run "rm scratch" rm "$MNT/scratch.bin"
+  run "sync" sync
+  run "umount" umount "$MNT"
+  drop_caches
+  run "e2fsck -fn after writing" e2fsck -fn "$DEV"
+  say "e2fsck clean at $(now)s"
+  run "remount" mount -t ext4 "$DEV" "$MNT"
+  verify_sums "after remount"
+  trimmed=$(fstrim -v "$MNT") || fail "fstrim"
+  say "fstrim: $trimmed"
+  trimmed=$(echo "$trimmed" | sed -n 's/.*: \([0-9]*\) bytes trimmed.*/\1/p')
+  [ "${trimmed:-0}" -ge $((SCRATCH_MIB << 20)) ] || fail "fstrim trimmed only $trimmed bytes"
+  list=$(sha256sum "$MNT/SHA256SUMS" | cut -d' ' -f1)
+  run "umount" umount "$MNT"
+  drop_caches
+  echo "HBISS-VM-SUMS $list"
+  finish "PASS mode=write files=$((SMALL_FILES + 1)) trimmed=$trimmed sums=$list uptime=$(now)s"
+elif [ "$MODE" = verify ]; then
+  [ -n "$SUMS" ] || fail "no hbiss_sums= on the kernel command line"
+  run "e2fsck -fn after the server restart" e2fsck -fn "$DEV"
+  run "mount read-only" mount -t ext4 -o ro "$DEV" "$MNT"
+  list=$(sha256sum "$MNT/SHA256SUMS" | cut -d' ' -f1)
+  [ "$list" = "$SUMS" ] || fail "SHA256SUMS differs from the write boot's: $list != $SUMS"
+  verify_sums "after the server restart"
+  [ ! -e "$MNT/scratch.bin" ] || fail "the deleted scratch file is back"
+  run "umount" umount "$MNT"
+  finish "PASS mode=verify files=$((SMALL_FILES + 1)) sums=$list uptime=$(now)s"
+else
+  fail "unknown hbiss_mode '$MODE'"
+fi
