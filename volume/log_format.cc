@@ -135,6 +135,59 @@ Status DecodeBatchHeader(std::span<const uint8_t> slot, BatchHeader* out) {
 
 uint32_t DataSlotCrc(const uint8_t* slot) { return crc32c::Value(slot, kSlotSize); }
 
+// Layout: magic(8) volume_id(8) segment_id(8) segment_bytes(8) slots(4)
+// reserved(4) crcs(4 * slots) valid bitmap(ceil(slots / 8), bit i of byte
+// i / 8 is slot i) masked CRC32C of everything before (4).
+std::string EncodeSegmentSummary(const SegmentSummary& s) {
+  const size_t n = s.crcs.size();
+  std::string out(kSummaryFixedBytes + 4 * n + (n + 7) / 8 + 4, '\0');
+  uint8_t* p = reinterpret_cast<uint8_t*>(out.data());
+  std::memcpy(p, kSummaryMagic, 8);
+  EncodeFixed64(p + 8, s.volume_id);
+  EncodeFixed64(p + 16, s.segment_id);
+  EncodeFixed64(p + 24, s.segment_bytes);
+  EncodeFixed32(p + 32, uint32_t(n));
+  uint8_t* c = p + kSummaryFixedBytes;
+  for (size_t i = 0; i < n; i++) EncodeFixed32(c + 4 * i, s.crcs[i]);
+  uint8_t* bits = c + 4 * n;
+  for (size_t i = 0; i < n; i++) {
+    if (s.valid[i]) bits[i / 8] |= uint8_t(1u << (i % 8));
+  }
+  const size_t body = out.size() - 4;
+  EncodeFixed32(p + body, crc32c::Mask(crc32c::Value(p, body)));
+  return out;
+}
+
+Result<SegmentSummary> DecodeSegmentSummary(std::span<const uint8_t> d) {
+  if (d.size() < kSummaryFixedBytes + 4 || std::memcmp(d.data(), kSummaryMagic, 8) != 0) {
+    return Status::Corruption("segment summary: short or bad magic");
+  }
+  const uint64_t n = DecodeFixed32(d.data() + 32);
+  if (d.size() != kSummaryFixedBytes + 4 * n + (n + 7) / 8 + 4) {
+    return Status::Corruption("segment summary: size does not match its slot count");
+  }
+  const size_t body = d.size() - 4;
+  if (crc32c::Unmask(DecodeFixed32(d.data() + body)) != crc32c::Value(d.data(), body)) {
+    return Status::Corruption("segment summary: CRC mismatch");
+  }
+  SegmentSummary s;
+  s.volume_id = DecodeFixed64(d.data() + 8);
+  s.segment_id = DecodeFixed64(d.data() + 16);
+  s.segment_bytes = DecodeFixed64(d.data() + 24);
+  if (s.segment_bytes / kSlotSize != n) {
+    return Status::Corruption("segment summary: slot count does not match the segment size");
+  }
+  s.crcs.resize(n);
+  s.valid.resize(n);
+  const uint8_t* c = d.data() + kSummaryFixedBytes;
+  const uint8_t* bits = c + 4 * n;
+  for (size_t i = 0; i < n; i++) {
+    s.crcs[i] = DecodeFixed32(c + 4 * i);
+    s.valid[i] = (bits[i / 8] >> (i % 8)) & 1;
+  }
+  return s;
+}
+
 std::string Hex16(uint64_t v) {
   static const char kDigits[] = "0123456789abcdef";
   std::string s(16, '0');

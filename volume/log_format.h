@@ -115,6 +115,29 @@ Status DecodeBatchHeader(std::span<const uint8_t> slot, BatchHeader* out);
 // CRC32C of one data slot as stored in the batch header.
 uint32_t DataSlotCrc(const uint8_t* slot);
 
+// ---------------------------------------------------------------------------
+// Segment summary: the CRC table of a closed segment in a small object of its
+// own (volumes/NAME/sum/<id>), so reading a segment needs one Get instead of
+// a scan of every batch header. Only a cache: recovery never reads it, and a
+// missing or bad one makes the reader scan the segment instead.
+inline constexpr char kSummaryMagic[8] = {'H', 'B', 'S', 'S', 'S', 'U', 'M', '1'};
+inline constexpr size_t kSummaryFixedBytes = 40;
+
+struct SegmentSummary {
+  uint64_t volume_id = 0;
+  uint64_t segment_id = 0;
+  uint64_t segment_bytes = 0;  // size of the segment object it describes
+  // Per slot (segment_bytes / kSlotSize of them): whether a valid batch
+  // header covers it as a data slot, and then its DataSlotCrc (else 0).
+  std::vector<bool> valid;
+  std::vector<uint32_t> crcs;
+};
+
+// REQUIRES: valid.size() == crcs.size() == segment_bytes / kSlotSize.
+std::string EncodeSegmentSummary(const SegmentSummary& s);
+// Corruption for a short or long buffer, bad magic or bad CRC.
+Result<SegmentSummary> DecodeSegmentSummary(std::span<const uint8_t> data);
+
 // 16 lowercase hex digits, the name component of segments and checkpoints.
 std::string Hex16(uint64_t v);
 // Parses exactly 16 hex digits; false otherwise.

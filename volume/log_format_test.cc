@@ -181,5 +181,50 @@ TEST(Hex16Test, RoundTrip) {
   EXPECT_FALSE(ParseHex16("000000000000000g", &v));
 }
 
+SegmentSummary SampleSummary(uint64_t slots) {
+  SegmentSummary s;
+  s.volume_id = 0x1122334455667788ull;
+  s.segment_id = 42;
+  s.segment_bytes = slots * kSlotSize;
+  std::mt19937 rng(3);
+  for (uint64_t i = 0; i < slots; i++) {
+    bool v = i > 0 && rng() % 3 != 0;
+    s.valid.push_back(v);
+    s.crcs.push_back(v ? uint32_t(rng()) : 0);
+  }
+  return s;
+}
+
+TEST(SegmentSummaryTest, RoundTrip) {
+  for (uint64_t slots : {0, 1, 7, 8, 9, 16384}) {
+    SegmentSummary s = SampleSummary(slots);
+    std::string enc = EncodeSegmentSummary(s);
+    auto d = DecodeSegmentSummary(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(enc.data()), enc.size()));
+    ASSERT_TRUE(d.ok()) << slots << ": " << d.status().ToString();
+    EXPECT_EQ(d->volume_id, s.volume_id);
+    EXPECT_EQ(d->segment_id, s.segment_id);
+    EXPECT_EQ(d->segment_bytes, s.segment_bytes);
+    EXPECT_EQ(d->valid, s.valid);
+    EXPECT_EQ(d->crcs, s.crcs);
+  }
+}
+
+TEST(SegmentSummaryTest, EveryByteFlipAndEveryTruncationIsDetected) {
+  std::string enc = EncodeSegmentSummary(SampleSummary(20));
+  for (size_t i = 0; i < enc.size(); i++) {
+    std::string bad = enc;
+    bad[i] = char(bad[i] ^ 0x08);
+    auto d = DecodeSegmentSummary(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bad.data()), bad.size()));
+    EXPECT_TRUE(d.status().IsCorruption()) << "byte " << i;
+  }
+  for (size_t n = 0; n < enc.size(); n++) {
+    auto d = DecodeSegmentSummary(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(enc.data()), n));
+    EXPECT_TRUE(d.status().IsCorruption()) << "length " << n;
+  }
+}
+
 }  // namespace
 }  // namespace hbiss::volume

@@ -44,7 +44,9 @@ namespace {
 
 constexpr uint32_t kMaxBatchDataSlots = 256;  // 1 MiB of data per batch
 constexpr size_t kMaxInMemorySegments = 3;    // open + being closed
-constexpr size_t kSegInfoCacheEntries = 128;
+// CRC tables of closed segments kept for reads: 64 KiB each for 64 MiB
+// segments, so 512 of them cover 32 GiB of log in 32 MiB.
+constexpr size_t kSegInfoCacheEntries = 512;
 // The read cache (OpenOptions::cache_bytes) holds 64 KiB chunks of closed
 // segments; reads of 256 KiB or more go around it (sequential streams are
 // cheap on HDFS and would only push out the small, hot data).
@@ -60,6 +62,9 @@ std::string SegDir(const std::string& name) { return VolDir(name) + "/seg"; }
 std::string CkptDir(const std::string& name) { return VolDir(name) + "/ckpt"; }
 std::string SegName(const std::string& name, uint64_t id) {
   return SegDir(name) + "/" + Hex16(id);
+}
+std::string SumName(const std::string& name, uint64_t id) {
+  return VolDir(name) + "/sum/" + Hex16(id);
 }
 std::string CkptName(const std::string& name, uint64_t seq) {
   return CkptDir(name) + "/" + Hex16(seq);
@@ -334,6 +339,9 @@ class VolumeImpl final : public Volume {
   void FlusherLoop();
   Status ProcessItem(QueueItem& item, std::vector<std::shared_ptr<MemSegment>>* closed);
   Status WriteCheckpoint(const std::string& data, uint64_t seq);
+  // Stores the CRC table of closed segment `seg` (`bytes` long) as its
+  // summary; a failure only costs a scan when the segment is next read.
+  void PutSummary(const MemSegment& seg, uint64_t bytes);
 
   // --- reads ---
   Result<std::shared_ptr<SegInfo>> GetSegInfo(uint64_t seg);
@@ -1233,10 +1241,12 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
   const std::string obj = SegName(name_, seg->id);
   if (item.end_of_segment) {
     if (writer_ && writer_seg_ == seg->id) {
+      const uint64_t bytes = writer_->Size();
       HBISS_RETURN_IF_ERROR(writer_->Close().WithContext("closing " + obj));
       writer_.reset();
       writer_seg_ = 0;
       durable_pos_ = appended_pos_;
+      PutSummary(*seg, bytes);
     }
     closed->push_back(item.seg);
     return Status::OK();
@@ -1276,6 +1286,24 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
   appended_pos_ = {seg->id, uint64_t(item.header_slot + 1 + item.data_slots) * kSlotSize};
   appended_seq_ = item.seq;
   return Status::OK();
+}
+
+void VolumeImpl::PutSummary(const MemSegment& seg, uint64_t bytes) {
+  SegmentSummary sum;
+  sum.volume_id = meta_.id;
+  sum.segment_id = seg.id;
+  sum.segment_bytes = bytes;
+  const uint64_t n = bytes / kSlotSize;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    sum.crcs.assign(seg.crcs.begin(), seg.crcs.begin() + n);
+    sum.valid.assign(seg.valid.begin(), seg.valid.begin() + n);
+  }
+  const std::string data = EncodeSegmentSummary(sum);
+  Status s = store_->Put(SumName(name_, seg.id),
+                         std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()),
+                                                  data.size()));
+  if (!s.ok()) spdlog::warn("volume {}: segment summary: {}", name_, s.ToString());
 }
 
 Status VolumeImpl::WriteCheckpoint(const std::string& data, uint64_t seq) {
@@ -1437,10 +1465,32 @@ Result<std::shared_ptr<SegInfo>> VolumeImpl::LoadSegInfo(uint64_t seg) {
   info->crcs.assign(seg_slots_, 0);
   info->valid.assign(seg_slots_, false);
   uint64_t size = info->reader->Size();
-  std::vector<uint8_t> slot(kSlotSize);
+  // The summary, when there is a good one for exactly this object, is the
+  // table; it only saves the scan below, which recovery's rules also follow.
+  auto sum_data = store_->Get(SumName(name_, seg), 1 << 20);
+  if (sum_data.ok()) {
+    auto sum = DecodeSegmentSummary(std::span<const uint8_t>(
+        reinterpret_cast<const uint8_t*>(sum_data->data()), sum_data->size()));
+    if (sum.ok() && sum->volume_id == meta_.id && sum->segment_id == seg &&
+        sum->segment_bytes == size && sum->crcs.size() <= seg_slots_) {
+      std::copy(sum->crcs.begin(), sum->crcs.end(), info->crcs.begin());
+      std::copy(sum->valid.begin(), sum->valid.end(), info->valid.begin());
+      return info;
+    }
+    spdlog::warn("volume {}: ignoring the summary of segment {}: {}", name_, Hex16(seg),
+                 sum.ok() ? "it describes another object" : sum.status().ToString());
+  }
+  // Batch headers, read in large pieces (one request per MiB, not per batch).
+  std::vector<uint8_t> buf;
+  uint64_t buf_off = 0;
   BatchHeader h;
   for (uint64_t off = kSlotSize; off + kSlotSize <= size;) {
-    HBISS_RETURN_IF_ERROR(ReadExact(info->reader.get(), off, slot, where));
+    if (off < buf_off || off + kSlotSize > buf_off + buf.size()) {
+      buf.resize(std::min<uint64_t>(1 << 20, (size - off) / kSlotSize * kSlotSize));
+      buf_off = off;
+      HBISS_RETURN_IF_ERROR(ReadExact(info->reader.get(), off, buf, where));
+    }
+    std::span<const uint8_t> slot(buf.data() + (off - buf_off), kSlotSize);
     if (!DecodeBatchHeader(slot, &h).ok() || h.volume_id != meta_.id || h.segment_id != seg) {
       break;
     }
@@ -1670,9 +1720,13 @@ Status VolumeImpl::Close() {
     flusher_.join();
     std::unique_lock<std::mutex> l(mu_);
     if (result.ok() && !failed_.ok()) result = WritableLocked();
+    std::shared_ptr<MemSegment> last;  // closed here: gets a summary
+    uint64_t last_bytes = 0;
     if (result.ok() && writer_) {
+      last_bytes = writer_->Size();
       result = writer_->Close().WithContext("volume " + name_ + ": closing segment");
       writer_.reset();
+      if (result.ok() && writer_seg_ == cur_->id) last = cur_;
     }
     if (result.ok() && !ob_active_ && queue_.empty()) {
       // Everything is durable: publish a checkpoint of the final map.
@@ -1680,6 +1734,11 @@ Status VolumeImpl::Close() {
       std::string data = EncodeCheckpoint(ci, map_);
       l.unlock();
       result = WriteCheckpoint(data, ci.seq);
+      l.lock();
+    }
+    if (last) {
+      l.unlock();
+      PutSummary(*last, last_bytes);
       l.lock();
     }
     closed_ = true;

@@ -348,5 +348,54 @@ TEST_P(CorruptionTest, SegmentOfAnotherVolumeIsNotReplayed) {
   ExpectBlocks(v.get(), 0, 4, 0);
 }
 
+std::string SumObj(uint64_t id) { return "volumes/" + kName + "/sum/" + Hex16(id); }
+
+// Closed segments get a summary (their CRC table); reads use it. A summary
+// with a flipped byte, or one that describes another segment, is ignored
+// (the segment is scanned instead); one whose CRC table is wrong makes the
+// reads it misleads fail as Corruption, never return bytes as good.
+TEST_P(CorruptionTest, SegmentSummariesAreUsedAndBadOnesIgnored) {
+  auto v = Open();
+  WriteBlocks(v.get(), 0, 200, 1);
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  auto sums = store_.List("volumes/" + kName + "/sum");
+  ASSERT_TRUE(sums.ok());
+  auto segs = store_.List("volumes/" + kName + "/seg");
+  ASSERT_TRUE(segs.ok());
+  ASSERT_GE(segs->size(), 4u);
+  EXPECT_EQ(sums->size(), segs->size()) << "every closed segment has a summary";
+  for (uint64_t id = 1; id <= 3; id++) {
+    auto d = Get(SumObj(id));
+    auto sum = DecodeSegmentSummary(
+        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(d.data()), d.size()));
+    ASSERT_TRUE(sum.ok()) << sum.status().ToString();
+    EXPECT_EQ(sum->segment_id, id);
+    EXPECT_EQ(sum->segment_bytes, Get(SegObj(id)).size());
+  }
+  const std::string good1 = Get(SumObj(1));
+  FlipByte(SumObj(1), 100);
+  Replace(SumObj(2), Get(SumObj(3)));
+  v = Open();
+  ExpectBlocks(v.get(), 0, 200, 1);
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+
+  // A summary with a good CRC but a wrong table entry for block 5's slot.
+  auto sum = DecodeSegmentSummary(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(good1.data()), good1.size()));
+  ASSERT_TRUE(sum.ok());
+  const uint64_t slot = FindBlock(SegObj(1), 5, 1) / kSlotSize;
+  ASSERT_TRUE(sum->valid[slot]);
+  sum->crcs[slot] ^= 1;
+  Replace(SumObj(1), EncodeSegmentSummary(*sum));
+  v = Open();
+  std::vector<uint8_t> buf(kBlockSize);
+  Status s = v->Read(5 * kBlockSize, buf);
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  ExpectBlocks(v.get(), 0, 5, 1);
+  ExpectBlocks(v.get(), 6, 194, 1);
+}
+
 }  // namespace
 }  // namespace hbiss::volume
