@@ -8,7 +8,8 @@
 #   3. starts one HDFS cluster for the whole run (scripts/hdfs-cluster) and
 #      exports HBISS_HDFS_URI, HBISS_HDFS_CLUSTER_DIR and HBISS_REQUIRE_HDFS=1,
 #      so a test that needs HDFS fails instead of skipping
-#   4. ctest over the whole build, with a per-test timeout
+#   4. ctest over the whole build, with a per-test timeout (HBISS_REQUIRE_VM=1: the VM
+#      boot test fails instead of skipping when it cannot get its kernel)
 #   5. hook spots: fuzz runs, a sanitizer (ASan + UBSan) build and its ctest
 #   6. stops the cluster (trap on exit), prints each step's result, and ends with
 #      ctest's summary line. Exits non-zero when any step failed.
@@ -87,6 +88,9 @@ if [[ -f scripts/hdfs-cluster ]]; then
 fi
 
 # ---- 4. every test ---------------------------------------------------------------------
+# The VM test (tests/vm) fetches a Debian kernel through apt; here that must work, so it
+# fails instead of skipping when it cannot.
+export HBISS_REQUIRE_VM=1
 ctest_log="$log_dir/ctest.log"
 ctest --test-dir "$build_dir" --output-on-failure --timeout "$timeout_s" -j "$ctest_jobs" \
   2>&1 | tee "$ctest_log"
