@@ -47,6 +47,24 @@ inline void RandomRange(std::mt19937_64& rng, uint64_t vol_size, uint64_t max_bl
   }
 }
 
+// Sets op->kind and performs it on v: `roll` below `writes` is a write of
+// fresh Pattern bytes (the tag drawn from rng), below `writes + trims` a
+// trim, else a write of zeroes. op's range is already set.
+inline Status Perform(Volume* v, uint64_t roll, uint64_t writes, uint64_t trims,
+                      std::mt19937_64& rng, Op* op) {
+  if (roll < writes) {
+    op->kind = Op::kWrite;
+    op->data = Pattern(op->len, rng());
+    return v->Write(op->off, op->data);
+  }
+  if (roll < writes + trims) {
+    op->kind = Op::kTrim;
+    return v->Trim(op->off, op->len);
+  }
+  op->kind = Op::kZero;
+  return v->WriteZeroes(op->off, op->len);
+}
+
 // Finds k in [lo, ops.size()] with state(k) == actual over blocks
 // [first_block, end_block) (all blocks when end_block is 0), where state(lo)
 // is *state on entry. Returns -1 if none. Leaves *state = state(k) (or the

@@ -34,6 +34,7 @@ using crashtest::Apply;
 using crashtest::FindPrefix;
 using crashtest::Op;
 using crashtest::Pattern;
+using crashtest::Perform;
 using crashtest::RandomRange;
 
 constexpr uint64_t kVolSize = 2 << 20;
@@ -87,16 +88,8 @@ void RunIteration(uint64_t seed, Stats* stats) {
       Op op;
       RandomRange(rng, kVolSize, 16, 64 << 10, &op);
       Status s;
-      if (kind < 11) {
-        op.kind = Op::kWrite;
-        op.data = Pattern(op.len, rng());
-        s = v->Write(op.off, op.data);
-      } else if (kind < 13) {
-        op.kind = Op::kTrim;
-        s = v->Trim(op.off, op.len);
-      } else if (kind < 14) {
-        op.kind = Op::kZero;
-        s = v->WriteZeroes(op.off, op.len);
+      if (kind < 14) {
+        s = Perform(v.get(), kind, 11, 2, rng, &op);
       } else if (kind < 17) {
         s = v->Flush();
         if (s.ok()) {

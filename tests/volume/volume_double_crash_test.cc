@@ -39,6 +39,7 @@ using crashtest::Apply;
 using crashtest::FindPrefix;
 using crashtest::Op;
 using crashtest::Pattern;
+using crashtest::Perform;
 using crashtest::RandomRange;
 using CrashKind = FaultInjectionStore::CrashKind;
 
@@ -223,16 +224,8 @@ void RunOps(Volume* v, FaultInjectionStore* fs, std::mt19937_64& rng, int nops, 
     Op op;
     RandomRange(rng, kVolSize, 24, 48 << 10, &op);
     Status s;
-    if (kind < 10) {
-      op.kind = Op::kWrite;
-      op.data = Pattern(op.len, rng());
-      s = v->Write(op.off, op.data);
-    } else if (kind < 12) {
-      op.kind = Op::kTrim;
-      s = v->Trim(op.off, op.len);
-    } else if (kind < 13) {
-      op.kind = Op::kZero;
-      s = v->WriteZeroes(op.off, op.len);
+    if (kind < 13) {
+      s = Perform(v, kind, 10, 2, rng, &op);
     } else {
       s = v->Flush();
       if (s.ok()) r->flushed = r->acked.size();
