@@ -219,6 +219,7 @@ struct MemSegment {
   uint32_t used = 1;               // slots allocated (slot 0 is the header)
   std::vector<uint32_t> crcs;      // data slot CRCs, filled by the flusher
   std::vector<bool> valid;
+  uint64_t closed_bytes = 0;       // object size once the flusher closed it (0: not closed)
   uint8_t* Slot(uint32_t i) { return buf.get() + size_t(i) * kSlotSize; }
 };
 
@@ -1246,7 +1247,7 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
       writer_.reset();
       writer_seg_ = 0;
       durable_pos_ = appended_pos_;
-      PutSummary(*seg, bytes);
+      seg->closed_bytes = bytes;  // its summary is written once waiters are released
     }
     closed->push_back(item.seg);
     return Status::OK();
@@ -1435,6 +1436,12 @@ void VolumeImpl::FlusherLoop() {
       l.lock();
       if (!cs.ok()) spdlog::warn("volume {}: periodic checkpoint: {}", name_, cs.ToString());
     }
+    // Summaries last too: nobody waits for them (on HDFS a Put takes a while).
+    l.unlock();
+    for (auto& seg : closed) {
+      if (seg->closed_bytes > 0) PutSummary(*seg, seg->closed_bytes);
+    }
+    l.lock();
   }
 }
 
