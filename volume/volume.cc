@@ -19,9 +19,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
-#include <functional>
 #include <ctime>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <mutex>
@@ -152,20 +152,28 @@ Result<std::vector<std::pair<uint64_t, uint64_t>>> ListIds(store::Store* store,
 }
 
 // Reads exactly out.size() bytes at offset. Corruption when the object is
-// shorter.
+// shorter. Errors are named by what(), which is called only on failure, so
+// the read path builds no message for the common case.
+template <typename WhatFn>
 Status ReadExact(store::SegmentReader* r, uint64_t offset, std::span<uint8_t> out,
-                 const std::string& what) {
+                 const WhatFn& what) {
   size_t done = 0;
   while (done < out.size()) {
-    HBISS_ASSIGN_OR_RETURN(size_t n, r->ReadAt(offset + done, out.subspan(done)));
-    if (n == 0) {
-      return Status::Corruption(what + " ends at " + std::to_string(offset + done) +
+    auto n = r->ReadAt(offset + done, out.subspan(done));
+    if (!n.ok()) return n.status().WithContext(what());
+    if (*n == 0) {
+      return Status::Corruption(what() + " ends at " + std::to_string(offset + done) +
                                 ", before the " + std::to_string(out.size()) + " bytes at " +
                                 std::to_string(offset));
     }
-    done += n;
+    done += *n;
   }
   return Status::OK();
+}
+
+Status ReadExact(store::SegmentReader* r, uint64_t offset, std::span<uint8_t> out,
+                 const std::string& what) {
+  return ReadExact(r, offset, out, [&] { return what; });
 }
 
 // Loads the newest checkpoint that decodes with a good CRC, newest first.
@@ -329,6 +337,11 @@ class VolumeImpl final : public Volume {
   void ForgetBlocksLocked(uint64_t lba, uint64_t n);
   std::shared_ptr<MemSegment> NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
                                                   uint64_t prev_end, uint32_t flags = 0);
+  // A segment that is now closed in the store (synced): its CRC table goes to
+  // the read side, reads go to the store from now on, its buffer is kept for
+  // a later segment when the caller holds the only reference, and it is
+  // noted dead when no block lives in it. REQUIRES: mu_ held; seg is not cur_.
+  void RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg);
   Status Relog(uint64_t seg_id, size_t first_batch, bool pending);
   Status PutRelogSegmentLocked(std::unique_lock<std::mutex>& l);
   LogPosition SealedEndLocked() const;
@@ -353,8 +366,6 @@ class VolumeImpl final : public Volume {
   // the chunk cache when there is one and the read is small.
   Status ReadSlots(uint64_t seg, store::SegmentReader* reader, uint32_t slot0, uint64_t n,
                    uint8_t* dst);
-  Status ReadExactAt(uint64_t seg, store::SegmentReader* reader, uint64_t off, uint64_t len,
-                     uint8_t* dst);
 
   store::Store* const store_;
   const std::string name_;
@@ -876,17 +887,28 @@ Status VolumeImpl::PutRelogSegmentLocked(std::unique_lock<std::mutex>& l) {
   segment_files_++;
   appended_pos_ = durable_pos_ = LogPosition{seg->id, end};
   appended_seq_ = durable_seq_ = flush_target_ = last_sealed_seq_;
-  // The segment is closed: reads go to the store from now on.
+  cur_.reset();
+  RetireSegmentLocked(seg);
+  cur_ = NewMemSegmentLocked(seg->id + 1, seg->id, end);
+  relogged_ = false;
+  return Status::OK();
+}
+
+void VolumeImpl::RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg) {
+  // The table is cached before the segment leaves memory, so no read finds
+  // neither.
   auto info = std::make_shared<SegInfo>();
   info->crcs = seg->crcs;
   info->valid = seg->valid;
   CacheSegInfo(seg->id, std::move(info));
   mem_segs_.erase(seg->id);
   if (!live_blocks_.count(seg->id)) dead_segs_.push_back(seg->id);
-  if (spare_bufs_.empty()) spare_bufs_.push_back(std::move(seg->buf));
-  cur_ = NewMemSegmentLocked(seg->id + 1, seg->id, end);
-  relogged_ = false;
-  return Status::OK();
+  // Keep the buffer for the next segment while that allocates no more than
+  // the in-memory limit: a fresh one costs a page fault per 4 KiB.
+  if (mem_segs_.size() + spare_bufs_.size() < kMaxInMemorySegments && seg.use_count() == 1 &&
+      seg->buf) {
+    spare_bufs_.push_back(std::move(seg->buf));
+  }
 }
 
 std::shared_ptr<MemSegment> VolumeImpl::NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
@@ -1389,18 +1411,6 @@ void VolumeImpl::FlusherLoop() {
         synced = true;
       }
     }
-    // Hand closed segments' CRC tables to the read cache before their
-    // memory goes away.
-    for (auto& seg : closed) {
-      auto info = std::make_shared<SegInfo>();
-      {
-        std::lock_guard<std::mutex> g(mu_);
-        info->crcs = seg->crcs;
-        info->valid = seg->valid;
-      }
-      CacheSegInfo(seg->id, std::move(info));
-    }
-
     l.lock();
     if (!s.ok()) {
       spdlog::error("volume {}: log write failed, volume is now failed: {}", name_, s.ToString());
@@ -1416,16 +1426,7 @@ void VolumeImpl::FlusherLoop() {
       // Closed segments are synced, but batches of the current one may not be.
       // durable_pos_ marks the end of the last closed segment.
     }
-    for (auto& seg : closed) {
-      mem_segs_.erase(seg->id);
-      if (!live_blocks_.count(seg->id)) dead_segs_.push_back(seg->id);
-      // Keep the buffer for the next segment while that allocates no more
-      // than the in-memory limit: a fresh one costs a page fault per 4 KiB.
-      if (mem_segs_.size() + spare_bufs_.size() < kMaxInMemorySegments &&
-          seg.use_count() == 1 && seg->buf) {
-        spare_bufs_.push_back(std::move(seg->buf));
-      }
-    }
+    for (auto& seg : closed) RetireSegmentLocked(seg);
     done_cv_.notify_all();
     if (!ckpt.empty()) {
       // The log up to the checkpoint's position is durable now. Flush
@@ -1534,28 +1535,14 @@ Result<std::shared_ptr<SegInfo>> VolumeImpl::GetSegInfo(uint64_t seg) {
   return info;
 }
 
-Status VolumeImpl::ReadExactAt(uint64_t seg, store::SegmentReader* reader, uint64_t off,
-                               uint64_t len, uint8_t* dst) {
-  // The common case is one pread; build messages only on failure.
-  uint64_t done = 0;
-  while (done < len) {
-    auto n = reader->ReadAt(off + done, std::span<uint8_t>(dst + done, len - done));
-    if (!n.ok()) return n.status().WithContext("volume " + name_ + " segment " + Hex16(seg));
-    if (*n == 0) {
-      return Status::Corruption("volume " + name_ + " segment " + Hex16(seg) +
-                                " is shorter than the extent map says (offset " +
-                                std::to_string(off + done) + ")");
-    }
-    done += *n;
-  }
-  return Status::OK();
-}
-
 Status VolumeImpl::ReadSlots(uint64_t seg, store::SegmentReader* reader, uint32_t slot0,
                              uint64_t n, uint8_t* dst) {
-  if (!chunks_ || n * kSlotSize >= kCacheBypassBytes) {
-    return ReadExactAt(seg, reader, uint64_t(slot0) * kSlotSize, n * kSlotSize, dst);
-  }
+  auto what = [&] { return "volume " + name_ + " segment " + Hex16(seg); };
+  auto read = [&](uint64_t first_slot, uint64_t slots, uint8_t* to) {
+    return ReadExact(reader, first_slot * kSlotSize,
+                     std::span<uint8_t>(to, size_t(slots) * kSlotSize), what);
+  };
+  if (!chunks_ || n * kSlotSize >= kCacheBypassBytes) return read(slot0, n, dst);
   // The CRCs are checked by the caller on every read, cached or not, so a
   // chunk read from a bad replica is never served as good.
   const uint64_t seg_bytes = reader->Size();
@@ -1567,16 +1554,15 @@ Status VolumeImpl::ReadSlots(uint64_t seg, store::SegmentReader* reader, uint32_
     ChunkCache::Chunk chunk = chunks_->Find(seg, c);
     if (!chunk) {
       const uint64_t off = c_first * kSlotSize;
-      uint64_t len = std::min(kCacheChunkSlots * kSlotSize, seg_bytes > off ? seg_bytes - off : 0);
-      len -= len % kSlotSize;
-      if (len < (std::min(end, c_first + kCacheChunkSlots) - c_first) * kSlotSize) {
+      const uint64_t slots =
+          std::min(kCacheChunkSlots, seg_bytes > off ? (seg_bytes - off) / kSlotSize : 0);
+      if (c_first + slots < std::min(end, c_first + kCacheChunkSlots)) {
         // The object is shorter than the slots asked for: let the plain path
         // say so.
-        return ReadExactAt(seg, reader, s * kSlotSize, (end - s) * kSlotSize,
-                           dst + (s - slot0) * kSlotSize);
+        return read(s, end - s, dst + (s - slot0) * kSlotSize);
       }
-      auto buf = std::make_shared<std::vector<uint8_t>>(len);
-      HBISS_RETURN_IF_ERROR(ReadExactAt(seg, reader, off, len, buf->data()));
+      auto buf = std::make_shared<std::vector<uint8_t>>(slots * kSlotSize);
+      HBISS_RETURN_IF_ERROR(read(c_first, slots, buf->data()));
       chunk = buf;
       chunks_->Insert(seg, c, chunk);
     }
