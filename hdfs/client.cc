@@ -414,6 +414,14 @@ Status FileReader::Refresh() {
         fmt::format("{}: blocks cover {} bytes of a {}-byte file", path_, pos, length));
   }
   std::lock_guard<std::mutex> l(mu_);
+  // Block ids are never reused, and appends keep a file's blocks: another first block means
+  // that the path now names another file (a rename replaced it). Its blocks must not be
+  // mixed into this reader.
+  if (fetched_ && !blocks_.empty() &&
+      (blocks.empty() || blocks[0].b().block_id() != blocks_[0].b().block_id())) {
+    return Status::NotFound(
+        fmt::format("{}: the file was replaced or deleted while it was being read", path_));
+  }
   if (!fetched_) {  // the length is fixed by the first fetch
     length_ = length;
     under_construction_ = lbs.under_construction();

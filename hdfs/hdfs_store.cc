@@ -135,6 +135,17 @@ class HdfsStore : public store::Store {
     return Status::OK();
   }
 
+  // A Put that replaces `name` during the read deletes the blocks under the reader; the
+  // read then fails with NotFound (see FileReader::Refresh) and starts over on the new file.
+  Result<std::string> Get(const std::string& name, uint64_t max_size = 64ull << 20) override {
+    constexpr int kAttempts = 5;
+    for (int attempt = 1;; attempt++) {
+      HBISS_ASSIGN_OR_RETURN(auto reader, Open(name));  // NotFound here: no such object
+      auto data = ReadWhole(*reader, name, max_size);
+      if (data.ok() || !data.status().IsNotFound() || attempt == kAttempts) return data;
+    }
+  }
+
   Result<std::vector<store::ObjectInfo>> List(const std::string& dir) override {
     std::string path = uri_.path;
     if (!dir.empty()) {

@@ -99,7 +99,12 @@ Status Store::BreakLock(const std::string& name) {
 
 Result<std::string> Store::Get(const std::string& name, uint64_t max_size) {
   HBISS_ASSIGN_OR_RETURN(std::unique_ptr<SegmentReader> reader, Open(name));
-  uint64_t size = reader->Size();
+  return ReadWhole(*reader, name, max_size);
+}
+
+Result<std::string> Store::ReadWhole(SegmentReader& reader, const std::string& name,
+                                     uint64_t max_size) {
+  uint64_t size = reader.Size();
   if (size > max_size) {
     return Status::InvalidArgument("object " + Quote(name) + " is " + std::to_string(size) +
                                    " bytes, more than the limit of " + std::to_string(max_size));
@@ -108,7 +113,7 @@ Result<std::string> Store::Get(const std::string& name, uint64_t max_size) {
   uint64_t done = 0;
   while (done < size) {
     auto* p = reinterpret_cast<uint8_t*>(out.data()) + done;
-    HBISS_ASSIGN_OR_RETURN(size_t n, reader->ReadAt(done, std::span<uint8_t>(p, size - done)));
+    HBISS_ASSIGN_OR_RETURN(size_t n, reader.ReadAt(done, std::span<uint8_t>(p, size - done)));
     if (n == 0) {
       return Status::IOError("object " + Quote(name) + " ended at " + std::to_string(done) +
                              " bytes, before its size " + std::to_string(size));

@@ -120,7 +120,8 @@ class Store {
   virtual Status Put(const std::string& name, std::span<const uint8_t> data) = 0;
 
   // Reads a whole object. NotFound if absent. Fails with InvalidArgument if
-  // it is larger than max_size.
+  // it is larger than max_size. A Get that races a Put of the same name returns
+  // the old or the new bytes whole, never a mix and never an error.
   virtual Result<std::string> Get(const std::string& name, uint64_t max_size = 64ull << 20);
 
   // Lists the direct children of directory `dir` ("" is the root), sorted by
@@ -170,6 +171,11 @@ class Store {
   // (the local store: the OS page cache; the memory store), so a layer above
   // need not cache what it reads. False for remote stores such as HDFS.
   virtual bool CachesReadsLocally() const { return false; }
+
+ protected:
+  // Get's second half: reads all of an opened object `name` (max_size as in Get).
+  static Result<std::string> ReadWhole(SegmentReader& reader, const std::string& name,
+                                       uint64_t max_size);
 };
 
 // Checks a name against the rules at the top of this file: OK or

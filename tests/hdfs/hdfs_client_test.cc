@@ -226,6 +226,49 @@ TEST(HdfsClientTest, ListingPaginatesAndNamespaceOps) {
   EXPECT_TRUE(c->GetFileInfo(dir).status().IsNotFound());
 }
 
+// A reader opened before a rename replaced its file must not read the new file's blocks once
+// the old ones are gone: it fails with NotFound, which HdfsStore::Get answers by reading the
+// new file from the start (the store conformance test races Put against Get).
+TEST(HdfsClientTest, ReaderOfAReplacedFileFailsWithNotFound) {
+  HBISS_NEED_CLUSTER(true);
+  auto c = ConnectClient();
+  ASSERT_NE(c, nullptr);
+  std::string dir = UniqueDir("replaced");
+  std::mt19937_64 rng(7);
+  const std::string old_bytes = RandomBytes(rng, 2 * kBlock + 100);
+  const std::string new_bytes = RandomBytes(rng, 3 * kBlock);
+  ASSERT_TRUE(WriteAll(*c, dir + "/f", old_bytes, kBlock).ok());
+  ASSERT_TRUE(WriteAll(*c, dir + "/g", new_bytes, kBlock).ok());
+  auto r = c->Open(dir + "/f");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::vector<uint64_t> old_ids;
+  for (const auto& b : (*r)->blocks()) old_ids.push_back(b.b().block_id());
+  ASSERT_EQ(old_ids.size(), 3u);
+  ASSERT_TRUE(c->Rename(dir + "/g", dir + "/f", true).ok());
+  // The NameNode tells the DataNodes to delete the old replicas on their next heartbeats.
+  const std::string cluster_dir = Env("HBISS_HDFS_CLUSTER_DIR");
+  bool gone = false;
+  for (int i = 0; i < 300 && !gone; i++) {
+    std::string found;
+    std::string cmd = fmt::format("find '{}' -type f \\( -name 'blk_{}' -o -name 'blk_{}' -o "
+                                  "-name 'blk_{}' \\)",
+                                  cluster_dir, old_ids[0], old_ids[1], old_ids[2]);
+    ASSERT_EQ(Shell(cmd, &found), 0);
+    gone = found.empty();
+    if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(gone) << "the replaced file's replicas were not deleted within 30 s";
+  std::string out(kBlock, '\0');
+  auto n = (*r)->PRead(kBlock, std::span<uint8_t>(reinterpret_cast<uint8_t*>(out.data()),
+                                                   out.size()));
+  ASSERT_FALSE(n.ok()) << "read " << *n << " bytes of a deleted block"
+                       << (out == new_bytes.substr(kBlock, kBlock) ? " (the new file's)" : "");
+  EXPECT_TRUE(n.status().IsNotFound()) << n.status().ToString();
+  // A new reader sees the new file whole.
+  EXPECT_TRUE(ReadAll(*c, dir + "/f").value() == new_bytes);
+  EXPECT_TRUE(c->Delete(dir, true).value());
+}
+
 TEST(HdfsClientTest, RecoverLeaseOfAbandonedWriterKeepsFlushedBytes) {
   HBISS_NEED_CLUSTER(false);
   std::string path = UniqueDir("lease") + "/f";
