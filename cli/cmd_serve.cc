@@ -27,6 +27,7 @@ struct ServeArgs {
   int workers = 8;
   uint64_t cache_mb = 64;
   bool break_lock = false;
+  double clean_threshold = 0.5;
 };
 
 int Fail(const std::string& context, const Status& s) {
@@ -57,6 +58,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   volume::OpenOptions vo;
   vo.cache_bytes = a.cache_mb << 20;
   vo.break_lock = a.break_lock;
+  vo.clean_threshold = a.clean_threshold;
   nbd::VolumeProvider provider(store->get(), a.read_only, vo);
   nbd::ServerOptions so;
   so.listen = (a.socket.empty() || a.listen_given) ? a.listen : "";
@@ -114,6 +116,11 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
                   "Take over volumes whose lock is still held by a host that died (HDFS: "
                   "recover the dead writer's lease now instead of after ~60 s). Only when that "
                   "host is known to be dead: a live one is not fenced");
+  serve->add_option("--clean-threshold", a.clean_threshold,
+                    "The background cleaner copies live data out of segments whose live "
+                    "fraction is below this and deletes dead segments (default 0.5); 0 keeps "
+                    "every segment")
+      ->check(CLI::Range(0.0, 1.0));
   serve->callback([&g, exit_code, listen] {
     a.listen_given = listen->count() > 0;
     *exit_code = RunServe(g, a);

@@ -328,6 +328,35 @@ int RunRm(const GlobalOptions& g, const std::string& name) {
   return 0;
 }
 
+// ---- clean -------------------------------------------------------------------
+
+int RunClean(const GlobalOptions& g, const std::string& name, double threshold) {
+  const std::string ctx = "clean " + name;
+  if (Status st = Volume::ValidateName(name); !st.ok()) return Fail(ctx, st);
+  if (!(threshold > 0 && threshold <= 1)) {
+    return Fail(ctx, Status::InvalidArgument("--threshold must be in (0, 1]"));
+  }
+  auto store = OpenStoreFor(g, false);
+  if (!store.ok()) return Fail(ctx, store.status());
+  volume::OpenOptions oo;
+  oo.clean_threshold = 0;  // only the pass asked for
+  auto vol = Volume::Open(store->get(), name, oo);
+  if (!vol.ok()) return Fail(ctx, vol.status());
+  const uint64_t before = (*vol)->Info().log_bytes;
+  auto c = (*vol)->Clean(threshold);
+  Status cs = (*vol)->Close();
+  if (!c.ok()) return Fail(ctx, c.status());
+  if (!cs.ok()) return Fail(ctx, cs);
+  auto after = Volume::Stat(store->get(), name);
+  if (!after.ok()) return Fail(ctx, after.status());
+  std::printf("cleaned %llu segments (%llu blocks moved), deleted %llu segments; log %s -> %s\n",
+              static_cast<unsigned long long>(c->segments_cleaned),
+              static_cast<unsigned long long>(c->blocks_moved),
+              static_cast<unsigned long long>(c->segments_deleted), FormatBytes(before).c_str(),
+              FormatBytes(after->log_bytes).c_str());
+  return std::fflush(stdout) == 0 ? 0 : 1;
+}
+
 // ---- import ------------------------------------------------------------------
 
 struct ImportArgs {
@@ -587,6 +616,18 @@ void AddVolumeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   CLI::App* rm = app.add_subcommand("rm", "Delete a volume and all its data");
   rm->add_option("NAME", name, "Volume name")->required();
   rm->callback([&g, exit_code] { *exit_code = RunRm(g, name); });
+
+  static double clean_threshold = 0.5;
+  CLI::App* clean = app.add_subcommand(
+      "clean",
+      "Reclaim log space now: copy the live blocks out of segments that are mostly garbage, "
+      "then delete every segment no checkpoint needs (the volume must not be in use)");
+  clean->add_option("NAME", name, "Volume name")->required();
+  clean->add_option("--threshold", clean_threshold,
+                    "Clean segments whose live fraction is below this (default 0.5; 1 copies "
+                    "every closed segment)")
+      ->capture_default_str();
+  clean->callback([&g, exit_code] { *exit_code = RunClean(g, name, clean_threshold); });
 
   CLI::App* imp = app.add_subcommand(
       "import",

@@ -22,7 +22,7 @@ struct GlobalOptions {
 // $XDG_DATA_HOME/hbiss, else ~/.local/share/hbiss.
 std::string DefaultStoreUri();
 
-// create, ls, info, rm, import, export (cmd_volume.cc).
+// create, ls, info, rm, clean, import, export (cmd_volume.cc).
 void AddVolumeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 // serve (cmd_serve.cc).
 void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code);

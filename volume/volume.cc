@@ -7,15 +7,22 @@
 //    read-modify-write of partial edge blocks is atomic against other writers.
 //  * mu_ guards the extent map, the in-memory segments, the open batch, the
 //    queue of sealed batches and the flush/durability state. Lock order:
-//    write_mu_ -> mu_ -> cache_mu_.
+//    clean_mu_ -> write_mu_ -> mu_ -> cache_mu_.
 //  * One flusher thread owns the store SegmentWriter: it encodes sealed batch
 //    headers, appends them, syncs for Flush callers (group commit), rolls
 //    segments and writes periodic checkpoints. It takes mu_ only briefly.
 //  * Reads look the map up under mu_, copy from in-memory segments under mu_,
-//    and read closed segments from the store outside mu_.
+//    and read closed segments from the store outside mu_, inside read_gate_
+//    from the lookup to the end of the read.
+//  * One cleaner thread (and Clean callers, one at a time under clean_mu_)
+//    copies live blocks out of mostly-dead segments through the write path
+//    (write_mu_ -> mu_) and deletes dead segments; before a delete it waits
+//    for the reads already inside read_gate_, so none still holds an old
+//    location.
 #include "volume/volume.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
@@ -26,6 +33,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 #include <unordered_map>
 
@@ -210,6 +218,44 @@ Status LoadNewestCheckpoint(store::Store* store, const std::string& name, const 
   return Status::OK();
 }
 
+// Lets a deleter wait until every read that began before it has ended,
+// without ever blocking a reader (a reader-preferring rwlock would let a
+// steady stream of reads starve the deleter).
+class ReadGate {
+ public:
+  class Pass {
+   public:
+    explicit Pass(ReadGate& g) : g_(g), i_(g.Enter()) {}
+    ~Pass() { g_.in_[i_].fetch_sub(1); }
+    Pass(const Pass&) = delete;
+    Pass& operator=(const Pass&) = delete;
+
+   private:
+    ReadGate& g_;
+    int i_;
+  };
+
+  // Returns once every Pass made before the call is gone. REQUIRES: one
+  // caller at a time.
+  void WaitForEarlierReads() {
+    const uint64_t g = gen_.fetch_add(1);
+    while (in_[g & 1].load() != 0) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+
+ private:
+  int Enter() {
+    for (;;) {
+      const uint64_t g = gen_.load();
+      in_[g & 1].fetch_add(1);
+      if (gen_.load() == g) return int(g & 1);
+      in_[g & 1].fetch_sub(1);  // a deleter moved on meanwhile: join the new generation
+    }
+  }
+
+  std::atomic<uint64_t> gen_{0};
+  std::atomic<int64_t> in_[2] = {0, 0};
+};
+
 // Cached per closed segment: a reader and the CRC of every data slot.
 struct SegInfo {
   std::mutex mu;  // guards reader creation
@@ -352,12 +398,35 @@ class VolumeImpl final : public Volume {
   // --- flusher ---
   void FlusherLoop();
   Status ProcessItem(QueueItem& item, std::vector<std::shared_ptr<MemSegment>>* closed);
-  Status WriteCheckpoint(const std::string& data, uint64_t seq);
+  // Puts a checkpoint encoded from `ci`, then deletes all but the newest two.
+  Status WriteCheckpoint(const std::string& data, const CheckpointInfo& ci);
   // Stores the CRC table of closed segment `seg` (`bytes` long) as its
   // summary; a failure only costs a scan when the segment is next read.
   void PutSummary(const MemSegment& seg, uint64_t bytes);
 
+  // --- cleaner ---
+  void CleanerLoop();
+  // Copies the live blocks of closed segment `seg` to the head of the log.
+  // Corruption (and the segment is never tried again) if one fails its CRC.
+  Status CleanSegment(uint64_t seg, CleanStats* stats);
+  // The blocks of `seg` that the map points to, as runs. REQUIRES: seg is closed.
+  Result<std::vector<MapRun>> LiveRunsOf(uint64_t seg);
+  // The closed segment with the fewest live blocks among those with some
+  // and a live fraction below `threshold`, below `below_id`; 0 if none.
+  uint64_t PickVictimLocked(double threshold, uint64_t below_id) const;
+  bool DeletableLocked(uint64_t seg) const;
+  // Dead segments that wait for a checkpoint before they can be deleted.
+  uint64_t DeadWaitingLocked() const;
+  Status DeleteDeadSegments(CleanStats* stats);
+  // Has the flusher write a checkpoint now and waits for it.
+  Status CheckpointNow();
+  Result<CleanStats> Clean(double threshold) override;
+
   // --- reads ---
+  // Calls fn(offset, header) for each valid batch header of `seg`, in order,
+  // until the first that is not one (the end of the segment's log).
+  Status ScanBatchHeaders(uint64_t seg, store::SegmentReader* reader,
+                          const std::function<void(uint64_t, const BatchHeader&)>& fn);
   Result<std::shared_ptr<SegInfo>> GetSegInfo(uint64_t seg);
   Result<std::shared_ptr<SegInfo>> LoadSegInfo(uint64_t seg);
   void CacheSegInfo(uint64_t seg, std::shared_ptr<SegInfo> info);
@@ -409,6 +478,28 @@ class VolumeImpl final : public Volume {
   std::vector<uint64_t> dead_segs_;
   std::vector<MapRun> old_runs_;  // scratch of ForgetBlocksLocked; GUARDED_BY(mu_)
   std::vector<uint64_t> ckpt_seqs_;  // existing checkpoint objects, increasing
+  // What the checkpoints this process wrote or loaded need: replay starts in
+  // segment pos_seg, and their runs point into listed segments only.
+  struct KnownCheckpoint {
+    uint64_t pos_seg = 0;
+    std::vector<uint64_t> listed;  // increasing
+  };
+  std::map<uint64_t, KnownCheckpoint> ckpt_known_;  // by seq; GUARDED_BY(mu_)
+  uint64_t log_appended_ = 0;   // log_bytes_ without deletions, for checkpoint_interval
+  bool ckpt_requested_ = false;  // the flusher writes a checkpoint soon
+  uint64_t ckpts_encoded_ = 0;   // checkpoints the flusher encoded
+  uint64_t ckpts_done_ = 0;      // ... and then tried to write
+  Status ckpt_status_;           // ... and how the last one went
+  // Segment objects that are not in segment_ids_ (deletion candidates).
+  std::set<uint64_t> orphans_;  // GUARDED_BY(mu_)
+  std::set<uint64_t> unclean_;  // segments where cleaning met corruption
+  CleanStats clean_totals_;     // GUARDED_BY(mu_)
+  bool cleaner_stop_ = false;   // GUARDED_BY(mu_)
+  std::condition_variable cleaner_cv_;
+  std::chrono::steady_clock::time_point last_forced_ckpt_{};
+  std::thread cleaner_;
+  std::mutex clean_mu_;            // one cleaning pass at a time
+  ReadGate read_gate_;              // see the top of this file
   Status failed_;               // set once the flusher failed
   bool stop_ = false;
   bool closed_ = false;
@@ -587,6 +678,7 @@ Status VolumeImpl::Recover() {
     seq = ck.next_seq;
     ckpt_seq_ = ck.seq;
     segment_ids_ = ck.segment_ids;
+    ckpt_known_[ck.seq] = KnownCheckpoint{ck.position.segment_id, ck.segment_ids};
   }
   // New checkpoints must sort after every existing one, corrupt ones too.
   for (uint64_t s : ckpt_seqs_) ckpt_seq_ = std::max(ckpt_seq_, s);
@@ -600,7 +692,7 @@ Status VolumeImpl::Recover() {
   }
   for (auto& [id, sz] : seg_sizes) log_bytes_ += sz;
   segment_files_ = seg_sizes.size();
-  ckpt_log_mark_ = log_bytes_;
+  log_appended_ = ckpt_log_mark_ = log_bytes_;
   uint64_t max_id = seg_list.empty() ? 0 : seg_list.back().first;
   const uint64_t c = pos.segment_id;
 
@@ -762,6 +854,14 @@ Status VolumeImpl::Recover() {
     std::lock_guard<std::mutex> g(mu_);
     uint32_t flags = (pending && !completes) ? kSegmentDiscardPending : inherited_flags;
     cur_ = NewMemSegmentLocked(std::max(max_id, c) + 1, prev.segment_id, prev.offset, flags);
+    // Segment objects outside the log as recovered: left out of the
+    // checkpoint as dead, or cut off the chain. The cleaner deletes them
+    // when no kept checkpoint needs them.
+    for (auto& [id, sz] : seg_sizes) {
+      if (std::find(segment_ids_.begin(), segment_ids_.end(), id) == segment_ids_.end()) {
+        orphans_.insert(id);
+      }
+    }
   }
   if (relog_from < tail_batches_.size() && completes) {
     HBISS_RETURN_IF_ERROR(Relog(last_id, relog_from, pending));
@@ -884,6 +984,7 @@ Status VolumeImpl::PutRelogSegmentLocked(std::unique_lock<std::mutex>& l) {
   HBISS_RETURN_IF_ERROR(s.WithContext("volume " + name_ + ": writing re-log segment " + obj));
   queue_.clear();
   log_bytes_ += end;
+  log_appended_ += end;
   segment_files_++;
   appended_pos_ = durable_pos_ = LogPosition{seg->id, end};
   appended_seq_ = durable_seq_ = flush_target_ = last_sealed_seq_;
@@ -941,6 +1042,7 @@ void VolumeImpl::Start() {
   if (opts_.read_only) return;
   started_ = true;
   flusher_ = std::thread([this] { FlusherLoop(); });
+  if (opts_.clean_threshold > 0) cleaner_ = std::thread([this] { CleanerLoop(); });
 }
 
 // ---------------------------------------------------------------------------
@@ -962,8 +1064,13 @@ CheckpointInfo VolumeImpl::NextCheckpointInfoLocked() const {
   ci.position = SealedEndLocked();
   ci.next_seq = next_seq_;
   ci.volume_size = meta_.size;
+  // Segments before the position's with no live block are left out: no run
+  // of this checkpoint points into them and replay starts after them, so
+  // once every kept checkpoint leaves a segment out it may be deleted.
   for (uint64_t id : segment_ids_) {
-    if (id <= ci.position.segment_id) ci.segment_ids.push_back(id);
+    if (id == ci.position.segment_id || (id < ci.position.segment_id && live_blocks_.count(id))) {
+      ci.segment_ids.push_back(id);
+    }
   }
   return ci;
 }
@@ -1281,6 +1388,7 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
                               .WithContext("appending to " + obj));
     std::lock_guard<std::mutex> g(mu_);
     log_bytes_ += kSlotSize;
+    log_appended_ += kSlotSize;
     segment_files_++;
   }
   BatchHeader& h = scratch_header_;
@@ -1305,6 +1413,7 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
     std::lock_guard<std::mutex> g(mu_);
     for (uint32_t i = 0; i < item.data_slots; i++) seg->valid[item.header_slot + 1 + i] = true;
     log_bytes_ += bytes;
+    log_appended_ += bytes;
   }
   appended_pos_ = {seg->id, uint64_t(item.header_slot + 1 + item.data_slots) * kSlotSize};
   appended_seq_ = item.seq;
@@ -1329,7 +1438,8 @@ void VolumeImpl::PutSummary(const MemSegment& seg, uint64_t bytes) {
   if (!s.ok()) spdlog::warn("volume {}: segment summary: {}", name_, s.ToString());
 }
 
-Status VolumeImpl::WriteCheckpoint(const std::string& data, uint64_t seq) {
+Status VolumeImpl::WriteCheckpoint(const std::string& data, const CheckpointInfo& ci) {
+  const uint64_t seq = ci.seq;
   HBISS_RETURN_IF_ERROR(
       store_->Put(CkptName(name_, seq),
                   std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()),
@@ -1340,17 +1450,21 @@ Status VolumeImpl::WriteCheckpoint(const std::string& data, uint64_t seq) {
     std::lock_guard<std::mutex> g(mu_);
     ckpt_seq_ = seq;
     ckpt_seqs_.push_back(seq);
-    // Keep the newest two.
-    while (ckpt_seqs_.size() > 2) {
-      old.push_back(ckpt_seqs_.front());
-      ckpt_seqs_.erase(ckpt_seqs_.begin());
-    }
+    ckpt_known_[seq] = KnownCheckpoint{ci.position.segment_id, ci.segment_ids};
+    // Keep the newest two. The others stay counted as kept until they are
+    // gone from the store, so the cleaner never deletes a segment one of
+    // them names.
+    if (ckpt_seqs_.size() > 2) old.assign(ckpt_seqs_.begin(), ckpt_seqs_.end() - 2);
   }
   for (uint64_t o : old) {
     Status s = store_->Delete(CkptName(name_, o));
     if (!s.ok() && !s.IsNotFound()) {
       spdlog::warn("volume {}: deleting old checkpoint: {}", name_, s.ToString());
+      continue;
     }
+    std::lock_guard<std::mutex> g(mu_);
+    ckpt_seqs_.erase(std::remove(ckpt_seqs_.begin(), ckpt_seqs_.end(), o), ckpt_seqs_.end());
+    ckpt_known_.erase(o);
   }
   return Status::OK();
 }
@@ -1361,7 +1475,7 @@ void VolumeImpl::FlusherLoop() {
   for (;;) {
     flusher_cv_.wait(l, [&] {
       return stop_ || !queue_.empty() || flush_target_ > durable_seq_ || !dead_segs_.empty() ||
-             log_bytes_ - ckpt_log_mark_ >= opts_.checkpoint_interval;
+             ckpt_requested_ || log_appended_ - ckpt_log_mark_ >= opts_.checkpoint_interval;
     });
     if (!failed_.ok()) {
       // Nothing more can be made durable; wake everyone and wait for stop.
@@ -1375,17 +1489,20 @@ void VolumeImpl::FlusherLoop() {
     // A checkpoint needs the map to match a batch boundary that is not in
     // the middle of an operation.
     std::string ckpt;
-    uint64_t ckpt_seq = 0;
-    bool want_ckpt = log_bytes_ - ckpt_log_mark_ >= opts_.checkpoint_interval && !stop_;
+    CheckpointInfo ckpt_info;
+    bool want_ckpt =
+        (ckpt_requested_ || log_appended_ - ckpt_log_mark_ >= opts_.checkpoint_interval) &&
+        !stop_;
     if (flush_target_ > last_sealed_seq_ || (want_ckpt && !op_in_progress_)) {
       if (!op_in_progress_) SealBatchLocked();
     }
     if (want_ckpt && !op_in_progress_ && !ob_active_) {
-      CheckpointInfo ci = NextCheckpointInfoLocked();
-      ckpt = EncodeCheckpoint(ci, map_);
-      ckpt_seq = ci.seq;
-      ckpt_seq_ = ci.seq;
-      ckpt_log_mark_ = log_bytes_;
+      ckpt_info = NextCheckpointInfoLocked();
+      ckpt = EncodeCheckpoint(ckpt_info, map_);
+      ckpt_seq_ = ckpt_info.seq;
+      ckpt_log_mark_ = log_appended_;
+      ckpt_requested_ = false;
+      ckpts_encoded_++;
     }
     work.swap(queue_);
     std::vector<uint64_t> dead;
@@ -1433,9 +1550,13 @@ void VolumeImpl::FlusherLoop() {
       // callers were released above; a failed checkpoint loses nothing (the
       // log has it all), so it is retried after the next interval.
       l.unlock();
-      Status cs = WriteCheckpoint(ckpt, ckpt_seq);
+      Status cs = WriteCheckpoint(ckpt, ckpt_info);
       l.lock();
       if (!cs.ok()) spdlog::warn("volume {}: periodic checkpoint: {}", name_, cs.ToString());
+      ckpt_status_ = cs;
+      ckpts_done_++;
+      done_cv_.notify_all();
+      cleaner_cv_.notify_one();  // segments may have become deletable
     }
     // Summaries last too: nobody waits for them (on HDFS a Put takes a while).
     l.unlock();
@@ -1466,7 +1587,6 @@ void VolumeImpl::CacheSegInfo(uint64_t seg, std::shared_ptr<SegInfo> info) {
 
 Result<std::shared_ptr<SegInfo>> VolumeImpl::LoadSegInfo(uint64_t seg) {
   const std::string obj = SegName(name_, seg);
-  const std::string where = "volume " + name_ + " segment " + Hex16(seg);
   auto info = std::make_shared<SegInfo>();
   HBISS_ASSIGN_OR_RETURN(auto reader, store_->Open(obj));
   info->reader = std::move(reader);
@@ -1488,7 +1608,23 @@ Result<std::shared_ptr<SegInfo>> VolumeImpl::LoadSegInfo(uint64_t seg) {
     spdlog::warn("volume {}: ignoring the summary of segment {}: {}", name_, Hex16(seg),
                  sum.ok() ? "it describes another object" : sum.status().ToString());
   }
-  // Batch headers, read in large pieces (one request per MiB, not per batch).
+  HBISS_RETURN_IF_ERROR(
+      ScanBatchHeaders(seg, info->reader.get(), [&](uint64_t off, const BatchHeader& h) {
+        const uint64_t first = off / kSlotSize + 1;
+        for (size_t i = 0; i < h.data_crcs.size(); i++) {
+          info->crcs[first + i] = h.data_crcs[i];
+          info->valid[first + i] = true;
+        }
+      }));
+  return info;
+}
+
+Status VolumeImpl::ScanBatchHeaders(
+    uint64_t seg, store::SegmentReader* reader,
+    const std::function<void(uint64_t, const BatchHeader&)>& fn) {
+  const std::string where = "volume " + name_ + " segment " + Hex16(seg);
+  const uint64_t size = reader->Size();
+  // Read in large pieces (one request per MiB, not per batch).
   std::vector<uint8_t> buf;
   uint64_t buf_off = 0;
   BatchHeader h;
@@ -1496,21 +1632,17 @@ Result<std::shared_ptr<SegInfo>> VolumeImpl::LoadSegInfo(uint64_t seg) {
     if (off < buf_off || off + kSlotSize > buf_off + buf.size()) {
       buf.resize(std::min<uint64_t>(1 << 20, (size - off) / kSlotSize * kSlotSize));
       buf_off = off;
-      HBISS_RETURN_IF_ERROR(ReadExact(info->reader.get(), off, buf, where));
+      HBISS_RETURN_IF_ERROR(ReadExact(reader, off, buf, where));
     }
     std::span<const uint8_t> slot(buf.data() + (off - buf_off), kSlotSize);
     if (!DecodeBatchHeader(slot, &h).ok() || h.volume_id != meta_.id || h.segment_id != seg) {
       break;
     }
-    uint64_t first = off / kSlotSize + 1;
-    if (first + h.data_crcs.size() > seg_slots_) break;
-    for (size_t i = 0; i < h.data_crcs.size(); i++) {
-      info->crcs[first + i] = h.data_crcs[i];
-      info->valid[first + i] = true;
-    }
+    if (off / kSlotSize + 1 + h.data_crcs.size() > seg_slots_) break;
+    fn(off, h);
     off += kSlotSize * (1 + h.data_crcs.size());
   }
-  return info;
+  return Status::OK();
 }
 
 Result<std::shared_ptr<SegInfo>> VolumeImpl::GetSegInfo(uint64_t seg) {
@@ -1619,6 +1751,7 @@ Status VolumeImpl::Read(uint64_t offset, std::span<uint8_t> out) {
   const uint64_t end = offset + out.size();
   const uint64_t first = offset / kBlockSize;
   const uint64_t last = (end - 1) / kBlockSize;
+  ReadGate::Pass pass(read_gate_);  // the locations looked up stay readable
   static thread_local std::vector<MapRun> runs;
   static thread_local std::vector<MapRun> from_store;
   from_store.clear();
@@ -1681,6 +1814,295 @@ Result<std::vector<Extent>> VolumeImpl::BlockStatus(uint64_t offset, uint64_t le
   return out;
 }
 
+// ---------------------------------------------------------------------------
+// Cleaner
+
+Result<std::vector<MapRun>> VolumeImpl::LiveRunsOf(uint64_t seg) {
+  HBISS_ASSIGN_OR_RETURN(auto info, GetSegInfo(seg));
+  std::shared_ptr<store::SegmentReader> reader;
+  {
+    std::lock_guard<std::mutex> g(info->mu);
+    reader = info->reader;
+  }
+  // Where the segment's batches put each written block; the map decides
+  // which of those are still the block's current copy.
+  struct Written {
+    uint64_t lba;
+    uint32_t count;
+    uint32_t slot;
+  };
+  std::vector<Written> written;
+  HBISS_RETURN_IF_ERROR(
+      ScanBatchHeaders(seg, reader.get(), [&](uint64_t off, const BatchHeader& h) {
+        uint32_t slot = uint32_t(off / kSlotSize) + 1;
+        for (const BatchEntry& e : h.entries) {
+          if (e.type != EntryType::kWrite) continue;
+          written.push_back(Written{e.lba, e.count, slot});
+          slot += e.count;
+        }
+      }));
+  std::vector<MapRun> live;
+  std::vector<MapRun> runs;
+  std::lock_guard<std::mutex> g(mu_);
+  for (const Written& w : written) {
+    if (w.lba >= map_.blocks() || w.count > map_.blocks() - w.lba) continue;
+    map_.Lookup(w.lba, w.count, &runs);
+    for (const MapRun& r : runs) {
+      if (r.mapped && r.seg == seg && r.slot == w.slot + (r.lba - w.lba)) live.push_back(r);
+    }
+  }
+  return live;
+}
+
+Status VolumeImpl::CleanSegment(uint64_t seg, CleanStats* stats) {
+  HBISS_ASSIGN_OR_RETURN(std::vector<MapRun> live, LiveRunsOf(seg));
+  constexpr uint64_t kPiece = kMaxBatchDataSlots;  // blocks copied at a time
+  std::vector<uint8_t> buf(kPiece * kBlockSize);
+  std::vector<MapRun> now;
+  Status bad;
+  uint64_t moved = 0;
+  for (const MapRun& run : live) {
+    for (uint64_t done = 0; done < run.count;) {
+      MapRun p = run;
+      p.lba += done;
+      p.slot += uint32_t(done);
+      p.count = std::min(kPiece, run.count - done);
+      done += p.count;
+      Status rs;
+      {
+        ReadGate::Pass pass(read_gate_);
+        rs = ReadFromStore(p, p.lba * kBlockSize,
+                           std::span<uint8_t>(buf.data(), p.count * kBlockSize));
+      }
+      if (!rs.ok()) {
+        if (!rs.IsCorruption()) return rs;
+        // Never copied: a fresh CRC would make bad data look good. The
+        // blocks stay where they are, and so does the segment.
+        spdlog::error("volume {}: cleaner left blocks [{}, +{}) in segment {}: {}", name_, p.lba,
+                      p.count, Hex16(seg), rs.ToString());
+        bad = rs;
+        continue;
+      }
+      // Copy what still lives there; a write since the lookup wins.
+      std::lock_guard<std::mutex> wg(write_mu_);
+      std::unique_lock<std::mutex> l(mu_);
+      HBISS_RETURN_IF_ERROR(WritableLocked());
+      map_.Lookup(p.lba, p.count, &now);
+      for (const MapRun& r : now) {
+        if (!r.mapped || r.seg != seg || r.slot != p.slot + (r.lba - p.lba)) continue;
+        op_in_progress_ = true;
+        ob_has_current_op_ = false;
+        Status s = AppendWriteLocked(l, r.lba, r.count,
+                                     buf.data() + (r.lba - p.lba) * kBlockSize, true);
+        op_in_progress_ = false;
+        HBISS_RETURN_IF_ERROR(s);
+        moved += r.count;
+      }
+    }
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  clean_totals_.blocks_moved += moved;
+  stats->blocks_moved += moved;
+  if (!bad.ok()) {
+    unclean_.insert(seg);
+    return bad;
+  }
+  clean_totals_.segments_cleaned++;
+  stats->segments_cleaned++;
+  return Status::OK();
+}
+
+uint64_t VolumeImpl::PickVictimLocked(double threshold, uint64_t below_id) const {
+  uint64_t best = 0, best_live = ~uint64_t{0};
+  const double limit = threshold * double(seg_slots_ - 1);
+  for (uint64_t id : segment_ids_) {
+    if (id >= below_id || id >= cur_->id || mem_segs_.count(id) || unclean_.count(id)) continue;
+    auto it = live_blocks_.find(id);
+    if (it == live_blocks_.end() || double(it->second) >= limit) continue;
+    if (it->second < best_live) {
+      best = id;
+      best_live = it->second;
+    }
+  }
+  return best;
+}
+
+bool VolumeImpl::DeletableLocked(uint64_t seg) const {
+  if (seg >= cur_->id || mem_segs_.count(seg) || live_blocks_.count(seg)) return false;
+  // Every kept checkpoint must be one whose needs are known, start replay
+  // after the segment and have no run into it. No checkpoint: replay starts
+  // at the beginning of the log, which needs every segment.
+  if (ckpt_seqs_.empty()) return false;
+  for (uint64_t s : ckpt_seqs_) {
+    auto it = ckpt_known_.find(s);
+    if (it == ckpt_known_.end() || seg >= it->second.pos_seg ||
+        std::binary_search(it->second.listed.begin(), it->second.listed.end(), seg)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+uint64_t VolumeImpl::DeadWaitingLocked() const {
+  // A checkpoint now would start replay in (about) this segment; dead ones
+  // at or after it wait for more log, not for a checkpoint.
+  const uint64_t pos_seg = cur_->used > 1 ? cur_->id : cur_->id - 1;
+  uint64_t n = 0;
+  auto count = [&](uint64_t id) {
+    if (id < pos_seg && !mem_segs_.count(id) && !live_blocks_.count(id) && !DeletableLocked(id)) {
+      n++;
+    }
+  };
+  for (uint64_t id : segment_ids_) count(id);
+  for (uint64_t id : orphans_) count(id);
+  return n;
+}
+
+Status VolumeImpl::DeleteDeadSegments(CleanStats* stats) {
+  std::vector<uint64_t> victims;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    for (uint64_t id : segment_ids_) {
+      if (DeletableLocked(id)) victims.push_back(id);
+    }
+    for (uint64_t id : orphans_) {
+      if (DeletableLocked(id)) victims.push_back(id);
+    }
+  }
+  if (victims.empty()) return Status::OK();
+  // The map no longer points into the victims; wait out reads that looked
+  // it up before it stopped.
+  read_gate_.WaitForEarlierReads();
+  Status first;
+  for (uint64_t id : victims) {
+    const std::string obj = SegName(name_, id);
+    auto size = store_->Stat(obj);
+    Status s = store_->Delete(obj);
+    if (!s.ok() && !s.IsNotFound()) {
+      if (first.ok()) first = s.WithContext("volume " + name_ + ": deleting dead segment");
+      continue;
+    }
+    Status ss = store_->Delete(SumName(name_, id));
+    if (!ss.ok() && !ss.IsNotFound()) {
+      spdlog::warn("volume {}: deleting the summary of segment {}: {}", name_, Hex16(id),
+                   ss.ToString());
+    }
+    {
+      std::lock_guard<std::mutex> cg(cache_mu_);
+      auto it = cache_.find(id);
+      if (it != cache_.end()) {
+        lru_.erase(it->second.second);
+        cache_.erase(it);
+      }
+    }
+    std::lock_guard<std::mutex> g(mu_);
+    segment_ids_.erase(std::remove(segment_ids_.begin(), segment_ids_.end(), id),
+                       segment_ids_.end());
+    orphans_.erase(id);
+    if (s.ok()) {
+      const uint64_t bytes = size.ok() ? *size : 0;
+      log_bytes_ -= std::min(bytes, log_bytes_);
+      if (segment_files_ > 0) segment_files_--;
+      stats->segments_deleted++;
+      stats->bytes_deleted += bytes;
+      clean_totals_.segments_deleted++;
+      clean_totals_.bytes_deleted += bytes;
+    }
+  }
+  spdlog::debug("volume {}: deleted {} dead segments", name_, victims.size());
+  return first;
+}
+
+Status VolumeImpl::CheckpointNow() {
+  std::unique_lock<std::mutex> l(mu_);
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  // Checkpoints are encoded and written in order by the flusher: the first
+  // encoded after this request is the one to wait for.
+  const uint64_t target = ckpts_encoded_ + 1;
+  ckpt_requested_ = true;
+  flusher_cv_.notify_one();
+  done_cv_.wait(l, [&] { return ckpts_done_ >= target || !failed_.ok() || stop_; });
+  if (ckpts_done_ >= target) return ckpt_status_;
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  return Status::Aborted("volume " + name_ + " is closing");
+}
+
+Result<CleanStats> VolumeImpl::Clean(double threshold) {
+  uint64_t below = 0;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+    below = cur_->id;
+  }
+  std::lock_guard<std::mutex> cg(clean_mu_);
+  CleanStats st;
+  Status bad;
+  for (;;) {
+    uint64_t victim = 0;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      victim = PickVictimLocked(threshold, below);
+    }
+    if (victim == 0) break;
+    Status s = CleanSegment(victim, &st);
+    if (s.IsCorruption()) {
+      bad = s;  // that segment is never picked again
+      continue;
+    }
+    HBISS_RETURN_IF_ERROR(s);
+  }
+  // Two checkpoints after the copies are durable: then neither kept one
+  // needs the cleaned segments.
+  HBISS_RETURN_IF_ERROR(Flush());
+  HBISS_RETURN_IF_ERROR(CheckpointNow());
+  HBISS_RETURN_IF_ERROR(CheckpointNow());
+  HBISS_RETURN_IF_ERROR(DeleteDeadSegments(&st));
+  if (!bad.ok()) return bad;
+  return st;
+}
+
+void VolumeImpl::CleanerLoop() {
+  constexpr auto kIdle = std::chrono::seconds(1);
+  // Checkpoints asked for to free garbage: at most one per this long.
+  constexpr auto kCheckpointEvery = std::chrono::seconds(5);
+  std::unique_lock<std::mutex> l(mu_);
+  bool busy = false;
+  while (!cleaner_stop_) {
+    if (!busy) cleaner_cv_.wait_for(l, kIdle);
+    busy = false;
+    if (cleaner_stop_) break;
+    if (!failed_.ok()) continue;
+    l.unlock();
+    {
+      std::lock_guard<std::mutex> cg(clean_mu_);
+      CleanStats st;
+      Status s = DeleteDeadSegments(&st);
+      if (!s.ok()) spdlog::warn("volume {}: cleaner: {}", name_, s.ToString());
+      uint64_t victim = 0;
+      {
+        std::lock_guard<std::mutex> g(mu_);
+        if (!cleaner_stop_) victim = PickVictimLocked(opts_.clean_threshold, ~uint64_t{0});
+      }
+      if (victim != 0) {
+        s = CleanSegment(victim, &st);
+        if (s.ok()) {
+          busy = true;
+        } else {
+          spdlog::warn("volume {}: cleaner: segment {}: {}", name_, Hex16(victim), s.ToString());
+        }
+      }
+    }
+    l.lock();
+    const auto now = std::chrono::steady_clock::now();
+    if (!ckpt_requested_ && now - last_forced_ckpt_ >= kCheckpointEvery &&
+        DeadWaitingLocked() > 0) {
+      ckpt_requested_ = true;
+      last_forced_ckpt_ = now;
+      flusher_cv_.notify_one();
+    }
+  }
+}
+
 VolumeInfo VolumeImpl::Info() const {
   std::lock_guard<std::mutex> g(mu_);
   VolumeInfo v;
@@ -1693,6 +2115,8 @@ VolumeInfo VolumeImpl::Info() const {
   v.log_bytes = log_bytes_;
   v.checkpoint_seq = ckpt_seq_;
   v.map_memory_bytes = map_.MemoryUsage();
+  v.segments_deleted = clean_totals_.segments_deleted;
+  v.blocks_moved = clean_totals_.blocks_moved;
   return v;
 }
 
@@ -1703,6 +2127,13 @@ Status VolumeImpl::Close() {
   }
   Status result;
   if (!opts_.read_only && started_) {
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      cleaner_stop_ = true;
+      cleaner_cv_.notify_one();
+    }
+    if (cleaner_.joinable()) cleaner_.join();
+    std::lock_guard<std::mutex> cg(clean_mu_);  // lock order: clean_mu_ -> write_mu_
     std::lock_guard<std::mutex> wg(write_mu_);  // no writer is mid-operation
     result = Flush();
     {
@@ -1726,7 +2157,13 @@ Status VolumeImpl::Close() {
       CheckpointInfo ci = NextCheckpointInfoLocked();
       std::string data = EncodeCheckpoint(ci, map_);
       l.unlock();
-      result = WriteCheckpoint(data, ci.seq);
+      result = WriteCheckpoint(data, ci);
+      // A clean close deletes what the checkpoints no longer need.
+      if (result.ok() && opts_.clean_threshold > 0) {
+        CleanStats ignored;
+        Status d = DeleteDeadSegments(&ignored);
+        if (!d.ok()) spdlog::warn("volume {}: deleting dead segments: {}", name_, d.ToString());
+      }
       l.lock();
     }
     if (last) {

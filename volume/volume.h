@@ -14,6 +14,12 @@
 //    Flush. A block never returns bytes that were never written to it.
 //  * Data that fails its CRC is never returned: Read fails with Corruption.
 //  * All methods are safe to call from many threads at once.
+//  * Space: the cleaner (OpenOptions::clean_threshold, Clean) copies live
+//    data out of mostly-dead segments and deletes dead ones, so the log
+//    stays within about 1 / clean_threshold of the live data plus a few
+//    segments. Other processes that read the volume (Open read-only, Stat)
+//    while a writer has it open may fail with NotFound or Corruption when
+//    a segment they were about to read is deleted; they may retry.
 //  * Memory: an open volume keeps its open segment in memory, plus up to two
 //    more segments while they are being closed (so up to 3 x segment_size),
 //    and its extent map (Info().map_memory_bytes).
@@ -51,6 +57,23 @@ struct OpenOptions {
   // volume over: failover after the host that had it open died. The caller
   // must know that host is dead; a live one is not fenced.
   bool break_lock = false;
+  // The cleaner. A background thread copies the live blocks of each closed
+  // segment whose live fraction (live blocks / blocks a segment holds) is
+  // below this to the head of the log, so that whole segments become
+  // garbage, and deletes segments with no live block left once neither kept
+  // checkpoint needs them (see doc/checkpoint_format.md), asking for a
+  // checkpoint when garbage waits on one. A clean Close deletes them too.
+  // 0 turns all of it off: the log keeps everything ever written (Clean
+  // still works when called).
+  double clean_threshold = 0.5;
+};
+
+// What a cleaning pass did (Volume::Clean).
+struct CleanStats {
+  uint64_t segments_cleaned = 0;  // segments whose live blocks were copied out
+  uint64_t blocks_moved = 0;      // blocks copied to the head of the log
+  uint64_t segments_deleted = 0;  // segment objects deleted from the store
+  uint64_t bytes_deleted = 0;     // their bytes
 };
 
 // One allocation extent, as reported by BlockStatus.
@@ -70,6 +93,9 @@ struct VolumeInfo {
   uint64_t log_bytes = 0;       // bytes in all segment files
   uint64_t checkpoint_seq = 0;  // newest checkpoint, 0 if none
   uint64_t map_memory_bytes = 0;  // heap bytes of the extent map (ExtentMap::MemoryUsage)
+  // Cleaner totals since this process opened the volume (0 from Stat).
+  uint64_t segments_deleted = 0;
+  uint64_t blocks_moved = 0;
 };
 
 class Volume {
@@ -122,6 +148,16 @@ class Volume {
   virtual Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) = 0;
 
   virtual VolumeInfo Info() const = 0;
+
+  // Cleans now, in the caller's thread, whatever the background cleaner is
+  // doing: copies out the live blocks of every segment that was closed when
+  // it started and whose live fraction is below `threshold` (1.0: every
+  // closed segment with any garbage), makes that durable, writes two
+  // checkpoints and deletes every segment no checkpoint needs any more.
+  // Data is verified (CRC) before it is copied: a block that fails stays
+  // where it is, its segment is kept, and Clean returns Corruption after
+  // finishing the rest. NotSupported on a read-only volume.
+  virtual Result<CleanStats> Clean(double threshold) = 0;
 
   // Flushes, writes a checkpoint and releases the volume. Further calls fail.
   virtual Status Close() = 0;

@@ -73,6 +73,7 @@ TEST_F(CliTest, BadVolumeNamesAreRejectedEverywhere) {
     ExpectFailsInStore({"create", "--size", "1M", "--", name});
     ExpectFailsInStore({"info", "--", name});
     ExpectFailsInStore({"rm", "--", name});
+    ExpectFailsInStore({"clean", "--", name});
     ExpectFailsInStore({"import", "--", name, dir_ / "img"});
     ExpectFailsInStore({"export", "--", name, dir_ / "out"});
     EXPECT_FALSE(fs::exists(dir_ / "out"));
@@ -130,6 +131,7 @@ TEST_F(CliTest, MissingVolumeFails) {
   ExpectFailsInStore({"info", "nosuch"});
   ExpectFailsInStore({"info", "nosuch", "--json"});
   ExpectFailsInStore({"rm", "nosuch"});
+  ExpectFailsInStore({"clean", "nosuch"});
   ExpectFailsInStore({"export", "nosuch", dir_ / "out"});
   EXPECT_FALSE(fs::exists(dir_ / "out")) << "export of a missing volume created its output";
 }
@@ -230,12 +232,40 @@ TEST_F(CliTest, UsageErrorsAreOneLine) {
   ExpectFailsInStore({"info"}, 2);
   ExpectFailsInStore({"import", "vm"}, 2);
   ExpectFailsInStore({"ls", "--no-such-flag"}, 2);
+  ExpectFailsInStore({"clean"}, 2);
+  MustRun({"create", "vm", "--size", "1M"});
+  for (const char* t : {"0", "-1", "1.5", "nan", "x"}) {
+    SCOPED_TRACE(t);
+    RunResult r = H({"clean", "vm", "--threshold", t});
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.err, "");
+  }
+}
+
+// `hbiss clean` reclaims the log of overwritten data and keeps every byte.
+TEST_F(CliTest, CleanReclaimsOverwrittenLog) {
+  MustRun({"create", "vm", "--size", "4M", "--segment-size", "256K"});
+  std::string last;
+  for (int i = 0; i < 4; i++) {
+    last = RandomBytes(4 << 20, 10 + i);
+    WriteFile(dir_ / "img", last);
+    MustRun({"import", "vm", dir_ / "img"});
+  }
+  // import closes with the cleaner on, which already deleted what died.
+  const uint64_t before = InfoJson("vm")["log_bytes"].get<uint64_t>();
+  RunResult r = H({"clean", "vm", "--threshold", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("deleted"), std::string::npos) << r.out;
+  const uint64_t after = InfoJson("vm")["log_bytes"].get<uint64_t>();
+  EXPECT_LE(after, (4u << 20) + (1u << 20)) << "before " << before;
+  MustRun({"export", "vm", dir_ / "out"});
+  EXPECT_TRUE(ReadFile(dir_ / "out") == last);
 }
 
 TEST_F(CliTest, HelpWorks) {
   RunResult r = Hbiss({"--help"});
   EXPECT_EQ(r.exit_code, 0);
-  for (const char* cmd : {"create", "ls", "info", "rm", "import", "export", "--store"}) {
+  for (const char* cmd : {"create", "ls", "info", "rm", "clean", "import", "export", "--store"}) {
     EXPECT_NE(r.out.find(cmd), std::string::npos) << cmd;
   }
 }

@@ -38,8 +38,16 @@ class CorruptionTest : public ::testing::TestWithParam<bool> {
     ASSERT_TRUE(Volume::Create(&store_, kName, co).ok());
   }
 
+  // These tests delete checkpoints to replay the whole log, so the cleaner
+  // must not delete segments (the cleaner tests below turn it on).
+  static OpenOptions NoCleaner() {
+    OpenOptions o;
+    o.clean_threshold = 0;
+    return o;
+  }
+
   std::unique_ptr<Volume> Open() {
-    auto v = Volume::Open(&store_, kName);
+    auto v = Volume::Open(&store_, kName, NoCleaner());
     EXPECT_TRUE(v.ok()) << v.status().ToString();
     return v.ok() ? std::move(*v) : nullptr;
   }
@@ -123,6 +131,68 @@ INSTANTIATE_TEST_SUITE_P(Stores, CorruptionTest, ::testing::Bool(),
 // The layout of a segment whose batches are each `n` data blocks (written
 // then flushed one at a time): batch i's header is at 4096 * (1 + i*(n+1)).
 uint64_t BatchHeaderOffset(int i, int n) { return uint64_t(kSlotSize) * (1 + i * (n + 1)); }
+
+// The cleaner copies only data that passes its CRC: a corrupt live block
+// is never given a fresh, valid CRC in a new segment. It stays where it is
+// (still failing its read), its segment is kept, and Clean says Corruption.
+TEST_P(CorruptionTest, CleanerNeverCopiesACorruptBlock) {
+  auto v = Open();
+  WriteBlocks(v.get(), 0, 60, 1);                 // segment 1 (62 data slots)
+  WriteBlocks(v.get(), 0, 50, 2);                 // most of it dead again
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  uint64_t off = FindBlock(SegObj(1), 55, 1);     // live: never overwritten
+  FlipByte(SegObj(1), off + 100);
+  v = Open();
+  ASSERT_TRUE(v != nullptr);
+  auto c = v->Clean(0.5);
+  ASSERT_FALSE(c.ok());
+  EXPECT_TRUE(c.status().IsCorruption()) << c.status().ToString();
+  std::vector<uint8_t> got(kBlockSize);
+  EXPECT_TRUE(v->Read(55 * kBlockSize, got).IsCorruption());
+  ExpectBlocks(v.get(), 50, 5, 1);                // the good blocks still read fine
+  ExpectBlocks(v.get(), 56, 4, 1);
+  ExpectBlocks(v.get(), 0, 50, 2);
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  EXPECT_TRUE(store_.Stat(SegObj(1)).ok()) << "the segment with the corrupt block was deleted";
+  v = Open();
+  ASSERT_TRUE(v != nullptr);
+  EXPECT_TRUE(v->Read(55 * kBlockSize, got).IsCorruption()) << "corrupt data was laundered";
+  ExpectBlocks(v.get(), 50, 5, 1);
+  ExpectBlocks(v.get(), 56, 4, 1);
+}
+
+// After the cleaner deleted segments, falling back from a damaged newest
+// checkpoint to the older kept one still recovers everything: neither needs
+// a deleted segment. With no checkpoint left, the volume does not open (the
+// log's start is gone) rather than open wrong.
+TEST_P(CorruptionTest, OlderCheckpointNeedsNoDeletedSegment) {
+  auto v = Open();
+  for (uint8_t round = 1; round <= 6; round++) WriteBlocks(v.get(), 0, 100, round);
+  WriteBlocks(v.get(), 200, 30, 9);
+  auto c = v->Clean(0.5);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_GT(c->segments_deleted, 3u);
+  EXPECT_FALSE(store_.Stat(SegObj(1)).ok());
+  WriteBlocks(v.get(), 300, 10, 7);
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  auto ckpts = Checkpoints();
+  ASSERT_EQ(ckpts.size(), 2u);
+  FlipByte(ckpts[1], 40);
+  v = Open();
+  ASSERT_TRUE(v != nullptr);
+  ExpectBlocks(v.get(), 0, 100, 6);
+  ExpectBlocks(v.get(), 200, 30, 9);
+  ExpectBlocks(v.get(), 300, 10, 7);
+  ExpectBlocks(v.get(), 100, 100, 0);
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  DeleteCheckpoints();
+  auto r = Volume::Open(&store_, kName, NoCleaner());
+  EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
+}
 
 TEST_P(CorruptionTest, FlippedDataBlockFailsOnlyThatRead) {
   auto v = Open();
@@ -213,14 +283,14 @@ TEST_P(CorruptionTest, FlippedBatchHeaderInNonLastSegmentIsCorruption) {
   for (uint64_t byte : {0ull, 20ull, 60ull}) {  // magic, seq, an entry
     std::string saved = Get(SegObj(1));
     FlipByte(SegObj(1), BatchHeaderOffset(2, 4) + byte);
-    auto r = Volume::Open(&store_, kName);
+    auto r = Volume::Open(&store_, kName, NoCleaner());
     EXPECT_TRUE(r.status().IsCorruption()) << byte << ": " << r.status().ToString();
     EXPECT_NE(r.status().message().find(Hex16(1)), std::string::npos) << r.status().message();
     Replace(SegObj(1), saved);
   }
   // A damaged segment header in the middle of the chain is corruption too.
   FlipByte(SegObj(2), 30);
-  EXPECT_TRUE(Volume::Open(&store_, kName).status().IsCorruption());
+  EXPECT_TRUE(Volume::Open(&store_, kName, NoCleaner()).status().IsCorruption());
   FlipByte(SegObj(2), 30);
   // Intact again: everything is there.
   v = Open();
@@ -309,7 +379,7 @@ TEST_P(CorruptionTest, BadBatchBeforeALaterSyncedBatchIsCorruption) {
   DeleteCheckpoints();
   // Damage batch 0's header: batch 1 (and 2) prove it had been synced.
   FlipByte(SegObj(1), BatchHeaderOffset(0, 4) + 30);
-  auto r = Volume::Open(&store_, kName);
+  auto r = Volume::Open(&store_, kName, NoCleaner());
   EXPECT_TRUE(r.status().IsCorruption()) << r.status().ToString();
   FlipByte(SegObj(1), BatchHeaderOffset(0, 4) + 30);
   // Damage only the last batch's header: nothing later proves it synced, so
@@ -323,7 +393,7 @@ TEST_P(CorruptionTest, BadBatchBeforeALaterSyncedBatchIsCorruption) {
 
 TEST_P(CorruptionTest, CorruptMetaIsReported) {
   Replace("volumes/" + kName + "/meta", "{not json");
-  EXPECT_TRUE(Volume::Open(&store_, kName).status().IsCorruption());
+  EXPECT_TRUE(Volume::Open(&store_, kName, NoCleaner()).status().IsCorruption());
   EXPECT_TRUE(Volume::Stat(&store_, kName).status().IsCorruption());
 }
 
@@ -337,7 +407,7 @@ TEST_P(CorruptionTest, SegmentOfAnotherVolumeIsNotReplayed) {
   co.segment_size = 256 << 10;
   ASSERT_TRUE(Volume::Create(&store_, "other", co).ok());
   {
-    auto o = Volume::Open(&store_, "other");
+    auto o = Volume::Open(&store_, "other", NoCleaner());
     ASSERT_TRUE(o.ok());
     WriteBlocks(o->get(), 0, 4, 9);
     ASSERT_TRUE((*o)->Close().ok());

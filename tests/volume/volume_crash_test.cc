@@ -48,6 +48,8 @@ struct Stats {
   uint64_t recovered_everything = 0;
   uint64_t acked_ops = 0;
   uint64_t flushes_ok = 0;
+  uint64_t cleans_ok = 0;
+  uint64_t segments_deleted = 0;
 };
 
 void RunIteration(uint64_t seed, Stats* stats) {
@@ -97,6 +99,18 @@ void RunIteration(uint64_t seed, Stats* stats) {
           stats->flushes_ok++;
         }
         if (!s.ok()) break;
+        continue;
+      } else if (kind == 19) {
+        // The cleaner changes where blocks live, never what they hold; its
+        // copies, checkpoints and deletes are crash points too.
+        auto c = v->Clean(rng() % 2 ? 1.0 : 0.6);
+        if (c.ok()) {
+          stats->cleans_ok++;
+          stats->segments_deleted += c->segments_deleted;
+        } else {
+          ASSERT_TRUE(fs.crashed()) << c.status().ToString();
+          break;
+        }
         continue;
       } else {
         // Read back and compare with the model; a read may fail once the
@@ -157,16 +171,19 @@ TEST(VolumeCrashTest, PrefixOfAcknowledgedOpsSurvives) {
     ASSERT_NO_FATAL_FAILURE(RunIteration(seed, &stats)) << "seed " << seed;
   }
   std::printf("cycles %lu, crashed mid-run %lu, lost unflushed %lu, kept unflushed %lu, "
-              "recovered all %lu, acked ops %lu, flushes %lu\n",
+              "recovered all %lu, acked ops %lu, flushes %lu, cleans %lu, segments deleted "
+              "%lu\n",
               stats.cycles, stats.store_crashed_midrun, stats.lost_unflushed,
               stats.kept_unflushed, stats.recovered_everything, stats.acked_ops,
-              stats.flushes_ok);
+              stats.flushes_ok, stats.cleans_ok, stats.segments_deleted);
   // The test must exercise the interesting cases, not only trivial ones.
   if (only) return;
   EXPECT_GT(stats.store_crashed_midrun, kIterations / 4);
   EXPECT_GT(stats.lost_unflushed, kIterations / 10);
   EXPECT_GT(stats.kept_unflushed, kIterations / 10);
   EXPECT_GT(stats.recovered_everything, 0u);
+  EXPECT_GT(stats.cleans_ok, kIterations / 10);
+  EXPECT_GT(stats.segments_deleted, kIterations / 10);
 }
 
 // Several threads write, trim and flush disjoint regions at once while the
@@ -236,7 +253,25 @@ void RunConcurrentIteration(uint64_t seed, Stats* stats) {
       }
     });
   }
-  for (auto& th : threads) th.join();
+  // And a cleaner that races them: it copies blocks the writers are
+  // overwriting, and deletes segments while they write.
+  std::atomic<int> writers_left{kThreads};
+  std::thread cleaner([&] {
+    while (writers_left.load() > 0) {
+      auto c = v->Clean(1.0);
+      if (!c.ok()) {
+        if (!c.status().IsIOError()) unexpected = true;
+        break;
+      }
+      stats->cleans_ok++;
+      stats->segments_deleted += c->segments_deleted;
+    }
+  });
+  for (auto& th : threads) {
+    th.join();
+    writers_left--;
+  }
+  cleaner.join();
   ASSERT_FALSE(unexpected);
   if (getenv("CRASH_DEBUG")) {
     std::vector<uint8_t> live(kVolSize);
@@ -325,11 +360,13 @@ TEST(VolumeCrashTest, ConcurrentWritersKeepPerThreadPrefixes) {
     ASSERT_NO_FATAL_FAILURE(RunConcurrentIteration(seed, &stats)) << "seed " << seed;
   }
   std::printf("concurrent: crashed mid-run %lu, regions lost unflushed %lu, kept unflushed %lu, "
-              "acked ops %lu\n",
+              "acked ops %lu, cleans %lu, segments deleted %lu\n",
               stats.store_crashed_midrun, stats.lost_unflushed, stats.kept_unflushed,
-              stats.acked_ops);
+              stats.acked_ops, stats.cleans_ok, stats.segments_deleted);
   EXPECT_GT(stats.store_crashed_midrun, kIterations / 4);
   EXPECT_GT(stats.lost_unflushed, 0u);
+  EXPECT_GT(stats.cleans_ok, kIterations / 10);  // how many depends on scheduling
+  EXPECT_GT(stats.segments_deleted, 0u);
 }
 
 }  // namespace

@@ -1,0 +1,260 @@
+// The cleaner on real stores (memory, local directory): it bounds the log of
+// a volume that is overwritten again and again, moves data without changing
+// it, deletes exactly the segments no checkpoint needs, keeps reads working
+// while it deletes under them, and does nothing at all when turned off.
+// (Crash safety: tests/volume/volume_crash_test.cc cleans at random points;
+// corrupt data: volume_corruption_test.cc.)
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "store/local_store.h"
+#include "store/memory_store.h"
+#include "volume/volume.h"
+
+namespace hbiss::volume {
+namespace {
+
+constexpr uint64_t kVolSize = 4 << 20;
+constexpr uint64_t kSegSize = 256 << 10;
+
+// Blocks whose bytes say which block and which version they are.
+std::vector<uint8_t> Block(uint64_t block, uint64_t version) {
+  std::vector<uint8_t> b(kBlockSize);
+  for (size_t i = 0; i < b.size(); i++) b[i] = uint8_t(block * 13 + version * 101 + i / 16);
+  std::memcpy(b.data(), &block, 8);
+  std::memcpy(b.data() + 8, &version, 8);
+  return b;
+}
+
+class CleanerTest : public ::testing::TestWithParam<bool> {
+ protected:
+  void SetUp() override {
+    if (GetParam()) {
+      dir_ = ::testing::TempDir() + "/hbiss_cleaner_test_" + std::to_string(getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name();
+      std::filesystem::remove_all(dir_);
+      auto s = store::OpenLocalStore(dir_, true);
+      ASSERT_TRUE(s.ok()) << s.status().ToString();
+      local_ = std::move(*s);
+      store_ = local_.get();
+    } else {
+      store_ = &mem_;
+    }
+    CreateOptions co;
+    co.size = kVolSize;
+    co.segment_size = kSegSize;
+    ASSERT_TRUE(Volume::Create(store_, "v", co).ok());
+    model_.assign(kVolSize / kBlockSize, 0);
+  }
+  void TearDown() override {
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  std::unique_ptr<Volume> Open(double threshold) {
+    OpenOptions o;
+    o.clean_threshold = threshold;
+    auto v = Volume::Open(store_, "v", o);
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    return v.ok() ? std::move(*v) : nullptr;
+  }
+
+  // Writes `n` random single blocks (and, first, the whole volume once).
+  void Overwrite(Volume* v, int n, std::mt19937_64& rng) {
+    for (int i = 0; i < n; i++) {
+      uint64_t b = rng() % model_.size();
+      model_[b]++;
+      ASSERT_TRUE(v->Write(b * kBlockSize, Block(b, model_[b])).ok());
+    }
+  }
+  void FillOnce(Volume* v) {
+    for (uint64_t b = 0; b < model_.size(); b++) {
+      model_[b] = 1;
+      ASSERT_TRUE(v->Write(b * kBlockSize, Block(b, 1)).ok());
+    }
+  }
+  void ExpectModel(Volume* v) {
+    std::vector<uint8_t> got(kBlockSize);
+    for (uint64_t b = 0; b < model_.size(); b++) {
+      Status s = v->Read(b * kBlockSize, got);
+      ASSERT_TRUE(s.ok()) << "block " << b << ": " << s.ToString();
+      ASSERT_TRUE(got == Block(b, model_[b])) << "block " << b;
+    }
+  }
+  // Segment objects in the store and their total size.
+  std::pair<uint64_t, uint64_t> StoredSegments() {
+    auto l = store_->List("volumes/v/seg");
+    EXPECT_TRUE(l.ok());
+    uint64_t n = 0, bytes = 0;
+    for (const auto& o : *l) {
+      n++;
+      bytes += o.size;
+    }
+    return {n, bytes};
+  }
+
+  store::MemoryStore mem_;
+  std::unique_ptr<store::Store> local_;
+  store::Store* store_ = nullptr;
+  std::string dir_;
+  std::vector<uint64_t> model_;  // version of each block
+};
+
+INSTANTIATE_TEST_SUITE_P(Stores, CleanerTest, ::testing::Bool(),
+                         [](const auto& p) { return p.param ? "Local" : "Memory"; });
+
+TEST_P(CleanerTest, CleanBoundsTheLogAndKeepsEveryByte) {
+  std::mt19937_64 rng(11);
+  auto v = Open(0);  // no background cleaning: only Clean
+  FillOnce(v.get());
+  Overwrite(v.get(), 3000, rng);  // 12 MiB more log over 4 MiB of data
+  ASSERT_TRUE(v->Flush().ok());
+  const VolumeInfo before = v->Info();
+  EXPECT_GT(before.log_bytes, 3 * kVolSize);
+
+  auto c = v->Clean(0.5);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  VolumeInfo after = v->Info();
+  EXPECT_GT(c->segments_cleaned, 0u);
+  EXPECT_GT(c->segments_deleted, c->segments_cleaned / 2);
+  EXPECT_EQ(after.segments_deleted, c->segments_deleted);
+  EXPECT_EQ(after.blocks_moved, c->blocks_moved);
+  // Every closed segment left is at least half live: the log is at most
+  // about twice the data, plus the segments being written.
+  EXPECT_LE(after.log_bytes, 2 * kVolSize + 4 * kSegSize) << before.log_bytes;
+  auto [n, bytes] = StoredSegments();
+  EXPECT_EQ(n, after.segment_count);
+  EXPECT_EQ(bytes, after.log_bytes);
+  ExpectModel(v.get());
+
+  // 1.0 copies every closed segment: the log shrinks to about the data.
+  c = v->Clean(1.0);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  after = v->Info();
+  EXPECT_LE(after.log_bytes, kVolSize + kVolSize / 8 + 3 * kSegSize);
+  ExpectModel(v.get());
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+
+  v = Open(0);
+  ExpectModel(v.get());
+  auto st = StoredSegments();
+  EXPECT_EQ(v->Info().log_bytes, st.second);
+  EXPECT_EQ(v->Info().segment_count, st.first);
+}
+
+TEST_P(CleanerTest, BackgroundCleanerBoundsTheLog) {
+  std::mt19937_64 rng(12);
+  auto v = Open(0.5);
+  FillOnce(v.get());
+  for (int round = 0; round < 4; round++) {
+    Overwrite(v.get(), 1000, rng);
+    ASSERT_TRUE(v->Flush().ok());
+  }
+  // The background thread cleans a segment per pass and asks for
+  // checkpoints every few seconds; give it time (no speed is asserted).
+  const uint64_t bound = 2 * kVolSize + 6 * kSegSize;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (v->Info().log_bytes > bound && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  VolumeInfo info = v->Info();
+  EXPECT_LE(info.log_bytes, bound);
+  EXPECT_GT(info.segments_deleted, 0u);
+  EXPECT_GT(info.blocks_moved, 0u);
+  ExpectModel(v.get());
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  v = Open(0.5);
+  ExpectModel(v.get());
+}
+
+TEST_P(CleanerTest, TurnedOffItKeepsEverySegment) {
+  std::mt19937_64 rng(13);
+  auto v = Open(0);
+  FillOnce(v.get());
+  Overwrite(v.get(), 2000, rng);
+  ASSERT_TRUE(v->Close().ok());
+  const auto before = StoredSegments();
+  v = Open(0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // a cleaner pass, were it on
+  ASSERT_TRUE(v->Close().ok());
+  EXPECT_EQ(StoredSegments(), before);
+  // The first segments hold nothing live, yet they are all still there.
+  EXPECT_TRUE(store_->Stat("volumes/v/seg/0000000000000001").ok());
+}
+
+// Reads run all the time while the cleaner moves their blocks and deletes
+// the segments they were in, and a writer writes elsewhere: no read fails
+// and none returns anything but the block's data.
+TEST_P(CleanerTest, ReadsNeverFailWhileSegmentsAreDeleted) {
+  auto v = Open(0);
+  FillOnce(v.get());
+  ASSERT_TRUE(v->Flush().ok());
+  const uint64_t half = model_.size() / 2;  // readers: [0, half); writer: the rest
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> reads{0}, bad{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; t++) {
+    readers.emplace_back([&, t] {
+      std::mt19937_64 r(100 + t);
+      std::vector<uint8_t> got(8 * kBlockSize);
+      while (!stop) {
+        uint64_t b = r() % (half - 8);
+        Status s = v->Read(b * kBlockSize, got);
+        bool ok = s.ok();
+        for (uint64_t i = 0; ok && i < 8; i++) {
+          auto want = Block(b + i, 1);
+          ok = std::equal(want.begin(), want.end(), got.begin() + i * kBlockSize);
+        }
+        if (!ok) {
+          bad++;
+          ADD_FAILURE() << "read of blocks " << b << "+8: " << s.ToString();
+        }
+        reads++;
+      }
+    });
+  }
+  std::thread writer([&] {
+    std::mt19937_64 r(7);
+    while (!stop) {
+      uint64_t b = half + r() % (model_.size() - half);
+      if (!v->Write(b * kBlockSize, Block(b, 2)).ok()) bad++;
+    }
+  });
+  uint64_t deleted = 0;
+  for (int i = 0; i < 6; i++) {
+    auto c = v->Clean(1.0);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+    deleted += c->segments_deleted;
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  writer.join();
+  EXPECT_EQ(bad.load(), 0u);
+  EXPECT_GT(reads.load(), 100u);
+  EXPECT_GT(deleted, 6u);
+  ASSERT_TRUE(v->Close().ok());
+}
+
+TEST(CleanerArgsTest, ReadOnlyVolumeRefusesClean) {
+  store::MemoryStore mem;
+  CreateOptions co;
+  co.size = 1 << 20;
+  ASSERT_TRUE(Volume::Create(&mem, "r", co).ok());
+  OpenOptions o;
+  o.read_only = true;
+  auto v = Volume::Open(&mem, "r", o);
+  ASSERT_TRUE(v.ok());
+  EXPECT_TRUE((*v)->Clean(0.5).status().IsNotSupported());
+}
+
+}  // namespace
+}  // namespace hbiss::volume
