@@ -497,6 +497,8 @@ class VolumeImpl final : public Volume {
   bool cleaner_stop_ = false;   // GUARDED_BY(mu_)
   std::condition_variable cleaner_cv_;
   std::chrono::steady_clock::time_point last_forced_ckpt_{};
+  std::chrono::steady_clock::duration ckpt_encode_time_{};  // of the last checkpoint
+  std::chrono::steady_clock::duration ckpt_cost_{};  // its encoding and writing; GUARDED_BY(mu_)
   std::thread cleaner_;
   std::mutex clean_mu_;            // one cleaning pass at a time
   ReadGate read_gate_;              // see the top of this file
@@ -1498,7 +1500,9 @@ void VolumeImpl::FlusherLoop() {
     }
     if (want_ckpt && !op_in_progress_ && !ob_active_) {
       ckpt_info = NextCheckpointInfoLocked();
+      const auto t0 = std::chrono::steady_clock::now();
       ckpt = EncodeCheckpoint(ckpt_info, map_);
+      ckpt_encode_time_ = std::chrono::steady_clock::now() - t0;
       ckpt_seq_ = ckpt_info.seq;
       ckpt_log_mark_ = log_appended_;
       ckpt_requested_ = false;
@@ -1550,8 +1554,10 @@ void VolumeImpl::FlusherLoop() {
       // callers were released above; a failed checkpoint loses nothing (the
       // log has it all), so it is retried after the next interval.
       l.unlock();
+      const auto t0 = std::chrono::steady_clock::now();
       Status cs = WriteCheckpoint(ckpt, ckpt_info);
       l.lock();
+      ckpt_cost_ = ckpt_encode_time_ + (std::chrono::steady_clock::now() - t0);
       if (!cs.ok()) spdlog::warn("volume {}: periodic checkpoint: {}", name_, cs.ToString());
       ckpt_status_ = cs;
       ckpts_done_++;
@@ -2063,7 +2069,9 @@ Result<CleanStats> VolumeImpl::Clean(double threshold) {
 
 void VolumeImpl::CleanerLoop() {
   constexpr auto kIdle = std::chrono::seconds(1);
-  // Checkpoints asked for to free garbage: at most one per this long.
+  // Checkpoints asked for to free garbage: at most one per this long, and
+  // spending at most about 2% of the time on them (a big map takes long to
+  // encode, and writes wait meanwhile).
   constexpr auto kCheckpointEvery = std::chrono::seconds(5);
   std::unique_lock<std::mutex> l(mu_);
   bool busy = false;
@@ -2095,6 +2103,7 @@ void VolumeImpl::CleanerLoop() {
     l.lock();
     const auto now = std::chrono::steady_clock::now();
     if (!ckpt_requested_ && now - last_forced_ckpt_ >= kCheckpointEvery &&
+        now - last_forced_ckpt_ >= 50 * ckpt_cost_ &&
         DeadWaitingLocked() > 0) {
       ckpt_requested_ = true;
       last_forced_ckpt_ = now;
