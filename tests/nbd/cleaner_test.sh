@@ -5,6 +5,8 @@
 # crc32c verify pass must then read every block intact (the cleaner moved
 # them), before and after a restart. A control server with
 # --clean-threshold 0 keeps every segment (so the bound above can fail).
+# The bounded part runs on the local store and, when HBISS_HDFS_URI names
+# the test run's cluster, on HDFS too.
 TEST_NAME=cleaner
 source "$(dirname "$0")/lib.sh"
 need fio
@@ -30,31 +32,49 @@ verifiable() {
     --size=${SIZE_MB}M --randseed=4242 --verify=crc32c --verify_fatal=1 "$2"
 }
 
-hbiss create vm -s ${SIZE_MB}M --segment-size 1M >/dev/null
+# bounded_run: the served volume "vm" of the current $STORE.
+bounded_run() {
+  hbiss create vm -s ${SIZE_MB}M --segment-size 1M >/dev/null
+  start_server
+  overwrite vm
+  written=$((4 * SIZE_MB << 20))
+  # Each closed segment left is at least half live: about twice the data.
+  bound=$(((9 * SIZE_MB / 4 + 8) << 20))
+  deadline=$((SECONDS + 90))
+  while [ "$(log_bytes vm)" -gt "$bound" ] && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
+  now=$(log_bytes vm)
+  log "wrote $written bytes; log while serving: $now bytes (bound $bound)"
+  [ "$now" -le "$bound" ] || fail "the background cleaner left $now bytes of log (bound $bound)"
+  CHECKS=$((CHECKS + 1))
+  check "fio verify of every block after cleaning" verifiable vm --verify_only
+  stop_server
+  after=$(log_bytes vm)
+  [ "$after" -le "$bound" ] || fail "after a clean shutdown: $after bytes of log"
+  CHECKS=$((CHECKS + 1))
+  if grep -qiE "error|cleaner left" "$WORK/serve.log"; then fail "errors in the server log"; fi
+
+  start_server
+  check "fio verify after a restart" verifiable vm --verify_only
+  stop_server
+}
+
+bounded_run
+# The same on HDFS (the cluster of the test run), where a deleted segment's
+# blocks really go away under a reader that still had them.
+if [ -n "${HBISS_HDFS_URI:-}" ]; then
+  LOCAL_STORE=$STORE
+  STORE=$HBISS_HDFS_URI/hbiss-cleaner-test-$$
+  EXTRA_CLEANUP="\"$HBISS\" dfs rm -r -f \"$STORE\" >/dev/null 2>&1"
+  check "hdfs mkdir" "$HBISS" dfs mkdir "$STORE"
+  log "on HDFS: $STORE"
+  bounded_run
+  "$HBISS" dfs rm -r -f "$STORE" >/dev/null
+  STORE=$LOCAL_STORE
+elif [ "${HBISS_REQUIRE_HDFS:-0}" = 1 ]; then
+  fail "HBISS_REQUIRE_HDFS=1 but HBISS_HDFS_URI is not set"
+fi
+
 hbiss create keep -s ${SIZE_MB}M --segment-size 1M >/dev/null
-
-start_server
-overwrite vm
-written=$((4 * SIZE_MB << 20))
-# Each closed segment left is at least half live: about twice the data.
-bound=$(((9 * SIZE_MB / 4 + 8) << 20))
-deadline=$((SECONDS + 90))
-while [ "$(log_bytes vm)" -gt "$bound" ] && [ $SECONDS -lt $deadline ]; do sleep 0.5; done
-now=$(log_bytes vm)
-log "wrote $written bytes; log while serving: $now bytes (bound $bound)"
-[ "$now" -le "$bound" ] || fail "the background cleaner left $now bytes of log (bound $bound)"
-CHECKS=$((CHECKS + 1))
-check "fio verify of every block after cleaning" verifiable vm --verify_only
-stop_server
-after=$(log_bytes vm)
-[ "$after" -le "$bound" ] || fail "after a clean shutdown: $after bytes of log"
-CHECKS=$((CHECKS + 1))
-if grep -qiE "error|cleaner left" "$WORK/serve.log"; then fail "errors in the server log"; fi
-
-start_server
-check "fio verify after a restart" verifiable vm --verify_only
-stop_server
-
 # Control: the same writes with the cleaner off keep all the log.
 start_server --clean-threshold 0
 overwrite keep
