@@ -493,6 +493,7 @@ class VolumeImpl final : public Volume {
   // Segment objects that are not in segment_ids_ (deletion candidates).
   std::set<uint64_t> orphans_;  // GUARDED_BY(mu_)
   std::set<uint64_t> unclean_;  // segments where cleaning met corruption
+  std::set<uint64_t> summarizing_;  // closed, their summary not yet Put; GUARDED_BY(mu_)
   CleanStats clean_totals_;     // GUARDED_BY(mu_)
   bool cleaner_stop_ = false;   // GUARDED_BY(mu_)
   std::condition_variable cleaner_cv_;
@@ -1547,7 +1548,10 @@ void VolumeImpl::FlusherLoop() {
       // Closed segments are synced, but batches of the current one may not be.
       // durable_pos_ marks the end of the last closed segment.
     }
-    for (auto& seg : closed) RetireSegmentLocked(seg);
+    for (auto& seg : closed) {
+      RetireSegmentLocked(seg);
+      if (seg->closed_bytes > 0) summarizing_.insert(seg->id);  // not deleted before its Put
+    }
     done_cv_.notify_all();
     if (!ckpt.empty()) {
       // The log up to the checkpoint's position is durable now. Flush
@@ -1570,6 +1574,7 @@ void VolumeImpl::FlusherLoop() {
       if (seg->closed_bytes > 0) PutSummary(*seg, seg->closed_bytes);
     }
     l.lock();
+    for (auto& seg : closed) summarizing_.erase(seg->id);
   }
 }
 
@@ -1934,7 +1939,10 @@ uint64_t VolumeImpl::PickVictimLocked(double threshold, uint64_t below_id) const
 }
 
 bool VolumeImpl::DeletableLocked(uint64_t seg) const {
-  if (seg >= cur_->id || mem_segs_.count(seg) || live_blocks_.count(seg)) return false;
+  if (seg >= cur_->id || mem_segs_.count(seg) || live_blocks_.count(seg) ||
+      summarizing_.count(seg)) {
+    return false;
+  }
   // Every kept checkpoint must be one whose needs are known, start replay
   // after the segment and have no run into it. No checkpoint: replay starts
   // at the beginning of the log, which needs every segment.
