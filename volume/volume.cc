@@ -1898,6 +1898,8 @@ Status VolumeImpl::CleanSegment(uint64_t seg, CleanStats* stats) {
       std::lock_guard<std::mutex> wg(write_mu_);
       std::unique_lock<std::mutex> l(mu_);
       HBISS_RETURN_IF_ERROR(WritableLocked());
+      // Close waits for the cleaner: stop between pieces, not after 32 MiB.
+      if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
       map_.Lookup(p.lba, p.count, &now);
       for (const MapRun& r : now) {
         if (!r.mapped || r.seg != seg || r.slot != p.slot + (r.lba - p.lba)) continue;
@@ -2103,7 +2105,7 @@ void VolumeImpl::CleanerLoop() {
         s = CleanSegment(victim, &st);
         if (s.ok()) {
           busy = true;
-        } else {
+        } else if (s.code() != Status::Code::kAborted) {
           spdlog::warn("volume {}: cleaner: segment {}: {}", name_, Hex16(victim), s.ToString());
         }
       }
