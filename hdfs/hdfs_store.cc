@@ -117,8 +117,8 @@ class HdfsStore : public store::Store {
     HBISS_RETURN_IF_ERROR(store::ValidateName(name));
     std::string path = Path(name);
     size_t slash = path.rfind('/');
-    std::string tmp = fmt::format("{}/{}tmp-{}-{}", path.substr(0, slash),
-                                  store::kReservedPrefix, client_->client_name(),
+    std::string tmp = fmt::format("{}/{}{}-{}", path.substr(0, slash), kTempPrefix,
+                                  client_->client_name(),
                                   tmp_counter_.fetch_add(1));
     CreateOptions o;
     o.overwrite = false;
@@ -204,6 +204,23 @@ class HdfsStore : public store::Store {
 
   std::string Uri() const override {
     return fmt::format("hdfs://{}:{}{}", uri_.host, uri_.port, uri_.path);
+  }
+
+  Result<uint64_t> RemoveTempLeftovers(const std::string& dir) override {
+    HBISS_RETURN_IF_ERROR(store::ValidateName(dir));
+    auto entries = client_->List(Path(dir));
+    if (!entries.ok()) {
+      if (entries.status().IsNotFound()) return uint64_t{0};
+      return entries.status();
+    }
+    uint64_t n = 0;
+    for (const auto& e : *entries) {
+      if (e.is_dir || !e.name.starts_with(kTempPrefix)) continue;
+      // A crashed writer may still hold the lease: a delete works all the same.
+      HBISS_ASSIGN_OR_RETURN(bool deleted, client_->Delete(Path(dir) + "/" + e.name, false));
+      if (deleted) n++;
+    }
+    return n;
   }
 
  private:

@@ -342,7 +342,7 @@ Status LocalStore::Put(const std::string& name, std::span<const uint8_t> data) {
   HBISS_RETURN_IF_ERROR(MakeParents(name));
   std::string path = PathOf(name);
   std::string dir = ParentPath(path);
-  std::string tmp = dir + "/" + std::string(kReservedPrefix) + "tmp-" +
+  std::string tmp = dir + "/" + std::string(kTempPrefix) +
                     std::to_string(::getpid()) + "-" + std::to_string(g_temp_counter++);
   int fd = ::open(tmp.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
   if (fd < 0) return Err("create temporary", tmp, errno);
@@ -459,6 +459,31 @@ void LocalStore::DropCache(const std::string& name) {
   if (fd < 0) return;
   (void)::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
   ::close(fd);
+}
+
+Result<uint64_t> LocalStore::RemoveTempLeftovers(const std::string& dir) {
+  HBISS_RETURN_IF_ERROR(ValidateName(dir));
+  const std::string path = PathOf(dir);
+  DIR* d = ::opendir(path.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return uint64_t{0};
+    return Err("opendir", path, errno);
+  }
+  std::vector<std::string> temps;
+  while (struct dirent* e = ::readdir(d)) {
+    if (std::string_view(e->d_name).starts_with(kTempPrefix)) temps.emplace_back(e->d_name);
+  }
+  ::closedir(d);
+  uint64_t n = 0;
+  for (const std::string& t : temps) {
+    if (::unlinkat(AT_FDCWD, (path + "/" + t).c_str(), 0) == 0) {
+      n++;
+    } else if (errno != ENOENT) {
+      return Err("unlink", path + "/" + t, errno);
+    }
+  }
+  if (n > 0) HBISS_RETURN_IF_ERROR(FsyncDir(path));
+  return n;
 }
 
 std::string LocalStore::Uri() const {

@@ -105,6 +105,17 @@ TEST_F(LocalStoreTest, LeftoverTemporaryFilesAreHidden) {
   // And a Put after it works and does not disturb it.
   ASSERT_OK(s->Put("d/real", AsBytes("r2")));
   EXPECT_EQ(s->Get("d/real").value(), "r2");
+  // RemoveTempLeftovers deletes the leftover, and nothing else.
+  std::ofstream(dir_ + "/d/.hbiss-other") << "another backend file";
+  auto n = s->RemoveTempLeftovers("d");
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 1u);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/d/.hbiss-tmp-999-1"));
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/d/.hbiss-other"));
+  EXPECT_EQ(s->Get("d/real").value(), "r2");
+  EXPECT_EQ(s->RemoveTempLeftovers("d").value(), 0u);
+  EXPECT_EQ(s->RemoveTempLeftovers("missing").value(), 0u);
+  EXPECT_TRUE(s->RemoveTempLeftovers("../x").status().IsInvalidArgument());
 }
 
 TEST_F(LocalStoreTest, MissingDirectoryIsNotFoundUnlessCreated) {

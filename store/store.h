@@ -172,6 +172,20 @@ class Store {
   // need not cache what it reads. False for remote stores such as HDFS.
   virtual bool CachesReadsLocally() const { return false; }
 
+  // Deletes the temporary objects this backend's Put makes in directory
+  // `dir` (never listed) that a crash in the middle of a Put left behind,
+  // and returns how many. Call it only while no Put into `dir` can be
+  // running anywhere (a volume's lock ensures that for its directories). A
+  // missing `dir` has none. The default, for backends whose Put leaves
+  // nothing behind (memory), deletes nothing.
+  virtual Result<uint64_t> RemoveTempLeftovers(const std::string& dir) {
+    (void)dir;
+    return uint64_t{0};
+  }
+
+  // The name prefix of the temporary objects behind RemoveTempLeftovers.
+  static constexpr std::string_view kTempPrefix = ".hbiss-tmp-";
+
  protected:
   // Get's second half: reads all of an opened object `name` (max_size as in Get).
   static Result<std::string> ReadWhole(SegmentReader& reader, const std::string& name,

@@ -50,6 +50,9 @@ class StoreWrapper : public Store {
   Status BreakLock(const std::string& name) override { return target_->BreakLock(name); }
   std::string Uri() const override { return target_->Uri(); }
   void DropCache(const std::string& name) override { target_->DropCache(name); }
+  Result<uint64_t> RemoveTempLeftovers(const std::string& dir) override {
+    return target_->RemoveTempLeftovers(dir);
+  }
   bool CachesReadsLocally() const override { return target_->CachesReadsLocally(); }
 
  private:

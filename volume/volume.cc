@@ -2283,6 +2283,21 @@ Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::str
   }
   auto v = std::make_unique<VolumeImpl>(store, name, meta, opts, std::move(lock));
   HBISS_RETURN_IF_ERROR(v->Recover());
+  if (!opts.read_only) {
+    // With the lock held no Put into these directories can be running: what
+    // the store's Put left half-done there is a crash's leftover.
+    for (const std::string& dir :
+         {VolDir(name), CkptDir(name), VolDir(name) + "/sum", SegDir(name)}) {
+      auto n = store->RemoveTempLeftovers(dir);
+      if (!n.ok()) {
+        spdlog::warn("volume {}: removing temporary leftovers in {}: {}", name, dir,
+                     n.status().ToString());
+      } else if (*n > 0) {
+        spdlog::info("volume {}: removed {} temporary objects a crashed write left in {}", name,
+                     *n, dir);
+      }
+    }
+  }
   v->Start();
   HBISS_RETURN_IF_ERROR(v->FinishOpen().WithContext("volume " + name + ": making recovery durable"));
   return std::unique_ptr<Volume>(std::move(v));

@@ -65,5 +65,41 @@ TEST(HdfsConformance, OpenStoreUsesTheRegisteredScheme) {
   EXPECT_TRUE(bad.status().IsInvalidArgument()) << bad.status().ToString();
 }
 
+// What a Put killed half-way leaves on HDFS: a hidden temporary file, maybe still open for
+// writing by the dead client. RemoveTempLeftovers deletes it and nothing else.
+TEST(HdfsConformance, RemoveTempLeftoversDeletesOnlyTemporaries) {
+  HBISS_NEED_CLUSTER(false);
+  auto s = MakeHdfsStore();
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  Store& store = **s;
+  ASSERT_TRUE(store.Put("d/real", std::span<const uint8_t>(
+                                      reinterpret_cast<const uint8_t*>("r"), 1)).ok());
+  auto c = hdfs::testing::ConnectClient();
+  ASSERT_NE(c, nullptr);
+  // The store's directory: its Uri without the scheme and authority.
+  std::string uri = store.Uri();
+  std::string root = uri.substr(uri.find('/', std::string("hdfs://").size()));
+  auto closed = c->Create(root + "/d/.hbiss-tmp-dead-1", hdfs::CreateOptions{});
+  ASSERT_TRUE(closed.ok()) << closed.status().ToString();
+  ASSERT_TRUE((*closed)->Write("half").ok());
+  ASSERT_TRUE((*closed)->Close().ok());
+  auto open = c->Create(root + "/d/.hbiss-tmp-dead-2", hdfs::CreateOptions{});
+  ASSERT_TRUE(open.ok()) << open.status().ToString();
+  ASSERT_TRUE((*open)->Write("never closed").ok());
+  ASSERT_TRUE((*open)->Hflush().ok());
+  auto other = c->Create(root + "/d/.hbiss-keep", hdfs::CreateOptions{});
+  ASSERT_TRUE(other.ok());
+  ASSERT_TRUE((*other)->Close().ok());
+  auto n = store.RemoveTempLeftovers("d");
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(*n, 2u);
+  EXPECT_TRUE(c->GetFileInfo(root + "/d/.hbiss-tmp-dead-1").status().IsNotFound());
+  EXPECT_TRUE(c->GetFileInfo(root + "/d/.hbiss-tmp-dead-2").status().IsNotFound());
+  EXPECT_TRUE(c->GetFileInfo(root + "/d/.hbiss-keep").ok());
+  EXPECT_EQ(store.Get("d/real").value(), "r");
+  EXPECT_EQ(store.RemoveTempLeftovers("d").value(), 0u);
+  EXPECT_EQ(store.RemoveTempLeftovers("missing").value(), 0u);
+}
+
 }  // namespace
 }  // namespace hbiss::store::testing
