@@ -119,8 +119,8 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--clean-threshold", a.clean_threshold,
                     "The background cleaner copies live data out of segments whose live "
                     "fraction is below this and deletes dead segments (default 0.5); 0 keeps "
-                    "every segment")
-      ->check(CLI::Range(0.0, 1.0));
+                    "every segment; at most 0.9")
+      ->check(CLI::Range(0.0, 0.9));
   serve->callback([&g, exit_code, listen] {
     a.listen_given = listen->count() > 0;
     *exit_code = RunServe(g, a);

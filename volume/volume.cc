@@ -2099,7 +2099,10 @@ void VolumeImpl::CleanerLoop() {
       uint64_t victim = 0;
       {
         std::lock_guard<std::mutex> g(mu_);
-        if (!cleaner_stop_) victim = PickVictimLocked(opts_.clean_threshold, ~uint64_t{0});
+        // A segment the cleaner has just written is about 99% live (a batch
+        // header per 256 blocks): it must never qualify again.
+        if (!cleaner_stop_) victim = PickVictimLocked(std::min(opts_.clean_threshold, 0.9),
+                                                      ~uint64_t{0});
       }
       if (victim != 0) {
         s = CleanSegment(victim, &st);

@@ -64,7 +64,8 @@ struct OpenOptions {
   // checkpoint needs them (see doc/checkpoint_format.md), asking for a
   // checkpoint when garbage waits on one. A clean Close deletes them too.
   // 0 turns all of it off: the log keeps everything ever written (Clean
-  // still works when called).
+  // still works when called). Values above 0.9 act as 0.9, so that the
+  // cleaner never rewrites the segments it has just written.
   double clean_threshold = 0.5;
 };
 

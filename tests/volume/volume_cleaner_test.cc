@@ -177,6 +177,28 @@ TEST_P(CleanerTest, BackgroundCleanerBoundsTheLog) {
   ExpectModel(v.get());
 }
 
+// Even asked to clean everything, the background cleaner settles: the
+// segments it writes are dense and never qualify again.
+TEST_P(CleanerTest, BackgroundCleanerSettlesAtAnyThreshold) {
+  std::mt19937_64 rng(14);
+  auto v = Open(1.0);
+  FillOnce(v.get());
+  Overwrite(v.get(), 1000, rng);
+  ASSERT_TRUE(v->Flush().ok());
+  // Wait until it has moved nothing for 3 s (at most 60 s).
+  uint64_t moved = v->Info().blocks_moved;
+  int still = 0;
+  for (int i = 0; i < 600 && still < 30; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    uint64_t now = v->Info().blocks_moved;
+    still = now == moved ? still + 1 : 0;
+    moved = now;
+  }
+  EXPECT_EQ(still, 30) << "still moving blocks after 60 s: " << moved;
+  EXPECT_LT(moved, 4 * model_.size()) << "the cleaner rewrote the volume over and over";
+  ExpectModel(v.get());
+}
+
 TEST_P(CleanerTest, TurnedOffItKeepsEverySegment) {
   std::mt19937_64 rng(13);
   auto v = Open(0);
