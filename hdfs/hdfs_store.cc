@@ -135,14 +135,24 @@ class HdfsStore : public store::Store {
     return Status::OK();
   }
 
-  // A Put that replaces `name` during the read deletes the blocks under the reader; the
-  // read then fails with NotFound (see FileReader::Refresh) and starts over on the new file.
+  // A Put that replaces `name` during the read deletes the blocks under the reader, and the
+  // read fails (NotFound from FileReader::Refresh, or another error on the way). A read that
+  // failed while the path came to name another file (another inode id) starts over on it.
   Result<std::string> Get(const std::string& name, uint64_t max_size = 64ull << 20) override {
+    HBISS_RETURN_IF_ERROR(store::ValidateName(name));
+    const std::string path = Path(name);
     constexpr int kAttempts = 5;
     for (int attempt = 1;; attempt++) {
-      HBISS_ASSIGN_OR_RETURN(auto reader, Open(name));  // NotFound here: no such object
-      auto data = ReadWhole(*reader, name, max_size);
-      if (data.ok() || !data.status().IsNotFound() || attempt == kAttempts) return data;
+      HBISS_ASSIGN_OR_RETURN(FileStatus before, client_->GetFileInfo(path));  // NotFound: absent
+      if (before.is_dir) return Status::InvalidArgument(fmt::format("{}: is a directory", name));
+      auto reader = Open(name);
+      Result<std::string> data =
+          reader.ok() ? ReadWhole(**reader, name, max_size) : Result<std::string>(reader.status());
+      if (data.ok() || attempt == kAttempts) return data;
+      auto after = client_->GetFileInfo(path);
+      const bool replaced = after.ok() ? after->file_id != before.file_id
+                                       : after.status().IsNotFound();
+      if (!replaced) return data;
     }
   }
 

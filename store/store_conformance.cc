@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <random>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -198,12 +199,20 @@ TEST_P(StoreConformanceTest, PutIsAtomicForConcurrentReaders) {
   std::atomic<bool> stop{false};
   std::atomic<int> torn{0};
   std::atomic<int> reads{0};
+  std::mutex mu;
+  std::string first_bad;  // what the first bad Get returned
   std::vector<std::thread> readers;
   for (int t = 0; t < 3; ++t) {
     readers.emplace_back([&] {
       while (!stop.load()) {
         auto g = store().Get("atomic");
-        if (!g.ok() || (*g != a && *g != b)) ++torn;
+        if (!g.ok() || (*g != a && *g != b)) {
+          if (torn++ == 0) {
+            std::lock_guard<std::mutex> l(mu);
+            first_bad = g.ok() ? "a " + std::to_string(g->size()) + "-byte mix"
+                               : g.status().ToString();
+          }
+        }
         ++reads;
       }
     });
@@ -215,7 +224,7 @@ TEST_P(StoreConformanceTest, PutIsAtomicForConcurrentReaders) {
   while (reads.load() < 20) std::this_thread::yield();
   stop = true;
   for (auto& t : readers) t.join();
-  EXPECT_EQ(torn.load(), 0);
+  EXPECT_EQ(torn.load(), 0) << "the first: " << first_bad;
 }
 
 TEST_P(StoreConformanceTest, ListIsSortedWithDirsAndSizes) {
