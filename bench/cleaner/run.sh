@@ -28,22 +28,7 @@ done
 [ -x "$HBISS" ] || { echo "bench: no hbiss binary at $HBISS" >&2; exit 1; }
 DIR=${DIR:-$(mktemp -d /var/tmp/hbiss-cleaner-bench.XXXXXX)}
 mkdir -p "$DIR" "$OUT"
-PID=""
-cleanup() {
-  if [ -n "$PID" ]; then kill -TERM "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; fi
-  rm -rf "$DIR"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    nbdinfo --can connect "nbd://127.0.0.1:$1/$2" 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "bench: server on port $1 did not come up" >&2
-  exit 1
-}
+source "$ROOT/bench/lib.sh"
 stop() {
   kill -TERM "$PID"
   wait "$PID" || { echo "bench: server exited with an error" >&2; exit 1; }
