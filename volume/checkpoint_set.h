@@ -1,0 +1,80 @@
+// The checkpoints of an open volume: loading the newest valid one at open,
+// and the bookkeeping of which checkpoint objects exist and what each needs,
+// which decides what the cleaner may delete (doc/checkpoint_format.md,
+// "Deleting segments"):
+//  * a checkpoint needs the segment where its replay starts (pos_seg), every
+//    segment after it, and the segments it lists (its runs point into them);
+//  * a segment may be deleted only when every checkpoint object that exists
+//    is one this process wrote or loaded (its needs are known) and needs it
+//    not. An old checkpoint counts as kept until its Delete succeeded.
+//
+// Thread-safe: CheckpointSet has its own lock, taken briefly; it may be
+// called with the volume's lock held (lock order: volume -> checkpoint set).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+#include "util/mutex.h"
+#include "util/status.h"
+#include "volume/checkpoint.h"
+#include "volume/extent_map.h"
+#include "volume/volume_meta.h"
+
+namespace hbiss::volume {
+
+// Loads the newest checkpoint of volume `name` that decodes with a good CRC
+// and belongs to this volume, newest first, into *info and *map (when map is
+// not null). *found is false when none does (the map is then empty). Corrupt
+// ones are skipped (logged). all_seqs, when not null, gets every checkpoint
+// object's seq, increasing, corrupt ones included.
+Status LoadNewestCheckpoint(store::Store* store, const std::string& name, const VolumeMeta& meta,
+                            CheckpointInfo* info, ExtentMap* map, bool* found,
+                            std::vector<uint64_t>* all_seqs);
+
+class CheckpointSet {
+ public:
+  // Checkpoints kept: the newest this many; older ones are deleted.
+  static constexpr size_t kKeep = 2;
+
+  CheckpointSet() = default;
+  CheckpointSet(const CheckpointSet&) = delete;
+  CheckpointSet& operator=(const CheckpointSet&) = delete;
+
+  // At open: the checkpoint objects that exist (increasing), and the one
+  // loaded, whose needs are then known.
+  void Init(const std::vector<uint64_t>& existing) EXCLUDES(mu_);
+  void NoteLoaded(const CheckpointInfo& ci) EXCLUDES(mu_);
+
+  // The seq for the next checkpoint: above every existing one, corrupt ones
+  // too. Taking it reserves it.
+  uint64_t NextSeq() EXCLUDES(mu_);
+  // The newest checkpoint object written, loaded or found at open (0: none).
+  uint64_t newest() const EXCLUDES(mu_);
+
+  // A checkpoint `ci` was Put: it exists and its needs are known. Returns
+  // the seqs of the checkpoints now beyond the newest kKeep, to delete.
+  std::vector<uint64_t> Added(const CheckpointInfo& ci) EXCLUDES(mu_);
+  // Checkpoint `seq` is gone from the store.
+  void Removed(uint64_t seq) EXCLUDES(mu_);
+
+  // Whether no kept checkpoint needs segment `seg` (see the top).
+  bool NeededByNone(uint64_t seg) const EXCLUDES(mu_);
+
+ private:
+  struct Needs {
+    uint64_t pos_seg = 0;
+    std::vector<uint64_t> listed;  // increasing
+  };
+
+  mutable Mutex mu_;
+  std::vector<uint64_t> seqs_ GUARDED_BY(mu_);  // existing objects, increasing
+  std::map<uint64_t, Needs> known_ GUARDED_BY(mu_);
+  uint64_t next_ GUARDED_BY(mu_) = 1;
+  uint64_t newest_ GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace hbiss::volume

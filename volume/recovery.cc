@@ -1,0 +1,220 @@
+#include "volume/recovery.h"
+
+#include <algorithm>
+#include <map>
+
+#include <spdlog/spdlog.h>
+
+#include "volume/checkpoint_set.h"
+#include "volume/layout.h"
+
+namespace hbiss::volume {
+
+namespace {
+
+struct SegHead {
+  SegmentHeader header;
+  bool valid = false;
+};
+
+// Reads the header of every segment object at or after segment `c` (all of
+// them when c is 0).
+Result<std::map<uint64_t, SegHead>> ReadHeaders(store::Store* store, const std::string& name,
+                                                const VolumeMeta& meta,
+                                                const std::map<uint64_t, uint64_t>& sizes,
+                                                uint64_t c) {
+  std::map<uint64_t, SegHead> segs;
+  std::vector<uint8_t> slot(kSlotSize);
+  for (auto& [id, sz] : sizes) {
+    if (id < c) continue;
+    SegHead s;
+    // Readers are not kept: there may be many segments to look at.
+    auto r = store->Open(layout::SegName(name, id));
+    if (!r.ok()) return r.status().WithContext("volume " + name + ": opening segment");
+    auto n = (*r)->ReadAt(0, slot);
+    if (!n.ok()) return n.status().WithContext("volume " + name + ": reading segment header");
+    if (*n >= kSegmentHeaderBytes) {
+      auto h = DecodeSegmentHeader(std::span<const uint8_t>(slot.data(), *n));
+      if (h.status().IsNotSupported()) return h.status();
+      if (h.ok() && h->volume_id == meta.id && h->segment_id == id) {
+        s.header = *h;
+        s.valid = true;
+      }
+    }
+    segs.emplace(id, std::move(s));
+  }
+  return segs;
+}
+
+// The chain: from the newest segment with a valid header back to the
+// checkpoint's segment `c`, following prev_segment_id; oldest first.
+Result<std::vector<uint64_t>> BuildChain(const std::string& name,
+                                         const std::map<uint64_t, SegHead>& segs, uint64_t c) {
+  std::vector<uint64_t> chain;
+  for (auto it = segs.rbegin(); it != segs.rend(); ++it) {
+    if (it->first > c && it->second.valid) {
+      chain.push_back(it->first);
+      break;
+    }
+  }
+  while (!chain.empty()) {
+    const SegmentHeader& h = segs.at(chain.back()).header;
+    if (h.prev_segment_id == c) break;
+    if (h.prev_segment_id < c || h.prev_segment_id >= chain.back()) {
+      return Status::Corruption("volume " + name + ": segment " + Hex16(chain.back()) +
+                                " follows segment " + Hex16(h.prev_segment_id) +
+                                ", which is not in the log after the checkpoint");
+    }
+    auto p = segs.find(h.prev_segment_id);
+    if (p == segs.end() || !p->second.valid) {
+      return Status::Corruption("volume " + name + ": segment " + Hex16(h.prev_segment_id) +
+                                " (before segment " + Hex16(chain.back()) +
+                                ") is missing or has a damaged header");
+    }
+    chain.push_back(h.prev_segment_id);
+  }
+  std::reverse(chain.begin(), chain.end());
+  return chain;
+}
+
+}  // namespace
+
+Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta& meta,
+                  bool read_only, ExtentMap* map, RecoveredLog* out) {
+  CheckpointInfo& ck = out->checkpoint;
+  HBISS_RETURN_IF_ERROR(
+      LoadNewestCheckpoint(store, name, meta, &ck, map, &out->found_checkpoint, &out->ckpt_seqs));
+  LogPosition pos{0, 0};
+  uint64_t seq = 1;
+  if (out->found_checkpoint) {
+    pos = ck.position;
+    seq = ck.next_seq;
+    out->segment_ids = ck.segment_ids;
+  }
+  HBISS_ASSIGN_OR_RETURN(auto seg_list, ListIds(store, layout::SegDir(name)));
+  std::map<uint64_t, uint64_t> seg_sizes(seg_list.begin(), seg_list.end());
+  for (uint64_t id : out->segment_ids) {
+    if (!seg_sizes.count(id)) {
+      return Status::Corruption("volume " + name + ": segment " + Hex16(id) +
+                                " named by checkpoint " + Hex16(ck.seq) + " is missing");
+    }
+  }
+  for (auto& [id, sz] : seg_sizes) out->log_bytes += sz;
+  out->segment_files = seg_sizes.size();
+  out->max_segment_id = seg_list.empty() ? 0 : seg_list.back().first;
+  const uint64_t c = pos.segment_id;
+
+  HBISS_ASSIGN_OR_RETURN(auto segs, ReadHeaders(store, name, meta, seg_sizes, c));
+  HBISS_ASSIGN_OR_RETURN(std::vector<uint64_t> chain, BuildChain(name, segs, c));
+
+  LogReplayer replay(meta.id, uint32_t(meta.segment_size / kSlotSize), name, map);
+  uint64_t last_id = c;
+  uint64_t last_end = pos.offset;
+  if (c != 0) {
+    auto it = segs.find(c);
+    if (it == segs.end() || !it->second.valid) {
+      return Status::Corruption("volume " + name + ": segment " + Hex16(c) +
+                                " of the checkpoint is missing or has a damaged header");
+    }
+    const uint64_t* limit = nullptr;
+    if (!chain.empty()) {
+      limit = &segs[chain[0]].header.prev_segment_end;
+      if (*limit < pos.offset) {
+        return Status::Corruption("volume " + name + ": segment " + Hex16(chain[0]) +
+                                  " says segment " + Hex16(c) +
+                                  " ends before the checkpoint's position");
+      }
+    }
+    auto r = store->Open(layout::SegName(name, c));
+    if (!r.ok()) return r.status().WithContext("volume " + name + ": opening segment");
+    HBISS_RETURN_IF_ERROR(replay.ReplaySegment(r->get(), c, pos.offset, limit, &seq, &last_end));
+  }
+  for (size_t i = 0; i < chain.size(); i++) {
+    SegHead& s = segs[chain[i]];
+    if (s.header.first_seq != seq) {
+      return Status::Corruption("volume " + name + ": segment " + Hex16(chain[i]) +
+                                " starts at batch seq " + std::to_string(s.header.first_seq) +
+                                ", expected " + std::to_string(seq));
+    }
+    if (s.header.flags & kSegmentDiscardPending) replay.DiscardPending();
+    const uint64_t* limit =
+        i + 1 < chain.size() ? &segs[chain[i + 1]].header.prev_segment_end : nullptr;
+    auto r = store->Open(layout::SegName(name, chain[i]));
+    if (!r.ok()) return r.status().WithContext("volume " + name + ": opening segment");
+    HBISS_RETURN_IF_ERROR(
+        replay.ReplaySegment(r->get(), chain[i], kSlotSize, limit, &seq, &last_end));
+    last_id = chain[i];
+    if (std::find(out->segment_ids.begin(), out->segment_ids.end(), chain[i]) ==
+        out->segment_ids.end()) {
+      out->segment_ids.push_back(chain[i]);
+    }
+  }
+  spdlog::debug("volume {}: recovered from checkpoint {} at ({}, {}); chain of {} segments; "
+                "log ends at ({}, {}) next seq {}; op cut off: {}",
+                name, out->found_checkpoint ? ck.seq : 0, pos.segment_id, pos.offset,
+                chain.size(), last_id, last_end, seq, replay.has_pending());
+  // An operation cut off by the end of the log never happened.
+  const bool cut_off = replay.has_pending();
+  replay.DiscardPending();
+  if (out->max_segment_id + 1 > ExtentMap::kMaxSeg) {
+    return Status::NotSupported("volume " + name + ": segment ids exhausted");
+  }
+  if (read_only) return Status::OK();
+
+  std::vector<TailBatch> tail = replay.TakeTailBatches();
+  LogPosition prev{last_id, last_end};
+  uint64_t next = seq;
+  size_t relog_from = tail.size();
+  bool pending = cut_off;
+  uint32_t inherited_flags = 0;
+  if (last_id != 0 && !tail.empty()) {
+    uint64_t proven = replay.tail_proven();
+    if (last_id == c) proven = std::max(proven, pos.offset);
+    if (proven < last_end) {
+      relog_from = 0;
+      while (relog_from < tail.size() && tail[relog_from].off < proven) relog_from++;
+      const TailBatch& t = tail[relog_from];  // exists: proven < last_end
+      next = t.seq;
+      pending = t.pending_before;
+      if (proven >= kSlotSize) {
+        prev = {last_id, t.off};
+      } else {
+        // Nothing in the last segment is proven durable, not even its
+        // header: skip it entirely (it becomes garbage off the chain).
+        const SegmentHeader& lh = segs[last_id].header;
+        prev = {lh.prev_segment_id, lh.prev_segment_end};
+        // The new segment takes its place, so it must drop what it dropped.
+        inherited_flags = lh.flags & kSegmentDiscardPending;
+        out->segment_ids.erase(
+            std::remove(out->segment_ids.begin(), out->segment_ids.end(), last_id),
+            out->segment_ids.end());
+      }
+    }
+  }
+  // Whether anything after relog_from completes an operation.
+  bool completes = false;
+  for (size_t i = relog_from; i < tail.size() && !completes; i++) {
+    for (const BatchEntry& e : tail[i].entries) completes |= !e.continues;
+  }
+  out->next_seq = next;
+  out->prev = prev;
+  out->new_segment_id = std::max(out->max_segment_id, c) + 1;
+  out->new_segment_flags = (pending && !completes) ? kSegmentDiscardPending : inherited_flags;
+  // Segment objects outside the log as recovered: left out of the
+  // checkpoint as dead, or cut off the chain.
+  for (auto& [id, sz] : seg_sizes) {
+    if (std::find(out->segment_ids.begin(), out->segment_ids.end(), id) ==
+        out->segment_ids.end()) {
+      out->orphans.insert(id);
+    }
+  }
+  if (relog_from < tail.size() && completes) {
+    out->relog_segment = last_id;
+    out->relog_pending = pending;
+    out->relog.assign(std::make_move_iterator(tail.begin() + relog_from),
+                      std::make_move_iterator(tail.end()));
+  }
+  return Status::OK();
+}
+
+}  // namespace hbiss::volume

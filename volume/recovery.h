@@ -1,0 +1,63 @@
+// Recovery of a volume's log at open (doc/log_format.md, "Recovery"): load
+// the newest valid checkpoint, read the header of every segment from the
+// checkpoint's on, build the chain of segments back to it through
+// prev_segment_id, and replay the chain onto the checkpoint's map.
+//
+// For a writable open it also decides where the log goes on. The valid tail
+// may not be durable (after a process crash it can sit in the page cache
+// only), and building on it would turn a later power loss into corruption.
+// So the new segment continues from the last position proven synced (a
+// synced_upto in the last segment, or the checkpoint's position), and the
+// operations after that point are to be logged again (RecoveredLog::relog);
+// the volume does that through its write path.
+//
+// Reads the store only. Thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+#include "util/status.h"
+#include "volume/checkpoint.h"
+#include "volume/extent_map.h"
+#include "volume/log_format.h"
+#include "volume/log_reader.h"
+#include "volume/volume_meta.h"
+
+namespace hbiss::volume {
+
+struct RecoveredLog {
+  bool found_checkpoint = false;
+  CheckpointInfo checkpoint;           // the one loaded, if found
+  std::vector<uint64_t> ckpt_seqs;     // every checkpoint object, increasing
+  std::vector<uint64_t> segment_ids;   // the log, increasing
+  std::set<uint64_t> orphans;          // segment objects outside it
+  uint64_t log_bytes = 0;              // bytes of all segment objects
+  uint64_t segment_files = 0;          // segment objects
+  uint64_t max_segment_id = 0;         // largest segment object id (0: none)
+
+  // Writable opens only. The new segment: its id, the position it follows
+  // and its flags; the seq of its first batch.
+  uint64_t new_segment_id = 0;
+  LogPosition prev;
+  uint32_t new_segment_flags = 0;
+  uint64_t next_seq = 1;
+  // Batches of the last segment (relog_segment) to log again, oldest first,
+  // up to the last complete operation; relog_pending: the first entry
+  // continues an operation begun before them.
+  uint64_t relog_segment = 0;
+  std::vector<TailBatch> relog;
+  bool relog_pending = false;
+};
+
+// Recovers volume `name` (whose meta is `meta`) into *map (which must be
+// empty, of meta.size / kBlockSize blocks) and *out. Corruption when the
+// log is damaged before its tail or no chain leads back to the checkpoint;
+// NotSupported for a newer format or exhausted segment ids.
+Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta& meta,
+                  bool read_only, ExtentMap* map, RecoveredLog* out);
+
+}  // namespace hbiss::volume

@@ -1,0 +1,190 @@
+// SegmentCache: the read side of a volume's closed segments. For each one it
+// keeps the CRC of every data slot (from the segment's summary object, or a
+// scan of its batch headers), reads slots through an open reader (and through
+// a ChunkCache of 64 KiB chunks on stores that do not cache reads), and
+// checks every block against its CRC before returning it: data that fails is
+// never returned (Corruption).
+//
+// Bounds, per process rather than per volume:
+//  * open readers (one file descriptor each on the local store, a DataNode
+//    stream on HDFS) are kept in a ReaderPool shared by every volume: at most
+//    its capacity stay open, least recently used closed first;
+//  * CRC tables are kept in a process-wide LRU bounded in bytes.
+// A closed segment never changes and its id is never reused, so nothing
+// cached can go stale; Drop forgets a deleted segment.
+//
+// Thread-safe; no lock is held across store I/O.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "store/store.h"
+#include "util/mutex.h"
+#include "util/status.h"
+#include "volume/chunk_cache.h"
+#include "volume/extent_map.h"
+#include "volume/log_reader.h"
+
+namespace hbiss::volume {
+
+// A process-wide LRU of shared values keyed by (owner, id), bounded by the
+// sum of the values' charges. Values in use stay alive (shared_ptr) after
+// eviction. Thread-safe.
+template <typename V>
+class SharedLru {
+ public:
+  explicit SharedLru(uint64_t capacity) : capacity_(capacity) {}
+  SharedLru(const SharedLru&) = delete;
+  SharedLru& operator=(const SharedLru&) = delete;
+
+  std::shared_ptr<V> Find(const void* owner, uint64_t id) EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    auto it = map_.find(Key{owner, id});
+    if (it == map_.end()) return nullptr;
+    lru_.splice(lru_.begin(), lru_, it->second.pos);
+    return it->second.value;
+  }
+  void Insert(const void* owner, uint64_t id, std::shared_ptr<V> v, uint64_t charge)
+      EXCLUDES(mu_) {
+    std::vector<std::shared_ptr<V>> evicted;  // released after the lock
+    MutexLock l(&mu_);
+    EraseLocked(Key{owner, id}, &evicted);
+    lru_.push_front(Key{owner, id});
+    map_[Key{owner, id}] = Entry{std::move(v), charge, lru_.begin()};
+    used_ += charge;
+    while (used_ > capacity_ && !lru_.empty()) EraseLocked(lru_.back(), &evicted);
+    l.Unlock();
+  }
+  void Erase(const void* owner, uint64_t id) EXCLUDES(mu_) {
+    std::vector<std::shared_ptr<V>> evicted;
+    MutexLock l(&mu_);
+    EraseLocked(Key{owner, id}, &evicted);
+    l.Unlock();
+  }
+  void EraseOwner(const void* owner) EXCLUDES(mu_) {
+    std::vector<std::shared_ptr<V>> evicted;
+    MutexLock l(&mu_);
+    for (auto it = lru_.begin(); it != lru_.end();) {
+      auto next = std::next(it);
+      if (it->owner == owner) EraseLocked(*it, &evicted);
+      it = next;
+    }
+    l.Unlock();
+  }
+  void SetCapacity(uint64_t capacity) EXCLUDES(mu_) {
+    std::vector<std::shared_ptr<V>> evicted;
+    MutexLock l(&mu_);
+    capacity_ = capacity;
+    while (used_ > capacity_ && !lru_.empty()) EraseLocked(lru_.back(), &evicted);
+    l.Unlock();
+  }
+  uint64_t used() const EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    return used_;
+  }
+  uint64_t capacity() const EXCLUDES(mu_) {
+    MutexLock l(&mu_);
+    return capacity_;
+  }
+
+ private:
+  struct Key {
+    const void* owner;
+    uint64_t id;
+    bool operator==(const Key& o) const { return owner == o.owner && id == o.id; }
+  };
+  struct KeyHash {
+    size_t operator()(const Key& k) const {
+      return std::hash<const void*>()(k.owner) ^ std::hash<uint64_t>()(k.id * 0x9e3779b97f4a7c15ull);
+    }
+  };
+  struct Entry {
+    std::shared_ptr<V> value;
+    uint64_t charge = 0;
+    typename std::list<Key>::iterator pos;
+  };
+
+  void EraseLocked(const Key& k, std::vector<std::shared_ptr<V>>* evicted) REQUIRES(mu_) {
+    auto it = map_.find(k);
+    if (it == map_.end()) return;
+    used_ -= it->second.charge;
+    evicted->push_back(std::move(it->second.value));
+    lru_.erase(it->second.pos);
+    map_.erase(it);
+  }
+
+  mutable Mutex mu_;
+  uint64_t capacity_ GUARDED_BY(mu_);
+  uint64_t used_ GUARDED_BY(mu_) = 0;
+  std::list<Key> lru_ GUARDED_BY(mu_);  // most recent first
+  std::unordered_map<Key, Entry, KeyHash> map_ GUARDED_BY(mu_);
+};
+
+// The open segment readers of the process: at most capacity() of them are
+// kept open (default kDefaultOpenReaders).
+using ReaderPool = SharedLru<store::SegmentReader>;
+inline constexpr uint64_t kDefaultOpenReaders = 256;
+ReaderPool& DefaultReaderPool();
+
+// The CRC tables of closed segments of every volume of the process, bounded
+// in bytes (default kDefaultCrcTableBytes: 4,096 tables of 64 MiB segments).
+struct CrcTable {
+  std::vector<uint32_t> crcs;
+  std::vector<bool> valid;  // slot has a CRC from a valid batch header
+  uint64_t bytes() const { return crcs.size() * 4 + valid.size() / 8 + 64; }
+};
+using CrcTableCache = SharedLru<const CrcTable>;
+inline constexpr uint64_t kDefaultCrcTableBytes = 256ull << 20;
+CrcTableCache& DefaultCrcTableCache();
+
+class SegmentCache {
+ public:
+  // `chunk_cache_bytes` > 0 adds a ChunkCache (use it on stores that do not
+  // cache reads). The pools default to the process-wide ones.
+  SegmentCache(store::Store* store, std::string name, uint64_t volume_id, uint32_t seg_slots,
+               uint64_t chunk_cache_bytes, ReaderPool* readers = &DefaultReaderPool(),
+               CrcTableCache* tables = &DefaultCrcTableCache());
+  ~SegmentCache();
+  SegmentCache(const SegmentCache&) = delete;
+  SegmentCache& operator=(const SegmentCache&) = delete;
+
+  // The CRC table of a segment that was just closed (saves a summary Get).
+  void Insert(uint64_t seg, std::shared_ptr<const CrcTable> table);
+  // Forgets segment `seg` (it is being deleted).
+  void Drop(uint64_t seg);
+
+  // Reads the blocks of run `r` (mapped into closed segment r.seg) that
+  // overlap [offset, offset + out.size()) into the matching bytes of out,
+  // checking their CRCs. REQUIRES: r.count <= kMaxRunBlocks.
+  static constexpr uint64_t kMaxRunBlocks = 1024;
+  Status ReadRun(const MapRun& r, uint64_t offset, std::span<uint8_t> out);
+
+  // Calls fn(offset, header) for each valid batch header of closed segment
+  // `seg` (see ScanBatchHeaders).
+  Result<ScanEnd> Scan(uint64_t seg, const std::function<void(uint64_t, const BatchHeader&)>& fn);
+
+  const ChunkCache* chunks() const { return chunks_.get(); }
+
+ private:
+  Result<std::shared_ptr<store::SegmentReader>> Reader(uint64_t seg);
+  Result<std::shared_ptr<const CrcTable>> Table(uint64_t seg, store::SegmentReader* reader);
+  Status ReadSlots(uint64_t seg, store::SegmentReader* reader, uint32_t slot0, uint64_t n,
+                   uint8_t* dst);
+
+  store::Store* const store_;
+  const std::string name_;
+  const uint64_t volume_id_;
+  const uint32_t seg_slots_;
+  ReaderPool* const readers_;
+  CrcTableCache* const tables_;
+  std::unique_ptr<ChunkCache> chunks_;
+};
+
+}  // namespace hbiss::volume

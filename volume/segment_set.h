@@ -1,0 +1,105 @@
+// SegmentSet: the segments of an open, writable volume and how much of each
+// is still live, with the rules built on that: which closed segment the
+// cleaner copies out next, and which segments may be deleted.
+//
+//  * ids: the segments of the log as recovered or written since, increasing;
+//    orphans: segment objects outside it (left out of a checkpoint as dead,
+//    or cut off the chain by recovery), deleted by the same rule.
+//  * live counts: for each segment, how many blocks the extent map points
+//    into it. The volume keeps them in step with the map: AddLive when it
+//    maps blocks into a segment, Forget before it changes blocks mapped
+//    elsewhere. A count that would go below zero means the counts drifted
+//    from the map (a bug): then nothing is deleted until the volume recounts
+//    them from the map (needs_recount, Recount). A guess never deletes.
+//  * a segment is deletable when it holds no live block, is closed and out
+//    of memory, its summary is not being written, and no kept checkpoint
+//    needs it (CheckpointSet::NeededByNone).
+//
+// Thread-compatible: the volume calls it under its mutex.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <set>
+#include <unordered_map>
+#include <vector>
+
+#include "volume/extent_map.h"
+
+namespace hbiss::volume {
+
+class CheckpointSet;
+
+class SegmentSet {
+ public:
+  explicit SegmentSet(uint32_t seg_slots) : seg_slots_(seg_slots) {}
+  SegmentSet(const SegmentSet&) = delete;
+  SegmentSet& operator=(const SegmentSet&) = delete;
+
+  const std::vector<uint64_t>& ids() const { return ids_; }
+  bool Contains(uint64_t id) const;
+  // Appends a segment of the log (ids grow).
+  void Add(uint64_t id);
+  void Remove(uint64_t id);
+  void AddOrphan(uint64_t id) { orphans_.insert(id); }
+  const std::set<uint64_t>& orphans() const { return orphans_; }
+
+  // Live-block accounting (see the top).
+  void Recount(const ExtentMap& map);
+  void AddLive(uint64_t seg, uint64_t n) { live_[seg] += n; }
+  // Takes the blocks of `runs` (as Lookup returns them) off the counts of
+  // the segments they are mapped to. Segments whose count drops to zero
+  // and that `closed(seg)` says are out of memory are queued for TakeDead.
+  void Forget(const std::vector<MapRun>& runs, const std::function<bool(uint64_t)>& closed);
+  uint64_t live(uint64_t seg) const;
+  bool needs_recount() const { return drifted_; }
+
+  // Segments whose last live block went away since the last call (the store
+  // may drop their cached bytes).
+  std::vector<uint64_t> TakeDead();
+  bool has_dead() const { return !dead_.empty(); }
+  void NoteDead(uint64_t seg) { dead_.push_back(seg); }
+
+  // Segments whose summary Put is in progress: not deleted before it ends.
+  void SetSummarizing(uint64_t seg, bool on);
+  // Segments where cleaning met corruption or lost track of live blocks:
+  // never picked again.
+  void MarkUnclean(uint64_t seg) { unclean_.insert(seg); }
+  bool unclean(uint64_t seg) const { return unclean_.count(seg) != 0; }
+
+  // The closed segment (below `below_id`, not in memory, not unclean) with
+  // the fewest live blocks among those with some and a live fraction (of
+  // the segment's data slots) below `threshold`; 0 if none.
+  uint64_t PickVictim(double threshold, uint64_t below_id,
+                      const std::function<bool(uint64_t)>& in_memory) const;
+
+  // Whether `seg` may be deleted now (see the top). `first_open` is the
+  // first segment that is not closed (the open one).
+  bool Deletable(uint64_t seg, uint64_t first_open, const std::function<bool(uint64_t)>& in_memory,
+                 const CheckpointSet& ckpts) const;
+  // Every segment (log and orphans) Deletable says yes to.
+  std::vector<uint64_t> DeletableSegments(uint64_t first_open,
+                                          const std::function<bool(uint64_t)>& in_memory,
+                                          const CheckpointSet& ckpts) const;
+  // Dead segments before `pos_seg` that wait for a checkpoint to become
+  // deletable.
+  uint64_t DeadWaiting(uint64_t pos_seg, uint64_t first_open,
+                       const std::function<bool(uint64_t)>& in_memory,
+                       const CheckpointSet& ckpts) const;
+
+  // The segments a checkpoint at position segment `pos_seg` needs listed:
+  // that one, and those before it with a live block.
+  std::vector<uint64_t> NeededBy(uint64_t pos_seg) const;
+
+ private:
+  const uint32_t seg_slots_;
+  std::vector<uint64_t> ids_;
+  std::set<uint64_t> orphans_;
+  std::unordered_map<uint64_t, uint64_t> live_;  // absent: none
+  std::vector<uint64_t> dead_;
+  std::set<uint64_t> unclean_;
+  std::set<uint64_t> summarizing_;
+  bool drifted_ = false;
+};
+
+}  // namespace hbiss::volume

@@ -1,0 +1,166 @@
+// Volume's static API: names, create, open, remove, list, stat.
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "volume/checkpoint_set.h"
+#include "volume/layout.h"
+#include "volume/volume.h"
+#include "volume/volume_impl.h"
+#include "volume/volume_meta.h"
+
+namespace hbiss::volume {
+
+Status Volume::ValidateName(const std::string& name) {
+  if (name.empty() || name.size() > 128) {
+    return Status::InvalidArgument("volume name must be 1 to 128 characters");
+  }
+  if (name[0] == '.' || name[0] == '-') {
+    return Status::InvalidArgument("volume name '" + name + "' must not start with '.' or '-'");
+  }
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-';
+    if (!ok) {
+      return Status::InvalidArgument("volume name '" + name +
+                                     "' may only contain letters, digits, '.', '_' and '-'");
+    }
+  }
+  return Status::OK();
+}
+
+Status Volume::Create(store::Store* store, const std::string& name, const CreateOptions& opts) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  if (opts.size == 0) return Status::InvalidArgument("volume size must be greater than zero");
+  if (opts.size > kMaxVolumeSize) {
+    return Status::InvalidArgument("volume size " + std::to_string(opts.size) +
+                                   " exceeds the maximum of " + std::to_string(kMaxVolumeSize));
+  }
+  if (opts.segment_size % kSlotSize != 0 || opts.segment_size / kSlotSize < kMinSegmentSlots ||
+      opts.segment_size / kSlotSize > kMaxSegmentSlots) {
+    return Status::InvalidArgument("segment size must be a multiple of 4096 between " +
+                                   std::to_string(kMinSegmentSlots * kSlotSize) + " and " +
+                                   std::to_string(uint64_t(kMaxSegmentSlots) * kSlotSize));
+  }
+  auto exists = store->Stat(layout::MetaName(name));
+  if (exists.ok()) return Status::AlreadyExists("volume " + name + " already exists");
+  if (!exists.status().IsNotFound()) return exists.status();
+  VolumeMeta m;
+  m.size = (opts.size + kBlockSize - 1) / kBlockSize * kBlockSize;
+  m.segment_size = opts.segment_size;
+  m.created = int64_t(std::time(nullptr));
+  std::random_device rd;
+  std::mt19937_64 rng((uint64_t(rd()) << 32) ^ rd() ^
+                      uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()));
+  while (m.id == 0) m.id = rng();
+  std::string text = EncodeMeta(m);
+  // Leftovers without a meta (a Remove interrupted after deleting the meta)
+  // are garbage of an old volume: clear them so the new one starts empty.
+  HBISS_RETURN_IF_ERROR(store->DeleteDir(layout::VolDir(name)));
+  return store->Put(layout::MetaName(name), std::span<const uint8_t>(
+                                        reinterpret_cast<const uint8_t*>(text.data()),
+                                        text.size()));
+}
+
+Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::string& name,
+                                             const OpenOptions& opts) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
+  std::unique_ptr<store::Lock> lock;
+  if (!opts.read_only) {
+    auto l = store->TryLock(layout::LockName(name));
+    if (!l.ok() && l.status().IsBusy() && opts.break_lock) {
+      spdlog::warn("volume {}: its lock is held; breaking it to take the volume over", name);
+      Status b = store->BreakLock(layout::LockName(name));
+      if (!b.ok()) return b.WithContext("volume " + name + ": breaking its lock");
+      l = store->TryLock(layout::LockName(name));
+    }
+    if (!l.ok()) {
+      if (l.status().IsBusy()) {
+        return Status::Busy("volume " + name + " is already open for writing");
+      }
+      return l.status().WithContext("volume " + name + ": taking lock");
+    }
+    lock = std::move(*l);
+  }
+  auto v = std::make_unique<VolumeImpl>(store, name, meta, opts, std::move(lock));
+  HBISS_RETURN_IF_ERROR(v->Recover());
+  if (!opts.read_only) {
+    // With the lock held no Put into these directories can be running: what
+    // the store's Put left half-done there is a crash's leftover.
+    for (const std::string& dir :
+         {layout::VolDir(name), layout::CkptDir(name), layout::SumDir(name), layout::SegDir(name)}) {
+      auto n = store->RemoveTempLeftovers(dir);
+      if (!n.ok()) {
+        spdlog::warn("volume {}: removing temporary leftovers in {}: {}", name, dir,
+                     n.status().ToString());
+      } else if (*n > 0) {
+        spdlog::info("volume {}: removed {} temporary objects a crashed write left in {}", name,
+                     *n, dir);
+      }
+    }
+  }
+  HBISS_RETURN_IF_ERROR(v->Start().WithContext("volume " + name));
+  return std::unique_ptr<Volume>(std::move(v));
+}
+
+Status Volume::Remove(store::Store* store, const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  auto exists = store->Stat(layout::MetaName(name));
+  if (!exists.ok()) {
+    if (exists.status().IsNotFound()) return Status::NotFound("volume " + name + " does not exist");
+    return exists.status();
+  }
+  auto l = store->TryLock(layout::LockName(name));
+  if (!l.ok()) {
+    if (l.status().IsBusy()) return Status::Busy("volume " + name + " is open");
+    return l.status();
+  }
+  // Meta first: from here on the volume no longer exists for List/Open.
+  HBISS_RETURN_IF_ERROR(store->Delete(layout::MetaName(name)));
+  return store->DeleteDir(layout::VolDir(name));
+}
+
+Result<std::vector<std::string>> Volume::List(store::Store* store) {
+  std::vector<std::string> names;
+  auto list = store->List("volumes");
+  if (!list.ok()) {
+    if (list.status().IsNotFound()) return names;
+    return list.status();
+  }
+  for (const auto& o : *list) {
+    if (!o.is_dir || !ValidateName(o.name).ok()) continue;
+    auto st = store->Stat(layout::MetaName(o.name));
+    if (st.ok()) names.push_back(o.name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Result<VolumeInfo> Volume::Stat(store::Store* store, const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
+  VolumeInfo v;
+  v.name = name;
+  v.id = meta.id;
+  v.size = meta.size;
+  v.segment_size = meta.segment_size;
+  ExtentMap map(meta.size / kBlockSize);
+  CheckpointInfo ck;
+  bool found = false;
+  HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store, name, meta, &ck, &map, &found, nullptr));
+  if (found) {
+    v.checkpoint_seq = ck.seq;
+    v.mapped_bytes = map.MappedBlocks() * kBlockSize;
+    v.map_memory_bytes = map.MemoryUsage();
+  }
+  HBISS_ASSIGN_OR_RETURN(auto segs, ListIds(store, layout::SegDir(name)));
+  v.segment_count = segs.size();
+  for (auto& [id, size] : segs) v.log_bytes += size;
+  return v;
+}
+
+}  // namespace hbiss::volume

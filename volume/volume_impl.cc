@@ -1,0 +1,1159 @@
+// The engine behind Volume; see volume_impl.h for the units and the locks,
+// volume.h for the contract and doc/ for the formats.
+#include "volume/volume_impl.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
+
+#include "util/thread.h"
+#include "volume/layout.h"
+#include "volume/log_reader.h"
+
+namespace hbiss::volume {
+
+namespace {
+
+constexpr size_t kMaxInMemorySegments = 3;  // open + being closed
+// The background cleaner treats thresholds above this as this, so that it
+// never rewrites the segments it has just written (about 99% live).
+constexpr double kMaxBackgroundThreshold = 0.9;
+// The cleaner's pace: it looks for work at least this often, and asks for
+// checkpoints to free garbage at most once per kCheckpointEvery and at most
+// about 1/kCheckpointCostFactor of the time (a big map takes long to
+// encode).
+constexpr auto kCleanerIdle = std::chrono::seconds(1);
+constexpr auto kCheckpointEvery = std::chrono::seconds(5);
+constexpr int kCheckpointCostFactor = 50;
+// Blocks read and copied at a time by the cleaner.
+constexpr uint64_t kCleanPieceBlocks = kMaxBatchDataSlots;
+// Trims of huge, fragmented ranges forget blocks in slices of this many.
+constexpr uint64_t kForgetSlice = 1 << 16;
+
+std::span<const uint8_t> AsBytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+// The volume blocks [first, last] that the byte range [offset, offset + len)
+// touches, and which edge blocks it covers only in part (those need
+// read-modify-write). REQUIRES: len > 0.
+struct BlockSpan {
+  uint64_t first = 0;
+  uint64_t last = 0;
+  bool head_partial = false;
+  bool tail_partial = false;
+
+  static BlockSpan Of(uint64_t offset, uint64_t len) {
+    const uint64_t end = offset + len;
+    BlockSpan b;
+    b.first = offset / kBlockSize;
+    b.last = (end - 1) / kBlockSize;
+    b.head_partial = offset % kBlockSize != 0 || (b.first == b.last && end % kBlockSize != 0);
+    b.tail_partial = b.last != b.first && end % kBlockSize != 0;
+    return b;
+  }
+};
+
+VolumeImpl::VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, OpenOptions opts,
+                       std::unique_ptr<store::Lock> lock)
+    : store_(store),
+      name_(std::move(name)),
+      meta_(meta),
+      opts_(opts),
+      lock_(std::move(lock)),
+      seg_slots_(uint32_t(meta.segment_size / kSlotSize)),
+      map_(meta.size / kBlockSize),
+      segs_(seg_slots_),
+      cache_(store, name_, meta.id, seg_slots_,
+             opts.cache_bytes > 0 && !store->CachesReadsLocally() ? opts.cache_bytes : 0) {}
+
+VolumeImpl::~VolumeImpl() {
+  Status s = Close();
+  if (!s.ok() && s.code() != Status::Code::kAborted) {
+    spdlog::warn("volume {}: close on destruction: {}", name_, s.ToString());
+  }
+}
+
+Status VolumeImpl::CheckRange(uint64_t offset, uint64_t length) const {
+  if (offset > meta_.size || length > meta_.size - offset) {
+    return Status::InvalidArgument("range [" + std::to_string(offset) + ", +" +
+                                   std::to_string(length) + ") is outside volume " + name_ +
+                                   " of " + std::to_string(meta_.size) + " bytes");
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// Open
+
+Status VolumeImpl::Recover() {
+  RecoveredLog rec;
+  {
+    Lock l(&mu_);  // nothing else runs yet; held for the analysis
+    HBISS_RETURN_IF_ERROR(RecoverLog(store_, name_, meta_, opts_.read_only, &map_, &rec));
+  }
+  ckpts_.Init(rec.ckpt_seqs);
+  if (rec.found_checkpoint) ckpts_.NoteLoaded(rec.checkpoint);
+  {
+    Lock l(&mu_);
+    log_bytes_ = rec.log_bytes;
+    log_appended_ = ckpt_log_mark_ = log_bytes_;
+    segment_files_ = rec.segment_files;
+  }
+  if (opts_.read_only) return Status::OK();
+  {
+    Lock l(&mu_);
+    for (uint64_t id : rec.segment_ids) segs_.Add(id);
+    for (uint64_t id : rec.orphans) segs_.AddOrphan(id);
+    segs_.Recount(map_);
+    next_seq_ = rec.next_seq;
+    last_sealed_seq_ = durable_seq_ = flush_target_ = rec.next_seq - 1;
+    appended_seq_ = rec.next_seq - 1;
+    durable_pos_ = appended_pos_ = rec.prev;
+    HBISS_ASSIGN_OR_RETURN(cur_, NewMemSegmentLocked(rec.new_segment_id, rec.prev.segment_id,
+                                                     rec.prev.offset, rec.new_segment_flags));
+  }
+  if (!rec.relog.empty()) HBISS_RETURN_IF_ERROR(Relog(rec));
+  return Status::OK();
+}
+
+// Logs the operations of rec.relog again, into the new segment, up to the
+// last complete one (RecoverLog cut the list there).
+Status VolumeImpl::Relog(const RecoveredLog& rec) {
+  size_t last_b = 0, last_e = 0;
+  bool any = false;
+  for (size_t i = 0; i < rec.relog.size(); i++) {
+    for (size_t j = 0; j < rec.relog[i].entries.size(); j++) {
+      if (!rec.relog[i].entries[j].continues) {
+        last_b = i;
+        last_e = j;
+        any = true;
+      }
+    }
+  }
+  if (!any) return Status::OK();
+  auto r = store_->Open(layout::SegName(name_, rec.relog_segment));
+  if (!r.ok()) return r.status().WithContext("volume " + name_ + ": reopening segment");
+  const std::string where = "volume " + name_ + " segment " + Hex16(rec.relog_segment);
+  std::vector<uint8_t> data;
+  size_t relogged = 0;
+  Lock l(&mu_);
+  if (rec.relog_pending) batch_.BeginOp();
+  for (size_t i = 0; i <= last_b; i++) {
+    const TailBatch& t = rec.relog[i];
+    uint64_t slot = t.off / kSlotSize + 1;
+    size_t crc_index = 0;
+    for (size_t j = 0; j < t.entries.size() && (i < last_b || j <= last_e); j++) {
+      const BatchEntry& e = t.entries[j];
+      if (!batch_.op_in_progress()) batch_.BeginOp();
+      if (e.type == EntryType::kWrite) {
+        data.resize(size_t(e.count) * kSlotSize);
+        l.Unlock();
+        Status rs = ReadExact(r->get(), slot * kSlotSize, data, where);
+        l.Lock();
+        HBISS_RETURN_IF_ERROR(rs);
+        for (uint32_t k = 0; k < e.count; k++) {
+          // Replay checked these CRCs; check again, the bytes were read again.
+          if (DataSlotCrc(data.data() + size_t(k) * kSlotSize) != t.crcs[crc_index + k]) {
+            return Status::Corruption(where + ": CRC mismatch re-reading slot " +
+                                      std::to_string(slot + k));
+          }
+        }
+        crc_index += e.count;
+        HBISS_RETURN_IF_ERROR(AppendWriteLocked(l, e.lba, e.count, data.data(), !e.continues));
+        slot += e.count;
+      } else {
+        HBISS_RETURN_IF_ERROR(AppendUnmapLocked(l, e.type, e.lba, e.count, !e.continues));
+      }
+      if (!e.continues) batch_.EndOp();
+      relogged++;
+    }
+    // One new batch per old one: it needs no more slots than the old batch
+    // (same data, no more entries), so the re-log always fits in the new
+    // segment, which starts no later in its segment than the tail did.
+    SealBatchLocked();
+  }
+  batch_.EndOp();
+  spdlog::info("volume {}: logged {} entries again from the unproven tail of segment {}", name_,
+               relogged, Hex16(rec.relog_segment));
+  if (relogged == 0) return Status::OK();
+  return PutRelogSegmentLocked(l);
+}
+
+// The re-log segment is written whole with the store's atomic, durable Put,
+// so a crash leaves it complete or absent, never a header with part of the
+// re-logged batches (which would cut the tail off the chain: the operations
+// a recovery had shown would be lost). Its batches say the whole segment is
+// durable (synced_upto = its end), so a later recovery never logs it again.
+// The live log then goes on in a fresh segment after it.
+Status VolumeImpl::PutRelogSegmentLocked(Lock& l) {
+  std::shared_ptr<MemSegment> seg = cur_;
+  bool only_seg = !batch_.active() && !queue_.empty() && mem_segs_.size() == 1;
+  for (const QueueItem& item : queue_) only_seg &= !item.end_of_segment && item.seg == seg;
+  if (!only_seg) {
+    // Relog seals one batch per old one into a segment that starts no later
+    // than the old one did, so this cannot happen; refuse rather than write
+    // a re-log that is not atomic.
+    return Status::Corruption("volume " + name_ + ": the re-log of the log's tail does not fit "
+                              "one segment");
+  }
+  if (seg->id + 1 > ExtentMap::kMaxSeg) {
+    return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
+  }
+  const uint64_t end = uint64_t(seg->used) * kSlotSize;
+  BatchHeader& h = scratch_header_;
+  for (QueueItem& item : queue_) {
+    h.volume_id = meta_.id;
+    h.segment_id = seg->id;
+    h.seq = item.seq;
+    h.synced_upto = LogPosition{seg->id, end};
+    h.entries = std::move(item.entries);
+    h.data_crcs.resize(item.data_slots);
+    for (uint32_t i = 0; i < item.data_slots; i++) {
+      uint32_t s = item.header_slot + 1 + i;
+      h.data_crcs[i] = seg->crcs[s] = DataSlotCrc(seg->Slot(s));
+      seg->valid[s] = true;
+    }
+    HBISS_RETURN_IF_ERROR(
+        EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize))
+            .WithContext("volume " + name_ + ": re-log batch " + std::to_string(item.seq)));
+  }
+  const std::string obj = layout::SegName(name_, seg->id);
+  l.Unlock();  // no other thread runs before Start(); the Put may take a while
+  Status s = store_->Put(obj, std::span<const uint8_t>(seg->Slot(0), end));
+  l.Lock();
+  HBISS_RETURN_IF_ERROR(s.WithContext("volume " + name_ + ": writing re-log segment " + obj));
+  queue_.clear();
+  log_bytes_ += end;
+  log_appended_ += end;
+  segment_files_++;
+  appended_pos_ = durable_pos_ = LogPosition{seg->id, end};
+  appended_seq_ = durable_seq_ = flush_target_ = last_sealed_seq_;
+  cur_.reset();
+  RetireSegmentLocked(seg);
+  HBISS_ASSIGN_OR_RETURN(cur_, NewMemSegmentLocked(seg->id + 1, seg->id, end));
+  return Status::OK();
+}
+
+Status VolumeImpl::Start() {
+  if (opts_.read_only) return Status::OK();
+  started_ = true;
+  HBISS_ASSIGN_OR_RETURN(flusher_, StartThread("volume flusher", [this] { FlusherLoop(); }));
+  if (opts_.clean_threshold > 0) {
+    auto t = StartThread("volume cleaner", [this] { CleanerLoop(); });
+    if (!t.ok()) {
+      // The volume works without its cleaner (Clean still does); say so.
+      spdlog::warn("volume {}: running without a background cleaner: {}", name_,
+                   t.status().ToString());
+    } else {
+      cleaner_ = std::move(*t);
+    }
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// Write path
+
+Status VolumeImpl::WritableLocked() const {
+  if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+  if (opts_.read_only) return Status::NotSupported("volume " + name_ + " is open read-only");
+  if (!failed_.ok()) {
+    if (failed_.IsNoSpace()) {
+      return Status::NoSpace("volume " + name_ + " failed earlier: " + failed_.message());
+    }
+    return Status::IOError("volume " + name_ + " failed earlier: " + failed_.message());
+  }
+  return Status::OK();
+}
+
+CheckpointInfo VolumeImpl::NextCheckpointInfoLocked() {
+  if (segs_.needs_recount()) segs_.Recount(map_);
+  CheckpointInfo ci;
+  ci.volume_id = meta_.id;
+  ci.seq = ckpts_.NextSeq();
+  ci.position = SealedEndLocked();
+  ci.next_seq = next_seq_;
+  ci.volume_size = meta_.size;
+  // Segments before the position's with no live block are left out: no run
+  // of this checkpoint points into them and replay starts after them, so
+  // once every kept checkpoint leaves a segment out it may be deleted.
+  ci.segment_ids = segs_.NeededBy(ci.position.segment_id);
+  return ci;
+}
+
+LogPosition VolumeImpl::SealedEndLocked() const {
+  // REQUIRES: no open batch. A segment with no batches yet is equivalent to
+  // the end of its predecessor (and may not exist in the store).
+  if (cur_->used == 1) {
+    SegmentHeader h = *DecodeSegmentHeader(std::span<const uint8_t>(cur_->Slot(0), kSlotSize));
+    return {h.prev_segment_id, h.prev_segment_end};
+  }
+  return {cur_->id, uint64_t(cur_->used) * kSlotSize};
+}
+
+void VolumeImpl::SealBatchLocked() {
+  if (!batch_.active()) return;
+  SealedBatch b = batch_.Seal();
+  QueueItem item;
+  item.seg = cur_;
+  item.header_slot = b.header_slot;
+  item.data_slots = b.data_slots;
+  item.seq = b.seq;
+  item.entries = std::move(b.entries);
+  last_sealed_seq_ = b.seq;
+  const bool was_empty = queue_.empty();
+  queue_.push_back(std::move(item));
+  if (was_empty) flusher_cv_.Signal();
+}
+
+Status VolumeImpl::RollSegmentLocked(Lock& l) {
+  SealBatchLocked();
+  QueueItem marker;
+  marker.seg = cur_;
+  marker.end_of_segment = true;
+  const bool was_empty = queue_.empty();
+  queue_.push_back(std::move(marker));
+  if (was_empty) flusher_cv_.Signal();
+  while (mem_segs_.size() >= kMaxInMemorySegments && failed_.ok()) done_cv_.Wait(&mu_);
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  if (cur_->id + 1 > ExtentMap::kMaxSeg) {
+    return Status::NoSpace("volume " + name_ + ": segment ids exhausted");
+  }
+  HBISS_ASSIGN_OR_RETURN(
+      cur_, NewMemSegmentLocked(cur_->id + 1, cur_->id, uint64_t(cur_->used) * kSlotSize));
+  return Status::OK();
+}
+
+Status VolumeImpl::OpenBatchLocked(Lock& l) {
+  if (batch_.active()) return Status::OK();
+  if (cur_->used + 2 > cur_->slots) HBISS_RETURN_IF_ERROR(RollSegmentLocked(l));
+  batch_.Start(cur_->used++, next_seq_++);
+  return Status::OK();
+}
+
+Status VolumeImpl::MapSetLocked(uint64_t lba, uint64_t n, uint32_t seg, uint32_t slot) {
+  map_.Set(lba, n, seg, slot);
+  return Status::OK();
+}
+
+Status VolumeImpl::MapClearLocked(uint64_t lba, uint64_t n) {
+  map_.Clear(lba, n);
+  return Status::OK();
+}
+
+Status VolumeImpl::AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const uint8_t* src,
+                                     bool last_part) {
+  while (n > 0) {
+    HBISS_RETURN_IF_ERROR(OpenBatchLocked(l));
+    const uint32_t k = batch_.WriteRoom(lba, n, last_part, cur_->slots - cur_->used);
+    if (k == 0) {
+      SealBatchLocked();
+      continue;
+    }
+    const uint32_t slot = cur_->used;
+    ForgetBlocksLocked(lba, k);
+    HBISS_RETURN_IF_ERROR(MapSetLocked(lba, k, uint32_t(cur_->id), slot));
+    HBISS_RETURN_IF_ERROR(batch_.AddWrite(lba, k, last_part && k == n));
+    std::memcpy(cur_->Slot(slot), src, size_t(k) * kSlotSize);
+    segs_.AddLive(cur_->id, k);
+    cur_->used += k;
+    n -= k;
+    lba += k;
+    src += size_t(k) * kSlotSize;
+  }
+  return Status::OK();
+}
+
+Status VolumeImpl::AppendUnmapLocked(Lock& l, EntryType type, uint64_t lba, uint64_t n,
+                                     bool last_part) {
+  while (n > 0) {
+    HBISS_RETURN_IF_ERROR(OpenBatchLocked(l));
+    const uint64_t k = batch_.UnmapRoom(type, lba, n, last_part);
+    if (k == 0) {
+      SealBatchLocked();
+      continue;
+    }
+    ForgetBlocksLocked(lba, k);
+    HBISS_RETURN_IF_ERROR(MapClearLocked(lba, k));
+    HBISS_RETURN_IF_ERROR(batch_.AddUnmap(type, lba, k, last_part && k == n));
+    n -= k;
+    lba += k;
+  }
+  return Status::OK();
+}
+
+void VolumeImpl::ForgetBlocksLocked(uint64_t lba, uint64_t n) {
+  while (n > 0) {
+    const uint64_t k = std::min(n, kForgetSlice);
+    map_.Lookup(lba, k, &old_runs_);
+    segs_.Forget(old_runs_, [&](uint64_t seg) NO_THREAD_SAFETY_ANALYSIS {
+      return !InMemoryLocked(seg);
+    });
+    lba += k;
+    n -= k;
+  }
+}
+
+Result<std::shared_ptr<MemSegment>> VolumeImpl::NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
+                                                                     uint64_t prev_end,
+                                                                     uint32_t flags) {
+  auto s = std::make_shared<MemSegment>();
+  s->id = id;
+  s->slots = seg_slots_;
+  if (!spare_bufs_.empty()) {
+    s->buf = std::move(spare_bufs_.back());
+    spare_bufs_.pop_back();
+  } else {
+    s->buf.reset(new (std::nothrow) uint8_t[size_t(seg_slots_) * kSlotSize]);
+    if (!s->buf) {
+      return Status::NoSpace("volume " + name_ + ": out of memory for a segment buffer");
+    }
+  }
+  s->crcs.assign(seg_slots_, 0);
+  s->valid.assign(seg_slots_, false);
+  SegmentHeader h;
+  h.volume_id = meta_.id;
+  h.segment_id = id;
+  h.prev_segment_id = prev_id;
+  h.prev_segment_end = prev_end;
+  h.first_seq = next_seq_;
+  h.flags = flags;
+  EncodeSegmentHeader(h, std::span<uint8_t, kSlotSize>(s->Slot(0), kSlotSize));
+  mem_segs_[id] = s;
+  segs_.Add(id);
+  return s;
+}
+
+void VolumeImpl::RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg) {
+  // The table is cached before the segment leaves memory, so no read finds
+  // neither.
+  auto table = std::make_shared<CrcTable>();
+  table->crcs = seg->crcs;
+  table->valid = seg->valid;
+  cache_.Insert(seg->id, std::move(table));
+  mem_segs_.erase(seg->id);
+  if (segs_.live(seg->id) == 0) segs_.NoteDead(seg->id);
+  // Keep the buffer for the next segment while that allocates no more than
+  // the in-memory limit: a fresh one costs a page fault per 4 KiB.
+  if (mem_segs_.size() + spare_bufs_.size() < kMaxInMemorySegments && seg.use_count() == 1 &&
+      seg->buf) {
+    spare_bufs_.push_back(std::move(seg->buf));
+  }
+}
+
+Status VolumeImpl::ReadEdges(const BlockSpan& b, uint8_t* head, uint8_t* tail) {
+  if (b.head_partial) {
+    HBISS_RETURN_IF_ERROR(Read(b.first * kBlockSize, std::span<uint8_t>(head, kBlockSize)));
+  }
+  if (b.tail_partial) {
+    HBISS_RETURN_IF_ERROR(Read(b.last * kBlockSize, std::span<uint8_t>(tail, kBlockSize)));
+  }
+  return Status::OK();
+}
+
+template <typename MiddleFn>
+Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* head,
+                                  const uint8_t* tail, const MiddleFn& middle) {
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  batch_.BeginOp();
+  Status s;
+  const uint64_t mid_first = b.head_partial ? b.first + 1 : b.first;
+  const uint64_t mid_last = b.tail_partial ? b.last : b.last + 1;  // exclusive
+  if (b.head_partial) s = AppendWriteLocked(l, b.first, 1, head, b.first == b.last);
+  if (s.ok() && mid_last > mid_first) s = middle(mid_first, mid_last - mid_first, !b.tail_partial);
+  if (s.ok() && b.tail_partial) s = AppendWriteLocked(l, b.last, 1, tail, true);
+  batch_.EndOp();
+  return s;
+}
+
+Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
+  HBISS_RETURN_IF_ERROR(CheckRange(offset, data.size()));
+  if (data.empty()) return Status::OK();
+  Lock wl(&write_mu_);
+  const uint64_t end = offset + data.size();
+  if (offset % kBlockSize != 0 || end % kBlockSize != 0) {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+  }
+  const BlockSpan b = BlockSpan::Of(offset, data.size());
+  // Edge blocks that are only partly written: read-modify-write.
+  alignas(64) static thread_local uint8_t head[kBlockSize];
+  alignas(64) static thread_local uint8_t tail[kBlockSize];
+  HBISS_RETURN_IF_ERROR(ReadEdges(b, head, tail));
+  if (b.head_partial) {
+    const size_t in = offset % kBlockSize;
+    std::memcpy(head + in, data.data(), std::min<uint64_t>(data.size(), kBlockSize - in));
+  }
+  if (b.tail_partial) {
+    std::memcpy(tail, data.data() + (b.last * kBlockSize - offset), end % kBlockSize);
+  }
+  Lock l(&mu_);
+  return AppendOpLocked(l, b, head, tail,
+                        [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
+                          const uint8_t* src = data.data() + (lba * kBlockSize - offset);
+                          return AppendWriteLocked(l, lba, n, src, last_part);
+                        });
+}
+
+Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
+  HBISS_RETURN_IF_ERROR(CheckRange(offset, length));
+  if (length == 0) return Status::OK();
+  Lock wl(&write_mu_);
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+  }
+  const uint64_t end = offset + length;
+  BlockSpan b = BlockSpan::Of(offset, length);
+  alignas(64) static thread_local uint8_t head[kBlockSize];
+  alignas(64) static thread_local uint8_t tail[kBlockSize];
+  HBISS_RETURN_IF_ERROR(ReadEdges(b, head, tail));
+  if (b.head_partial) {
+    const size_t in = offset % kBlockSize;
+    std::memset(head + in, 0, std::min<uint64_t>(length, kBlockSize - in));
+  }
+  if (b.tail_partial) std::memset(tail, 0, end % kBlockSize);
+  // An edge block that is all zeros afterwards is unmapped whole instead of
+  // written, so unmapping never allocates space for zeros.
+  auto all_zero = [](const uint8_t* p) {
+    for (size_t i = 0; i < kBlockSize; i++) {
+      if (p[i] != 0) return false;
+    }
+    return true;
+  };
+  if (b.head_partial && all_zero(head)) b.head_partial = false;
+  if (b.tail_partial && all_zero(tail)) b.tail_partial = false;
+  Lock l(&mu_);
+  return AppendOpLocked(l, b, head, tail,
+                        [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
+                          return AppendUnmapLocked(l, type, lba, n, last_part);
+                        });
+}
+
+Status VolumeImpl::Flush() {
+  Lock l(&mu_);
+  if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+  if (opts_.read_only) return Status::OK();
+  if (!failed_.ok()) return WritableLocked();
+  const uint64_t target = batch_.active() ? batch_.seq() : last_sealed_seq_;
+  if (target <= durable_seq_) return Status::OK();
+  if (target > flush_target_) {
+    flush_target_ = target;
+    flusher_cv_.Signal();
+  }
+  while (durable_seq_ < target && failed_.ok()) done_cv_.Wait(&mu_);
+  if (durable_seq_ >= target) return Status::OK();
+  return WritableLocked();
+}
+
+// ---------------------------------------------------------------------------
+// Flusher
+
+Status VolumeImpl::ProcessItem(QueueItem& item,
+                               std::vector<std::shared_ptr<MemSegment>>* closed) {
+  MemSegment* seg = item.seg.get();
+  const std::string obj = layout::SegName(name_, seg->id);
+  if (item.end_of_segment) {
+    if (writer_ && writer_seg_ == seg->id) {
+      const uint64_t bytes = writer_->Size();
+      HBISS_RETURN_IF_ERROR(writer_->Close().WithContext("closing " + obj));
+      writer_.reset();
+      writer_seg_ = 0;
+      durable_pos_ = appended_pos_;
+      seg->closed_bytes = bytes;  // its summary is written once waiters are released
+    }
+    closed->push_back(item.seg);
+    return Status::OK();
+  }
+  if (!writer_ || writer_seg_ != seg->id) {
+    HBISS_ASSIGN_OR_RETURN(writer_, store_->Create(obj));
+    writer_seg_ = seg->id;
+    HBISS_RETURN_IF_ERROR(writer_->Append(std::span<const uint8_t>(seg->Slot(0), kSlotSize))
+                              .WithContext("appending to " + obj));
+    Lock l(&mu_);
+    log_bytes_ += kSlotSize;
+    log_appended_ += kSlotSize;
+    segment_files_++;
+  }
+  BatchHeader& h = scratch_header_;
+  h.volume_id = meta_.id;
+  h.segment_id = seg->id;
+  h.seq = item.seq;
+  h.synced_upto = durable_pos_;
+  h.entries = std::move(item.entries);
+  h.data_crcs.resize(item.data_slots);
+  for (uint32_t i = 0; i < item.data_slots; i++) {
+    const uint32_t s = item.header_slot + 1 + i;
+    const uint32_t c = DataSlotCrc(seg->Slot(s));
+    h.data_crcs[i] = c;
+    seg->crcs[s] = c;
+  }
+  HBISS_RETURN_IF_ERROR(
+      EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize))
+          .WithContext("volume " + name_ + ": batch " + std::to_string(item.seq) + " of " + obj));
+  const size_t bytes = size_t(1 + item.data_slots) * kSlotSize;
+  HBISS_RETURN_IF_ERROR(
+      writer_->Append(std::span<const uint8_t>(seg->Slot(item.header_slot), bytes))
+          .WithContext("appending to " + obj));
+  {
+    Lock l(&mu_);
+    for (uint32_t i = 0; i < item.data_slots; i++) seg->valid[item.header_slot + 1 + i] = true;
+    log_bytes_ += bytes;
+    log_appended_ += bytes;
+  }
+  appended_pos_ = {seg->id, uint64_t(item.header_slot + 1 + item.data_slots) * kSlotSize};
+  appended_seq_ = item.seq;
+  return Status::OK();
+}
+
+void VolumeImpl::PutSummary(const MemSegment& seg, uint64_t bytes) {
+  SegmentSummary sum;
+  sum.volume_id = meta_.id;
+  sum.segment_id = seg.id;
+  sum.segment_bytes = bytes;
+  const uint64_t n = bytes / kSlotSize;
+  {
+    Lock l(&mu_);
+    sum.crcs.assign(seg.crcs.begin(), seg.crcs.begin() + n);
+    sum.valid.assign(seg.valid.begin(), seg.valid.begin() + n);
+  }
+  Status s = store_->Put(layout::SumName(name_, seg.id), AsBytes(EncodeSegmentSummary(sum)));
+  if (!s.ok()) spdlog::warn("volume {}: segment summary: {}", name_, s.ToString());
+}
+
+Status VolumeImpl::WriteCheckpoint(const std::string& data, const CheckpointInfo& ci) {
+  HBISS_RETURN_IF_ERROR(store_->Put(layout::CkptName(name_, ci.seq), AsBytes(data))
+                            .WithContext("volume " + name_ + ": writing checkpoint"));
+  // Keep the newest two. The others stay counted as kept until they are gone
+  // from the store, so the cleaner never deletes a segment one of them names.
+  for (uint64_t o : ckpts_.Added(ci)) {
+    Status s = store_->Delete(layout::CkptName(name_, o));
+    if (!s.ok() && !s.IsNotFound()) {
+      spdlog::warn("volume {}: deleting old checkpoint: {}", name_, s.ToString());
+      continue;
+    }
+    ckpts_.Removed(o);
+  }
+  return Status::OK();
+}
+
+void VolumeImpl::FlusherLoop() {
+  Lock l(&mu_);
+  std::deque<QueueItem> work;
+  for (;;) {
+    while (!stop_ && queue_.empty() && flush_target_ <= durable_seq_ && !segs_.has_dead() &&
+           !ckpt_requested_ && log_appended_ - ckpt_log_mark_ < opts_.checkpoint_interval) {
+      flusher_cv_.Wait(&mu_);
+    }
+    if (!failed_.ok()) {
+      // Nothing more can be made durable; wake everyone and wait for stop.
+      queue_.clear();
+      done_cv_.SignalAll();
+      while (!stop_) flusher_cv_.Wait(&mu_);
+      break;
+    }
+    if (stop_ && queue_.empty() && flush_target_ <= durable_seq_ && !segs_.has_dead()) break;
+    // A checkpoint needs the map to match a batch boundary that is not in
+    // the middle of an operation.
+    std::unique_ptr<ExtentMap> ckpt_map;
+    CheckpointInfo ckpt_info;
+    bool want_ckpt = false;
+    const bool ckpt_due =
+        (ckpt_requested_ || log_appended_ - ckpt_log_mark_ >= opts_.checkpoint_interval) &&
+        !stop_;
+    if ((flush_target_ > last_sealed_seq_ || ckpt_due) && !batch_.op_in_progress()) {
+      SealBatchLocked();
+    }
+    if (ckpt_due && !batch_.op_in_progress() && !batch_.active()) {
+      ckpt_info = NextCheckpointInfoLocked();
+      want_ckpt = true;
+      ckpt_log_mark_ = log_appended_;
+      ckpt_requested_ = false;
+      ckpts_encoded_++;
+    }
+    const auto encode_start = std::chrono::steady_clock::now();
+    std::string ckpt;
+    if (want_ckpt) ckpt = EncodeCheckpoint(ckpt_info, map_);
+    const auto encode_time = std::chrono::steady_clock::now() - encode_start;
+    work.swap(queue_);
+    std::vector<uint64_t> dead = segs_.TakeDead();
+    const uint64_t sync_target = std::max(flush_target_, want_ckpt ? last_sealed_seq_ : 0);
+    const uint64_t durable_before = durable_seq_;
+    l.Unlock();
+
+    Status s;
+    std::vector<std::shared_ptr<MemSegment>> closed;
+    for (QueueItem& item : work) {
+      s = ProcessItem(item, &closed);
+      if (!s.ok()) break;
+    }
+    work.clear();
+    // Closed segments are synced, so their cached bytes may go: the pages
+    // then serve new log instead of data nobody reads.
+    for (uint64_t id : dead) store_->DropCache(layout::SegName(name_, id));
+    bool synced = false;
+    if (s.ok() && sync_target > durable_before && writer_) {
+      s = writer_->Sync().WithContext("volume " + name_ + ": sync");
+      if (s.ok()) {
+        durable_pos_ = appended_pos_;
+        synced = true;
+      }
+    }
+    l.Lock();
+    if (!s.ok()) {
+      spdlog::error("volume {}: log write failed, volume is now failed: {}", name_, s.ToString());
+      failed_ = s;
+      done_cv_.SignalAll();
+      continue;
+    }
+    // Everything appended is durable after a Sync; segments that were closed
+    // are durable too (Close syncs). With a segment still open and not
+    // synced, durable_pos_ marks the end of the last closed one only.
+    if (synced || (!writer_ && !closed.empty())) {
+      durable_seq_ = std::max(durable_seq_, appended_seq_);
+    }
+    for (auto& seg : closed) {
+      RetireSegmentLocked(seg);
+      if (seg->closed_bytes > 0) segs_.SetSummarizing(seg->id, true);  // not deleted before its Put
+    }
+    done_cv_.SignalAll();
+    if (want_ckpt) {
+      // The log up to the checkpoint's position is durable now. Flush
+      // callers were released above; a failed checkpoint loses nothing (the
+      // log has it all), so it is retried after the next interval.
+      l.Unlock();
+      const auto t0 = std::chrono::steady_clock::now();
+      Status cs = WriteCheckpoint(ckpt, ckpt_info);
+      const auto write_time = std::chrono::steady_clock::now() - t0;
+      l.Lock();
+      ckpt_cost_ = encode_time + write_time;
+      if (!cs.ok()) spdlog::warn("volume {}: periodic checkpoint: {}", name_, cs.ToString());
+      ckpt_status_ = cs;
+      ckpts_done_++;
+      done_cv_.SignalAll();
+      cleaner_cv_.Signal();  // segments may have become deletable
+    }
+    // Summaries last too: nobody waits for them (on HDFS a Put takes a while).
+    l.Unlock();
+    for (auto& seg : closed) {
+      if (seg->closed_bytes > 0) PutSummary(*seg, seg->closed_bytes);
+    }
+    l.Lock();
+    for (auto& seg : closed) segs_.SetSummarizing(seg->id, false);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reads
+
+Status VolumeImpl::ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out) {
+  return cache_.ReadRun(r, offset, out);
+}
+
+Status VolumeImpl::Read(uint64_t offset, std::span<uint8_t> out) {
+  HBISS_RETURN_IF_ERROR(CheckRange(offset, out.size()));
+  if (out.empty()) return Status::OK();
+  const uint64_t end = offset + out.size();
+  const uint64_t first = offset / kBlockSize;
+  const uint64_t last = (end - 1) / kBlockSize;
+  ReadGate::Pass pass(read_gate_);  // the locations looked up stay readable
+  static thread_local std::vector<MapRun> runs;
+  static thread_local std::vector<MapRun> from_store;
+  from_store.clear();
+  {
+    Lock l(&mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    map_.Lookup(first, last - first + 1, &runs);
+    for (const MapRun& r : runs) {
+      const uint64_t bs = std::max(r.lba * kBlockSize, offset);
+      const uint64_t be = std::min((r.lba + r.count) * kBlockSize, end);
+      uint8_t* dst = out.data() + (bs - offset);
+      if (!r.mapped) {
+        std::memset(dst, 0, be - bs);
+        continue;
+      }
+      auto it = mem_segs_.find(r.seg);
+      if (it != mem_segs_.end()) {
+        const uint8_t* src = it->second->Slot(r.slot) + (bs - r.lba * kBlockSize);
+        std::memcpy(dst, src, be - bs);
+      } else {
+        from_store.push_back(r);
+      }
+    }
+  }
+  for (const MapRun& r : from_store) {
+    // Split long runs so the scratch buffer for unaligned reads stays small.
+    MapRun piece = r;
+    while (piece.count > 0) {
+      MapRun p = piece;
+      p.count = std::min<uint64_t>(piece.count, SegmentCache::kMaxRunBlocks);
+      HBISS_RETURN_IF_ERROR(ReadFromStore(p, offset, out));
+      piece.lba += p.count;
+      piece.slot += uint32_t(p.count);
+      piece.count -= p.count;
+    }
+  }
+  return Status::OK();
+}
+
+Result<std::vector<Extent>> VolumeImpl::BlockStatus(uint64_t offset, uint64_t length) {
+  HBISS_RETURN_IF_ERROR(CheckRange(offset, length));
+  std::vector<Extent> out;
+  if (length == 0) return out;
+  const uint64_t end = offset + length;
+  std::vector<MapRun> runs;
+  {
+    Lock l(&mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    map_.Lookup(offset / kBlockSize, (end - 1) / kBlockSize - offset / kBlockSize + 1, &runs);
+  }
+  for (const MapRun& r : runs) {
+    const uint64_t bs = std::max(r.lba * kBlockSize, offset);
+    const uint64_t be = std::min((r.lba + r.count) * kBlockSize, end);
+    if (!out.empty() && out.back().allocated == r.mapped) {
+      out.back().length += be - bs;
+    } else {
+      out.push_back(Extent{bs, be - bs, r.mapped});
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Cleaner
+
+Result<std::vector<MapRun>> VolumeImpl::LiveRunsOf(uint64_t seg, bool* complete) {
+  // Where the segment's batches put each written block; the map decides
+  // which of those are still the block's current copy.
+  struct Written {
+    uint64_t lba;
+    uint32_t count;
+    uint32_t slot;
+  };
+  std::vector<Written> written;
+  HBISS_ASSIGN_OR_RETURN(ScanEnd scan, cache_.Scan(seg, [&](uint64_t off, const BatchHeader& h) {
+    uint32_t slot = uint32_t(off / kSlotSize) + 1;
+    for (const BatchEntry& e : h.entries) {
+      if (e.type != EntryType::kWrite) continue;
+      written.push_back(Written{e.lba, e.count, slot});
+      slot += e.count;
+    }
+  }));
+  std::vector<MapRun> live;
+  std::vector<MapRun> runs;
+  Lock l(&mu_);
+  uint64_t found = 0;
+  for (const Written& w : written) {
+    if (w.lba >= map_.blocks() || w.count > map_.blocks() - w.lba) continue;
+    map_.Lookup(w.lba, w.count, &runs);
+    for (const MapRun& r : runs) {
+      if (r.mapped && r.seg == seg && r.slot == w.slot + (r.lba - w.lba)) {
+        live.push_back(r);
+        found += r.count;
+      }
+    }
+  }
+  // A damaged batch header hides the blocks after it: the scan then finds
+  // fewer live blocks than the map has in the segment. (Stopping before the
+  // object's end is not damage by itself: a segment whose torn tail the
+  // next segment cut off ends in garbage.)
+  (void)scan;
+  *complete = found >= segs_.live(seg);
+  return live;
+}
+
+Status VolumeImpl::CleanSegment(uint64_t seg, CleanStats* stats) {
+  bool complete = false;
+  HBISS_ASSIGN_OR_RETURN(std::vector<MapRun> live, LiveRunsOf(seg, &complete));
+  std::vector<uint8_t> buf(kCleanPieceBlocks * kBlockSize);
+  std::vector<MapRun> now;
+  Status bad;
+  if (!complete) {
+    bad = Status::Corruption("volume " + name_ + " segment " + Hex16(seg) +
+                             ": its batch headers do not show all of its live blocks; "
+                             "the segment is kept and not cleaned again");
+    spdlog::error("{}", bad.message());
+  }
+  uint64_t moved = 0;
+  for (const MapRun& run : live) {
+    for (uint64_t done = 0; done < run.count;) {
+      MapRun p = run;
+      p.lba += done;
+      p.slot += uint32_t(done);
+      p.count = std::min(kCleanPieceBlocks, run.count - done);
+      done += p.count;
+      Status rs;
+      {
+        ReadGate::Pass pass(read_gate_);
+        rs = ReadFromStore(p, p.lba * kBlockSize,
+                           std::span<uint8_t>(buf.data(), p.count * kBlockSize));
+      }
+      if (!rs.ok()) {
+        if (!rs.IsCorruption()) return rs;
+        // Never copied: a fresh CRC would make bad data look good. The
+        // blocks stay where they are, and so does the segment.
+        spdlog::error("volume {}: cleaner left blocks [{}, +{}) in segment {}: {}", name_, p.lba,
+                      p.count, Hex16(seg), rs.ToString());
+        bad = rs;
+        continue;
+      }
+      // Copy what still lives there; a write since the lookup wins.
+      Lock wl(&write_mu_);
+      Lock l(&mu_);
+      HBISS_RETURN_IF_ERROR(WritableLocked());
+      // Close waits for the cleaner: stop between pieces, not after 32 MiB.
+      if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
+      map_.Lookup(p.lba, p.count, &now);
+      for (const MapRun& r : now) {
+        if (!r.mapped || r.seg != seg || r.slot != p.slot + (r.lba - p.lba)) continue;
+        batch_.BeginOp();
+        Status s = AppendWriteLocked(l, r.lba, r.count,
+                                     buf.data() + (r.lba - p.lba) * kBlockSize, true);
+        batch_.EndOp();
+        HBISS_RETURN_IF_ERROR(s);
+        moved += r.count;
+      }
+    }
+  }
+  Lock l(&mu_);
+  clean_totals_.blocks_moved += moved;
+  stats->blocks_moved += moved;
+  if (!bad.ok()) {
+    segs_.MarkUnclean(seg);
+    return bad;
+  }
+  clean_totals_.segments_cleaned++;
+  stats->segments_cleaned++;
+  return Status::OK();
+}
+
+Status VolumeImpl::DeleteDeadSegments(CleanStats* stats) {
+  std::vector<uint64_t> victims;
+  {
+    Lock l(&mu_);
+    if (segs_.needs_recount()) segs_.Recount(map_);
+    victims = segs_.DeletableSegments(
+        cur_->id, [&](uint64_t s) NO_THREAD_SAFETY_ANALYSIS { return InMemoryLocked(s); },
+        ckpts_);
+  }
+  if (victims.empty()) return Status::OK();
+  // The map no longer points into the victims; wait out reads that looked
+  // it up before it stopped.
+  read_gate_.WaitForEarlierReads();
+  Status first;
+  for (uint64_t id : victims) {
+    const std::string obj = layout::SegName(name_, id);
+    auto size = store_->Stat(obj);
+    Status s = store_->Delete(obj);
+    if (!s.ok() && !s.IsNotFound()) {
+      if (first.ok()) first = s.WithContext("volume " + name_ + ": deleting dead segment");
+      continue;
+    }
+    Status ss = store_->Delete(layout::SumName(name_, id));
+    if (!ss.ok() && !ss.IsNotFound()) {
+      spdlog::warn("volume {}: deleting the summary of segment {}: {}", name_, Hex16(id),
+                   ss.ToString());
+    }
+    cache_.Drop(id);
+    Lock l(&mu_);
+    segs_.Remove(id);
+    if (s.ok()) {
+      const uint64_t bytes = size.ok() ? *size : 0;
+      log_bytes_ -= std::min(bytes, log_bytes_);
+      if (segment_files_ > 0) segment_files_--;
+      stats->segments_deleted++;
+      stats->bytes_deleted += bytes;
+      clean_totals_.segments_deleted++;
+      clean_totals_.bytes_deleted += bytes;
+    }
+  }
+  spdlog::debug("volume {}: deleted {} dead segments", name_, victims.size());
+  return first;
+}
+
+Status VolumeImpl::CheckpointNow() {
+  Lock l(&mu_);
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  // Checkpoints are encoded and written in order by the flusher: the first
+  // encoded after this request is the one to wait for.
+  const uint64_t target = ckpts_encoded_ + 1;
+  ckpt_requested_ = true;
+  flusher_cv_.Signal();
+  while (ckpts_done_ < target && failed_.ok() && !stop_) done_cv_.Wait(&mu_);
+  if (ckpts_done_ >= target) return ckpt_status_;
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  return Status::Aborted("volume " + name_ + " is closing");
+}
+
+Result<CleanStats> VolumeImpl::Clean(double threshold) {
+  uint64_t below = 0;
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+    below = cur_->id;
+  }
+  Lock cl(&clean_mu_);
+  CleanStats st;
+  Status bad;
+  for (;;) {
+    uint64_t victim = 0;
+    {
+      Lock l(&mu_);
+      victim = segs_.PickVictim(threshold, below, [&](uint64_t s) NO_THREAD_SAFETY_ANALYSIS {
+        return InMemoryLocked(s);
+      });
+    }
+    if (victim == 0) break;
+    Status s = CleanSegment(victim, &st);
+    if (s.IsCorruption()) {
+      bad = s;  // that segment is never picked again
+      continue;
+    }
+    HBISS_RETURN_IF_ERROR(s);
+  }
+  // Two checkpoints after the copies are durable: then neither kept one
+  // needs the cleaned segments.
+  HBISS_RETURN_IF_ERROR(Flush());
+  HBISS_RETURN_IF_ERROR(CheckpointNow());
+  HBISS_RETURN_IF_ERROR(CheckpointNow());
+  HBISS_RETURN_IF_ERROR(DeleteDeadSegments(&st));
+  if (!bad.ok()) return bad;
+  return st;
+}
+
+void VolumeImpl::CleanerLoop() {
+  const double threshold = std::min(opts_.clean_threshold, kMaxBackgroundThreshold);
+  Lock l(&mu_);
+  bool busy = false;
+  while (!cleaner_stop_) {
+    if (!busy) cleaner_cv_.WaitFor(&mu_, kCleanerIdle);
+    busy = false;
+    if (cleaner_stop_) break;
+    if (!failed_.ok()) continue;
+    l.Unlock();
+    {
+      Lock cl(&clean_mu_);
+      CleanStats st;
+      Status s = DeleteDeadSegments(&st);
+      if (!s.ok()) spdlog::warn("volume {}: cleaner: {}", name_, s.ToString());
+      uint64_t victim = 0;
+      {
+        Lock ml(&mu_);
+        if (!cleaner_stop_) {
+          victim = segs_.PickVictim(threshold, ~uint64_t{0},
+                                    [&](uint64_t sg) NO_THREAD_SAFETY_ANALYSIS {
+                                      return sg >= cur_->id || InMemoryLocked(sg);
+                                    });
+        }
+      }
+      if (victim != 0) {
+        s = CleanSegment(victim, &st);
+        if (s.ok()) {
+          busy = true;
+        } else if (s.code() != Status::Code::kAborted) {
+          spdlog::warn("volume {}: cleaner: segment {}: {}", name_, Hex16(victim), s.ToString());
+        }
+      }
+    }
+    l.Lock();
+    const auto now = std::chrono::steady_clock::now();
+    // A checkpoint now would start replay in (about) the open segment; dead
+    // ones at or after it wait for more log, not for a checkpoint.
+    const uint64_t pos_seg = cur_->used > 1 ? cur_->id : cur_->id - 1;
+    if (!ckpt_requested_ && now - last_forced_ckpt_ >= kCheckpointEvery &&
+        now - last_forced_ckpt_ >= kCheckpointCostFactor * ckpt_cost_ &&
+        segs_.DeadWaiting(pos_seg, cur_->id,
+                          [&](uint64_t sg) NO_THREAD_SAFETY_ANALYSIS { return InMemoryLocked(sg); },
+                          ckpts_) > 0) {
+      ckpt_requested_ = true;
+      last_forced_ckpt_ = now;
+      flusher_cv_.Signal();
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Info and Close
+
+VolumeInfo VolumeImpl::Info() const {
+  Lock l(&mu_);
+  VolumeInfo v;
+  v.name = name_;
+  v.id = meta_.id;
+  v.size = meta_.size;
+  v.segment_size = meta_.segment_size;
+  v.mapped_bytes = map_.MappedBlocks() * kBlockSize;
+  v.segment_count = segment_files_;
+  v.log_bytes = log_bytes_;
+  v.checkpoint_seq = ckpts_.newest();
+  v.map_memory_bytes = map_.MemoryUsage();
+  v.segments_deleted = clean_totals_.segments_deleted;
+  v.blocks_moved = clean_totals_.blocks_moved;
+  return v;
+}
+
+Status VolumeImpl::Close() {
+  {
+    Lock l(&mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is already closed");
+  }
+  Status result;
+  if (!opts_.read_only && started_) {
+    {
+      Lock l(&mu_);
+      cleaner_stop_ = true;
+      cleaner_cv_.Signal();
+    }
+    if (cleaner_.joinable()) cleaner_.join();
+    Lock cl(&clean_mu_);  // lock order: clean_mu_ -> write_mu_
+    Lock wl(&write_mu_);  // no writer is mid-operation
+    result = Flush();
+    {
+      Lock l(&mu_);
+      stop_ = true;
+      flusher_cv_.Signal();
+    }
+    if (flusher_.joinable()) flusher_.join();
+    Lock l(&mu_);
+    if (result.ok() && !failed_.ok()) result = WritableLocked();
+    std::shared_ptr<MemSegment> last;  // closed here: gets a summary
+    uint64_t last_bytes = 0;
+    if (result.ok() && writer_) {
+      last_bytes = writer_->Size();
+      result = writer_->Close().WithContext("volume " + name_ + ": closing segment");
+      writer_.reset();
+      if (result.ok() && writer_seg_ == cur_->id) last = cur_;
+    }
+    if (result.ok() && !batch_.active() && queue_.empty()) {
+      // Everything is durable: publish a checkpoint of the final map.
+      CheckpointInfo ci = NextCheckpointInfoLocked();
+      std::string data = EncodeCheckpoint(ci, map_);
+      l.Unlock();
+      result = WriteCheckpoint(data, ci);
+      // A clean close deletes what the checkpoints no longer need.
+      if (result.ok() && opts_.clean_threshold > 0) {
+        CleanStats ignored;
+        Status d = DeleteDeadSegments(&ignored);
+        if (!d.ok()) spdlog::warn("volume {}: deleting dead segments: {}", name_, d.ToString());
+      }
+      l.Lock();
+    }
+    if (last) {
+      l.Unlock();
+      PutSummary(*last, last_bytes);
+      l.Lock();
+    }
+    closed_ = true;
+  } else {
+    Lock l(&mu_);
+    closed_ = true;
+  }
+  lock_.reset();
+  return result;
+}
+
+}  // namespace hbiss::volume

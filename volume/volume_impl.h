@@ -1,0 +1,240 @@
+// VolumeImpl: the engine behind Volume (volume.h), a facade over the units
+// that do the work:
+//   BatchBuilder   the open batch: fit, extension, sealing (batch_builder.h)
+//   LogReplayer    reading segments back, replay rules (log_reader.h)
+//   RecoverLog     checkpoint + roll-forward at open (recovery.h)
+//   CheckpointSet  which checkpoints exist and what they need (checkpoint_set.h)
+//   SegmentSet     segments, live counts, victim and delete rules (segment_set.h)
+//   SegmentCache   reads of closed segments, CRC tables, readers (segment_cache.h)
+//   ReadGate       deletes wait for reads that looked the map up (read_gate.h)
+// What stays here: the write path (Write/Trim with read-modify-write of
+// partial blocks), the in-memory segments, the flusher thread (group commit,
+// segment close, checkpoints) and the cleaner thread.
+//
+// Threads and locks (checked by clang's -Wthread-safety):
+//  * write_mu_ serialises writers (Write/Trim/WriteZeroes and cleaner
+//    copies), so the read-modify-write of partial edge blocks is atomic.
+//  * mu_ guards the extent map, the in-memory segments, the open batch, the
+//    queue of sealed batches, the segment set and the flush state.
+//    Lock order: clean_mu_ -> write_mu_ -> mu_ -> (CheckpointSet, caches).
+//  * The flusher thread owns the store SegmentWriter and the appended /
+//    durable positions (no lock; recovery sets them before the thread starts
+//    and Close reads them after it ends). It encodes and appends sealed
+//    batches outside mu_: a sealed batch's slots never change.
+//  * Reads look the map up under mu_ inside a ReadGate pass, copy from
+//    in-memory segments under mu_, and read closed segments outside it.
+//  * The cleaner thread (and Clean callers, one at a time under clean_mu_)
+//    copies live blocks through the write path and deletes dead segments
+//    after ReadGate::WaitForEarlierReads.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "store/store.h"
+#include "util/mutex.h"
+#include "util/status.h"
+#include "volume/batch_builder.h"
+#include "volume/checkpoint.h"
+#include "volume/checkpoint_set.h"
+#include "volume/extent_map.h"
+#include "volume/log_format.h"
+#include "volume/read_gate.h"
+#include "volume/recovery.h"
+#include "volume/segment_cache.h"
+#include "volume/segment_set.h"
+#include "volume/volume.h"
+#include "volume/volume_meta.h"
+
+namespace hbiss::volume {
+
+// A segment whose bytes are kept in memory: the open one, and closed ones
+// until the flusher has closed them in the store.
+struct MemSegment {
+  uint64_t id = 0;
+  uint32_t slots = 0;
+  std::unique_ptr<uint8_t[]> buf;  // slots * kSlotSize
+  uint32_t used = 1;               // slots allocated (slot 0 is the header)
+  std::vector<uint32_t> crcs;      // data slot CRCs, filled by the flusher
+  std::vector<bool> valid;
+  uint64_t closed_bytes = 0;  // object size once the flusher closed it (0: not closed)
+  uint8_t* Slot(uint32_t i) { return buf.get() + size_t(i) * kSlotSize; }
+};
+
+// A sealed batch waiting for the flusher, or the end of a segment.
+struct QueueItem {
+  std::shared_ptr<MemSegment> seg;
+  bool end_of_segment = false;  // marker: no more batches in seg
+  uint32_t header_slot = 0;
+  uint32_t data_slots = 0;
+  uint64_t seq = 0;
+  std::vector<BatchEntry> entries;
+};
+
+struct BlockSpan;
+
+class VolumeImpl final : public Volume {
+ public:
+  VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, OpenOptions opts,
+             std::unique_ptr<store::Lock> lock);
+  ~VolumeImpl() override;
+
+  // Open's steps: recover the log (and, writable, log the unproven tail
+  // again), then start the threads.
+  Status Recover();
+  Status Start();
+
+  uint64_t size() const override { return meta_.size; }
+  const std::string& name() const override { return name_; }
+  bool read_only() const override { return opts_.read_only; }
+
+  Status Read(uint64_t offset, std::span<uint8_t> out) override;
+  Status Write(uint64_t offset, std::span<const uint8_t> data) override;
+  Status Trim(uint64_t offset, uint64_t length) override {
+    return Unmap(offset, length, EntryType::kTrim);
+  }
+  Status WriteZeroes(uint64_t offset, uint64_t length) override {
+    return Unmap(offset, length, EntryType::kZero);
+  }
+  Status Flush() override;
+  Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) override;
+  VolumeInfo Info() const override;
+  Result<CleanStats> Clean(double threshold) override;
+  Status Close() override;
+
+ private:
+  using Lock = MutexLock;
+
+  Status CheckRange(uint64_t offset, uint64_t length) const;
+  Status WritableLocked() const REQUIRES(mu_);
+  Status Unmap(uint64_t offset, uint64_t length, EntryType type);
+  // Reads the partly covered edge blocks of `b` into head / tail.
+  Status ReadEdges(const BlockSpan& b, uint8_t* head, uint8_t* tail);
+  // Appends one whole operation over the blocks of `b`: the partial edge
+  // blocks as writes of `head` / `tail`, and the full blocks between them
+  // through middle(first_lba, count, is_last_part).
+  template <typename MiddleFn>
+  Status AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* head, const uint8_t* tail,
+                        const MiddleFn& middle) REQUIRES(write_mu_, mu_);
+
+  // --- write path ---
+  Status OpenBatchLocked(Lock& l) REQUIRES(mu_);
+  void SealBatchLocked() REQUIRES(mu_);
+  Status RollSegmentLocked(Lock& l) REQUIRES(mu_);
+  Status AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const uint8_t* src,
+                           bool last_part) REQUIRES(mu_);
+  Status AppendUnmapLocked(Lock& l, EntryType type, uint64_t lba, uint64_t n, bool last_part)
+      REQUIRES(mu_);
+  // Takes the old locations of blocks [lba, lba+n) off the live counts;
+  // before the map changes them.
+  void ForgetBlocksLocked(uint64_t lba, uint64_t n) REQUIRES(mu_);
+  Status MapSetLocked(uint64_t lba, uint64_t n, uint32_t seg, uint32_t slot) REQUIRES(mu_);
+  Status MapClearLocked(uint64_t lba, uint64_t n) REQUIRES(mu_);
+  bool InMemoryLocked(uint64_t seg) const REQUIRES(mu_) { return mem_segs_.count(seg) != 0; }
+  Result<std::shared_ptr<MemSegment>> NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
+                                                          uint64_t prev_end, uint32_t flags = 0)
+      REQUIRES(mu_);
+  // A segment that is now closed in the store (synced): its CRC table goes to
+  // the read side, reads go to the store from now on, its buffer is kept for
+  // a later segment when the caller holds the only reference, and it is
+  // noted dead when no block lives in it. REQUIRES: seg is not cur_.
+  void RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg) REQUIRES(mu_);
+  // Logs the operations of `rec.relog` again into the new segment.
+  Status Relog(const RecoveredLog& rec) EXCLUDES(mu_);
+  Status PutRelogSegmentLocked(Lock& l) REQUIRES(mu_);
+  LogPosition SealedEndLocked() const REQUIRES(mu_);
+  // The header of the next checkpoint: it covers the log up to the end of the
+  // last sealed batch.
+  CheckpointInfo NextCheckpointInfoLocked() REQUIRES(mu_);
+
+  // --- flusher ---
+  void FlusherLoop() EXCLUDES(mu_);
+  Status ProcessItem(QueueItem& item, std::vector<std::shared_ptr<MemSegment>>* closed)
+      EXCLUDES(mu_);
+  // Puts checkpoint `data` (of `ci`), then deletes all but the newest two.
+  Status WriteCheckpoint(const std::string& data, const CheckpointInfo& ci) EXCLUDES(mu_);
+  // Stores the CRC table of closed segment `seg` (`bytes` long) as its
+  // summary; a failure only costs a scan when the segment is next read.
+  void PutSummary(const MemSegment& seg, uint64_t bytes) EXCLUDES(mu_);
+
+  // --- cleaner ---
+  void CleanerLoop() EXCLUDES(mu_);
+  // Copies the live blocks of closed segment `seg` to the head of the log.
+  // Corruption (and the segment is never tried again) if one fails its CRC,
+  // or if the segment holds live blocks its batch headers do not show.
+  Status CleanSegment(uint64_t seg, CleanStats* stats) EXCLUDES(mu_);
+  // The blocks of `seg` the map points to, as runs, and whether that is all
+  // of its live blocks. REQUIRES: seg is closed.
+  Result<std::vector<MapRun>> LiveRunsOf(uint64_t seg, bool* complete) EXCLUDES(mu_);
+  Status DeleteDeadSegments(CleanStats* stats) EXCLUDES(mu_);
+  // Has the flusher write a checkpoint now and waits for it.
+  Status CheckpointNow() EXCLUDES(mu_);
+
+  // --- reads ---
+  Status ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out);
+
+  store::Store* const store_;
+  const std::string name_;
+  const VolumeMeta meta_;
+  const OpenOptions opts_;
+  std::unique_ptr<store::Lock> lock_;
+  const uint32_t seg_slots_;
+
+  Mutex clean_mu_ ACQUIRED_BEFORE(write_mu_);  // one cleaning pass at a time
+  Mutex write_mu_ ACQUIRED_BEFORE(mu_);        // serialises writers (RMW atomicity)
+  mutable Mutex mu_;
+  CondVar flusher_cv_;  // wakes the flusher
+  CondVar done_cv_;     // durability / space / failure / checkpoint changes
+  CondVar cleaner_cv_;  // wakes the cleaner
+
+  ExtentMap map_ GUARDED_BY(mu_);
+  std::map<uint64_t, std::shared_ptr<MemSegment>> mem_segs_ GUARDED_BY(mu_);
+  std::shared_ptr<MemSegment> cur_ GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<uint8_t[]>> spare_bufs_ GUARDED_BY(mu_);
+  SegmentSet segs_ GUARDED_BY(mu_);
+  BatchBuilder batch_ GUARDED_BY(mu_);
+  std::vector<MapRun> old_runs_ GUARDED_BY(mu_);  // scratch of ForgetBlocksLocked
+  uint64_t next_seq_ GUARDED_BY(mu_) = 1;
+  uint64_t last_sealed_seq_ GUARDED_BY(mu_) = 0;
+  std::deque<QueueItem> queue_ GUARDED_BY(mu_);
+  uint64_t flush_target_ GUARDED_BY(mu_) = 0;  // a Flush waits for batches <= this seq
+  uint64_t durable_seq_ GUARDED_BY(mu_) = 0;   // batches <= this are synced
+  uint64_t log_bytes_ GUARDED_BY(mu_) = 0;     // bytes in all segment files (as appended)
+  uint64_t segment_files_ GUARDED_BY(mu_) = 0;  // segment objects in the store
+  uint64_t log_appended_ GUARDED_BY(mu_) = 0;  // log_bytes_ without deletions
+  uint64_t ckpt_log_mark_ GUARDED_BY(mu_) = 0;  // log_appended_ at the last checkpoint
+  bool ckpt_requested_ GUARDED_BY(mu_) = false;  // the flusher writes a checkpoint soon
+  uint64_t ckpts_encoded_ GUARDED_BY(mu_) = 0;   // checkpoints the flusher encoded
+  uint64_t ckpts_done_ GUARDED_BY(mu_) = 0;      // ... and then tried to write
+  Status ckpt_status_ GUARDED_BY(mu_);           // ... and how the last one went
+  std::chrono::steady_clock::duration ckpt_cost_ GUARDED_BY(mu_){};  // encode + write
+  std::chrono::steady_clock::time_point last_forced_ckpt_ GUARDED_BY(mu_){};
+  CleanStats clean_totals_ GUARDED_BY(mu_);
+  bool cleaner_stop_ GUARDED_BY(mu_) = false;
+  Status failed_ GUARDED_BY(mu_);  // set once the flusher failed
+  bool stop_ GUARDED_BY(mu_) = false;
+  bool closed_ GUARDED_BY(mu_) = false;
+  bool started_ = false;  // set by Start before any other thread runs
+
+  CheckpointSet ckpts_;
+  SegmentCache cache_;
+  ReadGate read_gate_;
+  std::thread flusher_;
+  std::thread cleaner_;
+
+  // Flusher-owned (see the top).
+  std::unique_ptr<store::SegmentWriter> writer_;
+  uint64_t writer_seg_ = 0;
+  LogPosition appended_pos_;
+  uint64_t appended_seq_ = 0;
+  LogPosition durable_pos_;
+  BatchHeader scratch_header_;
+};
+
+}  // namespace hbiss::volume

@@ -1,0 +1,39 @@
+// A volume's meta object (volumes/NAME/meta, doc/volume_meta.md): its id,
+// size and segment size, as JSON. Written once by Volume::Create.
+//
+// Encode/Decode are pure; ReadMeta and ListIds read the store. All are
+// thread-safe (no shared state).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "store/store.h"
+#include "util/status.h"
+
+namespace hbiss::volume {
+
+inline constexpr uint32_t kMetaVersion = 1;
+
+struct VolumeMeta {
+  uint64_t id = 0;  // random, never 0
+  uint64_t size = 0;
+  uint64_t segment_size = 0;
+  int64_t created = 0;  // seconds since the epoch
+};
+
+std::string EncodeMeta(const VolumeMeta& m);
+// Corruption for anything malformed or out of range; NotSupported for a newer
+// version. `name` is for messages.
+Result<VolumeMeta> DecodeMeta(const std::string& text, const std::string& name);
+// NotFound("volume NAME does not exist") when there is no meta.
+Result<VolumeMeta> ReadMeta(store::Store* store, const std::string& name);
+
+// The (id, size) of the objects under `dir` whose names are 16 hex digits,
+// sorted by id. A missing directory is empty.
+Result<std::vector<std::pair<uint64_t, uint64_t>>> ListIds(store::Store* store,
+                                                         const std::string& dir);
+
+}  // namespace hbiss::volume
