@@ -1,6 +1,7 @@
 #include "volume/log_format.h"
 
 #include <cstring>
+#include <string>
 
 #include "util/coding.h"
 #include "util/crc32c.h"
@@ -47,7 +48,25 @@ Result<SegmentHeader> DecodeSegmentHeader(std::span<const uint8_t> slot) {
   return h;
 }
 
-void EncodeBatchHeader(const BatchHeader& h, std::span<uint8_t, kSlotSize> slot) {
+Status EncodeBatchHeader(const BatchHeader& h, std::span<uint8_t, kSlotSize> slot) {
+  if (!BatchFits(h.entries.size(), h.data_crcs.size())) {
+    return Status::InvalidArgument("batch header of " + std::to_string(h.entries.size()) +
+                                   " entries and " + std::to_string(h.data_crcs.size()) +
+                                   " data slots does not fit its slot");
+  }
+  uint64_t written = 0;
+  for (const BatchEntry& e : h.entries) {
+    if (e.count == 0 || (e.type != EntryType::kWrite && e.type != EntryType::kTrim &&
+                         e.type != EntryType::kZero)) {
+      return Status::InvalidArgument("batch header entry with a bad type or count 0");
+    }
+    if (e.type == EntryType::kWrite) written += e.count;
+  }
+  if (written != h.data_crcs.size()) {
+    return Status::InvalidArgument("batch header WRITE entries cover " + std::to_string(written) +
+                                   " blocks but it has " + std::to_string(h.data_crcs.size()) +
+                                   " data slots");
+  }
   uint8_t* p = slot.data();
   size_t n = BatchHeaderBytes(h.entries.size(), h.data_crcs.size());
   EncodeFixed32(p, kBatchMagic);
@@ -75,6 +94,7 @@ void EncodeBatchHeader(const BatchHeader& h, std::span<uint8_t, kSlotSize> slot)
   }
   EncodeFixed32(q, crc32c::Mask(crc32c::Value(p, n - kBatchCrcBytes)));
   std::memset(p + n, 0, kSlotSize - n);
+  return Status::OK();
 }
 
 Status DecodeBatchHeader(std::span<const uint8_t> slot, BatchHeader* out) {

@@ -102,9 +102,11 @@ inline constexpr bool BatchFits(size_t entries, size_t slots) {
   return BatchHeaderBytes(entries, slots) <= kSlotSize;
 }
 
-// Writes the header into slot (zero-padded). REQUIRES: BatchFits(...), and the
-// WRITE entries' counts sum to data_crcs.size().
-void EncodeBatchHeader(const BatchHeader& h, std::span<uint8_t, kSlotSize> slot);
+// Writes the header into slot (zero-padded). InvalidArgument, with the slot
+// untouched, when it would not decode: it does not fit its slot (BatchFits),
+// an entry has count 0 or an unknown type, or the WRITE entries' counts do
+// not sum to data_crcs.size().
+Status EncodeBatchHeader(const BatchHeader& h, std::span<uint8_t, kSlotSize> slot);
 
 // Parses a batch header and checks it is self-consistent: magic, CRC,
 // entry types, counts > 0, WRITE counts summing to the data slot count.

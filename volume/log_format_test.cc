@@ -3,8 +3,10 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <functional>
 #include <random>
 
+#include "util/coding.h"
 #include "util/crc32c.h"
 
 namespace hbiss::volume {
@@ -86,7 +88,7 @@ TEST(BatchHeaderTest, RoundTrip) {
   Slot slot;
   slot.fill(0xaa);
   BatchHeader b = SampleBatch();
-  EncodeBatchHeader(b, slot);
+  ASSERT_TRUE(EncodeBatchHeader(b, slot).ok());
   BatchHeader d;
   ASSERT_TRUE(DecodeBatchHeader(slot, &d).ok());
   EXPECT_EQ(d.volume_id, 77u);
@@ -118,7 +120,7 @@ TEST(BatchHeaderTest, LargestBatchesFit) {
   std::mt19937 rng(1);
   for (size_t i = 0; i < max_slots; i++) b.data_crcs.push_back(rng());
   Slot slot;
-  EncodeBatchHeader(b, slot);
+  ASSERT_TRUE(EncodeBatchHeader(b, slot).ok());
   BatchHeader d;
   ASSERT_TRUE(DecodeBatchHeader(slot, &d).ok());
   EXPECT_EQ(d.data_crcs, b.data_crcs);
@@ -131,7 +133,7 @@ TEST(BatchHeaderTest, LargestBatchesFit) {
 TEST(BatchHeaderTest, EveryCoveredByteFlipIsDetected) {
   Slot slot;
   BatchHeader b = SampleBatch();
-  EncodeBatchHeader(b, slot);
+  ASSERT_TRUE(EncodeBatchHeader(b, slot).ok());
   size_t n = BatchHeaderBytes(b.entries.size(), b.data_crcs.size());
   for (size_t i = 0; i < n; i++) {
     for (uint8_t bit : {0x01, 0x80}) {
@@ -143,23 +145,64 @@ TEST(BatchHeaderTest, EveryCoveredByteFlipIsDetected) {
   }
 }
 
-TEST(BatchHeaderTest, InconsistentButCrcValidIsRejected) {
-  // A header whose CRC is right but whose WRITE counts disagree with its
-  // data slots (a bug, or a forged header) is still refused.
+TEST(BatchHeaderTest, EncoderRefusesWhatWouldNotDecode) {
+  // Regression (issue 8, C1): the batch packer produced a header longer than
+  // its slot and the encoder's zero-fill length wrapped around. It must
+  // refuse such a header, and every other one the decoder would reject,
+  // leaving the slot as it was.
+  Slot slot;
+  slot.fill(0x5a);
+  const Slot before = slot;
   BatchHeader b = SampleBatch();
   b.data_crcs.push_back(5);  // 4 slots but WRITE entries cover 3
-  Slot slot;
-  EncodeBatchHeader(b, slot);
-  BatchHeader d;
-  EXPECT_TRUE(DecodeBatchHeader(slot, &d).IsCorruption());
+  EXPECT_TRUE(EncodeBatchHeader(b, slot).IsInvalidArgument());
   b = SampleBatch();
   b.entries[1].count = 0;
-  EncodeBatchHeader(b, slot);
-  EXPECT_TRUE(DecodeBatchHeader(slot, &d).IsCorruption());
+  EXPECT_TRUE(EncodeBatchHeader(b, slot).IsInvalidArgument());
   b = SampleBatch();
-  b.version = 9;
-  EncodeBatchHeader(b, slot);
-  EXPECT_TRUE(DecodeBatchHeader(slot, &d).IsNotSupported());
+  b.entries[1].type = EntryType(9);
+  EXPECT_TRUE(EncodeBatchHeader(b, slot).IsInvalidArgument());
+  // One entry past what fits: 56 + 311 * 13 + 4 > 4096.
+  b = SampleBatch();
+  b.entries.clear();
+  b.data_crcs.clear();
+  for (uint64_t i = 0; i < 311; i++) b.entries.push_back({EntryType::kTrim, false, 2 * i, 1});
+  ASSERT_FALSE(BatchFits(311, 0));
+  EXPECT_TRUE(EncodeBatchHeader(b, slot).IsInvalidArgument());
+  b.entries.pop_back();
+  ASSERT_TRUE(BatchFits(310, 0));
+  EXPECT_EQ(slot, before);
+  EXPECT_TRUE(EncodeBatchHeader(b, slot).ok());
+}
+
+TEST(BatchHeaderTest, InconsistentButCrcValidIsRejected) {
+  // A header whose CRC is right but whose fields disagree (a bug, or a
+  // forged header) is still refused: forge one from a valid encoding.
+  auto forge = [](const BatchHeader& b, const std::function<void(uint8_t*)>& edit) {
+    Slot slot;
+    EXPECT_TRUE(EncodeBatchHeader(b, slot).ok());
+    edit(slot.data());
+    const size_t n = BatchHeaderBytes(DecodeFixed16(slot.data() + 48), DecodeFixed16(slot.data() + 50));
+    if (n <= kSlotSize) {
+      EncodeFixed32(slot.data() + n - kBatchCrcBytes,
+                    crc32c::Mask(crc32c::Value(slot.data(), n - kBatchCrcBytes)));
+    }
+    return slot;
+  };
+  BatchHeader d;
+  // 3 data slots, but the first WRITE entry made to cover one more block.
+  Slot s = forge(SampleBatch(), [](uint8_t* p) {
+    EncodeFixed32(p + kBatchFixedBytes + 9, DecodeFixed32(p + kBatchFixedBytes + 9) + 1);
+  });
+  EXPECT_TRUE(DecodeBatchHeader(s, &d).IsCorruption());
+  s = forge(SampleBatch(), [](uint8_t* p) {  // entry count 0
+    EncodeFixed32(p + kBatchFixedBytes + kBatchEntryBytes + 9, 0);
+  });
+  EXPECT_TRUE(DecodeBatchHeader(s, &d).IsCorruption());
+  BatchHeader v = SampleBatch();
+  v.version = 9;
+  ASSERT_TRUE(EncodeBatchHeader(v, s).ok());
+  EXPECT_TRUE(DecodeBatchHeader(s, &d).IsNotSupported());
 }
 
 TEST(BatchHeaderTest, DataCrcDetectsFlips) {

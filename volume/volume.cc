@@ -41,6 +41,7 @@
 #include <spdlog/spdlog.h>
 
 #include "util/crc32c.h"
+#include "volume/batch_builder.h"
 #include "volume/checkpoint.h"
 #include "volume/chunk_cache.h"
 #include "volume/extent_map.h"
@@ -50,7 +51,6 @@ namespace hbiss::volume {
 
 namespace {
 
-constexpr uint32_t kMaxBatchDataSlots = 256;  // 1 MiB of data per batch
 constexpr size_t kMaxInMemorySegments = 3;    // open + being closed
 // CRC tables of closed segments kept for reads: 64 KiB each for 64 MiB
 // segments, so 512 of them cover 32 GiB of log in 32 MiB.
@@ -371,7 +371,6 @@ class VolumeImpl final : public Volume {
   Status OpenBatchLocked(std::unique_lock<std::mutex>& l);
   void SealBatchLocked();
   Status RollSegmentLocked(std::unique_lock<std::mutex>& l);
-  void AddEntryLocked(EntryType type, uint64_t lba, uint32_t count, bool last_piece);
   Status AppendWriteLocked(std::unique_lock<std::mutex>& l, uint64_t lba, uint64_t n,
                            const uint8_t* src, bool last_part);
   Status AppendUnmapLocked(std::unique_lock<std::mutex>& l, EntryType type, uint64_t lba,
@@ -453,14 +452,7 @@ class VolumeImpl final : public Volume {
   std::shared_ptr<MemSegment> cur_;                     // GUARDED_BY(mu_)
   std::vector<std::unique_ptr<uint8_t[]>> spare_bufs_;  // GUARDED_BY(mu_)
   std::vector<uint64_t> segment_ids_;                   // GUARDED_BY(mu_)
-  // The open batch.
-  bool ob_active_ = false;
-  uint32_t ob_header_slot_ = 0;
-  uint32_t ob_slots_ = 0;
-  uint64_t ob_seq_ = 0;
-  bool ob_has_current_op_ = false;
-  std::vector<BatchEntry> ob_entries_;
-  bool op_in_progress_ = false;
+  BatchBuilder batch_;  // the open batch; GUARDED_BY(mu_)
   uint64_t next_seq_ = 1;
   uint64_t last_sealed_seq_ = 0;
   std::deque<QueueItem> queue_;
@@ -897,18 +889,14 @@ Status VolumeImpl::Relog(uint64_t seg_id, size_t first, bool pending) {
   std::vector<uint8_t> data;
   size_t relogged = 0;
   std::unique_lock<std::mutex> l(mu_);
-  op_in_progress_ = pending;
-  ob_has_current_op_ = false;
+  if (pending) batch_.BeginOp();
   for (size_t i = first; i <= last_b; i++) {
     const TailBatch& t = tail_batches_[i];
     uint64_t slot = t.off / kSlotSize + 1;
     size_t crc_index = 0;
     for (size_t j = 0; j < t.entries.size() && (i < last_b || j <= last_e); j++) {
       const BatchEntry& e = t.entries[j];
-      if (!op_in_progress_) {
-        op_in_progress_ = true;
-        ob_has_current_op_ = false;
-      }
+      if (!batch_.op_in_progress()) batch_.BeginOp();
       if (e.type == EntryType::kWrite) {
         data.resize(size_t(e.count) * kSlotSize);
         l.unlock();
@@ -928,7 +916,7 @@ Status VolumeImpl::Relog(uint64_t seg_id, size_t first, bool pending) {
       } else {
         HBISS_RETURN_IF_ERROR(AppendUnmapLocked(l, e.type, e.lba, e.count, !e.continues));
       }
-      if (!e.continues) op_in_progress_ = false;
+      if (!e.continues) batch_.EndOp();
       relogged++;
     }
     // One new batch per old one: it needs no more slots than the old batch
@@ -936,7 +924,7 @@ Status VolumeImpl::Relog(uint64_t seg_id, size_t first, bool pending) {
     // segment, which starts no later in its segment than the tail did.
     SealBatchLocked();
   }
-  op_in_progress_ = false;
+  batch_.EndOp();
   spdlog::info("volume {}: logged {} entries again from the unproven tail of segment {}", name_,
                relogged, Hex16(seg_id));
   if (relogged == 0) return Status::OK();
@@ -951,7 +939,7 @@ Status VolumeImpl::Relog(uint64_t seg_id, size_t first, bool pending) {
 // The live log then goes on in a fresh segment after it.
 Status VolumeImpl::PutRelogSegmentLocked(std::unique_lock<std::mutex>& l) {
   std::shared_ptr<MemSegment> seg = cur_;
-  bool only_seg = !ob_active_ && !queue_.empty() && mem_segs_.size() == 1;
+  bool only_seg = !batch_.active() && !queue_.empty() && mem_segs_.size() == 1;
   for (const QueueItem& item : queue_) only_seg &= !item.end_of_segment && item.seg == seg;
   if (!only_seg) {
     // Cannot happen (see Relog); fall back to streaming the re-log through
@@ -978,7 +966,9 @@ Status VolumeImpl::PutRelogSegmentLocked(std::unique_lock<std::mutex>& l) {
       h.data_crcs[i] = seg->crcs[s] = DataSlotCrc(seg->Slot(s));
       seg->valid[s] = true;
     }
-    EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize));
+    HBISS_RETURN_IF_ERROR(
+        EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize))
+            .WithContext("volume " + name_ + ": re-log batch " + std::to_string(item.seq)));
   }
   const std::string obj = SegName(name_, seg->id);
   l.unlock();  // no other thread runs before Start(); the Put may take a while
@@ -1089,20 +1079,15 @@ LogPosition VolumeImpl::SealedEndLocked() const {
 }
 
 void VolumeImpl::SealBatchLocked() {
-  if (!ob_active_) return;
-  if (ob_has_current_op_ && op_in_progress_ && !ob_entries_.empty()) {
-    ob_entries_.back().continues = true;
-  }
+  if (!batch_.active()) return;
+  SealedBatch b = batch_.Seal();
   QueueItem item;
   item.seg = cur_;
-  item.header_slot = ob_header_slot_;
-  item.data_slots = ob_slots_;
-  item.seq = ob_seq_;
-  item.entries = std::move(ob_entries_);
-  ob_entries_.clear();
-  ob_entries_.reserve(64);
-  last_sealed_seq_ = ob_seq_;
-  ob_active_ = false;
+  item.header_slot = b.header_slot;
+  item.data_slots = b.data_slots;
+  item.seq = b.seq;
+  item.entries = std::move(b.entries);
+  last_sealed_seq_ = b.seq;
   bool was_empty = queue_.empty();
   queue_.push_back(std::move(item));
   if (was_empty) flusher_cv_.notify_one();
@@ -1126,63 +1111,29 @@ Status VolumeImpl::RollSegmentLocked(std::unique_lock<std::mutex>& l) {
 }
 
 Status VolumeImpl::OpenBatchLocked(std::unique_lock<std::mutex>& l) {
-  if (ob_active_) return Status::OK();
+  if (batch_.active()) return Status::OK();
   if (cur_->used + 2 > cur_->slots) HBISS_RETURN_IF_ERROR(RollSegmentLocked(l));
-  ob_active_ = true;
-  ob_header_slot_ = cur_->used++;
-  ob_slots_ = 0;
-  ob_seq_ = next_seq_++;
-  ob_has_current_op_ = false;
-  ob_entries_.clear();
+  batch_.Start(cur_->used++, next_seq_++);
   return Status::OK();
-}
-
-// Adds an entry, or extends the last one when it continues it exactly.
-void VolumeImpl::AddEntryLocked(EntryType type, uint64_t lba, uint32_t count, bool last_piece) {
-  if (!ob_entries_.empty()) {
-    BatchEntry& b = ob_entries_.back();
-    // Extending an entry of an earlier, finished operation is only allowed
-    // with the last piece of this one, so op boundaries stay intact.
-    bool same_op = b.continues;
-    if (b.type == type && b.lba + b.count == lba && uint64_t(b.count) + count <= 0xffffffffu &&
-        (same_op || last_piece)) {
-      b.count += count;
-      b.continues = !last_piece;
-      ob_has_current_op_ = true;
-      return;
-    }
-  }
-  ob_entries_.push_back(BatchEntry{type, !last_piece, lba, count});
-  ob_has_current_op_ = true;
 }
 
 Status VolumeImpl::AppendWriteLocked(std::unique_lock<std::mutex>& l, uint64_t lba, uint64_t n,
                                      const uint8_t* src, bool last_part) {
   while (n > 0) {
     HBISS_RETURN_IF_ERROR(OpenBatchLocked(l));
-    const BatchEntry* last = ob_entries_.empty() ? nullptr : &ob_entries_.back();
-    bool may_extend = last != nullptr && last->type == EntryType::kWrite &&
-                      last->lba + last->count == lba;
-    size_t e_after = ob_entries_.size() + (may_extend ? 0 : 1);
-    uint64_t k = 0;
-    if (BatchFits(e_after, ob_slots_)) {
-      k = (kSlotSize - BatchHeaderBytes(e_after, ob_slots_)) / 4;
-    }
-    k = std::min<uint64_t>({k, n, kMaxBatchDataSlots - ob_slots_,
-                            uint64_t(cur_->slots - cur_->used)});
+    const uint32_t k = batch_.WriteRoom(lba, n, last_part, cur_->slots - cur_->used);
     if (k == 0) {
       SealBatchLocked();
       continue;
     }
+    HBISS_RETURN_IF_ERROR(batch_.AddWrite(lba, k, last_part && k == n));
     uint32_t slot = cur_->used;
     std::memcpy(cur_->Slot(slot), src, size_t(k) * kSlotSize);
     ForgetBlocksLocked(lba, k);
     map_.Set(lba, k, uint32_t(cur_->id), slot);
     live_blocks_[cur_->id] += k;
-    cur_->used += uint32_t(k);
-    ob_slots_ += uint32_t(k);
+    cur_->used += k;
     n -= k;
-    AddEntryLocked(EntryType::kWrite, lba, uint32_t(k), last_part && n == 0);
     lba += k;
     src += k * kSlotSize;
   }
@@ -1193,17 +1144,15 @@ Status VolumeImpl::AppendUnmapLocked(std::unique_lock<std::mutex>& l, EntryType 
                                      uint64_t lba, uint64_t n, bool last_part) {
   while (n > 0) {
     HBISS_RETURN_IF_ERROR(OpenBatchLocked(l));
-    uint32_t k = uint32_t(std::min<uint64_t>(n, 0xffffffffu));
-    const BatchEntry* last = ob_entries_.empty() ? nullptr : &ob_entries_.back();
-    bool may_extend = last != nullptr && last->type == type && last->lba + last->count == lba;
-    if (!BatchFits(ob_entries_.size() + (may_extend ? 0 : 1), ob_slots_)) {
+    const uint64_t k = batch_.UnmapRoom(type, lba, n, last_part);
+    if (k == 0) {
       SealBatchLocked();
       continue;
     }
+    HBISS_RETURN_IF_ERROR(batch_.AddUnmap(type, lba, k, last_part && k == n));
     ForgetBlocksLocked(lba, k);
     map_.Clear(lba, k);
     n -= k;
-    AddEntryLocked(type, lba, k, last_part && n == 0);
     lba += k;
   }
   return Status::OK();
@@ -1275,15 +1224,14 @@ Status VolumeImpl::AppendOpLocked(std::unique_lock<std::mutex>& l, const BlockSp
                                   const uint8_t* head, const uint8_t* tail,
                                   const MiddleFn& middle) {
   HBISS_RETURN_IF_ERROR(WritableLocked());
-  op_in_progress_ = true;
-  ob_has_current_op_ = false;  // entries already in the batch belong to finished ops
+  batch_.BeginOp();
   Status s;
   uint64_t mid_first = b.head_partial ? b.first + 1 : b.first;
   uint64_t mid_last = b.tail_partial ? b.last : b.last + 1;  // exclusive
   if (b.head_partial) s = AppendWriteLocked(l, b.first, 1, head, b.first == b.last);
   if (s.ok() && mid_last > mid_first) s = middle(mid_first, mid_last - mid_first, !b.tail_partial);
   if (s.ok() && b.tail_partial) s = AppendWriteLocked(l, b.last, 1, tail, true);
-  op_in_progress_ = false;
+  batch_.EndOp();
   return s;
 }
 
@@ -1354,7 +1302,7 @@ Status VolumeImpl::Flush() {
   if (closed_) return Status::Aborted("volume " + name_ + " is closed");
   if (opts_.read_only) return Status::OK();
   if (!failed_.ok()) return WritableLocked();
-  uint64_t target = ob_active_ ? ob_seq_ : last_sealed_seq_;
+  uint64_t target = batch_.active() ? batch_.seq() : last_sealed_seq_;
   if (target <= durable_seq_) return Status::OK();
   if (target > flush_target_) {
     flush_target_ = target;
@@ -1407,7 +1355,9 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
     h.data_crcs[i] = c;
     seg->crcs[s] = c;
   }
-  EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize));
+  HBISS_RETURN_IF_ERROR(
+      EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize))
+          .WithContext("volume " + name_ + ": batch " + std::to_string(item.seq) + " of " + obj));
   size_t bytes = size_t(1 + item.data_slots) * kSlotSize;
   HBISS_RETURN_IF_ERROR(
       writer_->Append(std::span<const uint8_t>(seg->Slot(item.header_slot), bytes))
@@ -1496,10 +1446,10 @@ void VolumeImpl::FlusherLoop() {
     bool want_ckpt =
         (ckpt_requested_ || log_appended_ - ckpt_log_mark_ >= opts_.checkpoint_interval) &&
         !stop_;
-    if (flush_target_ > last_sealed_seq_ || (want_ckpt && !op_in_progress_)) {
-      if (!op_in_progress_) SealBatchLocked();
+    if (flush_target_ > last_sealed_seq_ || (want_ckpt && !batch_.op_in_progress())) {
+      if (!batch_.op_in_progress()) SealBatchLocked();
     }
-    if (want_ckpt && !op_in_progress_ && !ob_active_) {
+    if (want_ckpt && !batch_.op_in_progress() && !batch_.active()) {
       ckpt_info = NextCheckpointInfoLocked();
       const auto t0 = std::chrono::steady_clock::now();
       ckpt = EncodeCheckpoint(ckpt_info, map_);
@@ -1903,11 +1853,10 @@ Status VolumeImpl::CleanSegment(uint64_t seg, CleanStats* stats) {
       map_.Lookup(p.lba, p.count, &now);
       for (const MapRun& r : now) {
         if (!r.mapped || r.seg != seg || r.slot != p.slot + (r.lba - p.lba)) continue;
-        op_in_progress_ = true;
-        ob_has_current_op_ = false;
+        batch_.BeginOp();
         Status s = AppendWriteLocked(l, r.lba, r.count,
                                      buf.data() + (r.lba - p.lba) * kBlockSize, true);
-        op_in_progress_ = false;
+        batch_.EndOp();
         HBISS_RETURN_IF_ERROR(s);
         moved += r.count;
       }
@@ -2174,7 +2123,7 @@ Status VolumeImpl::Close() {
       writer_.reset();
       if (result.ok() && writer_seg_ == cur_->id) last = cur_;
     }
-    if (result.ok() && !ob_active_ && queue_.empty()) {
+    if (result.ok() && !batch_.active() && queue_.empty()) {
       // Everything is durable: publish a checkpoint of the final map.
       CheckpointInfo ci = NextCheckpointInfoLocked();
       std::string data = EncodeCheckpoint(ci, map_);
