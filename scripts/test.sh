@@ -99,16 +99,27 @@ record "ctest ($build_dir)" "$ctest_rc"
 
 # ---- 5a. fuzz runs ---------------------------------------------------------------------
 # libFuzzer targets need clang: one build directory with -DHBISS_FUZZ=ON holds all of them.
-# Each target runs for HBISS_FUZZ_SECONDS (default 60) from its seed corpus.
+# Each of the four targets runs for HBISS_FUZZ_SECONDS (default 60) from its seed corpus.
 if [[ "${HBISS_SKIP_FUZZ:-0}" != 1 ]]; then
   fuzz_dir="$build_dir-fuzz"
   fuzz_secs="${HBISS_FUZZ_SECONDS:-60}"
   if cmake -S "$repo_root" -B "$fuzz_dir" -G Ninja -DCMAKE_C_COMPILER=clang \
        -DCMAKE_CXX_COMPILER=clang++ -DHBISS_FUZZ=ON > "$log_dir/fuzz-build.log" 2>&1 &&
-     ninja -C "$fuzz_dir" nbd_fuzz hdfs_wire_fuzz >> "$log_dir/fuzz-build.log" 2>&1; then
+     ninja -C "$fuzz_dir" nbd_fuzz hdfs_wire_fuzz volume_fuzz nbd_volume_fuzz \
+       >> "$log_dir/fuzz-build.log" 2>&1; then
     bash tests/nbd/fuzz.sh "$fuzz_dir/nbd/nbd_fuzz" "$fuzz_secs" > "$log_dir/fuzz-nbd.log" 2>&1
     rc=$?; record "fuzz nbd handshake+requests (${fuzz_secs}s)" $rc
     [[ $rc -eq 0 ]] || tail -n 30 "$log_dir/fuzz-nbd.log" >&2
+    # The engine: Volume ops against the crash model, and NBD streams down to
+    # a VolumeExport. Crashing inputs are kept in $log_dir/fuzz-artifacts/.
+    HBISS_FUZZ_ARTIFACTS="$log_dir/fuzz-artifacts/volume_fuzz" bash tests/volume/fuzz.sh \
+      "$fuzz_dir/volume/volume_fuzz" "$fuzz_secs" > "$log_dir/fuzz-volume.log" 2>&1
+    rc=$?; record "fuzz volume engine ops vs model (${fuzz_secs}s)" $rc
+    [[ $rc -eq 0 ]] || tail -n 30 "$log_dir/fuzz-volume.log" >&2
+    HBISS_FUZZ_ARTIFACTS="$log_dir/fuzz-artifacts/nbd_volume_fuzz" bash tests/nbd/fuzz.sh \
+      "$fuzz_dir/nbd/nbd_volume_fuzz" "$fuzz_secs" > "$log_dir/fuzz-nbd-volume.log" 2>&1
+    rc=$?; record "fuzz nbd requests down to the engine (${fuzz_secs}s)" $rc
+    [[ $rc -eq 0 ]] || tail -n 30 "$log_dir/fuzz-nbd-volume.log" >&2
     mkdir -p "$fuzz_dir/corpus/hdfs_wire"
     timeout $((fuzz_secs + 60)) "$fuzz_dir/hdfs/hdfs_wire_fuzz" -max_total_time="$fuzz_secs" \
       -rss_limit_mb=1024 "$fuzz_dir/corpus/hdfs_wire" > "$log_dir/fuzz-hdfs.log" 2>&1
