@@ -19,7 +19,8 @@ the host's MemAvailable. Each sample is one JSON line on stdout (and in
 
 It stops early, and says so, when the host's MemAvailable drops below
 --min-avail-mib (the machine is shared) or the server exits. A volume whose
-connect, write or flush fails is counted with its error, and the run goes on.
+connect, write or flush fails (or connects not within --connect-timeout) is
+counted with its error, and the run goes on, up to --max-failures.
 
 Not a test: nothing is asserted. Run it through bench/scale/run.sh, which
 creates the volumes and starts the server.
@@ -68,6 +69,8 @@ def main():
     ap.add_argument("--milestones", default="1,10,50,100,200")
     ap.add_argument("--settle", type=float, default=2.0)
     ap.add_argument("--min-avail-mib", type=int, default=3072)
+    ap.add_argument("--connect-timeout", type=float, default=10.0)
+    ap.add_argument("--max-failures", type=int, default=6, help="stop after this many failed volumes")
     ap.add_argument("--out", help="also append the JSON lines here")
     a = ap.parse_args()
 
@@ -79,6 +82,7 @@ def main():
     lock = threading.Lock()
     handles = []  # kept open in --mode keep
     failures = []
+    counts = {"attempted": 0, "ok": 0}
     stop = {"why": None}
     chunk = a.request_kib * 1024
     nreq = a.write_mib * 1024 * 1024 // chunk
@@ -97,22 +101,37 @@ def main():
         if mem_available() < a.min_avail_mib << 20:
             stop["why"] = f"host MemAvailable below {a.min_avail_mib} MiB"
             return
+        with lock:
+            counts["attempted"] += 1
         if not hasattr(bufs, "b"):
             bufs.b = os.urandom(chunk)
         h = nbd.NBD()
         t0 = time.monotonic()
         try:
             h.set_export_name(name)
-            h.connect_unix(a.socket)
+            # With its descriptors used up the server cannot accept, and a
+            # blocking connect would wait in its backlog for ever.
+            h.aio_connect_unix(a.socket)
+            deadline = time.monotonic() + a.connect_timeout
+            while h.aio_is_connecting():
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no handshake within {a.connect_timeout} s")
+                h.poll(100)
+            if not h.aio_is_ready():
+                raise TimeoutError("the connection failed")
             for i in range(nreq):
                 h.pwrite(bufs.b, i * chunk)
             h.flush()
-        except nbd.Error as e:
+        except (nbd.Error, TimeoutError) as e:
             with lock:
                 failures.append({"volume": name, "error": str(e)})
+                if len(failures) >= a.max_failures:
+                    stop["why"] = f"{len(failures)} volumes failed"
             del h  # closes the handle and its socket
             return
         secs = time.monotonic() - t0
+        with lock:
+            counts["ok"] += 1
         if a.mode == "keep":
             with lock:
                 handles.append(h)
@@ -138,7 +157,7 @@ def main():
             done = m
             if stop["why"] is None and not os.path.exists(f"/proc/{a.server_pid}/status"):
                 stop["why"] = "the server exited"
-            if stop["why"]:
+            if stop["why"] == "the server exited":
                 break
             time.sleep(a.settle)
             try:
@@ -146,17 +165,20 @@ def main():
             except FileNotFoundError:
                 stop["why"] = "the server exited"
                 break
-            ok = done - len(failures)
+            ok = counts["ok"]
             per = (s["VmRSS"] - base["VmRSS"]) / ok / 2**20 if ok else 0
-            rec = {"event": "milestone", "mode": a.mode, "volumes": done, "written_ok": ok,
+            rec = {"event": "milestone", "mode": a.mode, "volumes": done,
+                   "attempted": counts["attempted"], "written_ok": ok,
                    "open_connections": len(handles), "failed": len(failures),
                    "server": s, "rss_per_volume_mib": per, "mem_available": mem_available(),
                    "elapsed_s": time.monotonic() - t_start}
             emit(rec)
-            print(f"  {done:>7} {len(handles):>10} {s['VmRSS'] / 2**20:>10.1f} "
+            print(f"  {ok:>7} {len(handles):>10} {s['VmRSS'] / 2**20:>10.1f} "
                   f"{s['VmHWM'] / 2**20:>10.1f} {s['Threads']:>8} {s['fds']:>6} {per:>8.1f} "
                   f"{len(failures):>6} {rec['elapsed_s']:>6.1f}", file=sys.stderr, flush=True)
-    end = {"event": "end", "mode": a.mode, "volumes_attempted": done,
+            if stop["why"]:
+                break
+    end = {"event": "end", "mode": a.mode, "volumes_attempted": counts["attempted"],
            "failed": len(failures), "first_failures": failures[:5], "stopped": stop["why"],
            "mean_volume_write_s": sum(write_secs) / len(write_secs) if write_secs else 0}
     emit(end)

@@ -11,7 +11,9 @@
 #          keep      every connection stays open (all volumes open at once);
 #          close     each connection closes after its flush (the server closes
 #                    a volume when its last client leaves);
-#          keep-fdN  as keep, with the server under `ulimit -n FD_LIMIT`.
+#          keep-fdN  as keep, with the server under `ulimit -n FD_LIMIT`, and
+#                    FD_VOLUMES volumes of FD_WRITE_MIB MiB (more volumes than
+#                    the others, little data each: it is about descriptors).
 #        If `hbiss serve --help` lists --memory-limit, MEMORY_LIMIT is passed
 #        and printed as the budget; otherwise the budget is "none".
 #  big   build/bench/scale/hbiss_scale_bench: a BIG_SIZE thin volume with
@@ -29,6 +31,7 @@
 #        QUICK=1 bench/scale/run.sh           (a few minutes: 20 volumes of
 #        16 MiB, 1 GiB written to the big volume)
 # Env:   PARTS ("many big"), RUNS ("keep close keep-fd"), VOLUMES (200),
+#        FD_VOLUMES (400), FD_WRITE_MIB (1), FD_MILESTONES (1,100,200,300,400),
 #        VOLUME_SIZE (1G), WRITE_MIB (32), MILESTONES (1,10,50,100,200),
 #        PARALLEL (2), FD_LIMIT (1024), MEMORY_LIMIT (4G, only if supported),
 #        MIN_AVAIL_MIB (3072: stop a run when the host has less available),
@@ -56,6 +59,9 @@ WRITE_MIB=${WRITE_MIB:-32}
 MILESTONES=${MILESTONES:-1,10,50,100,200}
 PARALLEL=${PARALLEL:-2}
 FD_LIMIT=${FD_LIMIT:-1024}
+FD_VOLUMES=${FD_VOLUMES:-400}
+FD_WRITE_MIB=${FD_WRITE_MIB:-1}
+FD_MILESTONES=${FD_MILESTONES:-1,100,200,300,400}
 MEMORY_LIMIT=${MEMORY_LIMIT:-4G}
 MIN_AVAIL_MIB=${MIN_AVAIL_MIB:-3072}
 BIG_SIZE=${BIG_SIZE:-1T}
@@ -86,7 +92,7 @@ if "$HBISS" serve --help 2>&1 | grep -q -- '--memory-limit'; then
 else
   budget="none: this hbiss serve has no --memory-limit"
 fi
-cmd="QUICK=$QUICK PARTS=\"$PARTS\" RUNS=\"$RUNS\" VOLUMES=$VOLUMES VOLUME_SIZE=$VOLUME_SIZE WRITE_MIB=$WRITE_MIB MILESTONES=$MILESTONES PARALLEL=$PARALLEL FD_LIMIT=$FD_LIMIT BIG_SIZE=$BIG_SIZE BIG_WRITE=$BIG_WRITE CKPT_INTERVAL=$CKPT_INTERVAL RATE=$RATE FLUSH_EVERY=$FLUSH_EVERY RECOVERY_LOGS=$RECOVERY_LOGS bench/scale/run.sh $BUILD"
+cmd="QUICK=$QUICK PARTS=\"$PARTS\" RUNS=\"$RUNS\" VOLUMES=$VOLUMES VOLUME_SIZE=$VOLUME_SIZE WRITE_MIB=$WRITE_MIB MILESTONES=$MILESTONES PARALLEL=$PARALLEL FD_LIMIT=$FD_LIMIT FD_VOLUMES=$FD_VOLUMES FD_WRITE_MIB=$FD_WRITE_MIB FD_MILESTONES=$FD_MILESTONES BIG_SIZE=$BIG_SIZE BIG_WRITE=$BIG_WRITE CKPT_INTERVAL=$CKPT_INTERVAL RATE=$RATE FLUSH_EVERY=$FLUSH_EVERY RECOVERY_LOGS=$RECOVERY_LOGS bench/scale/run.sh $BUILD"
 {
   echo "## Parameters"
   echo
@@ -94,7 +100,7 @@ cmd="QUICK=$QUICK PARTS=\"$PARTS\" RUNS=\"$RUNS\" VOLUMES=$VOLUMES VOLUME_SIZE=$
   echo "- host: $(nproc) CPUs, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo), load $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "- filesystem of DIR ($DIR): $(df -T "$DIR" | awk 'NR==2 {print $2}')"
   echo "- hbiss: $HBISS (CMAKE_BUILD_TYPE=${build_type:-unknown}, HBISS_SANITIZE=${sanitize:-OFF})"
-  echo "- many volumes: $VOLUMES volumes of $VOLUME_SIZE (thin), $WRITE_MIB MiB written to each in 1 MiB requests then FLUSH, one python3-libnbd client process with $PARALLEL threads, one connection per volume over a Unix socket; samples after $MILESTONES volumes; runs: $RUNS; server descriptor limit $(ulimit -n) (keep-fd run: $FD_LIMIT); stop below $MIN_AVAIL_MIB MiB MemAvailable"
+  echo "- many volumes: $VOLUMES volumes of $VOLUME_SIZE (thin), $WRITE_MIB MiB written to each in 1 MiB requests then FLUSH, one python3-libnbd client process with $PARALLEL threads, one connection per volume over a Unix socket; samples after $MILESTONES volumes; runs: $RUNS; server descriptor limit $(ulimit -n) (keep-fd run: $FD_LIMIT, with $FD_VOLUMES volumes of $FD_WRITE_MIB MiB, samples after $FD_MILESTONES); stop below $MIN_AVAIL_MIB MiB MemAvailable"
   echo "- server memory budget: $budget"
   echo "- big volume: $BIG_SIZE thin, $BIG_WRITE of 4 KiB random writes at $RATE writes/s (open loop), Flush every $FLUSH_EVERY writes, checkpoint_interval $CKPT_INTERVAL; recovery after kill -9 with $RECOVERY_LOGS of log since the newest checkpoint"
   echo "- command: $cmd"
@@ -104,14 +110,15 @@ case "${build_type:-}" in
 esac
 [ "${sanitize:-OFF}" = "ON" ] && echo "WARNING: hbiss was built with sanitizers"
 
-# many_run NAME FD_LIMIT MODE
+# many_run NAME FD_LIMIT MODE VOLUMES WRITE_MIB MILESTONES
 many_run() {
-  local name=$1 fdlim=$2 mode=$3 store=$DIR/store-$1 sock=$DIR/$1.sock
+  local name=$1 fdlim=$2 mode=$3 nvol=$4 wmib=$5 miles=$6 store=$DIR/store-$1 sock=$DIR/$1.sock
   echo
-  echo "### many volumes, run $name: mode $mode, server ulimit -n $fdlim"
+  echo "### many volumes, run $name: mode $mode, server ulimit -n $fdlim, $nvol volumes of $wmib MiB"
+  rm -f "$OUT/many-$name".*  "$OUT/many-$name"-*
   rm -rf "$store"; mkdir -p "$store"
   : >"$DIR/names"
-  for i in $(seq 1 "$VOLUMES"); do
+  for i in $(seq 1 "$nvol"); do
     n=$(printf 'v%04d' "$i")
     "$HBISS" --store "$store" create "$n" --size "$VOLUME_SIZE" >/dev/null
     echo "$n" >>"$DIR/names"
@@ -123,7 +130,7 @@ many_run() {
   [ -S "$sock" ] || { cat "$DIR/$name.log" >&2; echo "bench: server did not come up" >&2; exit 1; }
   : >"$OUT/many-$name.jsonl"
   "$PY" "$HERE/many_volumes.py" --socket "$sock" --server-pid "$PID" --names "$DIR/names" \
-    --mode "$mode" --write-mib "$WRITE_MIB" --parallel "$PARALLEL" --milestones "$MILESTONES" \
+    --mode "$mode" --write-mib "$wmib" --parallel "$PARALLEL" --milestones "$miles" \
     --min-avail-mib "$MIN_AVAIL_MIB" --out "$OUT/many-$name.jsonl" >/dev/null
   local t0 t1 rc=0
   t0=$(date +%s.%N)
@@ -144,7 +151,6 @@ many_run() {
 
 for part in $PARTS; do
   case $part in
-    many) rm -f "$OUT"/many-*;;
     big) rm -f "$OUT"/big-volume.*;;
   esac
 done
@@ -153,9 +159,10 @@ for part in $PARTS; do
     many)
       for r in $RUNS; do
         case $r in
-          keep) many_run keep "$(ulimit -n)" keep;;
-          close) many_run close "$(ulimit -n)" close;;
-          keep-fd) many_run "keep-fd$FD_LIMIT" "$FD_LIMIT" keep;;
+          keep) many_run keep "$(ulimit -n)" keep "$VOLUMES" "$WRITE_MIB" "$MILESTONES";;
+          close) many_run close "$(ulimit -n)" close "$VOLUMES" "$WRITE_MIB" "$MILESTONES";;
+          keep-fd) many_run "keep-fd$FD_LIMIT" "$FD_LIMIT" keep "$FD_VOLUMES" "$FD_WRITE_MIB" \
+                     "$FD_MILESTONES";;
           *) echo "bench: unknown run $r" >&2; exit 2;;
         esac
       done;;

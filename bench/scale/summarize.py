@@ -34,7 +34,7 @@ def many(path, budget):
               f" {s['Threads']} | {s['fds']} | - | 0 |")
     for r in ms:
         s = r["server"]
-        print(f"| {r['volumes']} | {r['open_connections']} | {s['VmRSS'] / MIB:.1f} |"
+        print(f"| {r.get('written_ok', r['volumes'])} | {r['open_connections']} | {s['VmRSS'] / MIB:.1f} |"
               f" {s['VmHWM'] / MIB:.1f} | {s['Threads']} | {s['fds']} |"
               f" {r['rss_per_volume_mib']:.1f} | {r['failed']} |")
     print()
