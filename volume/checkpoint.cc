@@ -97,7 +97,10 @@ Status DecodeCheckpoint(std::string_view data, CheckpointInfo* info, ExtentMap* 
     if (seg == 0 || seg > ExtentMap::kMaxSeg || slot + count > ExtentMap::kMaxSlot) {
       return Status::Corruption("checkpoint run has a bad location");
     }
-    if (map != nullptr) map->Set(lba, count, uint32_t(seg), uint32_t(slot));
+    if (map != nullptr) {
+      Status st = map->Set(lba, count, uint32_t(seg), uint32_t(slot));
+      if (!st.ok()) return st;  // out of memory: the checks above rule out the rest
+    }
     prev_end = lba + count;
   }
   if (!in.empty()) return Status::Corruption("checkpoint has trailing bytes");

@@ -32,7 +32,9 @@ struct CheckpointInfo {
   uint64_t run_count = 0;       // filled by Decode (and Encode's return)
 };
 
-// Encodes a checkpoint of `map`. info.run_count is ignored.
+// Encodes a checkpoint of `map`. info.run_count is ignored. `map` may be an
+// ExtentMap::Snapshot() encoded on another thread, without the live map's
+// lock, while the live map changes: the output is the snapshot's mapping.
 std::string EncodeCheckpoint(const CheckpointInfo& info, const ExtentMap& map);
 
 // Parses and fully validates a checkpoint: length, magic, CRC, version, and
@@ -40,7 +42,8 @@ std::string EncodeCheckpoint(const CheckpointInfo& info, const ExtentMap& map);
 // On success fills *info and, if map != nullptr, maps the runs into *map
 // (which must be empty and have volume_size / kSlotSize blocks).
 // Corruption on any failure (the map may then hold some runs: Reset it);
-// NotSupported for a newer version.
+// NotSupported for a newer version; IOError("out of memory") if the map
+// cannot grow (the map may then hold some runs: Reset it).
 Status DecodeCheckpoint(std::string_view data, CheckpointInfo* info, ExtentMap* map);
 
 }  // namespace hbiss::volume

@@ -40,9 +40,9 @@ void FillRandom(ExtentMap* m, uint64_t seed, int ops) {
     uint64_t lba = rng() % m->blocks();
     uint64_t n = 1 + rng() % std::min<uint64_t>(300, m->blocks() - lba);
     if (rng() % 5 == 0) {
-      m->Clear(lba, n);
+      ASSERT_TRUE(m->Clear(lba, n).ok());
     } else {
-      m->Set(lba, n, uint32_t(1 + rng() % 5), uint32_t(rng() % 60000));
+      ASSERT_TRUE(m->Set(lba, n, uint32_t(1 + rng() % 5), uint32_t(rng() % 60000)).ok());
     }
   }
 }
@@ -106,10 +106,37 @@ TEST(CheckpointTest, SequentialMapIsSmall) {
   // Sequential data written in batches of 256 blocks into 64 MiB segments.
   for (uint64_t lba = 0; lba < m.blocks(); lba += 256) {
     uint64_t seg = 1 + lba / 16000;
-    m.Set(lba, 256, uint32_t(seg), uint32_t(1 + (lba % 16000) / 256 * 257 % 60000));
+    ASSERT_TRUE(
+        m.Set(lba, 256, uint32_t(seg), uint32_t(1 + (lba % 16000) / 256 * 257 % 60000)).ok());
   }
   std::string enc = EncodeCheckpoint(SampleInfo(m.blocks()), m);
   EXPECT_LT(enc.size(), 16u * 1024);
+}
+
+// Encoding a snapshot gives the bytes of encoding the map it was taken
+// from, however the live map changes afterwards.
+TEST(CheckpointTest, SnapshotEncodesLikeTheMapAtSnapshotTime) {
+  ExtentMap m(100000);
+  FillRandom(&m, 11, 3000);
+  CheckpointInfo ci = SampleInfo(100000);
+  std::string before = EncodeCheckpoint(ci, m);
+  auto snap = m.Snapshot();
+  ASSERT_TRUE(snap.ok());
+  FillRandom(&m, 12, 3000);
+  EXPECT_EQ(EncodeCheckpoint(ci, **snap), before);
+  EXPECT_NE(EncodeCheckpoint(ci, m), before);
+}
+
+TEST(CheckpointTest, DecodeReportsOutOfMemory) {
+  ExtentMap m(100000);
+  FillRandom(&m, 13, 3000);
+  std::string enc = EncodeCheckpoint(SampleInfo(100000), m);
+  CheckpointInfo d;
+  ExtentMap m2(100000);
+  ExtentMap::TEST_FailAllocationsAfter(20);
+  Status s = DecodeCheckpoint(enc, &d, &m2);
+  ExtentMap::TEST_FailAllocationsAfter(-1);
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
 }
 
 }  // namespace

@@ -1,19 +1,38 @@
 // ExtentMap: where each 4 KiB block of a volume currently lives in the log,
 // as (segment id, slot index). Unmapped blocks read as zeros.
 //
-// Compact by design (the budget is <= 8 bytes per mapped block when every
-// block is its own extent, far less for sequential data):
-//  * The block-address space is cut into chunks of 256 blocks. A two-level
-//    directory (256 chunk pointers per second-level page) holds a pointer
-//    per chunk, allocated on demand; an empty chunk is freed.
-//  * A chunk is either sparse -- a sorted array of packed 64-bit extents
-//    (start 8 bits | length-1 8 bits | segment id 32 bits | slot 16 bits) --
-//    or dense -- 256 packed 6-byte locations plus a 256-bit present bitmap.
-//    A chunk turns dense when its sparse form would be larger, and back to
-//    sparse when that would be at most half the size.
-// Hence segment ids are < 2^32 and slot indexes < 2^16.
+// Representation (chosen so that a mapped block costs at most ~7 bytes in the
+// worst case -- every block its own extent, at any sparsity -- and far less
+// for sequential data; extent_map_bench measures it):
+//  * The block-address space is cut into groups of kGroupBlocks (65536)
+//    blocks. A flat directory holds one pointer per group (8 bytes per
+//    256 MiB of volume, allocated on the first Set); an empty group is freed.
+//  * A group holds a sorted array of leaves that partition its 65536 blocks
+//    (leaf i covers [key[i], key[i+1]); leaf 0 starts at 0). A leaf is one
+//    allocation of at most kLeafMaxEntries entries; a leaf that would grow
+//    past it is split, a small one is merged with a neighbour.
+//  * An entry is 6 bytes: 16-bit offset in the group, 16-bit segment delta
+//    from the leaf's base segment, 16-bit slot. A single-block extent is one
+//    entry; a longer extent is a start entry followed by an end marker (the
+//    offset of its last block). A leaf whose segment ids span 65535 or more
+//    uses 8-byte entries with the full 32-bit segment id instead.
+// Hence segment ids are 1..2^32-1 and slot indexes < 2^16.
 //
-// Not thread-safe: the owner serialises access (Volume holds its mutex).
+// Snapshots (copy-on-write): Snapshot() copies the directory and shares the
+// groups; groups and leaves carry an atomic reference count, and a map
+// modifies a group or leaf in place only while it is its sole owner (count
+// 1), otherwise it copies it first. So a snapshot never changes while the
+// map it was taken from is mutated, and vice versa.
+//
+// Errors: no exception leaves this class. Allocation failure is returned as
+// IOError("out of memory") and leaves the map unchanged; bad arguments are
+// InvalidArgument (checked in every build) and leave it unchanged.
+//
+// Threads: an ExtentMap object is thread-compatible: the owner serialises
+// calls on one object (Volume holds its mutex); const methods may run
+// concurrently with each other. Distinct ExtentMap objects that share nodes
+// through Snapshot() need no common lock: a snapshot may be read, mutated or
+// destroyed on one thread while the map it came from is used on another.
 #pragma once
 
 #include <cstdint>
@@ -21,7 +40,15 @@
 #include <memory>
 #include <vector>
 
+#include "util/status.h"
+
 namespace hbiss::volume {
+
+namespace extent_map_internal {
+struct Leaf;
+struct Group;
+struct Edit;
+}  // namespace extent_map_internal
 
 struct MapRun {
   uint64_t lba = 0;
@@ -33,13 +60,15 @@ struct MapRun {
 
 class ExtentMap {
  public:
-  static constexpr uint32_t kChunkBlocks = 256;
-  static constexpr uint32_t kChunksPerPage = 256;
+  static constexpr uint32_t kGroupBlocks = 65536;
+  static constexpr uint32_t kLeafMaxEntries = 128;
   static constexpr uint64_t kMaxSlot = 65536;  // exclusive
   static constexpr uint64_t kMaxSeg = 0xffffffffull;
 
-  // A map for a volume of `blocks` blocks, all unmapped.
+  // A map for a volume of `blocks` blocks, all unmapped. Allocates nothing
+  // (the directory is allocated by the first Set), so it cannot fail.
   explicit ExtentMap(uint64_t blocks);
+  // Drops this map's references; nodes still shared with a snapshot live on.
   ~ExtentMap();
   ExtentMap(const ExtentMap&) = delete;
   ExtentMap& operator=(const ExtentMap&) = delete;
@@ -47,46 +76,72 @@ class ExtentMap {
   uint64_t blocks() const { return blocks_; }
 
   // Maps blocks [lba, lba+count) to slots [first_slot, first_slot+count) of
-  // segment seg. REQUIRES: lba+count <= blocks(), first_slot+count <= kMaxSlot,
-  // 0 < seg <= kMaxSeg.
-  void Set(uint64_t lba, uint64_t count, uint32_t seg, uint32_t first_slot);
+  // segment seg. count == 0 is a no-op.
+  // InvalidArgument (map unchanged) unless lba+count <= blocks(),
+  // first_slot+count <= kMaxSlot and seg != 0.
+  // IOError("out of memory") if an allocation fails: the map is unchanged.
+  Status Set(uint64_t lba, uint64_t count, uint32_t seg, uint32_t first_slot);
 
-  // Unmaps blocks [lba, lba+count). REQUIRES: lba+count <= blocks().
-  void Clear(uint64_t lba, uint64_t count);
+  // Unmaps blocks [lba, lba+count). count == 0 is a no-op.
+  // InvalidArgument (map unchanged) unless lba+count <= blocks().
+  // IOError("out of memory") if an allocation fails (clearing part of an
+  // extent can split it): the map is unchanged.
+  Status Clear(uint64_t lba, uint64_t count);
 
   // Replaces *out with runs covering [lba, lba+count) in order: maximal runs
   // of unmapped blocks, and of mapped blocks in consecutive slots of one
-  // segment. Reuses out's capacity. REQUIRES: lba+count <= blocks().
-  void Lookup(uint64_t lba, uint64_t count, std::vector<MapRun>* out) const;
+  // segment. Reuses out's capacity.
+  // InvalidArgument unless lba+count <= blocks(); IOError("out of memory")
+  // if growing *out fails. On error *out is empty.
+  Status Lookup(uint64_t lba, uint64_t count, std::vector<MapRun>* out) const;
 
-  // Calls fn for every maximal mapped run, in block order.
+  // Calls fn for every maximal mapped run, in block order. Allocates nothing.
+  // fn must not modify this map.
   void ForEach(const std::function<void(const MapRun&)>& fn) const;
 
   // Blocks currently mapped.
   uint64_t MappedBlocks() const { return mapped_; }
 
-  // Heap bytes used, from the real allocation sizes (capacities, with the
-  // allocator's per-allocation header and rounding).
+  // Heap bytes reachable from this map: the object, its directory and every
+  // group and leaf it references, each counted at its real allocation size
+  // (malloc_usable_size plus the allocator's 8-byte chunk header). Nodes
+  // shared with a snapshot are counted in full by both.
   uint64_t MemoryUsage() const;
 
-  // Unmaps everything and frees the chunks.
+  // Unmaps everything and drops this map's nodes and directory. Cannot fail.
   void Reset();
 
+  // A copy-on-write snapshot: a new map with the same blocks() and mapping,
+  // sharing all groups and leaves with this one. Costs one directory copy
+  // (O(blocks() / kGroupBlocks)); afterwards each side copies a shared group
+  // or leaf the first time it changes it. The snapshot is an ordinary,
+  // independent ExtentMap (see Threads above); typical use is to take it
+  // under the owner's lock, then encode it on another thread without a lock.
+  // IOError("out of memory") if allocation fails (this map is unchanged).
+  Result<std::unique_ptr<ExtentMap>> Snapshot() const;
+
+  // Test only: the calling thread's next n allocations by any ExtentMap
+  // succeed and all later ones fail, until called again; n < 0 (the
+  // default) turns failure injection off.
+  static void TEST_FailAllocationsAfter(int64_t n);
+
  private:
-  struct Chunk;
-  Chunk*& Slot(uint64_t chunk_index);
-  Chunk* Get(uint64_t chunk_index) const;
-  void SetInChunk(uint64_t ci, uint32_t start, uint32_t len, uint32_t seg, uint32_t slot,
-                  bool clear);
-  void FreeChunk(Chunk* c);
-  static void LookupChunk(const Chunk* c, uint64_t base, uint32_t start, uint32_t len,
-                          std::vector<MapRun>* out);
+  using Leaf = extent_map_internal::Leaf;
+  using Group = extent_map_internal::Group;
+  using Edit = extent_map_internal::Edit;
+
+  Status Update(uint64_t lba, uint64_t count, bool clear, uint32_t seg, uint32_t slot);
+  Status PrepareEdit(Group* g, uint32_t s, uint32_t e, bool clear, uint32_t seg, uint32_t slot,
+                     Edit* ed);
+  void CommitEdit(Edit* ed);
+  static void UnrefGroup(Group* g);
+  static void UnrefLeaf(Leaf* l);
 
   uint64_t blocks_;
+  uint64_t groups_;           // directory entries
   uint64_t mapped_ = 0;
-  uint64_t chunk_bytes_ = 0;  // allocation bytes of all chunks
-  uint64_t pages_ = 0;        // second-level pages allocated
-  std::vector<std::unique_ptr<Chunk*[]>> dir_;
+  uint64_t tree_bytes_ = 0;   // allocation bytes of all groups and leaves reachable
+  Group** dir_ = nullptr;     // groups_ entries, or nullptr while empty
 };
 
 }  // namespace hbiss::volume

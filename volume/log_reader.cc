@@ -40,12 +40,8 @@ LogReplayer::LogReplayer(uint64_t volume_id, uint32_t seg_slots, std::string nam
     : volume_id_(volume_id), seg_slots_(seg_slots), name_(std::move(name)), map_(map) {}
 
 Status LogReplayer::Apply(const Pending& p) {
-  if (p.e.type == EntryType::kWrite) {
-    map_->Set(p.e.lba, p.e.count, p.seg, p.slot);
-  } else {
-    map_->Clear(p.e.lba, p.e.count);
-  }
-  return Status::OK();
+  if (p.e.type == EntryType::kWrite) return map_->Set(p.e.lba, p.e.count, p.seg, p.slot);
+  return map_->Clear(p.e.lba, p.e.count);
 }
 
 Result<bool> LogReplayer::LaterBatchProvesSynced(store::SegmentReader* r, uint64_t seg_id,

@@ -53,6 +53,8 @@ class SegmentSet {
   void Forget(const std::vector<MapRun>& runs, const std::function<bool(uint64_t)>& closed);
   uint64_t live(uint64_t seg) const;
   bool needs_recount() const { return drifted_; }
+  // The counts can no longer be trusted (the map changed without them).
+  void MarkDrifted() { drifted_ = true; }
 
   // Segments whose last live block went away since the last call (the store
   // may drop their cached bytes).

@@ -335,14 +335,22 @@ Status VolumeImpl::OpenBatchLocked(Lock& l) {
   return Status::OK();
 }
 
+Status VolumeImpl::FailLocked(Status s) {
+  spdlog::error("volume {}: the write path failed, volume is now failed: {}", name_,
+                s.ToString());
+  if (failed_.ok()) failed_ = s;
+  segs_.MarkDrifted();
+  done_cv_.SignalAll();
+  flusher_cv_.Signal();
+  return s;
+}
+
 Status VolumeImpl::MapSetLocked(uint64_t lba, uint64_t n, uint32_t seg, uint32_t slot) {
-  map_.Set(lba, n, seg, slot);
-  return Status::OK();
+  return map_.Set(lba, n, seg, slot).WithContext("volume " + name_ + ": extent map");
 }
 
 Status VolumeImpl::MapClearLocked(uint64_t lba, uint64_t n) {
-  map_.Clear(lba, n);
-  return Status::OK();
+  return map_.Clear(lba, n).WithContext("volume " + name_ + ": extent map");
 }
 
 Status VolumeImpl::AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const uint8_t* src,
@@ -355,9 +363,10 @@ Status VolumeImpl::AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const ui
       continue;
     }
     const uint32_t slot = cur_->used;
-    ForgetBlocksLocked(lba, k);
-    HBISS_RETURN_IF_ERROR(MapSetLocked(lba, k, uint32_t(cur_->id), slot));
-    HBISS_RETURN_IF_ERROR(batch_.AddWrite(lba, k, last_part && k == n));
+    Status s = ForgetBlocksLocked(lba, k);
+    if (s.ok()) s = MapSetLocked(lba, k, uint32_t(cur_->id), slot);
+    if (s.ok()) s = batch_.AddWrite(lba, k, last_part && k == n);
+    if (!s.ok()) return FailLocked(s);
     std::memcpy(cur_->Slot(slot), src, size_t(k) * kSlotSize);
     segs_.AddLive(cur_->id, k);
     cur_->used += k;
@@ -377,25 +386,27 @@ Status VolumeImpl::AppendUnmapLocked(Lock& l, EntryType type, uint64_t lba, uint
       SealBatchLocked();
       continue;
     }
-    ForgetBlocksLocked(lba, k);
-    HBISS_RETURN_IF_ERROR(MapClearLocked(lba, k));
-    HBISS_RETURN_IF_ERROR(batch_.AddUnmap(type, lba, k, last_part && k == n));
+    Status s = ForgetBlocksLocked(lba, k);
+    if (s.ok()) s = MapClearLocked(lba, k);
+    if (s.ok()) s = batch_.AddUnmap(type, lba, k, last_part && k == n);
+    if (!s.ok()) return FailLocked(s);
     n -= k;
     lba += k;
   }
   return Status::OK();
 }
 
-void VolumeImpl::ForgetBlocksLocked(uint64_t lba, uint64_t n) {
+Status VolumeImpl::ForgetBlocksLocked(uint64_t lba, uint64_t n) {
   while (n > 0) {
     const uint64_t k = std::min(n, kForgetSlice);
-    map_.Lookup(lba, k, &old_runs_);
+    HBISS_RETURN_IF_ERROR(map_.Lookup(lba, k, &old_runs_));
     segs_.Forget(old_runs_, [&](uint64_t seg) NO_THREAD_SAFETY_ANALYSIS {
       return !InMemoryLocked(seg);
     });
     lba += k;
     n -= k;
   }
+  return Status::OK();
 }
 
 Result<std::shared_ptr<MemSegment>> VolumeImpl::NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
@@ -659,7 +670,6 @@ void VolumeImpl::FlusherLoop() {
     if (stop_ && queue_.empty() && flush_target_ <= durable_seq_ && !segs_.has_dead()) break;
     // A checkpoint needs the map to match a batch boundary that is not in
     // the middle of an operation.
-    std::unique_ptr<ExtentMap> ckpt_map;
     CheckpointInfo ckpt_info;
     bool want_ckpt = false;
     const bool ckpt_due =
@@ -675,16 +685,36 @@ void VolumeImpl::FlusherLoop() {
       ckpt_requested_ = false;
       ckpts_encoded_++;
     }
-    const auto encode_start = std::chrono::steady_clock::now();
+    // The checkpoint is encoded from a copy-on-write snapshot of the map,
+    // outside mu_, so reads and writes go on meanwhile (a big map takes a
+    // second to encode). Without memory for a snapshot, encode in place.
+    std::unique_ptr<ExtentMap> ckpt_map;
     std::string ckpt;
-    if (want_ckpt) ckpt = EncodeCheckpoint(ckpt_info, map_);
-    const auto encode_time = std::chrono::steady_clock::now() - encode_start;
+    auto encode_time = std::chrono::steady_clock::duration{};
+    if (want_ckpt) {
+      auto snap = map_.Snapshot();
+      if (snap.ok()) {
+        ckpt_map = std::move(*snap);
+      } else {
+        spdlog::warn("volume {}: encoding the checkpoint under the lock: {}", name_,
+                     snap.status().ToString());
+        const auto t0 = std::chrono::steady_clock::now();
+        ckpt = EncodeCheckpoint(ckpt_info, map_);
+        encode_time = std::chrono::steady_clock::now() - t0;
+      }
+    }
     work.swap(queue_);
     std::vector<uint64_t> dead = segs_.TakeDead();
     const uint64_t sync_target = std::max(flush_target_, want_ckpt ? last_sealed_seq_ : 0);
     const uint64_t durable_before = durable_seq_;
     l.Unlock();
 
+    if (ckpt_map) {
+      const auto t0 = std::chrono::steady_clock::now();
+      ckpt = EncodeCheckpoint(ckpt_info, *ckpt_map);
+      ckpt_map.reset();
+      encode_time = std::chrono::steady_clock::now() - t0;
+    }
     Status s;
     std::vector<std::shared_ptr<MemSegment>> closed;
     for (QueueItem& item : work) {
@@ -767,7 +797,7 @@ Status VolumeImpl::Read(uint64_t offset, std::span<uint8_t> out) {
   {
     Lock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
-    map_.Lookup(first, last - first + 1, &runs);
+    HBISS_RETURN_IF_ERROR(map_.Lookup(first, last - first + 1, &runs));
     for (const MapRun& r : runs) {
       const uint64_t bs = std::max(r.lba * kBlockSize, offset);
       const uint64_t be = std::min((r.lba + r.count) * kBlockSize, end);
@@ -809,7 +839,8 @@ Result<std::vector<Extent>> VolumeImpl::BlockStatus(uint64_t offset, uint64_t le
   {
     Lock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
-    map_.Lookup(offset / kBlockSize, (end - 1) / kBlockSize - offset / kBlockSize + 1, &runs);
+    HBISS_RETURN_IF_ERROR(
+        map_.Lookup(offset / kBlockSize, (end - 1) / kBlockSize - offset / kBlockSize + 1, &runs));
   }
   for (const MapRun& r : runs) {
     const uint64_t bs = std::max(r.lba * kBlockSize, offset);
@@ -849,7 +880,7 @@ Result<std::vector<MapRun>> VolumeImpl::LiveRunsOf(uint64_t seg, bool* complete)
   uint64_t found = 0;
   for (const Written& w : written) {
     if (w.lba >= map_.blocks() || w.count > map_.blocks() - w.lba) continue;
-    map_.Lookup(w.lba, w.count, &runs);
+    HBISS_RETURN_IF_ERROR(map_.Lookup(w.lba, w.count, &runs));
     for (const MapRun& r : runs) {
       if (r.mapped && r.seg == seg && r.slot == w.slot + (r.lba - w.lba)) {
         live.push_back(r);
@@ -907,7 +938,7 @@ Status VolumeImpl::CleanSegment(uint64_t seg, CleanStats* stats) {
       HBISS_RETURN_IF_ERROR(WritableLocked());
       // Close waits for the cleaner: stop between pieces, not after 32 MiB.
       if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
-      map_.Lookup(p.lba, p.count, &now);
+      HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
       for (const MapRun& r : now) {
         if (!r.mapped || r.seg != seg || r.slot != p.slot + (r.lba - p.lba)) continue;
         batch_.BeginOp();

@@ -133,7 +133,12 @@ class VolumeImpl final : public Volume {
       REQUIRES(mu_);
   // Takes the old locations of blocks [lba, lba+n) off the live counts;
   // before the map changes them.
-  void ForgetBlocksLocked(uint64_t lba, uint64_t n) REQUIRES(mu_);
+  Status ForgetBlocksLocked(uint64_t lba, uint64_t n) REQUIRES(mu_);
+  // The map or the open batch could not take a change the write path had
+  // begun (out of memory): the in-memory state no longer matches the log, so
+  // the volume fails (writes and flushes return `s` from now on; what was
+  // flushed before stays) and the live counts are not trusted again.
+  Status FailLocked(Status s) REQUIRES(mu_);
   Status MapSetLocked(uint64_t lba, uint64_t n, uint32_t seg, uint32_t slot) REQUIRES(mu_);
   Status MapClearLocked(uint64_t lba, uint64_t n) REQUIRES(mu_);
   bool InMemoryLocked(uint64_t seg) const REQUIRES(mu_) { return mem_segs_.count(seg) != 0; }
