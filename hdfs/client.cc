@@ -13,6 +13,7 @@
 #include <spdlog/spdlog.h>
 
 #include "hdfs/wire.h"
+#include "util/thread.h"
 
 namespace hbiss::hdfs {
 
@@ -104,21 +105,25 @@ Client::Client(const std::string& host, uint16_t port, ClientOptions options)
   ro.protocol = kClientProtocol;
   ro.retry_deadline_ms = options_.rpc_retry_deadline_ms;
   nn_ = std::make_unique<RpcClient>(host, port, ro);
-  renewer_ = std::thread(&Client::RenewerLoop, this);
 }
 
 Result<std::unique_ptr<Client>> Client::Connect(const std::string& host, uint16_t port,
                                                 ClientOptions options) {
   if (host.empty()) return Status::InvalidArgument("empty NameNode host");
-  return std::unique_ptr<Client>(new Client(host, port, std::move(options)));
+  std::unique_ptr<Client> c(new Client(host, port, std::move(options)));
+  // The lease renewer; without it Connect fails (its Status is retryable) rather than
+  // hand out a client whose writers would lose their leases.
+  HBISS_ASSIGN_OR_RETURN(c->renewer_, StartThread("hdfs lease renewer " + c->client_name(),
+                                                  [raw = c.get()] { raw->RenewerLoop(); }));
+  return c;
 }
 
 Client::~Client() {
   {
-    std::lock_guard<std::mutex> l(lease_mu_);
+    MutexLock l(&lease_mu_);
     stop_ = true;
   }
-  lease_cv_.notify_all();
+  lease_cv_.SignalAll();
   if (renewer_.joinable()) renewer_.join();
 }
 
@@ -128,41 +133,41 @@ Status Client::NnCall(const char* method, const google::protobuf::MessageLite& r
 }
 
 void Client::WriterOpened() {
-  std::lock_guard<std::mutex> l(lease_mu_);
+  MutexLock l(&lease_mu_);
   open_writers_++;
-  lease_cv_.notify_all();
+  lease_cv_.SignalAll();
 }
 
 void Client::WriterClosed() {
-  std::lock_guard<std::mutex> l(lease_mu_);
+  MutexLock l(&lease_mu_);
   open_writers_--;
 }
 
 void Client::RenewerLoop() {
-  std::unique_lock<std::mutex> l(lease_mu_);
+  MutexLock l(&lease_mu_);
   while (!stop_) {
-    lease_cv_.wait_for(l, std::chrono::milliseconds(options_.lease_renew_interval_ms));
+    lease_cv_.WaitFor(&lease_mu_, std::chrono::milliseconds(options_.lease_renew_interval_ms));
     if (stop_) break;
     if (open_writers_ == 0) continue;
-    l.unlock();
+    l.Unlock();
     pb::RenewLeaseRequest req;
     req.set_client_name(options_.client_name);
     pb::RenewLeaseResponse resp;
     Status st = NnCall("renewLease", req, &resp);
     if (!st.ok()) spdlog::warn("hdfs: renewing lease of {}: {}", client_name(), st.ToString());
-    l.lock();
+    l.Lock();
   }
 }
 
 Result<pb::FsServerDefaults> Client::GetServerDefaults() {
   {
-    std::lock_guard<std::mutex> l(defaults_mu_);
+    MutexLock l(&defaults_mu_);
     if (have_defaults_) return defaults_;
   }
   pb::GetServerDefaultsRequest req;
   pb::GetServerDefaultsResponse resp;
   HBISS_RETURN_IF_ERROR(NnCall("getServerDefaults", req, &resp));
-  std::lock_guard<std::mutex> l(defaults_mu_);
+  MutexLock l(&defaults_mu_);
   defaults_ = resp.server_defaults();
   have_defaults_ = true;
   return defaults_;
@@ -413,7 +418,7 @@ Status FileReader::Refresh() {
     return Status::Corruption(
         fmt::format("{}: blocks cover {} bytes of a {}-byte file", path_, pos, length));
   }
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   // Block ids are never reused, and appends keep a file's blocks: another first block means
   // that the path now names another file (a rename replaced it). Its blocks must not be
   // mixed into this reader.
@@ -457,8 +462,16 @@ void FileReader::ReportBadReplica(const pb::LocatedBlock& lb, const pb::Datanode
 
 bool FileReader::ReadFromStream(const pb::LocatedBlock& lb, uint64_t off_in_block,
                                 uint64_t len, uint8_t* out) {
-  std::unique_lock<std::mutex> sl(stream_mu_, std::try_to_lock);
-  if (!sl.owns_lock() || stream_ == nullptr) return false;
+  // Another thread using the stream means this read is not its continuation.
+  if (!stream_mu_.TryLock()) return false;
+  bool done = ReadFromStreamLocked(lb, off_in_block, len, out);
+  stream_mu_.Unlock();
+  return done;
+}
+
+bool FileReader::ReadFromStreamLocked(const pb::LocatedBlock& lb, uint64_t off_in_block,
+                                      uint64_t len, uint8_t* out) {
+  if (stream_ == nullptr) return false;
   if (stream_->block_id() != lb.b().block_id() || stream_->position() != off_in_block ||
       off_in_block + len > stream_->end()) {
     return false;
@@ -475,7 +488,7 @@ bool FileReader::ReadFromStream(const pb::LocatedBlock& lb, uint64_t off_in_bloc
   failovers_++;
   if (st.IsCorruption()) ReportBadReplica(lb, stream_dn_info_);
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     dead_nodes_.insert(stream_dn_);
   }
   stream_.reset();
@@ -496,7 +509,7 @@ Status FileReader::ReadFromBlock(const pb::LocatedBlock& first_lb, uint64_t off_
     for (const auto& dn : lb.locs()) {
       std::string name = DatanodeName(dn);
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         if (dead_nodes_.count(name) > 0) continue;
       }
       auto r = BlockReader::Open(client_->client_name(), lb, dn, off_in_block, ask,
@@ -505,13 +518,11 @@ Status FileReader::ReadFromBlock(const pb::LocatedBlock& first_lb, uint64_t off_
       if (st.ok()) st = (*r)->Read(out, len);
       if (st.ok() && ask == len) st = (*r)->Finish();
       if (st.ok()) {
-        if (ask > len) {
-          std::unique_lock<std::mutex> sl(stream_mu_, std::try_to_lock);
-          if (sl.owns_lock()) {
-            stream_ = std::move(r).value();
-            stream_dn_ = name;
-            stream_dn_info_ = dn;
-          }
+        if (ask > len && stream_mu_.TryLock()) {  // keep it unless another read has one
+          stream_ = std::move(r).value();
+          stream_dn_ = name;
+          stream_dn_info_ = dn;
+          stream_mu_.Unlock();
         }
         return st;
       }
@@ -520,14 +531,14 @@ Status FileReader::ReadFromBlock(const pb::LocatedBlock& first_lb, uint64_t off_
       if (st.IsCorruption()) ReportBadReplica(lb, dn);
       if (!st.IsCorruption()) all_corrupt = false;
       last = st;
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       dead_nodes_.insert(name);
     }
     if (round + 1 == kRounds) break;
     // Every known replica failed: refetch locations (they may have moved) and try again.
     SleepMs(500 * (round + 1));
     HBISS_RETURN_IF_ERROR(Refresh());
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     for (const auto& b : blocks_) {
       if (b.b().block_id() == lb.b().block_id()) {
         lb = b;
@@ -548,7 +559,7 @@ Result<size_t> FileReader::PRead(uint64_t offset, std::span<uint8_t> out) {
   uint64_t n = std::min<uint64_t>(out.size(), length_ - offset);
   std::vector<pb::LocatedBlock> todo;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     for (const auto& b : blocks_) {
       uint64_t start = b.offset(), end = b.offset() + b.b().num_bytes();
       if (end > offset && start < offset + n) todo.push_back(b);
@@ -643,9 +654,15 @@ Status FileWriter::StartBlock() {
       return Status::OK();
     }
     last = p.status();
-    spdlog::warn("hdfs: {}; abandoning the block and excluding {}", last.ToString(),
-                 DatanodeName(nodes_[size_t(bad)]));
-    excluded_.push_back(nodes_[size_t(bad)]);
+    if (bad < 0) {
+      // Not a DataNode's fault (this host could not start a thread): fail this write or
+      // open with the Status instead of excluding healthy nodes.
+      spdlog::warn("hdfs: {}; abandoning the block", last.ToString());
+    } else {
+      spdlog::warn("hdfs: {}; abandoning the block and excluding {}", last.ToString(),
+                   DatanodeName(nodes_[size_t(bad)]));
+      excluded_.push_back(nodes_[size_t(bad)]);
+    }
     pb::AbandonBlockRequest ab;
     *ab.mutable_b() = block_.b();
     ab.set_src(path_);
@@ -653,6 +670,7 @@ Status FileWriter::StartBlock() {
     ab.set_file_id(file_id_);
     pb::AbandonBlockResponse abr;
     HBISS_RETURN_IF_ERROR(client_->NnCall("abandonBlock", ab, &abr));
+    if (bad < 0) break;
   }
   return last.WithContext(fmt::format("{}: could not set up a write pipeline", path_));
 }
@@ -864,6 +882,11 @@ Status FileWriter::Recover() {
     auto p = Pipeline::Open(s, &bad);
     if (!p.ok()) {
       why = p.status();
+      if (bad < 0) {
+        // This host could not start the pipeline (no thread): no DataNode is to blame, so
+        // stop instead of dropping healthy ones.
+        return why.WithContext(fmt::format("{}: recovering the write pipeline", path_));
+      }
       continue;
     }
     pb::UpdatePipelineRequest preq;

@@ -14,10 +14,8 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <set>
 #include <span>
 #include <string>
@@ -27,7 +25,9 @@
 #include "hdfs/datatransfer.h"
 #include "hdfs/proto/hadoop_wire.pb.h"
 #include "hdfs/rpc.h"
+#include "util/mutex.h"
 #include "util/status.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::hdfs {
 
@@ -97,15 +97,15 @@ class FileReader {
   uint64_t failovers() const { return failovers_.load(); }
   uint64_t reported_bad() const { return reported_bad_.load(); }
   // The located blocks as last fetched (for tests and tools).
-  std::vector<pb::LocatedBlock> blocks() const {
-    std::lock_guard<std::mutex> l(mu_);
+  std::vector<pb::LocatedBlock> blocks() const EXCLUDES(mu_) {
+    MutexLock l(&mu_);
     return blocks_;
   }
 
  private:
   friend class Client;
   FileReader(Client* client, std::string path) : client_(client), path_(std::move(path)) {}
-  Status Refresh();  // refetches block locations; REQUIRES: mu_ not held
+  Status Refresh() EXCLUDES(mu_);  // refetches block locations
   // Tells the NameNode that dn's replica of lb's block failed its checksum, so that it
   // re-replicates the block from a good copy (best effort, as the Java client does).
   void ReportBadReplica(const pb::LocatedBlock& lb, const pb::DatanodeInfo& dn);
@@ -117,23 +117,25 @@ class FileReader {
   // Continues the kept stream when it sits exactly at [off_in_block, +len) of lb's block.
   // Returns false when it does not apply or failed (the stream is then dropped).
   bool ReadFromStream(const pb::LocatedBlock& lb, uint64_t off_in_block, uint64_t len,
-                      uint8_t* out);
+                      uint8_t* out) EXCLUDES(stream_mu_, mu_);
+  bool ReadFromStreamLocked(const pb::LocatedBlock& lb, uint64_t off_in_block, uint64_t len,
+                            uint8_t* out) REQUIRES(stream_mu_) EXCLUDES(mu_);
 
   Client* const client_;
   const std::string path_;
   uint64_t length_ = 0;
   bool under_construction_ = false;
-  bool fetched_ = false;  // GUARDED_BY(mu_)
+  bool fetched_ GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> failovers_{0};
   std::atomic<uint64_t> reported_bad_{0};
-  mutable std::mutex mu_;
-  std::vector<pb::LocatedBlock> blocks_;  // GUARDED_BY(mu_); with the last block's length
-  std::set<std::string> dead_nodes_;      // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::vector<pb::LocatedBlock> blocks_ GUARDED_BY(mu_);  // with the last block's length
+  std::set<std::string> dead_nodes_ GUARDED_BY(mu_);
   // Sequential reads continue one READ_BLOCK stream instead of opening one per call.
-  std::mutex stream_mu_;
-  std::unique_ptr<BlockReader> stream_;  // GUARDED_BY(stream_mu_)
-  std::string stream_dn_;                // GUARDED_BY(stream_mu_)
-  pb::DatanodeInfo stream_dn_info_;      // GUARDED_BY(stream_mu_)
+  Mutex stream_mu_ ACQUIRED_BEFORE(mu_);
+  std::unique_ptr<BlockReader> stream_ GUARDED_BY(stream_mu_);
+  std::string stream_dn_ GUARDED_BY(stream_mu_);
+  pb::DatanodeInfo stream_dn_info_ GUARDED_BY(stream_mu_);
   std::atomic<uint64_t> last_end_{~0ull};  // file offset where the previous PRead ended
 };
 
@@ -284,21 +286,21 @@ class Client {
   Status NnCall(const char* method, const google::protobuf::MessageLite& req,
                 google::protobuf::MessageLite* resp);
   Result<uint64_t> VisibleLength(const pb::LocatedBlock& lb);
-  void WriterOpened();
-  void WriterClosed();
-  void RenewerLoop();
+  void WriterOpened() EXCLUDES(lease_mu_);
+  void WriterClosed() EXCLUDES(lease_mu_);
+  void RenewerLoop() EXCLUDES(lease_mu_);
 
   ClientOptions options_;
   std::unique_ptr<RpcClient> nn_;
-  std::mutex defaults_mu_;
-  bool have_defaults_ = false;
-  pb::FsServerDefaults defaults_;
+  Mutex defaults_mu_;
+  bool have_defaults_ GUARDED_BY(defaults_mu_) = false;
+  pb::FsServerDefaults defaults_ GUARDED_BY(defaults_mu_);
 
-  std::mutex lease_mu_;
-  std::condition_variable lease_cv_;
-  int open_writers_ = 0;  // GUARDED_BY(lease_mu_)
-  bool stop_ = false;     // GUARDED_BY(lease_mu_)
-  std::thread renewer_;
+  Mutex lease_mu_;
+  CondVar lease_cv_;  // signalled on stop_ and when a writer opens
+  int open_writers_ GUARDED_BY(lease_mu_) = 0;
+  bool stop_ GUARDED_BY(lease_mu_) = false;
+  std::thread renewer_;  // started by Connect(), joined by ~Client
 };
 
 FileStatus ToFileStatus(const pb::HdfsFileStatus& s);

@@ -9,6 +9,7 @@
 
 #include "hdfs/wire.h"
 #include "util/coding.h"
+#include "util/thread.h"
 
 namespace hbiss::hdfs {
 
@@ -262,24 +263,37 @@ Result<std::unique_ptr<Pipeline>> Pipeline::Open(const PipelineSetup& s, int* ba
     return st.WithContext(fmt::format("setting up the write pipeline of block {} at {}",
                                       s.block.block_id(), name));
   }
-  return std::unique_ptr<Pipeline>(new Pipeline(s, std::move(sock)));
+  std::unique_ptr<Pipeline> p(new Pipeline(s, std::move(sock)));
+  Status started = p->StartResponder();
+  if (!started.ok()) {
+    *bad_node = -1;  // a local failure: every DataNode is fine
+    return started;  // ~Pipeline closes the socket
+  }
+  return p;
 }
 
 Pipeline::Pipeline(const PipelineSetup& setup, std::unique_ptr<Socket> sock)
     : setup_(setup), sock_(std::move(sock)) {
   acked_bytes_ = setup.min_bytes;
   last_send_ms_ = NowMs();
-  responder_ = std::thread(&Pipeline::ResponderLoop, this);
+}
+
+Status Pipeline::StartResponder() {
+  HBISS_ASSIGN_OR_RETURN(
+      responder_, StartThread(fmt::format("hdfs pipeline responder (block {})",
+                                          setup_.block.block_id()),
+                              [this] { ResponderLoop(); }));
+  return Status::OK();
 }
 
 Pipeline::~Pipeline() { Stop(); }
 
 void Pipeline::Stop() {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     stop_ = true;
     if (status_.ok()) status_ = Status::Aborted("pipeline closed");
-    cv_.notify_all();
+    cv_.SignalAll();
   }
   sock_->Shutdown();
   if (responder_.joinable()) responder_.join();
@@ -292,26 +306,24 @@ void Pipeline::Fail(const Status& st, int bad_node) {
     spdlog::warn("hdfs: write pipeline of block {} failed (node {}): {}", setup_.block.block_id(),
                  bad_node, st.ToString());
   }
-  cv_.notify_all();
+  cv_.SignalAll();
 }
 
 Status Pipeline::Send(PipelinePacket packet) {
   std::shared_ptr<const std::string> wire_bytes;
   {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] {
-      return !status_.ok() || int(unacked_.size()) < setup_.max_in_flight;
-    });
+    MutexLock l(&mu_);
+    while (status_.ok() && int(unacked_.size()) >= setup_.max_in_flight) cv_.Wait(&mu_);
     unacked_.push_back(std::move(packet));
     if (!status_.ok()) return status_;
     wire_bytes = unacked_.back().wire;
     last_send_ms_ = NowMs();
   }
   // The packet cannot be popped before it is written: its ack cannot arrive earlier.
-  std::lock_guard<std::mutex> wl(write_mu_);
+  MutexLock wl(&write_mu_);
   Status st = sock_->WriteAll(wire_bytes->data(), wire_bytes->size());
   if (!st.ok()) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     Fail(st, 0);
     return status_;
   }
@@ -319,31 +331,31 @@ Status Pipeline::Send(PipelinePacket packet) {
 }
 
 Status Pipeline::WaitAllAcked() {
-  std::unique_lock<std::mutex> l(mu_);
-  cv_.wait(l, [&] { return !status_.ok() || unacked_.empty(); });
+  MutexLock l(&mu_);
+  while (status_.ok() && !unacked_.empty()) cv_.Wait(&mu_);
   // A DataNode closes the stream after acknowledging the last packet of a block; that
   // close is not a failure once everything is acknowledged.
   return unacked_.empty() ? Status::OK() : status_;
 }
 
 Status Pipeline::status() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return status_;
 }
 
 int Pipeline::bad_node() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return bad_node_ < 0 ? 0 : bad_node_;
 }
 
 uint64_t Pipeline::acked_bytes() const {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return acked_bytes_;
 }
 
 std::deque<PipelinePacket> Pipeline::TakeUnacked() {
   Stop();
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return std::move(unacked_);
 }
 
@@ -352,14 +364,14 @@ void Pipeline::ResponderLoop() {
   int64_t last_ack_ms = NowMs();
   for (;;) {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      MutexLock l(&mu_);
       if (stop_ || !status_.ok()) return;
     }
     if (!sock_->WaitReadable(1000)) {
       int64_t now = NowMs();
       bool send_heartbeat = false;
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         if (unacked_.empty()) {
           last_ack_ms = now;
           send_heartbeat = now - last_send_ms_ >= kHeartbeatMs;
@@ -372,9 +384,9 @@ void Pipeline::ResponderLoop() {
       if (send_heartbeat) {
         std::string hb;
         wire::EncodePacket(0, -1, false, false, {}, setup_.bytes_per_checksum, &hb);
-        std::lock_guard<std::mutex> wl(write_mu_);
+        MutexLock wl(&write_mu_);
         Status st = sock_->WriteAll(hb.data(), hb.size());
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         if (!st.ok()) {
           Fail(st, 0);
           return;
@@ -385,7 +397,7 @@ void Pipeline::ResponderLoop() {
     }
     pb::PipelineAck ack;
     Status st = ReadDelimited(sock_.get(), &ack, wire::kMaxDelimited);
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (stop_) return;
     if (!st.ok()) {
       Fail(st.WithContext("reading pipeline ack"), 0);
@@ -410,7 +422,7 @@ void Pipeline::ResponderLoop() {
     acked_bytes_ = std::max(acked_bytes_, unacked_.front().data_end);
     bool last = unacked_.front().last_in_block;
     unacked_.pop_front();
-    cv_.notify_all();
+    cv_.SignalAll();
     if (last) return;  // the block is finalized; the DataNode closes the stream
   }
 }

@@ -5,18 +5,18 @@
 // driven by one writer thread; its own responder thread reads acks.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "hdfs/proto/hadoop_wire.pb.h"
 #include "hdfs/socket.h"
+#include "util/mutex.h"
 #include "util/status.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::hdfs {
 
@@ -112,6 +112,8 @@ class Pipeline {
  public:
   // Connects to targets[0], sends WRITE_BLOCK and waits for the pipeline to be set up. On
   // failure *bad_node is the index of the target to blame (from firstBadLink, else 0).
+  // Then starts the pipeline's responder thread; if the OS refuses it, fails with a retryable
+  // IOError, closes the connection and sets *bad_node to -1: no DataNode is to blame.
   static Result<std::unique_ptr<Pipeline>> Open(const PipelineSetup& setup, int* bad_node);
 
   Pipeline(const Pipeline&) = delete;
@@ -122,40 +124,43 @@ class Pipeline {
   // Queues the packet for acknowledgement and sends it; blocks while max_in_flight packets
   // are unacknowledged. After any failure of the pipeline every call fails; the packet is
   // still queued, so TakeUnacked() returns it for resending.
-  Status Send(PipelinePacket packet);
+  Status Send(PipelinePacket packet) EXCLUDES(mu_, write_mu_);
 
   // Waits until every packet sent so far has been acknowledged by every DataNode.
-  Status WaitAllAcked();
+  Status WaitAllAcked() EXCLUDES(mu_);
 
   // The failure of the pipeline, OK while healthy.
-  Status status() const;
+  Status status() const EXCLUDES(mu_);
   // After a failure: the index of the DataNode to blame (0 when the first one is unreachable
   // or unknown).
-  int bad_node() const;
+  int bad_node() const EXCLUDES(mu_);
   // Offset in block up to which every DataNode acknowledged.
-  uint64_t acked_bytes() const;
+  uint64_t acked_bytes() const EXCLUDES(mu_);
   // Stops the pipeline and returns the packets not yet acknowledged, oldest first.
-  std::deque<PipelinePacket> TakeUnacked();
+  std::deque<PipelinePacket> TakeUnacked() EXCLUDES(mu_);
 
  private:
   explicit Pipeline(const PipelineSetup& setup, std::unique_ptr<Socket> sock);
-  void ResponderLoop();
-  void Fail(const Status& st, int bad_node);  // REQUIRES: mu_ held
-  void Stop();
+  // Starts ResponderLoop on its own thread. Called once, by Open().
+  Status StartResponder();
+  void ResponderLoop() EXCLUDES(mu_, write_mu_);
+  void Fail(const Status& st, int bad_node) REQUIRES(mu_);
+  void Stop() EXCLUDES(mu_);
 
   const PipelineSetup setup_;
   std::unique_ptr<Socket> sock_;
-  std::mutex write_mu_;  // serializes writes to sock_ (writer thread and heartbeats)
+  // Serializes writes to sock_ (writer thread and heartbeats).
+  Mutex write_mu_ ACQUIRED_BEFORE(mu_);
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<PipelinePacket> unacked_;  // GUARDED_BY(mu_)
-  Status status_;                       // GUARDED_BY(mu_)
-  int bad_node_ = -1;                   // GUARDED_BY(mu_)
-  uint64_t acked_bytes_ = 0;            // GUARDED_BY(mu_)
-  bool stop_ = false;                   // GUARDED_BY(mu_)
-  int64_t last_send_ms_ = 0;            // GUARDED_BY(mu_)
-  std::thread responder_;
+  mutable Mutex mu_;
+  CondVar cv_;  // signalled when unacked_ shrinks or status_ fails
+  std::deque<PipelinePacket> unacked_ GUARDED_BY(mu_);
+  Status status_ GUARDED_BY(mu_);
+  int bad_node_ GUARDED_BY(mu_) = -1;
+  uint64_t acked_bytes_ GUARDED_BY(mu_) = 0;
+  bool stop_ GUARDED_BY(mu_) = false;
+  int64_t last_send_ms_ GUARDED_BY(mu_) = 0;
+  std::thread responder_;  // started by Open(), joined by Stop()
 };
 
 }  // namespace hbiss::hdfs

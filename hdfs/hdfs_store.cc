@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <atomic>
 #include <map>
-#include <mutex>
 
 #include <fmt/format.h>
+
+#include "util/mutex.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::hdfs {
 
@@ -13,8 +15,8 @@ namespace {
 
 // Files open for writing by any HdfsStore of this process, keyed by "host:port/path", so
 // that Open does not mistake our own live writer for a crashed one.
-std::mutex g_writing_mu;
-std::map<std::string, int>& Writing() {
+Mutex g_writing_mu;
+std::map<std::string, int>& Writing() REQUIRES(g_writing_mu) {
   static auto* m = new std::map<std::string, int>();
   return *m;
 }
@@ -22,18 +24,18 @@ std::map<std::string, int>& Writing() {
 class WritingMark {
  public:
   explicit WritingMark(std::string key) : key_(std::move(key)) {
-    std::lock_guard<std::mutex> l(g_writing_mu);
+    MutexLock l(&g_writing_mu);
     Writing()[key_]++;
   }
   ~WritingMark() {
-    std::lock_guard<std::mutex> l(g_writing_mu);
+    MutexLock l(&g_writing_mu);
     if (--Writing()[key_] == 0) Writing().erase(key_);
   }
   WritingMark(const WritingMark&) = delete;
   WritingMark& operator=(const WritingMark&) = delete;
 
   static bool IsWriting(const std::string& key) {
-    std::lock_guard<std::mutex> l(g_writing_mu);
+    MutexLock l(&g_writing_mu);
     return Writing().count(key) > 0;
   }
 

@@ -9,6 +9,7 @@
 #include "hdfs/proto/hadoop_wire.pb.h"
 #include "hdfs/wire.h"
 #include "util/coding.h"
+#include "util/thread.h"
 
 namespace hbiss::hdfs {
 
@@ -29,7 +30,7 @@ RpcClient::~RpcClient() {
   std::shared_ptr<Connection> conn;
   std::vector<std::shared_ptr<Connection>> old;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     closed_ = true;
     conn = std::move(conn_);
     old = std::move(old_);
@@ -44,7 +45,7 @@ RpcClient::~RpcClient() {
 std::string RpcClient::Address() const { return fmt::format("{}:{}", host_, port_); }
 
 void RpcClient::Disconnect() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (conn_) {
     KillConnection(conn_.get(), Status::IOError("disconnected by the client", true));
     old_.push_back(std::move(conn_));
@@ -52,7 +53,7 @@ void RpcClient::Disconnect() {
 }
 
 void RpcClient::KillConnection(Connection* conn, const Status& why) {
-  std::lock_guard<std::mutex> l(conn->mu);
+  MutexLock l(&conn->mu);
   if (!conn->dead) {
     conn->dead = true;
     conn->dead_status = why;
@@ -65,14 +66,14 @@ void RpcClient::KillConnection(Connection* conn, const Status& why) {
     }
   }
   conn->pending.clear();
-  conn->cv.notify_all();
+  conn->cv.SignalAll();
 }
 
 Result<std::shared_ptr<RpcClient::Connection>> RpcClient::GetConnection() {
-  std::unique_lock<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (closed_) return Status::Aborted("RPC client closed");
   if (conn_) {
-    std::lock_guard<std::mutex> cl(conn_->mu);
+    MutexLock cl(&conn_->mu);
     if (!conn_->dead) return conn_;
   }
   if (conn_) old_.push_back(std::move(conn_));
@@ -98,7 +99,9 @@ Result<std::shared_ptr<RpcClient::Connection>> RpcClient::GetConnection() {
 
   auto conn = std::make_shared<Connection>();
   conn->sock = std::move(sock);
-  conn->reader = std::thread(&RpcClient::ReaderLoop, conn);
+  HBISS_ASSIGN_OR_RETURN(conn->reader,
+                         StartThread("hdfs rpc reader " + Address(),
+                                     [conn] { ReaderLoop(conn); }));  // else conn closes sock
   conn_ = conn;
   connects_++;
   return conn;
@@ -143,7 +146,7 @@ void RpcClient::ReaderLoop(std::shared_ptr<Connection> conn) {
       KillConnection(conn.get(), why.WithContext("fatal RPC error"));
       return;
     }
-    std::lock_guard<std::mutex> l(conn->mu);
+    MutexLock l(&conn->mu);
     auto it = conn->pending.find(int32_t(h.call_id()));
     if (it == conn->pending.end()) continue;  // a call that already timed out
     auto call = it->second;
@@ -155,7 +158,7 @@ void RpcClient::ReaderLoop(std::shared_ptr<Connection> conn) {
     } else {
       call->status = wire::RemoteExceptionToStatus(h.exception_class_name(), h.error_msg());
     }
-    conn->cv.notify_all();
+    conn->cv.SignalAll();
   }
 }
 
@@ -182,26 +185,26 @@ Status RpcClient::OneAttempt(int32_t call_id, int retry_count, const std::string
 
   auto call = std::make_shared<PendingCall>();
   {
-    std::lock_guard<std::mutex> l(conn->mu);
+    MutexLock l(&conn->mu);
     if (conn->dead) return conn->dead_status;
     conn->pending[call_id] = call;
   }
   {
-    std::lock_guard<std::mutex> wl(conn->write_mu);
+    MutexLock wl(&conn->write_mu);
     Status st = conn->sock->WriteAll(frame.data(), frame.size());
     if (!st.ok()) {
       KillConnection(conn.get(), st.WithContext("NameNode connection lost"));
     }
   }
-  std::unique_lock<std::mutex> l(conn->mu);
+  MutexLock l(&conn->mu);
   auto deadline = Clock::now() + std::chrono::milliseconds(options_.call_timeout_ms);
   while (!call->done) {
-    if (conn->cv.wait_until(l, deadline) == std::cv_status::timeout && !call->done) {
-      l.unlock();
+    if (!conn->cv.WaitUntil(&conn->mu, deadline) && !call->done) {
+      l.Unlock();
       KillConnection(conn.get(), Status::IOError(
           fmt::format("RPC {} to {} timed out after {} ms", method, Address(),
                       options_.call_timeout_ms), true));
-      l.lock();
+      l.Lock();
     }
   }
   if (call->status.ok()) *response_bytes = std::move(call->body);

@@ -14,17 +14,17 @@
 #include <google/protobuf/message_lite.h>
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "hdfs/socket.h"
+#include "util/mutex.h"
 #include "util/status.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::hdfs {
 
@@ -59,27 +59,28 @@ class RpcClient {
   uint64_t connects() const { return connects_.load(); }
 
  private:
+  // Guarded by its Connection's mu (not expressible as GUARDED_BY here).
   struct PendingCall {
     bool done = false;
     Status status;
     std::string body;  // serialized response message
   };
   struct Connection {
-    std::unique_ptr<Socket> sock;
-    std::mutex write_mu;
-    std::thread reader;
-    std::mutex mu;  // guards the fields below
-    std::condition_variable cv;  // signalled when a pending call completes or dead is set
-    std::map<int32_t, std::shared_ptr<PendingCall>> pending;
-    bool dead = false;
-    Status dead_status;
+    std::unique_ptr<Socket> sock;  // set before the reader starts; then only read
+    Mutex write_mu;                // serializes requests on sock
+    std::thread reader;            // set and joined under the RpcClient's mu_
+    Mutex mu;
+    CondVar cv;  // signalled when a pending call completes or dead is set
+    std::map<int32_t, std::shared_ptr<PendingCall>> pending GUARDED_BY(mu);
+    bool dead GUARDED_BY(mu) = false;
+    Status dead_status GUARDED_BY(mu);
   };
 
-  Result<std::shared_ptr<Connection>> GetConnection();
+  Result<std::shared_ptr<Connection>> GetConnection() EXCLUDES(mu_);
   Status OneAttempt(int32_t call_id, int retry_count, const std::string& method,
                     const std::string& request_bytes, std::string* response_bytes);
   static void ReaderLoop(std::shared_ptr<Connection> conn);
-  static void KillConnection(Connection* conn, const Status& why);
+  static void KillConnection(Connection* conn, const Status& why) EXCLUDES(conn->mu);
 
   const std::string host_;
   const uint16_t port_;
@@ -88,10 +89,11 @@ class RpcClient {
   std::atomic<int32_t> next_call_id_{0};
   std::atomic<uint64_t> connects_{0};
 
-  std::mutex mu_;  // guards conn_, old_, closed_
-  std::shared_ptr<Connection> conn_;
-  std::vector<std::shared_ptr<Connection>> old_;  // dead connections whose reader to join
-  bool closed_ = false;
+  Mutex mu_;  // taken before any Connection::mu
+  std::shared_ptr<Connection> conn_ GUARDED_BY(mu_);
+  // Dead connections whose reader to join.
+  std::vector<std::shared_ptr<Connection>> old_ GUARDED_BY(mu_);
+  bool closed_ GUARDED_BY(mu_) = false;
 };
 
 // 16 random bytes (a UUID-sized client id).

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "util/coding.h"
+#include "util/thread.h"
 
 namespace hbiss::nbd {
 
@@ -129,7 +130,7 @@ Status Connection::SendOptReply(uint32_t option, uint32_t type, std::string_view
   EncodeBE32(h + 12, type);
   EncodeBE32(h + 16, uint32_t(data.size()));
   struct iovec iov[2] = {Iov(h, sizeof(h)), Iov(data.data(), data.size())};
-  std::lock_guard<std::mutex> l(write_mu_);
+  MutexLock l(&write_mu_);
   return transport_->WriteV(iov, 2);
 }
 
@@ -157,7 +158,7 @@ Status Connection::Handshake(bool* go) {
   EncodeBE16(hello + 16, kFlagFixedNewstyle | kFlagNoZeroes);
   struct iovec iov = Iov(hello, sizeof(hello));
   {
-    std::lock_guard<std::mutex> l(write_mu_);
+    MutexLock l(&write_mu_);
     HBISS_RETURN_IF_ERROR(transport_->WriteV(&iov, 1));
   }
   uint8_t cf[4];
@@ -255,7 +256,7 @@ Status Connection::HandleExportName(std::string_view data) {
   EncodeBE16(reply + 8, flags);
   struct iovec iov = Iov(reply, no_zeroes_ ? 10 : sizeof(reply));
   {
-    std::lock_guard<std::mutex> l(write_mu_);
+    MutexLock l(&write_mu_);
     HBISS_RETURN_IF_ERROR(transport_->WriteV(&iov, 1));
   }
   return EnterTransmission(*info, std::move(*exp));
@@ -378,17 +379,26 @@ Status Connection::DiscardPayload(uint32_t length) {
 
 Status Connection::Transmission() {
   const int n = std::max(1, opts_.workers);
-  for (int i = 1; i < n; i++) workers_.emplace_back([this] { ServeLoop(); });
+  for (int i = 1; i < n; i++) {
+    auto t = StartThread("nbd worker", [this] { ServeLoop(); });
+    if (!t.ok()) {
+      // Fewer workers only bound concurrency lower; this thread still serves.
+      spdlog::warn("nbd {}: serving with {} of {} threads: {}", opts_.peer, i, n,
+                   t.status().ToString());
+      break;
+    }
+    workers_.push_back(std::move(*t));
+  }
   ServeLoop();  // this thread is one of the n
   for (auto& t : workers_) t.join();
   workers_.clear();
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return result_;
 }
 
 void Connection::Stop(Status why) {
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     if (stopping_) return;
     stopping_ = true;
     result_ = std::move(why);
@@ -398,7 +408,7 @@ void Connection::Stop(Status why) {
 }
 
 bool Connection::stopping() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return stopping_;
 }
 
@@ -412,7 +422,7 @@ void Connection::ServeLoop() {
     uint32_t err = 0;
     std::string why;
     {
-      std::lock_guard<std::mutex> rl(read_mu_);
+      MutexLock rl(&read_mu_);
       if (stopping()) return;
       uint8_t hb[kRequestSize];
       Status s = transport_->ReadFull(hb, sizeof(hb));
@@ -429,7 +439,7 @@ void Connection::ServeLoop() {
       requests_++;
       if (r.type == kCmdDisc) {
         // Requests already read still finish and get their replies.
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         stopping_ = true;
         return;
       }
@@ -520,7 +530,7 @@ Status Connection::Execute(Work& w) {
 }
 
 Status Connection::SendLocked(const struct iovec* iov, int n) {
-  std::lock_guard<std::mutex> l(write_mu_);
+  MutexLock l(&write_mu_);
   return transport_->WriteV(iov, n);
 }
 

@@ -14,7 +14,8 @@
 // impossible length) ends this connection only. Several threads serve one
 // connection (leader/follower), so requests run concurrently and replies may
 // go out of order; each reply is sent with one writev under the connection's
-// write lock. FUA and FLUSH are
+// write lock. When the OS refuses some of those threads, the connection runs
+// with the ones it got (at least Run()'s own). FUA and FLUSH are
 // acknowledged only after Export::Flush() returns OK.
 //
 // Memory: nothing is allocated from a length a client sent before checking
@@ -26,7 +27,6 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,7 +34,9 @@
 #include "nbd/export.h"
 #include "nbd/protocol.h"
 #include "nbd/transport.h"
+#include "util/mutex.h"
 #include "util/status.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::nbd {
 
@@ -130,8 +132,8 @@ class Connection {
   void ServeLoop();
   // Ends the transmission phase with `why` as Run()'s result (first caller
   // wins) and shuts the transport down.
-  void Stop(Status why);
-  bool stopping();
+  void Stop(Status why) EXCLUDES(mu_);
+  bool stopping() EXCLUDES(mu_);
   Status DiscardPayload(uint32_t length);
   // Runs a validated request and sends its reply; returns the send status.
   Status Execute(Work& w);
@@ -140,7 +142,7 @@ class Connection {
   Status SendError(const Request& r, uint32_t error, std::string_view msg);
   Status SendRead(const Request& r, const uint8_t* data);
   Status SendBlockStatus(const Request& r, const std::vector<Extent>& extents);
-  Status SendLocked(const struct iovec* iov, int n);
+  Status SendLocked(const struct iovec* iov, int n) EXCLUDES(write_mu_);
 
   std::unique_ptr<Transport> transport_;
   ExportProvider* provider_;
@@ -158,12 +160,16 @@ class Connection {
   TransmissionState state_;
   std::atomic<uint64_t> requests_{0};
 
-  std::mutex read_mu_;   // one thread reads a request (and payload) at a time
-  std::mutex write_mu_;  // serializes replies on the transport
+  // transport_ has no GUARDED_BY: reads happen under read_mu_, writes under
+  // write_mu_, and Shutdown() under neither (see Transport's thread rules).
+  Mutex read_mu_ ACQUIRED_BEFORE(mu_);  // one thread reads a request (and payload) at a time
+  Mutex write_mu_;                      // serializes replies on the transport
 
-  std::mutex mu_;
-  bool stopping_ = false;  // GUARDED_BY(mu_)
-  Status result_;          // GUARDED_BY(mu_)
+  Mutex mu_;
+  bool stopping_ GUARDED_BY(mu_) = false;
+  Status result_ GUARDED_BY(mu_);
+  // Extra transmission threads; Run()'s own thread is one more. Started
+  // and joined by Run()'s thread only.
   std::vector<std::thread> workers_;
 };
 

@@ -22,7 +22,7 @@ static Status CheckRange(uint64_t offset, uint64_t length, uint64_t size) {
 Status MemoryExport::Read(uint64_t offset, std::span<uint8_t> out) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, out.size(), size_));
   reads++;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   std::memcpy(out.data(), data_.data() + offset, out.size());
   return Status::OK();
 }
@@ -31,7 +31,7 @@ Status MemoryExport::Write(uint64_t offset, std::span<const uint8_t> data) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, data.size(), size_));
   if (read_only_) return Status::InvalidArgument("read-only");
   writes++;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   std::memcpy(data_.data() + offset, data.data(), data.size());
   if (!data.empty()) {
     for (uint64_t b = offset / kBlock; b <= (offset + data.size() - 1) / kBlock; b++) {
@@ -57,7 +57,7 @@ void MemoryExport::ZeroLocked(uint64_t offset, uint64_t length, bool unmap) {
 Status MemoryExport::Trim(uint64_t offset, uint64_t length) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, length, size_));
   trims++;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   ZeroLocked(offset, length, true);
   return Status::OK();
 }
@@ -66,7 +66,7 @@ Status MemoryExport::WriteZeroes(uint64_t offset, uint64_t length, bool may_trim
   HBISS_RETURN_IF_ERROR(CheckRange(offset, length, size_));
   zeroes++;
   if (!may_trim) no_hole_zeroes++;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   ZeroLocked(offset, length, may_trim);
   return Status::OK();
 }
@@ -79,7 +79,7 @@ Status MemoryExport::Flush() {
 Result<std::vector<Extent>> MemoryExport::BlockStatus(uint64_t offset, uint64_t length) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, length, size_));
   std::vector<Extent> out;
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   uint64_t pos = offset, end = offset + length;
   while (pos < end) {
     uint64_t b = pos / kBlock;
@@ -96,19 +96,19 @@ Result<std::vector<Extent>> MemoryExport::BlockStatus(uint64_t offset, uint64_t 
 }
 
 void MemoryProvider::Add(std::shared_ptr<MemoryExport> e) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   exports_[e->name()] = std::move(e);
 }
 
 Result<std::vector<std::string>> MemoryProvider::List() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   std::vector<std::string> names;
   for (auto& [n, e] : exports_) names.push_back(n);
   return names;
 }
 
 Result<ExportInfo> MemoryProvider::Describe(const std::string& name) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = exports_.find(name);
   if (it == exports_.end() && name.empty() && exports_.size() == 1) it = exports_.begin();
   if (it == exports_.end()) return Status::NotFound("no export named '" + name + "'");
@@ -117,7 +117,7 @@ Result<ExportInfo> MemoryProvider::Describe(const std::string& name) {
 
 Result<std::shared_ptr<Export>> MemoryProvider::Open(const std::string& name) {
   HBISS_ASSIGN_OR_RETURN(ExportInfo info, Describe(name));
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return std::shared_ptr<Export>(exports_.at(info.name));
 }
 

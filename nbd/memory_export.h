@@ -7,11 +7,12 @@
 #include <atomic>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "nbd/export.h"
+#include "util/mutex.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::nbd {
 
@@ -38,15 +39,15 @@ class MemoryExport : public Export {
 
  private:
   // Zeroes [offset, offset+length) and, when `unmap`, marks whole blocks in
-  // it as holes. REQUIRES: mu_ held.
-  void ZeroLocked(uint64_t offset, uint64_t length, bool unmap);
+  // it as holes.
+  void ZeroLocked(uint64_t offset, uint64_t length, bool unmap) REQUIRES(mu_);
 
   const std::string name_;
   const uint64_t size_;
   const bool read_only_;
-  std::mutex mu_;
-  std::vector<uint8_t> data_;       // GUARDED_BY(mu_)
-  std::vector<bool> allocated_;     // GUARDED_BY(mu_), one per kBlock
+  Mutex mu_;
+  std::vector<uint8_t> data_ GUARDED_BY(mu_);
+  std::vector<bool> allocated_ GUARDED_BY(mu_);  // one per kBlock
 };
 
 // Serves a fixed set of MemoryExports. Open() returns the same shared export
@@ -59,8 +60,8 @@ class MemoryProvider : public ExportProvider {
   Result<std::shared_ptr<Export>> Open(const std::string& name) override;
 
  private:
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<MemoryExport>> exports_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::map<std::string, std::shared_ptr<MemoryExport>> exports_ GUARDED_BY(mu_);
 };
 
 }  // namespace hbiss::nbd

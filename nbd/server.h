@@ -3,20 +3,26 @@
 //
 // Thread safety: Start() and Stop() are called by one controlling thread;
 // port() and connections() may be called from any thread after Start().
+//
+// Threads: one accept thread, plus one per connection (and the connection's
+// own workers, see ConnectionOptions::workers). When the OS refuses a
+// connection's thread, that connection is closed (and logged) and the server
+// keeps accepting; Start() fails if it cannot start the accept thread.
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "nbd/connection.h"
 #include "nbd/export.h"
+#include "util/mutex.h"
 #include "util/status.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::nbd {
 
@@ -47,11 +53,11 @@ class Server {
   // The bound TCP port, 0 if not listening on TCP.
   uint16_t port() const { return port_; }
   // Connections currently open.
-  size_t connections();
+  size_t connections() EXCLUDES(mu_);
 
  private:
   struct Conn {
-    std::shared_ptr<Connection> conn;
+    std::shared_ptr<Connection> conn;  // guarded by the Server's mu_ once running
     std::thread thread;
     std::atomic<bool> done{false};
   };
@@ -59,8 +65,8 @@ class Server {
   Status ListenTcp();
   Status ListenUnix();
   void AcceptLoop();
-  void StartConnection(int fd, std::string peer);
-  void Reap(bool all);
+  void StartConnection(int fd, std::string peer) EXCLUDES(mu_);
+  void Reap(bool all) EXCLUDES(mu_);
 
   ExportProvider* provider_;
   const ServerOptions opts_;
@@ -72,9 +78,9 @@ class Server {
   std::atomic<bool> stopping_{false};
   bool started_ = false;
 
-  std::mutex mu_;
-  std::list<std::unique_ptr<Conn>> conns_;  // GUARDED_BY(mu_)
-  uint64_t next_id_ = 0;                    // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::list<std::unique_ptr<Conn>> conns_ GUARDED_BY(mu_);
+  uint64_t next_id_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace hbiss::nbd

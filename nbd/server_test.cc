@@ -15,6 +15,7 @@
 
 #include "nbd/memory_export.h"
 #include "util/coding.h"
+#include "util/thread.h"
 
 namespace hbiss::nbd {
 namespace {
@@ -117,6 +118,74 @@ TEST(Server, UnixSocketAndBadAddresses) {
   none.listen = "";
   Server s(&p, none);
   EXPECT_FALSE(s.Start().ok());
+}
+
+// A failed thread start used to throw std::system_error out of the accept
+// loop and std::terminate the process (every volume it served went down).
+TEST(Server, ConnectionThatCannotGetAThreadIsClosedAndOthersAreServed) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.conn.workers = 1;
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  int before = Attach(s.port());  // a client connected before the failure keeps working
+
+  FailThreadStartsForTest(2, "nbd connection");
+  for (int i = 0; i < 2; i++) {
+    int refused = ConnectTcp(s.port());
+    char b;
+    EXPECT_EQ(::read(refused, &b, 1), 0) << "closed before the greeting";
+    ::close(refused);
+  }
+  int after = Attach(s.port());  // the server still accepts and serves
+  EXPECT_EQ(s.connections(), 2u);
+
+  // The first client still gets replies.
+  uint8_t req[kRequestSize];
+  EncodeRequest(Request{kRequestMagic, 0, kCmdFlush, 9, 0, 0}, req);
+  ASSERT_EQ(::write(before, req, sizeof(req)), ssize_t(sizeof(req)));
+  uint8_t rep[kSimpleReplySize];
+  ASSERT_TRUE(ReadN(before, rep, sizeof(rep)));
+  EXPECT_EQ(DecodeBE32(rep + 4), 0u);
+  EXPECT_EQ(DecodeBE64(rep + 8), 9u);
+  ::close(before);
+  ::close(after);
+  s.Stop();
+  FailThreadStartsForTest(0);
+}
+
+TEST(Server, ConnectionServesWithFewerWorkersWhenThreadsAreRefused) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.conn.workers = 4;
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  FailThreadStartsForTest(1, "nbd worker");  // the first extra worker fails, so no extra one
+  int fd = Attach(s.port());
+  EXPECT_EQ(s.connections(), 1u);
+  ::close(fd);
+  s.Stop();
+  FailThreadStartsForTest(0);
+}
+
+TEST(Server, StartFailsCleanlyWithoutAnAcceptThread) {
+  MemoryProvider p;
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  {
+    Server s(&p, o);
+    FailThreadStartsForTest(1, "nbd accept");
+    Status st = s.Start();
+    EXPECT_TRUE(st.IsIOError()) << st.ToString();
+    EXPECT_TRUE(st.retryable());
+  }  // ~Server after a failed Start
+  Server s(&p, o);
+  EXPECT_TRUE(s.Start().ok());
+  s.Stop();
 }
 
 }  // namespace

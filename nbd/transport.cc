@@ -92,7 +92,7 @@ Status BufferTransport::ReadFull(void* buf, size_t n) {
 
 Status BufferTransport::WriteV(const struct iovec* iov, int iovcnt) {
   if (shut_) return Status::IOError("connection shut down");
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   for (int i = 0; i < iovcnt; i++) {
     written_ += iov[i].iov_len;
     if (capture_) output_.append(static_cast<const char*>(iov[i].iov_base), iov[i].iov_len);

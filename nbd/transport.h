@@ -12,10 +12,11 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <string>
 
+#include "util/mutex.h"
 #include "util/status.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::nbd {
 
@@ -60,7 +61,7 @@ class BufferTransport : public Transport {
   Status WriteV(const struct iovec* iov, int iovcnt) override;
   void Shutdown() override { shut_ = true; }
   std::string output() {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     return output_;
   }
   size_t bytes_written() const { return written_; }
@@ -70,8 +71,8 @@ class BufferTransport : public Transport {
   size_t pos_ = 0;
   const bool capture_;
   std::atomic<bool> shut_{false};
-  std::mutex mu_;
-  std::string output_;  // GUARDED_BY(mu_)
+  Mutex mu_;
+  std::string output_ GUARDED_BY(mu_);
   std::atomic<size_t> written_{0};
 };
 

@@ -72,7 +72,7 @@ Result<ExportInfo> VolumeProvider::Describe(const std::string& name) {
   info.name = canonical;
   info.read_only = read_only_;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     auto it = open_.find(canonical);
     if (it != open_.end()) {
       info.size = it->second.exp->size();
@@ -88,7 +88,7 @@ Result<ExportInfo> VolumeProvider::Describe(const std::string& name) {
 
 Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
   HBISS_ASSIGN_OR_RETURN(ExportInfo info, Describe(name));
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = open_.find(info.name);
   if (it == open_.end()) {
     auto opened = volume::Volume::Open(store_, info.name, open_opts_);
@@ -116,7 +116,7 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
 }
 
 void VolumeProvider::Release(const std::string& name) {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   auto it = open_.find(name);
   if (it == open_.end()) return;  // closed by CloseAll
   if (--it->second.refs > 0) return;
@@ -134,7 +134,7 @@ void VolumeProvider::Release(const std::string& name) {
 }
 
 Status VolumeProvider::FlushAll() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   Status first;
   for (auto& [name, e] : open_) {
     if (e.closed) continue;
@@ -148,7 +148,7 @@ Status VolumeProvider::FlushAll() {
 }
 
 Status VolumeProvider::CloseAll() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   Status first;
   for (auto& [name, e] : open_) {
     if (e.closed) continue;
@@ -174,7 +174,7 @@ Status VolumeProvider::CloseAll() {
 }
 
 size_t VolumeProvider::open_volumes() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   return open_.size();
 }
 

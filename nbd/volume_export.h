@@ -10,11 +10,12 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 
 #include "nbd/export.h"
 #include "store/store.h"
+#include "util/mutex.h"
+#include "util/thread_annotations.h"
 #include "volume/volume.h"
 
 namespace hbiss::nbd {
@@ -59,15 +60,15 @@ class VolumeProvider : public ExportProvider {
   Result<std::vector<std::string>> List() override;
   // The empty name is the default export when the store has exactly one
   // volume.
-  Result<ExportInfo> Describe(const std::string& name) override;
-  Result<std::shared_ptr<Export>> Open(const std::string& name) override;
+  Result<ExportInfo> Describe(const std::string& name) override EXCLUDES(mu_);
+  Result<std::shared_ptr<Export>> Open(const std::string& name) override EXCLUDES(mu_);
 
   // Flushes every open volume; returns the first error.
-  Status FlushAll();
+  Status FlushAll() EXCLUDES(mu_);
   // Closes every open volume (even ones still referenced: their exports then
   // fail every call). Returns the first error. Call after the server stopped.
-  Status CloseAll();
-  size_t open_volumes();
+  Status CloseAll() EXCLUDES(mu_);
+  size_t open_volumes() EXCLUDES(mu_);
 
  private:
   struct Entry {
@@ -76,13 +77,13 @@ class VolumeProvider : public ExportProvider {
     int refs = 0;
     bool closed = false;  // by CloseAll, while still referenced
   };
-  void Release(const std::string& name);
+  void Release(const std::string& name) EXCLUDES(mu_);
 
   store::Store* const store_;
   const bool read_only_;
   const volume::OpenOptions open_opts_;
-  std::mutex mu_;  // held across Volume::Open/Close so they never race
-  std::map<std::string, Entry> open_;  // GUARDED_BY(mu_)
+  Mutex mu_;  // held across Volume::Open/Close so they never race
+  std::map<std::string, Entry> open_ GUARDED_BY(mu_);
 };
 
 }  // namespace hbiss::nbd

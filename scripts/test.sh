@@ -4,13 +4,16 @@
 #
 # Steps:
 #   1. scripts/deps.sh (Debian packages), scripts/install-hadoop.sh (Hadoop jars)
-#   2. scripts/build.sh into $BUILD_DIR (default build/)
+#   2. scripts/build.sh into $BUILD_DIR (default build/). Every build here (this one, the
+#      fuzz build and the sanitizer build) has -DHBISS_WERROR=ON: warnings fail CI.
 #   3. starts one HDFS cluster for the whole run (scripts/hdfs-cluster) and
 #      exports HBISS_HDFS_URI, HBISS_HDFS_CLUSTER_DIR and HBISS_REQUIRE_HDFS=1,
 #      so a test that needs HDFS fails instead of skipping
 #   4. ctest over the whole build, with a per-test timeout (HBISS_REQUIRE_VM=1: the VM
 #      boot test fails instead of skipping when it cannot get its kernel)
-#   5. hook spots: fuzz runs, a sanitizer (ASan + UBSan) build and its ctest
+#   5. hook spots: a clang build of the whole tree (which also checks the thread-safety
+#      annotations, -Wthread-safety) and its fuzz runs, a sanitizer (ASan + UBSan) build
+#      and its ctest
 #   6. stops the cluster (trap on exit), prints each step's result, and ends with
 #      ctest's summary line. Exits non-zero when any step failed.
 #
@@ -53,7 +56,7 @@ if [[ -f scripts/install-hadoop.sh ]]; then
 fi
 
 # ---- 2. build ------------------------------------------------------------------------
-bash scripts/build.sh "$build_dir" || { log "build failed"; exit 1; }
+HBISS_WERROR=ON bash scripts/build.sh "$build_dir" || { log "build failed"; exit 1; }
 mkdir -p "$log_dir"
 
 # ---- 3. the HDFS cluster, once per run -------------------------------------------------
@@ -99,14 +102,18 @@ record "ctest ($build_dir)" "$ctest_rc"
 
 # ---- 5a. fuzz runs ---------------------------------------------------------------------
 # libFuzzer targets need clang: one build directory with -DHBISS_FUZZ=ON holds all of them.
-# Each of the four targets runs for HBISS_FUZZ_SECONDS (default 60) from its seed corpus.
+# It builds every target, not only the fuzzers, so that CI compiles the whole tree with
+# clang -Wthread-safety -Werror (the lock annotations of util/thread_annotations.h).
+# Each of the four fuzz targets runs for HBISS_FUZZ_SECONDS (default 60) from its seed
+# corpus.
 if [[ "${HBISS_SKIP_FUZZ:-0}" != 1 ]]; then
   fuzz_dir="$build_dir-fuzz"
   fuzz_secs="${HBISS_FUZZ_SECONDS:-60}"
   if cmake -S "$repo_root" -B "$fuzz_dir" -G Ninja -DCMAKE_C_COMPILER=clang \
-       -DCMAKE_CXX_COMPILER=clang++ -DHBISS_FUZZ=ON > "$log_dir/fuzz-build.log" 2>&1 &&
-     ninja -C "$fuzz_dir" nbd_fuzz hdfs_wire_fuzz volume_fuzz nbd_volume_fuzz \
-       >> "$log_dir/fuzz-build.log" 2>&1; then
+       -DCMAKE_CXX_COMPILER=clang++ -DHBISS_FUZZ=ON -DHBISS_WERROR=ON \
+       > "$log_dir/fuzz-build.log" 2>&1 &&
+     ninja -C "$fuzz_dir" -j "${JOBS:-$(nproc)}" >> "$log_dir/fuzz-build.log" 2>&1; then
+    record "clang build, -Wthread-safety -Werror ($fuzz_dir)" 0
     bash tests/nbd/fuzz.sh "$fuzz_dir/nbd/nbd_fuzz" "$fuzz_secs" > "$log_dir/fuzz-nbd.log" 2>&1
     rc=$?; record "fuzz nbd handshake+requests (${fuzz_secs}s)" $rc
     [[ $rc -eq 0 ]] || tail -n 30 "$log_dir/fuzz-nbd.log" >&2
@@ -127,7 +134,7 @@ if [[ "${HBISS_SKIP_FUZZ:-0}" != 1 ]]; then
     [[ $rc -eq 0 ]] || tail -n 30 "$log_dir/fuzz-hdfs.log" >&2
   else
     tail -n 30 "$log_dir/fuzz-build.log" >&2
-    record "fuzz build" 1
+    record "clang build, -Wthread-safety -Werror ($fuzz_dir)" 1
   fi
 fi
 
@@ -136,7 +143,8 @@ fi
 # HDFS cluster. Any sanitizer report fails the test that triggered it.
 if [[ "${HBISS_SKIP_SANITIZE:-0}" != 1 ]]; then
   san_dir="$build_dir-asan"
-  if bash scripts/build.sh "$san_dir" -DHBISS_SANITIZE=ON > "$log_dir/asan-build.log" 2>&1; then
+  if HBISS_WERROR=ON bash scripts/build.sh "$san_dir" -DHBISS_SANITIZE=ON \
+       > "$log_dir/asan-build.log" 2>&1; then
     export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
     ctest --test-dir "$san_dir" --output-on-failure --timeout "$timeout_s" -j "$ctest_jobs" \

@@ -2,9 +2,11 @@
 
 #include <array>
 #include <map>
-#include <mutex>
 #include <random>
 #include <vector>
+
+#include "util/mutex.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::store {
 
@@ -19,14 +21,16 @@ bool IsMutating(Op op) {
 
 // A writer handed out by the wrapper. SimulateCrash takes the target away.
 struct WriterSlot {
-  std::mutex mu;
-  std::unique_ptr<SegmentWriter> target;  // GUARDED_BY(mu)
-  bool revoked = false;                   // GUARDED_BY(mu)
+  explicit WriterSlot(std::unique_ptr<SegmentWriter> t) : target(std::move(t)) {}
+  Mutex mu;
+  std::unique_ptr<SegmentWriter> target GUARDED_BY(mu);
+  bool revoked GUARDED_BY(mu) = false;
 };
 
 struct LockSlot {
-  std::mutex mu;
-  std::unique_ptr<Lock> target;  // GUARDED_BY(mu)
+  explicit LockSlot(std::unique_ptr<Lock> t) : target(std::move(t)) {}
+  Mutex mu;
+  std::unique_ptr<Lock> target GUARDED_BY(mu);
 };
 
 }  // namespace
@@ -53,25 +57,25 @@ struct FaultInjectionStore::Core {
 
   Store* const target;
 
-  mutable std::mutex mu;
-  std::mt19937_64 rng;                  // GUARDED_BY(mu)
-  bool down = false;                    // GUARDED_BY(mu)
-  bool armed = false;                   // GUARDED_BY(mu)
-  uint64_t countdown = 0;               // GUARDED_BY(mu)
-  uint64_t epoch = 0;                   // GUARDED_BY(mu); bumped by SimulateCrash
-  std::array<uint64_t, kNumOps> fail_next{};  // GUARDED_BY(mu)
-  uint32_t rate_mask = 0;               // GUARDED_BY(mu)
-  double rate = 0;                      // GUARDED_BY(mu)
-  Counters counters;                    // GUARDED_BY(mu)
-  std::map<std::string, Entry> tracked;  // GUARDED_BY(mu)
-  uint64_t next_id = 1;                 // GUARDED_BY(mu)
-  std::vector<std::weak_ptr<WriterSlot>> writers;  // GUARDED_BY(mu)
-  std::vector<std::weak_ptr<LockSlot>> locks;      // GUARDED_BY(mu)
+  mutable Mutex mu;
+  std::mt19937_64 rng GUARDED_BY(mu);
+  bool down GUARDED_BY(mu) = false;
+  bool armed GUARDED_BY(mu) = false;
+  uint64_t countdown GUARDED_BY(mu) = 0;
+  uint64_t epoch GUARDED_BY(mu) = 0;  // bumped by SimulateCrash
+  std::array<uint64_t, kNumOps> fail_next GUARDED_BY(mu){};
+  uint32_t rate_mask GUARDED_BY(mu) = 0;
+  double rate GUARDED_BY(mu) = 0;
+  Counters counters GUARDED_BY(mu);
+  std::map<std::string, Entry> tracked GUARDED_BY(mu);
+  uint64_t next_id GUARDED_BY(mu) = 1;
+  std::vector<std::weak_ptr<WriterSlot>> writers GUARDED_BY(mu);
+  std::vector<std::weak_ptr<LockSlot>> locks GUARDED_BY(mu);
 
   // Decides the fate of one call. `handle_epoch` is the epoch a reader or
   // writer was made in (nullopt for Store calls).
   Decision Decide(Op op, const std::string& name, std::optional<uint64_t> handle_epoch = {}) {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     ++counters.ops;
     std::string what = std::string(OpName(op)) + " " + name;
     Decision d;
@@ -120,19 +124,19 @@ struct FaultInjectionStore::Core {
 
   // Starts tracking a new object; returns its creation id.
   uint64_t Track(const std::string& name) {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     uint64_t id = next_id++;
     tracked[name] = Entry{id, ObjectState{}};
     return id;
   }
 
   void Untrack(const std::string& name) {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     tracked.erase(name);
   }
 
   void UntrackDir(const std::string& dir) {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     const std::string prefix = dir + "/";
     for (auto it = tracked.lower_bound(prefix);
          it != tracked.end() && it->first.compare(0, prefix.size(), prefix) == 0;) {
@@ -143,7 +147,7 @@ struct FaultInjectionStore::Core {
   enum class Level { kAppended, kFlushed, kSynced };
   // Records that the writer with creation `id` reached `size` at `level`.
   void Advance(const std::string& name, uint64_t id, uint64_t size, Level level) {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     auto it = tracked.find(name);
     if (it == tracked.end() || it->second.id != id) return;  // deleted or replaced
     ObjectState& st = it->second.st;
@@ -153,12 +157,12 @@ struct FaultInjectionStore::Core {
   }
 
   uint64_t Random() {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     return rng();
   }
 
   uint64_t Epoch() const {
-    std::lock_guard lock(mu);
+    MutexLock lock(&mu);
     return epoch;
   }
 };
@@ -195,7 +199,7 @@ class FaultWriter final : public SegmentWriter {
         epoch_(epoch) {}
 
   Status Append(std::span<const uint8_t> data) override {
-    std::lock_guard lock(slot_->mu);
+    MutexLock lock(&slot_->mu);
     HBISS_RETURN_IF_ERROR(Check());
     Core::Decision d = core_->Decide(Op::kAppend, name_, epoch_);
     if (d.verdict == Verdict::kDown) return Break(d.status);
@@ -225,8 +229,7 @@ class FaultWriter final : public SegmentWriter {
   uint64_t Size() const override { return size_; }
 
  private:
-  // REQUIRES: slot_->mu held.
-  Status Check() const {
+  Status Check() const REQUIRES(slot_->mu) {
     if (slot_->revoked) {
       return Status::IOError("injected crash: writer for '" + name_ +
                              "' was lost in a simulated crash");
@@ -241,7 +244,7 @@ class FaultWriter final : public SegmentWriter {
   }
 
   Status Durable(Op op) {
-    std::lock_guard lock(slot_->mu);
+    MutexLock lock(&slot_->mu);
     HBISS_RETURN_IF_ERROR(Check());
     Core::Decision d = core_->Decide(op, name_, epoch_);
     if (d.verdict != Verdict::kGo) return Break(d.status);
@@ -287,7 +290,7 @@ class FaultLock final : public Lock {
  public:
   explicit FaultLock(std::shared_ptr<LockSlot> slot) : slot_(std::move(slot)) {}
   ~FaultLock() override {
-    std::lock_guard lock(slot_->mu);
+    MutexLock lock(&slot_->mu);
     slot_->target.reset();
   }
 
@@ -306,13 +309,13 @@ FaultInjectionStore::FaultInjectionStore(Store* target, uint64_t seed)
 FaultInjectionStore::~FaultInjectionStore() = default;
 
 void FaultInjectionStore::CrashAfter(uint64_t n) {
-  std::lock_guard lock(core_->mu);
+  MutexLock lock(&core_->mu);
   core_->armed = true;
   core_->countdown = n;
 }
 
 uint64_t FaultInjectionStore::CrashAtRandom(uint64_t max_ops) {
-  std::lock_guard lock(core_->mu);
+  MutexLock lock(&core_->mu);
   uint64_t n = max_ops == 0 ? 0 : core_->rng() % max_ops;
   core_->armed = true;
   core_->countdown = n;
@@ -320,41 +323,41 @@ uint64_t FaultInjectionStore::CrashAtRandom(uint64_t max_ops) {
 }
 
 void FaultInjectionStore::Disarm() {
-  std::lock_guard lock(core_->mu);
+  MutexLock lock(&core_->mu);
   core_->armed = false;
 }
 
 bool FaultInjectionStore::crashed() const {
-  std::lock_guard lock(core_->mu);
+  MutexLock lock(&core_->mu);
   return core_->down;
 }
 
 void FaultInjectionStore::FailNext(Op op, uint64_t count) {
-  std::lock_guard lock(core_->mu);
+  MutexLock lock(&core_->mu);
   core_->fail_next[static_cast<size_t>(op)] += count;
 }
 
 void FaultInjectionStore::SetFailureRate(uint32_t op_mask, double p) {
-  std::lock_guard lock(core_->mu);
+  MutexLock lock(&core_->mu);
   core_->rate_mask = op_mask;
   core_->rate = p;
 }
 
 void FaultInjectionStore::ClearFailures() {
-  std::lock_guard lock(core_->mu);
+  MutexLock lock(&core_->mu);
   core_->fail_next.fill(0);
   core_->rate_mask = 0;
   core_->rate = 0;
 }
 
 FaultInjectionStore::Counters FaultInjectionStore::counters() const {
-  std::lock_guard lock(core_->mu);
+  MutexLock lock(&core_->mu);
   return core_->counters;
 }
 
 std::optional<FaultInjectionStore::ObjectState> FaultInjectionStore::Tracked(
     const std::string& name) const {
-  std::lock_guard lock(core_->mu);
+  MutexLock lock(&core_->mu);
   auto it = core_->tracked.find(name);
   if (it == core_->tracked.end()) return std::nullopt;
   return it->second.st;
@@ -365,7 +368,7 @@ Status FaultInjectionStore::SimulateCrash(CrashKind kind) {
   std::vector<std::weak_ptr<WriterSlot>> writers;
   std::vector<std::weak_ptr<LockSlot>> locks;
   {
-    std::lock_guard lock(c.mu);
+    MutexLock lock(&c.mu);
     c.down = true;  // calls racing with the crash fail
     c.armed = false;
     ++c.epoch;
@@ -376,20 +379,20 @@ Status FaultInjectionStore::SimulateCrash(CrashKind kind) {
   // The dead process's handles go away; in-flight calls finish first.
   for (auto& w : writers) {
     if (auto slot = w.lock()) {
-      std::lock_guard lock(slot->mu);
+      MutexLock lock(&slot->mu);
       slot->target.reset();
       slot->revoked = true;
     }
   }
   for (auto& l : locks) {
     if (auto slot = l.lock()) {
-      std::lock_guard lock(slot->mu);
+      MutexLock lock(&slot->mu);
       slot->target.reset();
     }
   }
   std::map<std::string, Core::Entry> objects;
   {
-    std::lock_guard lock(c.mu);
+    MutexLock lock(&c.mu);
     objects.swap(c.tracked);
   }
   Status first_error;
@@ -435,7 +438,7 @@ Status FaultInjectionStore::SimulateCrash(CrashKind kind) {
     }
   }
   {
-    std::lock_guard lock(c.mu);
+    MutexLock lock(&c.mu);
     c.down = false;
     c.counters.objects_truncated += truncated;
     c.counters.bytes_dropped += dropped;
@@ -451,12 +454,11 @@ Result<std::unique_ptr<SegmentWriter>> FaultInjectionStore::Create(const std::st
   }
   if (d.verdict != Verdict::kGo) return d.status;
   HBISS_ASSIGN_OR_RETURN(std::unique_ptr<SegmentWriter> w, target()->Create(name));
-  auto slot = std::make_shared<WriterSlot>();
-  slot->target = std::move(w);
+  auto slot = std::make_shared<WriterSlot>(std::move(w));
   uint64_t id = core_->Track(name);
   uint64_t epoch;
   {
-    std::lock_guard lock(core_->mu);
+    MutexLock lock(&core_->mu);
     core_->writers.push_back(slot);
     epoch = core_->epoch;
   }
@@ -530,10 +532,9 @@ Result<std::unique_ptr<Lock>> FaultInjectionStore::TryLock(const std::string& na
   Core::Decision d = core_->Decide(Op::kLock, name);
   if (d.verdict != Verdict::kGo) return d.status;
   HBISS_ASSIGN_OR_RETURN(std::unique_ptr<Lock> l, target()->TryLock(name));
-  auto slot = std::make_shared<LockSlot>();
-  slot->target = std::move(l);
+  auto slot = std::make_shared<LockSlot>(std::move(l));
   {
-    std::lock_guard lock(core_->mu);
+    MutexLock lock(&core_->mu);
     core_->locks.push_back(slot);
   }
   return std::unique_ptr<Lock>(std::make_unique<FaultLock>(std::move(slot)));

@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <set>
-#include <shared_mutex>
+
+#include "util/mutex.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::store {
 
@@ -14,8 +15,8 @@ namespace {
 // One object's bytes. Segments only grow, so a reader that remembers the size
 // it opened with can read without racing the writer's appends.
 struct Object {
-  mutable std::shared_mutex mu;
-  std::string data;  // GUARDED_BY(mu)
+  mutable SharedMutex mu;
+  std::string data GUARDED_BY(mu);
 };
 
 // Returns the parent directories of `name`, outermost first: "a/b/c" ->
@@ -31,14 +32,14 @@ std::vector<std::string> ParentDirs(const std::string& name) {
 }  // namespace
 
 struct MemoryStore::State {
-  std::mutex mu;
-  std::map<std::string, std::shared_ptr<Object>> objects;  // GUARDED_BY(mu)
-  std::set<std::string> dirs;                              // GUARDED_BY(mu)
-  std::set<std::string> locks;                             // GUARDED_BY(mu)
+  Mutex mu;
+  std::map<std::string, std::shared_ptr<Object>> objects GUARDED_BY(mu);
+  std::set<std::string> dirs GUARDED_BY(mu);
+  std::set<std::string> locks GUARDED_BY(mu);
 
   // Makes every parent directory of `name` exist. Fails, changing nothing, if
-  // one of them is an object. REQUIRES: mu held.
-  Status MakeParents(const std::string& name) {
+  // one of them is an object.
+  Status MakeParents(const std::string& name) REQUIRES(mu) {
     std::vector<std::string> parents = ParentDirs(name);
     for (const std::string& p : parents) {
       if (objects.count(p)) {
@@ -50,8 +51,7 @@ struct MemoryStore::State {
   }
 
   // NotFound / InvalidArgument for a name that is not an existing object.
-  // REQUIRES: mu held.
-  Status NotAnObject(const std::string& name) const {
+  Status NotAnObject(const std::string& name) const REQUIRES(mu) {
     if (dirs.count(name)) return Status::InvalidArgument("mem: '" + name + "' is a directory");
     return Status::NotFound("mem: '" + name + "' does not exist");
   }
@@ -59,8 +59,8 @@ struct MemoryStore::State {
 
 namespace {
 
-std::mutex g_registry_mu;
-std::map<std::string, std::shared_ptr<MemoryStore::State>>& Registry() {
+Mutex g_registry_mu;
+std::map<std::string, std::shared_ptr<MemoryStore::State>>& Registry() REQUIRES(g_registry_mu) {
   static auto* registry = new std::map<std::string, std::shared_ptr<MemoryStore::State>>();
   return *registry;
 }
@@ -73,7 +73,7 @@ class MemoryWriter final : public SegmentWriter {
   Status Append(std::span<const uint8_t> data) override {
     HBISS_RETURN_IF_ERROR(CheckOpen());
     if (data.empty()) return Status::OK();
-    std::unique_lock lock(obj_->mu);
+    WriterMutexLock lock(&obj_->mu);
     obj_->data.append(reinterpret_cast<const char*>(data.data()), data.size());
     size_ += data.size();
     return Status::OK();
@@ -106,7 +106,7 @@ class MemoryReader final : public SegmentReader {
   Result<size_t> ReadAt(uint64_t offset, std::span<uint8_t> out) override {
     if (offset >= size_ || out.empty()) return size_t{0};
     size_t n = static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - offset));
-    std::shared_lock lock(obj_->mu);
+    ReaderMutexLock lock(&obj_->mu);
     std::memcpy(out.data(), obj_->data.data() + offset, n);
     return n;
   }
@@ -122,7 +122,7 @@ class MemoryLock final : public Lock {
   MemoryLock(std::shared_ptr<MemoryStore::State> state, std::string name)
       : state_(std::move(state)), name_(std::move(name)) {}
   ~MemoryLock() override {
-    std::lock_guard lock(state_->mu);
+    MutexLock lock(&state_->mu);
     state_->locks.erase(name_);
   }
 
@@ -136,7 +136,7 @@ class MemoryLock final : public Lock {
 MemoryStore::MemoryStore() : state_(std::make_shared<State>()), uri_("mem:private") {}
 
 MemoryStore::MemoryStore(const std::string& name) : uri_("mem://" + name) {
-  std::lock_guard lock(g_registry_mu);
+  MutexLock lock(&g_registry_mu);
   auto& slot = Registry()[name];
   if (!slot) slot = std::make_shared<State>();
   state_ = slot;
@@ -145,13 +145,13 @@ MemoryStore::MemoryStore(const std::string& name) : uri_("mem://" + name) {
 MemoryStore::~MemoryStore() = default;
 
 void MemoryStore::Drop(const std::string& name) {
-  std::lock_guard lock(g_registry_mu);
+  MutexLock lock(&g_registry_mu);
   Registry().erase(name);
 }
 
 Result<std::unique_ptr<SegmentWriter>> MemoryStore::Create(const std::string& name) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
-  std::lock_guard lock(state_->mu);
+  MutexLock lock(&state_->mu);
   if (state_->objects.count(name) || state_->dirs.count(name)) {
     return Status::AlreadyExists("mem: '" + name + "' already exists");
   }
@@ -165,14 +165,14 @@ Result<std::unique_ptr<SegmentReader>> MemoryStore::Open(const std::string& name
   HBISS_RETURN_IF_ERROR(ValidateName(name));
   std::shared_ptr<Object> obj;
   {
-    std::lock_guard lock(state_->mu);
+    MutexLock lock(&state_->mu);
     auto it = state_->objects.find(name);
     if (it == state_->objects.end()) return state_->NotAnObject(name);
     obj = it->second;
   }
   uint64_t size;
   {
-    std::shared_lock lock(obj->mu);
+    ReaderMutexLock lock(&obj->mu);
     size = obj->data.size();
   }
   return std::unique_ptr<SegmentReader>(std::make_unique<MemoryReader>(std::move(obj), size));
@@ -181,8 +181,11 @@ Result<std::unique_ptr<SegmentReader>> MemoryStore::Open(const std::string& name
 Status MemoryStore::Put(const std::string& name, std::span<const uint8_t> data) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
   auto obj = std::make_shared<Object>();
-  if (!data.empty()) obj->data.assign(reinterpret_cast<const char*>(data.data()), data.size());
-  std::lock_guard lock(state_->mu);
+  if (!data.empty()) {
+    WriterMutexLock obj_lock(&obj->mu);  // not shared yet; the lock satisfies the analysis
+    obj->data.assign(reinterpret_cast<const char*>(data.data()), data.size());
+  }
+  MutexLock lock(&state_->mu);
   if (state_->dirs.count(name)) {
     return Status::InvalidArgument("mem: cannot put '" + name + "': it is a directory");
   }
@@ -196,7 +199,7 @@ Result<std::vector<ObjectInfo>> MemoryStore::List(const std::string& dir) {
   std::vector<ObjectInfo> out;
   std::vector<std::shared_ptr<Object>> objs;
   {
-    std::lock_guard lock(state_->mu);
+    MutexLock lock(&state_->mu);
     if (!dir.empty() && !state_->dirs.count(dir)) {
       if (state_->objects.count(dir)) {
         return Status::InvalidArgument("mem: '" + dir + "' is not a directory");
@@ -219,7 +222,7 @@ Result<std::vector<ObjectInfo>> MemoryStore::List(const std::string& dir) {
     }
   }
   for (size_t i = 0; i < objs.size(); ++i) {
-    std::shared_lock lock(objs[i]->mu);
+    ReaderMutexLock lock(&objs[i]->mu);
     out[i].size = objs[i]->data.size();
   }
   std::sort(out.begin(), out.end(),
@@ -231,25 +234,25 @@ Result<uint64_t> MemoryStore::Stat(const std::string& name) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
   std::shared_ptr<Object> obj;
   {
-    std::lock_guard lock(state_->mu);
+    MutexLock lock(&state_->mu);
     auto it = state_->objects.find(name);
     if (it == state_->objects.end()) return state_->NotAnObject(name);
     obj = it->second;
   }
-  std::shared_lock lock(obj->mu);
+  ReaderMutexLock lock(&obj->mu);
   return static_cast<uint64_t>(obj->data.size());
 }
 
 Status MemoryStore::Delete(const std::string& name) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
-  std::lock_guard lock(state_->mu);
+  MutexLock lock(&state_->mu);
   if (state_->objects.erase(name) == 0) return state_->NotAnObject(name);
   return Status::OK();
 }
 
 Status MemoryStore::DeleteDir(const std::string& dir) {
   HBISS_RETURN_IF_ERROR(ValidateName(dir));
-  std::lock_guard lock(state_->mu);
+  MutexLock lock(&state_->mu);
   if (state_->objects.count(dir)) {
     return Status::InvalidArgument("mem: '" + dir + "' is not a directory");
   }
@@ -268,7 +271,7 @@ Status MemoryStore::DeleteDir(const std::string& dir) {
 
 Result<std::unique_ptr<Lock>> MemoryStore::TryLock(const std::string& name) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
-  std::lock_guard lock(state_->mu);
+  MutexLock lock(&state_->mu);
   if (!state_->locks.insert(name).second) {
     return Status::Busy("mem: lock '" + name + "' is held");
   }

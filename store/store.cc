@@ -2,10 +2,11 @@
 
 #include <cctype>
 #include <map>
-#include <mutex>
 
 #include "store/local_store.h"
 #include "store/memory_store.h"
+#include "util/mutex.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::store {
 
@@ -14,8 +15,8 @@ namespace {
 constexpr size_t kMaxNameLength = 4096;
 constexpr size_t kMaxComponentLength = 255;
 
-std::mutex g_schemes_mu;
-std::map<std::string, StoreFactory>& Schemes() {
+Mutex g_schemes_mu;
+std::map<std::string, StoreFactory>& Schemes() REQUIRES(g_schemes_mu) {
   static auto* schemes = new std::map<std::string, StoreFactory>();
   return *schemes;
 }
@@ -126,7 +127,7 @@ Result<std::string> Store::ReadWhole(SegmentReader& reader, const std::string& n
 void RegisterScheme(const std::string& scheme, StoreFactory factory) {
   std::string lower;
   for (char c : scheme) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  std::lock_guard lock(g_schemes_mu);
+  MutexLock lock(&g_schemes_mu);
   if (factory == nullptr) {
     Schemes().erase(lower);
   } else {
@@ -187,7 +188,7 @@ Result<std::unique_ptr<Store>> OpenStore(const std::string& uri, bool create_if_
   }
   StoreFactory factory = nullptr;
   {
-    std::lock_guard lock(g_schemes_mu);
+    MutexLock lock(&g_schemes_mu);
     auto it = Schemes().find(scheme);
     if (it != Schemes().end()) factory = it->second;
   }
@@ -196,7 +197,7 @@ Result<std::unique_ptr<Store>> OpenStore(const std::string& uri, bool create_if_
                                    Quote(uri) + " (this build knows file, mem" +
                                    [] {
                                      std::string s;
-                                     std::lock_guard lock(g_schemes_mu);
+                                     MutexLock lock(&g_schemes_mu);
                                      for (const auto& [k, v] : Schemes()) s += ", " + k;
                                      return s;
                                    }() +

@@ -3,7 +3,7 @@
 namespace hbiss::volume {
 
 ChunkCache::Chunk ChunkCache::Find(uint64_t seg, uint64_t index) {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(&mu_);
   auto it = map_.find(Key{seg, index});
   if (it == map_.end()) {
     misses_++;
@@ -16,7 +16,7 @@ ChunkCache::Chunk ChunkCache::Find(uint64_t seg, uint64_t index) {
 
 void ChunkCache::Insert(uint64_t seg, uint64_t index, Chunk data) {
   if (!data || data->size() > capacity_) return;
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(&mu_);
   const Key key{seg, index};
   auto it = map_.find(key);
   if (it != map_.end()) {
@@ -36,17 +36,17 @@ void ChunkCache::Insert(uint64_t seg, uint64_t index, Chunk data) {
 }
 
 uint64_t ChunkCache::bytes() const {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(&mu_);
   return bytes_;
 }
 
 uint64_t ChunkCache::hits() const {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(&mu_);
   return hits_;
 }
 
 uint64_t ChunkCache::misses() const {
-  std::lock_guard<std::mutex> g(mu_);
+  MutexLock g(&mu_);
   return misses_;
 }
 

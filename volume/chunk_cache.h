@@ -11,9 +11,11 @@
 #include <cstdint>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <unordered_map>
 #include <vector>
+
+#include "util/mutex.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::volume {
 
@@ -27,15 +29,15 @@ class ChunkCache {
   ChunkCache& operator=(const ChunkCache&) = delete;
 
   // The chunk `index` of object `seg`, or null. A hit becomes most recent.
-  Chunk Find(uint64_t seg, uint64_t index);
+  Chunk Find(uint64_t seg, uint64_t index) EXCLUDES(mu_);
 
   // Adds (or replaces) a chunk, evicting least recently used ones to fit. A
   // chunk larger than the capacity is not kept.
-  void Insert(uint64_t seg, uint64_t index, Chunk data);
+  void Insert(uint64_t seg, uint64_t index, Chunk data) EXCLUDES(mu_);
 
-  uint64_t bytes() const;
-  uint64_t hits() const;
-  uint64_t misses() const;
+  uint64_t bytes() const EXCLUDES(mu_);
+  uint64_t hits() const EXCLUDES(mu_);
+  uint64_t misses() const EXCLUDES(mu_);
 
  private:
   struct Key {
@@ -53,11 +55,12 @@ class ChunkCache {
   };
 
   const uint64_t capacity_;
-  mutable std::mutex mu_;
-  std::list<Key> lru_;  // most recent first; GUARDED_BY(mu_)
-  std::unordered_map<Key, Entry, KeyHash> map_;  // GUARDED_BY(mu_)
-  uint64_t bytes_ = 0;                           // GUARDED_BY(mu_)
-  uint64_t hits_ = 0, misses_ = 0;               // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::list<Key> lru_ GUARDED_BY(mu_);  // most recent first
+  std::unordered_map<Key, Entry, KeyHash> map_ GUARDED_BY(mu_);
+  uint64_t bytes_ GUARDED_BY(mu_) = 0;
+  uint64_t hits_ GUARDED_BY(mu_) = 0;
+  uint64_t misses_ GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace hbiss::volume

@@ -112,8 +112,11 @@ TEST_F(CliTest, GoodSizesParse) {
   };
   int i = 0;
   for (const Case& c : cases) {
-    SCOPED_TRACE("size=" + c.text);
-    std::string name = "v" + std::to_string(i++);
+    // Not `"literal" + std::string`: GCC 12 -O3 reports a false -Wrestrict for it here
+    // (GCC PR 105651).
+    SCOPED_TRACE(::testing::Message() << "size=" << c.text);
+    std::string name = "v";
+    name += std::to_string(i++);
     MustRun({"create", name, "--size", c.text});
     EXPECT_EQ(InfoJson(name)["size"].get<uint64_t>(), c.bytes);
   }

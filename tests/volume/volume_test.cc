@@ -183,7 +183,8 @@ void RunModel(store::Store* store, uint64_t seed, int ops, bool reopen) {
   CreateOptions co;
   co.size = kSize;
   co.segment_size = 128 << 10;  // many rollovers
-  std::string name = "m" + std::to_string(seed);
+  std::string name = "m";
+  name += std::to_string(seed);  // not "m" + ...: GCC 12 -O3 false -Wrestrict (PR 105651)
   ASSERT_TRUE(Volume::Create(store, name, co).ok());
   OpenOptions oo;
   oo.checkpoint_interval = 300 << 10;
