@@ -222,9 +222,11 @@ Status VolumeImpl::PutRelogSegmentLocked(Lock& l) {
             .WithContext("volume " + name_ + ": re-log batch " + std::to_string(item.seq)));
   }
   const std::string obj = layout::SegName(name_, seg->id);
-  l.Unlock();  // no other thread runs before Start(); the Put may take a while
+  // No other thread runs before Start(); the Put may take a while. (mu_
+  // itself, not l: the analysis sees this function REQUIRES(mu_).)
+  mu_.Unlock();
   Status s = store_->Put(obj, std::span<const uint8_t>(seg->Slot(0), end));
-  l.Lock();
+  mu_.Lock();
   HBISS_RETURN_IF_ERROR(s.WithContext("volume " + name_ + ": writing re-log segment " + obj));
   queue_.clear();
   log_bytes_ += end;
