@@ -14,6 +14,8 @@
 #include "nbd/server.h"
 #include "nbd/volume_export.h"
 #include "store/store.h"
+#include "volume/memory_budget.h"
+#include "volume/segment_cache.h"
 #include "volume/volume.h"
 
 namespace hbiss::cli {
@@ -25,7 +27,8 @@ struct ServeArgs {
   std::string socket;
   bool read_only = false;
   int workers = 8;
-  uint64_t cache_mb = 64;
+  int64_t cache_mb = -1;  // -1: a quarter of the memory limit
+  std::string memory_limit = "2G";
   bool break_lock = false;
   double clean_threshold = 0.5;
 };
@@ -55,8 +58,23 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   auto names = volume::Volume::List(store->get());
   if (!names.ok()) return Fail("listing volumes in " + uri, names.status());
 
+  auto limit = ParseSize(a.memory_limit, uint64_t(1) << 50);
+  if (!limit.ok()) return Fail("--memory-limit", limit.status());
+  if (*limit < volume::kMinMemoryLimit) {
+    return Fail("--memory-limit", Status::InvalidArgument("the memory limit must be at least 64M"));
+  }
+  volume::SetMemoryLimit(*limit);
   volume::OpenOptions vo;
-  vo.cache_bytes = a.cache_mb << 20;
+  if (a.cache_mb >= 0) {
+    const uint64_t cache = uint64_t(a.cache_mb) << 20;
+    if (cache > *limit / 4) {
+      return Fail("--cache-mb", Status::InvalidArgument(
+                                    "the read cache may take at most a quarter of --memory-limit (" +
+                                    std::to_string(*limit / 4 >> 20) + " MiB)"));
+    }
+    volume::DefaultReadCache().SetCapacity(cache);
+    vo.cache_bytes = cache;
+  }
   vo.break_lock = a.break_lock;
   vo.clean_threshold = a.clean_threshold;
   nbd::VolumeProvider provider(store->get(), a.read_only, vo);
@@ -80,6 +98,11 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   }
   spdlog::info("hbiss serve: store {} ({} volumes){}, listening on {}", store->get()->Uri(),
                names->size(), a.read_only ? ", read-only" : "", where);
+  spdlog::info("hbiss serve: memory limit {} MiB (write buffers {} MiB, CRC tables {} MiB, read "
+               "cache {} MiB)",
+               *limit >> 20, volume::DefaultWriteBudget().capacity() >> 20,
+               volume::DefaultCrcTableCache().capacity() >> 20,
+               volume::DefaultReadCache().capacity() >> 20);
 
   int sig = 0;
   while (sigwait(&sigs, &sig) != 0) {
@@ -109,9 +132,16 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_flag("--read-only", a.read_only, "Serve every export read-only");
   serve->add_option("--workers", a.workers, "Threads serving each connection (default 8): requests in flight per connection")
       ->check(CLI::Range(1, 64));
+  serve->add_option("--memory-limit", a.memory_limit,
+                    "Memory for data, shared by every open volume (default 2G, at least 64M): "
+                    "half for write buffers (writers wait when they are full), a quarter for "
+                    "CRC tables of closed segments, a quarter for the read cache. Extent maps "
+                    "come on top (about 6-8 bytes per mapped 4 KiB block)");
   serve->add_option("--cache-mb", a.cache_mb,
-                    "Read cache per open volume in MiB (default 64), used on stores whose reads "
-                    "are not cached on this host (HDFS); 0 turns it off");
+                    "Read cache in MiB shared by every volume, used on stores whose reads are "
+                    "not cached on this host (HDFS); at most a quarter of --memory-limit (the "
+                    "default); 0 turns it off")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   serve->add_flag("--break-lock", a.break_lock,
                   "Take over volumes whose lock is still held by a host that died (HDFS: "
                   "recover the dead writer's lease now instead of after ~60 s). Only when that "

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "volume/layout.h"
+#include "volume/memory_budget.h"
 
 namespace hbiss::volume {
 
@@ -23,25 +24,30 @@ ReaderPool& DefaultReaderPool() {
 }
 
 CrcTableCache& DefaultCrcTableCache() {
-  static CrcTableCache* cache = new CrcTableCache(kDefaultCrcTableBytes);
+  static CrcTableCache* cache = new CrcTableCache(kDefaultMemoryLimit / 4);
+  return *cache;
+}
+
+ReadCache& DefaultReadCache() {
+  static ReadCache* cache = new ReadCache(kDefaultMemoryLimit / 4);
   return *cache;
 }
 
 SegmentCache::SegmentCache(store::Store* store, std::string name, uint64_t volume_id,
-                           uint32_t seg_slots, uint64_t chunk_cache_bytes, ReaderPool* readers,
+                           uint32_t seg_slots, ReadCache* read_cache, ReaderPool* readers,
                            CrcTableCache* tables)
     : store_(store),
       name_(std::move(name)),
       volume_id_(volume_id),
       seg_slots_(seg_slots),
       readers_(readers),
-      tables_(tables) {
-  if (chunk_cache_bytes > 0) chunks_ = std::make_unique<ChunkCache>(chunk_cache_bytes);
-}
+      tables_(tables),
+      chunks_(read_cache) {}
 
 SegmentCache::~SegmentCache() {
   readers_->EraseOwner(this);
   tables_->EraseOwner(this);
+  if (chunks_) chunks_->EraseOwner(this);
 }
 
 void SegmentCache::Insert(uint64_t seg, std::shared_ptr<const CrcTable> table) {
@@ -52,6 +58,8 @@ void SegmentCache::Insert(uint64_t seg, std::shared_ptr<const CrcTable> table) {
 void SegmentCache::Drop(uint64_t seg) {
   readers_->Erase(this, seg);
   tables_->Erase(this, seg);
+  // Its cached chunks age out of the read cache (they are never found again:
+  // segment ids are not reused).
 }
 
 Result<std::shared_ptr<store::SegmentReader>> SegmentCache::Reader(uint64_t seg) {
@@ -126,7 +134,8 @@ Status SegmentCache::ReadSlots(uint64_t seg, store::SegmentReader* reader, uint3
   while (s < end) {
     const uint64_t c = s / kCacheChunkSlots;
     const uint64_t c_first = c * kCacheChunkSlots;
-    ChunkCache::Chunk chunk = chunks_->Find(seg, c);
+    const uint64_t key = seg << 16 | c;
+    std::shared_ptr<const std::vector<uint8_t>> chunk = chunks_->Find(this, key);
     if (!chunk) {
       const uint64_t off = c_first * kSlotSize;
       const uint64_t slots =
@@ -139,7 +148,7 @@ Status SegmentCache::ReadSlots(uint64_t seg, store::SegmentReader* reader, uint3
       auto buf = std::make_shared<std::vector<uint8_t>>(slots * kSlotSize);
       HBISS_RETURN_IF_ERROR(read(c_first, slots, buf->data()));
       chunk = buf;
-      chunks_->Insert(seg, c, chunk);
+      chunks_->Insert(this, key, chunk, buf->size());
     }
     const uint64_t upto = std::min(end, c_first + kCacheChunkSlots);
     std::memcpy(dst + (s - slot0) * kSlotSize, chunk->data() + (s - c_first) * kSlotSize,

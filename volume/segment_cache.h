@@ -1,7 +1,8 @@
 // SegmentCache: the read side of a volume's closed segments. For each one it
 // keeps the CRC of every data slot (from the segment's summary object, or a
 // scan of its batch headers), reads slots through an open reader (and through
-// a ChunkCache of 64 KiB chunks on stores that do not cache reads), and
+// a process-wide cache of 64 KiB chunks on stores that do not cache reads),
+// and
 // checks every block against its CRC before returning it: data that fails is
 // never returned (Corruption).
 //
@@ -9,7 +10,8 @@
 //  * open readers (one file descriptor each on the local store, a DataNode
 //    stream on HDFS) are kept in a ReaderPool shared by every volume: at most
 //    its capacity stay open, least recently used closed first;
-//  * CRC tables are kept in a process-wide LRU bounded in bytes.
+//  * CRC tables, and the cached chunks, are kept in process-wide LRUs bounded
+//    in bytes (their shares of the memory limit, memory_budget.h).
 // A closed segment never changes and its id is never reused, so nothing
 // cached can go stale; Drop forgets a deleted segment.
 //
@@ -28,7 +30,6 @@
 #include "store/store.h"
 #include "util/mutex.h"
 #include "util/status.h"
-#include "volume/chunk_cache.h"
 #include "volume/extent_map.h"
 #include "volume/log_reader.h"
 
@@ -134,22 +135,28 @@ inline constexpr uint64_t kDefaultOpenReaders = 256;
 ReaderPool& DefaultReaderPool();
 
 // The CRC tables of closed segments of every volume of the process, bounded
-// in bytes (default kDefaultCrcTableBytes: 4,096 tables of 64 MiB segments).
+// in bytes (default a quarter of kDefaultMemoryLimit: 8,192 tables of 64 MiB
+// segments).
 struct CrcTable {
   std::vector<uint32_t> crcs;
   std::vector<bool> valid;  // slot has a CRC from a valid batch header
   uint64_t bytes() const { return crcs.size() * 4 + valid.size() / 8 + 64; }
 };
 using CrcTableCache = SharedLru<const CrcTable>;
-inline constexpr uint64_t kDefaultCrcTableBytes = 256ull << 20;
 CrcTableCache& DefaultCrcTableCache();
+
+// 64 KiB chunks of closed segments of every volume of the process, read from
+// stores that do not cache reads, bounded in bytes (default a quarter of
+// kDefaultMemoryLimit). Keyed by (volume, segment << 16 | chunk index).
+using ReadCache = SharedLru<const std::vector<uint8_t>>;
+ReadCache& DefaultReadCache();
 
 class SegmentCache {
  public:
-  // `chunk_cache_bytes` > 0 adds a ChunkCache (use it on stores that do not
-  // cache reads). The pools default to the process-wide ones.
+  // `read_cache` (null: none) caches small reads; use it on stores that do
+  // not cache reads. The pools default to the process-wide ones.
   SegmentCache(store::Store* store, std::string name, uint64_t volume_id, uint32_t seg_slots,
-               uint64_t chunk_cache_bytes, ReaderPool* readers = &DefaultReaderPool(),
+               ReadCache* read_cache, ReaderPool* readers = &DefaultReaderPool(),
                CrcTableCache* tables = &DefaultCrcTableCache());
   ~SegmentCache();
   SegmentCache(const SegmentCache&) = delete;
@@ -170,7 +177,6 @@ class SegmentCache {
   // `seg` (see ScanBatchHeaders).
   Result<ScanEnd> Scan(uint64_t seg, const std::function<void(uint64_t, const BatchHeader&)>& fn);
 
-  const ChunkCache* chunks() const { return chunks_.get(); }
 
  private:
   Result<std::shared_ptr<store::SegmentReader>> Reader(uint64_t seg);
@@ -184,7 +190,7 @@ class SegmentCache {
   const uint32_t seg_slots_;
   ReaderPool* const readers_;
   CrcTableCache* const tables_;
-  std::unique_ptr<ChunkCache> chunks_;
+  ReadCache* const chunks_;
 };
 
 }  // namespace hbiss::volume

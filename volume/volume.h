@@ -20,9 +20,15 @@
 //    segments. Other processes that read the volume (Open read-only, Stat)
 //    while a writer has it open may fail with NotFound or Corruption when
 //    a segment they were about to read is deleted; they may retry.
-//  * Memory: an open volume keeps its open segment in memory, plus up to two
-//    more segments while they are being closed (so up to 3 x segment_size),
-//    and its extent map (Info().map_memory_bytes).
+//  * Memory: the data an open volume holds in memory (its open segment and
+//    up to two more while they are being closed, in 1 MiB chunks, CRC tables
+//    and cached reads of closed segments) comes out of one process-wide
+//    budget shared by every volume (memory_budget.h, SetMemoryLimit;
+//    doc/memory.md); writers wait while the write buffers are full. An idle
+//    volume gives its write buffers back within a few seconds. Its extent
+//    map comes on top (Info().map_memory_bytes, at most 8 bytes per mapped
+//    block). Open file descriptors for segment reads are bounded per
+//    process (segment_cache.h), not per volume.
 #pragma once
 
 #include <cstdint>
@@ -48,10 +54,11 @@ struct OpenOptions {
   bool read_only = false;
   // Write a checkpoint after this many bytes of log since the last one.
   uint64_t checkpoint_interval = 1ull << 30;
-  // Bytes of closed-segment data cached in memory for reads (0 = none),
-  // used only on stores that do not cache reads themselves
-  // (Store::CachesReadsLocally: HDFS). Reads shorter than 256 KiB fill it
-  // in 64 KiB chunks; longer ones bypass it.
+  // Whether reads of closed segments go through the process-wide read cache
+  // (0 = no, else yes; its size is set by SetMemoryLimit or
+  // DefaultReadCache().SetCapacity), used only on stores that do not cache
+  // reads themselves (Store::CachesReadsLocally: HDFS). Reads shorter than
+  // 256 KiB fill it in 64 KiB chunks; longer ones bypass it.
   uint64_t cache_bytes = 64ull << 20;
   // When the volume's lock is held, break it (Store::BreakLock) and take the
   // volume over: failover after the host that had it open died. The caller

@@ -30,12 +30,58 @@ constexpr int kCheckpointCostFactor = 50;
 constexpr uint64_t kCleanPieceBlocks = kMaxBatchDataSlots;
 // Trims of huge, fragmented ranges forget blocks in slices of this many.
 constexpr uint64_t kForgetSlice = 1 << 16;
+// An idle volume's open segment is closed (its buffers freed) once it holds
+// this much; under pressure whatever it holds. With the CRC vectors of the
+// open segment, an idle volume then holds under 4 MiB besides its map.
+constexpr uint64_t kIdleRollMinBytes = 3 << 20;
+// How long a writer waits for write buffers between checks.
+constexpr auto kReserveWait = std::chrono::milliseconds(100);
 
 std::span<const uint8_t> AsBytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
 }  // namespace
+
+Status MemSegment::Grow(uint32_t upto, uint64_t* reserved) {
+  const size_t need = (size_t(upto) + kChunkSlots - 1) / kChunkSlots;
+  while (chunks.size() < need) {
+    std::unique_ptr<uint8_t[]> c(new (std::nothrow) uint8_t[MemoryBudget::kChunkBytes]);
+    if (!c) return Status::NoSpace("out of memory for a segment buffer chunk");
+    if (*reserved >= MemoryBudget::kChunkBytes) {
+      *reserved -= MemoryBudget::kChunkBytes;
+    } else {
+      budget->Force(MemoryBudget::kChunkBytes);
+    }
+    charged += MemoryBudget::kChunkBytes;
+    chunks.push_back(std::move(c));
+  }
+  return Status::OK();
+}
+
+void MemSegment::CopyIn(uint32_t slot, const uint8_t* src, uint32_t n) {
+  while (n > 0) {
+    const uint32_t k = std::min(n, RunFrom(slot));
+    std::memcpy(Slot(slot), src, size_t(k) * kSlotSize);
+    slot += k;
+    src += size_t(k) * kSlotSize;
+    n -= k;
+  }
+}
+
+void MemSegment::CopyOut(uint32_t slot, uint64_t offset_in_slot, uint8_t* dst, uint64_t len) {
+  slot += uint32_t(offset_in_slot / kSlotSize);
+  uint64_t off = offset_in_slot % kSlotSize;
+  while (len > 0) {
+    const uint64_t room = uint64_t(RunFrom(slot)) * kSlotSize - off;
+    const uint64_t k = std::min(len, room);
+    std::memcpy(dst, Slot(slot) + off, k);
+    dst += k;
+    len -= k;
+    slot += uint32_t((off + k) / kSlotSize);
+    off = (off + k) % kSlotSize;
+  }
+}
 
 // The volume blocks [first, last] that the byte range [offset, offset + len)
 // touches, and which edge blocks it covers only in part (those need
@@ -65,10 +111,12 @@ VolumeImpl::VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, O
       opts_(opts),
       lock_(std::move(lock)),
       seg_slots_(uint32_t(meta.segment_size / kSlotSize)),
+      budget_(&DefaultWriteBudget()),
       map_(meta.size / kBlockSize),
       segs_(seg_slots_),
       cache_(store, name_, meta.id, seg_slots_,
-             opts.cache_bytes > 0 && !store->CachesReadsLocally() ? opts.cache_bytes : 0) {}
+             opts.cache_bytes > 0 && !store->CachesReadsLocally() ? &DefaultReadCache()
+                                                                 : nullptr) {}
 
 VolumeImpl::~VolumeImpl() {
   Status s = Close();
@@ -222,10 +270,12 @@ Status VolumeImpl::PutRelogSegmentLocked(Lock& l) {
             .WithContext("volume " + name_ + ": re-log batch " + std::to_string(item.seq)));
   }
   const std::string obj = layout::SegName(name_, seg->id);
+  std::vector<uint8_t> whole(end);
+  seg->CopyOut(0, 0, whole.data(), end);
   // No other thread runs before Start(); the Put may take a while. (mu_
   // itself, not l: the analysis sees this function REQUIRES(mu_).)
   mu_.Unlock();
-  Status s = store_->Put(obj, std::span<const uint8_t>(seg->Slot(0), end));
+  Status s = store_->Put(obj, whole);
   mu_.Lock();
   HBISS_RETURN_IF_ERROR(s.WithContext("volume " + name_ + ": writing re-log segment " + obj));
   queue_.clear();
@@ -333,6 +383,8 @@ Status VolumeImpl::RollSegmentLocked(Lock& l) {
 Status VolumeImpl::OpenBatchLocked(Lock& l) {
   if (batch_.active()) return Status::OK();
   if (cur_->used + 2 > cur_->slots) HBISS_RETURN_IF_ERROR(RollSegmentLocked(l));
+  Status g = cur_->Grow(cur_->used + 1, &op_reserved_);
+  if (!g.ok()) return FailLocked(g.WithContext("volume " + name_));
   batch_.Start(cur_->used++, next_seq_++);
   return Status::OK();
 }
@@ -365,11 +417,12 @@ Status VolumeImpl::AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const ui
       continue;
     }
     const uint32_t slot = cur_->used;
-    Status s = ForgetBlocksLocked(lba, k);
+    Status s = cur_->Grow(slot + k, &op_reserved_);
+    if (s.ok()) s = ForgetBlocksLocked(lba, k);
     if (s.ok()) s = MapSetLocked(lba, k, uint32_t(cur_->id), slot);
     if (s.ok()) s = batch_.AddWrite(lba, k, last_part && k == n);
     if (!s.ok()) return FailLocked(s);
-    std::memcpy(cur_->Slot(slot), src, size_t(k) * kSlotSize);
+    cur_->CopyIn(slot, src, k);
     segs_.AddLive(cur_->id, k);
     cur_->used += k;
     n -= k;
@@ -414,18 +467,12 @@ Status VolumeImpl::ForgetBlocksLocked(uint64_t lba, uint64_t n) {
 Result<std::shared_ptr<MemSegment>> VolumeImpl::NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
                                                                      uint64_t prev_end,
                                                                      uint32_t flags) {
-  auto s = std::make_shared<MemSegment>();
+  auto s = std::make_shared<MemSegment>(budget_);
   s->id = id;
   s->slots = seg_slots_;
-  if (!spare_bufs_.empty()) {
-    s->buf = std::move(spare_bufs_.back());
-    spare_bufs_.pop_back();
-  } else {
-    s->buf.reset(new (std::nothrow) uint8_t[size_t(seg_slots_) * kSlotSize]);
-    if (!s->buf) {
-      return Status::NoSpace("volume " + name_ + ": out of memory for a segment buffer");
-    }
-  }
+  // Never reallocated: the flusher reads chunks of sealed batches without
+  // mu_ while writers add chunks after them.
+  s->chunks.reserve((seg_slots_ + MemSegment::kChunkSlots - 1) / MemSegment::kChunkSlots);
   s->crcs.assign(seg_slots_, 0);
   s->valid.assign(seg_slots_, false);
   SegmentHeader h;
@@ -450,12 +497,8 @@ void VolumeImpl::RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg) {
   cache_.Insert(seg->id, std::move(table));
   mem_segs_.erase(seg->id);
   if (segs_.live(seg->id) == 0) segs_.NoteDead(seg->id);
-  // Keep the buffer for the next segment while that allocates no more than
-  // the in-memory limit: a fresh one costs a page fault per 4 KiB.
-  if (mem_segs_.size() + spare_bufs_.size() < kMaxInMemorySegments && seg.use_count() == 1 &&
-      seg->buf) {
-    spare_bufs_.push_back(std::move(seg->buf));
-  }
+  // Its buffers go back to the budget when the last reference goes (the
+  // flusher may still hold one for its summary).
 }
 
 Status VolumeImpl::ReadEdges(const BlockSpan& b, uint8_t* head, uint8_t* tail) {
@@ -473,6 +516,7 @@ Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* he
                                   const uint8_t* tail, const MiddleFn& middle) {
   HBISS_RETURN_IF_ERROR(WritableLocked());
   batch_.BeginOp();
+  last_write_ = std::chrono::steady_clock::now();
   Status s;
   const uint64_t mid_first = b.head_partial ? b.first + 1 : b.first;
   const uint64_t mid_last = b.tail_partial ? b.last : b.last + 1;  // exclusive
@@ -480,6 +524,7 @@ Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* he
   if (s.ok() && mid_last > mid_first) s = middle(mid_first, mid_last - mid_first, !b.tail_partial);
   if (s.ok() && b.tail_partial) s = AppendWriteLocked(l, b.last, 1, tail, true);
   batch_.EndOp();
+  GiveBackReserveLocked();
   return s;
 }
 
@@ -504,7 +549,9 @@ Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
   if (b.tail_partial) {
     std::memcpy(tail, data.data() + (b.last * kBlockSize - offset), end % kBlockSize);
   }
+  const uint64_t reserved = Reserve(b.last - b.first + 1);
   Lock l(&mu_);
+  op_reserved_ = reserved;
   return AppendOpLocked(l, b, head, tail,
                         [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
                           const uint8_t* src = data.data() + (lba * kBlockSize - offset);
@@ -540,11 +587,64 @@ Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
   };
   if (b.head_partial && all_zero(head)) b.head_partial = false;
   if (b.tail_partial && all_zero(tail)) b.tail_partial = false;
+  const uint64_t reserved = Reserve(2);  // edge blocks and a batch header
   Lock l(&mu_);
+  op_reserved_ = reserved;
   return AppendOpLocked(l, b, head, tail,
                         [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
                           return AppendUnmapLocked(l, type, lba, n, last_part);
                         });
+}
+
+uint64_t VolumeImpl::Reserve(uint64_t blocks) {
+  // Data slots, a header per batch, and a chunk of slack: the chunks the
+  // operation can make the open segment (or the next one) allocate.
+  const uint64_t slots = blocks + blocks / kMaxBatchDataSlots + 2;
+  uint64_t bytes = (slots * kSlotSize + MemoryBudget::kChunkBytes - 1) /
+                       MemoryBudget::kChunkBytes * MemoryBudget::kChunkBytes +
+                   MemoryBudget::kChunkBytes;
+  // A writer never asks for more than half the buffers (long writes take the
+  // rest as they go, forced), so that it can always be given what it asks.
+  bytes = std::min(bytes, std::max<uint64_t>(budget_->capacity() / 2, MemoryBudget::kChunkBytes));
+  while (!budget_->Acquire(bytes, kReserveWait)) {
+    // Waiting: the flushers of idle volumes close their open segments and
+    // give buffers back (memory_budget.h). Stop waiting if this volume can
+    // no longer write; the operation then fails.
+    Lock l(&mu_);
+    if (closed_ || !failed_.ok()) return 0;
+    flusher_cv_.Signal();
+  }
+  return bytes;
+}
+
+void VolumeImpl::GiveBackReserveLocked() {
+  if (op_reserved_ > 0) budget_->Release(op_reserved_);
+  op_reserved_ = 0;
+}
+
+bool VolumeImpl::IdleRollDueLocked(std::chrono::steady_clock::time_point now) const {
+  if (!cur_ || cur_->used <= 1 || batch_.op_in_progress() || !failed_.ok() || stop_ ||
+      mem_segs_.size() >= kMaxInMemorySegments || cur_->id + 1 > ExtentMap::kMaxSeg) {
+    return false;
+  }
+  const bool pressure = budget_->waiters() > 0;
+  if (!pressure && cur_->charged < kIdleRollMinBytes) return false;
+  return now - last_write_ >= (pressure ? std::chrono::steady_clock::duration(kIdleRollUnderPressure)
+                                        : std::chrono::steady_clock::duration(kIdleRoll));
+}
+
+void VolumeImpl::RollIdleLocked() {
+  SealBatchLocked();
+  QueueItem marker;
+  marker.seg = cur_;
+  marker.end_of_segment = true;
+  queue_.push_back(std::move(marker));
+  auto next = NewMemSegmentLocked(cur_->id + 1, cur_->id, uint64_t(cur_->used) * kSlotSize);
+  if (!next.ok()) {
+    (void)FailLocked(next.status());
+    return;
+  }
+  cur_ = std::move(*next);
 }
 
 Status VolumeImpl::Flush() {
@@ -609,9 +709,15 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
       EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize))
           .WithContext("volume " + name_ + ": batch " + std::to_string(item.seq) + " of " + obj));
   const size_t bytes = size_t(1 + item.data_slots) * kSlotSize;
-  HBISS_RETURN_IF_ERROR(
-      writer_->Append(std::span<const uint8_t>(seg->Slot(item.header_slot), bytes))
-          .WithContext("appending to " + obj));
+  // The batch's slots are contiguous in the object; in memory they may span
+  // two chunks.
+  for (uint32_t s = item.header_slot, end = item.header_slot + 1 + item.data_slots; s < end;) {
+    const uint32_t k = std::min(end - s, seg->RunFrom(s));
+    HBISS_RETURN_IF_ERROR(
+        writer_->Append(std::span<const uint8_t>(seg->Slot(s), size_t(k) * kSlotSize))
+            .WithContext("appending to " + obj));
+    s += k;
+  }
   {
     Lock l(&mu_);
     for (uint32_t i = 0; i < item.data_slots; i++) seg->valid[item.header_slot + 1 + i] = true;
@@ -660,7 +766,14 @@ void VolumeImpl::FlusherLoop() {
   for (;;) {
     while (!stop_ && queue_.empty() && flush_target_ <= durable_seq_ && !segs_.has_dead() &&
            !ckpt_requested_ && log_appended_ - ckpt_log_mark_ < opts_.checkpoint_interval) {
-      flusher_cv_.Wait(&mu_);
+      const auto now = std::chrono::steady_clock::now();
+      if (IdleRollDueLocked(now)) {
+        RollIdleLocked();
+        continue;
+      }
+      flusher_cv_.WaitFor(&mu_, budget_->waiters() > 0
+                                    ? std::chrono::milliseconds(kIdleRollUnderPressure)
+                                    : std::chrono::milliseconds(500));
     }
     if (!failed_.ok()) {
       // Nothing more can be made durable; wake everyone and wait for stop.
@@ -810,8 +923,7 @@ Status VolumeImpl::Read(uint64_t offset, std::span<uint8_t> out) {
       }
       auto it = mem_segs_.find(r.seg);
       if (it != mem_segs_.end()) {
-        const uint8_t* src = it->second->Slot(r.slot) + (bs - r.lba * kBlockSize);
-        std::memcpy(dst, src, be - bs);
+        it->second->CopyOut(uint32_t(r.slot), bs - r.lba * kBlockSize, dst, be - bs);
       } else {
         from_store.push_back(r);
       }
@@ -936,7 +1048,13 @@ Status VolumeImpl::CleanSegment(uint64_t seg, CleanStats* stats) {
       }
       // Copy what still lives there; a write since the lookup wins.
       Lock wl(&write_mu_);
+      const uint64_t reserved = Reserve(p.count);
       Lock l(&mu_);
+      op_reserved_ = reserved;
+      struct GiveBack {
+        VolumeImpl* v;
+        ~GiveBack() NO_THREAD_SAFETY_ANALYSIS { v->GiveBackReserveLocked(); }
+      } give_back{this};
       HBISS_RETURN_IF_ERROR(WritableLocked());
       // Close waits for the cleaner: stop between pieces, not after 32 MiB.
       if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
@@ -1181,6 +1299,10 @@ Status VolumeImpl::Close() {
       l.Lock();
     }
     closed_ = true;
+    // Reads and writes fail from now on: the buffers go back to the budget.
+    for (auto& [id, seg] : mem_segs_) seg->FreeBuffers();
+    if (cur_) cur_->FreeBuffers();
+    GiveBackReserveLocked();
   } else {
     Lock l(&mu_);
     closed_ = true;

@@ -45,6 +45,7 @@
 #include "volume/checkpoint_set.h"
 #include "volume/extent_map.h"
 #include "volume/log_format.h"
+#include "volume/memory_budget.h"
 #include "volume/read_gate.h"
 #include "volume/recovery.h"
 #include "volume/segment_cache.h"
@@ -55,16 +56,46 @@
 namespace hbiss::volume {
 
 // A segment whose bytes are kept in memory: the open one, and closed ones
-// until the flusher has closed them in the store.
+// until the flusher has closed them in the store. Its slots live in chunks
+// of MemoryBudget::kChunkBytes, allocated as the segment fills (Grow) and
+// charged to a MemoryBudget until the segment is destroyed; slot 0, the
+// segment header, has a buffer of its own.
 struct MemSegment {
+  static constexpr uint32_t kChunkSlots = MemoryBudget::kChunkBytes / kSlotSize;
+
+  explicit MemSegment(MemoryBudget* b) : budget(b) {}
+  ~MemSegment() { budget->Release(charged); }
+  MemSegment(const MemSegment&) = delete;
+  MemSegment& operator=(const MemSegment&) = delete;
+
+  // Allocates the chunks that slots [0, upto) need, taking their charge from
+  // *reserved while it lasts and forcing the rest. NoSpace without memory.
+  Status Grow(uint32_t upto, uint64_t* reserved);
+  uint8_t* Slot(uint32_t i) {
+    return i == 0 ? header : chunks[i / kChunkSlots].get() + size_t(i % kChunkSlots) * kSlotSize;
+  }
+  // Slots that follow slot i in the same chunk (i included).
+  uint32_t RunFrom(uint32_t i) const { return i == 0 ? 1 : kChunkSlots - i % kChunkSlots; }
+  // Copies n slots from / to contiguous memory.
+  void CopyIn(uint32_t slot, const uint8_t* src, uint32_t n);
+  void CopyOut(uint32_t slot, uint64_t offset_in_slot, uint8_t* dst, uint64_t len);
+  // Frees the chunks and gives their charge back (the volume is closed).
+  void FreeBuffers() {
+    chunks.clear();
+    budget->Release(charged);
+    charged = 0;
+  }
+
+  MemoryBudget* const budget;
+  uint64_t charged = 0;  // bytes charged to budget
   uint64_t id = 0;
   uint32_t slots = 0;
-  std::unique_ptr<uint8_t[]> buf;  // slots * kSlotSize
-  uint32_t used = 1;               // slots allocated (slot 0 is the header)
-  std::vector<uint32_t> crcs;      // data slot CRCs, filled by the flusher
+  uint8_t header[kSlotSize];
+  std::vector<std::unique_ptr<uint8_t[]>> chunks;
+  uint32_t used = 1;           // slots allocated (slot 0 is the header)
+  std::vector<uint32_t> crcs;  // data slot CRCs, filled by the flusher
   std::vector<bool> valid;
   uint64_t closed_bytes = 0;  // object size once the flusher closed it (0: not closed)
-  uint8_t* Slot(uint32_t i) { return buf.get() + size_t(i) * kSlotSize; }
 };
 
 // A sealed batch waiting for the flusher, or the end of a segment.
@@ -114,6 +145,16 @@ class VolumeImpl final : public Volume {
   Status CheckRange(uint64_t offset, uint64_t length) const;
   Status WritableLocked() const REQUIRES(mu_);
   Status Unmap(uint64_t offset, uint64_t length, EntryType type);
+  // Reserves write buffers for an operation of `blocks` blocks (waiting while
+  // the budget is full), to be handed to the open segment by TakeReserve
+  // under mu_. Returns the bytes reserved. REQUIRES: write_mu_ held (one
+  // operation at a time), mu_ not held.
+  uint64_t Reserve(uint64_t blocks) REQUIRES(write_mu_) EXCLUDES(mu_);
+  void GiveBackReserveLocked() REQUIRES(mu_);
+  // Closes the open segment of an idle volume so that its buffers go back to
+  // the budget (memory_budget.h); the flusher calls it.
+  bool IdleRollDueLocked(std::chrono::steady_clock::time_point now) const REQUIRES(mu_);
+  void RollIdleLocked() REQUIRES(mu_);
   // Reads the partly covered edge blocks of `b` into head / tail.
   Status ReadEdges(const BlockSpan& b, uint8_t* head, uint8_t* tail);
   // Appends one whole operation over the blocks of `b`: the partial edge
@@ -190,6 +231,7 @@ class VolumeImpl final : public Volume {
   const OpenOptions opts_;
   std::unique_ptr<store::Lock> lock_;
   const uint32_t seg_slots_;
+  MemoryBudget* const budget_;
 
   Mutex clean_mu_ ACQUIRED_BEFORE(write_mu_);  // one cleaning pass at a time
   Mutex write_mu_ ACQUIRED_BEFORE(mu_);        // serialises writers (RMW atomicity)
@@ -201,7 +243,11 @@ class VolumeImpl final : public Volume {
   ExtentMap map_ GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<MemSegment>> mem_segs_ GUARDED_BY(mu_);
   std::shared_ptr<MemSegment> cur_ GUARDED_BY(mu_);
-  std::vector<std::unique_ptr<uint8_t[]>> spare_bufs_ GUARDED_BY(mu_);
+  // Write-buffer bytes reserved in budget_ for the operation in progress
+  // (Reserve), used as it grows the open segment; the rest is given back
+  // when it ends.
+  uint64_t op_reserved_ GUARDED_BY(mu_) = 0;
+  std::chrono::steady_clock::time_point last_write_ GUARDED_BY(mu_){};
   SegmentSet segs_ GUARDED_BY(mu_);
   BatchBuilder batch_ GUARDED_BY(mu_);
   std::vector<MapRun> old_runs_ GUARDED_BY(mu_);  // scratch of ForgetBlocksLocked
