@@ -611,7 +611,9 @@ uint64_t VolumeImpl::Reserve(uint64_t blocks) {
     // give buffers back (memory_budget.h). Stop waiting if this volume can
     // no longer write; the operation then fails.
     Lock l(&mu_);
-    if (closed_ || !failed_.ok()) return 0;
+    // A closing volume (its cleaner is told to stop first) goes on without
+    // a reservation: what it still writes is forced, and small.
+    if (closed_ || cleaner_stop_ || stop_ || !failed_.ok()) return 0;
     flusher_cv_.Signal();
   }
   return bytes;
