@@ -16,18 +16,11 @@ namespace hbiss::volume {
 namespace {
 
 constexpr size_t kMaxInMemorySegments = 3;  // open + being closed
-// The background cleaner treats thresholds above this as this, so that it
-// never rewrites the segments it has just written (about 99% live).
-constexpr double kMaxBackgroundThreshold = 0.9;
-// The cleaner's pace: it looks for work at least this often, and asks for
-// checkpoints to free garbage at most once per kCheckpointEvery and at most
-// about 1/kCheckpointCostFactor of the time (a big map takes long to
-// encode).
-constexpr auto kCleanerIdle = std::chrono::seconds(1);
+// Checkpoints asked for to free garbage: at most one per kCheckpointEvery,
+// and at most about 1/kCheckpointCostFactor of the time (a big map takes
+// long to encode).
 constexpr auto kCheckpointEvery = std::chrono::seconds(5);
 constexpr int kCheckpointCostFactor = 50;
-// Blocks read and copied at a time by the cleaner.
-constexpr uint64_t kCleanPieceBlocks = kMaxBatchDataSlots;
 // Trims of huge, fragmented ranges forget blocks in slices of this many.
 constexpr uint64_t kForgetSlice = 1 << 16;
 // An idle volume's open segment is closed (its buffers freed) once it holds
@@ -116,7 +109,8 @@ VolumeImpl::VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, O
       segs_(seg_slots_),
       cache_(store, name_, meta.id, seg_slots_,
              opts.cache_bytes > 0 && !store->CachesReadsLocally() ? &DefaultReadCache()
-                                                                 : nullptr) {}
+                                                                 : nullptr),
+      cleaner_(this, name_, opts.read_only ? 0 : opts.clean_threshold) {}
 
 VolumeImpl::~VolumeImpl() {
   Status s = Close();
@@ -294,16 +288,7 @@ Status VolumeImpl::Start() {
   if (opts_.read_only) return Status::OK();
   started_ = true;
   HBISS_ASSIGN_OR_RETURN(flusher_, StartThread("volume flusher", [this] { FlusherLoop(); }));
-  if (opts_.clean_threshold > 0) {
-    auto t = StartThread("volume cleaner", [this] { CleanerLoop(); });
-    if (!t.ok()) {
-      // The volume works without its cleaner (Clean still does); say so.
-      spdlog::warn("volume {}: running without a background cleaner: {}", name_,
-                   t.status().ToString());
-    } else {
-      cleaner_ = std::move(*t);
-    }
-  }
+  cleaner_.Start();
   return Status::OK();
 }
 
@@ -882,7 +867,7 @@ void VolumeImpl::FlusherLoop() {
       ckpt_status_ = cs;
       ckpts_done_++;
       done_cv_.SignalAll();
-      cleaner_cv_.Signal();  // segments may have become deletable
+      cleaner_.Wake();  // segments may have become deletable
     }
     // Summaries last too: nobody waits for them (on HDFS a Put takes a while).
     l.Unlock();
@@ -973,7 +958,7 @@ Result<std::vector<Extent>> VolumeImpl::BlockStatus(uint64_t offset, uint64_t le
 // ---------------------------------------------------------------------------
 // Cleaner
 
-Result<std::vector<MapRun>> VolumeImpl::LiveRunsOf(uint64_t seg, bool* complete) {
+Result<std::vector<MapRun>> VolumeImpl::LiveRuns(uint64_t seg, bool* complete) {
   // Where the segment's batches put each written block; the map decides
   // which of those are still the block's current copy.
   struct Written {
@@ -1013,75 +998,88 @@ Result<std::vector<MapRun>> VolumeImpl::LiveRunsOf(uint64_t seg, bool* complete)
   return live;
 }
 
-Status VolumeImpl::CleanSegment(uint64_t seg, CleanStats* stats) {
-  bool complete = false;
-  HBISS_ASSIGN_OR_RETURN(std::vector<MapRun> live, LiveRunsOf(seg, &complete));
-  std::vector<uint8_t> buf(kCleanPieceBlocks * kBlockSize);
+uint64_t VolumeImpl::PickVictim(double threshold, uint64_t below) {
+  Lock l(&mu_);
+  if (below == 0) below = cur_->id;
+  return segs_.PickVictim(threshold, below, [&](uint64_t s) NO_THREAD_SAFETY_ANALYSIS {
+    return InMemoryLocked(s);
+  });
+}
+
+Status VolumeImpl::ReadRun(const MapRun& r, std::span<uint8_t> out) {
+  ReadGate::Pass pass(read_gate_);
+  return ReadFromStore(r, r.lba * kBlockSize, out);
+}
+
+Result<uint64_t> VolumeImpl::CopyStillLive(const MapRun& p, const uint8_t* buf) {
+  Lock wl(&write_mu_);
+  const uint64_t reserved = Reserve(p.count);
+  Lock l(&mu_);
+  op_reserved_ = reserved;
+  struct GiveBack {
+    VolumeImpl* v;
+    ~GiveBack() NO_THREAD_SAFETY_ANALYSIS { v->GiveBackReserveLocked(); }
+  } give_back{this};
+  HBISS_RETURN_IF_ERROR(WritableLocked());
+  // Close waits for the cleaner: stop between pieces, not after 32 MiB.
+  if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
   std::vector<MapRun> now;
-  Status bad;
-  if (!complete) {
-    bad = Status::Corruption("volume " + name_ + " segment " + Hex16(seg) +
-                             ": its batch headers do not show all of its live blocks; "
-                             "the segment is kept and not cleaned again");
-    spdlog::error("{}", bad.message());
-  }
+  HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
   uint64_t moved = 0;
-  for (const MapRun& run : live) {
-    for (uint64_t done = 0; done < run.count;) {
-      MapRun p = run;
-      p.lba += done;
-      p.slot += uint32_t(done);
-      p.count = std::min(kCleanPieceBlocks, run.count - done);
-      done += p.count;
-      Status rs;
-      {
-        ReadGate::Pass pass(read_gate_);
-        rs = ReadFromStore(p, p.lba * kBlockSize,
-                           std::span<uint8_t>(buf.data(), p.count * kBlockSize));
-      }
-      if (!rs.ok()) {
-        if (!rs.IsCorruption()) return rs;
-        // Never copied: a fresh CRC would make bad data look good. The
-        // blocks stay where they are, and so does the segment.
-        spdlog::error("volume {}: cleaner left blocks [{}, +{}) in segment {}: {}", name_, p.lba,
-                      p.count, Hex16(seg), rs.ToString());
-        bad = rs;
-        continue;
-      }
-      // Copy what still lives there; a write since the lookup wins.
-      Lock wl(&write_mu_);
-      const uint64_t reserved = Reserve(p.count);
-      Lock l(&mu_);
-      op_reserved_ = reserved;
-      struct GiveBack {
-        VolumeImpl* v;
-        ~GiveBack() NO_THREAD_SAFETY_ANALYSIS { v->GiveBackReserveLocked(); }
-      } give_back{this};
-      HBISS_RETURN_IF_ERROR(WritableLocked());
-      // Close waits for the cleaner: stop between pieces, not after 32 MiB.
-      if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
-      HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
-      for (const MapRun& r : now) {
-        if (!r.mapped || r.seg != seg || r.slot != p.slot + (r.lba - p.lba)) continue;
-        batch_.BeginOp();
-        Status s = AppendWriteLocked(l, r.lba, r.count,
-                                     buf.data() + (r.lba - p.lba) * kBlockSize, true);
-        batch_.EndOp();
-        HBISS_RETURN_IF_ERROR(s);
-        moved += r.count;
-      }
-    }
+  for (const MapRun& r : now) {
+    if (!r.mapped || r.seg != p.seg || r.slot != p.slot + (r.lba - p.lba)) continue;
+    batch_.BeginOp();
+    Status s =
+        AppendWriteLocked(l, r.lba, r.count, buf + (r.lba - p.lba) * kBlockSize, true);
+    batch_.EndOp();
+    HBISS_RETURN_IF_ERROR(s);
+    moved += r.count;
   }
+  return moved;
+}
+
+void VolumeImpl::SegmentDone(uint64_t seg, uint64_t moved, bool bad, CleanStats* stats) {
   Lock l(&mu_);
   clean_totals_.blocks_moved += moved;
   stats->blocks_moved += moved;
-  if (!bad.ok()) {
+  if (bad) {
     segs_.MarkUnclean(seg);
-    return bad;
+    return;
   }
   clean_totals_.segments_cleaned++;
   stats->segments_cleaned++;
-  return Status::OK();
+}
+
+bool VolumeImpl::Failed() {
+  Lock l(&mu_);
+  return !failed_.ok();
+}
+
+void VolumeImpl::RequestCheckpointIfGarbageWaits() {
+  Lock l(&mu_);
+  const auto now = std::chrono::steady_clock::now();
+  // A checkpoint now would start replay in (about) the open segment; dead
+  // ones at or after it wait for more log, not for a checkpoint.
+  const uint64_t pos_seg = cur_->used > 1 ? cur_->id : cur_->id - 1;
+  if (!ckpt_requested_ && now - last_forced_ckpt_ >= kCheckpointEvery &&
+      now - last_forced_ckpt_ >= kCheckpointCostFactor * ckpt_cost_ &&
+      segs_.DeadWaiting(pos_seg, cur_->id,
+                        [&](uint64_t sg) NO_THREAD_SAFETY_ANALYSIS { return InMemoryLocked(sg); },
+                        ckpts_) > 0) {
+    ckpt_requested_ = true;
+    last_forced_ckpt_ = now;
+    flusher_cv_.Signal();
+  }
+}
+
+Result<CleanStats> VolumeImpl::Clean(double threshold) {
+  uint64_t below = 0;
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+    below = cur_->id;
+  }
+  return cleaner_.Clean(threshold, below);
 }
 
 Status VolumeImpl::DeleteDeadSegments(CleanStats* stats) {
@@ -1142,93 +1140,6 @@ Status VolumeImpl::CheckpointNow() {
   return Status::Aborted("volume " + name_ + " is closing");
 }
 
-Result<CleanStats> VolumeImpl::Clean(double threshold) {
-  uint64_t below = 0;
-  {
-    Lock l(&mu_);
-    HBISS_RETURN_IF_ERROR(WritableLocked());
-    below = cur_->id;
-  }
-  Lock cl(&clean_mu_);
-  CleanStats st;
-  Status bad;
-  for (;;) {
-    uint64_t victim = 0;
-    {
-      Lock l(&mu_);
-      victim = segs_.PickVictim(threshold, below, [&](uint64_t s) NO_THREAD_SAFETY_ANALYSIS {
-        return InMemoryLocked(s);
-      });
-    }
-    if (victim == 0) break;
-    Status s = CleanSegment(victim, &st);
-    if (s.IsCorruption()) {
-      bad = s;  // that segment is never picked again
-      continue;
-    }
-    HBISS_RETURN_IF_ERROR(s);
-  }
-  // Two checkpoints after the copies are durable: then neither kept one
-  // needs the cleaned segments.
-  HBISS_RETURN_IF_ERROR(Flush());
-  HBISS_RETURN_IF_ERROR(CheckpointNow());
-  HBISS_RETURN_IF_ERROR(CheckpointNow());
-  HBISS_RETURN_IF_ERROR(DeleteDeadSegments(&st));
-  if (!bad.ok()) return bad;
-  return st;
-}
-
-void VolumeImpl::CleanerLoop() {
-  const double threshold = std::min(opts_.clean_threshold, kMaxBackgroundThreshold);
-  Lock l(&mu_);
-  bool busy = false;
-  while (!cleaner_stop_) {
-    if (!busy) cleaner_cv_.WaitFor(&mu_, kCleanerIdle);
-    busy = false;
-    if (cleaner_stop_) break;
-    if (!failed_.ok()) continue;
-    l.Unlock();
-    {
-      Lock cl(&clean_mu_);
-      CleanStats st;
-      Status s = DeleteDeadSegments(&st);
-      if (!s.ok()) spdlog::warn("volume {}: cleaner: {}", name_, s.ToString());
-      uint64_t victim = 0;
-      {
-        Lock ml(&mu_);
-        if (!cleaner_stop_) {
-          victim = segs_.PickVictim(threshold, ~uint64_t{0},
-                                    [&](uint64_t sg) NO_THREAD_SAFETY_ANALYSIS {
-                                      return sg >= cur_->id || InMemoryLocked(sg);
-                                    });
-        }
-      }
-      if (victim != 0) {
-        s = CleanSegment(victim, &st);
-        if (s.ok()) {
-          busy = true;
-        } else if (s.code() != Status::Code::kAborted) {
-          spdlog::warn("volume {}: cleaner: segment {}: {}", name_, Hex16(victim), s.ToString());
-        }
-      }
-    }
-    l.Lock();
-    const auto now = std::chrono::steady_clock::now();
-    // A checkpoint now would start replay in (about) the open segment; dead
-    // ones at or after it wait for more log, not for a checkpoint.
-    const uint64_t pos_seg = cur_->used > 1 ? cur_->id : cur_->id - 1;
-    if (!ckpt_requested_ && now - last_forced_ckpt_ >= kCheckpointEvery &&
-        now - last_forced_ckpt_ >= kCheckpointCostFactor * ckpt_cost_ &&
-        segs_.DeadWaiting(pos_seg, cur_->id,
-                          [&](uint64_t sg) NO_THREAD_SAFETY_ANALYSIS { return InMemoryLocked(sg); },
-                          ckpts_) > 0) {
-      ckpt_requested_ = true;
-      last_forced_ckpt_ = now;
-      flusher_cv_.Signal();
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Info and Close
 
@@ -1259,10 +1170,8 @@ Status VolumeImpl::Close() {
     {
       Lock l(&mu_);
       cleaner_stop_ = true;
-      cleaner_cv_.Signal();
     }
-    if (cleaner_.joinable()) cleaner_.join();
-    Lock cl(&clean_mu_);  // lock order: clean_mu_ -> write_mu_
+    cleaner_.Stop();      // no cleaning pass runs from here on
     Lock wl(&write_mu_);  // no writer is mid-operation
     result = Flush();
     {

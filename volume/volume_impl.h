@@ -16,16 +16,16 @@
 //    copies), so the read-modify-write of partial edge blocks is atomic.
 //  * mu_ guards the extent map, the in-memory segments, the open batch, the
 //    queue of sealed batches, the segment set and the flush state.
-//    Lock order: clean_mu_ -> write_mu_ -> mu_ -> (CheckpointSet, caches).
+//    Lock order: cleaner pass -> write_mu_ -> mu_ -> (CheckpointSet, caches).
 //  * The flusher thread owns the store SegmentWriter and the appended /
 //    durable positions (no lock; recovery sets them before the thread starts
 //    and Close reads them after it ends). It encodes and appends sealed
 //    batches outside mu_: a sealed batch's slots never change.
 //  * Reads look the map up under mu_ inside a ReadGate pass, copy from
 //    in-memory segments under mu_, and read closed segments outside it.
-//  * The cleaner thread (and Clean callers, one at a time under clean_mu_)
-//    copies live blocks through the write path and deletes dead segments
-//    after ReadGate::WaitForEarlierReads.
+//  * The Cleaner (cleaner.h: its thread, and Clean callers, one pass at a
+//    time) copies live blocks through the write path (CopyStillLive) and
+//    deletes dead segments after ReadGate::WaitForEarlierReads.
 #pragma once
 
 #include <chrono>
@@ -43,6 +43,7 @@
 #include "volume/batch_builder.h"
 #include "volume/checkpoint.h"
 #include "volume/checkpoint_set.h"
+#include "volume/cleaner.h"
 #include "volume/extent_map.h"
 #include "volume/log_format.h"
 #include "volume/memory_budget.h"
@@ -110,7 +111,7 @@ struct QueueItem {
 
 struct BlockSpan;
 
-class VolumeImpl final : public Volume {
+class VolumeImpl final : public Volume, private Cleaner::Host {
  public:
   VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, OpenOptions opts,
              std::unique_ptr<store::Lock> lock);
@@ -209,18 +210,20 @@ class VolumeImpl final : public Volume {
   // summary; a failure only costs a scan when the segment is next read.
   void PutSummary(const MemSegment& seg, uint64_t bytes) EXCLUDES(mu_);
 
-  // --- cleaner ---
-  void CleanerLoop() EXCLUDES(mu_);
-  // Copies the live blocks of closed segment `seg` to the head of the log.
-  // Corruption (and the segment is never tried again) if one fails its CRC,
-  // or if the segment holds live blocks its batch headers do not show.
-  Status CleanSegment(uint64_t seg, CleanStats* stats) EXCLUDES(mu_);
-  // The blocks of `seg` the map points to, as runs, and whether that is all
-  // of its live blocks. REQUIRES: seg is closed.
-  Result<std::vector<MapRun>> LiveRunsOf(uint64_t seg, bool* complete) EXCLUDES(mu_);
-  Status DeleteDeadSegments(CleanStats* stats) EXCLUDES(mu_);
+  // --- Cleaner::Host (cleaner.h) ---
+  uint64_t PickVictim(double threshold, uint64_t below) override EXCLUDES(mu_);
+  Result<std::vector<MapRun>> LiveRuns(uint64_t seg, bool* complete) override EXCLUDES(mu_);
+  Status ReadRun(const MapRun& r, std::span<uint8_t> out) override EXCLUDES(mu_);
+  Result<uint64_t> CopyStillLive(const MapRun& r, const uint8_t* buf) override
+      EXCLUDES(mu_, write_mu_);
+  void SegmentDone(uint64_t seg, uint64_t moved, bool bad, CleanStats* stats) override
+      EXCLUDES(mu_);
+  Status DeleteDeadSegments(CleanStats* stats) override EXCLUDES(mu_);
+  Status MakeDurable() override { return Flush(); }
   // Has the flusher write a checkpoint now and waits for it.
-  Status CheckpointNow() EXCLUDES(mu_);
+  Status CheckpointNow() override EXCLUDES(mu_);
+  void RequestCheckpointIfGarbageWaits() override EXCLUDES(mu_);
+  bool Failed() override EXCLUDES(mu_);
 
   // --- reads ---
   Status ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out);
@@ -233,12 +236,10 @@ class VolumeImpl final : public Volume {
   const uint32_t seg_slots_;
   MemoryBudget* const budget_;
 
-  Mutex clean_mu_ ACQUIRED_BEFORE(write_mu_);  // one cleaning pass at a time
   Mutex write_mu_ ACQUIRED_BEFORE(mu_);        // serialises writers (RMW atomicity)
   mutable Mutex mu_;
   CondVar flusher_cv_;  // wakes the flusher
   CondVar done_cv_;     // durability / space / failure / checkpoint changes
-  CondVar cleaner_cv_;  // wakes the cleaner
 
   ExtentMap map_ GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<MemSegment>> mem_segs_ GUARDED_BY(mu_);
@@ -277,7 +278,6 @@ class VolumeImpl final : public Volume {
   SegmentCache cache_;
   ReadGate read_gate_;
   std::thread flusher_;
-  std::thread cleaner_;
 
   // Flusher-owned (see the top).
   std::unique_ptr<store::SegmentWriter> writer_;
@@ -286,6 +286,8 @@ class VolumeImpl final : public Volume {
   uint64_t appended_seq_ = 0;
   LogPosition durable_pos_;
   BatchHeader scratch_header_;
+
+  Cleaner cleaner_;  // last: stopped (destroyed) before what it uses
 };
 
 }  // namespace hbiss::volume

@@ -1,0 +1,149 @@
+#include "volume/cleaner.h"
+
+#include <algorithm>
+
+#include <spdlog/spdlog.h>
+
+#include "util/thread.h"
+#include "volume/log_format.h"
+
+namespace hbiss::volume {
+
+namespace {
+// The background pass looks for work at least this often.
+constexpr auto kIdle = std::chrono::seconds(1);
+}  // namespace
+
+Cleaner::Cleaner(Host* host, std::string name, double background_threshold)
+    : host_(host),
+      name_(std::move(name)),
+      threshold_(std::min(background_threshold, kMaxBackgroundThreshold)) {}
+
+Cleaner::~Cleaner() { Stop(); }
+
+void Cleaner::Start() {
+  if (threshold_ <= 0) return;
+  auto t = StartThread("volume cleaner", [this] { Loop(); });
+  if (!t.ok()) {
+    // The volume works without its cleaner (Clean still does); say so.
+    spdlog::warn("volume {}: running without a background cleaner: {}", name_,
+                 t.status().ToString());
+    return;
+  }
+  thread_ = std::move(*t);
+}
+
+void Cleaner::Stop() {
+  {
+    MutexLock l(&mu_);
+    stop_ = true;
+  }
+  cv_.SignalAll();
+  if (thread_.joinable()) thread_.join();
+  MutexLock p(&pass_mu_);  // a Clean caller's pass ends (its copies see Aborted)
+}
+
+void Cleaner::Wake() {
+  {
+    MutexLock l(&mu_);
+    wake_ = true;
+  }
+  cv_.Signal();
+}
+
+bool Cleaner::stopping() {
+  MutexLock l(&mu_);
+  return stop_;
+}
+
+Status Cleaner::CleanSegment(uint64_t seg, CleanStats* stats) {
+  bool complete = false;
+  HBISS_ASSIGN_OR_RETURN(std::vector<MapRun> live, host_->LiveRuns(seg, &complete));
+  std::vector<uint8_t> buf(kPieceBlocks * kBlockSize);
+  Status bad;
+  if (!complete) {
+    bad = Status::Corruption("volume " + name_ + " segment " + Hex16(seg) +
+                             ": its batch headers do not show all of its live blocks; "
+                             "the segment is kept and not cleaned again");
+    spdlog::error("{}", bad.message());
+  }
+  uint64_t moved = 0;
+  for (const MapRun& run : live) {
+    for (uint64_t done = 0; done < run.count;) {
+      MapRun p = run;
+      p.lba += done;
+      p.slot += uint32_t(done);
+      p.count = std::min(kPieceBlocks, run.count - done);
+      done += p.count;
+      Status rs = host_->ReadRun(p, std::span<uint8_t>(buf.data(), p.count * kBlockSize));
+      if (!rs.ok()) {
+        if (!rs.IsCorruption()) return rs;
+        // Never copied: a fresh CRC would make bad data look good. The
+        // blocks stay where they are, and so does the segment.
+        spdlog::error("volume {}: cleaner left blocks [{}, +{}) in segment {}: {}", name_, p.lba,
+                      p.count, Hex16(seg), rs.ToString());
+        bad = rs;
+        continue;
+      }
+      HBISS_ASSIGN_OR_RETURN(uint64_t n, host_->CopyStillLive(p, buf.data()));
+      moved += n;
+    }
+  }
+  host_->SegmentDone(seg, moved, !bad.ok(), stats);
+  return bad;
+}
+
+Result<CleanStats> Cleaner::Clean(double threshold, uint64_t below) {
+  MutexLock p(&pass_mu_);
+  CleanStats st;
+  Status bad;
+  for (;;) {
+    const uint64_t victim = host_->PickVictim(threshold, below);
+    if (victim == 0) break;
+    Status s = CleanSegment(victim, &st);
+    if (s.IsCorruption()) {
+      bad = s;  // that segment is never picked again
+      continue;
+    }
+    HBISS_RETURN_IF_ERROR(s);
+  }
+  // Two checkpoints after the copies are durable: then neither kept one
+  // needs the cleaned segments.
+  HBISS_RETURN_IF_ERROR(host_->MakeDurable());
+  HBISS_RETURN_IF_ERROR(host_->CheckpointNow());
+  HBISS_RETURN_IF_ERROR(host_->CheckpointNow());
+  HBISS_RETURN_IF_ERROR(host_->DeleteDeadSegments(&st));
+  if (!bad.ok()) return bad;
+  return st;
+}
+
+void Cleaner::Loop() {
+  MutexLock l(&mu_);
+  bool busy = false;
+  while (!stop_) {
+    if (!busy && !wake_) cv_.WaitFor(&mu_, kIdle);
+    busy = false;
+    wake_ = false;
+    if (stop_) break;
+    l.Unlock();
+    if (!host_->Failed()) {
+      MutexLock p(&pass_mu_);
+      CleanStats st;
+      Status s = host_->DeleteDeadSegments(&st);
+      if (!s.ok()) spdlog::warn("volume {}: cleaner: {}", name_, s.ToString());
+      const uint64_t victim = stopping() ? 0 : host_->PickVictim(threshold_, 0);
+      if (victim != 0) {
+        s = CleanSegment(victim, &st);
+        if (s.ok()) {
+          busy = true;
+        } else if (s.code() != Status::Code::kAborted) {
+          spdlog::warn("volume {}: cleaner: segment {}: {}", name_, Hex16(victim), s.ToString());
+        }
+      }
+      host_->RequestCheckpointIfGarbageWaits();
+    }
+    l.Lock();
+  }
+}
+
+}  // namespace hbiss::volume
