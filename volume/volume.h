@@ -104,6 +104,15 @@ struct VolumeInfo {
   // Cleaner totals since this process opened the volume (0 from Stat).
   uint64_t segments_deleted = 0;
   uint64_t blocks_moved = 0;
+  // Checkpoints this process wrote (0 from Stat), and the newest one's size
+  // and how long it took to encode (from a snapshot of the map, while I/O
+  // went on) and to write.
+  uint64_t checkpoints_written = 0;
+  uint64_t checkpoint_bytes = 0;
+  uint64_t checkpoint_encode_us = 0;
+  uint64_t checkpoint_write_us = 0;
+  // Write buffers the volume's in-memory segments hold now (memory_budget.h).
+  uint64_t buffer_bytes = 0;
 };
 
 class Volume {

@@ -863,6 +863,12 @@ void VolumeImpl::FlusherLoop() {
       const auto write_time = std::chrono::steady_clock::now() - t0;
       l.Lock();
       ckpt_cost_ = encode_time + write_time;
+      if (cs.ok()) {
+        ckpt_encode_time_ = encode_time;
+        ckpt_write_time_ = write_time;
+        ckpt_bytes_ = ckpt.size();
+        ckpts_written_++;
+      }
       if (!cs.ok()) spdlog::warn("volume {}: periodic checkpoint: {}", name_, cs.ToString());
       ckpt_status_ = cs;
       ckpts_done_++;
@@ -1157,6 +1163,13 @@ VolumeInfo VolumeImpl::Info() const {
   v.map_memory_bytes = map_.MemoryUsage();
   v.segments_deleted = clean_totals_.segments_deleted;
   v.blocks_moved = clean_totals_.blocks_moved;
+  v.checkpoints_written = ckpts_written_;
+  v.checkpoint_bytes = ckpt_bytes_;
+  v.checkpoint_encode_us =
+      uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(ckpt_encode_time_).count());
+  v.checkpoint_write_us =
+      uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(ckpt_write_time_).count());
+  for (const auto& [id, seg] : mem_segs_) v.buffer_bytes += seg->charged;
   return v;
 }
 

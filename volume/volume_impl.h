@@ -266,6 +266,10 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   uint64_t ckpts_done_ GUARDED_BY(mu_) = 0;      // ... and then tried to write
   Status ckpt_status_ GUARDED_BY(mu_);           // ... and how the last one went
   std::chrono::steady_clock::duration ckpt_cost_ GUARDED_BY(mu_){};  // encode + write
+  std::chrono::steady_clock::duration ckpt_encode_time_ GUARDED_BY(mu_){};  // of the newest
+  std::chrono::steady_clock::duration ckpt_write_time_ GUARDED_BY(mu_){};
+  uint64_t ckpt_bytes_ GUARDED_BY(mu_) = 0;
+  uint64_t ckpts_written_ GUARDED_BY(mu_) = 0;
   std::chrono::steady_clock::time_point last_forced_ckpt_ GUARDED_BY(mu_){};
   CleanStats clean_totals_ GUARDED_BY(mu_);
   bool cleaner_stop_ GUARDED_BY(mu_) = false;
