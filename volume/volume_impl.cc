@@ -10,6 +10,7 @@
 #include "util/thread.h"
 #include "volume/layout.h"
 #include "volume/log_reader.h"
+#include "volume/volume_testing.h"
 
 namespace hbiss::volume {
 
@@ -34,7 +35,33 @@ std::span<const uint8_t> AsBytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
+// volume_testing.h.
+Mutex g_hook_mu;
+std::function<void()>* g_encode_hook GUARDED_BY(g_hook_mu) = nullptr;
+
+// Runs the checkpoint encode hook, if one is set (outside g_hook_mu).
+void RunCheckpointEncodeHook() {
+  std::function<void()> hook;
+  {
+    MutexLock l(&g_hook_mu);
+    if (g_encode_hook == nullptr) return;
+    hook = *g_encode_hook;
+  }
+  hook();
+}
+
 }  // namespace
+
+namespace testing {
+
+void SetCheckpointEncodeHook(std::function<void()> hook) {
+  auto next = hook ? std::make_unique<std::function<void()>>(std::move(hook)) : nullptr;
+  MutexLock l(&g_hook_mu);
+  delete g_encode_hook;
+  g_encode_hook = next.release();
+}
+
+}  // namespace testing
 
 Status MemSegment::Grow(uint32_t upto, uint64_t* reserved) {
   const size_t need = (size_t(upto) + kChunkSlots - 1) / kChunkSlots;
@@ -801,6 +828,7 @@ void VolumeImpl::FlusherLoop() {
         spdlog::warn("volume {}: encoding the checkpoint under the lock: {}", name_,
                      snap.status().ToString());
         const auto t0 = std::chrono::steady_clock::now();
+        RunCheckpointEncodeHook();
         ckpt = EncodeCheckpoint(ckpt_info, map_);
         encode_time = std::chrono::steady_clock::now() - t0;
       }
@@ -813,6 +841,7 @@ void VolumeImpl::FlusherLoop() {
 
     if (ckpt_map) {
       const auto t0 = std::chrono::steady_clock::now();
+      RunCheckpointEncodeHook();
       ckpt = EncodeCheckpoint(ckpt_info, *ckpt_map);
       ckpt_map.reset();
       encode_time = std::chrono::steady_clock::now() - t0;
