@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <new>
 
 namespace hbiss::volume {
@@ -14,18 +15,14 @@ namespace {
 
 thread_local int64_t fail_allocations_after = -1;
 
-// Every node allocation goes through here, so that tests can make it fail.
-void* Alloc(size_t n) {
-  if (fail_allocations_after == 0) return nullptr;
-  if (fail_allocations_after > 0) fail_allocations_after--;
-  return std::malloc(n);
-}
-
+// Every node allocation consults this, so that tests can make it fail.
 bool AllowAlloc() {
   if (fail_allocations_after == 0) return false;
   if (fail_allocations_after > 0) fail_allocations_after--;
   return true;
 }
+
+void* Alloc(size_t n) { return AllowAlloc() ? std::malloc(n) : nullptr; }
 
 // The bytes an allocation really takes: its usable size plus the chunk header.
 uint64_t AllocBytes(const void* p) {
@@ -37,6 +34,43 @@ Status OutOfMemory() { return Status::IOError("out of memory"); }
 constexpr uint16_t kNarrowEnd = 0xffff;         // segment delta of an end marker
 constexpr uint32_t kNarrowSegSpan = kNarrowEnd;  // deltas 0..0xfffe
 constexpr uint32_t kScratch = 3 * ExtentMap::kLeafMaxEntries + 8;
+
+// Leaf size classes, in bytes: a 16-byte header plus 4..128 narrow (6-byte)
+// entries, and one class for 128 wide (8-byte) entries. Each is the largest
+// multiple of 4 of which n fit in a 4 KiB page, for some n, so that pages
+// waste little.
+constexpr uint32_t kLeafHeader = 16;
+constexpr uint32_t kNumClasses = 21;
+constexpr uint16_t kClassBytes[kNumClasses] = {40,  56,  80,  100, 128, 144, 168,
+                                               204, 224, 256, 292, 312, 340, 372,
+                                               408, 448, 512, 584, 680, 816, 1360};
+
+// The smallest class of at least `bytes` bytes. REQUIRES: bytes <= 1360.
+uint32_t ClassFor(uint32_t bytes) {
+  uint32_t c = 0;
+  while (kClassBytes[c] < bytes) c++;
+  return c;
+}
+
+// Entries a leaf of class cls holds.
+uint32_t CapFor(uint32_t cls, bool wide) {
+  return std::min<uint32_t>(ExtentMap::kLeafMaxEntries,
+                            (kClassBytes[cls] - kLeafHeader) / (wide ? 8 : 6));
+}
+
+// Number of elements of the strided array a[0], a[w], ... a[(n-1)*w]
+// (sorted) that are <= x. Branch-free, so that a lookup does not pay a
+// mispredicted branch per step.
+inline uint32_t CountLE(const uint16_t* a, uint32_t n, uint32_t w, uint32_t x) {
+  if (n == 0) return 0;
+  const uint16_t* base = a;
+  while (n > 1) {
+    uint32_t half = n / 2;
+    base = base[half * w] <= x ? base + half * w : base;
+    n -= half;
+  }
+  return uint32_t(base - a) / w + (base[0] <= x ? 1 : 0);
+}
 
 }  // namespace
 
@@ -50,18 +84,20 @@ struct Ext {
 // A leaf: header, then n entries of 3 (narrow) or 4 (wide) uint16 units.
 // Narrow: {offset, seg - seg_base (kNarrowEnd: end marker), slot}.
 // Wide:   {offset, slot, seg low 16, seg high 16} (seg 0: end marker).
+// A leaf is never empty. Its storage is a slot of its class in a LeafPool.
 struct Leaf {
   std::atomic<uint32_t> refs;
   uint32_t seg_base;
-  uint32_t mapped;     // blocks mapped by this leaf
-  uint16_t n;          // entries
-  uint16_t cap_units;  // uint16 units available for entries
-  uint8_t wide;
+  uint32_t page : 26;  // LeafPool page index
+  uint32_t cls : 5;    // size class
+  uint32_t wide : 1;
+  uint16_t mapped_m1;  // blocks mapped by this leaf, minus one
+  uint8_t n;           // entries
+  uint8_t cap;         // entries that fit
 
-  uint16_t* units() { return reinterpret_cast<uint16_t*>(reinterpret_cast<char*>(this) + sizeof(Leaf)); }
-  const uint16_t* units() const {
-    return reinterpret_cast<const uint16_t*>(reinterpret_cast<const char*>(this) + sizeof(Leaf));
-  }
+  uint32_t mapped() const { return uint32_t(mapped_m1) + 1; }
+  uint16_t* units() { return reinterpret_cast<uint16_t*>(this + 1); }
+  const uint16_t* units() const { return reinterpret_cast<const uint16_t*>(this + 1); }
   uint32_t unit() const { return wide ? 4 : 3; }
   const uint16_t* entry(uint32_t k) const { return units() + k * unit(); }
   uint32_t Off(uint32_t k) const { return entry(k)[0]; }
@@ -89,32 +125,23 @@ struct Leaf {
     return x;
   }
   // Index of the start entry of the first extent that ends after offset x
-  // (n if none).
+  // (n if none), or of a single-block extent just before it.
   uint32_t FirstEndingAfter(uint32_t x) const {
-    // Last entry with offset <= x.
-    uint32_t lo = 0, hi = n;
-    while (lo < hi) {
-      uint32_t mid = (lo + hi) / 2;
-      if (Off(mid) <= x) {
-        lo = mid + 1;
-      } else {
-        hi = mid;
-      }
-    }
+    uint32_t lo = CountLE(units(), n, unit(), x);  // entries with offset <= x
     if (lo == 0) return 0;
     uint32_t k = lo - 1;
     if (IsEnd(k)) return Off(k) == x ? k - 1 : k + 1;
     return k;  // a start entry at or before x: the extent may cover x
   }
 };
+static_assert(sizeof(Leaf) == kLeafHeader, "leaf header size");
 
 // A group: header, then cap leaf pointers, then cap uint16 keys.
 struct Group {
   std::atomic<uint32_t> refs;
-  uint32_t n;           // leaves
+  uint32_t n;       // leaves
   uint32_t cap;
-  uint32_t mapped;      // blocks mapped in this group
-  uint64_t tree_bytes;  // allocation bytes of this group and its leaves
+  uint32_t mapped;  // blocks mapped in this group
 
   Leaf** leaves() { return reinterpret_cast<Leaf**>(this + 1); }
   Leaf* const* leaves() const { return reinterpret_cast<Leaf* const*>(this + 1); }
@@ -122,11 +149,269 @@ struct Group {
   const uint16_t* keys() const { return reinterpret_cast<const uint16_t*>(leaves() + cap); }
   uint32_t SpanStart(uint32_t i) const { return i == 0 ? 0 : keys()[i]; }
   // The leaf whose span holds offset x. REQUIRES: n > 0.
-  uint32_t Find(uint32_t x) const {
-    const uint16_t* k = keys();
-    return uint32_t(std::upper_bound(k + 1, k + n, x) - k) - 1;
-  }
+  uint32_t Find(uint32_t x) const { return CountLE(keys() + 1, n - 1, 1, x); }
 };
+
+// The slab pool that holds the leaves of a map and of its snapshots.
+//
+// Each page holds slots of one size class; a class's pages with a free slot
+// are on its avail list. A page whose last slot is freed goes back to
+// malloc. Compact() moves the leaves a map owns alone out of the emptiest
+// pages of each class, so pages left sparse by leaves that grew into the
+// next class (or shrank, or went away) are freed.
+//
+// Thread-safe: a map and its snapshots may allocate and free on different
+// threads (mu_). Destroyed when the last map that shares it drops it.
+class LeafPool {
+ public:
+  LeafPool() = default;
+  LeafPool(const LeafPool&) = delete;
+  LeafPool& operator=(const LeafPool&) = delete;
+  ~LeafPool() {
+    for (Page& p : pages_) std::free(p.mem);
+  }
+
+  void Ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void Unref() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      this->~LeafPool();
+      std::free(this);
+    }
+  }
+
+  // A slot of class cls, as a Leaf with refs 1 and page/cls set (other
+  // fields unset); nullptr if an allocation fails (or the test hook says so).
+  Leaf* New(uint32_t cls) {
+    if (!AllowAlloc()) return nullptr;
+    std::lock_guard<std::mutex> l(mu_);
+    return AllocLocked(cls, true);
+  }
+
+  // Returns l's slot. REQUIRES: nothing references l.
+  void Delete(Leaf* l) {
+    std::lock_guard<std::mutex> g(mu_);
+    FreeLocked(l);
+  }
+
+  // Bytes of the pool's pages and bookkeeping, as malloc accounts them.
+  uint64_t Bytes() const { return bytes_.load(std::memory_order_relaxed); }
+
+  // If free slots exceed the threshold, moves the leaves that dir[0..n)
+  // alone owns out of the emptiest pages (see the class comment). Makes no
+  // allocation that can fail the caller; gives up quietly if one fails.
+  void MaybeCompact(Group** dir, uint64_t n);
+
+ private:
+  struct Page {
+    char* mem = nullptr;  // nullptr: the id is free
+    uint16_t free_head = 0;
+    uint16_t used = 0;
+    uint16_t slots = 0;
+    uint8_t cls = 0;
+    bool evac = false;    // being emptied by Compact: not on avail
+    int32_t avail_pos = -1;
+  };
+  static constexpr uint16_t kNoSlot = 0xffff;
+  static constexpr uint32_t kMaxPages = 1u << 26;
+  static constexpr uint64_t kMinGarbage = 32 << 10;
+
+  Leaf* AllocLocked(uint32_t cls, bool may_grow);
+  void FreeLocked(Leaf* l);
+  bool NewPageLocked(uint32_t cls);
+  void AvailAdd(uint32_t id) {
+    Page& p = pages_[id];
+    p.avail_pos = int32_t(avail_[p.cls].size());
+    avail_[p.cls].push_back(id);  // capacity reserved by NewPageLocked
+  }
+  void AvailRemove(uint32_t id) {
+    Page& p = pages_[id];
+    std::vector<uint32_t>& v = avail_[p.cls];
+    uint32_t last = v.back();
+    v[size_t(p.avail_pos)] = last;
+    pages_[last].avail_pos = p.avail_pos;
+    v.pop_back();
+    p.avail_pos = -1;
+  }
+  static uint64_t VecBytes(const void* p) { return p == nullptr ? 0 : AllocBytes(p); }
+  void RecountLocked() {
+    uint64_t b = AllocBytes(this) + page_bytes_ + VecBytes(pages_.data()) +
+                 VecBytes(free_ids_.data());
+    for (const auto& v : avail_) b += VecBytes(v.data());
+    bytes_.store(b, std::memory_order_relaxed);
+  }
+
+  std::atomic<uint32_t> refs_{1};
+  std::atomic<uint64_t> bytes_{0};
+  std::mutex mu_;
+  std::vector<Page> pages_;        // GUARDED_BY(mu_)
+  std::vector<uint32_t> free_ids_; // GUARDED_BY(mu_); capacity >= pages_.size()
+  std::vector<uint32_t> avail_[kNumClasses];  // GUARDED_BY(mu_)
+  uint32_t class_pages_[kNumClasses] = {};    // GUARDED_BY(mu_)
+  uint64_t page_bytes_ = 0;     // GUARDED_BY(mu_): AllocBytes of all pages
+  uint64_t slot_bytes_ = 0;     // GUARDED_BY(mu_): bytes of all slots
+  uint64_t live_bytes_ = 0;     // GUARDED_BY(mu_): bytes of slots in use
+  uint64_t next_compact_ = kMinGarbage;  // GUARDED_BY(mu_): free-slot bytes
+};
+
+bool LeafPool::NewPageLocked(uint32_t cls) {
+  const uint32_t bytes = kClassBytes[cls];
+  // Pages have one size, so that malloc reuses the chunk of a freed page for
+  // the next page exactly; while the pool is small (128 KiB), pages hold
+  // 256 bytes of slots (or one slot) and no more, so that a small map does not
+  // pay a partly used 4 KiB page per class.
+  const bool small = slot_bytes_ < (128 << 10);
+  const uint32_t page = small ? 256 : 4096;
+  uint32_t slots = std::max<uint32_t>(1, page / bytes);
+  const size_t alloc = small ? size_t(slots) * bytes : page;
+  uint32_t id;
+  bool appended = false;
+  try {
+    if (free_ids_.empty()) {
+      if (pages_.size() >= kMaxPages) return false;
+      pages_.emplace_back();
+      appended = true;
+      free_ids_.reserve(pages_.size());
+      id = uint32_t(pages_.size() - 1);
+    } else {
+      id = free_ids_.back();
+      free_ids_.pop_back();
+    }
+  } catch (const std::bad_alloc&) {
+    if (appended) pages_.pop_back();
+    return false;
+  }
+  char* mem = nullptr;
+  try {
+    avail_[cls].reserve(class_pages_[cls] + 1);
+    mem = static_cast<char*>(std::malloc(std::max<size_t>(alloc, size_t(slots) * bytes)));
+  } catch (const std::bad_alloc&) {
+  }
+  if (mem == nullptr) {
+    free_ids_.push_back(id);  // capacity >= pages_.size()
+    return false;
+  }
+  Page& p = pages_[id];
+  p = Page{};
+  p.mem = mem;
+  p.slots = uint16_t(slots);
+  p.cls = uint8_t(cls);
+  for (uint32_t i = 0; i < slots; i++) {
+    uint16_t next = i + 1 < slots ? uint16_t(i + 1) : kNoSlot;
+    std::memcpy(mem + size_t(i) * bytes, &next, sizeof(next));
+  }
+  p.free_head = 0;
+  class_pages_[cls]++;
+  page_bytes_ += AllocBytes(mem);
+  slot_bytes_ += uint64_t(slots) * bytes;
+  AvailAdd(id);
+  RecountLocked();
+  return true;
+}
+
+Leaf* LeafPool::AllocLocked(uint32_t cls, bool may_grow) {
+  if (avail_[cls].empty() && (!may_grow || !NewPageLocked(cls))) return nullptr;
+  uint32_t id = avail_[cls].back();
+  Page& p = pages_[id];
+  const uint32_t bytes = kClassBytes[cls];
+  char* slot = p.mem + size_t(p.free_head) * bytes;
+  uint16_t next;
+  std::memcpy(&next, slot, sizeof(next));
+  p.free_head = next;
+  p.used++;
+  if (next == kNoSlot) AvailRemove(id);
+  live_bytes_ += bytes;
+  auto* l = new (slot) Leaf;
+  l->refs.store(1, std::memory_order_relaxed);
+  l->page = id;
+  l->cls = cls;
+  return l;
+}
+
+void LeafPool::FreeLocked(Leaf* l) {
+  uint32_t id = l->page;
+  Page& p = pages_[id];
+  const uint32_t bytes = kClassBytes[p.cls];
+  uint32_t idx = uint32_t((reinterpret_cast<char*>(l) - p.mem) / bytes);
+  l->~Leaf();
+  live_bytes_ -= bytes;
+  if (--p.used == 0) {
+    if (p.avail_pos >= 0) AvailRemove(id);
+    class_pages_[p.cls]--;
+    page_bytes_ -= AllocBytes(p.mem);
+    slot_bytes_ -= uint64_t(p.slots) * bytes;
+    std::free(p.mem);
+    p = Page{};
+    free_ids_.push_back(id);  // capacity >= pages_.size()
+    RecountLocked();
+    return;
+  }
+  uint16_t next = p.free_head;
+  std::memcpy(reinterpret_cast<char*>(l), &next, sizeof(next));
+  p.free_head = uint16_t(idx);
+  if (p.avail_pos < 0 && !p.evac) AvailAdd(id);
+}
+
+void LeafPool::MaybeCompact(Group** dir, uint64_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t garbage = slot_bytes_ - live_bytes_;
+  if (garbage < next_compact_ || garbage * 64 < slot_bytes_) return;
+  // Per class: keep the fullest pages that can take every leaf of the
+  // class, and empty the rest.
+  bool any = false;
+  try {
+    std::vector<uint32_t> ids[kNumClasses];
+    for (uint32_t id = 0; id < pages_.size(); id++) {
+      if (pages_[id].mem != nullptr) ids[pages_[id].cls].push_back(id);
+    }
+    for (auto& v : ids) {
+      std::sort(v.begin(), v.end(),
+                [&](uint32_t a, uint32_t b) { return pages_[a].used > pages_[b].used; });
+      uint64_t rest = 0, kept_free = 0;
+      for (uint32_t id : v) rest += pages_[id].used;
+      for (size_t j = 0; j < v.size(); j++) {
+        Page& p = pages_[v[j]];
+        if (kept_free >= rest) {
+          p.evac = true;
+          if (p.avail_pos >= 0) AvailRemove(v[j]);
+          any = true;
+          continue;
+        }
+        kept_free += p.slots - p.used;
+        rest -= p.used;
+      }
+    }
+  } catch (const std::bad_alloc&) {
+    // Leave whatever was marked; it is unmarked below.
+  }
+  if (any) {
+    for (uint64_t gi = 0; gi < n; gi++) {
+      Group* g = dir[gi];
+      if (g == nullptr || g->refs.load(std::memory_order_acquire) != 1) continue;
+      for (uint32_t i = 0; i < g->n; i++) {
+        Leaf* l = g->leaves()[i];
+        if (!pages_[l->page].evac || l->refs.load(std::memory_order_acquire) != 1) continue;
+        Leaf* nl = AllocLocked(l->cls, false);
+        if (nl == nullptr) continue;
+        nl->seg_base = l->seg_base;
+        nl->wide = l->wide;
+        nl->mapped_m1 = l->mapped_m1;
+        nl->n = l->n;
+        nl->cap = l->cap;
+        std::memcpy(nl->units(), l->units(), size_t(l->n) * l->unit() * 2);
+        g->leaves()[i] = nl;
+        FreeLocked(l);
+      }
+    }
+    for (uint32_t id = 0; id < pages_.size(); id++) {
+      Page& p = pages_[id];
+      if (p.mem == nullptr || !p.evac) continue;
+      p.evac = false;
+      if (p.used < p.slots) AvailAdd(id);
+    }
+  }
+  next_compact_ = (slot_bytes_ - live_bytes_) + std::max(kMinGarbage, slot_bytes_ / 64);
+}
+
 namespace {
 
 // Appends x to v[0..*m), merging it into the last extent when contiguous.
@@ -160,8 +445,8 @@ struct Edit {
   Group* new_group = nullptr;  // a new group buffer to move into, if needed
   bool drop = false;           // the group becomes empty
 
-  void Discard() {
-    for (uint32_t i = 0; i < nfresh; i++) std::free(fresh[i]);
+  void Discard(LeafPool* pool) {
+    for (uint32_t i = 0; i < nfresh; i++) pool->Delete(fresh[i]);
     nfresh = 0;
     std::free(new_group);
     new_group = nullptr;
@@ -187,15 +472,11 @@ uint32_t CountEntries(const Ext* v, uint32_t m) {
   return e;
 }
 
-// Writes v[0..m) into l (which has room).
-void EncodeLeaf(Leaf* l, const Ext* v, uint32_t m, bool wide, uint32_t base) {
-  l->wide = wide ? 1 : 0;
-  l->seg_base = wide ? 0 : base;
-  uint16_t* u = l->units();
-  uint32_t n = 0, mapped = 0;
+// Writes the entries of v[0..m) at u; returns the number of entries.
+uint32_t EncodeExts(uint16_t* u, const Ext* v, uint32_t m, bool wide, uint32_t base) {
+  uint32_t n = 0;
   for (uint32_t i = 0; i < m; i++) {
     const Ext& x = v[i];
-    mapped += x.len;
     if (wide) {
       u[0] = uint16_t(x.start);
       u[1] = uint16_t(x.slot);
@@ -223,23 +504,32 @@ void EncodeLeaf(Leaf* l, const Ext* v, uint32_t m, bool wide, uint32_t base) {
     }
     n++;
   }
-  l->n = uint16_t(n);
-  l->mapped = mapped;
+  return n;
 }
 
-// A new leaf holding v[0..m), with a little room to grow; nullptr on failure.
-Leaf* NewLeaf(const Ext* v, uint32_t m) {
+// Writes v[0..m) (m > 0, mapping at least one block) into l, which has room.
+void EncodeLeaf(Leaf* l, const Ext* v, uint32_t m, bool wide, uint32_t base) {
+  l->wide = wide ? 1 : 0;
+  l->seg_base = wide ? 0 : base;
+  l->cap = uint8_t(CapFor(l->cls, wide));
+  uint32_t mapped = 0;
+  for (uint32_t i = 0; i < m; i++) mapped += v[i].len;
+  l->n = uint8_t(EncodeExts(l->units(), v, m, wide, base));
+  l->mapped_m1 = uint16_t(mapped - 1);
+}
+
+// The class of a leaf for `entries` entries.
+uint32_t LeafClass(uint32_t entries, bool wide) {
+  return ClassFor(kLeafHeader + entries * (wide ? 8 : 6));
+}
+
+// A new leaf holding v[0..m) (m > 0), in the smallest class that fits;
+// nullptr on failure.
+Leaf* NewLeaf(LeafPool* pool, const Ext* v, uint32_t m) {
   uint32_t base;
   bool wide = !NarrowFits(v, m, &base);
-  uint32_t unit = wide ? 4 : 3;
-  uint32_t entries = CountEntries(v, m);
-  size_t want = sizeof(Leaf) + size_t(entries + 2) * unit * 2;
-  void* p = Alloc(want);
-  if (p == nullptr) return nullptr;
-  auto* l = new (p) Leaf;
-  l->refs.store(1, std::memory_order_relaxed);
-  size_t usable = malloc_usable_size(p) - sizeof(Leaf);
-  l->cap_units = uint16_t(std::min<size_t>(usable / 2, 0xffff));
+  Leaf* l = pool->New(LeafClass(CountEntries(v, m), wide));
+  if (l == nullptr) return nullptr;
   EncodeLeaf(l, v, m, wide, base);
   return l;
 }
@@ -247,7 +537,7 @@ Leaf* NewLeaf(const Ext* v, uint32_t m) {
 // Whether v[0..m) can be rewritten into l in place.
 bool FitsIn(const Leaf* l, const Ext* v, uint32_t m, bool* wide, uint32_t* base) {
   *wide = !NarrowFits(v, m, base);
-  return CountEntries(v, m) * (*wide ? 4 : 3) <= l->cap_units;
+  return CountEntries(v, m) <= CapFor(l->cls, *wide);
 }
 
 // Appends the parts of leaf l's extents outside [s, e) to v; returns the
@@ -279,13 +569,13 @@ void ExtentMap::TEST_FailAllocationsAfter(int64_t n) { fail_allocations_after = 
 ExtentMap::ExtentMap(uint64_t blocks)
     : blocks_(blocks), groups_((blocks + kGroupBlocks - 1) / kGroupBlocks) {}
 
-ExtentMap::~ExtentMap() { Reset(); }
+ExtentMap::~ExtentMap() {
+  Reset();
+  if (pool_ != nullptr) pool_->Unref();
+}
 
 void ExtentMap::UnrefLeaf(Leaf* l) {
-  if (l->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
-    l->~Leaf();
-    std::free(l);
-  }
+  if (l->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) pool_->Delete(l);
 }
 
 void ExtentMap::UnrefGroup(Group* g) {
@@ -305,11 +595,12 @@ void ExtentMap::Reset() {
     dir_ = nullptr;
   }
   mapped_ = 0;
-  tree_bytes_ = 0;
+  group_bytes_ = 0;
 }
 
 uint64_t ExtentMap::MemoryUsage() const {
-  return sizeof(*this) + (dir_ != nullptr ? AllocBytes(dir_) : 0) + tree_bytes_;
+  return sizeof(*this) + (dir_ != nullptr ? AllocBytes(dir_) : 0) + group_bytes_ +
+         (pool_ != nullptr ? pool_->Bytes() : 0);
 }
 
 Result<std::unique_ptr<ExtentMap>> ExtentMap::Snapshot() const {
@@ -326,8 +617,12 @@ Result<std::unique_ptr<ExtentMap>> ExtentMap::Snapshot() const {
       snap->dir_[i] = g;
     }
   }
+  if (pool_ != nullptr) {
+    pool_->Ref();
+    snap->pool_ = pool_;
+  }
   snap->mapped_ = mapped_;
-  snap->tree_bytes_ = tree_bytes_;
+  snap->group_bytes_ = group_bytes_;
   return snap;
 }
 
@@ -358,7 +653,21 @@ Status ExtentMap::Update(uint64_t lba, uint64_t count, bool clear, uint32_t seg,
     std::memset(p, 0, groups_ * sizeof(Group*));
     dir_ = static_cast<Group**>(p);
   }
+  if (pool_ == nullptr) {
+    void* p = Alloc(sizeof(LeafPool));
+    if (p == nullptr) return OutOfMemory();
+    pool_ = new (p) LeafPool;
+  }
   const uint64_t end = lba + count;
+  {
+    // The fast path: an edit inside one leaf.
+    const uint64_t gi = lba / kGroupBlocks, base = gi * kGroupBlocks;
+    Status st;
+    if (end <= base + kGroupBlocks &&
+        TryInPlace(gi, uint32_t(lba - base), uint32_t(end - base), clear, seg, slot, &st)) {
+      return st;
+    }
+  }
   const uint64_t g0 = lba / kGroupBlocks, g1 = (end - 1) / kGroupBlocks;
   // A Set covers at most kMaxSlot blocks, so at most two groups; a Clear
   // drops the groups it covers whole and edits at most the two at its ends.
@@ -376,7 +685,7 @@ Status ExtentMap::Update(uint64_t lba, uint64_t count, bool clear, uint32_t seg,
     uint32_t first_slot = clear ? 0 : uint32_t(slot + (base + s - lba));
     Status st = PrepareEdit(g, s, e, clear, seg, first_slot, ed);
     if (!st.ok()) {
-      for (uint32_t i = 0; i < nedits; i++) edits[i].Discard();
+      for (uint32_t i = 0; i < nedits; i++) edits[i].Discard(pool_);
       return st;
     }
     nedits++;
@@ -389,12 +698,103 @@ Status ExtentMap::Update(uint64_t lba, uint64_t count, bool clear, uint32_t seg,
       uint64_t base = gi * kGroupBlocks;
       if (g == nullptr || lba > base || end < base + kGroupBlocks) continue;
       mapped_ -= g->mapped;
-      tree_bytes_ -= g->tree_bytes;
+      group_bytes_ -= AllocBytes(g);
       dir_[gi] = nullptr;
       UnrefGroup(g);
     }
   }
+  pool_->MaybeCompact(dir_, groups_);
   return Status::OK();
+}
+
+bool ExtentMap::TryInPlace(uint64_t gi, uint32_t s, uint32_t e, bool clear, uint32_t seg,
+                           uint32_t slot, Status* st) {
+  Group* g = dir_[gi];
+  if (g == nullptr || g->refs.load(std::memory_order_acquire) != 1) return false;
+  const uint32_t i = g->Find(s);
+  if (i + 1 < g->n && g->keys()[i + 1] < e) return false;  // reaches the next leaf
+  Leaf* l = g->leaves()[i];
+  if (l->refs.load(std::memory_order_acquire) != 1) return false;
+  const bool wide = l->wide;
+  if (!clear && !wide && (seg < l->seg_base || seg - l->seg_base >= kNarrowSegSpan)) {
+    return false;  // the leaf must change its encoding
+  }
+  // Entries [k0, k1) hold every extent that overlaps [s, e) or touches it
+  // (and so may merge with the new one); out[0..m) replaces them. At most:
+  // one extent before s-1 (see FirstEndingAfter), the one ending at s-1, the
+  // head of the first overlapped extent, the new one, the tail of the last
+  // overlapped extent, and the one starting at e.
+  const uint32_t k0 = s == 0 ? 0 : l->FirstEndingAfter(s - 1);
+  Ext out[8];
+  uint32_t m = 0, removed = 0, k = k0;
+  bool placed = clear;
+  const Ext fresh{s, e - s, seg, slot};
+  while (k < l->n) {
+    uint32_t next;
+    Ext x = l->At(k, &next);
+    if (x.start > e) break;
+    k = next;
+    uint32_t xe = x.start + x.len;
+    if (xe <= s) {
+      Push(out, &m, x);
+      continue;
+    }
+    if (x.start < e) {  // overlaps [s, e)
+      removed += std::min(xe, e) - std::max(x.start, s);
+      if (x.start < s) Push(out, &m, Ext{x.start, s - x.start, x.seg, x.slot});
+      x = Ext{e, xe > e ? xe - e : 0, x.seg, x.slot + (e - x.start)};
+    }
+    if (!placed) {
+      Push(out, &m, fresh);
+      placed = true;
+    }
+    if (x.len > 0) Push(out, &m, x);
+  }
+  if (!placed) Push(out, &m, fresh);
+  const uint32_t k1 = k;
+  const uint32_t r = CountEntries(out, m);
+  const uint32_t old_n = l->n;
+  const uint32_t new_n = old_n - (k1 - k0) + r;
+  if (new_n == 0 || new_n > kLeafMaxEntries) return false;
+  // A small leaf that shrinks is merged with a neighbour by the general path.
+  if (new_n < kLeafMaxEntries / 4 && new_n < old_n && g->n > 1) return false;
+  const uint32_t added = clear ? 0 : e - s;
+  const uint32_t unit = l->unit();
+  uint16_t rep[8 * 2 * 4];
+  EncodeExts(rep, out, m, wide, l->seg_base);
+  bool moved = false;
+  if (new_n <= l->cap) {
+    uint16_t* u = l->units();
+    std::memmove(u + (k0 + r) * unit, u + k1 * unit, (old_n - k1) * unit * 2);
+    std::memcpy(u + k0 * unit, rep, r * unit * 2);
+  } else {
+    // Full: move to the class that fits.
+    Leaf* nl = pool_->New(LeafClass(new_n, wide));
+    if (nl == nullptr) {
+      *st = OutOfMemory();
+      return true;
+    }
+    nl->seg_base = l->seg_base;
+    nl->wide = wide;
+    nl->cap = uint8_t(CapFor(nl->cls, wide));
+    uint16_t* d = nl->units();
+    const uint16_t* u = l->units();
+    std::memcpy(d, u, k0 * unit * 2);
+    std::memcpy(d + k0 * unit, rep, r * unit * 2);
+    std::memcpy(d + (k0 + r) * unit, u + k1 * unit, (old_n - k1) * unit * 2);
+    nl->mapped_m1 = l->mapped_m1;
+    g->leaves()[i] = nl;
+    pool_->Delete(l);
+    l = nl;
+    moved = true;
+  }
+  l->n = uint8_t(new_n);
+  l->mapped_m1 = uint16_t(l->mapped() + added - removed - 1);
+  g->mapped = g->mapped + added - removed;
+  mapped_ = mapped_ + added - removed;
+  if (moved) pool_->MaybeCompact(dir_, groups_);
+  *st = Status::OK();
+  return true;
 }
 
 Status ExtentMap::PrepareEdit(Group* g, uint32_t s, uint32_t e, bool clear, uint32_t seg,
@@ -411,7 +811,7 @@ Status ExtentMap::PrepareEdit(Group* g, uint32_t s, uint32_t e, bool clear, uint
     // Extents of leaf i before s, the new extent, extents of leaf j after e.
     Leaf* const* lv = g->leaves();
     uint32_t inside = 0;
-    for (uint32_t k = i + 1; k < j; k++) removed += lv[k]->mapped;
+    for (uint32_t k = i + 1; k < j; k++) removed += lv[k]->mapped();
     KeepOutside(lv[i], s, e, ed->ext, &ed->m, &inside);
     if (!clear) {
       // Insert the new extent in order: extents kept from leaf i are all
@@ -476,9 +876,9 @@ Status ExtentMap::PrepareEdit(Group* g, uint32_t s, uint32_t e, bool clear, uint
     uint32_t from = k, n = 0;
     while (k < ed->m && n + Entries(ed->ext[k]) <= per) n += Entries(ed->ext[k++]);
     if (k == from) n += Entries(ed->ext[k++]);  // cannot happen; keeps progress
-    Leaf* l = NewLeaf(ed->ext + from, k - from);
+    Leaf* l = NewLeaf(pool_, ed->ext + from, k - from);
     if (l == nullptr) {
-      ed->Discard();
+      ed->Discard(pool_);
       return OutOfMemory();
     }
     ed->fresh_keys[ed->nfresh] =
@@ -493,7 +893,7 @@ Status ExtentMap::PrepareEdit(Group* g, uint32_t s, uint32_t e, bool clear, uint
     size_t bytes = sizeof(Group) + size_t(cap) * (sizeof(Leaf*) + sizeof(uint16_t));
     void* p = Alloc(bytes);
     if (p == nullptr) {
-      ed->Discard();
+      ed->Discard(pool_);
       return OutOfMemory();
     }
     auto* ng = new (p) Group;
@@ -501,7 +901,6 @@ Status ExtentMap::PrepareEdit(Group* g, uint32_t s, uint32_t e, bool clear, uint
     ng->n = 0;
     ng->cap = cap;
     ng->mapped = 0;
-    ng->tree_bytes = 0;
     ed->new_group = ng;
   }
   return Status::OK();
@@ -519,19 +918,13 @@ void ExtentMap::CommitEdit(Edit* ed) {
     g->mapped = uint32_t(int64_t(g->mapped) + ed->mapped_delta);
     return;
   }
-  uint64_t fresh_bytes = 0;
-  for (uint32_t k = 0; k < ed->nfresh; k++) fresh_bytes += AllocBytes(ed->fresh[k]);
-  uint64_t old_group_tree = g == nullptr ? 0 : g->tree_bytes;
-  uint64_t removed_bytes = 0;
-  if (g != nullptr) {
-    for (uint32_t k = ed->lo; k < ed->hi; k++) removed_bytes += AllocBytes(g->leaves()[k]);
-  }
+  uint64_t old_group_bytes = g == nullptr ? 0 : AllocBytes(g);
   uint32_t old_n = g == nullptr ? 0 : g->n;
   uint32_t new_mapped = uint32_t(int64_t(g == nullptr ? 0 : g->mapped) + ed->mapped_delta);
 
   if (ed->drop) {
     // The edit removed every leaf: the group goes.
-    tree_bytes_ -= old_group_tree;
+    group_bytes_ -= old_group_bytes;
     dir_[ed->gi] = nullptr;
     if (g != nullptr) UnrefGroup(g);
     return;
@@ -553,9 +946,7 @@ void ExtentMap::CommitEdit(Edit* ed) {
     std::memcpy(dk + ed->lo, ed->fresh_keys, ed->nfresh * sizeof(uint16_t));
     target->n = new_n;
     target->mapped = new_mapped;
-    uint64_t old_group_bytes = g == nullptr ? 0 : AllocBytes(g);
-    target->tree_bytes =
-        old_group_tree - old_group_bytes - removed_bytes + fresh_bytes + AllocBytes(target);
+    group_bytes_ = group_bytes_ - old_group_bytes + AllocBytes(target);
     if (g != nullptr) {
       if (shared) {
         // The snapshot keeps g and all its leaves; the kept ones gain a
@@ -583,9 +974,7 @@ void ExtentMap::CommitEdit(Edit* ed) {
     std::memcpy(kv + ed->lo, ed->fresh_keys, ed->nfresh * sizeof(uint16_t));
     g->n = new_n;
     g->mapped = new_mapped;
-    g->tree_bytes = old_group_tree - removed_bytes + fresh_bytes;
   }
-  tree_bytes_ = tree_bytes_ - old_group_tree + target->tree_bytes;
   ed->nfresh = 0;
   ed->new_group = nullptr;
 }

@@ -16,6 +16,16 @@
 //    entry; a longer extent is a start entry followed by an end marker (the
 //    offset of its last block). A leaf whose segment ids span 65535 or more
 //    uses 8-byte entries with the full 32-bit segment id instead.
+//  * Leaves live in a slab pool shared by a map and its snapshots: about 20
+//    size classes (4..128 entries), each carved from pages of up to 4 KiB
+//    that hold one class only, so space a leaf frees is reused by the next
+//    leaf of its class. When free slots exceed ~3% of the pool's pages, the
+//    map moves the leaves it owns alone out of the emptiest pages and frees
+//    them (amortised O(1) per allocation), so the resident size stays close
+//    to the live bytes however leaves grew and shrank.
+//  * Edits that stay inside one leaf owned by this map alone (the common
+//    single-block Set, trims) are spliced into it in place with a memmove;
+//    the leaf moves to the next size class only when it is full.
 // Hence segment ids are 1..2^32-1 and slot indexes < 2^16.
 //
 // Snapshots (copy-on-write): Snapshot() copies the directory and shares the
@@ -45,6 +55,7 @@
 namespace hbiss::volume {
 
 namespace extent_map_internal {
+class LeafPool;
 struct Leaf;
 struct Group;
 struct Edit;
@@ -102,10 +113,11 @@ class ExtentMap {
   // Blocks currently mapped.
   uint64_t MappedBlocks() const { return mapped_; }
 
-  // Heap bytes reachable from this map: the object, its directory and every
-  // group and leaf it references, each counted at its real allocation size
-  // (malloc_usable_size plus the allocator's 8-byte chunk header). Nodes
-  // shared with a snapshot are counted in full by both.
+  // Heap bytes of this map: the object, its directory and every group it
+  // references, each at its real allocation size (malloc_usable_size plus
+  // the allocator's 8-byte chunk header), plus every page of the leaf pool
+  // (and the pool's own bookkeeping). The pool is shared with snapshots, so
+  // shared nodes are counted in full by both.
   uint64_t MemoryUsage() const;
 
   // Unmaps everything and drops this map's nodes and directory. Cannot fail.
@@ -129,19 +141,26 @@ class ExtentMap {
   using Leaf = extent_map_internal::Leaf;
   using Group = extent_map_internal::Group;
   using Edit = extent_map_internal::Edit;
+  using LeafPool = extent_map_internal::LeafPool;
 
   Status Update(uint64_t lba, uint64_t count, bool clear, uint32_t seg, uint32_t slot);
+  // The fast path: applies [s, e) of group gi in place if it stays inside
+  // one leaf that this map owns alone. Returns false (map unchanged) if the
+  // general path must run; otherwise *st is the result.
+  bool TryInPlace(uint64_t gi, uint32_t s, uint32_t e, bool clear, uint32_t seg, uint32_t slot,
+                  Status* st);
   Status PrepareEdit(Group* g, uint32_t s, uint32_t e, bool clear, uint32_t seg, uint32_t slot,
                      Edit* ed);
   void CommitEdit(Edit* ed);
-  static void UnrefGroup(Group* g);
-  static void UnrefLeaf(Leaf* l);
+  void UnrefGroup(Group* g);
+  void UnrefLeaf(Leaf* l);
 
   uint64_t blocks_;
-  uint64_t groups_;           // directory entries
+  uint64_t groups_;             // directory entries
   uint64_t mapped_ = 0;
-  uint64_t tree_bytes_ = 0;   // allocation bytes of all groups and leaves reachable
-  Group** dir_ = nullptr;     // groups_ entries, or nullptr while empty
+  uint64_t group_bytes_ = 0;    // allocation bytes of all groups reachable
+  Group** dir_ = nullptr;       // groups_ entries, or nullptr while empty
+  LeafPool* pool_ = nullptr;    // shared with snapshots; created by the first Set
 };
 
 }  // namespace hbiss::volume

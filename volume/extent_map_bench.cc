@@ -6,7 +6,7 @@
 // start from a clean process. Figures per pattern:
 //   usage/blk  ExtentMap::MemoryUsage() / MappedBlocks()
 //   malloc/blk delta of mallinfo2() uordblks + hblkhd (bytes in live chunks)
-//   rss/blk    delta of resident pages (/proc/self/statm) after malloc_trim
+//   rss/blk    delta of anonymous resident pages (RssAnon) after malloc_trim
 //
 // Usage: extent_map_bench [pattern-substring]
 #include <malloc.h>
@@ -37,15 +37,21 @@ double Now() {
       .count();
 }
 
+// Anonymous resident bytes (RssAnon in /proc/self/status): the heap, not
+// the pages of code and libraries the pattern happens to run for the first
+// time (statm's resident count includes those, and they are not the map's).
 uint64_t Rss() {
   malloc_trim(0);
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  unsigned long size = 0, res = 0;
+  FILE* f = std::fopen("/proc/self/status", "r");
+  uint64_t kb = 0;
   if (f != nullptr) {
-    if (std::fscanf(f, "%lu %lu", &size, &res) != 2) res = 0;
+    char line[256];
+    while (std::fgets(line, sizeof(line), f) != nullptr) {
+      if (std::sscanf(line, "RssAnon: %lu kB", &kb) == 1) break;
+    }
     std::fclose(f);
   }
-  return uint64_t(res) * uint64_t(sysconf(_SC_PAGESIZE));
+  return kb << 10;
 }
 
 uint64_t MallocBytes() {
@@ -154,6 +160,10 @@ void Report(const char* name, int pass, const ExtentMap& m, uint64_t rss0, uint6
             double set_ns) {
   uint64_t rss = Rss() - rss0;
   uint64_t mal = MallocBytes() - mal0;
+  if (getenv("EMDBG")) {
+    struct mallinfo2 mi = mallinfo2();
+    std::printf("  malloc: arena=%zu free=%zu keepcost=%zu mmap=%zu\n", mi.arena, mi.fordblks, mi.keepcost, mi.hblkhd);
+  }
   double n = double(m.MappedBlocks());
   // Lookup speed: random single-block reads, then 32-block reads.
   std::vector<MapRun> runs;
