@@ -534,7 +534,12 @@ TEST_P(ExtentMapBudgetTest, AtMostEightBytesPerBlock) {
                 c.name, pass, double(m->MappedBlocks()), usage, by_malloc);
     EXPECT_LE(usage, 8.0);
     if (real == 0) continue;  // the allocator keeps no count (ASan): MemoryUsage only
-    EXPECT_LE(by_malloc, 8.0);
+    // malloc's counter is blurred by other allocations of this process (see
+    // below): by it, at most 8 bytes per block give or take that blur, which
+    // matters only for the smallest maps (262K blocks at 1/1024). RSS is
+    // measured in a fresh process by extent_map_bench.
+    const double blur = (double(real) / 50 + 262144) / double(m->MappedBlocks());
+    EXPECT_LE(by_malloc, 8.0 + blur);
     // MemoryUsage is the allocator's figure. The delta of malloc's counter is
     // blurred by chunks the thread cache held before (reused here) or holds
     // now (freed by the map, still counted in use): allow 2% + 256 KiB.
