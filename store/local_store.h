@@ -53,6 +53,7 @@ class LocalStore final : public Store {
   // clean page-cache pages (dirty ones stay until written back).
   void DropCache(const std::string& name) override;
   bool CachesReadsLocally() const override { return true; }  // the page cache
+  bool MayRunOutOfSpace() const override { return true; }  // ENOSPC, EDQUOT
   Result<uint64_t> RemoveTempLeftovers(const std::string& dir) override;
 
   // The absolute root directory, without a trailing '/'.

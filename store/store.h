@@ -172,6 +172,15 @@ class Store {
   // need not cache what it reads. False for remote stores such as HDFS.
   virtual bool CachesReadsLocally() const { return false; }
 
+  // True when this process's writes can fail with NoSpace because space on
+  // a device it shares ran out, and deleting an object gives the space back
+  // at once (the local store: a file system). A layer above may then keep a
+  // reserve object to delete when it must write on a full device (the
+  // volume's `reserve`, doc/volume_meta.md). False (the default) for stores
+  // where that does not help: memory, and HDFS, whose space is the
+  // cluster's and whose deletes free blocks asynchronously on the DataNodes.
+  virtual bool MayRunOutOfSpace() const { return false; }
+
   // Deletes the temporary objects this backend's Put makes in directory
   // `dir` (never listed) that a crash in the middle of a Put left behind,
   // and returns how many. Call it only while no Put into `dir` can be

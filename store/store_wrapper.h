@@ -54,6 +54,7 @@ class StoreWrapper : public Store {
     return target_->RemoveTempLeftovers(dir);
   }
   bool CachesReadsLocally() const override { return target_->CachesReadsLocally(); }
+  bool MayRunOutOfSpace() const override { return target_->MayRunOutOfSpace(); }
 
  private:
   std::unique_ptr<Store> owned_;  // null when borrowed

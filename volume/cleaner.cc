@@ -97,6 +97,29 @@ Result<CleanStats> Cleaner::Clean(double threshold, uint64_t below) {
   MutexLock p(&pass_mu_);
   CleanStats st;
   Status bad;
+  // A step that a full store stopped is tried once more in the reserve's
+  // space.
+  auto with_reserve = [&](auto step) -> Status {
+    Status s = step();
+    if (host_->ReleaseReserve(s)) {
+      s = host_->MakeDurable();
+      if (s.ok()) s = step();
+    }
+    return s;
+  };
+  auto durable = [&] { return host_->MakeDurable(); };
+  auto checkpoint = [&] { return host_->CheckpointNow(); };
+  // Two checkpoints after the copies are durable: then neither kept one
+  // needs the cleaned segments, and DeleteDeadSegments frees them.
+  auto free_cleaned = [&]() -> Status {
+    HBISS_RETURN_IF_ERROR(with_reserve(durable));
+    HBISS_RETURN_IF_ERROR(with_reserve(checkpoint));
+    HBISS_RETURN_IF_ERROR(with_reserve(checkpoint));
+    return host_->DeleteDeadSegments(&st);
+  };
+  // Where space can run out, that happens every half reserve of copies, so
+  // a pass needs no more free space than that.
+  uint64_t moved_mark = 0;
   for (;;) {
     const uint64_t victim = host_->PickVictim(threshold, below);
     if (victim == 0) break;
@@ -105,14 +128,18 @@ Result<CleanStats> Cleaner::Clean(double threshold, uint64_t below) {
       bad = s;  // that segment is never picked again
       continue;
     }
+    if (host_->ReleaseReserve(s)) {
+      HBISS_RETURN_IF_ERROR(host_->MakeDurable());  // the log goes on in the reserve's space
+      continue;
+    }
     HBISS_RETURN_IF_ERROR(s);
+    const uint64_t reserve = host_->ReserveBytes();
+    if (reserve > 0 && (st.blocks_moved - moved_mark) * kBlockSize >= reserve / 2) {
+      moved_mark = st.blocks_moved;
+      HBISS_RETURN_IF_ERROR(free_cleaned());
+    }
   }
-  // Two checkpoints after the copies are durable: then neither kept one
-  // needs the cleaned segments.
-  HBISS_RETURN_IF_ERROR(host_->MakeDurable());
-  HBISS_RETURN_IF_ERROR(host_->CheckpointNow());
-  HBISS_RETURN_IF_ERROR(host_->CheckpointNow());
-  HBISS_RETURN_IF_ERROR(host_->DeleteDeadSegments(&st));
+  HBISS_RETURN_IF_ERROR(free_cleaned());
   if (!bad.ok()) return bad;
   return st;
 }
@@ -126,7 +153,11 @@ void Cleaner::Loop() {
     wake_ = false;
     if (stop_) break;
     l.Unlock();
-    if (!host_->Failed()) {
+    if (!host_->Failed() && host_->Stalled()) {
+      MutexLock p(&pass_mu_);
+      host_->CleanWhileStalled(threshold_);
+    } else if (!host_->Failed()) {
+      host_->RestoreReserve();
       MutexLock p(&pass_mu_);
       CleanStats st;
       Status s = host_->DeleteDeadSegments(&st);

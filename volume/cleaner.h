@@ -74,6 +74,20 @@ class Cleaner {
     virtual void RequestCheckpointIfGarbageWaits() = 0;
     // The volume can no longer write: the background pass idles.
     virtual bool Failed() = 0;
+
+    // A full store (volume_impl.h). Stalled: the log waits for space; the
+    // background pass then runs CleanWhileStalled instead (delete what
+    // needs no space, give up the reserve when cleaning could free some).
+    virtual bool Stalled() = 0;
+    virtual void CleanWhileStalled(double threshold) = 0;
+    // When `s` is NoSpace and the volume had a reserve, gives it up and
+    // returns true: the step may be tried again.
+    virtual bool ReleaseReserve(const Status& s) = 0;
+    // The reserve's size (0: none): a pass where space can run out makes its
+    // copies durable and deletes what they emptied every half of it.
+    virtual uint64_t ReserveBytes() = 0;
+    // Writes the reserve again if it was given up and space is back.
+    virtual void RestoreReserve() = 0;
   };
 
   // `background_threshold` > 0 gives Start a thread; `name` is for logs.

@@ -5,6 +5,7 @@
 //   volumes/NAME/seg/<id>    log segments (log_format.h)
 //   volumes/NAME/sum/<id>    segment summaries: CRC tables of closed segments
 //   volumes/NAME/ckpt/<seq>  checkpoints (checkpoint.h)
+//   volumes/NAME/reserve     space held for a full device (space_reserve.h)
 //
 // <id> and <seq> are 16 lowercase hex digits (Hex16). Pure functions.
 #pragma once
@@ -19,6 +20,7 @@ namespace hbiss::volume::layout {
 inline std::string VolDir(const std::string& name) { return "volumes/" + name; }
 inline std::string MetaName(const std::string& name) { return VolDir(name) + "/meta"; }
 inline std::string LockName(const std::string& name) { return VolDir(name) + "/lock"; }
+inline std::string ReserveName(const std::string& name) { return VolDir(name) + "/reserve"; }
 inline std::string SegDir(const std::string& name) { return VolDir(name) + "/seg"; }
 inline std::string SumDir(const std::string& name) { return VolDir(name) + "/sum"; }
 inline std::string CkptDir(const std::string& name) { return VolDir(name) + "/ckpt"; }

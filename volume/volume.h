@@ -29,6 +29,21 @@
 //    map comes on top (Info().map_memory_bytes, at most 8 bytes per mapped
 //    block). Open file descriptors for segment reads are bounded per
 //    process (segment_cache.h), not per volume.
+//  * A full store: when the log cannot be written for lack of space, the
+//    volume stalls instead of failing. Writes, trims and flushes then fail
+//    with NoSpace (NBD ENOSPC) and change nothing; nothing acknowledged is
+//    lost (reads return it, and the crash contract above holds). The log
+//    goes on by itself once space is back: it retries every second, and at
+//    once when a write or Flush arrives (at most every 100 ms). Meanwhile
+//    the not yet durable data stays in memory, up to one segment more than
+//    the limit above. Other store errors fail the volume for good, as
+//    before (writes and flushes return IOError).
+//  * Reserve: on a store that can run out of space
+//    (Store::MayRunOutOfSpace), each volume keeps a reserve object of
+//    segment_size + 4 MiB (doc/volume_meta.md), given up when a NoSpace
+//    stops recovery's re-log, a checkpoint or cleaning, so that Open, Close
+//    and Clean work on a full device; it is written again once space is
+//    back.
 #pragma once
 
 #include <cstdint>

@@ -8,6 +8,7 @@
 
 #include "volume/checkpoint_set.h"
 #include "volume/layout.h"
+#include "volume/space_reserve.h"
 #include "volume/volume.h"
 #include "volume/volume_impl.h"
 #include "volume/volume_meta.h"
@@ -60,9 +61,16 @@ Status Volume::Create(store::Store* store, const std::string& name, const Create
   // Leftovers without a meta (a Remove interrupted after deleting the meta)
   // are garbage of an old volume: clear them so the new one starts empty.
   HBISS_RETURN_IF_ERROR(store->DeleteDir(layout::VolDir(name)));
-  return store->Put(layout::MetaName(name), std::span<const uint8_t>(
+  HBISS_RETURN_IF_ERROR(store->Put(layout::MetaName(name), std::span<const uint8_t>(
                                         reinterpret_cast<const uint8_t*>(text.data()),
-                                        text.size()));
+                                        text.size())));
+  // The space reserve (space_reserve.h); Open writes it when this cannot.
+  SpaceReserve reserve(store, layout::ReserveName(name), SpaceReserve::BytesFor(m.segment_size),
+                       store->MayRunOutOfSpace());
+  if (Status rs = reserve.Ensure(); !rs.ok()) {
+    spdlog::warn("volume {}: no space reserve yet: {}", name, rs.ToString());
+  }
+  return Status::OK();
 }
 
 Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::string& name,

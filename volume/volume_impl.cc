@@ -134,6 +134,8 @@ VolumeImpl::VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, O
       budget_(&DefaultWriteBudget()),
       map_(meta.size / kBlockSize),
       segs_(seg_slots_),
+      reserve_(store, layout::ReserveName(name_), SpaceReserve::BytesFor(meta.segment_size),
+               store->MayRunOutOfSpace() && !opts.read_only),
       cache_(store, name_, meta.id, seg_slots_,
              opts.cache_bytes > 0 && !store->CachesReadsLocally() ? &DefaultReadCache()
                                                                  : nullptr),
@@ -159,6 +161,10 @@ Status VolumeImpl::CheckRange(uint64_t offset, uint64_t length) const {
 // Open
 
 Status VolumeImpl::Recover() {
+  if (Status rs = reserve_.Ensure(); !rs.ok()) {
+    // Open goes on: the reserve only matters on the next full device.
+    spdlog::warn("volume {}: no space reserve: {}", name_, rs.ToString());
+  }
   RecoveredLog rec;
   {
     Lock l(&mu_);  // nothing else runs yet; held for the analysis
@@ -297,6 +303,7 @@ Status VolumeImpl::PutRelogSegmentLocked(Lock& l) {
   // itself, not l: the analysis sees this function REQUIRES(mu_).)
   mu_.Unlock();
   Status s = store_->Put(obj, whole);
+  if (ReleaseReserve(s)) s = store_->Put(obj, whole);
   mu_.Lock();
   HBISS_RETURN_IF_ERROR(s.WithContext("volume " + name_ + ": writing re-log segment " + obj));
   queue_.clear();
@@ -323,6 +330,14 @@ Status VolumeImpl::Start() {
 // Write path
 
 Status VolumeImpl::WritableLocked() const {
+  HBISS_RETURN_IF_ERROR(UsableLocked());
+  if (!no_space_.ok()) {
+    return Status::NoSpace("volume " + name_ + ": the store is full: " + no_space_.message());
+  }
+  return Status::OK();
+}
+
+Status VolumeImpl::UsableLocked() const {
   if (closed_) return Status::Aborted("volume " + name_ + " is closed");
   if (opts_.read_only) return Status::NotSupported("volume " + name_ + " is open read-only");
   if (!failed_.ok()) {
@@ -382,8 +397,12 @@ Status VolumeImpl::RollSegmentLocked(Lock& l) {
   const bool was_empty = queue_.empty();
   queue_.push_back(std::move(marker));
   if (was_empty) flusher_cv_.Signal();
-  while (mem_segs_.size() >= kMaxInMemorySegments && failed_.ok()) done_cv_.Wait(&mu_);
-  HBISS_RETURN_IF_ERROR(WritableLocked());
+  // While the log is stalled for space the operation in progress completes
+  // in memory: it is either refused before it starts or done whole.
+  while (mem_segs_.size() >= kMaxInMemorySegments && failed_.ok() && no_space_.ok()) {
+    done_cv_.Wait(&mu_);
+  }
+  HBISS_RETURN_IF_ERROR(UsableLocked());
   if (cur_->id + 1 > ExtentMap::kMaxSeg) {
     return Status::NoSpace("volume " + name_ + ": segment ids exhausted");
   }
@@ -526,6 +545,7 @@ Status VolumeImpl::ReadEdges(const BlockSpan& b, uint8_t* head, uint8_t* tail) {
 template <typename MiddleFn>
 Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* head,
                                   const uint8_t* tail, const MiddleFn& middle) {
+  HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
   HBISS_RETURN_IF_ERROR(WritableLocked());
   batch_.BeginOp();
   last_write_ = std::chrono::steady_clock::now();
@@ -547,6 +567,7 @@ Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
   const uint64_t end = offset + data.size();
   if (offset % kBlockSize != 0 || end % kBlockSize != 0) {
     Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
     HBISS_RETURN_IF_ERROR(WritableLocked());
   }
   const BlockSpan b = BlockSpan::Of(offset, data.size());
@@ -577,6 +598,7 @@ Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
   Lock wl(&write_mu_);
   {
     Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
     HBISS_RETURN_IF_ERROR(WritableLocked());
   }
   const uint64_t end = offset + length;
@@ -666,13 +688,15 @@ Status VolumeImpl::Flush() {
   if (closed_) return Status::Aborted("volume " + name_ + " is closed");
   if (opts_.read_only) return Status::OK();
   if (!failed_.ok()) return WritableLocked();
+  HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
   const uint64_t target = batch_.active() ? batch_.seq() : last_sealed_seq_;
   if (target <= durable_seq_) return Status::OK();
   if (target > flush_target_) {
     flush_target_ = target;
     flusher_cv_.Signal();
   }
-  while (durable_seq_ < target && failed_.ok()) done_cv_.Wait(&mu_);
+  // A stall wakes this with NoSpace: the log is numbered again on retry.
+  while (durable_seq_ < target && failed_.ok() && no_space_.ok()) done_cv_.Wait(&mu_);
   if (durable_seq_ >= target) return Status::OK();
   return WritableLocked();
 }
@@ -691,6 +715,7 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
       writer_.reset();
       writer_seg_ = 0;
       durable_pos_ = appended_pos_;
+      unsynced_.clear();
       seg->closed_bytes = bytes;  // its summary is written once waiters are released
     }
     closed->push_back(item.seg);
@@ -699,19 +724,22 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
   if (!writer_ || writer_seg_ != seg->id) {
     HBISS_ASSIGN_OR_RETURN(writer_, store_->Create(obj));
     writer_seg_ = seg->id;
+    {
+      Lock l(&mu_);
+      segment_files_++;
+    }
     HBISS_RETURN_IF_ERROR(writer_->Append(std::span<const uint8_t>(seg->Slot(0), kSlotSize))
                               .WithContext("appending to " + obj));
     Lock l(&mu_);
     log_bytes_ += kSlotSize;
     log_appended_ += kSlotSize;
-    segment_files_++;
   }
   BatchHeader& h = scratch_header_;
   h.volume_id = meta_.id;
   h.segment_id = seg->id;
   h.seq = item.seq;
   h.synced_upto = durable_pos_;
-  h.entries = std::move(item.entries);
+  h.entries.swap(item.entries);  // back below: a re-log after NoSpace needs them
   h.data_crcs.resize(item.data_slots);
   for (uint32_t i = 0; i < item.data_slots; i++) {
     const uint32_t s = item.header_slot + 1 + i;
@@ -719,9 +747,11 @@ Status VolumeImpl::ProcessItem(QueueItem& item,
     h.data_crcs[i] = c;
     seg->crcs[s] = c;
   }
-  HBISS_RETURN_IF_ERROR(
-      EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize))
-          .WithContext("volume " + name_ + ": batch " + std::to_string(item.seq) + " of " + obj));
+  Status es =
+      EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize));
+  h.entries.swap(item.entries);
+  HBISS_RETURN_IF_ERROR(es.WithContext("volume " + name_ + ": batch " +
+                                       std::to_string(item.seq) + " of " + obj));
   const size_t bytes = size_t(1 + item.data_slots) * kSlotSize;
   // The batch's slots are contiguous in the object; in memory they may span
   // two chunks.
@@ -759,8 +789,9 @@ void VolumeImpl::PutSummary(const MemSegment& seg, uint64_t bytes) {
 }
 
 Status VolumeImpl::WriteCheckpoint(const std::string& data, const CheckpointInfo& ci) {
-  HBISS_RETURN_IF_ERROR(store_->Put(layout::CkptName(name_, ci.seq), AsBytes(data))
-                            .WithContext("volume " + name_ + ": writing checkpoint"));
+  Status ps = store_->Put(layout::CkptName(name_, ci.seq), AsBytes(data));
+  if (ReleaseReserve(ps)) ps = store_->Put(layout::CkptName(name_, ci.seq), AsBytes(data));
+  HBISS_RETURN_IF_ERROR(ps.WithContext("volume " + name_ + ": writing checkpoint"));
   // Keep the newest two. The others stay counted as kept until they are gone
   // from the store, so the cleaner never deletes a segment one of them names.
   for (uint64_t o : ckpts_.Added(ci)) {
@@ -777,7 +808,16 @@ Status VolumeImpl::WriteCheckpoint(const std::string& data, const CheckpointInfo
 void VolumeImpl::FlusherLoop() {
   Lock l(&mu_);
   std::deque<QueueItem> work;
+  std::deque<QueueItem> redo;  // the items of `work` a NoSpace left unwritten
   for (;;) {
+    bool retrying = false;
+    if (!no_space_.ok() && failed_.ok()) {
+      const RetryStep step = PrepareRetryLocked(l);
+      if (step == RetryStep::kStop) break;
+      if (step == RetryStep::kWait) continue;
+      retrying = true;
+    }
+    if (!abandoned_.empty()) DropAbandonedSegments(l);
     while (!stop_ && queue_.empty() && flush_target_ <= durable_seq_ && !segs_.has_dead() &&
            !ckpt_requested_ && log_appended_ - ckpt_log_mark_ < opts_.checkpoint_interval) {
       const auto now = std::chrono::steady_clock::now();
@@ -848,9 +888,14 @@ void VolumeImpl::FlusherLoop() {
     }
     Status s;
     std::vector<std::shared_ptr<MemSegment>> closed;
-    for (QueueItem& item : work) {
-      s = ProcessItem(item, &closed);
-      if (!s.ok()) break;
+    for (size_t i = 0; i < work.size(); i++) {
+      s = ProcessItem(work[i], &closed);
+      if (!s.ok()) {
+        if (s.IsNoSpace()) redo.assign(std::make_move_iterator(work.begin() + i),
+                                       std::make_move_iterator(work.end()));
+        break;
+      }
+      if (!work[i].end_of_segment && writer_) unsynced_.push_back(std::move(work[i]));
     }
     work.clear();
     // Closed segments are synced, so their cached bytes may go: the pages
@@ -861,10 +906,15 @@ void VolumeImpl::FlusherLoop() {
       s = writer_->Sync().WithContext("volume " + name_ + ": sync");
       if (s.ok()) {
         durable_pos_ = appended_pos_;
+        unsynced_.clear();
         synced = true;
       }
     }
     l.Lock();
+    if (s.IsNoSpace() && failed_.ok()) {
+      StallLocked(s, &redo, &closed, want_ckpt);
+      continue;
+    }
     if (!s.ok()) {
       spdlog::error("volume {}: log write failed, volume is now failed: {}", name_, s.ToString());
       failed_ = s;
@@ -880,6 +930,12 @@ void VolumeImpl::FlusherLoop() {
     for (auto& seg : closed) {
       RetireSegmentLocked(seg);
       if (seg->closed_bytes > 0) segs_.SetSummarizing(seg->id, true);  // not deleted before its Put
+    }
+    if (retrying) {  // the re-logged batches are written and synced
+      spdlog::info("volume {}: space is back; the log goes on", name_);
+      no_space_ = Status::OK();
+      retry_in_progress_ = false;
+      space_attempts_++;
     }
     done_cv_.SignalAll();
     if (want_ckpt) {
@@ -909,9 +965,11 @@ void VolumeImpl::FlusherLoop() {
     for (auto& seg : closed) {
       if (seg->closed_bytes > 0) PutSummary(*seg, seg->closed_bytes);
     }
+    if (reserve_.enabled() && !reserve_.held()) reserve_.MaybeRestore();
     l.Lock();
     for (auto& seg : closed) segs_.SetSummarizing(seg->id, false);
   }
+  done_cv_.SignalAll();
 }
 
 // ---------------------------------------------------------------------------
@@ -1090,6 +1148,11 @@ bool VolumeImpl::Failed() {
   return !failed_.ok();
 }
 
+bool VolumeImpl::Stalled() {
+  Lock l(&mu_);
+  return !no_space_.ok();
+}
+
 void VolumeImpl::RequestCheckpointIfGarbageWaits() {
   Lock l(&mu_);
   const auto now = std::chrono::steady_clock::now();
@@ -1169,7 +1232,7 @@ Status VolumeImpl::CheckpointNow() {
   const uint64_t target = ckpts_encoded_ + 1;
   ckpt_requested_ = true;
   flusher_cv_.Signal();
-  while (ckpts_done_ < target && failed_.ok() && !stop_) done_cv_.Wait(&mu_);
+  while (ckpts_done_ < target && failed_.ok() && no_space_.ok() && !stop_) done_cv_.Wait(&mu_);
   if (ckpts_done_ >= target) return ckpt_status_;
   HBISS_RETURN_IF_ERROR(WritableLocked());
   return Status::Aborted("volume " + name_ + " is closing");
@@ -1223,7 +1286,7 @@ Status VolumeImpl::Close() {
     }
     if (flusher_.joinable()) flusher_.join();
     Lock l(&mu_);
-    if (result.ok() && !failed_.ok()) result = WritableLocked();
+    if (result.ok() && (!failed_.ok() || !no_space_.ok())) result = WritableLocked();
     std::shared_ptr<MemSegment> last;  // closed here: gets a summary
     uint64_t last_bytes = 0;
     if (result.ok() && writer_) {

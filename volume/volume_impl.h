@@ -26,6 +26,17 @@
 //  * The Cleaner (cleaner.h: its thread, and Clean callers, one pass at a
 //    time) copies live blocks through the write path (CopyStillLive) and
 //    deletes dead segments after ReadGate::WaitForEarlierReads.
+//  * A full store (volume_no_space.cc): when the flusher's Create, Append,
+//    Sync or Close fails with NoSpace, the log stalls (no_space_) instead of
+//    failing. The flusher abandons its writer, keeps every batch that is not
+//    durable (unsynced_ and the unwritten queue) and retries about every
+//    kRetryEvery, or sooner when a write or Flush arrives: under mu_ it logs
+//    those batches again, through the write path, into a fresh segment that
+//    follows durable_pos_, and writes and syncs them. New operations and
+//    flushes fail with NoSpace meanwhile; an operation already in progress
+//    completes in memory (past the in-memory segment limit by at most its
+//    own size). The reserve (space_reserve.h) is given up when a NoSpace
+//    stops recovery's re-log, a checkpoint or the cleaner.
 #pragma once
 
 #include <chrono>
@@ -51,6 +62,7 @@
 #include "volume/recovery.h"
 #include "volume/segment_cache.h"
 #include "volume/segment_set.h"
+#include "volume/space_reserve.h"
 #include "volume/volume.h"
 #include "volume/volume_meta.h"
 
@@ -145,6 +157,8 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
 
   Status CheckRange(uint64_t offset, uint64_t length) const;
   Status WritableLocked() const REQUIRES(mu_);
+  // WritableLocked without the no-space stall: closed, read-only, failed.
+  Status UsableLocked() const REQUIRES(mu_);
   Status Unmap(uint64_t offset, uint64_t length, EntryType type);
   // Reserves write buffers for an operation of `blocks` blocks (waiting while
   // the budget is full), to be handed to the open segment by TakeReserve
@@ -220,10 +234,46 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
       EXCLUDES(mu_);
   Status DeleteDeadSegments(CleanStats* stats) override EXCLUDES(mu_);
   Status MakeDurable() override { return Flush(); }
+  // --- a full store (volume_no_space.cc; see the top) ---
+  // The flusher's round failed with NoSpace: abandons the writer, puts the
+  // batches that are not durable (unsynced_, then `redo`, then queue_) back
+  // on queue_, retires the segments `closed` in the round and stalls the
+  // log until the next retry. Flusher thread only.
+  void StallLocked(const Status& s, std::deque<QueueItem>* redo,
+                   std::vector<std::shared_ptr<MemSegment>>* closed, bool want_ckpt)
+      REQUIRES(mu_);
+  enum class RetryStep { kRound, kWait, kStop };
+  // While stalled: waits for the next retry (kWait: look again; kStop: the
+  // volume is closing), then logs the batches that are not durable again
+  // (kRound: write them now). Flusher thread only.
+  RetryStep PrepareRetryLocked(Lock& l) REQUIRES(mu_);
+  // Logs every batch on queue_ (all after durable_pos_) again into a fresh
+  // segment whose predecessor is durable_pos_; the old in-memory segments
+  // leave memory, and those after durable_pos_'s segment are noted in
+  // abandoned_ for the flusher to delete. REQUIRES: no operation in progress.
+  Status RelogAfterNoSpaceLocked(Lock& l) REQUIRES(mu_);
+  // Deletes the segment objects in abandoned_ (garbage off the chain).
+  void DropAbandonedSegments(Lock& l) REQUIRES(mu_);
+  // For a write or Flush that finds the log stalled: asks for a retry now
+  // (at most one per kMinRetryGap) and waits for it. OK when the log is not
+  // (or no longer) stalled, else WritableLocked's error.
+  Status AwaitSpaceLocked() REQUIRES(mu_);
+  // Space was given back (the reserve, dead segments): retry soon.
+  void SpaceFreedLocked() REQUIRES(mu_);
+  // Deletes the reserve when a NoSpace stopped a write that gives space
+  // back; true if there was one (retry the write).
+  bool ReleaseReserve(const Status& s) override EXCLUDES(mu_);
+  // The background cleaner's step while the log is stalled: deletes dead
+  // segments and, when cleaning could give space back, the reserve.
+  void CleanWhileStalled(double threshold) override EXCLUDES(mu_);
+
   // Has the flusher write a checkpoint now and waits for it.
   Status CheckpointNow() override EXCLUDES(mu_);
   void RequestCheckpointIfGarbageWaits() override EXCLUDES(mu_);
   bool Failed() override EXCLUDES(mu_);
+  bool Stalled() override EXCLUDES(mu_);
+  uint64_t ReserveBytes() override { return reserve_.enabled() ? reserve_.bytes() : 0; }
+  void RestoreReserve() override { reserve_.MaybeRestore(); }
 
   // --- reads ---
   Status ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out);
@@ -274,10 +324,19 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   CleanStats clean_totals_ GUARDED_BY(mu_);
   bool cleaner_stop_ GUARDED_BY(mu_) = false;
   Status failed_ GUARDED_BY(mu_);  // set once the flusher failed
+  // A full store (see the top): set while the log is stalled.
+  Status no_space_ GUARDED_BY(mu_);
+  uint64_t space_attempts_ GUARDED_BY(mu_) = 0;  // stalls + retries finished
+  bool retry_now_ GUARDED_BY(mu_) = false;       // a retry is wanted now
+  bool retry_in_progress_ GUARDED_BY(mu_) = false;  // its round is being written
+  std::chrono::steady_clock::time_point next_retry_ GUARDED_BY(mu_){};
+  std::chrono::steady_clock::time_point last_retry_ GUARDED_BY(mu_){};
+  std::vector<uint64_t> abandoned_ GUARDED_BY(mu_);  // segment objects to delete
   bool stop_ GUARDED_BY(mu_) = false;
   bool closed_ GUARDED_BY(mu_) = false;
   bool started_ = false;  // set by Start before any other thread runs
 
+  SpaceReserve reserve_;
   CheckpointSet ckpts_;
   SegmentCache cache_;
   ReadGate read_gate_;
@@ -290,6 +349,9 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   uint64_t appended_seq_ = 0;
   LogPosition durable_pos_;
   BatchHeader scratch_header_;
+  // Batches appended since durable_pos_, oldest first: logged again if the
+  // store runs out of space before a sync covers them.
+  std::vector<QueueItem> unsynced_;
 
   Cleaner cleaner_;  // last: stopped (destroyed) before what it uses
 };
