@@ -33,7 +33,8 @@
 # Env:   PARTS ("many big"), RUNS ("keep close keep-fd"), VOLUMES (200),
 #        FD_VOLUMES (400), FD_WRITE_MIB (1), FD_MILESTONES (1,100,200,300,400),
 #        VOLUME_SIZE (1G), WRITE_MIB (32), MILESTONES (1,10,50,100,200),
-#        PARALLEL (2), FD_LIMIT (1024), MEMORY_LIMIT (4G, only if supported),
+#        PARALLEL (2), FD_LIMIT (1024), MEMORY_LIMIT (2G, hbiss serve's default; only
+#        if supported),
 #        MIN_AVAIL_MIB (3072: stop a run when the host has less available),
 #        BIG_SIZE (1T), BIG_WRITE (8G), CKPT_INTERVAL (1G), RATE (20000
 #        writes/s), FLUSH_EVERY (256), RECOVERY_LOGS (0,256M,1G,2G),
@@ -62,7 +63,7 @@ FD_LIMIT=${FD_LIMIT:-1024}
 FD_VOLUMES=${FD_VOLUMES:-400}
 FD_WRITE_MIB=${FD_WRITE_MIB:-1}
 FD_MILESTONES=${FD_MILESTONES:-1,100,200,300,400}
-MEMORY_LIMIT=${MEMORY_LIMIT:-4G}
+MEMORY_LIMIT=${MEMORY_LIMIT:-2G}
 MIN_AVAIL_MIB=${MIN_AVAIL_MIB:-3072}
 BIG_SIZE=${BIG_SIZE:-1T}
 BIG_WRITE=${BIG_WRITE:-8G}
@@ -88,7 +89,10 @@ git -C "$ROOT" diff --quiet HEAD -- . 2>/dev/null || commit="$commit (with uncom
 mem_flag=()
 if "$HBISS" serve --help 2>&1 | grep -q -- '--memory-limit'; then
   mem_flag=(--memory-limit "$MEMORY_LIMIT")
-  budget="$MEMORY_LIMIT (hbiss serve --memory-limit $MEMORY_LIMIT)"
+  # doc/memory.md: half for write buffers, a quarter each for CRC tables and
+  # the read cache.
+  mem_bytes=$(numfmt --from=iec "$MEMORY_LIMIT")
+  budget="$MEMORY_LIMIT (hbiss serve --memory-limit $MEMORY_LIMIT: write buffers $(numfmt --to=iec $((mem_bytes / 2))), CRC tables $(numfmt --to=iec $((mem_bytes / 4))), read cache $(numfmt --to=iec $((mem_bytes / 4))) (used on HDFS only); extent maps outside it)"
 else
   budget="none: this hbiss serve has no --memory-limit"
 fi

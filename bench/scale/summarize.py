@@ -14,6 +14,18 @@ import sys
 MIB = 2**20
 
 
+def parse_size(t):
+    """'2G' -> bytes; None if t is not a size."""
+    mult = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = t.strip()
+    try:
+        if t and t[-1].upper() in mult:
+            return int(t[:-1]) * mult[t[-1].upper()]
+        return int(t)
+    except ValueError:
+        return None
+
+
 def many(path, budget):
     name = os.path.basename(path)[len("many-"):-len(".jsonl")]
     recs = [json.loads(l) for l in open(path) if l.strip()]
@@ -39,6 +51,10 @@ def many(path, budget):
               f" {r['rss_per_volume_mib']:.1f} | {r['failed']} |")
     print()
     notes = [f"budget: {budget}"]
+    lim = parse_size(budget.split()[0]) if budget else None
+    if lim and ms:
+        hwm = max(r["server"]["VmHWM"] for r in ms)
+        notes.append(f"peak VmHWM {hwm / MIB:.0f} MiB = {100 * hwm / lim:.0f}% of the budget")
     if end.get("stopped"):
         notes.append(f"**stopped early: {end['stopped']}** after {end.get('volumes_attempted')} volumes")
     if end.get("failed"):
@@ -69,12 +85,18 @@ def big(path):
           f" its own thread, checkpoint_interval {c['checkpoint_interval']}, clean_threshold"
           f" {c['clean_threshold']}.")
     print()
-    print("| checkpoint seq | mapped blocks | bytes | bytes/block | Info() blocked ms |"
-          " encode window ms | put ms |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| checkpoint seq | at s | mapped blocks | bytes | bytes/block | encode ms | write ms |"
+          " put ms (inotify) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     for k in p1["checkpoints"]:
-        print(f"| {k['seq']} | {k['mapped_blocks']} | {k['bytes']} | {k['bytes_per_block']:.2f} |"
-              f" {k['info_blocked_ms']:.1f} | {k['encode_window_ms']:.1f} | {k['put_ms']:.1f} |")
+        print(f"| {k['seq']} | {k['at_s']:.1f} | {k['mapped_blocks']} | {k['bytes']} |"
+              f" {k['bytes_per_block']:.2f} | {k.get('encode_ms', 0):.1f} | {k.get('write_ms', 0):.1f} |"
+              f" {k['put_ms']:.1f} |")
+    print()
+    print("Encode and write: `Info().checkpoint_encode_us` / `checkpoint_write_us` (the engine encodes"
+          " from a copy-on-write snapshot of the map, outside the volume lock). A checkpoint's window"
+          " runs from its encode start (the Put's temporary file appearing, less encode_us) to its"
+          " publish.")
     mb = p1["info"]["mapped_bytes"] // 4096
     fb = p1["final_checkpoint_bytes"]
     print()
@@ -92,7 +114,7 @@ def big(path):
                        ("flush", "Flush")]:
         print(pct_row(label, lat[key]))
     print()
-    print(f"p99 during a checkpoint / without: **{p1['p99_ratio_during_vs_without']:.2f}x**"
+    print(f"p99 during a checkpoint / without: **{p1['p99_ratio_during_vs_without']:.3g}x**"
           " (goal: at most 2x). Response latency counts from each write's intended start, so a"
           " stall delays every write due during it.")
     print()
