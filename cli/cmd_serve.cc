@@ -3,6 +3,7 @@
 // each connection on stderr, and on SIGTERM or SIGINT stops accepting,
 // finishes the requests in flight, flushes and closes every volume, and exits.
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -51,6 +52,18 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   auto logger = spdlog::stderr_color_mt("hbiss");
   spdlog::set_default_logger(logger);
   spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::info);
+
+  // Each open volume needs a few descriptors (its lock, its open segment, its
+  // clients' sockets; segment readers are shared, at most 256 per process):
+  // take the hard limit, as servers do, rather than the 1024 soft default.
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    const rlim_t before = nofile.rlim_cur;
+    nofile.rlim_cur = nofile.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+      spdlog::debug("hbiss serve: descriptor limit raised from {} to {}", before, nofile.rlim_cur);
+    }
+  }
 
   std::string uri = g.store_uri.empty() ? DefaultStoreUri() : g.store_uri;
   auto store = store::OpenStore(uri, /*create_if_missing=*/g.store_uri.empty());
