@@ -100,6 +100,7 @@ Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta
     }
   }
   for (auto& [id, sz] : seg_sizes) out->log_bytes += sz;
+  out->segment_bytes = seg_sizes;
   out->segment_files = seg_sizes.size();
   out->max_segment_id = seg_list.empty() ? 0 : seg_list.back().first;
   const uint64_t c = pos.segment_id;

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -38,6 +39,7 @@ struct RecoveredLog {
   uint64_t log_bytes = 0;              // bytes of all segment objects
   uint64_t segment_files = 0;          // segment objects
   uint64_t max_segment_id = 0;         // largest segment object id (0: none)
+  std::map<uint64_t, uint64_t> segment_bytes;  // size of each segment object
 
   // Writable opens only. The new segment: its id, the position it follows
   // and its flags; the seq of its first batch.

@@ -22,6 +22,7 @@ void SegmentSet::Remove(uint64_t id) {
   orphans_.erase(id);
   live_.erase(id);
   unclean_.erase(id);
+  length_.erase(id);
 }
 
 void SegmentSet::Recount(const ExtentMap& map) {
@@ -76,10 +77,12 @@ void SegmentSet::SetSummarizing(uint64_t seg, bool on) {
 uint64_t SegmentSet::PickVictim(double threshold, uint64_t below_id,
                                 const std::function<bool(uint64_t)>& in_memory) const {
   uint64_t best = 0, best_live = ~uint64_t{0};
-  const double limit = threshold * double(seg_slots_ - 1);
   for (uint64_t id : ids_) {
     if (id >= below_id || in_memory(id) || unclean_.count(id)) continue;
     auto it = live_.find(id);
+    auto len = length_.find(id);
+    const uint32_t slots = len == length_.end() ? seg_slots_ : std::max<uint32_t>(len->second, 2);
+    const double limit = threshold * double(slots - 1);
     if (it == live_.end() || double(it->second) >= limit) continue;
     if (it->second < best_live) {
       best = id;

@@ -69,9 +69,17 @@ class SegmentSet {
   void MarkUnclean(uint64_t seg) { unclean_.insert(seg); }
   bool unclean(uint64_t seg) const { return unclean_.count(seg) != 0; }
 
+  // The slots a closed segment holds (header included), when known. A
+  // segment closed early (an idle volume's, a re-log) is shorter than
+  // seg_slots: its live fraction is measured against what it holds, so that
+  // a short, fully live segment is never a victim (the cleaner would copy
+  // the same blocks into another short segment again and again).
+  void SetLength(uint64_t seg, uint32_t slots) { length_[seg] = slots; }
+
   // The closed segment (below `below_id`, not in memory, not unclean) with
   // the fewest live blocks among those with some and a live fraction (of
-  // the segment's data slots) below `threshold`; 0 if none.
+  // the segment's data slots: its length when known, else seg_slots) below
+  // `threshold`; 0 if none.
   uint64_t PickVictim(double threshold, uint64_t below_id,
                       const std::function<bool(uint64_t)>& in_memory) const;
 
@@ -98,6 +106,7 @@ class SegmentSet {
   std::vector<uint64_t> ids_;
   std::set<uint64_t> orphans_;
   std::unordered_map<uint64_t, uint64_t> live_;  // absent: none
+  std::unordered_map<uint64_t, uint32_t> length_;  // absent: seg_slots_
   std::vector<uint64_t> dead_;
   std::set<uint64_t> unclean_;
   std::set<uint64_t> summarizing_;

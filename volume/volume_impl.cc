@@ -182,6 +182,9 @@ Status VolumeImpl::Recover() {
   {
     Lock l(&mu_);
     for (uint64_t id : rec.segment_ids) segs_.Add(id);
+    for (const auto& [id, bytes] : rec.segment_bytes) {
+      segs_.SetLength(id, uint32_t(std::min<uint64_t>(bytes / kSlotSize, seg_slots_)));
+    }
     for (uint64_t id : rec.orphans) segs_.AddOrphan(id);
     segs_.Recount(map_);
     next_seq_ = rec.next_seq;
@@ -527,6 +530,7 @@ void VolumeImpl::RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg) {
   table->valid = seg->valid;
   cache_.Insert(seg->id, std::move(table));
   mem_segs_.erase(seg->id);
+  segs_.SetLength(seg->id, seg->used);
   if (segs_.live(seg->id) == 0) segs_.NoteDead(seg->id);
   // Its buffers go back to the budget when the last reference goes (the
   // flusher may still hold one for its summary).
@@ -545,6 +549,12 @@ Status VolumeImpl::ReadEdges(const BlockSpan& b, uint8_t* head, uint8_t* tail) {
 template <typename MiddleFn>
 Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* head,
                                   const uint8_t* tail, const MiddleFn& middle) {
+  // The operation's reservation goes back however it ends (a refused
+  // operation must not keep buffers: the budget is shared by every volume).
+  struct GiveBack {
+    VolumeImpl* v;
+    ~GiveBack() NO_THREAD_SAFETY_ANALYSIS { v->GiveBackReserveLocked(); }
+  } give_back{this};
   HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
   HBISS_RETURN_IF_ERROR(WritableLocked());
   batch_.BeginOp();
@@ -556,7 +566,6 @@ Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* he
   if (s.ok() && mid_last > mid_first) s = middle(mid_first, mid_last - mid_first, !b.tail_partial);
   if (s.ok() && b.tail_partial) s = AppendWriteLocked(l, b.last, 1, tail, true);
   batch_.EndOp();
-  GiveBackReserveLocked();
   return s;
 }
 
@@ -584,7 +593,7 @@ Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
   }
   const uint64_t reserved = Reserve(b.last - b.first + 1);
   Lock l(&mu_);
-  op_reserved_ = reserved;
+  op_reserved_ += reserved;
   return AppendOpLocked(l, b, head, tail,
                         [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
                           const uint8_t* src = data.data() + (lba * kBlockSize - offset);
@@ -623,7 +632,7 @@ Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
   if (b.tail_partial && all_zero(tail)) b.tail_partial = false;
   const uint64_t reserved = Reserve(2);  // edge blocks and a batch header
   Lock l(&mu_);
-  op_reserved_ = reserved;
+  op_reserved_ += reserved;
   return AppendOpLocked(l, b, head, tail,
                         [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
                           return AppendUnmapLocked(l, type, lba, n, last_part);
@@ -1108,7 +1117,7 @@ Result<uint64_t> VolumeImpl::CopyStillLive(const MapRun& p, const uint8_t* buf) 
   Lock wl(&write_mu_);
   const uint64_t reserved = Reserve(p.count);
   Lock l(&mu_);
-  op_reserved_ = reserved;
+  op_reserved_ += reserved;
   struct GiveBack {
     VolumeImpl* v;
     ~GiveBack() NO_THREAD_SAFETY_ANALYSIS { v->GiveBackReserveLocked(); }

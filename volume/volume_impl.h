@@ -202,9 +202,10 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
                                                           uint64_t prev_end, uint32_t flags = 0)
       REQUIRES(mu_);
   // A segment that is now closed in the store (synced): its CRC table goes to
-  // the read side, reads go to the store from now on, its buffer is kept for
-  // a later segment when the caller holds the only reference, and it is
-  // noted dead when no block lives in it. REQUIRES: seg is not cur_.
+  // the read side, reads go to the store from now on, its length is noted
+  // for the victim rule, and it is noted dead when no block lives in it; its
+  // buffers go back to the budget with the last reference. REQUIRES: seg is
+  // not cur_.
   void RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg) REQUIRES(mu_);
   // Logs the operations of `rec.relog` again into the new segment.
   Status Relog(const RecoveredLog& rec) EXCLUDES(mu_);

@@ -145,6 +145,25 @@ TEST_F(MemoryBudgetTest, WaitingWriterGetsBuffersFromAnIdleVolume) {
   ASSERT_TRUE(busy->Close().ok());
 }
 
+// Regression (review of issue 8): an operation refused after it reserved
+// buffers (a closed or failed volume) kept its reservation, and enough of
+// them left every volume of the process waiting for buffers forever.
+TEST_F(MemoryBudgetTest, RefusedOperationsGiveTheirReservationBack) {
+  MemoryBudget& budget = DefaultWriteBudget();
+  const uint64_t base = budget.used();
+  auto v = Make("refused", 64 * kMiB, 16 * kMiB);
+  ASSERT_NE(v, nullptr);
+  std::vector<uint8_t> d(1 * kMiB, 3);
+  ASSERT_TRUE(v->Write(0, d).ok());
+  ASSERT_TRUE(v->Close().ok());
+  EXPECT_EQ(budget.used(), base);
+  for (int i = 0; i < 200; i++) {
+    EXPECT_FALSE(v->Write(uint64_t(i % 60) * kMiB, d).ok());
+    EXPECT_FALSE(v->Trim(0, 4096).ok());
+  }
+  EXPECT_EQ(budget.used(), base) << "refused writes kept their reservations";
+}
+
 TEST(MemoryBudgetUnitTest, AcquireWaitsForReleaseAndTimesOut) {
   MemoryBudget b(10);
   EXPECT_TRUE(b.Acquire(6, std::chrono::milliseconds(0)));
