@@ -152,6 +152,48 @@ struct Group {
   uint32_t Find(uint32_t x) const { return CountLE(keys() + 1, n - 1, 1, x); }
 };
 
+// A directory slot is nullptr (an empty group), a Group*, or a Leaf* with
+// its low bit set: a group of one leaf, stored as that leaf alone so that a
+// sparse group pays no group allocation. The leaf's reference count is then
+// the group's, and its mapped count the group's. (Leaves are 4-aligned.)
+inline bool IsLeafSlot(const Group* p) { return (reinterpret_cast<uintptr_t>(p) & 1) != 0; }
+inline Leaf* SlotLeaf(const Group* p) {
+  return reinterpret_cast<Leaf*>(reinterpret_cast<uintptr_t>(p) & ~uintptr_t(1));
+}
+inline Group* LeafSlot(Leaf* l) {
+  return reinterpret_cast<Group*>(reinterpret_cast<uintptr_t>(l) | 1);
+}
+// Heap bytes of a non-empty slot's group allocation (a one-leaf slot has none).
+inline uint64_t SlotBytes(const Group* p) { return IsLeafSlot(p) ? 0 : AllocBytes(p); }
+inline uint32_t SlotMapped(const Group* p) {
+  return IsLeafSlot(p) ? SlotLeaf(p)->mapped() : p->mapped;
+}
+
+// A one-leaf slot seen as a Group with n = cap = 1, so that the code that
+// reads or edits groups handles it too. Its refs are a copy of the leaf's,
+// taken by Make; writing to the view changes nothing in the map.
+class GroupView {
+ public:
+  GroupView() = default;
+  GroupView(const GroupView&) = delete;
+  GroupView& operator=(const GroupView&) = delete;
+  Group* Make(Leaf* l) {
+    auto* g = new (buf_) Group;
+    g->refs.store(l->refs.load(std::memory_order_acquire), std::memory_order_relaxed);
+    g->n = 1;
+    g->cap = 1;
+    g->mapped = l->mapped();
+    g->leaves()[0] = l;
+    g->keys()[0] = 0;
+    return g;
+  }
+  // The group of slot p: p itself or, for a one-leaf slot, this view of it.
+  const Group* Of(const Group* p) { return IsLeafSlot(p) ? Make(SlotLeaf(p)) : p; }
+
+ private:
+  alignas(Group) alignas(Leaf*) unsigned char buf_[sizeof(Group) + sizeof(Leaf*) + 8];
+};
+
 // The slab pool that holds the leaves of a map and of its snapshots.
 //
 // Each page holds slots of one size class; a class's pages with a free slot
@@ -384,23 +426,30 @@ void LeafPool::MaybeCompact(Group** dir, uint64_t n) {
     // Leave whatever was marked; it is unmarked below.
   }
   if (any) {
+    // l's replacement outside the pages being emptied: l itself if it is
+    // shared or need not (or cannot) move.
+    auto move = [&](Leaf* l) -> Leaf* {
+      if (!pages_[l->page].evac || l->refs.load(std::memory_order_acquire) != 1) return l;
+      Leaf* nl = AllocLocked(l->cls, false);
+      if (nl == nullptr) return l;
+      nl->seg_base = l->seg_base;
+      nl->wide = l->wide;
+      nl->mapped_m1 = l->mapped_m1;
+      nl->n = l->n;
+      nl->cap = l->cap;
+      std::memcpy(nl->units(), l->units(), size_t(l->n) * l->unit() * 2);
+      FreeLocked(l);
+      return nl;
+    };
     for (uint64_t gi = 0; gi < n; gi++) {
       Group* g = dir[gi];
-      if (g == nullptr || g->refs.load(std::memory_order_acquire) != 1) continue;
-      for (uint32_t i = 0; i < g->n; i++) {
-        Leaf* l = g->leaves()[i];
-        if (!pages_[l->page].evac || l->refs.load(std::memory_order_acquire) != 1) continue;
-        Leaf* nl = AllocLocked(l->cls, false);
-        if (nl == nullptr) continue;
-        nl->seg_base = l->seg_base;
-        nl->wide = l->wide;
-        nl->mapped_m1 = l->mapped_m1;
-        nl->n = l->n;
-        nl->cap = l->cap;
-        std::memcpy(nl->units(), l->units(), size_t(l->n) * l->unit() * 2);
-        g->leaves()[i] = nl;
-        FreeLocked(l);
+      if (g == nullptr) continue;
+      if (IsLeafSlot(g)) {
+        dir[gi] = LeafSlot(move(SlotLeaf(g)));
+        continue;
       }
+      if (g->refs.load(std::memory_order_acquire) != 1) continue;
+      for (uint32_t i = 0; i < g->n; i++) g->leaves()[i] = move(g->leaves()[i]);
     }
     for (uint32_t id = 0; id < pages_.size(); id++) {
       Page& p = pages_[id];
@@ -433,7 +482,10 @@ inline uint32_t Entries(const Ext& x) { return x.len > 1 ? 2 : 1; }
 // A change to one group, prepared (all allocation done) but not yet visible.
 struct Edit {
   uint64_t gi = 0;          // directory index
-  Group* old = nullptr;     // the group now in the directory (may be null)
+  Group* slot = nullptr;    // the directory slot's value (see IsLeafSlot)
+  Group* old = nullptr;     // the group now in the directory (may be null):
+                            // slot, or view for a one-leaf slot
+  GroupView view;
   uint32_t lo = 0, hi = 0;  // old leaves [lo, hi) are replaced
   Ext ext[kScratch];        // the replacement extents, in order
   uint32_t m = 0;
@@ -443,6 +495,7 @@ struct Edit {
   uint16_t fresh_keys[kScratch];
   uint32_t nfresh = 0;
   Group* new_group = nullptr;  // a new group buffer to move into, if needed
+                               // (never for a result of one leaf)
   bool drop = false;           // the group becomes empty
 
   void Discard(LeafPool* pool) {
@@ -579,6 +632,10 @@ void ExtentMap::UnrefLeaf(Leaf* l) {
 }
 
 void ExtentMap::UnrefGroup(Group* g) {
+  if (IsLeafSlot(g)) {
+    UnrefLeaf(SlotLeaf(g));
+    return;
+  }
   if (g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     for (uint32_t i = 0; i < g->n; i++) UnrefLeaf(g->leaves()[i]);
     g->~Group();
@@ -613,7 +670,10 @@ Result<std::unique_ptr<ExtentMap>> ExtentMap::Snapshot() const {
     for (uint64_t i = 0; i < groups_; i++) {
       Group* g = dir_[i];
       // Relaxed is enough: the new reference comes from one we hold.
-      if (g != nullptr) g->refs.fetch_add(1, std::memory_order_relaxed);
+      if (g != nullptr) {
+        std::atomic<uint32_t>& refs = IsLeafSlot(g) ? SlotLeaf(g)->refs : g->refs;
+        refs.fetch_add(1, std::memory_order_relaxed);
+      }
       snap->dir_[i] = g;
     }
   }
@@ -697,8 +757,8 @@ Status ExtentMap::Update(uint64_t lba, uint64_t count, bool clear, uint32_t seg,
       Group* g = dir_[gi];
       uint64_t base = gi * kGroupBlocks;
       if (g == nullptr || lba > base || end < base + kGroupBlocks) continue;
-      mapped_ -= g->mapped;
-      group_bytes_ -= AllocBytes(g);
+      mapped_ -= SlotMapped(g);
+      group_bytes_ -= SlotBytes(g);
       dir_[gi] = nullptr;
       UnrefGroup(g);
     }
@@ -710,10 +770,18 @@ Status ExtentMap::Update(uint64_t lba, uint64_t count, bool clear, uint32_t seg,
 bool ExtentMap::TryInPlace(uint64_t gi, uint32_t s, uint32_t e, bool clear, uint32_t seg,
                            uint32_t slot, Status* st) {
   Group* g = dir_[gi];
-  if (g == nullptr || g->refs.load(std::memory_order_acquire) != 1) return false;
-  const uint32_t i = g->Find(s);
-  if (i + 1 < g->n && g->keys()[i + 1] < e) return false;  // reaches the next leaf
-  Leaf* l = g->leaves()[i];
+  if (g == nullptr) return false;
+  const bool one = IsLeafSlot(g);  // then g is not a Group: see IsLeafSlot
+  uint32_t i = 0;
+  Leaf* l;
+  if (one) {
+    l = SlotLeaf(g);
+  } else {
+    if (g->refs.load(std::memory_order_acquire) != 1) return false;
+    i = g->Find(s);
+    if (i + 1 < g->n && g->keys()[i + 1] < e) return false;  // reaches the next leaf
+    l = g->leaves()[i];
+  }
   if (l->refs.load(std::memory_order_acquire) != 1) return false;
   const bool wide = l->wide;
   if (!clear && !wide && (seg < l->seg_base || seg - l->seg_base >= kNarrowSegSpan)) {
@@ -757,7 +825,7 @@ bool ExtentMap::TryInPlace(uint64_t gi, uint32_t s, uint32_t e, bool clear, uint
   const uint32_t new_n = old_n - (k1 - k0) + r;
   if (new_n == 0 || new_n > kLeafMaxEntries) return false;
   // A small leaf that shrinks is merged with a neighbour by the general path.
-  if (new_n < kLeafMaxEntries / 4 && new_n < old_n && g->n > 1) return false;
+  if (new_n < kLeafMaxEntries / 4 && new_n < old_n && !one && g->n > 1) return false;
   const uint32_t added = clear ? 0 : e - s;
   const uint32_t unit = l->unit();
   uint16_t rep[8 * 2 * 4];
@@ -783,14 +851,18 @@ bool ExtentMap::TryInPlace(uint64_t gi, uint32_t s, uint32_t e, bool clear, uint
     std::memcpy(d + k0 * unit, rep, r * unit * 2);
     std::memcpy(d + (k0 + r) * unit, u + k1 * unit, (old_n - k1) * unit * 2);
     nl->mapped_m1 = l->mapped_m1;
-    g->leaves()[i] = nl;
+    if (one) {
+      dir_[gi] = LeafSlot(nl);
+    } else {
+      g->leaves()[i] = nl;
+    }
     pool_->Delete(l);
     l = nl;
     moved = true;
   }
   l->n = uint8_t(new_n);
   l->mapped_m1 = uint16_t(l->mapped() + added - removed - 1);
-  g->mapped = g->mapped + added - removed;
+  if (!one) g->mapped = g->mapped + added - removed;
   mapped_ = mapped_ + added - removed;
   if (moved) pool_->MaybeCompact(dir_, groups_);
   *st = Status::OK();
@@ -799,6 +871,8 @@ bool ExtentMap::TryInPlace(uint64_t gi, uint32_t s, uint32_t e, bool clear, uint
 
 Status ExtentMap::PrepareEdit(Group* g, uint32_t s, uint32_t e, bool clear, uint32_t seg,
                               uint32_t slot, Edit* ed) {
+  ed->slot = g;
+  if (g != nullptr && IsLeafSlot(g)) g = ed->view.Make(SlotLeaf(g));
   ed->old = g;
   ed->m = 0;
   uint32_t removed = 0;
@@ -888,7 +962,7 @@ Status ExtentMap::PrepareEdit(Group* g, uint32_t s, uint32_t e, bool clear, uint
   uint32_t old_n = g == nullptr ? 0 : g->n;
   uint32_t new_n = old_n - (ed->hi - ed->lo) + ed->nfresh;
   ed->drop = new_n == 0;
-  if (!ed->drop && (!group_owned || new_n > g->cap)) {
+  if (!ed->drop && new_n > 1 && (!group_owned || new_n > g->cap)) {
     uint32_t cap = new_n + new_n / 8 + 1;
     size_t bytes = sizeof(Group) + size_t(cap) * (sizeof(Leaf*) + sizeof(uint16_t));
     void* p = Alloc(bytes);
@@ -918,7 +992,10 @@ void ExtentMap::CommitEdit(Edit* ed) {
     g->mapped = uint32_t(int64_t(g->mapped) + ed->mapped_delta);
     return;
   }
-  uint64_t old_group_bytes = g == nullptr ? 0 : AllocBytes(g);
+  // g is ed->view when the slot holds one leaf: then there is no group
+  // allocation to free, and releasing the slot releases that leaf.
+  const bool one = g != nullptr && IsLeafSlot(ed->slot);
+  uint64_t old_group_bytes = g == nullptr || one ? 0 : AllocBytes(g);
   uint32_t old_n = g == nullptr ? 0 : g->n;
   uint32_t new_mapped = uint32_t(int64_t(g == nullptr ? 0 : g->mapped) + ed->mapped_delta);
 
@@ -926,14 +1003,36 @@ void ExtentMap::CommitEdit(Edit* ed) {
     // The edit removed every leaf: the group goes.
     group_bytes_ -= old_group_bytes;
     dir_[ed->gi] = nullptr;
-    if (g != nullptr) UnrefGroup(g);
+    if (g != nullptr) UnrefGroup(ed->slot);
+    return;
+  }
+  uint32_t tail = old_n - ed->hi;
+  uint32_t new_n = ed->lo + ed->nfresh + tail;
+  const bool shared = g != nullptr && g->refs.load(std::memory_order_acquire) != 1;
+  if (new_n == 1) {
+    // One leaf left: the slot holds it alone (PrepareEdit allocated no group).
+    Leaf* only = ed->nfresh == 1 ? ed->fresh[0] : g->leaves()[ed->lo == 1 ? 0 : ed->hi];
+    if (one) {
+      UnrefLeaf(SlotLeaf(ed->slot));  // the one leaf [lo, hi) replaced
+    } else if (g != nullptr) {
+      if (shared) {
+        // The snapshot keeps g and its leaves; a kept leaf gains our slot's
+        // reference.
+        if (ed->nfresh == 0) only->refs.fetch_add(1, std::memory_order_relaxed);
+        UnrefGroup(g);
+      } else {
+        for (uint32_t k = ed->lo; k < ed->hi; k++) UnrefLeaf(g->leaves()[k]);
+        g->~Group();
+        std::free(g);  // its kept leaf moved to the slot
+      }
+    }
+    group_bytes_ -= old_group_bytes;
+    dir_[ed->gi] = LeafSlot(only);
+    ed->nfresh = 0;
     return;
   }
   Group* target = ed->new_group != nullptr ? ed->new_group : g;
-  uint32_t tail = old_n - ed->hi;
-  uint32_t new_n = ed->lo + ed->nfresh + tail;
   if (target != g) {
-    bool shared = g != nullptr && g->refs.load(std::memory_order_acquire) != 1;
     Leaf** dl = target->leaves();
     uint16_t* dk = target->keys();
     if (g != nullptr) {
@@ -955,11 +1054,13 @@ void ExtentMap::CommitEdit(Edit* ed) {
         for (uint32_t k = 0; k < tail; k++) {
           dl[ed->lo + ed->nfresh + k]->refs.fetch_add(1, std::memory_order_relaxed);
         }
-        UnrefGroup(g);
+        UnrefGroup(ed->slot);
       } else {
         for (uint32_t k = ed->lo; k < ed->hi; k++) UnrefLeaf(g->leaves()[k]);
-        g->~Group();
-        std::free(g);  // its other leaves moved to target
+        if (!one) {
+          g->~Group();
+          std::free(g);  // its other leaves moved to target
+        }
       }
     }
     dir_[ed->gi] = target;
@@ -1017,6 +1118,8 @@ Status ExtentMap::Lookup(uint64_t lba, uint64_t count, std::vector<MapRun>* out)
         pos = base + e;
         continue;
       }
+      GroupView view;
+      g = view.Of(g);
       uint32_t at = s;  // next offset to emit
       for (uint32_t i = g->Find(s); i < g->n && g->SpanStart(i) < e; i++) {
         const Leaf* l = g->leaves()[i];
@@ -1052,6 +1155,8 @@ void ExtentMap::ForEach(const std::function<void(const MapRun&)>& fn) const {
   for (uint64_t gi = 0; gi < groups_; gi++) {
     const Group* g = dir_[gi];
     if (g == nullptr) continue;
+    GroupView view;
+    g = view.Of(g);
     uint64_t base = gi * kGroupBlocks;
     for (uint32_t i = 0; i < g->n; i++) {
       const Leaf* l = g->leaves()[i];

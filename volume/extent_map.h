@@ -7,6 +7,8 @@
 //  * The block-address space is cut into groups of kGroupBlocks (65536)
 //    blocks. A flat directory holds one pointer per group (8 bytes per
 //    256 MiB of volume, allocated on the first Set); an empty group is freed.
+//    A group of one leaf (a sparse group) is that leaf alone, tagged in its
+//    directory slot, so it pays no group allocation.
 //  * A group holds a sorted array of leaves that partition its 65536 blocks
 //    (leaf i covers [key[i], key[i+1]); leaf 0 starts at 0). A leaf is one
 //    allocation of at most kLeafMaxEntries entries; a leaf that would grow
@@ -29,10 +31,11 @@
 // Hence segment ids are 1..2^32-1 and slot indexes < 2^16.
 //
 // Snapshots (copy-on-write): Snapshot() copies the directory and shares the
-// groups; groups and leaves carry an atomic reference count, and a map
-// modifies a group or leaf in place only while it is its sole owner (count
-// 1), otherwise it copies it first. So a snapshot never changes while the
-// map it was taken from is mutated, and vice versa.
+// groups; groups and leaves carry an atomic reference count (a one-leaf
+// group's is its leaf's), and a map modifies a group or leaf in place only
+// while it is its sole owner (count 1), otherwise it copies it first. So a
+// snapshot never changes while the map it was taken from is mutated, and
+// vice versa.
 //
 // Errors: no exception leaves this class. Allocation failure is returned as
 // IOError("out of memory") and leaves the map unchanged; bad arguments are
@@ -159,7 +162,8 @@ class ExtentMap {
   uint64_t groups_;             // directory entries
   uint64_t mapped_ = 0;
   uint64_t group_bytes_ = 0;    // allocation bytes of all groups reachable
-  Group** dir_ = nullptr;       // groups_ entries, or nullptr while empty
+  Group** dir_ = nullptr;       // groups_ entries, or nullptr while empty;
+                                // an entry may be a tagged Leaf* (IsLeafSlot)
   LeafPool* pool_ = nullptr;    // shared with snapshots; created by the first Set
 };
 
