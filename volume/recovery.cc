@@ -174,7 +174,13 @@ Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta
     if (proven < last_end) {
       relog_from = 0;
       while (relog_from < tail.size() && tail[relog_from].off < proven) relog_from++;
-      const TailBatch& t = tail[relog_from];  // exists: proven < last_end
+      // A synced_upto that is not a batch boundary (the writer never makes
+      // one; a damaged or foreign header can) proves only part of the batch
+      // it falls in: log that batch again whole, from its start.
+      if (relog_from > 0 && (relog_from == tail.size() || tail[relog_from].off > proven)) {
+        relog_from--;
+      }
+      const TailBatch& t = tail[relog_from];
       next = t.seq;
       pending = t.pending_before;
       if (proven >= kSlotSize) {

@@ -224,7 +224,7 @@ TEST_F(RecoveryTest, ReadOnlyWithAnUnprovenTailNeitherRelogsNorStartsASegment) {
 // `tail[relog_from]` ("exists: proven < last_end") reads past the vector:
 // prev.offset and next_seq come out as garbage (seen: prev (2,
 // 4123389851770370361), next_seq 33) and the unproven batch is not relogged.
-TEST_F(RecoveryTest, DISABLED_SyncedUptoInsideTheLastBatchDoesNotRunPastTheTail) {
+TEST_F(RecoveryTest, SyncedUptoInsideTheLastBatchDoesNotRunPastTheTail) {
   TestSegment s1 = Seg(1, 1, 0, 0);
   s1.AddBatch({W::Write(0, 1)});
   TestSegment s2 = Seg(2, s1.next_seq(), 1, s1.bytes().size());
