@@ -122,28 +122,22 @@ Status Server::Start() {
     return Status::InvalidArgument("nothing to listen on");
   }
   if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) return Status::FromErrno("pipe", errno);
+  // A start that fails half-way leaves nothing behind.
+  auto undo = [this](Status why) {
+    for (int fd : listen_fds_) ::close(fd);
+    listen_fds_.clear();
+    if (unix_bound_) ::unlink(opts_.socket_path.c_str());
+    ::close(wake_[0]);
+    ::close(wake_[1]);
+    wake_[0] = wake_[1] = -1;
+    return why;
+  };
   Status s;
   if (!opts_.listen.empty()) s = ListenTcp();
   if (s.ok() && !opts_.socket_path.empty()) s = ListenUnix();
-  if (!s.ok()) {
-    for (int fd : listen_fds_) ::close(fd);
-    listen_fds_.clear();
-    if (unix_bound_) ::unlink(opts_.socket_path.c_str());
-    ::close(wake_[0]);
-    ::close(wake_[1]);
-    wake_[0] = wake_[1] = -1;
-    return s;
-  }
+  if (!s.ok()) return undo(s);
   auto t = StartThread("nbd accept", [this] { AcceptLoop(); });
-  if (!t.ok()) {
-    for (int fd : listen_fds_) ::close(fd);
-    listen_fds_.clear();
-    if (unix_bound_) ::unlink(opts_.socket_path.c_str());
-    ::close(wake_[0]);
-    ::close(wake_[1]);
-    wake_[0] = wake_[1] = -1;
-    return t.status();
-  }
+  if (!t.ok()) return undo(t.status());
   accept_thread_ = std::move(*t);
   started_ = true;
   return Status::OK();
