@@ -31,11 +31,16 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "store/store.h"
 #include "util/status.h"
 #include "volume/volume.h"
 
 namespace {
+
+using hbiss::bench::Die;
+using hbiss::bench::DieErrno;
+using hbiss::bench::ParseSizeOrDie;
 
 using hbiss::Status;
 using hbiss::volume::kBlockSize;
@@ -53,29 +58,6 @@ struct Config {
   bool keep = false;
   bool raw_prealloc = false;
 };
-
-[[noreturn]] void Die(const std::string& what, const Status& st) {
-  std::fprintf(stderr, "engine_bench: %s: %s\n", what.c_str(), st.ToString().c_str());
-  std::exit(1);
-}
-[[noreturn]] void DieErrno(const std::string& what) {
-  std::fprintf(stderr, "engine_bench: %s: %s\n", what.c_str(), std::strerror(errno));
-  std::exit(1);
-}
-
-uint64_t ParseSizeOrDie(const std::string& s) {
-  char* end = nullptr;
-  uint64_t n = std::strtoull(s.c_str(), &end, 10);
-  std::string suf = end;
-  if (suf == "K" || suf == "k") n <<= 10;
-  else if (suf == "M" || suf == "m") n <<= 20;
-  else if (suf == "G" || suf == "g") n <<= 30;
-  else if (!suf.empty()) {
-    std::fprintf(stderr, "engine_bench: bad size %s\n", s.c_str());
-    std::exit(2);
-  }
-  return n;
-}
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();

@@ -21,6 +21,7 @@
 
 #include <fmt/format.h>
 
+#include "bench/bench_util.h"
 #include "hdfs/client.h"
 
 namespace {
@@ -28,14 +29,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using hbiss::Status;
 namespace h = hbiss::hdfs;
+using hbiss::bench::Die;
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-[[noreturn]] void Die(const std::string& what, const Status& st) {
-  std::fprintf(stderr, "hdfs_bench: %s: %s\n", what.c_str(), st.ToString().c_str());
-  std::exit(1);
 }
 
 [[noreturn]] void Usage(const std::string& why) {

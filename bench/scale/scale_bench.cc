@@ -81,6 +81,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "store/store.h"
 #include "util/status.h"
 #include "volume/volume.h"
@@ -88,6 +89,10 @@
 extern char** environ;
 
 namespace {
+
+using hbiss::bench::Die;
+using hbiss::bench::DieErrno;
+using hbiss::bench::ParseSizeOrDie;
 
 namespace fs = std::filesystem;
 using hbiss::Status;
@@ -119,32 +124,6 @@ struct Config {
   bool read_only = false;
   bool drop_cache = false;
 };
-
-[[noreturn]] void Die(const std::string& what, const Status& st) {
-  std::fprintf(stderr, "scale_bench: %s: %s\n", what.c_str(), st.ToString().c_str());
-  std::exit(1);
-}
-[[noreturn]] void DieErrno(const std::string& what) {
-  std::fprintf(stderr, "scale_bench: %s: %s\n", what.c_str(), std::strerror(errno));
-  std::exit(1);
-}
-
-uint64_t ParseSizeOrDie(const std::string& s) {
-  char* end = nullptr;
-  errno = 0;
-  uint64_t n = std::strtoull(s.c_str(), &end, 10);
-  std::string suf = end;
-  int shift = 0;
-  if (suf == "K" || suf == "k") shift = 10;
-  else if (suf == "M" || suf == "m") shift = 20;
-  else if (suf == "G" || suf == "g") shift = 30;
-  else if (suf == "T" || suf == "t") shift = 40;
-  else if (!suf.empty() || end == s.c_str() || errno != 0) {
-    std::fprintf(stderr, "scale_bench: bad size %s\n", s.c_str());
-    std::exit(2);
-  }
-  return n << shift;
-}
 
 std::vector<std::string> SplitComma(const std::string& s) {
   std::vector<std::string> out;
