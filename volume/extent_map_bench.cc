@@ -152,6 +152,9 @@ const Pattern kPatterns[] = {
     {"sparse_1/128_1TiB(8GiB)", kTiB, SparseRandom<128>},
     {"sparse_1/256_1TiB", kTiB, SparseRandom<256>},
     {"sparse_1/1024_1TiB", kTiB, SparseRandom<1024>},
+    {"sparse_1/4096_1TiB", kTiB, SparseRandom<4096>},
+    {"sparse_1/16384_1TiB", kTiB, SparseRandom<16384>},
+    {"sparse_1/65536_1TiB", kTiB, SparseRandom<65536>},
     {"every_other_4GiB", 1ull << 20, EveryOther},
     {"runs_2-16_8GiB_in_1TiB", kTiB, RandomRuns},
 };
