@@ -199,6 +199,20 @@ class HdfsStore : public store::Store {
     return client_->Delete(Path(dir), true).status();
   }
 
+  // rename2 without OVERWRITE: one NameNode operation, which moves the leases
+  // of files open for writing under `from` with them.
+  Status RenameDir(const std::string& from, const std::string& to) override {
+    HBISS_RETURN_IF_ERROR(store::ValidateRename(from, to));
+    HBISS_ASSIGN_OR_RETURN(FileStatus st, client_->GetFileInfo(Path(from)));
+    if (!st.is_dir) return Status::InvalidArgument(fmt::format("{}: is not a directory", from));
+    // The NameNode refuses a file at `to` with a plain IOException; say what
+    // the contract says. (The rename itself still never replaces anything.)
+    auto dst = client_->GetFileInfo(Path(to));
+    if (dst.ok()) return Status::AlreadyExists(fmt::format("{}: exists", to));
+    if (!dst.status().IsNotFound()) return dst.status();
+    return client_->Rename(Path(from), Path(to), false);
+  }
+
   Result<std::unique_ptr<store::Lock>> TryLock(const std::string& name) override {
     HBISS_RETURN_IF_ERROR(store::ValidateName(name));
     HBISS_ASSIGN_OR_RETURN(auto l, client_->TryLockFile(Path(name)));

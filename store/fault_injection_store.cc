@@ -68,6 +68,7 @@ struct FaultInjectionStore::Core {
   double rate GUARDED_BY(mu) = 0;
   Counters counters GUARDED_BY(mu);
   std::map<std::string, Entry> tracked GUARDED_BY(mu);
+  std::map<uint64_t, std::string> renamed GUARDED_BY(mu);  // creation id -> name now
   uint64_t next_id GUARDED_BY(mu) = 1;
   std::vector<std::weak_ptr<WriterSlot>> writers GUARDED_BY(mu);
   std::vector<std::weak_ptr<LockSlot>> locks GUARDED_BY(mu);
@@ -144,11 +145,31 @@ struct FaultInjectionStore::Core {
     }
   }
 
+  // Moves what is tracked under directory `from` to `to`.
+  void MoveDir(const std::string& from, const std::string& to) {
+    MutexLock lock(&mu);
+    const std::string prefix = from + "/";
+    std::map<std::string, Entry> moved;
+    for (auto it = tracked.lower_bound(prefix);
+         it != tracked.end() && it->first.compare(0, prefix.size(), prefix) == 0;) {
+      std::string now = to + it->first.substr(from.size());
+      renamed[it->second.id] = now;
+      moved.emplace(std::move(now), it->second);
+      it = tracked.erase(it);
+    }
+    tracked.merge(moved);
+  }
+
   enum class Level { kAppended, kFlushed, kSynced };
-  // Records that the writer with creation `id` reached `size` at `level`.
+  // Records that the writer with creation `id` (created as `name`, maybe
+  // moved since) reached `size` at `level`.
   void Advance(const std::string& name, uint64_t id, uint64_t size, Level level) {
     MutexLock lock(&mu);
     auto it = tracked.find(name);
+    if (it == tracked.end() || it->second.id != id) {
+      auto r = renamed.find(id);
+      if (r != renamed.end()) it = tracked.find(r->second);
+    }
     if (it == tracked.end() || it->second.id != id) return;  // deleted or replaced
     ObjectState& st = it->second.st;
     st.appended = std::max(st.appended, size);
@@ -177,6 +198,7 @@ const char* FaultInjectionStore::OpName(Op op) {
     case Op::kPut: return "Put";
     case Op::kDelete: return "Delete";
     case Op::kDeleteDir: return "DeleteDir";
+    case Op::kRenameDir: return "RenameDir";
     case Op::kOpen: return "Open";
     case Op::kRead: return "Read";
     case Op::kList: return "List";
@@ -394,6 +416,7 @@ Status FaultInjectionStore::SimulateCrash(CrashKind kind) {
   {
     MutexLock lock(&c.mu);
     objects.swap(c.tracked);
+    c.renamed.clear();
   }
   Status first_error;
   uint64_t truncated = 0;
@@ -525,6 +548,18 @@ Status FaultInjectionStore::DeleteDir(const std::string& dir) {
   }
   HBISS_RETURN_IF_ERROR(target()->DeleteDir(dir));
   core_->UntrackDir(dir);
+  return Status::OK();
+}
+
+Status FaultInjectionStore::RenameDir(const std::string& from, const std::string& to) {
+  Core::Decision d = core_->Decide(Op::kRenameDir, from + " -> " + to);
+  if (d.verdict == Verdict::kDown) return d.status;
+  if (d.verdict != Verdict::kGo) {
+    if ((d.rnd & 1) && target()->RenameDir(from, to).ok()) core_->MoveDir(from, to);
+    return d.status;
+  }
+  HBISS_RETURN_IF_ERROR(target()->RenameDir(from, to));
+  core_->MoveDir(from, to);
   return Status::OK();
 }
 

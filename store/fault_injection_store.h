@@ -6,12 +6,13 @@
 //   appended >= flushed >= synced
 // updated as its SegmentWriter's Append, Flush and Sync/Close succeed.
 // Objects it did not create (or that were written by Put) count as fully
-// synced.
+// synced. RenameDir moves what it knows with the objects (a writer opened
+// before goes on under the new name).
 //
 // Crashes. CrashAfter(n) arms a crash: the n mutating operations after the
 // call succeed (as far as injection goes), and the (n+1)-th mutating
 // operation is the crash point. Mutating operations are Create, Append,
-// Flush, Sync, Close (of a writer), Put, Delete and DeleteDir. At the crash
+// Flush, Sync, Close (of a writer), Put, Delete, DeleteDir and RenameDir. At the crash
 // point the store goes "down": that operation and every later call through
 // this store, its writers, readers and locks fail with
 // IOError("injected crash: ..."), reads included. The crashing operation
@@ -21,6 +22,7 @@
 //   Put       the target holds the old or the new version (never a mix);
 //   Delete    the object may or may not be gone;
 //   DeleteDir the directory may or may not be gone (as a whole);
+//   RenameDir the directory may be under either name (as a whole);
 //   Flush, Sync, Close  have no effect (nothing becomes more durable).
 // SimulateCrash() then plays the restart: for each tracked object it keeps a
 // seeded random length in [synced, appended] (kPowerLoss) or
@@ -75,17 +77,18 @@ class FaultInjectionStore : public StoreWrapper {
     kPut,
     kDelete,
     kDeleteDir,
+    kRenameDir,
     kOpen,  // Store::Open (also the open inside Get)
     kRead,  // SegmentReader::ReadAt (also inside Get)
     kList,
     kStat,
     kLock,  // TryLock
   };
-  static constexpr int kNumOps = 13;
+  static constexpr int kNumOps = 14;
   static constexpr uint32_t Bit(Op op) { return 1u << static_cast<unsigned>(op); }
-  // Create .. DeleteDir, the first eight Op values.
+  // Create .. RenameDir, the first nine Op values.
   static constexpr uint32_t kMutatingOps =
-      (1u << (static_cast<unsigned>(Op::kDeleteDir) + 1)) - 1;
+      (1u << (static_cast<unsigned>(Op::kRenameDir) + 1)) - 1;
   static constexpr uint32_t kAllOps = (1u << kNumOps) - 1;
   static const char* OpName(Op op);
 
@@ -167,6 +170,7 @@ class FaultInjectionStore : public StoreWrapper {
   Result<uint64_t> Stat(const std::string& name) override;
   Status Delete(const std::string& name) override;
   Status DeleteDir(const std::string& dir) override;
+  Status RenameDir(const std::string& from, const std::string& to) override;
   Result<std::unique_ptr<Lock>> TryLock(const std::string& name) override;
 
   struct Core;  // shared with writers, readers and locks; in the .cc file

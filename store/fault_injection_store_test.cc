@@ -192,6 +192,44 @@ void CheckRun(const RunResult& r, uint64_t floor, uint64_t seed) {
                                          << r.after_put.size() << " bytes";
 }
 
+// RenameDir moves the tracked lengths with the objects, and a writer opened
+// before it goes on updating them under the new name.
+TEST(FaultInjectionStoreTest, RenameDirMovesTrackedLengthsAndCrashesWhole) {
+  FaultInjectionStore fs(std::make_unique<MemoryStore>(), 3);
+  auto w = fs.Create("v/e1/seg");
+  ASSERT_TRUE(w.ok());
+  ASSERT_OK((*w)->Append(AsBytes("0123456789")));
+  ASSERT_OK((*w)->Sync());
+  ASSERT_OK(fs.RenameDir("v/e1", "v/e2"));
+  EXPECT_FALSE(fs.Tracked("v/e1/seg").has_value());
+  ASSERT_TRUE(fs.Tracked("v/e2/seg").has_value());
+  EXPECT_EQ(fs.Tracked("v/e2/seg")->synced, 10u);
+  ASSERT_OK((*w)->Append(AsBytes("abcdef")));
+  EXPECT_EQ(fs.Tracked("v/e2/seg")->appended, 16u);
+  EXPECT_EQ(fs.Tracked("v/e2/seg")->synced, 10u);
+  ASSERT_OK(fs.SimulateCrash(FaultInjectionStore::CrashKind::kPowerLoss));
+  std::string kept = fs.Get("v/e2/seg").value();
+  EXPECT_GE(kept.size(), 10u);
+  EXPECT_EQ(kept, std::string("0123456789abcdef").substr(0, kept.size()));
+
+  // A crash at the rename leaves the directory under one name, whole.
+  std::set<std::string> seen;
+  for (uint64_t seed = 0; seed < 16; seed++) {
+    FaultInjectionStore f(std::make_unique<MemoryStore>(), seed);
+    ASSERT_OK(f.Put("d/a/x", AsBytes("x")));
+    ASSERT_OK(f.Put("d/a/y", AsBytes("y")));
+    f.CrashAfter(0);
+    EXPECT_TRUE(IsInjectedCrash(f.RenameDir("d/a", "d/b")));
+    ASSERT_OK(f.SimulateCrash());
+    const bool moved = f.Stat("d/b/x").ok();
+    EXPECT_EQ(f.Stat("d/b/y").ok(), moved);
+    EXPECT_EQ(f.Stat("d/a/x").ok(), !moved);
+    EXPECT_EQ(f.Stat("d/a/y").ok(), !moved);
+    seen.insert(moved ? "moved" : "stayed");
+  }
+  EXPECT_EQ(seen.size(), 2u) << "both outcomes should occur over 16 seeds";
+}
+
 TEST(FaultInjectionStoreTest, PowerLossKeepsSyncedPrefixAndNeverMoreThanAppended) {
   int dropped_all_unsynced = 0, kept_some_unsynced = 0, kept_all = 0;
   for (uint64_t seed = 0; seed < 300; ++seed) {

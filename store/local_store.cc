@@ -433,6 +433,30 @@ Status LocalStore::DeleteDir(const std::string& dir) {
   return FsyncDir(ParentPath(path));
 }
 
+Status LocalStore::RenameDir(const std::string& from, const std::string& to) {
+  HBISS_RETURN_IF_ERROR(ValidateRename(from, to));
+  const std::string src = PathOf(from);
+  const std::string dst = PathOf(to);
+  struct stat st;
+  if (::lstat(src.c_str(), &st) != 0) {
+    int err = errno;
+    if (err == ENOENT || err == ENOTDIR) return Status::NotFound(src + ": no such directory");
+    return Err("lstat", src, err);
+  }
+  if (!S_ISDIR(st.st_mode)) return Status::InvalidArgument(src + " is not a directory");
+  if (::renameat2(AT_FDCWD, src.c_str(), AT_FDCWD, dst.c_str(), RENAME_NOREPLACE) != 0) {
+    int err = errno;
+    if (err == EEXIST) return Status::AlreadyExists(dst + " exists");
+    if (err == ENOENT || err == ENOTDIR) {
+      return Status::NotFound("rename " + src + " to " + dst + ": no such directory");
+    }
+    return Err("rename " + src + " to", dst, err);
+  }
+  HBISS_RETURN_IF_ERROR(FsyncDir(ParentPath(dst)));
+  if (ParentPath(src) != ParentPath(dst)) HBISS_RETURN_IF_ERROR(FsyncDir(ParentPath(src)));
+  return Status::OK();
+}
+
 Result<std::unique_ptr<Lock>> LocalStore::TryLock(const std::string& name) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
   HBISS_RETURN_IF_ERROR(MakeParents(name));

@@ -12,7 +12,7 @@
 //    a crash the name holds the old or the new bytes, never a mix. The old
 //    file is never deleted first. Temporary files left by a crash are hidden
 //    from List (reserved prefix, see store.h).
-//  * Delete and DeleteDir fsync the parent directory.
+//  * Delete and DeleteDir fsync the parent directory; RenameDir fsyncs both.
 // TryLock uses flock(LOCK_EX | LOCK_NB) on a file at <root>/<name>. flock
 // locks belong to open file descriptions, so two TryLock calls conflict even
 // inside one process, and the lock dies with the process.
@@ -45,6 +45,8 @@ class LocalStore final : public Store {
   Result<uint64_t> Stat(const std::string& name) override;
   Status Delete(const std::string& name) override;
   Status DeleteDir(const std::string& dir) override;
+  // renameat2(RENAME_NOREPLACE), then fsyncs both parent directories.
+  Status RenameDir(const std::string& from, const std::string& to) override;
   Result<std::unique_ptr<Lock>> TryLock(const std::string& name) override;
   // "file://" + the absolute root, with '%', '?', '#', spaces and control
   // bytes percent-encoded, so OpenStore(Uri()) reopens the same directory.

@@ -269,6 +269,41 @@ Status MemoryStore::DeleteDir(const std::string& dir) {
   return Status::OK();
 }
 
+Status MemoryStore::RenameDir(const std::string& from, const std::string& to) {
+  HBISS_RETURN_IF_ERROR(ValidateRename(from, to));
+  MutexLock lock(&state_->mu);
+  if (state_->objects.count(from)) {
+    return Status::InvalidArgument("mem: '" + from + "' is not a directory");
+  }
+  if (!state_->dirs.count(from)) return Status::NotFound("mem: '" + from + "' does not exist");
+  if (state_->objects.count(to) || state_->dirs.count(to)) {
+    return Status::AlreadyExists("mem: '" + to + "' exists");
+  }
+  const size_t slash = to.rfind('/');
+  if (slash != std::string::npos && !state_->dirs.count(to.substr(0, slash))) {
+    return Status::NotFound("mem: the parent of '" + to + "' does not exist");
+  }
+  // Writers and readers hold their Object, so they keep working under the
+  // new name.
+  const std::string prefix = from + "/";
+  auto in_dir = [&](const std::string& n) { return n.compare(0, prefix.size(), prefix) == 0; };
+  std::map<std::string, std::shared_ptr<Object>> moved;
+  for (auto it = state_->objects.lower_bound(prefix);
+       it != state_->objects.end() && in_dir(it->first);) {
+    moved.emplace(to + it->first.substr(from.size()), std::move(it->second));
+    it = state_->objects.erase(it);
+  }
+  state_->objects.merge(moved);
+  std::set<std::string> moved_dirs{to};
+  state_->dirs.erase(from);
+  for (auto it = state_->dirs.lower_bound(prefix); it != state_->dirs.end() && in_dir(*it);) {
+    moved_dirs.insert(to + it->substr(from.size()));
+    it = state_->dirs.erase(it);
+  }
+  state_->dirs.merge(moved_dirs);
+  return Status::OK();
+}
+
 Result<std::unique_ptr<Lock>> MemoryStore::TryLock(const std::string& name) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
   MutexLock lock(&state_->mu);

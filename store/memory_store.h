@@ -47,6 +47,7 @@ class MemoryStore final : public Store {
   Result<uint64_t> Stat(const std::string& name) override;
   Status Delete(const std::string& name) override;
   Status DeleteDir(const std::string& dir) override;
+  Status RenameDir(const std::string& from, const std::string& to) override;
   Result<std::unique_ptr<Lock>> TryLock(const std::string& name) override;
   std::string Uri() const override;
   bool CachesReadsLocally() const override { return true; }

@@ -88,6 +88,16 @@ Status ValidateName(std::string_view name) {
   return Status::OK();
 }
 
+Status ValidateRename(std::string_view from, std::string_view to) {
+  HBISS_RETURN_IF_ERROR(ValidateName(from));
+  HBISS_RETURN_IF_ERROR(ValidateName(to));
+  if (to == from || (to.size() > from.size() && to.starts_with(from) && to[from.size()] == '/')) {
+    return Status::InvalidArgument("cannot move directory " + Quote(from) + " to " + Quote(to) +
+                                   ", inside itself");
+  }
+  return Status::OK();
+}
+
 Status Store::BreakLock(const std::string& name) {
   auto l = TryLock(name);
   if (l.ok()) return Status::OK();  // free: nothing to break (released here)

@@ -138,6 +138,19 @@ class Store {
   // Deletes a directory and everything under it. OK if it does not exist.
   virtual Status DeleteDir(const std::string& dir) = 0;
 
+  // Moves directory `from`, with everything under it, to the new name `to`
+  // in one atomic step: every caller sees all of it under one name or all of
+  // it under the other, and after a crash it is under one of them whole.
+  // Durable when it returns OK. Nothing is replaced: AlreadyExists if `to`
+  // exists (object or directory). NotFound if `from` does not exist or the
+  // parent directory of `to` does not. InvalidArgument if `from` is an
+  // object, or `to` is `from` or lies under it.
+  // Writers, readers and locks opened before keep working on the moved
+  // objects, under their new names (a file held by inode); calls by name
+  // with the old names fail with NotFound (or create new objects there).
+  // This is how a volume fences a holder that lost it (doc/ownership.md).
+  virtual Status RenameDir(const std::string& from, const std::string& to) = 0;
+
   // Takes an exclusive lock named `name`, held until the Lock is destroyed or
   // the process dies. Busy if another holder has it (another Lock object, in
   // this process or another, even through a different Store on the same
@@ -204,6 +217,10 @@ class Store {
 // Checks a name against the rules at the top of this file: OK or
 // InvalidArgument naming the problem.
 Status ValidateName(std::string_view name);
+
+// RenameDir's argument rules that need no store: both names valid, `to` is
+// not `from` and not under it. OK or InvalidArgument.
+Status ValidateRename(std::string_view from, std::string_view to);
 
 // Name components starting with this are reserved for backends.
 inline constexpr std::string_view kReservedPrefix = ".hbiss-";

@@ -310,6 +310,74 @@ TEST_P(StoreConformanceTest, DeleteAndDeleteDir) {
   EXPECT_EQ(store().Get("v/meta").value(), "new");
 }
 
+TEST_P(StoreConformanceTest, RenameDirMovesEverythingAtOnce) {
+  std::mt19937_64 rng(61);
+  const std::string one = RandomBytes(rng, 5000);
+  WriteObject(store(), "vol/epoch/1/seg/1", one, rng);
+  ASSERT_OK(store().Put("vol/epoch/1/ckpt/1", AsBytes("c")));
+  ASSERT_OK(store().Put("vol/epoch/1x/keep", AsBytes("k")));  // shares the prefix
+  ASSERT_OK(store().RenameDir("vol/epoch/1", "vol/epoch/2"));
+  EXPECT_EQ(store().List("vol/epoch/1").status().code(), Code::kNotFound);
+  EXPECT_EQ(store().Open("vol/epoch/1/seg/1").status().code(), Code::kNotFound);
+  EXPECT_EQ(store().Delete("vol/epoch/1/seg/1").code(), Code::kNotFound);
+  EXPECT_EQ(store().Get("vol/epoch/2/seg/1").value(), one);
+  EXPECT_EQ(store().Get("vol/epoch/2/ckpt/1").value(), "c");
+  EXPECT_EQ(Names(store().List("vol/epoch/2").value()),
+            (std::vector<std::string>{"ckpt", "seg"}));
+  EXPECT_EQ(Names(store().List("vol/epoch").value()), (std::vector<std::string>{"1x", "2"}));
+  EXPECT_EQ(store().Get("vol/epoch/1x/keep").value(), "k");
+  // To another parent directory, which must exist.
+  EXPECT_EQ(store().RenameDir("vol/epoch/2", "nowhere/2").code(), Code::kNotFound);
+  ASSERT_OK(store().Put("other/x", AsBytes("x")));
+  ASSERT_OK(store().RenameDir("vol/epoch/2", "other/2"));
+  EXPECT_EQ(store().Get("other/2/seg/1").value(), one);
+  // The old name can be used again, as a new directory.
+  ASSERT_OK(store().Put("vol/epoch/2/owner", AsBytes("o")));
+  EXPECT_EQ(Names(store().List("vol/epoch/2").value()), (std::vector<std::string>{"owner"}));
+}
+
+TEST_P(StoreConformanceTest, RenameDirReplacesNothingAndChecksItsArguments) {
+  ASSERT_OK(store().Put("a/1/x", AsBytes("a")));
+  ASSERT_OK(store().Put("a/2/y", AsBytes("b")));
+  ASSERT_OK(store().Put("a/f", AsBytes("f")));
+  EXPECT_EQ(store().RenameDir("a/1", "a/2").code(), Code::kAlreadyExists);
+  EXPECT_EQ(store().RenameDir("a/1", "a/f").code(), Code::kAlreadyExists);
+  EXPECT_EQ(store().RenameDir("a/f", "a/g").code(), Code::kInvalidArgument);
+  EXPECT_EQ(store().RenameDir("a/missing", "a/3").code(), Code::kNotFound);
+  EXPECT_EQ(store().RenameDir("a/1", "a/1").code(), Code::kInvalidArgument);
+  EXPECT_EQ(store().RenameDir("a/1", "a/1/sub").code(), Code::kInvalidArgument);
+  EXPECT_EQ(store().RenameDir("a/1", "../b").code(), Code::kInvalidArgument);
+  EXPECT_EQ(store().RenameDir("", "b").code(), Code::kInvalidArgument);
+  // Nothing moved.
+  EXPECT_EQ(store().Get("a/1/x").value(), "a");
+  EXPECT_EQ(store().Get("a/2/y").value(), "b");
+  EXPECT_EQ(store().Get("a/f").value(), "f");
+  EXPECT_EQ(Names(store().List("a").value()), (std::vector<std::string>{"1", "2", "f"}));
+  // "a/1" is no prefix of "a/10": that is another directory.
+  ASSERT_OK(store().RenameDir("a/1", "a/10"));
+  EXPECT_EQ(store().Get("a/10/x").value(), "a");
+}
+
+// A writer and a reader opened before the move go on with the moved object:
+// how a fenced holder's open segment behaves (doc/ownership.md).
+TEST_P(StoreConformanceTest, RenameDirKeepsOpenWritersAndReaders) {
+  std::mt19937_64 rng(62);
+  const std::string a = RandomBytes(rng, 3000), b = RandomBytes(rng, 2000);
+  WriteObject(store(), "w/1/done", a, rng);
+  auto w = store().Create("w/1/open");
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_OK((*w)->Append(AsBytes(a)));
+  ASSERT_OK((*w)->Flush());
+  auto r = store().Open("w/1/done");
+  ASSERT_TRUE(r.ok());
+  ASSERT_OK(store().RenameDir("w/1", "w/2"));
+  EXPECT_EQ(ReadRange(**r, 1000, 500), a.substr(1000, 500));
+  ASSERT_OK((*w)->Append(AsBytes(b)));
+  ASSERT_OK((*w)->Close());
+  EXPECT_EQ(store().Get("w/2/open").value(), a + b);
+  EXPECT_EQ(store().Stat("w/1/open").status().code(), Code::kNotFound);
+}
+
 TEST_P(StoreConformanceTest, ReaderOpenBeforeDeleteKeepsReading) {
   std::mt19937_64 rng(7);
   const std::string data = RandomBytes(rng, 10000);

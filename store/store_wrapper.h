@@ -44,6 +44,9 @@ class StoreWrapper : public Store {
   Result<uint64_t> Stat(const std::string& name) override { return target_->Stat(name); }
   Status Delete(const std::string& name) override { return target_->Delete(name); }
   Status DeleteDir(const std::string& dir) override { return target_->DeleteDir(dir); }
+  Status RenameDir(const std::string& from, const std::string& to) override {
+    return target_->RenameDir(from, to);
+  }
   Result<std::unique_ptr<Lock>> TryLock(const std::string& name) override {
     return target_->TryLock(name);
   }
