@@ -99,7 +99,7 @@ cleanup() {
   local rc=$?
   if [ -n "$SERVER_PID" ]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
   if [ -n "${EXTRA_CLEANUP:-}" ]; then eval "$EXTRA_CLEANUP" || true; fi
-  rm -rf "$WORK"
+  if [ "${HBISS_KEEP_WORK:-0}" = 1 ]; then echo "[$TEST_NAME] kept $WORK" >&2; else rm -rf "$WORK"; fi
   exit $rc
 }
 trap cleanup EXIT

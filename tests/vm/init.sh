@@ -9,7 +9,14 @@
 #                      caches; e2fsck -fn; remount; verify every sha256; fstrim; umount.
 #   hbiss_mode=verify  e2fsck -fn; mount read-only; the list must be the one the write boot
 #                      stored (its sha256 is given as hbiss_sums=HEX) and every file must
-#                      match it; umount.
+#                      match it; umount. With hbiss_files=N: the list has N files (a
+#                      writer boot's).
+#   hbiss_mode=writer  the live-migration workload (migration_test.sh): mkfs.ext4; mount;
+#                      then, without pause, for i = 1..hbiss_files (default 200): write
+#                      /data/f$i (16..80 KiB of random bytes), fsync it (sync -d), append its
+#                      sha256 to /SHA256SUMS, sync, and print `HBISS-VM-FILE i` once it
+#                      is durable. Then umount, e2fsck -fn, remount, verify every file
+#                      against the list, umount. The host migrates the VM while this runs.
 #
 # The last line it prints is the verdict, read by vm_boot_test.sh from the serial console:
 #   HBISS-VM-RESULT: PASS mode=... <details>      or      HBISS-VM-RESULT: FAIL <step>
@@ -51,10 +58,12 @@ run() {
 
 MODE=
 SUMS=
+FILES=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     hbiss_mode=*) MODE=${arg#hbiss_mode=} ;;
     hbiss_sums=*) SUMS=${arg#hbiss_sums=} ;;
+    hbiss_files=*) FILES=${arg#hbiss_files=} ;;
   esac
 done
 say "mode=$MODE kernel=$(uname -r) at $(now)s"
@@ -77,14 +86,16 @@ drop_caches() {
   echo 3 >/proc/sys/vm/drop_caches
 }
 
-# verify_sums: every file in /SHA256SUMS reads back with its recorded sha256.
+# verify_sums WHAT [COUNT]: every file in /SHA256SUMS (COUNT of them, by default the write
+# mode's) reads back with its recorded sha256.
 verify_sums() {
+  want=${2:-$((SMALL_FILES + 1))}
   (cd "$MNT" && sha256sum -c SHA256SUMS >/tmp/check.out 2>&1)
   rc=$?
   ok=$(grep -c ': OK$' /tmp/check.out)
   bad=$(grep -v ': OK$' /tmp/check.out | head -n 3)
-  [ $rc -eq 0 ] && [ "$ok" -eq $((SMALL_FILES + 1)) ] ||
-    fail "$1: $ok of $((SMALL_FILES + 1)) files verified (rc $rc) $bad"
+  [ $rc -eq 0 ] && [ "$ok" -eq "$want" ] ||
+    fail "$1: $ok of $want files verified (rc $rc) $bad"
   say "$1: $ok files verified at $(now)s"
 }
 
@@ -143,10 +154,39 @@ elif [ "$MODE" = verify ]; then
   run "mount read-only" mount -t ext4 -o ro "$DEV" "$MNT"
   list=$(sha256sum "$MNT/SHA256SUMS" | cut -d' ' -f1)
   [ "$list" = "$SUMS" ] || fail "SHA256SUMS differs from the write boot's: $list != $SUMS"
-  verify_sums "after the server restart"
+  want=${FILES:-$((SMALL_FILES + 1))}
+  verify_sums "after the server restart" "$want"
   [ ! -e "$MNT/scratch.bin" ] || fail "the deleted scratch file is back"
   run "umount" umount "$MNT"
-  finish "PASS mode=verify files=$((SMALL_FILES + 1)) sums=$list uptime=$(now)s"
+  finish "PASS mode=verify files=$want sums=$list uptime=$(now)s"
+elif [ "$MODE" = writer ]; then
+  FILES=${FILES:-200}
+  run "mkfs.ext4" mkfs.ext4 -F -q -N 4096 -J size=4 "$DEV"
+  run "mount" mount -t ext4 "$DEV" "$MNT"
+  mkdir -p "$MNT/data"
+  : >"$MNT/SHA256SUMS"
+  run "sync" sync
+  say "writer: $FILES files from $(now)s"
+  i=1
+  while [ $i -le "$FILES" ]; do
+    size=$(( ((i * 7919) % 65536) + 16384 ))
+    head -c $size /dev/urandom >"$MNT/data/f$i" || fail "write file $i"
+    sync -d "$MNT/data/f$i" || fail "fsync file $i"
+    (cd "$MNT" && sha256sum "data/f$i" >>SHA256SUMS) || fail "sha256sum of file $i"
+    sync || fail "sync after file $i"
+    echo "HBISS-VM-FILE $i $(now)"
+    i=$((i + 1))
+  done
+  say "writer: done at $(now)s"
+  run "umount" umount "$MNT"
+  drop_caches
+  run "e2fsck -fn after the writer" e2fsck -fn "$DEV"
+  run "remount" mount -t ext4 "$DEV" "$MNT"
+  verify_sums "after the writer" "$FILES"
+  list=$(sha256sum "$MNT/SHA256SUMS" | cut -d' ' -f1)
+  run "umount" umount "$MNT"
+  drop_caches
+  finish "PASS mode=writer files=$FILES sums=$list uptime=$(now)s"
 else
   fail "unknown hbiss_mode '$MODE'"
 fi
