@@ -17,11 +17,6 @@ namespace hbiss::volume {
 namespace {
 
 constexpr size_t kMaxInMemorySegments = 3;  // open + being closed
-// Checkpoints asked for to free garbage: at most one per kCheckpointEvery,
-// and at most about 1/kCheckpointCostFactor of the time (a big map takes
-// long to encode).
-constexpr auto kCheckpointEvery = std::chrono::seconds(5);
-constexpr int kCheckpointCostFactor = 50;
 // Trims of huge, fragmented ranges forget blocks in slices of this many.
 constexpr uint64_t kForgetSlice = 1 << 16;
 // An idle volume's open segment is closed (its buffers freed) once it holds
@@ -63,46 +58,6 @@ void SetCheckpointEncodeHook(std::function<void()> hook) {
 
 }  // namespace testing
 
-Status MemSegment::Grow(uint32_t upto, uint64_t* reserved) {
-  const size_t need = (size_t(upto) + kChunkSlots - 1) / kChunkSlots;
-  while (chunks.size() < need) {
-    std::unique_ptr<uint8_t[]> c(new (std::nothrow) uint8_t[MemoryBudget::kChunkBytes]);
-    if (!c) return Status::NoSpace("out of memory for a segment buffer chunk");
-    if (*reserved >= MemoryBudget::kChunkBytes) {
-      *reserved -= MemoryBudget::kChunkBytes;
-    } else {
-      budget->Force(MemoryBudget::kChunkBytes);
-    }
-    charged += MemoryBudget::kChunkBytes;
-    chunks.push_back(std::move(c));
-  }
-  return Status::OK();
-}
-
-void MemSegment::CopyIn(uint32_t slot, const uint8_t* src, uint32_t n) {
-  while (n > 0) {
-    const uint32_t k = std::min(n, RunFrom(slot));
-    std::memcpy(Slot(slot), src, size_t(k) * kSlotSize);
-    slot += k;
-    src += size_t(k) * kSlotSize;
-    n -= k;
-  }
-}
-
-void MemSegment::CopyOut(uint32_t slot, uint64_t offset_in_slot, uint8_t* dst, uint64_t len) {
-  slot += uint32_t(offset_in_slot / kSlotSize);
-  uint64_t off = offset_in_slot % kSlotSize;
-  while (len > 0) {
-    const uint64_t room = uint64_t(RunFrom(slot)) * kSlotSize - off;
-    const uint64_t k = std::min(len, room);
-    std::memcpy(dst, Slot(slot) + off, k);
-    dst += k;
-    len -= k;
-    slot += uint32_t((off + k) / kSlotSize);
-    off = (off + k) % kSlotSize;
-  }
-}
-
 // The volume blocks [first, last] that the byte range [offset, offset + len)
 // touches, and which edge blocks it covers only in part (those need
 // read-modify-write). REQUIRES: len > 0.
@@ -134,11 +89,13 @@ VolumeImpl::VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, O
       budget_(&DefaultWriteBudget()),
       map_(meta.size / kBlockSize),
       segs_(seg_slots_),
+      ckpt_sched_(opts.checkpoint_interval),
       reserve_(store, layout::ReserveName(name_), SpaceReserve::BytesFor(meta.segment_size),
                store->MayRunOutOfSpace() && !opts.read_only),
       cache_(store, name_, meta.id, seg_slots_,
              opts.cache_bytes > 0 && !store->CachesReadsLocally() ? &DefaultReadCache()
                                                                  : nullptr),
+      log_(store, name_, meta.id),
       cleaner_(this, name_, opts.read_only ? 0 : opts.clean_threshold) {}
 
 VolumeImpl::~VolumeImpl() {
@@ -175,7 +132,6 @@ Status VolumeImpl::Recover() {
   {
     Lock l(&mu_);
     log_bytes_ = rec.log_bytes;
-    log_appended_ = ckpt_log_mark_ = log_bytes_;
     segment_files_ = rec.segment_files;
   }
   if (opts_.read_only) return Status::OK();
@@ -189,8 +145,7 @@ Status VolumeImpl::Recover() {
     segs_.Recount(map_);
     next_seq_ = rec.next_seq;
     last_sealed_seq_ = durable_seq_ = flush_target_ = rec.next_seq - 1;
-    appended_seq_ = rec.next_seq - 1;
-    durable_pos_ = appended_pos_ = rec.prev;
+    log_.Restart(rec.prev, rec.next_seq - 1);
     HBISS_ASSIGN_OR_RETURN(cur_, NewMemSegmentLocked(rec.new_segment_id, rec.prev.segment_id,
                                                      rec.prev.offset, rec.new_segment_flags));
   }
@@ -282,7 +237,7 @@ Status VolumeImpl::PutRelogSegmentLocked(Lock& l) {
     return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
   }
   const uint64_t end = uint64_t(seg->used) * kSlotSize;
-  BatchHeader& h = scratch_header_;
+  BatchHeader h;
   for (QueueItem& item : queue_) {
     h.volume_id = meta_.id;
     h.segment_id = seg->id;
@@ -311,10 +266,10 @@ Status VolumeImpl::PutRelogSegmentLocked(Lock& l) {
   HBISS_RETURN_IF_ERROR(s.WithContext("volume " + name_ + ": writing re-log segment " + obj));
   queue_.clear();
   log_bytes_ += end;
-  log_appended_ += end;
+  ckpt_sched_.AddLog(end);
   segment_files_++;
-  appended_pos_ = durable_pos_ = LogPosition{seg->id, end};
-  appended_seq_ = durable_seq_ = flush_target_ = last_sealed_seq_;
+  log_.Restart(LogPosition{seg->id, end}, last_sealed_seq_);
+  durable_seq_ = flush_target_ = last_sealed_seq_;
   cur_.reset();
   RetireSegmentLocked(seg);
   HBISS_ASSIGN_OR_RETURN(cur_, NewMemSegmentLocked(seg->id + 1, seg->id, end));
@@ -501,14 +456,6 @@ Status VolumeImpl::ForgetBlocksLocked(uint64_t lba, uint64_t n) {
 Result<std::shared_ptr<MemSegment>> VolumeImpl::NewMemSegmentLocked(uint64_t id, uint64_t prev_id,
                                                                      uint64_t prev_end,
                                                                      uint32_t flags) {
-  auto s = std::make_shared<MemSegment>(budget_);
-  s->id = id;
-  s->slots = seg_slots_;
-  // Never reallocated: the flusher reads chunks of sealed batches without
-  // mu_ while writers add chunks after them.
-  s->chunks.reserve((seg_slots_ + MemSegment::kChunkSlots - 1) / MemSegment::kChunkSlots);
-  s->crcs.assign(seg_slots_, 0);
-  s->valid.assign(seg_slots_, false);
   SegmentHeader h;
   h.volume_id = meta_.id;
   h.segment_id = id;
@@ -516,7 +463,7 @@ Result<std::shared_ptr<MemSegment>> VolumeImpl::NewMemSegmentLocked(uint64_t id,
   h.prev_segment_end = prev_end;
   h.first_seq = next_seq_;
   h.flags = flags;
-  EncodeSegmentHeader(h, std::span<uint8_t, kSlotSize>(s->Slot(0), kSlotSize));
+  auto s = MemSegment::New(budget_, seg_slots_, h);
   mem_segs_[id] = s;
   segs_.Add(id);
   return s;
@@ -713,75 +660,6 @@ Status VolumeImpl::Flush() {
 // ---------------------------------------------------------------------------
 // Flusher
 
-Status VolumeImpl::ProcessItem(QueueItem& item,
-                               std::vector<std::shared_ptr<MemSegment>>* closed) {
-  MemSegment* seg = item.seg.get();
-  const std::string obj = layout::SegName(name_, seg->id);
-  if (item.end_of_segment) {
-    if (writer_ && writer_seg_ == seg->id) {
-      const uint64_t bytes = writer_->Size();
-      HBISS_RETURN_IF_ERROR(writer_->Close().WithContext("closing " + obj));
-      writer_.reset();
-      writer_seg_ = 0;
-      durable_pos_ = appended_pos_;
-      unsynced_.clear();
-      seg->closed_bytes = bytes;  // its summary is written once waiters are released
-    }
-    closed->push_back(item.seg);
-    return Status::OK();
-  }
-  if (!writer_ || writer_seg_ != seg->id) {
-    HBISS_ASSIGN_OR_RETURN(writer_, store_->Create(obj));
-    writer_seg_ = seg->id;
-    {
-      Lock l(&mu_);
-      segment_files_++;
-    }
-    HBISS_RETURN_IF_ERROR(writer_->Append(std::span<const uint8_t>(seg->Slot(0), kSlotSize))
-                              .WithContext("appending to " + obj));
-    Lock l(&mu_);
-    log_bytes_ += kSlotSize;
-    log_appended_ += kSlotSize;
-  }
-  BatchHeader& h = scratch_header_;
-  h.volume_id = meta_.id;
-  h.segment_id = seg->id;
-  h.seq = item.seq;
-  h.synced_upto = durable_pos_;
-  h.entries.swap(item.entries);  // back below: a re-log after NoSpace needs them
-  h.data_crcs.resize(item.data_slots);
-  for (uint32_t i = 0; i < item.data_slots; i++) {
-    const uint32_t s = item.header_slot + 1 + i;
-    const uint32_t c = DataSlotCrc(seg->Slot(s));
-    h.data_crcs[i] = c;
-    seg->crcs[s] = c;
-  }
-  Status es =
-      EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize));
-  h.entries.swap(item.entries);
-  HBISS_RETURN_IF_ERROR(es.WithContext("volume " + name_ + ": batch " +
-                                       std::to_string(item.seq) + " of " + obj));
-  const size_t bytes = size_t(1 + item.data_slots) * kSlotSize;
-  // The batch's slots are contiguous in the object; in memory they may span
-  // two chunks.
-  for (uint32_t s = item.header_slot, end = item.header_slot + 1 + item.data_slots; s < end;) {
-    const uint32_t k = std::min(end - s, seg->RunFrom(s));
-    HBISS_RETURN_IF_ERROR(
-        writer_->Append(std::span<const uint8_t>(seg->Slot(s), size_t(k) * kSlotSize))
-            .WithContext("appending to " + obj));
-    s += k;
-  }
-  {
-    Lock l(&mu_);
-    for (uint32_t i = 0; i < item.data_slots; i++) seg->valid[item.header_slot + 1 + i] = true;
-    log_bytes_ += bytes;
-    log_appended_ += bytes;
-  }
-  appended_pos_ = {seg->id, uint64_t(item.header_slot + 1 + item.data_slots) * kSlotSize};
-  appended_seq_ = item.seq;
-  return Status::OK();
-}
-
 void VolumeImpl::PutSummary(const MemSegment& seg, uint64_t bytes) {
   SegmentSummary sum;
   sum.volume_id = meta_.id;
@@ -814,6 +692,76 @@ Status VolumeImpl::WriteCheckpoint(const std::string& data, const CheckpointInfo
   return Status::OK();
 }
 
+Status VolumeImpl::AppendWork(std::deque<QueueItem>* work,
+                              std::vector<std::shared_ptr<MemSegment>>* closed,
+                              std::deque<QueueItem>* redo) {
+  Status s;
+  for (size_t i = 0; i < work->size(); i++) {
+    QueueItem& item = (*work)[i];
+    if (item.end_of_segment) {
+      s = log_.EndSegment(item.seg.get());
+      if (s.ok()) closed->push_back(item.seg);
+    } else {
+      s = log_.Append(item);
+    }
+    if (!s.ok()) {
+      if (s.IsNoSpace()) {
+        redo->assign(std::make_move_iterator(work->begin() + i),
+                     std::make_move_iterator(work->end()));
+      }
+      break;
+    }
+  }
+  work->clear();
+  return s;
+}
+
+void VolumeImpl::BeginCheckpointLocked(PendingCheckpoint* c) {
+  // A checkpoint needs the map to match a batch boundary that is not in the
+  // middle of an operation.
+  if (!ckpt_sched_.TryBegin(stop_, batch_.op_in_progress(), batch_.active())) return;
+  c->wanted = true;
+  c->info = NextCheckpointInfoLocked();
+  // The checkpoint is encoded from a copy-on-write snapshot of the map,
+  // outside mu_, so reads and writes go on meanwhile (a big map takes a
+  // second to encode). Without memory for a snapshot, encode in place.
+  auto snap = map_.Snapshot();
+  if (snap.ok()) {
+    c->snapshot = std::move(*snap);
+    return;
+  }
+  spdlog::warn("volume {}: encoding the checkpoint under the lock: {}", name_,
+               snap.status().ToString());
+  const auto t0 = std::chrono::steady_clock::now();
+  RunCheckpointEncodeHook();
+  c->data = EncodeCheckpoint(c->info, map_);
+  c->encode_time = std::chrono::steady_clock::now() - t0;
+}
+
+void VolumeImpl::EncodeCheckpointSnapshot(PendingCheckpoint* c) {
+  if (!c->snapshot) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  RunCheckpointEncodeHook();
+  c->data = EncodeCheckpoint(c->info, *c->snapshot);
+  c->snapshot.reset();
+  c->encode_time = std::chrono::steady_clock::now() - t0;
+}
+
+void VolumeImpl::FinishCheckpointLocked(PendingCheckpoint* c) {
+  // Flush callers were released before this; a failed checkpoint loses
+  // nothing (the log has it all), so it is retried after the next interval.
+  // (mu_ itself: the analysis sees this function REQUIRES(mu_).)
+  mu_.Unlock();
+  const auto t0 = std::chrono::steady_clock::now();
+  Status cs = WriteCheckpoint(c->data, c->info);
+  const auto write_time = std::chrono::steady_clock::now() - t0;
+  mu_.Lock();
+  ckpt_sched_.Finished(cs, c->encode_time, write_time, c->data.size());
+  if (!cs.ok()) spdlog::warn("volume {}: periodic checkpoint: {}", name_, cs.ToString());
+  done_cv_.SignalAll();
+  cleaner_.Wake();  // segments may have become deletable
+}
+
 void VolumeImpl::FlusherLoop() {
   Lock l(&mu_);
   std::deque<QueueItem> work;
@@ -827,8 +775,9 @@ void VolumeImpl::FlusherLoop() {
       retrying = true;
     }
     if (!abandoned_.empty()) DropAbandonedSegments(l);
+    // Wait for work: sealed batches, a flush, dead segments, a checkpoint.
     while (!stop_ && queue_.empty() && flush_target_ <= durable_seq_ && !segs_.has_dead() &&
-           !ckpt_requested_ && log_appended_ - ckpt_log_mark_ < opts_.checkpoint_interval) {
+           !ckpt_sched_.Due(stop_)) {
       const auto now = std::chrono::steady_clock::now();
       if (IdleRollDueLocked(now)) {
         RollIdleLocked();
@@ -846,82 +795,42 @@ void VolumeImpl::FlusherLoop() {
       break;
     }
     if (stop_ && queue_.empty() && flush_target_ <= durable_seq_ && !segs_.has_dead()) break;
-    // A checkpoint needs the map to match a batch boundary that is not in
-    // the middle of an operation.
-    CheckpointInfo ckpt_info;
-    bool want_ckpt = false;
-    const bool ckpt_due =
-        (ckpt_requested_ || log_appended_ - ckpt_log_mark_ >= opts_.checkpoint_interval) &&
-        !stop_;
-    if ((flush_target_ > last_sealed_seq_ || ckpt_due) && !batch_.op_in_progress()) {
+
+    // Take the queue: the open batch too when a flush or a checkpoint wants it.
+    if ((flush_target_ > last_sealed_seq_ || ckpt_sched_.Due(stop_)) &&
+        !batch_.op_in_progress()) {
       SealBatchLocked();
     }
-    if (ckpt_due && !batch_.op_in_progress() && !batch_.active()) {
-      ckpt_info = NextCheckpointInfoLocked();
-      want_ckpt = true;
-      ckpt_log_mark_ = log_appended_;
-      ckpt_requested_ = false;
-      ckpts_encoded_++;
-    }
-    // The checkpoint is encoded from a copy-on-write snapshot of the map,
-    // outside mu_, so reads and writes go on meanwhile (a big map takes a
-    // second to encode). Without memory for a snapshot, encode in place.
-    std::unique_ptr<ExtentMap> ckpt_map;
-    std::string ckpt;
-    auto encode_time = std::chrono::steady_clock::duration{};
-    if (want_ckpt) {
-      auto snap = map_.Snapshot();
-      if (snap.ok()) {
-        ckpt_map = std::move(*snap);
-      } else {
-        spdlog::warn("volume {}: encoding the checkpoint under the lock: {}", name_,
-                     snap.status().ToString());
-        const auto t0 = std::chrono::steady_clock::now();
-        RunCheckpointEncodeHook();
-        ckpt = EncodeCheckpoint(ckpt_info, map_);
-        encode_time = std::chrono::steady_clock::now() - t0;
-      }
-    }
+    PendingCheckpoint ckpt;
+    BeginCheckpointLocked(&ckpt);
     work.swap(queue_);
     std::vector<uint64_t> dead = segs_.TakeDead();
-    const uint64_t sync_target = std::max(flush_target_, want_ckpt ? last_sealed_seq_ : 0);
+    const uint64_t sync_target = std::max(flush_target_, ckpt.wanted ? last_sealed_seq_ : 0);
     const uint64_t durable_before = durable_seq_;
     l.Unlock();
 
-    if (ckpt_map) {
-      const auto t0 = std::chrono::steady_clock::now();
-      RunCheckpointEncodeHook();
-      ckpt = EncodeCheckpoint(ckpt_info, *ckpt_map);
-      ckpt_map.reset();
-      encode_time = std::chrono::steady_clock::now() - t0;
-    }
-    Status s;
+    // Append, then one sync for every batch appended (group commit).
+    EncodeCheckpointSnapshot(&ckpt);
     std::vector<std::shared_ptr<MemSegment>> closed;
-    for (size_t i = 0; i < work.size(); i++) {
-      s = ProcessItem(work[i], &closed);
-      if (!s.ok()) {
-        if (s.IsNoSpace()) redo.assign(std::make_move_iterator(work.begin() + i),
-                                       std::make_move_iterator(work.end()));
-        break;
-      }
-      if (!work[i].end_of_segment && writer_) unsynced_.push_back(std::move(work[i]));
-    }
-    work.clear();
+    Status s = AppendWork(&work, &closed, &redo);
     // Closed segments are synced, so their cached bytes may go: the pages
     // then serve new log instead of data nobody reads.
     for (uint64_t id : dead) store_->DropCache(layout::SegName(name_, id));
     bool synced = false;
-    if (s.ok() && sync_target > durable_before && writer_) {
-      s = writer_->Sync().WithContext("volume " + name_ + ": sync");
-      if (s.ok()) {
-        durable_pos_ = appended_pos_;
-        unsynced_.clear();
-        synced = true;
-      }
+    if (s.ok() && sync_target > durable_before && log_.open()) {
+      s = log_.Sync();
+      synced = s.ok();
     }
     l.Lock();
+    // What the round put in the store counts from now on (Info, the
+    // checkpoint interval), failed or not; before any segment it wrote is
+    // retired, so none is deleted before its bytes were counted.
+    const LogWriter::Appended appended = log_.TakeAppended();
+    segment_files_ += appended.segment_files;
+    log_bytes_ += appended.bytes;
+    ckpt_sched_.AddLog(appended.bytes);
     if (s.IsNoSpace() && failed_.ok()) {
-      StallLocked(s, &redo, &closed, want_ckpt);
+      StallLocked(s, &redo, &closed, ckpt.wanted);
       continue;
     }
     if (!s.ok()) {
@@ -932,10 +841,12 @@ void VolumeImpl::FlusherLoop() {
     }
     // Everything appended is durable after a Sync; segments that were closed
     // are durable too (Close syncs). With a segment still open and not
-    // synced, durable_pos_ marks the end of the last closed one only.
-    if (synced || (!writer_ && !closed.empty())) {
-      durable_seq_ = std::max(durable_seq_, appended_seq_);
+    // synced, the log writer's durable position marks the end of the last
+    // closed one only.
+    if (synced || (!log_.open() && !closed.empty())) {
+      durable_seq_ = std::max(durable_seq_, log_.appended_seq());
     }
+    // Retire the closed segments: reads go to the store from now on.
     for (auto& seg : closed) {
       RetireSegmentLocked(seg);
       if (seg->closed_bytes > 0) segs_.SetSummarizing(seg->id, true);  // not deleted before its Put
@@ -947,28 +858,8 @@ void VolumeImpl::FlusherLoop() {
       space_attempts_++;
     }
     done_cv_.SignalAll();
-    if (want_ckpt) {
-      // The log up to the checkpoint's position is durable now. Flush
-      // callers were released above; a failed checkpoint loses nothing (the
-      // log has it all), so it is retried after the next interval.
-      l.Unlock();
-      const auto t0 = std::chrono::steady_clock::now();
-      Status cs = WriteCheckpoint(ckpt, ckpt_info);
-      const auto write_time = std::chrono::steady_clock::now() - t0;
-      l.Lock();
-      ckpt_cost_ = encode_time + write_time;
-      if (cs.ok()) {
-        ckpt_encode_time_ = encode_time;
-        ckpt_write_time_ = write_time;
-        ckpt_bytes_ = ckpt.size();
-        ckpts_written_++;
-      }
-      if (!cs.ok()) spdlog::warn("volume {}: periodic checkpoint: {}", name_, cs.ToString());
-      ckpt_status_ = cs;
-      ckpts_done_++;
-      done_cv_.SignalAll();
-      cleaner_.Wake();  // segments may have become deletable
-    }
+    // The checkpoint, once the log up to its position is durable.
+    if (ckpt.wanted) FinishCheckpointLocked(&ckpt);
     // Summaries last too: nobody waits for them (on HDFS a Put takes a while).
     l.Unlock();
     for (auto& seg : closed) {
@@ -1168,13 +1059,11 @@ void VolumeImpl::RequestCheckpointIfGarbageWaits() {
   // A checkpoint now would start replay in (about) the open segment; dead
   // ones at or after it wait for more log, not for a checkpoint.
   const uint64_t pos_seg = cur_->used > 1 ? cur_->id : cur_->id - 1;
-  if (!ckpt_requested_ && now - last_forced_ckpt_ >= kCheckpointEvery &&
-      now - last_forced_ckpt_ >= kCheckpointCostFactor * ckpt_cost_ &&
+  if (ckpt_sched_.MayForce(now) &&
       segs_.DeadWaiting(pos_seg, cur_->id,
                         [&](uint64_t sg) NO_THREAD_SAFETY_ANALYSIS { return InMemoryLocked(sg); },
                         ckpts_) > 0) {
-    ckpt_requested_ = true;
-    last_forced_ckpt_ = now;
+    ckpt_sched_.Force(now);
     flusher_cv_.Signal();
   }
 }
@@ -1238,11 +1127,12 @@ Status VolumeImpl::CheckpointNow() {
   HBISS_RETURN_IF_ERROR(WritableLocked());
   // Checkpoints are encoded and written in order by the flusher: the first
   // encoded after this request is the one to wait for.
-  const uint64_t target = ckpts_encoded_ + 1;
-  ckpt_requested_ = true;
+  const uint64_t ticket = ckpt_sched_.Request();
   flusher_cv_.Signal();
-  while (ckpts_done_ < target && failed_.ok() && no_space_.ok() && !stop_) done_cv_.Wait(&mu_);
-  if (ckpts_done_ >= target) return ckpt_status_;
+  while (!ckpt_sched_.Done(ticket) && failed_.ok() && no_space_.ok() && !stop_) {
+    done_cv_.Wait(&mu_);
+  }
+  if (ckpt_sched_.Done(ticket)) return ckpt_sched_.last_status();
   HBISS_RETURN_IF_ERROR(WritableLocked());
   return Status::Aborted("volume " + name_ + " is closing");
 }
@@ -1264,12 +1154,12 @@ VolumeInfo VolumeImpl::Info() const {
   v.map_memory_bytes = map_.MemoryUsage();
   v.segments_deleted = clean_totals_.segments_deleted;
   v.blocks_moved = clean_totals_.blocks_moved;
-  v.checkpoints_written = ckpts_written_;
-  v.checkpoint_bytes = ckpt_bytes_;
-  v.checkpoint_encode_us =
-      uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(ckpt_encode_time_).count());
-  v.checkpoint_write_us =
-      uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(ckpt_write_time_).count());
+  v.checkpoints_written = ckpt_sched_.written();
+  v.checkpoint_bytes = ckpt_sched_.bytes();
+  v.checkpoint_encode_us = uint64_t(
+      std::chrono::duration_cast<std::chrono::microseconds>(ckpt_sched_.encode_time()).count());
+  v.checkpoint_write_us = uint64_t(
+      std::chrono::duration_cast<std::chrono::microseconds>(ckpt_sched_.write_time()).count());
   for (const auto& [id, seg] : mem_segs_) v.buffer_bytes += seg->charged;
   return v;
 }
@@ -1298,11 +1188,16 @@ Status VolumeImpl::Close() {
     if (result.ok() && (!failed_.ok() || !no_space_.ok())) result = WritableLocked();
     std::shared_ptr<MemSegment> last;  // closed here: gets a summary
     uint64_t last_bytes = 0;
-    if (result.ok() && writer_) {
-      last_bytes = writer_->Size();
-      result = writer_->Close().WithContext("volume " + name_ + ": closing segment");
-      writer_.reset();
-      if (result.ok() && writer_seg_ == cur_->id) last = cur_;
+    if (result.ok() && log_.open()) {
+      const uint64_t seg = log_.segment_id();
+      auto bytes = log_.CloseSegment();
+      if (bytes.ok()) {
+        last_bytes = *bytes;
+        if (seg == cur_->id) last = cur_;
+      } else {
+        result = bytes.status().WithContext("volume " + name_ + ": closing segment");
+        (void)log_.Abandon();
+      }
     }
     if (result.ok() && !batch_.active() && queue_.empty()) {
       // Everything is durable: publish a checkpoint of the final map.

@@ -7,20 +7,36 @@
 //   SegmentSet     segments, live counts, victim and delete rules (segment_set.h)
 //   SegmentCache   reads of closed segments, CRC tables, readers (segment_cache.h)
 //   ReadGate       deletes wait for reads that looked the map up (read_gate.h)
+//   MemSegment     an in-memory segment and the queue of sealed batches
+//                  (mem_segment.h)
+//   LogWriter      appends sealed batches, closes segments, group-commit
+//                  sync; the appended / durable positions (log_writer.h)
+//   CheckpointSchedule  when a checkpoint is due, tickets for CheckpointNow,
+//                  forced-checkpoint rate (checkpoint_schedule.h)
+//   Cleaner        the cleaning pass and its thread (cleaner.h)
 // What stays here: the write path (Write/Trim with read-modify-write of
-// partial blocks), the in-memory segments, the flusher thread (group commit,
-// segment close, checkpoints) and the cleaner thread.
+// partial blocks), the in-memory segments, and the flusher thread's loop:
+// wait for work, take the queue, append it through the LogWriter, one sync,
+// retire the closed segments, write a due checkpoint, then the summaries.
 //
 // Threads and locks (checked by clang's -Wthread-safety):
 //  * write_mu_ serialises writers (Write/Trim/WriteZeroes and cleaner
 //    copies), so the read-modify-write of partial edge blocks is atomic.
 //  * mu_ guards the extent map, the in-memory segments, the open batch, the
-//    queue of sealed batches, the segment set and the flush state.
+//    queue of sealed batches, the segment set, the flush state and the
+//    checkpoint schedule.
 //    Lock order: cleaner pass -> write_mu_ -> mu_ -> (CheckpointSet, caches).
-//  * The flusher thread owns the store SegmentWriter and the appended /
-//    durable positions (no lock; recovery sets them before the thread starts
-//    and Close reads them after it ends). It encodes and appends sealed
-//    batches outside mu_: a sealed batch's slots never change.
+//  * The flusher thread owns the LogWriter (log_): the store SegmentWriter,
+//    the appended / durable positions and the unsynced batches (no lock;
+//    recovery sets them before the thread starts and Close uses them after
+//    it ends). It encodes and appends sealed batches outside mu_: a sealed
+//    batch's slots never change, and the segment's CRC table (crcs, valid)
+//    is only the flusher's (mem_segment.h). What a round appended is added
+//    to segment_files_, log_bytes_ and the checkpoint schedule under mu_
+//    when the round's appends and sync are done (LogWriter::TakeAppended),
+//    before any segment of the round is retired: Info() sees it then, not
+//    batch by batch; the checkpoint decision, taken under mu_ between
+//    rounds, sees it as soon as before.
 //  * Reads look the map up under mu_ inside a ReadGate pass, copy from
 //    in-memory segments under mu_, and read closed segments outside it.
 //  * The Cleaner (cleaner.h: its thread, and Clean callers, one pass at a
@@ -29,14 +45,15 @@
 //  * A full store (volume_no_space.cc): when the flusher's Create, Append,
 //    Sync or Close fails with NoSpace, the log stalls (no_space_) instead of
 //    failing. The flusher abandons its writer, keeps every batch that is not
-//    durable (unsynced_ and the unwritten queue) and retries about every
-//    kRetryEvery, or sooner when a write or Flush arrives: under mu_ it logs
-//    those batches again, through the write path, into a fresh segment that
-//    follows durable_pos_, and writes and syncs them. New operations and
-//    flushes fail with NoSpace meanwhile; an operation already in progress
-//    completes in memory (past the in-memory segment limit by at most its
-//    own size). The reserve (space_reserve.h) is given up when a NoSpace
-//    stops recovery's re-log, a checkpoint or the cleaner.
+//    durable (the log writer's unsynced batches and the unwritten queue) and
+//    retries about every kRetryEvery, or sooner when a write or Flush
+//    arrives: under mu_ it logs those batches again, through the write path,
+//    into a fresh segment that follows the log writer's durable position,
+//    and writes and syncs them. New operations and flushes fail with
+//    NoSpace meanwhile; an operation already in progress completes in
+//    memory (past the in-memory segment limit by at most its own size).
+//    The reserve (space_reserve.h) is given up when a NoSpace stops
+//    recovery's re-log, a checkpoint or the cleaner.
 #pragma once
 
 #include <chrono>
@@ -53,10 +70,13 @@
 #include "util/status.h"
 #include "volume/batch_builder.h"
 #include "volume/checkpoint.h"
+#include "volume/checkpoint_schedule.h"
 #include "volume/checkpoint_set.h"
 #include "volume/cleaner.h"
 #include "volume/extent_map.h"
 #include "volume/log_format.h"
+#include "volume/log_writer.h"
+#include "volume/mem_segment.h"
 #include "volume/memory_budget.h"
 #include "volume/read_gate.h"
 #include "volume/recovery.h"
@@ -67,59 +87,6 @@
 #include "volume/volume_meta.h"
 
 namespace hbiss::volume {
-
-// A segment whose bytes are kept in memory: the open one, and closed ones
-// until the flusher has closed them in the store. Its slots live in chunks
-// of MemoryBudget::kChunkBytes, allocated as the segment fills (Grow) and
-// charged to a MemoryBudget until the segment is destroyed; slot 0, the
-// segment header, has a buffer of its own.
-struct MemSegment {
-  static constexpr uint32_t kChunkSlots = MemoryBudget::kChunkBytes / kSlotSize;
-
-  explicit MemSegment(MemoryBudget* b) : budget(b) {}
-  ~MemSegment() { budget->Release(charged); }
-  MemSegment(const MemSegment&) = delete;
-  MemSegment& operator=(const MemSegment&) = delete;
-
-  // Allocates the chunks that slots [0, upto) need, taking their charge from
-  // *reserved while it lasts and forcing the rest. NoSpace without memory.
-  Status Grow(uint32_t upto, uint64_t* reserved);
-  uint8_t* Slot(uint32_t i) {
-    return i == 0 ? header : chunks[i / kChunkSlots].get() + size_t(i % kChunkSlots) * kSlotSize;
-  }
-  // Slots that follow slot i in the same chunk (i included).
-  uint32_t RunFrom(uint32_t i) const { return i == 0 ? 1 : kChunkSlots - i % kChunkSlots; }
-  // Copies n slots from / to contiguous memory.
-  void CopyIn(uint32_t slot, const uint8_t* src, uint32_t n);
-  void CopyOut(uint32_t slot, uint64_t offset_in_slot, uint8_t* dst, uint64_t len);
-  // Frees the chunks and gives their charge back (the volume is closed).
-  void FreeBuffers() {
-    chunks.clear();
-    budget->Release(charged);
-    charged = 0;
-  }
-
-  MemoryBudget* const budget;
-  uint64_t charged = 0;  // bytes charged to budget
-  uint64_t id = 0;
-  uint32_t slots = 0;
-  uint8_t header[kSlotSize];
-  std::vector<std::unique_ptr<uint8_t[]>> chunks;
-  uint32_t used = 1;           // slots allocated (slot 0 is the header)
-  std::vector<uint32_t> crcs;  // data slot CRCs, filled by the flusher
-  std::vector<bool> valid;
-  uint64_t closed_bytes = 0;  // object size once the flusher closed it (0: not closed)
-};
-
-// A sealed batch waiting for the flusher, or the end of a segment.
-struct QueueItem {
-  std::shared_ptr<MemSegment> seg;
-  bool end_of_segment = false;  // marker: no more batches in seg
-  uint32_t header_slot = 0;
-  uint32_t data_slots = 0;
-  uint64_t seq = 0;
-  std::vector<BatchEntry> entries;
-};
 
 struct BlockSpan;
 
@@ -217,8 +184,28 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
 
   // --- flusher ---
   void FlusherLoop() EXCLUDES(mu_);
-  Status ProcessItem(QueueItem& item, std::vector<std::shared_ptr<MemSegment>>* closed)
-      EXCLUDES(mu_);
+  // Appends the items of *work (then cleared) through log_, in order; the
+  // segments whose end they reach go to *closed. On NoSpace the items not
+  // written (the failed one first) go to *redo. Flusher thread only.
+  Status AppendWork(std::deque<QueueItem>* work, std::vector<std::shared_ptr<MemSegment>>* closed,
+                    std::deque<QueueItem>* redo) EXCLUDES(mu_);
+  // A checkpoint the flusher begins in a round and writes at its end.
+  struct PendingCheckpoint {
+    bool wanted = false;  // one was begun (the rest is empty otherwise)
+    CheckpointInfo info;
+    std::unique_ptr<ExtentMap> snapshot;  // of the map, encoded outside mu_
+    std::string data;
+    std::chrono::steady_clock::duration encode_time{};
+  };
+  // Begins a checkpoint if one is due and can be taken now (ckpt_sched_):
+  // its header, and a copy-on-write snapshot of the map to encode outside
+  // mu_ (without memory for one, it encodes in place, under mu_).
+  void BeginCheckpointLocked(PendingCheckpoint* c) REQUIRES(mu_);
+  // Encodes c's snapshot, if it has one.
+  void EncodeCheckpointSnapshot(PendingCheckpoint* c) EXCLUDES(mu_);
+  // Writes the begun checkpoint c (the log up to its position is durable
+  // now), outside mu_, and notes how it went.
+  void FinishCheckpointLocked(PendingCheckpoint* c) REQUIRES(mu_);
   // Puts checkpoint `data` (of `ci`), then deletes all but the newest two.
   Status WriteCheckpoint(const std::string& data, const CheckpointInfo& ci) EXCLUDES(mu_);
   // Stores the CRC table of closed segment `seg` (`bytes` long) as its
@@ -237,7 +224,7 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status MakeDurable() override { return Flush(); }
   // --- a full store (volume_no_space.cc; see the top) ---
   // The flusher's round failed with NoSpace: abandons the writer, puts the
-  // batches that are not durable (unsynced_, then `redo`, then queue_) back
+  // batches that are not durable (log_'s unsynced, then `redo`, then queue_) back
   // on queue_, retires the segments `closed` in the round and stalls the
   // log until the next retry. Flusher thread only.
   void StallLocked(const Status& s, std::deque<QueueItem>* redo,
@@ -248,9 +235,9 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   // volume is closing), then logs the batches that are not durable again
   // (kRound: write them now). Flusher thread only.
   RetryStep PrepareRetryLocked(Lock& l) REQUIRES(mu_);
-  // Logs every batch on queue_ (all after durable_pos_) again into a fresh
-  // segment whose predecessor is durable_pos_; the old in-memory segments
-  // leave memory, and those after durable_pos_'s segment are noted in
+  // Logs every batch on queue_ (all after log_'s durable position) again
+  // into a fresh segment whose predecessor is that position; the old
+  // in-memory segments leave memory, and those after its segment are noted in
   // abandoned_ for the flusher to delete. REQUIRES: no operation in progress.
   Status RelogAfterNoSpaceLocked(Lock& l) REQUIRES(mu_);
   // Deletes the segment objects in abandoned_ (garbage off the chain).
@@ -310,18 +297,8 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   uint64_t durable_seq_ GUARDED_BY(mu_) = 0;   // batches <= this are synced
   uint64_t log_bytes_ GUARDED_BY(mu_) = 0;     // bytes in all segment files (as appended)
   uint64_t segment_files_ GUARDED_BY(mu_) = 0;  // segment objects in the store
-  uint64_t log_appended_ GUARDED_BY(mu_) = 0;  // log_bytes_ without deletions
-  uint64_t ckpt_log_mark_ GUARDED_BY(mu_) = 0;  // log_appended_ at the last checkpoint
-  bool ckpt_requested_ GUARDED_BY(mu_) = false;  // the flusher writes a checkpoint soon
-  uint64_t ckpts_encoded_ GUARDED_BY(mu_) = 0;   // checkpoints the flusher encoded
-  uint64_t ckpts_done_ GUARDED_BY(mu_) = 0;      // ... and then tried to write
-  Status ckpt_status_ GUARDED_BY(mu_);           // ... and how the last one went
-  std::chrono::steady_clock::duration ckpt_cost_ GUARDED_BY(mu_){};  // encode + write
-  std::chrono::steady_clock::duration ckpt_encode_time_ GUARDED_BY(mu_){};  // of the newest
-  std::chrono::steady_clock::duration ckpt_write_time_ GUARDED_BY(mu_){};
-  uint64_t ckpt_bytes_ GUARDED_BY(mu_) = 0;
-  uint64_t ckpts_written_ GUARDED_BY(mu_) = 0;
-  std::chrono::steady_clock::time_point last_forced_ckpt_ GUARDED_BY(mu_){};
+  // When the flusher writes a checkpoint, and how the last ones went.
+  CheckpointSchedule ckpt_sched_ GUARDED_BY(mu_);
   CleanStats clean_totals_ GUARDED_BY(mu_);
   bool cleaner_stop_ GUARDED_BY(mu_) = false;
   Status failed_ GUARDED_BY(mu_);  // set once the flusher failed
@@ -343,16 +320,9 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   ReadGate read_gate_;
   std::thread flusher_;
 
-  // Flusher-owned (see the top).
-  std::unique_ptr<store::SegmentWriter> writer_;
-  uint64_t writer_seg_ = 0;
-  LogPosition appended_pos_;
-  uint64_t appended_seq_ = 0;
-  LogPosition durable_pos_;
-  BatchHeader scratch_header_;
-  // Batches appended since durable_pos_, oldest first: logged again if the
-  // store runs out of space before a sync covers them.
-  std::vector<QueueItem> unsynced_;
+  // Flusher-owned (see the top): the store writer of the open segment, the
+  // appended and durable positions, the batches not yet synced.
+  LogWriter log_;
 
   Cleaner cleaner_;  // last: stopped (destroyed) before what it uses
 };

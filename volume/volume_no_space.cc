@@ -32,16 +32,13 @@ void VolumeImpl::StallLocked(const Status& s, std::deque<QueueItem>* redo,
     spdlog::debug("volume {}: retry after NoSpace failed: {}", name_, s.ToString());
   }
   // A writer that failed is broken (store.h): abandon it. The valid log
-  // ends at durable_pos_; what its segment holds after that is cut off by
-  // the header of the segment the retry starts.
-  writer_.reset();
-  writer_seg_ = 0;
-  appended_pos_ = durable_pos_;
-  // Everything after durable_pos_, oldest first: appended but not synced,
-  // then not written, then sealed since.
+  // ends at the log writer's durable position; what its segment holds after
+  // that is cut off by the header of the segment the retry starts.
+  std::vector<QueueItem> unsynced = log_.Abandon();
+  // Everything after the durable position, oldest first: appended but not
+  // synced, then not written, then sealed since.
   std::deque<QueueItem> q;
-  for (QueueItem& item : unsynced_) q.push_back(std::move(item));
-  unsynced_.clear();
+  for (QueueItem& item : unsynced) q.push_back(std::move(item));
   for (QueueItem& item : *redo) q.push_back(std::move(item));
   redo->clear();
   for (QueueItem& item : queue_) q.push_back(std::move(item));
@@ -49,10 +46,7 @@ void VolumeImpl::StallLocked(const Status& s, std::deque<QueueItem>* redo,
   // Segments closed in this round are durable (Close syncs).
   for (auto& seg : *closed) RetireSegmentLocked(seg);
   closed->clear();
-  if (want_ckpt) {
-    ckpts_done_++;  // CheckpointNow waiters get the error
-    ckpt_status_ = s;
-  }
+  if (want_ckpt) ckpt_sched_.Abandoned(s);  // CheckpointNow waiters get the error
   no_space_ = s;
   retry_in_progress_ = false;
   space_attempts_++;
@@ -101,17 +95,18 @@ Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
       break;
     }
   }
+  const LogPosition durable = log_.durable_pos();
   std::vector<std::shared_ptr<MemSegment>> old_segs;
   for (auto& [id, seg] : mem_segs_) old_segs.push_back(seg);
   const uint64_t new_id = cur_->id + 1;  // the open segment is the newest
   if (new_id > ExtentMap::kMaxSeg) {
     return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
   }
-  // The new segment takes the place of the first one after durable_pos_'s,
+  // The new segment takes the place of the first one after durable's,
   // so it drops the cut-off operation that one dropped (recovery's flag).
   uint32_t flags = 0;
   for (const auto& seg : old_segs) {
-    if (seg->id <= durable_pos_.segment_id) continue;
+    if (seg->id <= durable.segment_id) continue;
     auto h = DecodeSegmentHeader(std::span<const uint8_t>(seg->Slot(0), kSlotSize));
     if (h.ok()) flags = h->flags & kSegmentDiscardPending;
     break;
@@ -121,9 +116,9 @@ Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
   next_seq_ = first_seq;
   last_sealed_seq_ = first_seq - 1;
   durable_seq_ = std::min(durable_seq_, first_seq - 1);
-  appended_seq_ = first_seq - 1;
-  HBISS_ASSIGN_OR_RETURN(auto fresh, NewMemSegmentLocked(new_id, durable_pos_.segment_id,
-                                                         durable_pos_.offset, flags));
+  log_.Restart(durable, first_seq - 1);
+  HBISS_ASSIGN_OR_RETURN(auto fresh,
+                         NewMemSegmentLocked(new_id, durable.segment_id, durable.offset, flags));
   cur_ = std::move(fresh);
   // Every batch again, in order, with its entries' continue flags, through
   // the write path: the map then points at the new copies, and the live
@@ -156,11 +151,11 @@ Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
   }
   batch_.EndOp();
   old.clear();
-  // The old segments leave memory. The one durable_pos_ is in keeps its
+  // The old segments leave memory. The one `durable` is in keeps its
   // durable prefix in the store, where reads of it go from now on; the
   // later ones hold nothing durable and no block lives in them any more.
   for (auto& seg : old_segs) {
-    if (seg->id <= durable_pos_.segment_id) {
+    if (seg->id <= durable.segment_id) {
       RetireSegmentLocked(seg);
       continue;
     }
@@ -173,8 +168,7 @@ Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
   flush_target_ = last_sealed_seq_;
   spdlog::info("volume {}: retrying after NoSpace: logged {} entries again into segment {}, "
                "after ({}, {})",
-               name_, relogged, Hex16(new_id), Hex16(durable_pos_.segment_id),
-               durable_pos_.offset);
+               name_, relogged, Hex16(new_id), Hex16(durable.segment_id), durable.offset);
   return Status::OK();
 }
 
