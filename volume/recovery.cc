@@ -10,19 +10,11 @@
 
 namespace hbiss::volume {
 
-namespace {
-
-struct SegHead {
-  SegmentHeader header;
-  bool valid = false;
-};
-
-// Reads the header of every segment object at or after segment `c` (all of
-// them when c is 0).
-Result<std::map<uint64_t, SegHead>> ReadHeaders(store::Store* store, const std::string& name,
-                                                const VolumeMeta& meta,
-                                                const std::map<uint64_t, uint64_t>& sizes,
-                                                uint64_t c) {
+Result<std::map<uint64_t, SegHead>> ReadSegmentHeaders(store::Store* store,
+                                                       const std::string& name,
+                                                       const VolumeMeta& meta,
+                                                       const std::map<uint64_t, uint64_t>& sizes,
+                                                       uint64_t c) {
   std::map<uint64_t, SegHead> segs;
   std::vector<uint8_t> slot(kSlotSize);
   for (auto& [id, sz] : sizes) {
@@ -46,8 +38,6 @@ Result<std::map<uint64_t, SegHead>> ReadHeaders(store::Store* store, const std::
   return segs;
 }
 
-// The chain: from the newest segment with a valid header back to the
-// checkpoint's segment `c`, following prev_segment_id; oldest first.
 Result<std::vector<uint64_t>> BuildChain(const std::string& name,
                                          const std::map<uint64_t, SegHead>& segs, uint64_t c) {
   std::vector<uint64_t> chain;
@@ -77,8 +67,6 @@ Result<std::vector<uint64_t>> BuildChain(const std::string& name,
   return chain;
 }
 
-}  // namespace
-
 Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta& meta,
                   bool read_only, ExtentMap* map, RecoveredLog* out) {
   CheckpointInfo& ck = out->checkpoint;
@@ -105,7 +93,7 @@ Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta
   out->max_segment_id = seg_list.empty() ? 0 : seg_list.back().first;
   const uint64_t c = pos.segment_id;
 
-  HBISS_ASSIGN_OR_RETURN(auto segs, ReadHeaders(store, name, meta, seg_sizes, c));
+  HBISS_ASSIGN_OR_RETURN(auto segs, ReadSegmentHeaders(store, name, meta, seg_sizes, c));
   HBISS_ASSIGN_OR_RETURN(std::vector<uint64_t> chain, BuildChain(name, segs, c));
 
   LogReplayer replay(meta.id, uint32_t(meta.segment_size / kSlotSize), name, map);

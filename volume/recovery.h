@@ -55,6 +55,28 @@ struct RecoveredLog {
   bool relog_pending = false;
 };
 
+// The header of a segment object, and whether it decoded and belongs to the
+// volume (a damaged or foreign one is not valid).
+struct SegHead {
+  SegmentHeader header;
+  bool valid = false;
+};
+
+// Reads the header of every segment object in `sizes` (id -> size) whose id
+// is at least `c`.
+Result<std::map<uint64_t, SegHead>> ReadSegmentHeaders(store::Store* store,
+                                                       const std::string& name,
+                                                       const VolumeMeta& meta,
+                                                       const std::map<uint64_t, uint64_t>& sizes,
+                                                       uint64_t c);
+
+// The chain of the log after segment `c`: from the newest segment with a
+// valid header back to the one whose prev_segment_id is c, oldest first
+// (empty when no segment after c has a valid header). Corruption when the
+// links do not lead back to c.
+Result<std::vector<uint64_t>> BuildChain(const std::string& name,
+                                         const std::map<uint64_t, SegHead>& segs, uint64_t c);
+
 // Recovers volume `name` (whose meta is `meta`) into *map (which must be
 // empty, of meta.size / kBlockSize blocks) and *out. Corruption when the
 // log is damaged before its tail or no chain leads back to the checkpoint;
