@@ -31,6 +31,7 @@ Status LogFollower::Load() {
     CheckpointInfo ck;
     bool found = false;
     HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store_, name_, meta_, &ck, map_, &found, nullptr));
+    ckpt_seq_ = found ? ck.seq : 0;
     end_ = found ? ck.position : LogPosition{};
     seq_ = found ? ck.next_seq : 1;
     replay_ = std::make_unique<LogReplayer>(meta_.id, uint32_t(meta_.segment_size / kSlotSize),

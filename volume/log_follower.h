@@ -61,6 +61,8 @@ class LogFollower {
   bool op_pending() const { return replay_ != nullptr && replay_->has_pending(); }
   // Loads done, the first included.
   uint64_t loads() const { return loads_; }
+  // The checkpoint the last Load started from (0: none).
+  uint64_t checkpoint_seq() const { return ckpt_seq_; }
 
  private:
   // Replays segment `id` from byte `from`; `limit` as for
@@ -78,6 +80,7 @@ class LogFollower {
   LogPosition end_;
   uint64_t seq_ = 1;
   uint64_t loads_ = 0;
+  uint64_t ckpt_seq_ = 0;
 };
 
 }  // namespace hbiss::volume

@@ -282,5 +282,68 @@ TEST_F(LogFollowerTest, ReloadsWhenANewOwnerCutsTheTail) {
   writer_.reset();  // before fs goes
 }
 
+// A read-only Volume follows the writer through Refresh, and a read that
+// finds a segment deleted by the writer's cleaner refreshes by itself.
+TEST_F(LogFollowerTest, ReadOnlyVolumeRefreshesAndSurvivesTheCleaner) {
+  ASSERT_NO_FATAL_FAILURE(OpenWriter(&mem_, 0.5, 256 << 10));
+  for (int i = 0; i < 10; i++) ASSERT_NO_FATAL_FAILURE(WriteBlock(i));
+  ASSERT_OK(writer_->Flush());
+  OpenOptions ro;
+  ro.read_only = true;
+  auto reader = Volume::Open(&mem_, "v", ro);
+  ASSERT_TRUE(reader.ok()) << reader.status().ToString();
+  auto read_block = [&](uint64_t lba) {
+    std::string b(kBlockSize, '\0');
+    Status s = (*reader)->Read(lba * kBlockSize,
+                               std::span(reinterpret_cast<uint8_t*>(b.data()), b.size()));
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return b;
+  };
+  EXPECT_TRUE(read_block(3) == model_[3]);
+  // New data is not seen before a Refresh, and is after one.
+  const std::string old7 = model_[7];
+  ASSERT_NO_FATAL_FAILURE(WriteBlock(7));
+  ASSERT_NO_FATAL_FAILURE(WriteBlock(50));
+  ASSERT_OK(writer_->Flush());
+  EXPECT_TRUE(read_block(7) == old7);
+  EXPECT_TRUE(read_block(50) == std::string(kBlockSize, '\0'));
+  ASSERT_OK((*reader)->Refresh());
+  EXPECT_TRUE(read_block(7) == model_[7]);
+  EXPECT_TRUE(read_block(50) == model_[50]);
+  // The writer rewrites block 3 many times over, cleans and deletes the
+  // segments the reader's map still names; the reader's next read of block
+  // 1 (never rewritten, so moved by the cleaner) still works.
+  // A second reader opened now has read nothing, so it holds no open reader
+  // of the segments about to go.
+  auto fresh = Volume::Open(&mem_, "v", ro);
+  ASSERT_TRUE(fresh.ok());
+  const std::string block1 = model_[1];
+  for (int i = 0; i < 300; i++) {
+    ASSERT_NO_FATAL_FAILURE(WriteBlock(3));
+    if (i % 10 == 0) ASSERT_OK(writer_->Flush());
+  }
+  ASSERT_OK(writer_->Flush());
+  ASSERT_TRUE(writer_->Clean(0.9).ok());
+  ASSERT_OK(writer_->Flush());
+  ASSERT_TRUE(mem_.Stat(layout::SegName("v", 1)).status().IsNotFound());
+  {
+    std::string b(kBlockSize, '\0');
+    Status s = (*fresh)->Read(kBlockSize, std::span(reinterpret_cast<uint8_t*>(b.data()), b.size()));
+    ASSERT_TRUE(s.ok()) << s.ToString();
+    EXPECT_TRUE(b == block1);
+  }
+  for (uint64_t lba = 0; lba < 10; lba++) {
+    if (lba == 3) continue;
+    EXPECT_TRUE(read_block(lba) == model_[lba]) << lba;
+  }
+  EXPECT_TRUE(read_block(50) == model_[50]);
+  // Block 3 was rewritten since: the reader sees the new bytes after a Refresh.
+  ASSERT_OK((*reader)->Refresh());
+  EXPECT_TRUE(read_block(3) == model_[3]);
+  // Writes are refused, Refresh of a writable volume does nothing.
+  EXPECT_FALSE((*reader)->Write(0, AsBytes(std::string(kBlockSize, 'x'))).ok());
+  ASSERT_OK(writer_->Refresh());
+}
+
 }  // namespace
 }  // namespace hbiss::volume

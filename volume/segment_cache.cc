@@ -62,6 +62,12 @@ void SegmentCache::Drop(uint64_t seg) {
   // segment ids are not reused).
 }
 
+void SegmentCache::DropAll() {
+  readers_->EraseOwner(this);
+  tables_->EraseOwner(this);
+  if (chunks_ != nullptr) chunks_->EraseOwner(this);
+}
+
 Result<std::shared_ptr<store::SegmentReader>> SegmentCache::Reader(uint64_t seg) {
   if (auto r = readers_->Find(this, seg)) return r;
   HBISS_ASSIGN_OR_RETURN(auto reader, store_->Open(layout::SegName(name_, seg)));

@@ -13,7 +13,10 @@
 //  * CRC tables, and the cached chunks, are kept in process-wide LRUs bounded
 //    in bytes (their shares of the memory limit, memory_budget.h).
 // A closed segment never changes and its id is never reused, so nothing
-// cached can go stale; Drop forgets a deleted segment.
+// cached can go stale; Drop forgets a deleted segment. (A volume that
+// follows a log another process writes sees that process's open segment
+// grow: it drops what it cached of it after each catch-up, and keeps no
+// read cache.)
 //
 // Thread-safe; no lock is held across store I/O.
 #pragma once
@@ -164,8 +167,12 @@ class SegmentCache {
 
   // The CRC table of a segment that was just closed (saves a summary Get).
   void Insert(uint64_t seg, std::shared_ptr<const CrcTable> table);
-  // Forgets segment `seg` (it is being deleted).
+  // Forgets segment `seg` (it is being deleted, or, for a volume that follows
+  // another process's log, it grew since it was read: its reader and CRC
+  // table are stale; such a volume has no read cache).
   void Drop(uint64_t seg);
+  // Forgets every segment of this volume.
+  void DropAll();
 
   // Reads the blocks of run `r` (mapped into closed segment r.seg) that
   // overlap [offset, offset + out.size()) into the matching bytes of out,

@@ -175,6 +175,15 @@ class Volume {
   virtual Status WriteZeroes(uint64_t offset, uint64_t length) = 0;
   virtual Status Flush() = 0;
 
+  // Read-only opens: replays what the log gained since the open or the last
+  // Refresh (another process writes the volume), so that later reads see
+  // at least what its writer had flushed (on HDFS: hflushed) when Refresh
+  // began.
+  // Never touches the writer's files (no lease recovery). A read that finds
+  // a segment gone (the writer's cleaner deleted it) refreshes by itself and
+  // tries again. Writable opens: nothing to do, OK.
+  virtual Status Refresh() = 0;
+
   // Allocation status of [offset, offset+length), as extents covering the
   // whole range in order, merged where adjacent extents agree.
   virtual Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) = 0;

@@ -92,9 +92,13 @@ VolumeImpl::VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, O
       ckpt_sched_(opts.checkpoint_interval),
       reserve_(store, layout::ReserveName(name_), SpaceReserve::BytesFor(meta.segment_size),
                store->MayRunOutOfSpace() && !opts.read_only),
+      // Not for a reader: the segment its writer still appends to grows, and
+      // a cached chunk of it could be short (Refresh drops only the readers
+      // and CRC tables of a grown segment).
       cache_(store, name_, meta.id, seg_slots_,
-             opts.cache_bytes > 0 && !store->CachesReadsLocally() ? &DefaultReadCache()
-                                                                 : nullptr),
+             opts.cache_bytes > 0 && !store->CachesReadsLocally() && !opts.read_only
+                 ? &DefaultReadCache()
+                 : nullptr),
       log_(store, name_, meta.id),
       cleaner_(this, name_, opts.read_only ? 0 : opts.clean_threshold) {}
 
@@ -121,6 +125,14 @@ Status VolumeImpl::Recover() {
   if (Status rs = reserve_.Ensure(); !rs.ok()) {
     // Open goes on: the reserve only matters on the next full device.
     spdlog::warn("volume {}: no space reserve: {}", name_, rs.ToString());
+  }
+  if (opts_.read_only) {
+    // A reader follows the log, which another process may be writing.
+    Lock l(&mu_);
+    follower_ = std::make_unique<LogFollower>(store_, name_, meta_, &map_);
+    HBISS_RETURN_IF_ERROR(follower_->Load());
+    if (follower_->checkpoint_seq() != 0) ckpts_.Init({follower_->checkpoint_seq()});
+    return CountSegmentsLocked();
   }
   RecoveredLog rec;
   {
@@ -879,7 +891,45 @@ Status VolumeImpl::ReadFromStore(const MapRun& r, uint64_t offset, std::span<uin
   return cache_.ReadRun(r, offset, out);
 }
 
+Status VolumeImpl::CountSegmentsLocked() {
+  HBISS_ASSIGN_OR_RETURN(auto segs, ListIds(store_, layout::SegDir(name_)));
+  segment_files_ = segs.size();
+  log_bytes_ = 0;
+  for (auto& [id, bytes] : segs) log_bytes_ += bytes;
+  return Status::OK();
+}
+
+Status VolumeImpl::Refresh() {
+  Lock l(&mu_);
+  if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+  if (!follower_) return Status::OK();
+  const LogPosition before = follower_->end();
+  const uint64_t loads = follower_->loads();
+  HBISS_RETURN_IF_ERROR(follower_->CatchUp());
+  // The segment where the last replay stopped may have grown since its CRC
+  // table and reader were cached (it was the writer's open segment); after
+  // a new load anything cached may belong to a log cut since.
+  if (follower_->loads() != loads) {
+    cache_.DropAll();
+  } else if (follower_->end() != before && before.segment_id != 0) {
+    cache_.Drop(before.segment_id);
+  }
+  if (follower_->checkpoint_seq() != 0) ckpts_.Init({follower_->checkpoint_seq()});
+  return CountSegmentsLocked();
+}
+
 Status VolumeImpl::Read(uint64_t offset, std::span<uint8_t> out) {
+  Status s = ReadOnce(offset, out);
+  // A reader: the writer's cleaner deleted a segment this map still names.
+  // Catch up (the blocks were copied elsewhere first) and read again.
+  for (int i = 0; i < 3 && s.IsNotFound() && opts_.read_only; i++) {
+    HBISS_RETURN_IF_ERROR(Refresh());
+    s = ReadOnce(offset, out);
+  }
+  return s;
+}
+
+Status VolumeImpl::ReadOnce(uint64_t offset, std::span<uint8_t> out) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, out.size()));
   if (out.empty()) return Status::OK();
   const uint64_t end = offset + out.size();

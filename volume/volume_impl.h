@@ -75,6 +75,7 @@
 #include "volume/cleaner.h"
 #include "volume/extent_map.h"
 #include "volume/log_format.h"
+#include "volume/log_follower.h"
 #include "volume/log_writer.h"
 #include "volume/mem_segment.h"
 #include "volume/memory_budget.h"
@@ -114,6 +115,7 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
     return Unmap(offset, length, EntryType::kZero);
   }
   Status Flush() override;
+  Status Refresh() override;
   Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) override;
   VolumeInfo Info() const override;
   Result<CleanStats> Clean(double threshold) override;
@@ -265,6 +267,11 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
 
   // --- reads ---
   Status ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out);
+  // Read's work, once; a read-only volume retries it after a Refresh when
+  // a segment it needed was gone.
+  Status ReadOnce(uint64_t offset, std::span<uint8_t> out);
+  // Read-only: the segment objects and their bytes, for Info.
+  Status CountSegmentsLocked() REQUIRES(mu_);
 
   store::Store* const store_;
   const std::string name_;
@@ -313,6 +320,9 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   bool stop_ GUARDED_BY(mu_) = false;
   bool closed_ GUARDED_BY(mu_) = false;
   bool started_ = false;  // set by Start before any other thread runs
+
+  // Read-only opens: the map follows the log (log_follower.h); null otherwise.
+  std::unique_ptr<LogFollower> follower_ GUARDED_BY(mu_);
 
   SpaceReserve reserve_;
   CheckpointSet ckpts_;
