@@ -104,15 +104,24 @@ class HdfsStore : public store::Store {
   }
 
   Result<std::unique_ptr<store::SegmentReader>> Open(const std::string& name) override {
+  // A file still being written reads up to its visible length (FileReader); its writer,
+  // wherever it runs, keeps its lease and carries on.
     HBISS_RETURN_IF_ERROR(store::ValidateName(name));
+    HBISS_RETURN_IF_ERROR(store::ValidateName(name));
+    HBISS_ASSIGN_OR_RETURN(auto r, client_->Open(Path(name)));
+    return std::unique_ptr<store::SegmentReader>(new HdfsSegmentReader(std::move(r)));
+  }
+
+  // Recovers the lease first (a closed file answers at once, unchanged), so that the length
+  // read afterwards is final and the old writer's next hflush fails.
+  Result<std::unique_ptr<store::SegmentReader>> OpenForTakeover(const std::string& name) override {
     std::string path = Path(name);
-    HBISS_ASSIGN_OR_RETURN(auto r, client_->Open(path));
-    if (r->under_construction() && !WritingMark::IsWriting(Key(path))) {
-      // Left open by a writer that is gone: take the file over and wait until it is closed.
-      HBISS_RETURN_IF_ERROR(client_->RecoverLeaseAndWait(path));
-      HBISS_ASSIGN_OR_RETURN(r, client_->Open(path));
+    if (!WritingMark::IsWriting(Key(path))) {
+      Status st = client_->RecoverLeaseAndWait(path);
+      if (!st.ok()) return st.WithContext(fmt::format("taking over {}", name));
     }
     return std::unique_ptr<store::SegmentReader>(new HdfsSegmentReader(std::move(r)));
+    HBISS_ASSIGN_OR_RETURN(auto r, client_->Open(path));
   }
 
   Status Put(const std::string& name, std::span<const uint8_t> data) override {

@@ -58,7 +58,10 @@ struct RecoveredLog {
 // Recovers volume `name` (whose meta is `meta`) into *map (which must be
 // empty, of meta.size / kBlockSize blocks) and *out. Corruption when the
 // log is damaged before its tail or no chain leads back to the checkpoint;
-// NotSupported for a newer format or exhausted segment ids.
+// NotSupported for a newer format or exhausted segment ids. A writable
+// recovery (!read_only; the caller holds the volume's lock) takes the
+// segments from the checkpoint's on away from the previous holder
+// (Store::OpenForTakeover); a read-only one only reads, whoever writes.
 Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta& meta,
                   bool read_only, ExtentMap* map, RecoveredLog* out);
 
