@@ -340,7 +340,7 @@ Result<std::unique_ptr<FileWriter>> Client::Create(const std::string& path,
   if (!resp.has_fs()) return Status::IOError(fmt::format("create {}: no file status", path));
   WriterOpened();
   return std::unique_ptr<FileWriter>(
-      new FileWriter(this, path, resp.fs().file_id(), block_size, replication));
+      new FileWriter(this, path, resp.fs().file_id(), block_size, replication, opts.sync_block));
 }
 
 Result<std::unique_ptr<Client::FileLock>> Client::TryLockFile(const std::string& path) {
@@ -640,9 +640,9 @@ Result<size_t> FileReader::PRead(uint64_t offset, std::span<uint8_t> out) {
 // ------------------------------------------------------------------------------- FileWriter
 
 FileWriter::FileWriter(Client* client, std::string path, uint64_t file_id, uint64_t block_size,
-                       uint32_t replication)
+                       uint32_t replication, bool sync_block)
     : client_(client), path_(std::move(path)), file_id_(file_id), block_size_(block_size),
-      replication_(replication),
+      replication_(replication), sync_block_(sync_block),
       packet_data_(std::clamp<uint32_t>(client->options().write_packet_bytes / kBytesPerChecksum,
                                         1, 8192) * kBytesPerChecksum) {}
 
@@ -734,8 +734,9 @@ Status FileWriter::SendPacket(bool last_in_block, bool sync) {
   p.last_in_block = last_in_block;
   uint64_t data_end = pkt_offset_ + pkt_data_.size();
   if (last_in_block) {
+    // With sync_block, each DataNode fsyncs the replica before it finalizes it.
     p.data_end = sent_bytes_;
-    wire::EncodePacket(int64_t(sent_bytes_), p.seqno, true, false, {}, kBytesPerChecksum,
+    wire::EncodePacket(int64_t(sent_bytes_), p.seqno, true, sync_block_, {}, kBytesPerChecksum,
                        &wire_bytes);
   } else if (data_end <= sent_bytes_) {
     // Nothing new (an hsync after an hflush): an empty packet that asks for the sync.

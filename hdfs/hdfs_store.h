@@ -5,6 +5,9 @@
 // Mapping of the store contract:
 //  * Segments are HDFS files. SegmentWriter::Flush is hflush, Sync is hsync (plus the
 //    NameNode length update), Close ends the last block and completes the file.
+//  * Segments and Put's files are created with CreateOptions::sync_block: a block that fills
+//    up is fsynced on its DataNodes when it ends, so an hsync (which syncs only the block
+//    being written) makes the whole file durable, not just its last block.
 //  * Put writes a temporary file ".hbiss-tmp-..." next to the target, hsyncs and closes it,
 //    then rename2(overwrite) replaces the target atomically.
 //  * Open never touches a lease: a file still open for writing, by this process or any
