@@ -260,22 +260,50 @@ Status Client::RecoverLeaseAndWait(const std::string& path, int timeout_ms) {
   }
 }
 
+// What the Java client (DFSInputStream.readBlockLength) does, since hbiss must read a file
+// whose writer died as Java would: every location is asked in turn until one answers with a
+// length; a node answering RetriableException is asked again every 500 ms until the DataNode
+// timeout; and when every location says it has no such replica, the block was allocated but
+// its pipeline never set up (the writer died in between), so it holds nothing: length 0.
+// A replica a restarted DataNode reloaded from disk answers "no length" (-1, sent as uint64):
+// that is not an answer either.
 Result<uint64_t> Client::VisibleLength(const pb::LocatedBlock& lb) {
-  if (lb.locs_size() == 0) return uint64_t{0};
-  Status last;
-  for (const auto& dn : lb.locs()) {
-    RpcOptions ro;
-    ro.user = options_.user;
-    ro.protocol = kDatanodeProtocol;
-    ro.retry = false;
-    ro.call_timeout_ms = 10000;
-    RpcClient rpc(dn.id().ip_addr(), uint16_t(dn.id().ipc_port()), ro);
-    pb::GetReplicaVisibleLengthRequest req;
-    *req.mutable_block() = lb.b();
-    pb::GetReplicaVisibleLengthResponse resp;
-    last = rpc.Call("getReplicaVisibleLength", req, &resp);
-    if (last.ok()) return uint64_t(resp.length());
+  std::vector<const pb::DatanodeInfo*> ask;
+  for (const auto& dn : lb.locs()) ask.push_back(&dn);
+  const auto deadline = Clock::now() + std::chrono::milliseconds(options_.datanode_timeout_ms);
+  int not_found = 0;
+  Status last = Status::IOError("no locations");
+  while (!ask.empty()) {
+    std::vector<const pb::DatanodeInfo*> again;
+    for (const pb::DatanodeInfo* dn : ask) {
+      RpcOptions ro;
+      ro.user = options_.user;
+      ro.protocol = kDatanodeProtocol;
+      ro.retry = false;
+      ro.call_timeout_ms = 10000;
+      RpcClient rpc(dn->id().ip_addr(), uint16_t(dn->id().ipc_port()), ro);
+      pb::GetReplicaVisibleLengthRequest req;
+      *req.mutable_block() = lb.b();
+      pb::GetReplicaVisibleLengthResponse resp;
+      Status st = rpc.Call("getReplicaVisibleLength", req, &resp);
+      if (st.ok() && resp.length() <= uint64_t(std::numeric_limits<int64_t>::max())) {
+        return uint64_t(resp.length());
+      }
+      if (st.ok()) {
+        st = Status::IOError(fmt::format("{} has no visible length for its replica",
+                                         DatanodeName(*dn)));
+      } else if (st.message().find("ReplicaNotFoundException") != std::string::npos) {
+        not_found++;
+      } else if (st.message().find("RetriableException") != std::string::npos) {
+        again.push_back(dn);
+      }
+      last = st;
+    }
+    if (again.empty() || Clock::now() > deadline) break;
+    SleepMs(500);
+    ask = std::move(again);
   }
+  if (lb.locs_size() > 0 && not_found == lb.locs_size()) return uint64_t{0};
   return last.WithContext(
       fmt::format("cannot obtain the length of block {} being written", lb.b().block_id()));
 }
@@ -312,7 +340,7 @@ Result<std::unique_ptr<FileWriter>> Client::Create(const std::string& path,
   if (!resp.has_fs()) return Status::IOError(fmt::format("create {}: no file status", path));
   WriterOpened();
   return std::unique_ptr<FileWriter>(
-      new FileWriter(this, path, resp.fs().file_id(), block_size, replication));
+      new FileWriter(this, path, resp.fs().file_id(), block_size, replication, opts.sync_block));
 }
 
 Result<std::unique_ptr<Client::FileLock>> Client::TryLockFile(const std::string& path) {
@@ -393,6 +421,22 @@ Status FileReader::Refresh() {
   if (!resp.has_locations()) {
     return Status::NotFound(fmt::format("{}: no such file", path_));
   }
+  // A last block under construction whose replicas no DataNode has reported yet (a
+  // NameNode that restarted before the DataNodes did) has no locations: when it holds
+  // bytes, wait for the reports, as Java does (3 more tries, 4 s apart), rather than read
+  // the file short.
+  for (int retries = 3; retries > 0; retries--) {
+    const auto& l = resp.locations();
+    if (!l.under_construction() || l.is_last_block_complete() || !l.has_last_block() ||
+        l.last_block().locs_size() > 0 || l.last_block().b().num_bytes() == 0) {
+      break;
+    }
+    spdlog::warn("hdfs: {}: the last block has no locations yet; retrying in 4 s", path_);
+    SleepMs(4000);
+    resp.Clear();
+    HBISS_RETURN_IF_ERROR(client_->NnCall("getBlockLocations", req, &resp));
+    if (!resp.has_locations()) return Status::NotFound(fmt::format("{}: no such file", path_));
+  }
   const auto& lbs = resp.locations();
   std::vector<pb::LocatedBlock> blocks;
   uint64_t length = lbs.file_length();
@@ -401,7 +445,15 @@ Status FileReader::Refresh() {
   }
   if (lbs.under_construction() && !lbs.is_last_block_complete() && lbs.has_last_block()) {
     pb::LocatedBlock last = lbs.last_block();
-    HBISS_ASSIGN_OR_RETURN(uint64_t vis, client_->VisibleLength(last));
+    if (last.locs_size() == 0 && last.b().num_bytes() > 0) {
+      return Status::IOError(
+          fmt::format("{}: could not obtain the locations of the last block", path_), true);
+    }
+    // No locations and no bytes: nothing was written to it.
+    uint64_t vis = 0;
+    if (last.locs_size() > 0) {
+      HBISS_ASSIGN_OR_RETURN(vis, client_->VisibleLength(last));
+    }
     last.mutable_b()->set_num_bytes(vis);
     if (vis > 0) blocks.push_back(last);
     length = lbs.file_length() + vis;
@@ -588,9 +640,9 @@ Result<size_t> FileReader::PRead(uint64_t offset, std::span<uint8_t> out) {
 // ------------------------------------------------------------------------------- FileWriter
 
 FileWriter::FileWriter(Client* client, std::string path, uint64_t file_id, uint64_t block_size,
-                       uint32_t replication)
+                       uint32_t replication, bool sync_block)
     : client_(client), path_(std::move(path)), file_id_(file_id), block_size_(block_size),
-      replication_(replication),
+      replication_(replication), sync_block_(sync_block),
       packet_data_(std::clamp<uint32_t>(client->options().write_packet_bytes / kBytesPerChecksum,
                                         1, 8192) * kBytesPerChecksum) {}
 
@@ -682,8 +734,9 @@ Status FileWriter::SendPacket(bool last_in_block, bool sync) {
   p.last_in_block = last_in_block;
   uint64_t data_end = pkt_offset_ + pkt_data_.size();
   if (last_in_block) {
+    // With sync_block, each DataNode fsyncs the replica before it finalizes it.
     p.data_end = sent_bytes_;
-    wire::EncodePacket(int64_t(sent_bytes_), p.seqno, true, false, {}, kBytesPerChecksum,
+    wire::EncodePacket(int64_t(sent_bytes_), p.seqno, true, sync_block_, {}, kBytesPerChecksum,
                        &wire_bytes);
   } else if (data_end <= sent_bytes_) {
     // Nothing new (an hsync after an hflush): an empty packet that asks for the sync.

@@ -72,6 +72,12 @@ struct CreateOptions {
   uint32_t replication = 0;  // 0: the server's default
   uint64_t block_size = 0;   // 0: the server's default
   uint32_t permission = 0644;
+  // Java's CreateFlag.SYNC_BLOCK: the last packet of every block carries syncBlock, so each
+  // DataNode fsyncs the replica (and its directory entry) before it finalizes the block and
+  // acknowledges. Without it a DataNode finalizes a finished block from its page cache
+  // (unless it runs with dfs.datanode.synconclose), and a later Hsync, which syncs only the
+  // block being written, leaves the earlier blocks unsynced.
+  bool sync_block = false;
 };
 
 class Client;
@@ -158,8 +164,10 @@ class FileWriter {
   // Returns once every DataNode of the pipeline has acknowledged every byte written so far:
   // the bytes survive a crash of this process and new readers see them.
   Status Hflush();
-  // Hflush, with each DataNode syncing the block to disk before it acknowledges; the NameNode
-  // also records the length. The bytes survive power loss.
+  // Hflush, with each DataNode syncing the block being written to disk before it
+  // acknowledges; the NameNode also records the length. The bytes of that block survive power
+  // loss, and so do those of the earlier blocks when the file was created with sync_block
+  // (without it they may still sit in the DataNodes' page caches).
   Status Hsync();
   // Flushes, ends the last block and completes the file. No call but the destructor may
   // follow. Retries complete() while the NameNode is still waiting for block reports.
@@ -178,7 +186,7 @@ class FileWriter {
  private:
   friend class Client;
   FileWriter(Client* client, std::string path, uint64_t file_id, uint64_t block_size,
-             uint32_t replication);
+             uint32_t replication, bool sync_block);
   Status StartBlock();
   Status SendPacket(bool last_in_block, bool sync);
   Status EndBlock();
@@ -194,6 +202,7 @@ class FileWriter {
   const uint64_t file_id_;
   const uint64_t block_size_;
   const uint32_t replication_;
+  const bool sync_block_;  // CreateOptions::sync_block
   static constexpr uint32_t kBytesPerChecksum = 512;
   const uint32_t packet_data_;  // data bytes per full packet, a multiple of kBytesPerChecksum
 

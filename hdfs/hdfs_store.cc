@@ -93,6 +93,7 @@ class HdfsStore : public store::Store {
     std::string path = Path(name);
     CreateOptions o;
     o.overwrite = false;
+    o.sync_block = true;  // Sync covers the blocks already finished too
     auto w = client_->Create(path, o);
     if (!w.ok()) {
       // Open for writing by someone else: it exists all the same.
@@ -103,15 +104,24 @@ class HdfsStore : public store::Store {
         new HdfsSegmentWriter(std::move(w).value(), Key(path)));
   }
 
+  // A file still being written reads up to its visible length (FileReader); its writer,
+  // wherever it runs, keeps its lease and carries on.
   Result<std::unique_ptr<store::SegmentReader>> Open(const std::string& name) override {
     HBISS_RETURN_IF_ERROR(store::ValidateName(name));
+    HBISS_ASSIGN_OR_RETURN(auto r, client_->Open(Path(name)));
+    return std::unique_ptr<store::SegmentReader>(new HdfsSegmentReader(std::move(r)));
+  }
+
+  // Recovers the lease first (a closed file answers at once, unchanged), so that the length
+  // read afterwards is final and the old writer's next hflush fails.
+  Result<std::unique_ptr<store::SegmentReader>> OpenForTakeover(const std::string& name) override {
+    HBISS_RETURN_IF_ERROR(store::ValidateName(name));
     std::string path = Path(name);
-    HBISS_ASSIGN_OR_RETURN(auto r, client_->Open(path));
-    if (r->under_construction() && !WritingMark::IsWriting(Key(path))) {
-      // Left open by a writer that is gone: take the file over and wait until it is closed.
-      HBISS_RETURN_IF_ERROR(client_->RecoverLeaseAndWait(path));
-      HBISS_ASSIGN_OR_RETURN(r, client_->Open(path));
+    if (!WritingMark::IsWriting(Key(path))) {
+      Status st = client_->RecoverLeaseAndWait(path);
+      if (!st.ok()) return st.WithContext(fmt::format("taking over {}", name));
     }
+    HBISS_ASSIGN_OR_RETURN(auto r, client_->Open(path));
     return std::unique_ptr<store::SegmentReader>(new HdfsSegmentReader(std::move(r)));
   }
 
@@ -124,6 +134,7 @@ class HdfsStore : public store::Store {
                                   tmp_counter_.fetch_add(1));
     CreateOptions o;
     o.overwrite = false;
+    o.sync_block = true;  // durable when Put returns, every block of it
     HBISS_ASSIGN_OR_RETURN(auto w, client_->Create(tmp, o));
     Status st = w->Write(data);
     if (st.ok()) st = w->Hsync();

@@ -5,15 +5,19 @@
 // Mapping of the store contract:
 //  * Segments are HDFS files. SegmentWriter::Flush is hflush, Sync is hsync (plus the
 //    NameNode length update), Close ends the last block and completes the file.
+//  * Segments and Put's files are created with CreateOptions::sync_block: a block that fills
+//    up is fsynced on its DataNodes when it ends, so an hsync (which syncs only the block
+//    being written) makes the whole file durable, not just its last block.
 //  * Put writes a temporary file ".hbiss-tmp-..." next to the target, hsyncs and closes it,
 //    then rename2(overwrite) replaces the target atomically.
-//  * Open of a file still open for writing, when no writer of this process has it open,
-//    treats the writer as crashed: it calls recoverLease and waits until the NameNode has
-//    closed the file (the HBase WAL pattern), then reads up to the recovered length. A file
-//    still being written by this process is read up to its hflushed length instead.
-//    Caution: HDFS cannot tell a crashed writer from a live one in another process, so an
-//    Open there fences that writer (its next hflush fails). Callers that may read a segment
-//    another process is still writing must hold that volume's TryLock first.
+//  * Open never touches a lease: a file still open for writing, by this process or any
+//    other, is read up to its visible length (the last block's length as a DataNode of its
+//    pipeline reports it, which covers every hflushed byte), and its writer carries on.
+//    HDFS cannot tell a crashed writer from a live one, so a reader must not guess.
+//  * OpenForTakeover, unless a writer of this process has the file open, calls recoverLease
+//    and waits until the NameNode has closed the file (the HBase WAL pattern), then reads up
+//    to the recovered length. That fences the old writer (its next hflush fails), which is
+//    why only the holder of the volume's lock may call it.
 //  * TryLock holds an empty lock file open through our lease (Client::TryLockFile): create,
 //    or append to a closed one; another holder's lease -> Busy. Released by completing the
 //    file; a crashed holder's lock frees itself when its lease expires (soft limit, 60 s).

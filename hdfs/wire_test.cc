@@ -150,6 +150,38 @@ TEST(WireTest, PacketRoundTripAllSizes) {
   }
 }
 
+// The empty packet that ends a block. With syncBlock (CreateOptions::sync_block) the
+// DataNode fsyncs the replica before it finalizes it; PacketHeaderProto field 5, a bool.
+TEST(WireTest, EndOfBlockPacketCarriesSyncBlock) {
+  for (bool sync : {false, true}) {
+    std::string pkt;
+    wire::EncodePacket(1 << 20, 300, /*last_in_block=*/true, sync, {}, 512, &pkt);
+    // u32 payload length 4 (no checksums, no data), u16 header length, then the header:
+    // 0x09 sfixed64 offset, 0x11 sfixed64 seqno, 0x18 bool last, 0x25 sfixed32 dataLen,
+    // and 0x28 0x01 when syncing (absent otherwise, as Java sends it).
+    std::string header = std::string("\x09\x00\x00\x10\x00\x00\x00\x00\x00", 9) +
+                         std::string("\x11\x2c\x01\x00\x00\x00\x00\x00\x00", 9) +
+                         std::string("\x18\x01", 2) + std::string("\x25\x00\x00\x00\x00", 5);
+    if (sync) header += std::string("\x28\x01", 2);
+    std::string want = std::string("\x00\x00\x00\x04", 4);
+    want += char(header.size() >> 8);
+    want += char(header.size() & 0xff);
+    want += header;
+    EXPECT_EQ(pkt, want) << "sync " << sync;
+    wire::PacketPrefix pp;
+    ASSERT_TRUE(wire::ParsePacketPrefix(reinterpret_cast<const uint8_t*>(pkt.data()), &pp).ok());
+    wire::PacketView v;
+    ASSERT_TRUE(wire::ParsePacket(std::string_view(pkt).substr(6, pp.header_len),
+                                  std::string_view(pkt).substr(6 + pp.header_len), 512, &v)
+                    .ok());
+    EXPECT_TRUE(v.header.last_packet_in_block());
+    EXPECT_EQ(v.header.sync_block(), sync);
+    EXPECT_EQ(v.header.has_sync_block(), sync);
+    EXPECT_EQ(v.header.offset_in_block(), 1 << 20);
+    EXPECT_TRUE(v.data.empty());
+  }
+}
+
 TEST(WireTest, PacketChecksumCatchesEveryFlippedByte) {
   std::string data(1500, 'a');
   std::string pkt;

@@ -490,10 +490,21 @@ Result<std::unique_ptr<SegmentWriter>> FaultInjectionStore::Create(const std::st
 }
 
 Result<std::unique_ptr<SegmentReader>> FaultInjectionStore::Open(const std::string& name) {
+  return OpenThrough(name, /*takeover=*/false);
+}
+
+Result<std::unique_ptr<SegmentReader>> FaultInjectionStore::OpenForTakeover(
+    const std::string& name) {
+  return OpenThrough(name, /*takeover=*/true);
+}
+
+Result<std::unique_ptr<SegmentReader>> FaultInjectionStore::OpenThrough(const std::string& name,
+                                                                        bool takeover) {
   Core::Decision d = core_->Decide(Op::kOpen, name);
   if (d.verdict != Verdict::kGo) return d.status;
   uint64_t epoch = core_->Epoch();
-  HBISS_ASSIGN_OR_RETURN(std::unique_ptr<SegmentReader> r, target()->Open(name));
+  HBISS_ASSIGN_OR_RETURN(std::unique_ptr<SegmentReader> r,
+                         takeover ? target()->OpenForTakeover(name) : target()->Open(name));
   return std::unique_ptr<SegmentReader>(
       std::make_unique<FaultReader>(std::move(r), core_, name, epoch));
 }

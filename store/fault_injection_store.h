@@ -78,7 +78,7 @@ class FaultInjectionStore : public StoreWrapper {
     kDelete,
     kDeleteDir,
     kRenameDir,
-    kOpen,  // Store::Open (also the open inside Get)
+    kOpen,  // Store::Open and OpenForTakeover (also the open inside Get)
     kRead,  // SegmentReader::ReadAt (also inside Get)
     kList,
     kStat,
@@ -163,6 +163,8 @@ class FaultInjectionStore : public StoreWrapper {
   // --- Store ---
   Result<std::unique_ptr<SegmentWriter>> Create(const std::string& name) override;
   Result<std::unique_ptr<SegmentReader>> Open(const std::string& name) override;
+  // Decided as an Open (Op::kOpen); the target's OpenForTakeover when it goes.
+  Result<std::unique_ptr<SegmentReader>> OpenForTakeover(const std::string& name) override;
   Status Put(const std::string& name, std::span<const uint8_t> data) override;
   // Store's default: Open + ReadAt through this wrapper (faults apply).
   Result<std::string> Get(const std::string& name, uint64_t max_size = 64ull << 20) override;
@@ -176,6 +178,9 @@ class FaultInjectionStore : public StoreWrapper {
   struct Core;  // shared with writers, readers and locks; in the .cc file
 
  private:
+  // Open and OpenForTakeover: one fault decision, then the target's call.
+  Result<std::unique_ptr<SegmentReader>> OpenThrough(const std::string& name, bool takeover);
+
   std::shared_ptr<Core> core_;
 };
 

@@ -110,9 +110,27 @@ class Store {
   virtual Result<std::unique_ptr<SegmentWriter>> Create(const std::string& name) = 0;
 
   // Opens an existing object for reading. NotFound if it does not exist.
-  // A segment whose writer crashed may be opened; the reader sees at least
-  // every byte that was flushed. (The HDFS backend recovers the lease first.)
+  // Never disturbs a writer: a segment still being appended to, by this
+  // process or another (a volume another host serves), reads as at least
+  // every byte its writer had flushed when Open was called, and the writer
+  // carries on unaffected. A segment whose writer crashed reads the same way.
   virtual Result<std::unique_ptr<SegmentReader>> Open(const std::string& name) = 0;
+
+  // Open, after taking `name` away from a writer in another process that
+  // may still have it open (a crashed or fenced holder of the lock guarding
+  // it): once this returns OK, that writer's appends, flushes and syncs can
+  // no longer add to the object, its size is final, and the reader sees at
+  // least every byte the writer flushed. Only a takeover may call it: the
+  // caller must hold the lock that guards `name` (for a segment, its
+  // volume's lock, perhaps taken with BreakLock), because it ends another
+  // process's writer. A writer of this process is left alone (read as
+  // Open). The default is Open, right for backends whose writers cannot
+  // outlive the lock of their process (local, memory). HDFS overrides it: a
+  // file stays open, appendable by its old writer, until its lease is
+  // recovered, which this does (recoverLease, then waits until closed).
+  virtual Result<std::unique_ptr<SegmentReader>> OpenForTakeover(const std::string& name) {
+    return Open(name);
+  }
 
   // Writes `data` as the whole content of `name`, atomically replacing any
   // previous version: after a crash the name holds the old or the new bytes,

@@ -470,6 +470,50 @@ TEST_P(StoreConformanceTest, AbandonedWriterKeepsFlushedData) {
   EXPECT_EQ(*g, a);
 }
 
+TEST_P(StoreConformanceTest, OpenForTakeoverReadsAnAbandonedWritersFlushedBytes) {
+  std::mt19937_64 rng(12);
+  const std::string a = RandomBytes(rng, 7777);
+  {
+    auto w = store().Create("take/seg");
+    ASSERT_TRUE(w.ok());
+    ASSERT_OK((*w)->Append(AsBytes(a)));
+    ASSERT_OK((*w)->Flush());
+    // Destroyed without Close: its writer is gone, as after a crash.
+  }
+  auto r = store().OpenForTakeover("take/seg");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_EQ((*r)->Size(), a.size());
+  EXPECT_EQ(ReadRange(**r, 0, a.size()), a);
+  // Afterwards the object reads the same through Open, and a closed object
+  // is taken over unchanged.
+  EXPECT_EQ(store().Get("take/seg").value(), a);
+  auto again = store().OpenForTakeover("take/seg");
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ((*again)->Size(), a.size());
+  EXPECT_EQ(store().OpenForTakeover("take/absent").status().code(), Code::kNotFound);
+}
+
+TEST_P(StoreConformanceTest, OpenLeavesAWriterOfThisProcessWriting) {
+  // Open, and OpenForTakeover too, never end a writer of this process.
+  std::mt19937_64 rng(13);
+  const std::string a = RandomBytes(rng, 3000);
+  const std::string b = RandomBytes(rng, 5000);
+  auto w = store().Create("mine/seg");
+  ASSERT_TRUE(w.ok());
+  ASSERT_OK((*w)->Append(AsBytes(a)));
+  ASSERT_OK((*w)->Flush());
+  auto r = store().Open("mine/seg");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(ReadRange(**r, 0, a.size()), a);
+  auto t = store().OpenForTakeover("mine/seg");
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  EXPECT_EQ(ReadRange(**t, 0, a.size()), a);
+  ASSERT_OK((*w)->Append(AsBytes(b)));
+  ASSERT_OK((*w)->Flush());
+  ASSERT_OK((*w)->Close());
+  EXPECT_EQ(store().Get("mine/seg").value(), a + b);
+}
+
 TEST_P(StoreConformanceTest, LargeObject) {
   std::mt19937_64 rng(9);
   const std::string data = RandomBytes(rng, (6 << 20) + 12345);

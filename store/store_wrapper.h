@@ -32,6 +32,9 @@ class StoreWrapper : public Store {
   Result<std::unique_ptr<SegmentReader>> Open(const std::string& name) override {
     return target_->Open(name);
   }
+  Result<std::unique_ptr<SegmentReader>> OpenForTakeover(const std::string& name) override {
+    return target_->OpenForTakeover(name);
+  }
   Status Put(const std::string& name, std::span<const uint8_t> data) override {
     return target_->Put(name, data);
   }

@@ -92,7 +92,7 @@ Status LogFollower::Advance(bool* diverged) {
     if (s.IsNotFound()) *diverged = true;
     return s.IsNotFound() ? Status::OK() : s;
   };
-  HBISS_ASSIGN_OR_RETURN(auto heads, ReadSegmentHeaders(store_, name_, meta_, later, 0));
+  HBISS_ASSIGN_OR_RETURN(auto heads, ReadSegmentHeaders(store_, name_, meta_, later, 0, false));
   auto chain = BuildChain(name_, heads, c);
   if (!chain.ok()) {
     // Not a chain back to c: cut off by a new owner's recovery, or a segment

@@ -14,14 +14,15 @@ Result<std::map<uint64_t, SegHead>> ReadSegmentHeaders(store::Store* store,
                                                        const std::string& name,
                                                        const VolumeMeta& meta,
                                                        const std::map<uint64_t, uint64_t>& sizes,
-                                                       uint64_t c) {
+                                                       uint64_t c, bool takeover) {
   std::map<uint64_t, SegHead> segs;
   std::vector<uint8_t> slot(kSlotSize);
   for (auto& [id, sz] : sizes) {
     if (id < c) continue;
     SegHead s;
     // Readers are not kept: there may be many segments to look at.
-    auto r = store->Open(layout::SegName(name, id));
+    const std::string seg = layout::SegName(name, id);
+    auto r = takeover ? store->OpenForTakeover(seg) : store->Open(seg);
     if (!r.ok()) return r.status().WithContext("volume " + name + ": opening segment");
     auto n = (*r)->ReadAt(0, slot);
     if (!n.ok()) return n.status().WithContext("volume " + name + ": reading segment header");
@@ -93,7 +94,8 @@ Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta
   out->max_segment_id = seg_list.empty() ? 0 : seg_list.back().first;
   const uint64_t c = pos.segment_id;
 
-  HBISS_ASSIGN_OR_RETURN(auto segs, ReadSegmentHeaders(store, name, meta, seg_sizes, c));
+  HBISS_ASSIGN_OR_RETURN(auto segs,
+                         ReadSegmentHeaders(store, name, meta, seg_sizes, c, !read_only));
   HBISS_ASSIGN_OR_RETURN(std::vector<uint64_t> chain, BuildChain(name, segs, c));
 
   LogReplayer replay(meta.id, uint32_t(meta.segment_size / kSlotSize), name, map);

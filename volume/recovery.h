@@ -63,12 +63,17 @@ struct SegHead {
 };
 
 // Reads the header of every segment object in `sizes` (id -> size) whose id
-// is at least `c`.
+// is at least `c`. With `takeover` (a writable open, which holds the
+// volume's lock) each is opened with Store::OpenForTakeover: a segment the
+// previous holder may still have open, which is one of these, is taken from
+// it, so its length is final before the log is replayed. A reader (read-only
+// open, LogFollower) must never do that: the holder may be alive and
+// serving the volume.
 Result<std::map<uint64_t, SegHead>> ReadSegmentHeaders(store::Store* store,
                                                        const std::string& name,
                                                        const VolumeMeta& meta,
                                                        const std::map<uint64_t, uint64_t>& sizes,
-                                                       uint64_t c);
+                                                       uint64_t c, bool takeover);
 
 // The chain of the log after segment `c`: from the newest segment with a
 // valid header back to the one whose prev_segment_id is c, oldest first
@@ -80,7 +85,10 @@ Result<std::vector<uint64_t>> BuildChain(const std::string& name,
 // Recovers volume `name` (whose meta is `meta`) into *map (which must be
 // empty, of meta.size / kBlockSize blocks) and *out. Corruption when the
 // log is damaged before its tail or no chain leads back to the checkpoint;
-// NotSupported for a newer format or exhausted segment ids.
+// NotSupported for a newer format or exhausted segment ids. A writable
+// recovery (!read_only; the caller holds the volume's lock) takes the
+// segments from the checkpoint's on away from the previous holder
+// (Store::OpenForTakeover); a read-only one only reads, whoever writes.
 Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta& meta,
                   bool read_only, ExtentMap* map, RecoveredLog* out);
 

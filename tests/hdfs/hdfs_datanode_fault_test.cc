@@ -1,7 +1,8 @@
 // DataNode failures against the real cluster: kill -9 of a DataNode in the middle of a write
 // (the pipeline recovers, nothing is lost) and of a read (the read fails over), and a
 // replica corrupted on a DataNode's disk (the checksum catches it; the read fails over, and
-// with every replica corrupt the read fails rather than return bad bytes).
+// with every replica corrupt the read fails rather than return bad bytes); and the visible
+// length of a block still being written when a DataNode restarted or never got the block.
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
@@ -18,7 +19,7 @@ namespace {
 
 constexpr uint64_t kBlock = 1 << 20;
 
-// Restarts DataNode n when the test ends, however it ends.
+// Restarts DataNode n when the test ends, however it ends (n = 0: nothing to do).
 struct RestartOnExit {
   int n;
   ~RestartOnExit() {
@@ -132,6 +133,108 @@ TEST(HdfsDataNodeFaultTest, KillDataNodeDuringRead) {
   }
   EXPECT_TRUE(got == data);
   EXPECT_GE((*r)->failovers(), 1u);
+}
+
+// Issue #9: the visible length of a last block under construction. A DataNode that was
+// killed and restarted reloads the replica it was receiving and answers
+// getReplicaVisibleLength with -1 (no length); the reader used to take that from the first
+// location it asked as the length (2^64 - 1, which wrapped the file length to one byte short
+// of the finished blocks) instead of asking the other replicas, as Java does. The NameNode
+// lists locations in random order, so the reader opens the file many times: without the
+// fix, about one open in three asked the restarted node first.
+void CheckVisibleLengthManyTimes(Client& c, const std::string& path, const std::string& data) {
+  for (int i = 0; i < 30; i++) {
+    auto r = c.Open(path);
+    ASSERT_TRUE(r.ok()) << "open " << i << ": " << r.status().ToString();
+    ASSERT_TRUE((*r)->under_construction());
+    ASSERT_EQ((*r)->length(), data.size()) << "open " << i;
+  }
+  auto got = ReadAll(c, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(*got == data);
+}
+
+TEST(HdfsDataNodeFaultTest, RestartedDataNodeDoesNotHideTheVisibleLength) {
+  HBISS_NEED_CLUSTER(true);
+  auto writer_client = ConnectClient();
+  auto reader = ConnectClient();
+  ASSERT_NE(writer_client, nullptr);
+  ASSERT_NE(reader, nullptr);
+  std::string path = UniqueDir("dnrestart-visible") + "/f";
+  std::mt19937_64 rng(40);
+  const std::string data = RandomBytes(rng, kBlock + kBlock / 2 + 777);
+  CreateOptions o;
+  o.block_size = kBlock;
+  auto w = writer_client->Create(path, o);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_TRUE((*w)->Write(data).ok());
+  ASSERT_TRUE((*w)->Hflush().ok());
+  auto nodes = (*w)->pipeline_nodes();
+  ASSERT_FALSE(nodes.empty());
+  int dn = DataNodeIndex(nodes[0].id().xfer_port());
+  RestartOnExit restart{dn};
+  ASSERT_EQ(Cluster("kill-dn", std::to_string(dn)), 0);
+  ASSERT_EQ(Cluster("restart-dn", std::to_string(dn)), 0);
+  restart.n = 0;
+  ASSERT_NO_FATAL_FAILURE(CheckVisibleLengthManyTimes(*reader, path, data));
+  // The writer dies without closing (as with kill -9): the same for a reader afterwards.
+  w->reset();
+  writer_client.reset();
+  ASSERT_NO_FATAL_FAILURE(CheckVisibleLengthManyTimes(*reader, path, data));
+  ASSERT_TRUE(reader->RecoverLeaseAndWait(path).ok());
+  auto after = ReadAll(*reader, path);
+  ASSERT_TRUE(after.ok()) << after.status().ToString();
+  EXPECT_TRUE(*after == data) << "lease recovery kept every hflushed byte";
+}
+
+// Issue #9: a writer that dies between addBlock and setting up the block's pipeline leaves
+// a last block whose every location answers ReplicaNotFoundException. Java takes its length
+// as 0 (nothing was written to it); the reader used to fail the open ("cannot obtain the
+// length of block ... being written"), so the file could not be read at all.
+TEST(HdfsDataNodeFaultTest, LastBlockWithoutReplicasReadsAsEmpty) {
+  HBISS_NEED_CLUSTER(false);
+  auto writer_client = ConnectClient();
+  auto reader = ConnectClient();
+  ASSERT_NE(writer_client, nullptr);
+  ASSERT_NE(reader, nullptr);
+  std::string path = UniqueDir("no-replica") + "/f";
+  std::mt19937_64 rng(41);
+  const std::string data = RandomBytes(rng, kBlock);  // exactly one block: it is finished
+  CreateOptions o;
+  o.block_size = kBlock;
+  auto w = writer_client->Create(path, o);
+  ASSERT_TRUE(w.ok()) << w.status().ToString();
+  ASSERT_TRUE((*w)->Write(data).ok());
+  // The writer's next step would be addBlock and then the pipeline; do only the first.
+  auto first = reader->Open(path);
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  ASSERT_EQ((*first)->blocks().size(), 1u);
+  pb::ExtendedBlock previous = (*first)->blocks()[0].b();
+  previous.set_num_bytes(kBlock);
+  auto info = reader->GetFileInfo(path);
+  ASSERT_TRUE(info.ok());
+  pb::AddBlockRequest req;
+  req.set_src(path);
+  req.set_client_name(writer_client->client_name());
+  *req.mutable_previous() = previous;
+  req.set_file_id(info->file_id);
+  pb::AddBlockResponse resp;
+  Status st;
+  for (int i = 0; i < 100; i++) {  // the first block may still be waiting for its replicas
+    st = writer_client->namenode().Call("addBlock", req, &resp);
+    if (st.ok() || st.message().find("NotReplicatedYet") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ASSERT_GT(resp.block().locs_size(), 0);
+  auto r = reader->Open(path);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE((*r)->under_construction());
+  EXPECT_EQ((*r)->length(), data.size());
+  auto got = ReadAll(*reader, path);
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(*got == data);
+  w->reset();  // abandoned; the lease expires with the test's client
 }
 
 // Flips bytes in the middle of the replica's block file on DataNode dn's disk.
