@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "hdfs/proto/hadoop_wire.pb.h"
-#include "hdfs/socket.h"
+#include "util/socket.h"
 #include "util/mutex.h"
 #include "util/status.h"
 #include "util/thread_annotations.h"

@@ -21,7 +21,7 @@
 #include <thread>
 #include <vector>
 
-#include "hdfs/socket.h"
+#include "util/socket.h"
 #include "util/mutex.h"
 #include "util/status.h"
 #include "util/thread_annotations.h"
