@@ -3,7 +3,7 @@
 #
 # The guest runs the writer workload (init.sh, hbiss_mode=writer): it writes and fsyncs
 # files without pause and prints `HBISS-VM-FILE i` once file i is durable. While it runs:
-#   1. QEMU A -> QEMU B (started with -incoming): QMP `migrate`; A must end `postmigrate`, B
+#   1. QEMU A -> QEMU B (started with -incoming defer): QMP `migrate`; A must end `postmigrate`, B
 #      `running`, and the writer must go on on B;
 #   2. B -> A2 (migration back to the first side);
 #   3. A2 -> B2 cancelled at switchover (capability pause-before-switchover, then
@@ -51,78 +51,7 @@ elif [ $rc -ne 0 ]; then
 fi
 started=$(date +%s)
 
-qmp() { python3 "$HERE/qmp.py" "$WORK/$1.qmp" "${@:2}"; }
-
-# qemu NAME URI KERNEL_ARGS [-- QEMU_ARGS...]: starts a guest in the background, its serial
-# console in $WORK/NAME.console and QMP on $WORK/NAME.qmp. Every side of a migration must
-# get the same machine, so the command line differs only in QEMU_ARGS (-incoming).
-qemu() {
-  local name=$1 disk=$2 append=$3
-  shift 3
-  [ "${1:-}" = -- ] && shift
-  qemu-system-x86_64 -machine q35,accel=tcg -cpu max -m 512 -smp 2 -no-reboot \
-    -display none -monitor none -serial "file:$WORK/$name.console" \
-    -qmp "unix:$WORK/$name.qmp,server=on,wait=off" \
-    -kernel "$GUEST_DIR/vmlinuz" -initrd "$GUEST_DIR/initramfs.cpio.gz" \
-    -append "console=ttyS0 panic=-1 loglevel=4 $append" \
-    -drive "file=$disk,format=raw,if=virtio,cache=none,discard=unmap,werror=stop,rerror=stop" \
-    -nic none "$@" </dev/null >"$WORK/$name.out" 2>&1 &
-  QPIDS+=($!)
-  eval "QPID_$name=$!"
-  for _ in $(seq 1 200); do
-    [ -S "$WORK/$name.qmp" ] && return 0
-    sleep 0.05
-  done
-  cat "$WORK/$name.out" >&2
-  fail "QEMU $name did not open its QMP socket"
-}
-
-last_file() { { grep -a -o 'HBISS-VM-FILE [0-9]*' "$WORK/$1.console" 2>/dev/null || true; } |
-              tail -n 1 | awk '{print $2}'; }
-
-# wait_file NAME N: waits until guest NAME's console shows file N (or a later one).
-wait_file() {
-  local name=$1 n=$2 deadline=$(($(date +%s) + STEP_TIMEOUT)) got
-  while :; do
-    got=$(last_file "$name")
-    [ -n "$got" ] && [ "$got" -ge "$n" ] && return 0
-    if grep -a -q 'HBISS-VM-RESULT' "$WORK/$name.console" 2>/dev/null; then
-      tail -n 20 "$WORK/$name.console" >&2
-      fail "guest $name ended before file $n"
-    fi
-    [ "$(date +%s)" -lt "$deadline" ] || fail "guest $name did not reach file $n (at ${got:-0})"
-    sleep 0.2
-  done
-}
-
-status_of() { qmp "$1" query-status | python3 -c 'import json,sys; print(json.load(sys.stdin)["status"])'; }
-
-port_free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# migrate SRC DST: SRC's guest moves to the new QEMU DST (started with -incoming).
-migrate() {
-  local src=$1 dst=$2 mport=$3 t0 before
-  before=$(last_file "$src")
-  t0=$(date +%s.%N)
-  qmp "$src" migrate "{\"uri\": \"tcp:127.0.0.1:$mport\"}" >/dev/null || fail "migrate $src -> $dst"
-  qmp "$src" --wait-migration completed "$STEP_TIMEOUT" >"$WORK/$src-to-$dst.json" ||
-    fail "migration $src -> $dst did not complete"
-  local s
-  s=$(status_of "$src")
-  [ "$s" = postmigrate ] || fail "after the migration, $src is '$s', not postmigrate"
-  for _ in $(seq 1 100); do
-    s=$(status_of "$dst")
-    [ "$s" = running ] && break
-    sleep 0.05
-  done
-  [ "$s" = running ] || fail "after the migration, $dst is '$s', not running"
-  log "migrated $src -> $dst in $(python3 -c 'import sys, time; print(round(time.time() - float(sys.argv[1]), 2))' "$t0") s at file $before" \
-      "(downtime $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("downtime"))' \
-      "$WORK/$src-to-$dst.json") ms)"
-  MIGRATED_AT=$(last_file "$src")
-  qmp "$src" quit >/dev/null 2>&1 || true
-  CHECKS=$((CHECKS + 2))
-}
+source "$HERE/migration_lib.sh"
 
 hbiss create disk -s ${VOLUME_MIB}M >/dev/null
 start_server
@@ -132,24 +61,25 @@ DISK=$(uri disk)
 qemu A "$DISK" "hbiss_mode=writer hbiss_files=$FILES"
 wait_file A 20
 MP=$(port_free)
-qemu B "$DISK" "hbiss_mode=writer hbiss_files=$FILES" -- -incoming "tcp:127.0.0.1:$MP"
+qemu B "$DISK" "hbiss_mode=writer hbiss_files=$FILES" -- -incoming defer
 migrate A B "$MP"
 wait_file B $((MIGRATED_AT + 20))
 log "the writer goes on on B (file $(last_file B))"
 
 # ---- B -> A2 (back) ------------------------------------------------------------------------
 MP=$(port_free)
-qemu A2 "$DISK" "hbiss_mode=writer hbiss_files=$FILES" -- -incoming "tcp:127.0.0.1:$MP"
+qemu A2 "$DISK" "hbiss_mode=writer hbiss_files=$FILES" -- -incoming defer
 migrate B A2 "$MP"
 wait_file A2 $((MIGRATED_AT + 20))
 log "the writer goes on on A2 (file $(last_file A2))"
 
 # ---- A2 -> B2, cancelled at switchover -------------------------------------------------------
 MP=$(port_free)
-qemu B2 "$DISK" "hbiss_mode=writer hbiss_files=$FILES" -- -incoming "tcp:127.0.0.1:$MP"
+qemu B2 "$DISK" "hbiss_mode=writer hbiss_files=$FILES" -- -incoming defer
 qmp A2 migrate-set-capabilities \
   '{"capabilities": [{"capability": "pause-before-switchover", "state": true}]}' >/dev/null ||
   fail "pause-before-switchover"
+incoming B2 "$MP"
 qmp A2 migrate "{\"uri\": \"tcp:127.0.0.1:$MP\"}" >/dev/null || fail "migrate A2 -> B2"
 qmp A2 --wait-migration pre-switchover "$STEP_TIMEOUT" >/dev/null ||
   fail "A2 -> B2 did not reach pre-switchover"
