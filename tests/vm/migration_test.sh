@@ -32,23 +32,8 @@ VOLUME_MIB=256
 QPIDS=()
 EXTRA_CLEANUP='for p in "${QPIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done'
 
-unavailable() {
-  if [ "${HBISS_REQUIRE_VM:-0}" = 1 ]; then
-    fail "$* (HBISS_REQUIRE_VM=1, so this is a failure, not a skip)"
-  fi
-  skip "$* (set HBISS_REQUIRE_VM=1 to make this a failure)"
-}
-for t in qemu-system-x86_64 busybox python3 timeout; do
-  command -v "$t" >/dev/null 2>&1 ||
-    unavailable "$t is not installed (scripts/deps.sh installs it)"
-done
-rc=0
-bash "$HERE/prepare_guest.sh" "$GUEST_DIR" || rc=$?
-if [ $rc -eq 77 ]; then
-  unavailable "no guest kernel: see the prepare_guest message above"
-elif [ $rc -ne 0 ]; then
-  fail "prepare_guest.sh failed (exit $rc)"
-fi
+source "$HERE/guest_lib.sh"
+need_guest qemu-system-x86_64 busybox python3 timeout
 started=$(date +%s)
 
 source "$HERE/migration_lib.sh"

@@ -31,25 +31,9 @@ VOLUME_MIB=512
 BIG_MIB=64
 SCRATCH_MIB=64
 
-unavailable() {
-  if [ "${HBISS_REQUIRE_VM:-0}" = 1 ]; then
-    fail "$* (HBISS_REQUIRE_VM=1, so this is a failure, not a skip)"
-  fi
-  skip "$* (set HBISS_REQUIRE_VM=1 to make this a failure)"
-}
-for t in qemu-system-x86_64 busybox nbdinfo python3 timeout; do
-  command -v "$t" >/dev/null 2>&1 ||
-    unavailable "$t is not installed (scripts/deps.sh installs it)"
-done
-
+source "$HERE/guest_lib.sh"
 started=$(date +%s)
-rc=0
-bash "$HERE/prepare_guest.sh" "$GUEST_DIR" || rc=$?
-if [ $rc -eq 77 ]; then
-  unavailable "no guest kernel: see the prepare_guest message above"
-elif [ $rc -ne 0 ]; then
-  fail "prepare_guest.sh failed (exit $rc)"
-fi
+need_guest qemu-system-x86_64 busybox nbdinfo python3 timeout
 log "guest: $(cat "$GUEST_DIR/kernel-pkg"), prepared in $(($(date +%s) - started)) s"
 
 # boot NAME KERNEL_ARGS...: boots the guest on volume `disk`; the console goes to
