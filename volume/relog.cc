@@ -50,14 +50,14 @@ Status ReadData(const RelogBatch& b, uint32_t first, uint32_t n, std::vector<uin
 
 }  // namespace
 
-Result<size_t> RelogBatches(std::span<const RelogBatch> batches, const RelogOptions& options,
+Result<size_t> RelogBatches(std::span<const RelogBatch> batches, RelogUpTo up_to,
                             const std::string& where, RelogSink* sink) {
   if (batches.empty()) return size_t{0};
   // Where to stop: after the last entry of the last batch, or after the
   // last entry that ends an operation.
   size_t last_b = batches.size() - 1;
   size_t last_e = SIZE_MAX;
-  if (options.complete_only) {
+  if (up_to == RelogUpTo::kLastCompleteOperation) {
     bool any = false;
     for (size_t i = 0; i < batches.size(); i++) {
       const std::vector<BatchEntry>& es = *batches[i].entries;
@@ -72,8 +72,7 @@ Result<size_t> RelogBatches(std::span<const RelogBatch> batches, const RelogOpti
     if (!any) return size_t{0};
   }
   size_t relogged = 0;
-  bool in_op = options.pending;
-  if (in_op) sink->BeginOp();
+  bool in_op = false;
   std::vector<uint8_t> data;
   for (size_t i = 0; i <= last_b; i++) {
     const RelogBatch& b = batches[i];

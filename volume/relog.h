@@ -14,7 +14,7 @@
 // entries in order with their continue flags, one new batch per old one
 // (sealed after each: it needs no more slots than the old one, same data
 // and no more entries), and an operation that began before the first batch
-// continued rather than started. It does not own the write path: it drives
+// continued. It does not own the write path: it drives
 // the caller's (RelogSink), which updates the map and live counts as for
 // any write. PutRelogSegment encodes the batch headers with the log
 // writer's encoder (EncodeQueuedBatchHeader, log_writer.h); nothing here
@@ -82,25 +82,26 @@ class RelogSink {
   ~RelogSink() = default;
 };
 
-struct RelogOptions {
-  // The first entry continues an operation begun before the first batch:
-  // BeginOp comes before it (recovery: RecoveredLog::relog_pending).
-  bool pending = false;
-  // Stop after the last entry that ends an operation (recovery; an
-  // operation whose end is not there never happened). Without it every
-  // entry is logged again.
-  bool complete_only = false;
+// How far RelogBatches logs.
+enum class RelogUpTo {
+  kEverything,  // every entry (the NoSpace retry: no operation is in progress)
+  // Up to the last entry that ends an operation (recovery: an operation
+  // whose end is not in the valid log never happened).
+  kLastCompleteOperation,
 };
 
-// Logs `batches` again, in order, through `sink`, and returns how many
-// entries it logged (0 and no sink call when complete_only finds no entry
-// that ends an operation). Store-backed batches are read again and each
-// data slot is checked against its CRC: Corruption on a mismatch, named by
-// `where` (as are read errors). On error the sink has taken the entries
-// before the failed one and the batches are as they were, so a caller that
-// set its write path back (the NoSpace retry starts a fresh segment) may
-// call it again with them.
-Result<size_t> RelogBatches(std::span<const RelogBatch> batches, const RelogOptions& options,
+// Logs `batches` again, in order, through `sink`, up to `up_to`, and
+// returns how many entries it logged (0, and no sink call, when nothing
+// ends an operation and up_to says kLastCompleteOperation). A first entry
+// that continues an operation begun before the batches needs nothing
+// special: the sink's operation begins there, and recovery's replay of the
+// re-logged entries continues the one pending before them. Store-backed
+// batches are read again and each data slot is checked against its CRC:
+// Corruption on a mismatch, named by `where` (as are read errors). On error
+// the sink has taken the entries before the failed one and the batches are
+// as they were, so a caller that set its write path back (the NoSpace retry
+// starts a fresh segment) may call it again with them.
+Result<size_t> RelogBatches(std::span<const RelogBatch> batches, RelogUpTo up_to,
                             const std::string& where, RelogSink* sink);
 
 // Writes the re-log segment `seg` of volume `name` (id `volume_id`) whole,

@@ -262,7 +262,7 @@ TEST_F(RelogTest, InMemoryBatchesLoggedAgainDecodeWithTheLogReader) {
 
   auto fresh = NewSeg(5, 20, durable);
   TestPath path(fresh, 20);
-  auto n = RelogBatches(batches, RelogOptions{}, "test", &path);
+  auto n = RelogBatches(batches, RelogUpTo::kEverything, "test", &path);
   ASSERT_TRUE(n.ok()) << n.status().ToString();
   EXPECT_EQ(*n, 5u);
   // One operation per complete run of entries; a seal after each old batch.
@@ -329,8 +329,7 @@ TEST_F(RelogTest, StoreTailLoggedAgainIsPutWholeAndProven) {
   // Segment 2 continues from the segment before 1 (nothing in 1 proven).
   auto seg = NewSeg(2, 1, LogPosition{0, 0});
   TestPath path(seg, 1);
-  RelogOptions opts;
-  opts.complete_only = true;
+  const RelogUpTo opts = RelogUpTo::kLastCompleteOperation;
   auto n = RelogBatches(batches, opts, "test", &path);
   ASSERT_TRUE(n.ok()) << n.status().ToString();
   EXPECT_EQ(*n, 4u);
@@ -365,8 +364,9 @@ TEST_F(RelogTest, StoreTailLoggedAgainIsPutWholeAndProven) {
 }
 
 // An operation begun before the first batch (recovery's relog_pending) is
-// continued: its entries go in without a BeginOp of their own, and the
-// first complete one ends it.
+// continued: the sink's operation begins at its first entry here and its
+// first complete entry ends it; a list in which nothing ends an operation
+// logs nothing.
 TEST_F(RelogTest, PendingOperationIsContinuedNotStarted) {
   auto old = NewSeg(4, 8, LogPosition{3, kSlotSize});
   std::vector<QueueItem> items;
@@ -375,9 +375,7 @@ TEST_F(RelogTest, PendingOperationIsContinuedNotStarted) {
   std::vector<RelogBatch> batches;
   for (const QueueItem& item : items) batches.push_back(RelogBatch::InMemory(item));
   TestPath path(NewSeg(5, 8, LogPosition{3, kSlotSize}), 8);
-  RelogOptions opts;
-  opts.pending = true;
-  opts.complete_only = true;
+  const RelogUpTo opts = RelogUpTo::kLastCompleteOperation;
   auto n = RelogBatches(batches, opts, "test", &path);
   ASSERT_TRUE(n.ok()) << n.status().ToString();
   EXPECT_EQ(path.trace, "BW50+SW51.EBW60.ES");
@@ -409,8 +407,7 @@ TEST_F(RelogTest, StoreBatchWhoseDataChangedIsCorruption) {
   ASSERT_TRUE(reader.ok());
   const RelogBatch b = RelogBatch::InStore(reader->get(), tail_[0]);
   TestPath path(NewSeg(2, 1, LogPosition{0, 0}), 1);
-  RelogOptions opts;
-  opts.complete_only = true;
+  const RelogUpTo opts = RelogUpTo::kLastCompleteOperation;
   auto n = RelogBatches(std::span<const RelogBatch>(&b, 1), opts, "seg 1", &path);
   ASSERT_FALSE(n.ok());
   EXPECT_TRUE(n.status().IsCorruption()) << n.status().ToString();
@@ -434,7 +431,7 @@ TEST_F(RelogTest, NoSpaceInTheMiddleOfTheRelogLeavesItRetryable) {
 
   TestPath failing(NewSeg(5, 20, durable), 20);
   failing.fail_at = 3;  // the write of block 202, inside an operation
-  auto n = RelogBatches(batches, RelogOptions{}, "test", &failing);
+  auto n = RelogBatches(batches, RelogUpTo::kEverything, "test", &failing);
   ASSERT_FALSE(n.ok());
   EXPECT_TRUE(n.status().IsNoSpace()) << n.status().ToString();
   EXPECT_EQ(failing.trace, "BW100.ESBW200+SW202.E");  // the operation ended
@@ -442,7 +439,7 @@ TEST_F(RelogTest, NoSpaceInTheMiddleOfTheRelogLeavesItRetryable) {
 
   auto fresh = NewSeg(6, 20, durable);
   TestPath retry(fresh, 20);
-  ASSERT_TRUE(RelogBatches(batches, RelogOptions{}, "test", &retry).ok());
+  ASSERT_TRUE(RelogBatches(batches, RelogUpTo::kEverything, "test", &retry).ok());
   EXPECT_EQ(retry.trace, "BW100.ESBW200+SW202.ES");
   ASSERT_EQ(retry.queue.size(), 3u);
   LogWriter log(&full_, kName, kVolId);

@@ -176,16 +176,13 @@ Status VolumeImpl::RelogTail(const RecoveredLog& rec) {
   std::vector<RelogBatch> batches;
   batches.reserve(rec.relog.size());
   for (const TailBatch& t : rec.relog) batches.push_back(RelogBatch::InStore(r->get(), t));
-  RelogOptions opts;
-  opts.pending = rec.relog_pending;
-  opts.complete_only = true;
   // No other thread runs before Start(): the re-reads happen under mu_.
   Lock l(&mu_);
   RelogPath path(this, l);
   HBISS_ASSIGN_OR_RETURN(
       const size_t relogged,
-      RelogBatches(batches, opts, "volume " + name_ + " segment " + Hex16(rec.relog_segment),
-                   &path));
+      RelogBatches(batches, RelogUpTo::kLastCompleteOperation,
+                   "volume " + name_ + " segment " + Hex16(rec.relog_segment), &path));
   if (relogged == 0) return Status::OK();
   spdlog::info("volume {}: logged {} entries again from the unproven tail of segment {}", name_,
                relogged, Hex16(rec.relog_segment));

@@ -129,7 +129,7 @@ Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
   }
   RelogPath path(this, l);
   HBISS_ASSIGN_OR_RETURN(const size_t relogged,
-                         RelogBatches(batches, RelogOptions{}, "volume " + name_, &path));
+                         RelogBatches(batches, RelogUpTo::kEverything, "volume " + name_, &path));
   batches.clear();
   old.clear();
   // The old segments leave memory. The one `durable` is in keeps its
