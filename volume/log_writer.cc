@@ -7,6 +7,28 @@
 
 namespace hbiss::volume {
 
+Status EncodeQueuedBatchHeader(uint64_t volume_id, QueueItem& item, LogPosition synced_upto,
+                               BatchHeader* scratch) {
+  MemSegment* seg = item.seg.get();
+  BatchHeader& h = *scratch;
+  h.volume_id = volume_id;
+  h.segment_id = seg->id;
+  h.seq = item.seq;
+  h.synced_upto = synced_upto;
+  h.entries.swap(item.entries);  // back below: a re-log after NoSpace needs them
+  h.data_crcs.resize(item.data_slots);
+  for (uint32_t i = 0; i < item.data_slots; i++) {
+    const uint32_t s = item.header_slot + 1 + i;
+    const uint32_t c = DataSlotCrc(seg->Slot(s));
+    h.data_crcs[i] = c;
+    seg->crcs[s] = c;
+  }
+  Status es =
+      EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize));
+  h.entries.swap(item.entries);
+  return es;
+}
+
 LogWriter::LogWriter(store::Store* store, std::string name, uint64_t volume_id)
     : store_(store), name_(std::move(name)), volume_id_(volume_id) {}
 
@@ -26,24 +48,9 @@ Status LogWriter::Append(QueueItem& item) {
                               .WithContext("appending to " + obj));
     appended_.bytes += kSlotSize;
   }
-  BatchHeader& h = scratch_header_;
-  h.volume_id = volume_id_;
-  h.segment_id = seg->id;
-  h.seq = item.seq;
-  h.synced_upto = durable_pos_;
-  h.entries.swap(item.entries);  // back below: a re-log after NoSpace needs them
-  h.data_crcs.resize(item.data_slots);
-  for (uint32_t i = 0; i < item.data_slots; i++) {
-    const uint32_t s = item.header_slot + 1 + i;
-    const uint32_t c = DataSlotCrc(seg->Slot(s));
-    h.data_crcs[i] = c;
-    seg->crcs[s] = c;
-  }
-  Status es =
-      EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize));
-  h.entries.swap(item.entries);
-  HBISS_RETURN_IF_ERROR(es.WithContext("volume " + name_ + ": batch " +
-                                       std::to_string(item.seq) + " of " + obj));
+  HBISS_RETURN_IF_ERROR(EncodeQueuedBatchHeader(volume_id_, item, durable_pos_, &scratch_header_)
+                            .WithContext("volume " + name_ + ": batch " +
+                                         std::to_string(item.seq) + " of " + obj));
   // The batch's slots are contiguous in the object; in memory they may span
   // two chunks.
   const uint32_t end = item.header_slot + 1 + item.data_slots;

@@ -38,6 +38,19 @@
 
 namespace hbiss::volume {
 
+// Encodes the header of the sealed batch `item` into its header slot: the
+// ids (`volume_id`, the item's segment), its seq and entries, the CRC of
+// each of its data slots (also stored in the segment's crcs[]) and
+// `synced_upto`. The one encoder of batch headers on the writing side: the
+// log writer's appends and the re-log segment's Put (relog.h) both use it.
+// `scratch` is reused between calls (it keeps its allocations); the item's
+// entries are left as they were. Calling it again gives the same bytes.
+// InvalidArgument when the entries do not fit a header (BatchBuilder
+// prevents that). REQUIRES: !item.end_of_segment, its data slots are
+// filled and will not change.
+Status EncodeQueuedBatchHeader(uint64_t volume_id, QueueItem& item, LogPosition synced_upto,
+                               BatchHeader* scratch);
+
 class LogWriter {
  public:
   // What the writer added to the store since the last TakeAppended.

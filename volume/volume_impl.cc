@@ -161,122 +161,67 @@ Status VolumeImpl::Recover() {
     HBISS_ASSIGN_OR_RETURN(cur_, NewMemSegmentLocked(rec.new_segment_id, rec.prev.segment_id,
                                                      rec.prev.offset, rec.new_segment_flags));
   }
-  if (!rec.relog.empty()) HBISS_RETURN_IF_ERROR(Relog(rec));
+  if (!rec.relog.empty()) HBISS_RETURN_IF_ERROR(RelogTail(rec));
   return Status::OK();
 }
 
 // Logs the operations of rec.relog again, into the new segment, up to the
-// last complete one (RecoverLog cut the list there).
-Status VolumeImpl::Relog(const RecoveredLog& rec) {
-  size_t last_b = 0, last_e = 0;
-  bool any = false;
-  for (size_t i = 0; i < rec.relog.size(); i++) {
-    for (size_t j = 0; j < rec.relog[i].entries.size(); j++) {
-      if (!rec.relog[i].entries[j].continues) {
-        last_b = i;
-        last_e = j;
-        any = true;
-      }
-    }
-  }
-  if (!any) return Status::OK();
+// last complete one (RecoverLog cut the list there), one new batch per old
+// one: they need no more slots than the old batches (same data, no more
+// entries), so the re-log always fits in the new segment, which starts no
+// later in its segment than the tail did.
+Status VolumeImpl::RelogTail(const RecoveredLog& rec) {
   auto r = store_->Open(layout::SegName(name_, rec.relog_segment));
   if (!r.ok()) return r.status().WithContext("volume " + name_ + ": reopening segment");
-  const std::string where = "volume " + name_ + " segment " + Hex16(rec.relog_segment);
-  std::vector<uint8_t> data;
-  size_t relogged = 0;
+  std::vector<RelogBatch> batches;
+  batches.reserve(rec.relog.size());
+  for (const TailBatch& t : rec.relog) batches.push_back(RelogBatch::InStore(r->get(), t));
+  // No other thread runs before Start(): the re-reads happen under mu_.
   Lock l(&mu_);
-  if (rec.relog_pending) batch_.BeginOp();
-  for (size_t i = 0; i <= last_b; i++) {
-    const TailBatch& t = rec.relog[i];
-    uint64_t slot = t.off / kSlotSize + 1;
-    size_t crc_index = 0;
-    for (size_t j = 0; j < t.entries.size() && (i < last_b || j <= last_e); j++) {
-      const BatchEntry& e = t.entries[j];
-      if (!batch_.op_in_progress()) batch_.BeginOp();
-      if (e.type == EntryType::kWrite) {
-        data.resize(size_t(e.count) * kSlotSize);
-        l.Unlock();
-        Status rs = ReadExact(r->get(), slot * kSlotSize, data, where);
-        l.Lock();
-        HBISS_RETURN_IF_ERROR(rs);
-        for (uint32_t k = 0; k < e.count; k++) {
-          // Replay checked these CRCs; check again, the bytes were read again.
-          if (DataSlotCrc(data.data() + size_t(k) * kSlotSize) != t.crcs[crc_index + k]) {
-            return Status::Corruption(where + ": CRC mismatch re-reading slot " +
-                                      std::to_string(slot + k));
-          }
-        }
-        crc_index += e.count;
-        HBISS_RETURN_IF_ERROR(AppendWriteLocked(l, e.lba, e.count, data.data(), !e.continues));
-        slot += e.count;
-      } else {
-        HBISS_RETURN_IF_ERROR(AppendUnmapLocked(l, e.type, e.lba, e.count, !e.continues));
-      }
-      if (!e.continues) batch_.EndOp();
-      relogged++;
-    }
-    // One new batch per old one: it needs no more slots than the old batch
-    // (same data, no more entries), so the re-log always fits in the new
-    // segment, which starts no later in its segment than the tail did.
-    SealBatchLocked();
-  }
-  batch_.EndOp();
+  RelogPath path(this, l);
+  HBISS_ASSIGN_OR_RETURN(
+      const size_t relogged,
+      RelogBatches(batches, RelogUpTo::kLastCompleteOperation,
+                   "volume " + name_ + " segment " + Hex16(rec.relog_segment), &path));
+  if (relogged == 0) return Status::OK();
   spdlog::info("volume {}: logged {} entries again from the unproven tail of segment {}", name_,
                relogged, Hex16(rec.relog_segment));
-  if (relogged == 0) return Status::OK();
   return PutRelogSegmentLocked(l);
 }
 
-// The re-log segment is written whole with the store's atomic, durable Put,
-// so a crash leaves it complete or absent, never a header with part of the
-// re-logged batches (which would cut the tail off the chain: the operations
-// a recovery had shown would be lost). Its batches say the whole segment is
-// durable (synced_upto = its end), so a later recovery never logs it again.
-// The live log then goes on in a fresh segment after it.
+// The re-log segment is written whole with the store's atomic, durable Put
+// (PutRelogSegment), so a crash leaves it complete or absent, never a header
+// with part of the re-logged batches (which would cut the tail off the
+// chain: the operations a recovery had shown would be lost). Its batches say
+// the whole segment is durable, so a later recovery never logs it again. The
+// live log then goes on in a fresh segment after it.
 Status VolumeImpl::PutRelogSegmentLocked(Lock& l) {
   std::shared_ptr<MemSegment> seg = cur_;
-  bool only_seg = !batch_.active() && !queue_.empty() && mem_segs_.size() == 1;
-  for (const QueueItem& item : queue_) only_seg &= !item.end_of_segment && item.seg == seg;
-  if (!only_seg) {
-    // Relog seals one batch per old one into a segment that starts no later
-    // than the old one did, so this cannot happen; refuse rather than write
-    // a re-log that is not atomic.
+  if (batch_.active() || mem_segs_.size() != 1) {
+    // RelogTail seals one batch per old one into a segment that starts no
+    // later than the old one did, so this cannot happen; refuse rather than
+    // write a re-log that is not atomic. (PutRelogSegment checks the queue.)
     return Status::Corruption("volume " + name_ + ": the re-log of the log's tail does not fit "
                               "one segment");
   }
   if (seg->id + 1 > ExtentMap::kMaxSeg) {
     return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
   }
-  const uint64_t end = uint64_t(seg->used) * kSlotSize;
-  BatchHeader h;
-  for (QueueItem& item : queue_) {
-    h.volume_id = meta_.id;
-    h.segment_id = seg->id;
-    h.seq = item.seq;
-    h.synced_upto = LogPosition{seg->id, end};
-    h.entries = std::move(item.entries);
-    h.data_crcs.resize(item.data_slots);
-    for (uint32_t i = 0; i < item.data_slots; i++) {
-      uint32_t s = item.header_slot + 1 + i;
-      h.data_crcs[i] = seg->crcs[s] = DataSlotCrc(seg->Slot(s));
-      seg->valid[s] = true;
-    }
-    HBISS_RETURN_IF_ERROR(
-        EncodeBatchHeader(h, std::span<uint8_t, kSlotSize>(seg->Slot(item.header_slot), kSlotSize))
-            .WithContext("volume " + name_ + ": re-log batch " + std::to_string(item.seq)));
-  }
-  const std::string obj = layout::SegName(name_, seg->id);
-  std::vector<uint8_t> whole(end);
-  seg->CopyOut(0, 0, whole.data(), end);
+  std::deque<QueueItem> items;
+  items.swap(queue_);
   // No other thread runs before Start(); the Put may take a while. (mu_
   // itself, not l: the analysis sees this function REQUIRES(mu_).)
   mu_.Unlock();
-  Status s = store_->Put(obj, whole);
-  if (ReleaseReserve(s)) s = store_->Put(obj, whole);
+  auto put = PutRelogSegment(store_, name_, meta_.id, seg.get(), &items);
+  if (!put.ok() && ReleaseReserve(put.status())) {
+    put = PutRelogSegment(store_, name_, meta_.id, seg.get(), &items);
+  }
   mu_.Lock();
-  HBISS_RETURN_IF_ERROR(s.WithContext("volume " + name_ + ": writing re-log segment " + obj));
-  queue_.clear();
+  if (!put.ok()) {
+    queue_.swap(items);
+    return put.status();
+  }
+  const uint64_t end = *put;
   log_bytes_ += end;
   ckpt_sched_.AddLog(end);
   segment_files_++;

@@ -10,12 +10,18 @@
 //   MemSegment     an in-memory segment and the queue of sealed batches
 //                  (mem_segment.h)
 //   LogWriter      appends sealed batches, closes segments, group-commit
-//                  sync; the appended / durable positions (log_writer.h)
+//                  sync; the appended / durable positions; the one batch
+//                  header encoder of the writing side (log_writer.h)
+//   RelogBatches   logging batches again after the last durable position,
+//                  for recovery and for the NoSpace retry, through the
+//                  write path; PutRelogSegment, recovery's whole-segment
+//                  Put (relog.h)
 //   CheckpointSchedule  when a checkpoint is due, tickets for CheckpointNow,
 //                  forced-checkpoint rate (checkpoint_schedule.h)
 //   Cleaner        the cleaning pass and its thread (cleaner.h)
 // What stays here: the write path (Write/Trim with read-modify-write of
-// partial blocks), the in-memory segments, and the flusher thread's loop:
+// partial blocks, and RelogPath, the same path for a re-log), the in-memory
+// segments, and the flusher thread's loop:
 // wait for work, take the queue, append it through the LogWriter, one sync,
 // retire the closed segments, write a due checkpoint, then the summaries.
 //
@@ -81,6 +87,7 @@
 #include "volume/memory_budget.h"
 #include "volume/read_gate.h"
 #include "volume/recovery.h"
+#include "volume/relog.h"
 #include "volume/segment_cache.h"
 #include "volume/segment_set.h"
 #include "volume/space_reserve.h"
@@ -176,9 +183,14 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   // buffers go back to the budget with the last reference. REQUIRES: seg is
   // not cur_.
   void RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg) REQUIRES(mu_);
-  // Logs the operations of `rec.relog` again into the new segment.
-  Status Relog(const RecoveredLog& rec) EXCLUDES(mu_);
+  // Recovery's re-log (relog.h): logs the complete operations of
+  // `rec.relog` again into the new segment, then PutRelogSegmentLocked
+  // writes that segment whole and the log goes on in a fresh one after it.
+  // Before Start only.
+  Status RelogTail(const RecoveredLog& rec) EXCLUDES(mu_);
   Status PutRelogSegmentLocked(Lock& l) REQUIRES(mu_);
+  // The write path as a re-log drives it (relog.h), under mu_.
+  class RelogPath;
   LogPosition SealedEndLocked() const REQUIRES(mu_);
   // The header of the next checkpoint: it covers the log up to the end of the
   // last sealed batch.
@@ -335,6 +347,30 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   LogWriter log_;
 
   Cleaner cleaner_;  // last: stopped (destroyed) before what it uses
+};
+
+// The write path as RelogBatches (relog.h) drives it: each call is the
+// write path's under mu_, which the re-log's caller holds throughout (`l`
+// is its lock).
+class VolumeImpl::RelogPath final : public RelogSink {
+ public:
+  RelogPath(VolumeImpl* v, VolumeImpl::Lock& l) : v_(v), l_(l) {}
+
+  void BeginOp() override REQUIRES(v_->mu_) { v_->batch_.BeginOp(); }
+  void EndOp() override REQUIRES(v_->mu_) { v_->batch_.EndOp(); }
+  Status Write(uint64_t lba, uint32_t n, const uint8_t* data, bool last_part) override
+      REQUIRES(v_->mu_) {
+    return v_->AppendWriteLocked(l_, lba, n, data, last_part);
+  }
+  Status Unmap(EntryType type, uint64_t lba, uint64_t n, bool last_part) override
+      REQUIRES(v_->mu_) {
+    return v_->AppendUnmapLocked(l_, type, lba, n, last_part);
+  }
+  void SealBatch() override REQUIRES(v_->mu_) { v_->SealBatchLocked(); }
+
+ private:
+  VolumeImpl* const v_;
+  VolumeImpl::Lock& l_;
 };
 
 }  // namespace hbiss::volume

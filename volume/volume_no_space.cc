@@ -1,9 +1,9 @@
 // VolumeImpl on a full store: the log stalls on NoSpace and goes on once
 // space is back, losing nothing acknowledged (see volume_impl.h, "A full
-// store", and volume.h's contract). The re-log here is the same idea as
-// recovery's (VolumeImpl::Relog): what is not proven durable is logged
-// again after the last durable position, and the valid log then ends there
-// on disk, like a torn tail.
+// store", and volume.h's contract). The re-log here goes through the same
+// unit as recovery's (relog.h): what is not proven durable is logged again
+// after the last durable position, and the valid log then ends there on
+// disk, like a torn tail.
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
@@ -121,35 +121,16 @@ Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
                          NewMemSegmentLocked(new_id, durable.segment_id, durable.offset, flags));
   cur_ = std::move(fresh);
   // Every batch again, in order, with its entries' continue flags, through
-  // the write path: the map then points at the new copies, and the live
-  // counts move with it.
-  size_t relogged = 0;
-  std::vector<uint8_t> data;
+  // the write path (relog.h): the map then points at the new copies, and
+  // the live counts move with it.
+  std::vector<RelogBatch> batches;
   for (const QueueItem& item : old) {
-    if (item.end_of_segment) continue;
-    uint32_t slot = item.header_slot + 1;
-    for (const BatchEntry& e : item.entries) {
-      if (!batch_.op_in_progress()) batch_.BeginOp();
-      Status s;
-      if (e.type == EntryType::kWrite) {
-        // The old slots may span two buffer chunks: copy them out first.
-        data.resize(size_t(e.count) * kSlotSize);
-        item.seg->CopyOut(slot, 0, data.data(), data.size());
-        s = AppendWriteLocked(l, e.lba, e.count, data.data(), !e.continues);
-        slot += e.count;
-      } else {
-        s = AppendUnmapLocked(l, e.type, e.lba, e.count, !e.continues);
-      }
-      if (!s.ok()) {
-        batch_.EndOp();
-        return s;
-      }
-      if (!e.continues) batch_.EndOp();
-      relogged++;
-    }
-    SealBatchLocked();
+    if (!item.end_of_segment) batches.push_back(RelogBatch::InMemory(item));
   }
-  batch_.EndOp();
+  RelogPath path(this, l);
+  HBISS_ASSIGN_OR_RETURN(const size_t relogged,
+                         RelogBatches(batches, RelogUpTo::kEverything, "volume " + name_, &path));
+  batches.clear();
   old.clear();
   // The old segments leave memory. The one `durable` is in keeps its
   // durable prefix in the store, where reads of it go from now on; the
