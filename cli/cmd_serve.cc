@@ -54,7 +54,8 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::info);
 
   // Each open volume needs a few descriptors (its lock, its open segment, its
-  // clients' sockets; segment readers are shared, at most 256 per process):
+  // clients' sockets; segment readers are shared, at most a quarter of the
+  // soft limit and 256 per process, volume::DefaultOpenReaders):
   // take the hard limit, as servers do, rather than the 1024 soft default.
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
