@@ -54,7 +54,8 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::info);
 
   // Each open volume needs a few descriptors (its lock, its open segment, its
-  // clients' sockets; segment readers are shared, at most 256 per process):
+  // clients' sockets; segment readers are shared, at most a quarter of the
+  // soft limit and 256 per process, volume::DefaultOpenReaders):
   // take the hard limit, as servers do, rather than the 1024 soft default.
   rlimit nofile{};
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
@@ -149,7 +150,8 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
                     "Memory for data, shared by every open volume (default 2G, at least 64M): "
                     "half for write buffers (writers wait when they are full), a quarter for "
                     "CRC tables of closed segments, a quarter for the read cache. Extent maps "
-                    "come on top (about 6-8 bytes per mapped 4 KiB block)");
+                    "come on top (at most 8 bytes per mapped 4 KiB block plus 64 bytes per "
+                    "256 MiB of volume size)");
   serve->add_option("--cache-mb", a.cache_mb,
                     "Read cache in MiB shared by every volume, used on stores whose reads are "
                     "not cached on this host (HDFS); at most a quarter of --memory-limit (the "

@@ -10,8 +10,9 @@
 //  * CRC tables of closed segments, limit / 4 (an LRU, segment_cache.h);
 //  * cached chunks of closed segments on stores that do not cache reads
 //    (HDFS), limit / 4 (an LRU, segment_cache.h).
-// Extent maps are not in it: a volume's map is its state (about 6-8 bytes
-// per mapped block, Volume::Info().map_memory_bytes).
+// Extent maps are not in it: a volume's map is its state (at most 8 bytes
+// per mapped block plus 64 bytes per 256 MiB of volume size, extent_map.h;
+// Volume::Info().map_memory_bytes).
 //
 // Progress: write buffers are given back when segments close. A segment
 // closes when it is full, and also when its volume has been idle for

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include "volume/layout.h"
 #include "volume/memory_budget.h"
@@ -18,8 +19,20 @@ constexpr uint64_t kCacheChunkSlots = 16;
 constexpr uint64_t kCacheBypassBytes = 256 << 10;
 }  // namespace
 
+uint64_t OpenReadersFor(uint64_t nofile_soft_limit) {
+  return std::min(kMaxOpenReaders, std::max(kMinOpenReaders, nofile_soft_limit / 4));
+}
+
+uint64_t DefaultOpenReaders() {
+  rlimit nofile{};
+  if (getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) {
+    return kMaxOpenReaders;
+  }
+  return OpenReadersFor(uint64_t(nofile.rlim_cur));
+}
+
 ReaderPool& DefaultReaderPool() {
-  static ReaderPool* pool = new ReaderPool(kDefaultOpenReaders);  // outlives every volume
+  static ReaderPool* pool = new ReaderPool(DefaultOpenReaders());  // outlives every volume
   return *pool;
 }
 

@@ -132,9 +132,20 @@ class SharedLru {
 };
 
 // The open segment readers of the process: at most capacity() of them are
-// kept open (default kDefaultOpenReaders).
+// kept open. The process-wide pool's capacity is DefaultOpenReaders() when
+// it is first used: a quarter of the soft RLIMIT_NOFILE, so that readers
+// leave the other three quarters to volume locks, open segments and client
+// sockets, between kMinOpenReaders and kMaxOpenReaders (hbiss serve raises
+// its soft limit to the hard one before, so it gets kMaxOpenReaders under
+// any usual hard limit). SetCapacity changes it later.
 using ReaderPool = SharedLru<store::SegmentReader>;
-inline constexpr uint64_t kDefaultOpenReaders = 256;
+inline constexpr uint64_t kMaxOpenReaders = 256;
+inline constexpr uint64_t kMinOpenReaders = 4;
+// min(kMaxOpenReaders, max(kMinOpenReaders, nofile_soft_limit / 4)).
+uint64_t OpenReadersFor(uint64_t nofile_soft_limit);
+// OpenReadersFor(the process's soft RLIMIT_NOFILE now); kMaxOpenReaders if
+// it is unlimited or getrlimit fails.
+uint64_t DefaultOpenReaders();
 ReaderPool& DefaultReaderPool();
 
 // The CRC tables of closed segments of every volume of the process, bounded

@@ -2,7 +2,12 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -214,6 +219,183 @@ TEST_F(SegmentCacheTest, OpenReadersAreBoundedByThePoolCapacity) {
   a.reset();
   b.reset();
   EXPECT_EQ(readers_.used(), 0u);
+}
+
+// The CRC table cache stays within its byte capacity however many segments
+// are read, and evicts the least recently used table first: a table just
+// read again survives a newer one's insertion, the one read longest ago does
+// not (a summary Get each time a table is loaded again).
+TEST_F(SegmentCacheTest, CrcTableCacheIsBoundedInBytesAndEvictsLeastRecentlyUsed) {
+  constexpr uint64_t kSegs = 12;
+  for (uint64_t id = 1; id <= kSegs; id++) PutSegment(id);
+  auto c = NewCache();
+  std::string got;
+  ASSERT_TRUE(ReadAll(c.get(), 1, &got).ok());
+  const uint64_t charge = tables_.used();  // every segment here has the same table size
+  ASSERT_GT(charge, 0u);
+  tables_.SetCapacity(3 * charge);
+  for (uint64_t id = 1; id <= kSegs; id++) {
+    ASSERT_TRUE(ReadAll(c.get(), id, &got).ok()) << id;
+    EXPECT_TRUE(got == Expected(id)) << id;
+    EXPECT_LE(tables_.used(), tables_.capacity()) << "after segment " << id;
+  }
+  EXPECT_EQ(tables_.used(), 3 * charge);
+  // Cached now: 10, 11, 12 (12 the most recent). Touch 10, then load 1.
+  auto gets = [&] { return store_.gets.load(); };
+  int before = gets();
+  ASSERT_TRUE(ReadAll(c.get(), 10, &got).ok());
+  EXPECT_EQ(gets(), before) << "segment 10's table was cached";
+  ASSERT_TRUE(ReadAll(c.get(), 1, &got).ok());
+  EXPECT_EQ(gets(), before + 1) << "segment 1's table was loaded again";
+  EXPECT_LE(tables_.used(), tables_.capacity());
+  // 11 was the least recently used: gone. 10 (touched) and 12 stay.
+  before = gets();
+  ASSERT_TRUE(ReadAll(c.get(), 10, &got).ok());
+  ASSERT_TRUE(ReadAll(c.get(), 1, &got).ok());
+  EXPECT_EQ(gets(), before) << "10 and 1 are cached";
+  ASSERT_TRUE(ReadAll(c.get(), 11, &got).ok());
+  EXPECT_EQ(gets(), before + 1) << "11, the least recently used, was evicted";
+  EXPECT_TRUE(got == Expected(11));
+}
+
+// The read cache (64 KiB chunks of closed segments) stays within its byte
+// capacity however many segments are read through it.
+TEST_F(SegmentCacheTest, ReadCacheIsBoundedInBytes) {
+  constexpr uint64_t kSegs = 16;
+  for (uint64_t id = 1; id <= kSegs; id++) PutSegment(id);
+  const uint64_t seg_bytes = MakeSegment(1).span().size();
+  auto c = NewCache(2 * seg_bytes + seg_bytes / 2);
+  ReadCache* rc = read_caches_.back().get();
+  std::string got;
+  for (int round = 0; round < 2; round++) {
+    for (uint64_t id = 1; id <= kSegs; id++) {
+      ASSERT_TRUE(ReadAll(c.get(), id, &got).ok()) << id;
+      EXPECT_TRUE(got == Expected(id)) << id;
+      EXPECT_LE(rc->used(), rc->capacity()) << "after segment " << id;
+    }
+  }
+  EXPECT_GT(rc->used(), 0u) << "nothing was cached";
+}
+
+// SharedLru against a model (a list, most recent first): after every Insert,
+// Find, Erase and SetCapacity of a random sequence, the cache holds exactly
+// the model's entries -- the most recently used ones that fit -- and never
+// more bytes than its capacity.
+TEST(SharedLruTest, HoldsTheMostRecentlyUsedEntriesThatFitAndNeverMoreBytes) {
+  struct M {
+    int owner;
+    uint64_t id, charge;
+  };
+  std::mt19937_64 rng(5);
+  SharedLru<int> lru(1000);
+  uint64_t capacity = 1000;
+  std::vector<M> model;  // most recent first
+  int owners[2];
+  auto find = [&](int owner, uint64_t id) {
+    for (size_t i = 0; i < model.size(); i++) {
+      if (model[i].owner == owner && model[i].id == id) return int(i);
+    }
+    return -1;
+  };
+  auto shrink = [&] {
+    uint64_t used = 0;
+    for (const M& m : model) used += m.charge;
+    while (used > capacity && !model.empty()) {
+      used -= model.back().charge;
+      model.pop_back();
+    }
+  };
+  for (int step = 0; step < 20000; step++) {
+    const int owner = int(rng() % 2);
+    const uint64_t id = rng() % 40;
+    const int what = int(rng() % 100);
+    if (what < 45) {
+      const uint64_t charge = 1 + rng() % 120;
+      lru.Insert(&owners[owner], id, std::make_shared<int>(int(id)), charge);
+      int i = find(owner, id);
+      if (i >= 0) model.erase(model.begin() + i);
+      model.insert(model.begin(), M{owner, id, charge});
+      shrink();
+    } else if (what < 90) {
+      auto v = lru.Find(&owners[owner], id);
+      int i = find(owner, id);
+      ASSERT_EQ(v != nullptr, i >= 0) << "step " << step << ": (" << owner << ", " << id << ")";
+      if (i >= 0) {
+        EXPECT_EQ(*v, int(id));
+        M m = model[i];
+        model.erase(model.begin() + i);
+        model.insert(model.begin(), m);
+      }
+    } else if (what < 97) {
+      lru.Erase(&owners[owner], id);
+      int i = find(owner, id);
+      if (i >= 0) model.erase(model.begin() + i);
+    } else {
+      capacity = 200 + rng() % 1200;
+      lru.SetCapacity(capacity);
+      shrink();
+    }
+    uint64_t used = 0;
+    for (const M& m : model) used += m.charge;
+    ASSERT_EQ(lru.used(), used) << "step " << step;
+    ASSERT_LE(lru.used(), lru.capacity()) << "step " << step;
+  }
+  lru.EraseOwner(&owners[0]);
+  uint64_t used = 0;
+  for (const M& m : model) used += m.owner == 1 ? m.charge : 0;
+  EXPECT_EQ(lru.used(), used);
+}
+
+// The plain cases, spelled out: the least recently used entry goes first (a
+// Find makes an entry recent), a value in use outlives its eviction, and an
+// entry bigger than the whole capacity is not kept.
+TEST(SharedLruTest, EvictsLeastRecentlyUsedFirst) {
+  SharedLru<std::string> lru(30);
+  int owner = 0;
+  lru.Insert(&owner, 1, std::make_shared<std::string>("a"), 10);
+  lru.Insert(&owner, 2, std::make_shared<std::string>("b"), 10);
+  lru.Insert(&owner, 3, std::make_shared<std::string>("c"), 10);
+  std::shared_ptr<std::string> held = lru.Find(&owner, 1);  // 1 is now the most recent
+  ASSERT_NE(held, nullptr);
+  lru.Insert(&owner, 4, std::make_shared<std::string>("d"), 10);
+  EXPECT_EQ(lru.Find(&owner, 2), nullptr) << "2 was the least recently used";
+  EXPECT_NE(lru.Find(&owner, 1), nullptr);
+  EXPECT_NE(lru.Find(&owner, 3), nullptr);
+  EXPECT_NE(lru.Find(&owner, 4), nullptr);
+  EXPECT_EQ(lru.used(), 30u);
+  // Order now (most recent first): 4, 3, 1. Shrinking drops 1, then 3.
+  lru.SetCapacity(10);
+  EXPECT_EQ(lru.Find(&owner, 1), nullptr);
+  EXPECT_EQ(lru.Find(&owner, 3), nullptr);
+  EXPECT_NE(lru.Find(&owner, 4), nullptr);
+  EXPECT_EQ(*held, "a") << "an evicted value in use stays alive";
+  lru.Insert(&owner, 5, std::make_shared<std::string>("e"), 11);
+  EXPECT_EQ(lru.used(), 0u) << "an entry bigger than the capacity is not kept";
+  EXPECT_EQ(lru.Find(&owner, 5), nullptr);
+}
+
+// The default reader pool is sized from RLIMIT_NOFILE: a quarter of the soft
+// limit, between kMinOpenReaders and kMaxOpenReaders.
+TEST(ReaderPoolTest, DefaultCapacityIsAQuarterOfTheDescriptorLimit) {
+  EXPECT_EQ(OpenReadersFor(1024), 256u);
+  EXPECT_EQ(OpenReadersFor(1 << 20), kMaxOpenReaders);
+  EXPECT_EQ(OpenReadersFor(400), 100u);
+  EXPECT_EQ(OpenReadersFor(64), 16u);
+  EXPECT_EQ(OpenReadersFor(8), kMinOpenReaders);
+  EXPECT_EQ(OpenReadersFor(0), kMinOpenReaders);
+  // In a fresh process (the pool is made on first use) whose soft limit is
+  // 200, the process-wide pool keeps at most 50 readers open.
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        rlimit nofile{};
+        if (getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_max < 200) std::_Exit(3);
+        nofile.rlim_cur = 200;
+        if (setrlimit(RLIMIT_NOFILE, &nofile) != 0) std::_Exit(4);
+        if (DefaultOpenReaders() != 50) std::_Exit(5);
+        std::_Exit(DefaultReaderPool().capacity() == 50 ? 0 : 6);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

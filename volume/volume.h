@@ -27,7 +27,7 @@
 //    doc/memory.md); writers wait while the write buffers are full. An idle
 //    volume gives its write buffers back within a few seconds. Its extent
 //    map comes on top (Info().map_memory_bytes, at most 8 bytes per mapped
-//    block). Open file descriptors for segment reads are bounded per
+//    block plus 64 bytes per 256 MiB of volume size: extent_map.h). Open file descriptors for segment reads are bounded per
 //    process (segment_cache.h), not per volume.
 //  * A full store: when the log cannot be written for lack of space, the
 //    volume stalls instead of failing. Writes, trims and flushes then fail

@@ -10,18 +10,26 @@
 //    of an op or inside the background threads), the reopened volume equals
 //    the result of some prefix of the acknowledged operations that includes
 //    every one acknowledged before the last completed Flush (volume.h).
-// An operation may fail only once the store has crashed. A check failure
-// prints what differed, and the last operations, on stderr and aborts.
+//  * while the store says NoSpace (a full device, injected by opcode 16),
+//    Write, Trim, WriteZeroes, Flush and Clean may fail with NoSpace and
+//    then change nothing; nothing acknowledged is lost, and once space is
+//    back the volume goes on (volume.h, "A full store").
+// An operation may fail only once the store has crashed, or with NoSpace
+// once NoSpace was injected. A check failure prints what differed, and the
+// last operations, on stderr and aborts.
 //
 // Input format. A missing byte reads as 0; the run ends after the last
 // complete opcode. Integers are little-endian.
-//   byte 0   geometry: bits 0-1 the volume size (1, 2, 4, 16 MiB); bits 2-3
-//            the segment size (64 KiB, 256 KiB, 1 MiB, 4 MiB); bit 4
-//            clean_threshold 0.5 (else 0: no background cleaner); bits 5-6
-//            checkpoint_interval (64 KiB, 256 KiB, 1 MiB, 8 MiB).
+//   byte 0   geometry: bits 0-1 the volume size (1, 2, 4, 16 MiB), or
+//            64 MiB if bit 7 is set (the only size where writes reach the
+//            32 MiB the engine promises, volume.h); bits 2-3 the segment
+//            size (64 KiB, 256 KiB, 1 MiB, 4 MiB); bit 4 clean_threshold 0.5
+//            (else 0: no background cleaner); bits 5-6 checkpoint_interval
+//            (64 KiB, 256 KiB, 1 MiB, 8 MiB).
 //   byte 1   the fault-injecting store's seed.
 //   then operations: one opcode byte, low 4 bits the operation, bit 4 set
-//   for a range in whole blocks; then its arguments. A range is
+//   for a range in whole blocks (opcode 3 with bits 5-7 all set is 16, see
+//   below); then its arguments. A range is
 //     aligned:   u16 first block (mod the block count), u16 length code
 //     unaligned: u32 offset (mod the size), u16 length code
 //   where a length code c means ((2048 + (c & 2047)) << e) >> 11, e being
@@ -49,6 +57,14 @@
 //    13 Read the whole volume and compare
 //    14 BlockStatus of the whole volume
 //    15 Info: mapped_bytes <= size
+//    16 NoSpace       u8 n: the next n mod 8 + 1 mutating calls of the store
+//                     (Create, Append, Sync, Close of a segment, Put) fail
+//                     with NoSpace (a writer that failed stays failed, as a
+//                     file whose write(2) hit ENOSPC; the store says it may
+//                     run out of space, so volumes keep a reserve). Opcodes
+//                     0xe3 and 0xf3 are 16.
+//   Before a reopen, and at the end, the injection is cleared and the
+//   volume given the time to resume (a Flush retried for up to 2 s).
 // At the end of the input the volume is closed cleanly, reopened and
 // compared. Each input is bounded: 64 MiB written, 512 MiB of bytes touched
 // in all (model, reads, compares), 4096 operations, 32 reopens.
@@ -56,6 +72,7 @@
 // HBISS_FUZZ_LOG=1 keeps the engine's log output (off by default).
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdarg>
 #include <cstdint>
@@ -64,12 +81,14 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "store/fault_injection_store.h"
 #include "store/memory_store.h"
+#include "store/store_wrapper.h"
 #include "tests/volume/crash_model.h"
 #include "volume/volume.h"
 
@@ -110,6 +129,81 @@ class Input {
   const uint8_t* const end_;
 };
 
+// A store that fails the next n mutating calls with NoSpace (opcode 16): a
+// device that is full for a while. A segment writer that failed stays
+// failed, as a file whose write(2) hit ENOSPC. Thread-safe (the volume's
+// background threads call it).
+class NoSpaceStore : public store::StoreWrapper {
+ public:
+  explicit NoSpaceStore(store::Store* target) : StoreWrapper(target) {}
+
+  bool MayRunOutOfSpace() const override { return true; }
+  void FailNext(uint64_t n) {
+    std::lock_guard<std::mutex> g(st_->mu);
+    st_->pending += n;
+    st_->ever = true;
+  }
+  void Clear() {
+    std::lock_guard<std::mutex> g(st_->mu);
+    st_->pending = 0;
+  }
+  // Whether NoSpace was ever injected: from then on NoSpace is a valid answer.
+  bool ever() const {
+    std::lock_guard<std::mutex> g(st_->mu);
+    return st_->ever;
+  }
+
+  Result<std::unique_ptr<store::SegmentWriter>> Create(const std::string& name) override {
+    if (st_->Take()) return Status::NoSpace("injected: create " + name);
+    HBISS_ASSIGN_OR_RETURN(auto w, target()->Create(name));
+    return std::unique_ptr<store::SegmentWriter>(std::make_unique<Writer>(std::move(w), st_));
+  }
+  Status Put(const std::string& name, std::span<const uint8_t> data) override {
+    if (st_->Take()) return Status::NoSpace("injected: put " + name);
+    return target()->Put(name, data);
+  }
+
+ private:
+  struct State {
+    mutable std::mutex mu;
+    uint64_t pending = 0;
+    bool ever = false;
+    bool Take() {
+      std::lock_guard<std::mutex> g(mu);
+      if (pending == 0) return false;
+      pending--;
+      return true;
+    }
+  };
+  class Writer : public store::SegmentWriterWrapper {
+   public:
+    Writer(std::unique_ptr<store::SegmentWriter> t, std::shared_ptr<State> st)
+        : SegmentWriterWrapper(std::move(t)), st_(std::move(st)) {}
+    Status Append(std::span<const uint8_t> data) override {
+      if (Broken()) return Status::NoSpace("injected: append");
+      return target()->Append(data);
+    }
+    Status Sync() override {
+      if (Broken()) return Status::NoSpace("injected: sync");
+      return target()->Sync();
+    }
+    Status Close() override {
+      if (Broken()) return Status::NoSpace("injected: close");
+      return target()->Close();
+    }
+
+   private:
+    bool Broken() {
+      if (!broken_ && st_->Take()) broken_ = true;
+      return broken_;
+    }
+    const std::shared_ptr<State> st_;
+    std::atomic<bool> broken_{false};
+  };
+
+  const std::shared_ptr<State> st_ = std::make_shared<State>();
+};
+
 uint64_t DecodeLength(uint16_t code, int max_exp) {
   int e = (code >> 11) % (max_exp + 1);
   return ((2048ull + (code & 2047)) << e) >> 11;
@@ -118,12 +212,12 @@ uint64_t DecodeLength(uint16_t code, int max_exp) {
 class Runner {
  public:
   Runner(const uint8_t* data, size_t size)
-      : in_(data, size), geometry_(in_.U8()), seed_(in_.U8()), fs_(&mem_, seed_) {
+      : in_(data, size), geometry_(in_.U8()), seed_(in_.U8()), fs_(&mem_, seed_), ns_(&fs_) {
     const uint8_t g = geometry_;
     static constexpr uint64_t kSizes[] = {1ull << 20, 2ull << 20, 4ull << 20, 16ull << 20};
     static constexpr uint64_t kSegments[] = {64ull << 10, 256ull << 10, 1ull << 20, 4ull << 20};
     static constexpr uint64_t kCheckpoints[] = {64ull << 10, 256ull << 10, 1ull << 20, 8ull << 20};
-    size_ = kSizes[g & 3];
+    size_ = (g & 0x80) ? 64ull << 20 : kSizes[g & 3];
     blocks_ = size_ / kBlockSize;
     segment_size_ = kSegments[(g >> 2) & 3];
     oo_.clean_threshold = (g & 0x10) ? 0.5 : 0;
@@ -139,8 +233,12 @@ class Runner {
 
   [[noreturn]] void Fail(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
   void Note(const char* fmt, ...) __attribute__((format(printf, 2, 3)));
-  // An operation failed: fine (recover) if the store crashed, else a bug.
-  void Failed(const char* what, const Status& s);
+  // An operation failed: fine (recover) if the store crashed; fine (and
+  // true: the operation changed nothing) if it is NoSpace after an injected
+  // one and the operation may say so; else a bug.
+  bool Failed(const char* what, const Status& s, bool may_be_no_space = false);
+  // Ends a NoSpace injection and waits until a Flush succeeds (at most 2 s).
+  void EndNoSpace();
   void OpenOrFail(const char* when);
   // Simulates a crash now (or completes the one that happened), reopens and
   // checks the prefix contract.
@@ -168,6 +266,7 @@ class Runner {
   const uint8_t seed_;
   store::MemoryStore mem_;
   FaultInjectionStore fs_;
+  NoSpaceStore ns_;  // the volume's store: over fs_, over mem_
   uint64_t size_ = 0, blocks_ = 0, segment_size_ = 0;
   OpenOptions oo_;
   std::unique_ptr<Volume> v_;
@@ -214,16 +313,44 @@ void Runner::Note(const char* fmt, ...) {
   if (trace_.size() > kTraceOps) trace_.pop_front();
 }
 
-void Runner::Failed(const char* what, const Status& s) {
+bool Runner::Failed(const char* what, const Status& s, bool may_be_no_space) {
+  if (s.IsNoSpace() && may_be_no_space && ns_.ever() && !fs_.crashed()) {
+    Note("  %s: %s", what, s.ToString().c_str());
+    return true;
+  }
   if (!fs_.crashed()) {
     Fail("%s failed, but the store has not crashed: %s", what, s.ToString().c_str());
   }
   Note("  %s failed after the injected crash: %s", what, s.ToString().c_str());
   Recover(armed_kind_);
+  return false;
+}
+
+void Runner::EndNoSpace() {
+  ns_.Clear();
+  if (!ns_.ever() || !v_ || fs_.crashed()) return;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
+  for (;;) {
+    Status s = v_->Flush();
+    if (s.ok()) {
+      base_ = live_;
+      acked_.clear();
+      return;
+    }
+    if (!s.IsNoSpace()) {
+      Failed("Flush after the store has space again", s);
+      return;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      Fail("the volume did not resume within 2 s of space coming back: %s",
+           s.ToString().c_str());
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 void Runner::OpenOrFail(const char* when) {
-  auto r = Volume::Open(&fs_, "fuzz", oo_);
+  auto r = Volume::Open(&ns_, "fuzz", oo_);
   if (!r.ok()) {
     if (fs_.crashed()) {
       Failed("Open", r.status());
@@ -264,6 +391,7 @@ void Runner::Recover(CrashKind kind) {
        acked_.size());
   if (!fs_.crashed()) fs_.CrashAfter(0);  // the destructor's Close writes nothing
   v_.reset();
+  ns_.Clear();
   Status s = fs_.SimulateCrash(kind);
   if (!s.ok()) Fail("SimulateCrash: %s", s.ToString().c_str());
   OpenOrFail("after a crash");
@@ -327,7 +455,10 @@ void Runner::DoWrite(uint64_t off, uint64_t len) {
   op.data = Pattern(len, ++tag_ * 0x9E3779B97F4A7C15ull);
   Note("Write(%llu, %llu)", (unsigned long long)off, (unsigned long long)len);
   Status s = v_->Write(off, op.data);
-  if (!s.ok()) return Failed("Write", s);
+  if (!s.ok()) {
+    Failed("Write", s, true);
+    return;
+  }
   Acked(std::move(op));
 }
 
@@ -339,14 +470,20 @@ void Runner::DoUnmap(bool zero, Range r) {
   Note("%s(%llu, %llu)", zero ? "WriteZeroes" : "Trim", (unsigned long long)r.off,
        (unsigned long long)r.len);
   Status s = zero ? v_->WriteZeroes(r.off, r.len) : v_->Trim(r.off, r.len);
-  if (!s.ok()) return Failed(zero ? "WriteZeroes" : "Trim", s);
+  if (!s.ok()) {
+    Failed(zero ? "WriteZeroes" : "Trim", s, true);
+    return;
+  }
   Acked(std::move(op));
 }
 
 void Runner::DoFlush() {
   Note("Flush");
   Status s = v_->Flush();
-  if (!s.ok()) return Failed("Flush", s);
+  if (!s.ok()) {
+    Failed("Flush", s, true);
+    return;
+  }
   base_ = live_;
   acked_.clear();
 }
@@ -355,7 +492,10 @@ void Runner::DoRead(Range r) {
   Note("Read(%llu, %llu)", (unsigned long long)r.off, (unsigned long long)r.len);
   std::vector<uint8_t> buf(r.len);
   Status s = v_->Read(r.off, buf);
-  if (!s.ok()) return Failed("Read", s);
+  if (!s.ok()) {
+    Failed("Read", s);
+    return;
+  }
   if (std::memcmp(buf.data(), live_.data() + r.off, r.len) == 0) return;
   for (uint64_t i = 0; i < r.len; i++) {
     if (buf[i] != live_[r.off + i]) {
@@ -371,7 +511,10 @@ void Runner::DoRead(Range r) {
 void Runner::DoBlockStatus(Range r) {
   Note("BlockStatus(%llu, %llu)", (unsigned long long)r.off, (unsigned long long)r.len);
   auto res = v_->BlockStatus(r.off, r.len);
-  if (!res.ok()) return Failed("BlockStatus", res.status());
+  if (!res.ok()) {
+    Failed("BlockStatus", res.status());
+    return;
+  }
   const std::vector<Extent>& ext = *res;
   uint64_t pos = r.off;
   for (size_t i = 0; i < ext.size(); i++) {
@@ -411,7 +554,7 @@ void Runner::DoBlockStatus(Range r) {
 void Runner::DoClean(double threshold) {
   Note("Clean(%.1f)", threshold);
   auto res = v_->Clean(threshold);
-  if (!res.ok()) return Failed("Clean", res.status());
+  if (!res.ok()) Failed("Clean", res.status(), true);
 }
 
 void Runner::DoReopen() {
@@ -420,8 +563,12 @@ void Runner::DoReopen() {
     stop_ = true;
     return;
   }
+  EndNoSpace();
   Status s = v_->Close();
-  if (!s.ok()) return Failed("Close", s);
+  if (!s.ok()) {
+    Failed("Close", s);
+    return;
+  }
   // A clean Close makes everything acknowledged durable.
   base_ = live_;
   acked_.clear();
@@ -435,7 +582,7 @@ void Runner::Run() {
   CreateOptions co;
   co.size = size_;
   co.segment_size = segment_size_;
-  Status s = Volume::Create(&fs_, "fuzz", co);
+  Status s = Volume::Create(&ns_, "fuzz", co);
   if (!s.ok()) Fail("Create: %s", s.ToString().c_str());
   base_.assign(size_, 0);
   live_ = base_;
@@ -462,6 +609,12 @@ void Runner::Run() {
         break;
       }
       case 3:
+        if ((opcode & 0xe0) == 0xe0) {  // 16: NoSpace
+          uint64_t n = in_.U8() % 8 + 1;
+          Note("NoSpace for the next %llu mutating store calls", (unsigned long long)n);
+          ns_.FailNext(n);
+          break;
+        }
         DoFlush();
         break;
       case 4: {
@@ -551,6 +704,7 @@ void Runner::Run() {
     Recover(armed_kind_);
   } else {
     fs_.Disarm();
+    EndNoSpace();
   }
   Note("final Close, reopen");
   s = v_->Close();

@@ -12,8 +12,10 @@ source "$(dirname "$0")/../fuzz_lib.sh"
 import struct, sys, os
 (W, TRIM, ZERO, FLUSH, READ, BS, CLEAN, REOPEN, CRASH, ARM, SCATTER_W, SCATTER_T, SEQ, READ_ALL,
  BS_ALL, INFO) = range(16)
-# size: 1, 2, 4, 16 MiB; seg: 64 KiB, 256 KiB, 1 MiB, 4 MiB; ckpt: 64 KiB .. 8 MiB
-def geom(size, seg, clean, ckpt): return bytes([size | seg << 2 | clean << 4 | ckpt << 5])
+NO_SPACE = 0xe3  # opcode 16
+# size: 1, 2, 4, 16 MiB (64 MiB with big); seg: 64 KiB, 256 KiB, 1 MiB, 4 MiB; ckpt: 64 KiB .. 8 MiB
+def geom(size, seg, clean, ckpt, big=0):
+    return bytes([size | seg << 2 | clean << 4 | ckpt << 5 | big << 7])
 def code(n):  # the length code of n units (n must have at most 12 significant bits)
     e = n.bit_length() - 1
     m = ((n << 11) >> e) - 2048
@@ -42,6 +44,15 @@ seeds = {
            + bytes([FLUSH, ARM, 3, 1, CLEAN, 10, CLEAN, 10, READ_ALL]),
   "big_writes": geom(3, 1, 1, 1) + b"\2" + U(W, 12345, 16 << 20) + A(W, 0, 2048) + bytes([FLUSH])
            + U(W, 1, 3 << 20) + bytes([CLEAN, 8, BS_ALL, READ_ALL]),
+  # Writes of 32 MiB, the most one operation may write (volume.h), on the 64 MiB geometry.
+  "writes_of_32m": geom(0, 3, 1, 1, 1) + b"\4" + U(W, 4097, 32 << 20) + bytes([FLUSH]) + A(W, 8192, 8192)
+           + A(TRIM, 100, 4096) + bytes([CLEAN, 10, READ_ALL]) + A(READ, 0, 16384),
+  # A full store for a while: writes and flushes may fail with NoSpace and change nothing.
+  "no_space": geom(1, 0, 0, 0) + b"\6" + many(SEQ, 30, 0, 3) + bytes([FLUSH, NO_SPACE, 2])
+           + many(SCATTER_W, 40, 3, 1) + bytes([FLUSH]) + U(W, 100, 303104) + bytes([NO_SPACE, 7])
+           + many(SEQ, 20, 500, 7) + bytes([FLUSH, READ_ALL, REOPEN, READ_ALL]),
+  "no_space_crash": geom(2, 1, 1, 0) + b"\10" + many(SEQ, 64, 0, 7) + bytes([NO_SPACE, 0])
+           + many(SCATTER_W, 100, 1, 2) + bytes([ARM, 5, 0]) + many(SEQ, 64, 9, 7) + bytes([FLUSH, READ_ALL]),
   "checkpoints": geom(2, 1, 1, 0) + b"\13" + b"".join(many(SEQ, 64, i * 37, 7) + bytes([FLUSH]) for i in range(8))
            + bytes([REOPEN]) + many(SCATTER_T, 200, 1, 3) + bytes([ARM, 40, 1]) + many(SEQ, 100, 0, 15) + bytes([READ_ALL]),
 }
