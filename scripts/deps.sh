@@ -43,8 +43,9 @@ PACKAGES=(
   hdfs-cli
   openjdk-17-jdk-headless
   maven
-  # test scripts
+  # test scripts (curl: the HDFS tests read DataNode metrics over JMX)
   python3
+  curl
   procps
   xxd
   python3-matplotlib
