@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "util/status.h"
+#include "volume/batch_builder.h"
 #include "volume/log_format.h"
 #include "volume/memory_budget.h"
 
@@ -84,6 +85,17 @@ struct QueueItem {
   uint32_t data_slots = 0;
   uint64_t seq = 0;
   std::vector<BatchEntry> entries;
+
+  // The queue item of batch `b`, sealed in segment `seg`.
+  static QueueItem Sealed(std::shared_ptr<MemSegment> seg, SealedBatch&& b) {
+    QueueItem item;
+    item.seg = std::move(seg);
+    item.header_slot = b.header_slot;
+    item.data_slots = b.data_slots;
+    item.seq = b.seq;
+    item.entries = std::move(b.entries);
+    return item;
+  }
 };
 
 }  // namespace hbiss::volume

@@ -122,14 +122,7 @@ class TestPath final : public RelogSink {
   }
   void Seal() {
     if (!b.active()) return;
-    SealedBatch s = b.Seal();
-    QueueItem item;
-    item.seg = seg;
-    item.header_slot = s.header_slot;
-    item.data_slots = s.data_slots;
-    item.seq = s.seq;
-    item.entries = std::move(s.entries);
-    queue.push_back(std::move(item));
+    queue.push_back(QueueItem::Sealed(seg, b.Seal()));
   }
 };
 

@@ -292,15 +292,9 @@ LogPosition VolumeImpl::SealedEndLocked() const {
 void VolumeImpl::SealBatchLocked() {
   if (!batch_.active()) return;
   SealedBatch b = batch_.Seal();
-  QueueItem item;
-  item.seg = cur_;
-  item.header_slot = b.header_slot;
-  item.data_slots = b.data_slots;
-  item.seq = b.seq;
-  item.entries = std::move(b.entries);
   last_sealed_seq_ = b.seq;
   const bool was_empty = queue_.empty();
-  queue_.push_back(std::move(item));
+  queue_.push_back(QueueItem::Sealed(cur_, std::move(b)));
   if (was_empty) flusher_cv_.Signal();
 }
 
