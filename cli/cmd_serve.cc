@@ -30,7 +30,6 @@ struct ServeArgs {
   int workers = 8;
   int64_t cache_mb = -1;  // -1: a quarter of the memory limit
   std::string memory_limit = "2G";
-  bool break_lock = false;
   double clean_threshold = 0.5;
 };
 
@@ -89,7 +88,6 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
     volume::DefaultReadCache().SetCapacity(cache);
     vo.cache_bytes = cache;
   }
-  vo.break_lock = a.break_lock;
   vo.clean_threshold = a.clean_threshold;
   nbd::VolumeProvider provider(store->get(), a.read_only, vo);
   nbd::ServerOptions so;
@@ -157,10 +155,6 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
                     "not cached on this host (HDFS); at most a quarter of --memory-limit (the "
                     "default); 0 turns it off")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
-  serve->add_flag("--break-lock", a.break_lock,
-                  "Take over volumes whose lock is still held by a host that died (HDFS: "
-                  "recover the dead writer's lease now instead of after ~60 s). Only when that "
-                  "host is known to be dead: a live one is not fenced");
   serve->add_option("--clean-threshold", a.clean_threshold,
                     "The background cleaner copies live data out of segments whose live "
                     "fraction is below this and deletes dead segments (default 0.5); 0 keeps "

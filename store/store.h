@@ -83,6 +83,12 @@ class SegmentReader {
   virtual uint64_t Size() const = 0;
 };
 
+// How long a lock may go without a successful renewal before its holder
+// must consider it lost: two thirds of HDFS's lease soft limit (60 s), after
+// which another process may take the lock without asking
+// (doc/ownership.md, self-fencing).
+inline constexpr int kLeaseSelfFenceSeconds = 40;
+
 // A held exclusive lock on a name; released when destroyed.
 class Lock {
  public:
@@ -90,6 +96,12 @@ class Lock {
   Lock(const Lock&) = delete;
   Lock& operator=(const Lock&) = delete;
   virtual ~Lock() = default;
+  // OK while the lock is surely still held. An IOError once the holder can
+  // no longer be sure: on HDFS, when no lease renewal of its client
+  // succeeded for kLeaseSelfFenceSeconds. Cheap (no I/O); called before
+  // acknowledging writes. Backends whose locks cannot be lost while the
+  // process lives (local, memory): always OK.
+  virtual Status Check() const { return Status::OK(); }
 };
 
 struct ObjectInfo {

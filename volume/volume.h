@@ -75,10 +75,11 @@ struct OpenOptions {
   // reads themselves (Store::CachesReadsLocally: HDFS). Reads shorter than
   // 256 KiB fill it in 64 KiB chunks; longer ones bypass it.
   uint64_t cache_bytes = 64ull << 20;
-  // When the volume's lock is held, break it (Store::BreakLock) and take the
-  // volume over: failover after the host that had it open died. The caller
-  // must know that host is dead; a live one is not fenced.
-  bool break_lock = false;
+  // Writable opens: who opens it, as opaque text (JSON by convention: the
+  // cluster layer writes {"server", "peer", "since", "pid"}), stored as the
+  // new epoch's owner object for other servers and `hbiss status`
+  // (doc/ownership.md). Read back by Volume::Owner.
+  std::string owner;
   // The cleaner. A background thread copies the live blocks of each closed
   // segment whose live fraction (live blocks / blocks a segment holds) is
   // below this to the head of the log, so that whole segments become
@@ -97,6 +98,18 @@ struct CleanStats {
   uint64_t blocks_moved = 0;      // blocks copied to the head of the log
   uint64_t segments_deleted = 0;  // segment objects deleted from the store
   uint64_t bytes_deleted = 0;     // their bytes
+};
+
+// Who owns a volume, as the store records it (doc/ownership.md).
+struct OwnerRecord {
+  // The current epoch: the highest epoch directory, 0 for a volume that was
+  // never opened for writing since it was created (and for a version-1
+  // volume not yet moved into epochs).
+  uint64_t epoch = 0;
+  // The owner object of that epoch, as OpenOptions::owner gave it; empty
+  // when nobody owns the volume (a clean Close released it, a lock break
+  // took it, or it was never opened for writing).
+  std::string owner;
 };
 
 // One allocation extent, as reported by BlockStatus.
@@ -148,6 +161,16 @@ class Volume {
   // Opens a volume, recovering from a crash if needed. NotFound if absent;
   // Busy if another process has it open for writing; Corruption if the log
   // is damaged before its tail. `store` must outlive the Volume.
+  //
+  // A writable open takes the volume's lock, then starts a new epoch: it
+  // renames the current epoch directory E to E+1 (the fence: nothing the
+  // previous holder does under E can reach the volume any more), writes
+  // OpenOptions::owner as E+1's owner object, and recovers the log, taking
+  // over the last segment (Store::OpenForTakeover) so a previous holder that
+  // is still alive can no longer append to it. Close (and the destructor)
+  // deletes the owner object and drops the lock. A read-only open follows
+  // the current epoch: Refresh and reads that find a segment gone resolve it
+  // again, so a reader keeps working across changes of owner.
   static Result<std::unique_ptr<Volume>> Open(store::Store* store, const std::string& name,
                                               const OpenOptions& opts = {});
 
@@ -156,6 +179,17 @@ class Volume {
 
   // Names of all volumes in the store, sorted.
   static Result<std::vector<std::string>> List(store::Store* store);
+
+  // The current epoch and its owner (see OwnerRecord). Never takes a lock.
+  static Result<OwnerRecord> Owner(store::Store* store, const std::string& name);
+
+  // Takes the volume away from a holder that is gone (`hbiss lock break`,
+  // like `rbd lock rm`): breaks its lock (Store::BreakLock), fences its
+  // epoch (renames E to E+1 and takes over its last segment, so nothing it
+  // still does can reach the volume), and leaves the volume owned by
+  // nobody, so the next writable open needs no wait. The caller must know
+  // the holder does not answer any more. OK if nobody held it.
+  static Status BreakLock(store::Store* store, const std::string& name);
 
   // Reads info without opening for write (works while another process has
   // it open; mapped_bytes then reflects the newest checkpoint only).
@@ -189,6 +223,18 @@ class Volume {
   virtual Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) = 0;
 
   virtual VolumeInfo Info() const = 0;
+
+  // The epoch this open works in: the one a writable open started, the
+  // current one a read-only open last resolved.
+  virtual uint64_t epoch() const = 0;
+
+  // OK while a writable open still owns the volume. An error (IOError,
+  // naming the cause) once it learned it lost it: its lock's lease was not
+  // renewed for kLeaseSelfFenceSeconds (store::Lock::Check), or the store
+  // refused its writes because another process took the volume over. From
+  // then on every write and flush fails with that error; nothing more is
+  // acknowledged. Read-only opens: always OK.
+  virtual Status Owned() const = 0;
 
   // Cleans now, in the caller's thread, whatever the background cleaner is
   // doing: copies out the live blocks of every segment that was closed when

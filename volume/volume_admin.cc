@@ -80,12 +80,6 @@ Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::str
   std::unique_ptr<store::Lock> lock;
   if (!opts.read_only) {
     auto l = store->TryLock(layout::LockName(name));
-    if (!l.ok() && l.status().IsBusy() && opts.break_lock) {
-      spdlog::warn("volume {}: its lock is held; breaking it to take the volume over", name);
-      Status b = store->BreakLock(layout::LockName(name));
-      if (!b.ok()) return b.WithContext("volume " + name + ": breaking its lock");
-      l = store->TryLock(layout::LockName(name));
-    }
     if (!l.ok()) {
       if (l.status().IsBusy()) {
         return Status::Busy("volume " + name + " is already open for writing");
@@ -146,6 +140,17 @@ Result<std::vector<std::string>> Volume::List(store::Store* store) {
   }
   std::sort(names.begin(), names.end());
   return names;
+}
+
+Result<OwnerRecord> Volume::Owner(store::Store* store, const std::string& name) {
+  (void)store;
+  (void)name;
+  return Status::NotSupported("TODO(epoch)");
+}
+
+Status Volume::BreakLock(store::Store* store, const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  return store->BreakLock(layout::LockName(name));
 }
 
 Result<VolumeInfo> Volume::Stat(store::Store* store, const std::string& name) {

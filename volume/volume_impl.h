@@ -125,6 +125,8 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status Refresh() override;
   Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) override;
   VolumeInfo Info() const override;
+  uint64_t epoch() const override { return 0; }      // TODO(epoch): stub until epochs land
+  Status Owned() const override { return Status::OK(); }
   Result<CleanStats> Clean(double threshold) override;
   Status Close() override;
 
