@@ -103,9 +103,11 @@ Status SharedVolume::AcquireLocked() {
     auto rec = volume::Volume::Owner(node_->store(), name_);
     if (rec.ok() && !rec->owner.empty()) {
       auto sr = DecodeServerRecord(rec->owner);
+      if (sr.ok()) {
+        holder = "server " + sr->server + " (peer " + (sr->peer.empty() ? "none" : sr->peer) + ")";
+      }
       if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty() &&
           (attempt == 0 || Clock::now() - last_ask > std::chrono::seconds(1))) {
-        holder = "server " + sr->server + " (" + sr->peer + ")";
         last_ask = Clock::now();
         pb::Request req;
         req.set_type(pb::Request::RELEASE);
@@ -130,8 +132,8 @@ Status SharedVolume::AcquireLocked() {
     }
     if (Clock::now() >= deadline) {
       return Status::IOError("volume " + name_ + ": could not become its writer within " +
-                             std::to_string(o.acquire_timeout_ms / 1000) + " s: " + holder +
-                             " holds it");
+                             std::to_string(o.acquire_timeout_ms) + " ms: " + holder +
+                             " holds it and did not release it");
     }
     // Right after a release the lock is free: try again at once, then back off.
     std::this_thread::sleep_for(std::chrono::milliseconds(released ? 0 : attempt < 10 ? 50 : 500));
