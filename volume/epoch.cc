@@ -103,7 +103,10 @@ Result<uint64_t> StartEpoch(store::Store* store, const std::string& name, const 
   for (int attempt = 0; attempt < 5 && next == 0; attempt++) {
     HBISS_ASSIGN_OR_RETURN(epochs, ListEpochs(store, name));
     if (epochs.empty()) {
-      next = 1;  // never opened for writing: nothing to rename
+      // Never opened for writing: nothing to rename; an object makes the
+      // directory (it stays when the owner object goes, below).
+      HBISS_RETURN_IF_ERROR(store->Put(layout::OwnerName(layout::EpochDir(name, 1)), {}));
+      next = 1;
       break;
     }
     const uint64_t e = epochs.back();
