@@ -94,7 +94,8 @@ std::string CurrentLogPath(store::Store* store, const std::string& name) {
 Result<uint64_t> StartEpoch(store::Store* store, const std::string& name, const VolumeMeta& meta,
                             const std::string* owner) {
   HBISS_ASSIGN_OR_RETURN(std::vector<uint64_t> epochs, ListEpochs(store, name));
-  if (epochs.empty() || epochs.back() == 0) HBISS_RETURN_IF_ERROR(MoveVersion1Log(store, name, meta));
+  const bool in_epochs = !epochs.empty() && epochs.back() >= 1;
+  if (!in_epochs) HBISS_RETURN_IF_ERROR(MoveVersion1Log(store, name, meta));
 
   // The fence. Only a holder of the lock renames, but a holder whose lock
   // was broken may not know yet: retry a few times on a lost race.
@@ -138,7 +139,9 @@ Result<uint64_t> StartEpoch(store::Store* store, const std::string& name, const 
     Status d = store->DeleteDir(layout::EpochDir(name, e).path);
     if (!d.ok()) spdlog::warn("volume {}: deleting stale epoch {}: {}", name, e, d.ToString());
   }
+  // (Only right after a move: later ones cost no NameNode calls for it.)
   for (const char* sub : kLogSubdirs) {
+    if (in_epochs) break;
     Status d = store->DeleteDir(layout::VolDir(name) + "/" + sub);
     if (!d.ok()) spdlog::warn("volume {}: deleting {}: {}", name, sub, d.ToString());
   }
