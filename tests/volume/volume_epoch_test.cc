@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "store/fault_injection_store.h"
@@ -316,6 +317,77 @@ TEST(VolumeEpochTest, ALockThatCanNoLongerBeTrustedFailsEveryLaterWrite) {
   for (uint64_t lba = 0; lba < 16; lba++) EXPECT_EQ(ByteAt(again.get(), lba), 1) << lba;
   EXPECT_EQ(ByteAt(again.get(), 20), 0);
   EXPECT_TRUE(again->Owned().ok());
+}
+
+// A failure of the log (here a sync) fails the open for good, and Owned()
+// says so.
+TEST(VolumeEpochTest, OwnedReportsAFailedLog) {
+  store::MemoryStore mem;
+  Create(&mem);
+  store::FaultInjectionStore fs(&mem, 3);
+  auto v = OpenRW(&fs);
+  ASSERT_TRUE(v != nullptr);
+  ASSERT_TRUE(v->Write(0, Block(1)).ok());
+  fs.FailNext(store::FaultInjectionStore::Op::kSync);
+  EXPECT_FALSE(v->Flush().ok());
+  Status owned = v->Owned();
+  EXPECT_TRUE(owned.IsIOError()) << owned.ToString();
+  EXPECT_TRUE(v->Write(0, Block(2)).IsIOError());
+  (void)v->Close();
+  EXPECT_EQ(v->Owned().code(), Status::Code::kAborted);
+}
+
+// A reader that reads and refreshes without pause while writers open (each a
+// new epoch), write, flush and close one after another: it never fails and
+// never goes back in time (each round writes a higher value).
+TEST(VolumeEpochTest, AReaderKeepsUpWithManyChangesOfOwner) {
+  store::MemoryStore mem;
+  Create(&mem);
+  {
+    auto w = OpenRW(&mem);
+    ASSERT_TRUE(w->Write(0, Block(1, 64 << 10)).ok());
+    ASSERT_TRUE(w->Close().ok());
+  }
+  auto reader = OpenRO(&mem);
+  ASSERT_TRUE(reader != nullptr);
+  std::atomic<bool> stop{false};
+  std::atomic<int> errors{0};
+  std::atomic<int> refreshes{0};
+  std::thread t([&] {
+    uint8_t seen = 1;
+    std::vector<uint8_t> b(64 << 10);
+    while (!stop) {
+      Status s = reader->Refresh();
+      if (s.ok()) s = reader->Read(0, b);
+      if (!s.ok()) {
+        ADD_FAILURE() << s.ToString();
+        errors++;
+        continue;
+      }
+      refreshes++;
+      for (size_t i = 0; i < b.size(); i += kBlockSize) {
+        if (b[i] < seen || b[i] == 0) {
+          ADD_FAILURE() << "block " << i / kBlockSize << " went back to " << int(b[i]);
+          errors++;
+        }
+      }
+      seen = b[0];
+    }
+  });
+  for (int round = 2; round < 40 && errors == 0; round++) {
+    auto w = OpenRW(&mem);
+    ASSERT_TRUE(w != nullptr);
+    ASSERT_TRUE(w->Write(0, Block(uint8_t(round), 64 << 10)).ok());
+    ASSERT_TRUE(w->Flush().ok());
+    ASSERT_TRUE(w->Close().ok());
+  }
+  stop = true;
+  t.join();
+  EXPECT_EQ(errors, 0);
+  EXPECT_GT(refreshes, 0);
+  ASSERT_TRUE(reader->Refresh().ok());
+  EXPECT_EQ(ByteAt(reader.get(), 15), 39);
+  EXPECT_EQ(reader->epoch(), 39u);
 }
 
 // Turns a volume written in epoch 1 back into the version-1 layout: the log
