@@ -898,7 +898,7 @@ Status VolumeImpl::FollowLocked(bool load) {
     if (!s.ok() && !s.IsNotFound()) return s;
     HBISS_ASSIGN_OR_RETURN(const bool moved, FollowEpochLocked());
     if (!moved) return s;
-    if (attempt == 3) {
+    if (attempt == 9) {
       return Status::IOError("volume " + name_ + ": the log moved to a new epoch " +
                              "during every replay");
     }
