@@ -154,9 +154,34 @@ void Client::RenewerLoop() {
     req.set_client_name(options_.client_name);
     pb::RenewLeaseResponse resp;
     Status st = NnCall("renewLease", req, &resp);
-    if (!st.ok()) spdlog::warn("hdfs: renewing lease of {}: {}", client_name(), st.ToString());
+    if (st.ok()) {
+      last_renewal_ns_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                             std::memory_order_relaxed);
+    } else {
+      spdlog::warn("hdfs: renewing lease of {}: {}", client_name(), st.ToString());
+    }
     l.Lock();
   }
+}
+
+std::chrono::steady_clock::time_point Client::LastLeaseRenewal() const {
+  return std::chrono::steady_clock::time_point(
+      std::chrono::steady_clock::duration(last_renewal_ns_.load(std::memory_order_relaxed)));
+}
+
+Status CheckLeaseAge(std::chrono::steady_clock::duration since_renewal,
+                     std::chrono::milliseconds limit) {
+  if (since_renewal <= limit) return Status::OK();
+  const auto s = std::chrono::duration_cast<std::chrono::seconds>(since_renewal).count();
+  return Status::IOError(fmt::format(
+      "no lease renewal succeeded for {} s (limit {} s): another client may take the lock",
+      s, limit.count() / 1000));
+}
+
+Status Client::FileLock::Check() const {
+  const auto last = std::max(acquired_, client_->LastLeaseRenewal());
+  return CheckLeaseAge(std::chrono::steady_clock::now() - last,
+                       std::chrono::milliseconds(client_->options().lease_self_fence_ms));
 }
 
 Result<pb::FsServerDefaults> Client::GetServerDefaults() {

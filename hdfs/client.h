@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <set>
@@ -44,7 +45,14 @@ struct ClientOptions {
   std::string client_name;  // empty: "hbiss_<random>"; names our leases
   int rpc_retry_deadline_ms = 120000;
   int datanode_timeout_ms = 60000;
-  int lease_renew_interval_ms = 20000;
+  // How often the renewer renews this client's lease while it has files open: often
+  // enough that one or two failed renewals keep a healthy client far from
+  // lease_self_fence_ms.
+  int lease_renew_interval_ms = 10000;
+  // A FileLock's Check fails once neither its acquisition nor a renewal of this client's
+  // lease succeeded for this long (store::kLeaseSelfFenceSeconds: two thirds of the
+  // NameNode's 60 s soft limit, after which another client may take the lease).
+  int lease_self_fence_ms = 40000;
   // Ask the NameNode for a replacement when a DataNode of a write pipeline fails (and the
   // cluster has one); without one the write continues on the remaining nodes.
   bool replace_datanode_on_failure = true;
@@ -52,6 +60,11 @@ struct ClientOptions {
   // sends 126 chunks (64 KiB packets); DataNodes accept up to 16 MiB.
   uint32_t write_packet_bytes = 126 * 512;
 };
+
+// FileLock::Check's rule, on its own: OK while `since_renewal` (the time since the last
+// lease renewal that succeeded) is at most `limit`, else IOError saying how long it was.
+Status CheckLeaseAge(std::chrono::steady_clock::duration since_renewal,
+                     std::chrono::milliseconds limit);
 
 struct FileStatus {
   std::string name;  // last path component ("" for the root)
@@ -271,17 +284,29 @@ class Client {
     FileLock& operator=(const FileLock&) = delete;
     ~FileLock();  // releases (best effort)
     Status Release();
+    // OK while the lease surely still holds the lock: its acquisition or a renewal of the
+    // client's lease succeeded within options().lease_self_fence_ms (CheckLeaseAge). No
+    // I/O; any thread.
+    Status Check() const;
 
    private:
     friend class Client;
     FileLock(Client* c, std::string path, uint64_t file_id)
-        : client_(c), path_(std::move(path)), file_id_(file_id) {}
+        : client_(c),
+          path_(std::move(path)),
+          file_id_(file_id),
+          acquired_(std::chrono::steady_clock::now()) {}
     Client* client_;
     std::string path_;
     uint64_t file_id_;
+    const std::chrono::steady_clock::time_point acquired_;
     bool released_ = false;
   };
   Result<std::unique_ptr<FileLock>> TryLockFile(const std::string& path);
+
+  // When a renewLease of this client last succeeded (the epoch of the steady clock if
+  // none did yet).
+  std::chrono::steady_clock::time_point LastLeaseRenewal() const;
 
   const std::string& client_name() const { return options_.client_name; }
   const ClientOptions& options() const { return options_; }
@@ -309,6 +334,7 @@ class Client {
   CondVar lease_cv_;  // signalled on stop_ and when a writer opens
   int open_writers_ GUARDED_BY(lease_mu_) = 0;
   bool stop_ GUARDED_BY(lease_mu_) = false;
+  std::atomic<int64_t> last_renewal_ns_{0};  // steady clock; LastLeaseRenewal
   std::thread renewer_;  // started by Connect(), joined by ~Client
 };
 

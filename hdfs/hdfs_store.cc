@@ -75,9 +75,15 @@ class HdfsSegmentReader : public store::SegmentReader {
   std::unique_ptr<FileReader> r_;
 };
 
+static_assert(ClientOptions{}.lease_self_fence_ms == store::kLeaseSelfFenceSeconds * 1000,
+              "the HDFS lock fences itself after store::kLeaseSelfFenceSeconds");
+
 class HdfsLock : public store::Lock {
  public:
   explicit HdfsLock(std::unique_ptr<Client::FileLock> l) : l_(std::move(l)) {}
+  // Self-fencing (doc/ownership.md): fails once the client's lease renewals
+  // failed for store::kLeaseSelfFenceSeconds.
+  Status Check() const override { return l_->Check(); }
 
  private:
   std::unique_ptr<Client::FileLock> l_;  // released (file completed) on destruction

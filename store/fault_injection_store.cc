@@ -315,6 +315,12 @@ class FaultLock final : public Lock {
     MutexLock lock(&slot_->mu);
     slot_->target.reset();
   }
+  // The target's; a lock a simulated crash released is lost.
+  Status Check() const override {
+    MutexLock lock(&slot_->mu);
+    if (slot_->target == nullptr) return Status::IOError("lock released by a simulated crash");
+    return slot_->target->Check();
+  }
 
  private:
   const std::shared_ptr<LockSlot> slot_;

@@ -30,7 +30,8 @@
 // probability 1/3: exactly the lower bound, everything, or a uniform random
 // byte length in between), forgets writers,
 // readers and locks taken before (their later calls fail; locks are
-// released), and brings the store back up, as a restarted process would see
+// released, and their Lock::Check fails from then on; before, Check is the
+// target's), and brings the store back up, as a restarted process would see
 // it. SimulateCrash may be called without an armed crash too ("crash now").
 // It shortens an object on the target by reading the prefix to keep, then
 // Delete, Create, Append, Close (so any backend works).

@@ -1,7 +1,7 @@
 // Checkpoints of a volume's extent map; doc/checkpoint_format.md is the
 // specification. A checkpoint says: "replaying the log from `position`
 // (whose first batch has seq `next_seq`) on top of this map gives the
-// volume". It is stored whole with Store::Put under volumes/NAME/ckpt/<seq>.
+// volume". It is stored whole with Store::Put under volumes/NAME/epoch/<E>/ckpt/<seq>.
 //
 // Pure encoding/decoding, no I/O; thread-compatible.
 #pragma once

@@ -94,7 +94,8 @@ std::string CurrentLogPath(store::Store* store, const std::string& name) {
 Result<uint64_t> StartEpoch(store::Store* store, const std::string& name, const VolumeMeta& meta,
                             const std::string* owner) {
   HBISS_ASSIGN_OR_RETURN(std::vector<uint64_t> epochs, ListEpochs(store, name));
-  if (epochs.empty() || epochs.back() == 0) HBISS_RETURN_IF_ERROR(MoveVersion1Log(store, name, meta));
+  const bool in_epochs = !epochs.empty() && epochs.back() >= 1;
+  if (!in_epochs) HBISS_RETURN_IF_ERROR(MoveVersion1Log(store, name, meta));
 
   // The fence. Only a holder of the lock renames, but a holder whose lock
   // was broken may not know yet: retry a few times on a lost race.
@@ -103,7 +104,10 @@ Result<uint64_t> StartEpoch(store::Store* store, const std::string& name, const 
   for (int attempt = 0; attempt < 5 && next == 0; attempt++) {
     HBISS_ASSIGN_OR_RETURN(epochs, ListEpochs(store, name));
     if (epochs.empty()) {
-      next = 1;  // never opened for writing: nothing to rename
+      // Never opened for writing: nothing to rename; an object makes the
+      // directory (it stays when the owner object goes, below).
+      HBISS_RETURN_IF_ERROR(store->Put(layout::OwnerName(layout::EpochDir(name, 1)), {}));
+      next = 1;
       break;
     }
     const uint64_t e = epochs.back();
@@ -135,7 +139,9 @@ Result<uint64_t> StartEpoch(store::Store* store, const std::string& name, const 
     Status d = store->DeleteDir(layout::EpochDir(name, e).path);
     if (!d.ok()) spdlog::warn("volume {}: deleting stale epoch {}: {}", name, e, d.ToString());
   }
+  // (Only right after a move: later ones cost no NameNode calls for it.)
   for (const char* sub : kLogSubdirs) {
+    if (in_epochs) break;
     Status d = store->DeleteDir(layout::VolDir(name) + "/" + sub);
     if (!d.ok()) spdlog::warn("volume {}: deleting {}: {}", name, sub, d.ToString());
   }

@@ -56,8 +56,9 @@ std::string CurrentLogPath(store::Store* store, const std::string& name);
 //     epoch directory at all, epoch/0000000000000001 is created;
 //  3. the owner object of E+1 is written with *owner (null: deleted, the
 //     volume is owned by nobody);
-//  4. every epoch directory below E+1 and a version-1 log's leftovers are
-//     deleted (garbage: nothing reads them).
+//  4. every epoch directory below E+1 is deleted, and, when this call found
+//     no epoch from 1 on, what a version-1 layout left (garbage: nothing
+//     reads them).
 // Returns E+1. On error nothing acknowledged is lost: each step leaves the
 // log whole under one of its names, and the next call goes on from there.
 Result<uint64_t> StartEpoch(store::Store* store, const std::string& name, const VolumeMeta& meta,

@@ -119,7 +119,7 @@ uint32_t DataSlotCrc(const uint8_t* slot);
 
 // ---------------------------------------------------------------------------
 // Segment summary: the CRC table of a closed segment in a small object of its
-// own (volumes/NAME/sum/<id>), so reading a segment needs one Get instead of
+// own (volumes/NAME/epoch/<E>/sum/<id>), so reading a segment needs one Get instead of
 // a scan of every batch header. Only a cache: recovery never reads it, and a
 // missing or bad one makes the reader scan the segment instead.
 inline constexpr char kSummaryMagic[8] = {'H', 'B', 'S', 'S', 'S', 'U', 'M', '1'};

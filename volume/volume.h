@@ -181,6 +181,7 @@ class Volume {
   static Result<std::vector<std::string>> List(store::Store* store);
 
   // The current epoch and its owner (see OwnerRecord). Never takes a lock.
+  // NotFound if the volume does not exist.
   static Result<OwnerRecord> Owner(store::Store* store, const std::string& name);
 
   // Takes the volume away from a holder that is gone (`hbiss lock break`,
@@ -188,7 +189,10 @@ class Volume {
   // epoch (renames E to E+1 and takes over its last segment, so nothing it
   // still does can reach the volume), and leaves the volume owned by
   // nobody, so the next writable open needs no wait. The caller must know
-  // the holder does not answer any more. OK if nobody held it.
+  // the holder does not answer any more. OK if nobody held it (the epoch is
+  // fenced all the same). NotFound if the volume does not exist; Busy if the
+  // lock is still held after the break (a live holder on a store whose locks
+  // cannot be broken: local, memory); the store's error if breaking failed.
   static Status BreakLock(store::Store* store, const std::string& name);
 
   // Reads info without opening for write (works while another process has
@@ -233,7 +237,7 @@ class Volume {
   // renewed for kLeaseSelfFenceSeconds (store::Lock::Check), or the store
   // refused its writes because another process took the volume over. From
   // then on every write and flush fails with that error; nothing more is
-  // acknowledged. Read-only opens: always OK.
+  // acknowledged. Read-only opens: always OK. Aborted after Close.
   virtual Status Owned() const = 0;
 
   // Cleans now, in the caller's thread, whatever the background cleaner is

@@ -893,10 +893,12 @@ Status VolumeImpl::Refresh() {
 Status VolumeImpl::FollowLocked(bool load) {
   HBISS_RETURN_IF_ERROR(FollowEpochLocked().status());
   for (int attempt = 0;; attempt++) {
-    HBISS_RETURN_IF_ERROR(load ? follower_->Load() : follower_->CatchUp());
+    // A segment gone under the replay (NotFound) may have been renamed too.
+    Status s = load ? follower_->Load() : follower_->CatchUp();
+    if (!s.ok() && !s.IsNotFound()) return s;
     HBISS_ASSIGN_OR_RETURN(const bool moved, FollowEpochLocked());
-    if (!moved) return Status::OK();
-    if (attempt == 3) {
+    if (!moved) return s;
+    if (attempt == 9) {
       return Status::IOError("volume " + name_ + ": the log moved to a new epoch " +
                              "during every replay");
     }

@@ -71,7 +71,8 @@ stop_server
 if [ -n "${HBISS_HDFS_CLUSTER_DIR:-}" ]; then
   CLUSTER="$(dirname "$0")/../../scripts/hdfs-cluster"
   check "hdfs dfs lists the volume's segments" \
-    "$CLUSTER" dfs --dir "$HBISS_HDFS_CLUSTER_DIR" -ls "$HDFS_DIR/volumes/vm/seg"
-  grep -q "$HDFS_DIR/volumes/vm/seg/" "$WORK/check.out" || fail "no segment listed by hdfs dfs"
+    "$CLUSTER" dfs --dir "$HBISS_HDFS_CLUSTER_DIR" -ls -R "$HDFS_DIR/volumes/vm/epoch"
+  grep -q "$HDFS_DIR/volumes/vm/epoch/[0-9a-f]*/seg/" "$WORK/check.out" ||
+    fail "no segment listed by hdfs dfs"
 fi
 finish
