@@ -79,6 +79,18 @@ Status SharedVolume::AcquireLocked() {
   Clock::time_point last_ask{};
   bool warned = false;
   std::string holder = "another server";
+  // Just released to another server: let it take the volume and serve its
+  // write first (it asked because a client of it writes), or the two would
+  // trade the volume back and forth with the asker mostly losing.
+  if (released_epoch_ != 0) {
+    const auto until = released_at_ + std::chrono::milliseconds(kYieldAfterReleaseMs);
+    while (Clock::now() < until) {
+      auto rec = volume::Volume::Owner(node_->store(), name_);
+      if (!rec.ok() || rec->epoch > released_epoch_) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    released_epoch_ = 0;
+  }
   for (int attempt = 0;; attempt++) {
     auto opened = volume::Volume::Open(node_->store(), name_, rw);
     if (opened.ok()) {
@@ -119,6 +131,7 @@ Status SharedVolume::AcquireLocked() {
         auto reply = PeerCall(sr->peer, req, o.peer_timeout_ms);
         if (reply.ok() && reply->code() == pb::Reply::OK) {
           released = true;
+          last_ask = Clock::time_point{};  // if another server got it first, ask that one at once
         } else if (!reply.ok() && !warned) {
           warned = true;
           spdlog::warn("volume {}: its owner, {}, does not answer ({}); waiting until its lock "
@@ -371,6 +384,8 @@ pb::Reply SharedVolume::HandleRelease(const pb::Request& req) {
     reply.set_message(s.ToString());
   } else {
     reply.set_code(pb::Reply::OK);
+    released_epoch_ = epoch;
+    released_at_ = Clock::now();
     spdlog::info("volume {}: released epoch {} to server {} ({} ms)", name_, epoch,
                  req.from_server(), MsSince(start));
   }

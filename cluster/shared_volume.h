@@ -16,7 +16,9 @@
 // lock expires (automatic takeover) or is broken (`hbiss lock break`), up to
 // NodeOptions::acquire_timeout_ms. The write that asked for ownership is
 // served before a RELEASE can take it away again, so every acquire makes
-// progress.
+// progress. A server that has just released waits (up to 2 s) for the asker
+// to take the volume before it acquires it back, so ownership does not
+// bounce back to the releaser while the asker waits.
 //
 // Coherent reads as a reader: SYNC to the owner (it flushes), then Refresh;
 // reads that arrive while a sync is out wait for the next one, so one round
@@ -112,6 +114,12 @@ class SharedVolume : public volume::Volume {
   // owner_, readable without mu_ (PING must not wait for a role change).
   std::atomic<bool> owner_flag_{false};
   bool closed_ GUARDED_BY(mu_) = false;
+  // The epoch this server last released on request, and when: its own next
+  // acquire waits until another server took a later epoch, up to
+  // kYieldAfterReleaseMs.
+  static constexpr int kYieldAfterReleaseMs = 2000;
+  uint64_t released_epoch_ GUARDED_BY(mu_) = 0;
+  std::chrono::steady_clock::time_point released_at_ GUARDED_BY(mu_);
   // Set when a release could not make every acknowledged write durable:
   // this open then fails every write and flush, so no loss goes unseen.
   Status lost_ GUARDED_BY(mu_);
