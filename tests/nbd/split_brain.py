@@ -4,10 +4,10 @@
 #       Writes 4 KiB blocks through one NBD connection for SECONDS: bursts of 1-16 writes,
 #       80% to its own blocks [OWN_LO, OWN_HI), 20% to the shared ones, most bursts ending
 #       with a FLUSH, with short pauses. Every request is logged to LOG as it ends.
-#   split_brain.py stream URI NAME LOG LO HI STOPFILE
+#   split_brain.py stream URI NAME LOG LO HI STOPFILE [HOLDFILE]
 #       Writes blocks LO, LO+1, ... once each (a FLUSH after every 4th), 20 per second, until
 #       STOPFILE exists or HI is reached; keeps going after errors (it is the client of a
-#       server that is stopped, then fenced).
+#       server that is stopped, then fenced). Then keeps the connection until HOLDFILE exists.
 #   split_brain.py sample HBISS STORE VOLUME LOG STOPFILE
 #       Runs `hbiss status VOLUME --json` back to back until STOPFILE exists; logs each.
 #   split_brain.py check-status LOG T_FROM T_TO [--max-none=S] NAME=PEER...
@@ -118,7 +118,7 @@ def cmd_writer(uri, name, log, seconds, seed, own_lo, own_hi, sh_lo, sh_hi):
     return 0 if errors == 0 else 1
 
 
-def cmd_stream(uri, name, log, lo, hi, stopfile):
+def cmd_stream(uri, name, log, lo, hi, stopfile, holdfile=None):
     h = connect(uri)
     ops = OpLog(log, name)
     lo, hi = int(lo), int(hi)
@@ -132,6 +132,8 @@ def cmd_stream(uri, name, log, lo, hi, stopfile):
         if seq % 4 == 0:
             ops.run("flush", h.flush)
         time.sleep(0.05)
+    while holdfile and not os.path.exists(holdfile):
+        time.sleep(0.1)
     try:
         h.shutdown()
     except Exception:

@@ -171,15 +171,18 @@ kill -STOP "${SPID[A]}"
 t_stop=$(now)
 log "phase 2: A (epoch $epoch2) SIGSTOPped after $(grep -c '"op": "write"' "$WORK/wS.log") writes of its client"
 # B's client overwrites the first 8 blocks A's client wrote (long flushed) and flushes.
-$SB stream "$(nuri B)" T "$WORK/wT.log" $S_LO $((S_LO + 8)) "$WORK/no-such-file" \
+# It keeps its connection (so B keeps the volume open, and owns it) until hold-T exists.
+$SB stream "$(nuri B)" T "$WORK/wT.log" $S_LO $((S_LO + 8)) "$WORK/no-such-file" "$WORK/hold-T" \
   >"$WORK/wT.out" 2>&1 &
 WT=$!
 BG+=("$WT")
 for _ in $(seq 1 1500); do
+  [ "$(wc -l <"$WORK/wT.log" 2>/dev/null || echo 0)" -ge 10 ] && break
   kill -0 "$WT" 2>/dev/null || break
   sleep 0.1
 done
-if kill -0 "$WT" 2>/dev/null; then fail "B's client still waits 150 s after A was stopped"; fi
+[ "$(wc -l <"$WORK/wT.log" 2>/dev/null || echo 0)" -ge 10 ] ||
+  fail "B's client is not done 150 s after A was stopped"
 t_taken=$(now)
 check "B's client wrote and flushed (8 writes, 2 flushes)" python3 - "$WORK/wT.log" <<'PY'
 import json, sys
@@ -198,7 +201,7 @@ kill -CONT "${SPID[A]}"
 t_cont=$(now)
 log "phase 2: A continued after $(since "$t_stop" "$t_cont") s stopped"
 sleep 5  # A's client keeps writing: every request must fail now
-touch "$WORK/stop-S"
+touch "$WORK/stop-S" "$WORK/hold-T"
 for _ in $(seq 1 300); do kill -0 "$WS" 2>/dev/null || break; sleep 0.1; done
 kill -0 "$WS" 2>/dev/null && fail "A's client still hangs 30 s after the SIGCONT"
 python3 - "$WORK/wS.log" "$t_stop" "$t_cont" <<'PY' | sed "s/^/[$TEST_NAME] phase 2: /"
