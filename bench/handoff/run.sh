@@ -13,7 +13,10 @@
 # Usage: bench/handoff/run.sh HDFS_URI [BUILD_DIR]
 #   e.g. scripts/hdfs-cluster start --dir /tmp/hc --base-port 19900
 #        bench/handoff/run.sh hdfs://127.0.0.1:19900 build
+# Then, under load: fio writes through A at QD32 while CONTENDED single 4 KiB writes+FLUSH
+# go through B, one a second (each takes the volume from a busy owner).
 # Env:   HANDOFFS (100), BASELINE (100: owner write+flush rounds), HFLUSH_COUNT (500),
+#        CONTENDED (10; 0 skips it),
 #        OUT (default bench/handoff/results). The volume lives in
 #        <HDFS_URI>/hbiss-handoff-bench-<pid>, removed at the end.
 set -euo pipefail
@@ -27,6 +30,7 @@ HDFS_BENCH=$BUILD/bench/hdfs/hdfs_bench
 HANDOFFS=${HANDOFFS:-100}
 BASELINE=${BASELINE:-100}
 HFLUSH_COUNT=${HFLUSH_COUNT:-500}
+CONTENDED=${CONTENDED:-10}
 OUT=${OUT:-$HERE/results}
 for t in python3 nbdinfo; do
   command -v $t >/dev/null || { echo "bench: $t is not installed" >&2; exit 1; }
@@ -61,8 +65,8 @@ git -C "$ROOT" diff --quiet HEAD -- . 2>/dev/null || commit="$commit (with uncom
   echo "- hbiss: $HBISS (CMAKE_BUILD_TYPE=${build_type:-unknown}, HBISS_SANITIZE=${sanitize:-OFF})"
   echo "- store: $STORE (all daemons and both servers on this host, loopback)"
   echo "- two servers (--server-id A / B, --peer-listen on 127.0.0.1), one 64 MiB volume, one python3-libnbd connection to each over TCP"
-  echo "- $HANDOFFS handoffs (alternately B, A, ...: one 4 KiB write, timed, then a FLUSH); baseline: $BASELINE rounds of 4 KiB write + FLUSH through the owner; hdfs_bench --ops hflush --hflush-count $HFLUSH_COUNT (4 KiB write + hflush, native client)"
-  echo "- command: HANDOFFS=$HANDOFFS BASELINE=$BASELINE HFLUSH_COUNT=$HFLUSH_COUNT bench/handoff/run.sh $URI $BUILD"
+  echo "- $HANDOFFS handoffs (alternately B, A, ...: one 4 KiB write, timed, then a FLUSH); baseline: $BASELINE rounds of 4 KiB write + FLUSH through the owner; hdfs_bench --ops hflush --hflush-count $HFLUSH_COUNT (4 KiB write + hflush, native client); under load: $CONTENDED writes+FLUSH through B, one a second, while fio writes through A (randwrite 4k QD32)"
+  echo "- command: HANDOFFS=$HANDOFFS BASELINE=$BASELINE HFLUSH_COUNT=$HFLUSH_COUNT CONTENDED=$CONTENDED bench/handoff/run.sh $URI $BUILD"
 } | tee "$OUT/params.md"
 case "${build_type:-}" in
   Debug|"") echo "WARNING: hbiss is not an optimized build (CMAKE_BUILD_TYPE=${build_type:-unknown})";;
@@ -93,6 +97,36 @@ python3 "$HERE/handoff.py" "nbd://127.0.0.1:${PORT[A]}/vm" "nbd://127.0.0.1:${PO
   { echo "bench: handoff.py failed" >&2; tail -n 20 "$DIR/serveA.log" "$DIR/serveB.log" >&2; exit 1; }
 t1=$(date +%s.%N)
 e1=$(epoch)
+# Under load: fio writes through A at QD32 (A owns the volume); single 4 KiB write+FLUSH
+# rounds through B, CONTENDED of them, each taking the volume from a busy owner (which takes
+# it back with fio's next write).
+echo '[]' >"$DIR/contended.json"
+if [ "$CONTENDED" -gt 0 ] && command -v fio >/dev/null; then
+  fio --name=load --ioengine=nbd --uri="nbd://127.0.0.1:${PORT[A]}/vm" --rw=randwrite --bs=4k \
+    --iodepth=32 --size=32M --time_based --runtime=600 --output-format=terse \
+    >"$DIR/fio.out" 2>"$DIR/fio.err" &
+  FIO=$!
+  PIDS+=("$FIO")
+  sleep 3
+  python3 - "nbd://127.0.0.1:${PORT[B]}/vm" "$CONTENDED" "$DIR/contended.json" <<'PY'
+import json, sys, time
+import nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+lat = []
+for i in range(int(sys.argv[2])):
+    t0 = time.perf_counter()
+    h.pwrite(b"C" * 4096, (40 << 20) + i * 4096)
+    t1 = time.perf_counter()
+    h.flush()
+    lat.append([(t1 - t0) * 1000, (time.perf_counter() - t1) * 1000])
+    time.sleep(1)
+h.shutdown()
+json.dump(lat, open(sys.argv[3], "w"))
+PY
+  kill -TERM "$FIO" 2>/dev/null || true
+  wait "$FIO" 2>/dev/null || true
+fi
 if [ -x "$HDFS_BENCH" ]; then
   "$HDFS_BENCH" --uri "$URI" --path "/hbiss-handoff-bench-$$-hflush" --ops hflush \
     --hflush-count "$HFLUSH_COUNT" --hflush-warmup 50 >"$DIR/hflush.json" 2>"$DIR/hflush.err" ||
@@ -103,9 +137,10 @@ else
   echo '{}' >"$DIR/hflush.json"
 fi
 
-python3 - "$DIR/nbd.json" "$DIR/hflush.json" "$e0" "$e1" "$t0" "$t1" "$OUT" <<'PY'
+python3 - "$DIR/nbd.json" "$DIR/hflush.json" "$e0" "$e1" "$t0" "$t1" "$OUT" "$DIR/contended.json" <<'PY'
 import json, sys
 nbd = json.load(open(sys.argv[1]))
+cont = json.load(open(sys.argv[8]))
 hf = json.loads(open(sys.argv[2]).read() or "{}")
 e0, e1, t0, t1, out = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), float(sys.argv[6]), sys.argv[7]
 
@@ -134,6 +169,8 @@ if hf.get("p50_us"):
     ref = hf["p50_us"] / 1000
     lines.append(f"| HDFS alone: 4 KiB write + hflush (hdfs_bench) | {hf['count']} | {ref:.1f} "
                  f"| | {hf['p99_us'] / 1000:.1f} | {hf['max_us'] / 1000:.1f} |")
+if cont:
+    lines.append(row("under load: write through B while A serves fio QD32", [c[0] for c in cont]))
 lines += ["",
           f"- handoffs: {len(hand)} in {t1 - t0:.1f} s (baseline included); epoch {e0} -> {e1} "
           f"({e1 - e0} changes of owner, {len(hand) + 1} expected); "
@@ -155,5 +192,5 @@ print(text)
 with open(f"{out}/results.md", "w") as f:
     f.write(open(f"{out}/params.md").read() + "\n" + text + "\n")
 with open(f"{out}/results.json", "w") as f:
-    json.dump({"nbd": nbd, "hflush": hf, "epochs": [e0, e1]}, f)
+    json.dump({"nbd": nbd, "hflush": hf, "epochs": [e0, e1], "contended": cont}, f)
 PY
