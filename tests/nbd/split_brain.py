@@ -5,7 +5,8 @@
 #       80% to its own blocks [OWN_LO, OWN_HI), 20% to the shared ones, most bursts ending
 #       with a FLUSH, with short pauses. Every request is logged to LOG as it ends.
 #   split_brain.py stream URI NAME LOG LO HI STOPFILE [HOLDFILE]
-#       Writes blocks LO, LO+1, ... once each (a FLUSH after every 4th), 20 per second, until
+#       Writes blocks LO, LO+1, ... once each (the 2nd of every 4 with FUA, all of them once
+#       STOPFILE.fua exists; a FLUSH after every 4th), 20 per second, until
 #       STOPFILE exists or HI is reached; keeps going after errors (it is the client of a
 #       server that is stopped, then fenced). Then keeps the connection until HOLDFILE exists.
 #   split_brain.py sample HBISS STORE VOLUME LOG STOPFILE
@@ -63,7 +64,7 @@ class OpLog:
         self.f = open(path, "a")
         self.name = name
 
-    def run(self, op, fn, block=None, seq=None):
+    def run(self, op, fn, block=None, seq=None, fua=False):
         t0 = time.time()
         err = None
         try:
@@ -74,6 +75,8 @@ class OpLog:
         rec = {"w": self.name, "op": op, "t0": t0, "t1": t1, "ok": err is None}
         if block is not None:
             rec.update(block=block, seq=seq)
+        if fua:
+            rec["fua"] = True
         if err is not None:
             rec["err"] = err
         self.f.write(json.dumps(rec) + "\n")
@@ -128,7 +131,13 @@ def cmd_stream(uri, name, log, lo, hi, stopfile, holdfile=None):
             break
         seq += 1
         data = content(name, b, seq)
-        ops.run("write", lambda: h.pwrite(data, b * BS), b, seq)
+        # FUA: acknowledged means durable, like a write and a FLUSH. Every write is FUA once
+        # STOPFILE.fua exists (the test creates it right before it stops the server).
+        if seq % 4 == 2 or os.path.exists(stopfile + ".fua"):
+            import nbd
+            ops.run("write", lambda: h.pwrite(data, b * BS, nbd.CMD_FLAG_FUA), b, seq, True)
+        else:
+            ops.run("write", lambda: h.pwrite(data, b * BS), b, seq)
         if seq % 4 == 0:
             ops.run("flush", h.flush)
         time.sleep(0.05)
@@ -294,6 +303,10 @@ def cmd_check(image, phase, t_stop, t_cont, *logs):
             if not w["ok"]:
                 return False
             if phase == 2 and w["w"] in STOPPED:
+                # A FUA write the server acknowledged is durable whenever it was acknowledged
+                # (one begun after the stop must not be acknowledged at all: checked below).
+                if w.get("fua") and w["t0"] <= t_stop:
+                    return True
                 return w["t1"] <= t_stop and flushed_before(w, t_stop)
             return True
         musts = [w for w in ws if must(w)]
@@ -317,6 +330,12 @@ def cmd_check(image, phase, t_stop, t_cont, *logs):
         counts["raced" if len(allowed) > 1 else "held"] += 1
     if phase == 2:
         for o in ops:
+            if (o["w"] in STOPPED and o.get("fua") and o["ok"] and t_stop < o["t0"] < t_cont):
+                seen = parse(data[o["block"] * BS:(o["block"] + 1) * BS], o["block"]) == (o["w"], o["seq"])
+                errors.append(f"{o['w']}: a FUA write sent {o['t0'] - t_stop:.1f} s into the "
+                              f"stop was acknowledged {o['t1'] - t_cont:.1f} s after the SIGCONT"
+                              + (" and a reader sees it (written after the fence)" if seen else
+                                 " and a reader does not see it: acknowledged as durable, lost"))
             if o["w"] in STOPPED and o["t0"] >= t_cont and o["ok"]:
                 seen = o["op"] == "write" and parse(
                     data[o["block"] * BS:(o["block"] + 1) * BS], o["block"]) == (o["w"], o["seq"])

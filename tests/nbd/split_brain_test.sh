@@ -16,7 +16,10 @@
 #   - nothing written through A after the SIGSTOP is seen by a reader (B, `hbiss export`),
 #     and what A had acknowledged and flushed before it is;
 #   - every request of A's client begun after the SIGCONT fails (A's clients get errors,
-#     never a success that nobody will read);
+#     never a success that nobody will read), and no FUA write sent while A was stopped is
+#     acknowledged (A's client writes with FUA from just before the stop: an acknowledged FUA
+#     write is durable, so it would be either lost or written after the fence); one in flight
+#     at the stop that A acknowledges must be seen;
 #   - if A still serves reads, they equal B's.
 # Prints the handoffs (epochs), latencies and the takeover time.
 # Env: PHASE1_SECONDS (50). Needs HBISS_HDFS_URI; skipped without it unless
@@ -167,6 +170,8 @@ done
 [ "$(owner_of)" = A ] || fail "A does not own the volume while its client writes"
 CHECKS=$((CHECKS + 1))
 epoch2=$(epoch_of)
+touch "$WORK/stop-S.fua"  # from now on A's client writes with FUA
+sleep 0.3
 kill -STOP "${SPID[A]}"
 t_stop=$(now)
 log "phase 2: A (epoch $epoch2) SIGSTOPped after $(grep -c '"op": "write"' "$WORK/wS.log") writes of its client"
