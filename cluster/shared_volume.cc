@@ -103,9 +103,11 @@ Status SharedVolume::AcquireLocked() {
     auto rec = volume::Volume::Owner(node_->store(), name_);
     if (rec.ok() && !rec->owner.empty()) {
       auto sr = DecodeServerRecord(rec->owner);
+      if (sr.ok()) {
+        holder = "server " + sr->server + " (peer " + (sr->peer.empty() ? "none" : sr->peer) + ")";
+      }
       if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty() &&
           (attempt == 0 || Clock::now() - last_ask > std::chrono::seconds(1))) {
-        holder = "server " + sr->server + " (" + sr->peer + ")";
         last_ask = Clock::now();
         pb::Request req;
         req.set_type(pb::Request::RELEASE);
@@ -130,8 +132,8 @@ Status SharedVolume::AcquireLocked() {
     }
     if (Clock::now() >= deadline) {
       return Status::IOError("volume " + name_ + ": could not become its writer within " +
-                             std::to_string(o.acquire_timeout_ms / 1000) + " s: " + holder +
-                             " holds it");
+                             std::to_string(o.acquire_timeout_ms) + " ms: " + holder +
+                             " holds it and did not release it");
     }
     // Right after a release the lock is free: try again at once, then back off.
     std::this_thread::sleep_for(std::chrono::milliseconds(released ? 0 : attempt < 10 ? 50 : 500));
@@ -162,7 +164,15 @@ Status SharedVolume::DoSync() {
   auto rec = volume::Volume::Owner(node_->store(), name_);
   if (rec.ok() && !rec->owner.empty()) {
     auto sr = DecodeServerRecord(rec->owner);
-    if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty()) {
+    // An owner that did not answer is not asked again for a while: a dead
+    // host would otherwise cost every read the peer timeout.
+    bool skip = false;
+    {
+      MutexLock l(&sync_mu_);
+      skip = sr.ok() && sr->peer == silent_peer_ && rec->epoch == silent_epoch_ &&
+             Clock::now() < silent_until_;
+    }
+    if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty() && !skip) {
       pb::Request req;
       req.set_type(pb::Request::SYNC);
       req.set_id(1);
@@ -171,8 +181,13 @@ Status SharedVolume::DoSync() {
       req.set_from_server(node_->server_id());
       auto reply = PeerCall(sr->peer, req, node_->options().peer_timeout_ms);
       if (!reply.ok() || (reply->code() != pb::Reply::OK && reply->code() != pb::Reply::NOT_OWNER)) {
-        spdlog::warn("volume {}: owner {} did not sync ({}); reading what the log holds", name_,
-                     sr->server, reply.ok() ? reply->message() : reply.status().ToString());
+        spdlog::warn("volume {}: owner {} did not sync ({}); reading what the log holds, and "
+                     "not asking it again for 10 s", name_, sr->server,
+                     reply.ok() ? reply->message() : reply.status().ToString());
+        MutexLock l(&sync_mu_);
+        silent_peer_ = sr->peer;
+        silent_epoch_ = rec->epoch;
+        silent_until_ = Clock::now() + std::chrono::seconds(10);
       }
     }
   }

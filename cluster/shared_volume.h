@@ -21,12 +21,15 @@
 // Coherent reads as a reader: SYNC to the owner (it flushes), then Refresh;
 // reads that arrive while a sync is out wait for the next one, so one round
 // serves them all. An owner that does not answer: the read is served from
-// what the log holds, with a warning.
+// what the log holds, with a warning, and that owner is not asked again
+// for 10 s (at its epoch), so a dead host does not cost every read a
+// timeout.
 //
 // Failures: an owner that finds itself fenced (Volume::Owned fails) keeps
 // failing writes and flushes, never acknowledging one more; reads go on.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -106,6 +109,10 @@ class SharedVolume : public volume::Volume {
   CondVar sync_cv_;
   bool sync_running_ GUARDED_BY(sync_mu_) = false;
   uint64_t sync_done_ GUARDED_BY(sync_mu_) = 0;
+  // An owner that did not answer a SYNC, skipped until silent_until_.
+  std::string silent_peer_ GUARDED_BY(sync_mu_);
+  uint64_t silent_epoch_ GUARDED_BY(sync_mu_) = 0;
+  std::chrono::steady_clock::time_point silent_until_ GUARDED_BY(sync_mu_);
 
   mutable Mutex stats_mu_;
   Stats stats_ GUARDED_BY(stats_mu_);
