@@ -13,6 +13,7 @@
 
 #include "cluster/shared_volume.h"
 #include "store/memory_store.h"
+#include "util/test_util.h"
 #include "volume/volume.h"
 
 namespace hbiss::cluster {
@@ -20,14 +21,7 @@ namespace {
 
 constexpr uint32_t kBlock = 4096;
 
-std::vector<uint8_t> Pattern(uint32_t tag) {
-  std::vector<uint8_t> b(kBlock);
-  for (uint32_t i = 0; i < kBlock; i += 4) {
-    uint32_t v = tag * 2654435761u + i;
-    std::memcpy(&b[i], &v, 4);
-  }
-  return b;
-}
+std::vector<uint8_t> Pattern(uint32_t tag) { return TaggedBlock(tag); }
 
 class TwoServers : public ::testing::Test {
  protected:

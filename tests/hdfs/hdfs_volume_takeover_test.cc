@@ -18,6 +18,7 @@
 #include "cluster/shared_volume.h"
 #include "hdfs/hdfs_store.h"
 #include "tests/hdfs/cluster_env.h"
+#include "util/test_util.h"
 #include "volume/volume.h"
 
 namespace hbiss::hdfs::testing {
@@ -25,14 +26,7 @@ namespace {
 
 constexpr uint32_t kBlock = 4096;
 
-std::vector<uint8_t> Pattern(uint32_t tag) {
-  std::vector<uint8_t> b(kBlock);
-  for (uint32_t i = 0; i < kBlock; i += 4) {
-    uint32_t v = tag * 2654435761u + i;
-    std::memcpy(&b[i], &v, 4);
-  }
-  return b;
-}
+std::vector<uint8_t> Pattern(uint32_t tag) { return TaggedBlock(tag); }
 
 std::unique_ptr<store::Store> OpenStore(const std::string& uri) {
   auto s = OpenHdfsStore(uri, true);
