@@ -148,4 +148,16 @@ Result<uint64_t> StartEpoch(store::Store* store, const std::string& name, const 
   return next;
 }
 
+Status CheckEpochStillOurs(store::Store* store, const layout::LogDir& dir) {
+  if (dir.path.find("/epoch/") == std::string::npos) return Status::OK();
+  auto st = store->Stat(layout::OwnerName(dir));
+  if (st.ok()) return Status::OK();
+  if (st.status().IsNotFound()) {
+    return Status::IOError("volume " + dir.volume() + ": taken over by another server (" +
+                           dir.path + " was renamed away: a new owner or a lock break fenced "
+                           "this one); nothing more is acknowledged");
+  }
+  return st.status().WithContext("checking that " + dir.path + " is still this writer's");
+}
+
 }  // namespace hbiss::volume

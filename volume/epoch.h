@@ -64,4 +64,14 @@ std::string CurrentLogPath(store::Store* store, const std::string& name);
 Result<uint64_t> StartEpoch(store::Store* store, const std::string& name, const VolumeMeta& meta,
                             const std::string* owner);
 
+// The fence's check for a writer (doc/ownership.md "Fencing"): after it
+// created a new object in its epoch directory `dir` (a segment), which a
+// store does even where the directory was renamed away (it recreates the
+// parents), the owner object must still be there. OK if it is; IOError
+// saying the volume was taken over if it is not (a lock break or a new
+// owner renamed the epoch: what this writer writes there from now on is
+// never read); the store's error otherwise. A directory that is not an
+// epoch directory (tests' logs) passes.
+Status CheckEpochStillOurs(store::Store* store, const layout::LogDir& dir);
+
 }  // namespace hbiss::volume

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "volume/epoch.h"
 #include "volume/layout.h"
 
 namespace hbiss::volume {
@@ -42,6 +43,11 @@ Status LogWriter::Append(QueueItem& item) {
   const std::string obj = layout::SegName(dir_, seg->id);
   if (!writer_ || seg_id_ != seg->id) {
     HBISS_ASSIGN_OR_RETURN(writer_, store_->Create(obj));
+    // A fenced writer's Create succeeds in a recreated directory; this tells.
+    if (Status own = CheckEpochStillOurs(store_, dir_); !own.ok()) {
+      writer_.reset();
+      return own;
+    }
     seg_id_ = seg->id;
     appended_.segment_files++;
     HBISS_RETURN_IF_ERROR(writer_->Append(std::span<const uint8_t>(seg->Slot(0), kSlotSize))

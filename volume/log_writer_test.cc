@@ -71,6 +71,8 @@ class LogWriterTest : public ::testing::Test {
   // The log writer writes through nospace_ -> fis_ -> mem_.
   LogWriterTest() : fis_(&mem_, 1), nospace_(&fis_), log_(&nospace_, kDir, kVolId) {
     log_.Restart(kStart, kStartSeq);
+    // The epoch's owner object, which the writer checks for after each Create.
+    EXPECT_TRUE(mem_.Put(layout::OwnerName(kDir), {}).ok());
   }
 
   // A segment that follows segment `prev_id`, ending at `prev_end`.
@@ -291,6 +293,25 @@ TEST_F(LogWriterTest, EndSegmentClosesItAndNotesItsSize) {
   EXPECT_EQ(log_.durable_pos(), EndOf(b_copy));
 }
 
+TEST_F(LogWriterTest, AWriterWhoseEpochWasRenamedAwayFailsAtItsNextSegment) {
+  // The first segment is written and synced in epoch 1.
+  auto seg = NewSeg(2, 7);
+  QueueItem a = AddBatch(seg, 7, 0, 1);
+  const LogPosition end = EndOf(a);
+  ASSERT_TRUE(log_.Append(a).ok());
+  ASSERT_TRUE(log_.EndSegment(seg.get()).ok());
+  // A new owner (or a lock break) renames epoch 1 away. The next segment's
+  // Create succeeds (the store recreates the directory), but nobody reads it:
+  // the writer must say so instead of acknowledging what it writes there.
+  ASSERT_TRUE(mem_.RenameDir(kDir.path, layout::EpochDir(kName, 2).path).ok());
+  auto next = NewSeg(3, 8, end);
+  QueueItem b = AddBatch(next, 8, 5, 1);
+  Status s = log_.Append(b);
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  EXPECT_NE(s.ToString().find("taken over"), std::string::npos) << s.ToString();
+  EXPECT_FALSE(log_.open());
+}
+
 TEST_F(LogWriterTest, NoSpaceOnCreateLeavesTheItemAndNothingOpen) {
   auto seg = NewSeg(2, 7);
   QueueItem a = AddBatch(seg, 7, 0, 1);
@@ -398,6 +419,7 @@ TEST_F(LogWriterTest, CrashAfterAppendsWithoutSyncLosesOnlyTheUnsyncedTail) {
   bool lost_whole_tail = false;
   for (uint64_t seed = 0; seed < 12; seed++) {
     store::MemoryStore mem;
+    ASSERT_TRUE(mem.Put(layout::OwnerName(kDir), {}).ok());
     FaultInjectionStore fis(&mem, seed);
     LogWriter log(&fis, kDir, kVolId);
     log.Restart(kStart, kStartSeq);

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 
+#include "volume/epoch.h"
 #include "volume/layout.h"
 #include "volume/log_writer.h"
 
@@ -138,6 +139,7 @@ Result<uint64_t> PutRelogSegment(store::Store* store, const layout::LogDir& dir,
   seg->CopyOut(0, 0, whole.data(), end);
   HBISS_RETURN_IF_ERROR(
       store->Put(obj, whole).WithContext("volume " + name + ": writing re-log segment " + obj));
+  HBISS_RETURN_IF_ERROR(CheckEpochStillOurs(store, dir));
   for (const QueueItem& item : *items) {
     for (uint32_t i = 0; i < item.data_slots; i++) seg->valid[item.header_slot + 1 + i] = true;
   }

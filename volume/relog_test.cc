@@ -129,7 +129,10 @@ class TestPath final : public RelogSink {
 
 class RelogTest : public ::testing::Test {
  protected:
-  RelogTest() : fis_(&mem_, 7), full_(&fis_) {}
+  RelogTest() : fis_(&mem_, 7), full_(&fis_) {
+    // The epoch's owner object, which a re-log checks for after its Put.
+    EXPECT_TRUE(mem_.Put(layout::OwnerName(kDir), {}).ok());
+  }
 
   std::shared_ptr<MemSegment> NewSeg(uint64_t id, uint64_t first_seq, LogPosition prev,
                                      uint32_t flags = 0) {

@@ -239,7 +239,9 @@ TEST(VolumeEpochTest, BreakLockFencesAHolderThatStillRuns) {
   for (uint64_t off = 0; off < (1 << 20); off += 64 << 10) {
     (void)a->Write(off, Block(0xa2, 64 << 10));
   }
-  (void)a->Flush();
+  // Nothing written after the break may be acknowledged as durable.
+  EXPECT_FALSE(a->Flush().ok()) << "the fenced holder acknowledged a flush";
+  EXPECT_FALSE(a->Owned().ok());
   (void)a->Clean(1.0);
   (void)a->Close();
   a.reset();
@@ -266,6 +268,25 @@ TEST(VolumeEpochTest, BreakLockFencesAHolderThatStillRuns) {
   EXPECT_EQ(ByteAt(c.get(), 40), 0);
   EXPECT_EQ(ListEpochs(&mem, "v").value(), std::vector<uint64_t>{4})
       << "the stale epoch A wrote into is deleted by the next open";
+}
+
+TEST(VolumeEpochTest, AHolderBrokenRightAfterItsOpenAcknowledgesNothing) {
+  // The holder has no open segment yet when the break fences it: its first
+  // segment is created in a directory nobody reads, which it must notice.
+  store::MemoryStore mem;
+  Create(&mem);
+  StealableLockStore s(&mem);
+  auto a = OpenRW(&s, "a");
+  ASSERT_TRUE(a != nullptr);
+  ASSERT_TRUE(Volume::BreakLock(&s, "v").ok());
+  (void)a->Write(0, Block(0xa3, 64 << 10));
+  EXPECT_FALSE(a->Flush().ok()) << "a flush acknowledged into a renamed-away epoch";
+  EXPECT_FALSE(a->Owned().ok());
+  (void)a->Close();
+  a.reset();
+  auto reader = OpenRO(&mem);
+  ASSERT_TRUE(reader != nullptr);
+  EXPECT_EQ(ByteAt(reader.get(), 0), 0);
 }
 
 TEST(VolumeEpochTest, BreakLockOfAFreeVolumeFencesToo) {
