@@ -67,6 +67,12 @@ Result<std::unique_ptr<Node>> Node::Start(store::Store* store, NodeOptions opts)
       if (host == "0.0.0.0" || host == "::" || host.empty()) host = HostName();
       n->peer_address_ = host + ":" + std::to_string(port);
     }
+    if (n->peer_address_.rfind("127.", 0) == 0 || n->peer_address_.rfind("localhost:", 0) == 0 ||
+        n->peer_address_.rfind("[::1]", 0) == 0) {
+      spdlog::warn("server {}: peer endpoint {} is on loopback: only servers on this host can "
+                   "ask it to release a volume (on several hosts, give --peer-listen an "
+                   "address they reach)", n->opts_.server_id, n->peer_address_);
+    }
   }
   return n;
 }
@@ -116,7 +122,7 @@ std::vector<std::string> Node::Owned() {
   }
   std::vector<std::string> out;
   for (auto& [name, v] : vols) {
-    if (v->owner()) out.push_back(name);
+    if (v->owner_or_acquiring()) out.push_back(name);
   }
   MutexLock l(&mu_);
   for (auto& [name, v] : vols) {
@@ -241,20 +247,29 @@ std::string VolumeStatusJson(const VolumeStatus& s) {
 Status BreakVolumeLock(store::Store* store, const std::string& name, bool force,
                        int timeout_ms) {
   HBISS_ASSIGN_OR_RETURN(volume::OwnerRecord rec, volume::Volume::Owner(store, name));
-  if (!force && !rec.owner.empty()) {
-    auto sr = DecodeServerRecord(rec.owner);
-    if (sr.ok()) {
-      VolumeStatus::Server s;
-      s.record = *sr;
-      Ping(&s, name, timeout_ms);
-      // A server that answers but does not own the volume left a stale record (it
-      // released or closed without deleting it): there is nothing live to protect.
-      if (s.answers && s.owns) {
-        return Status::Busy("volume " + name + ": its owner, server " + sr->server + " at " +
-                            sr->peer + ", still answers; a live owner is asked to release by "
-                            "the next writer, so there is nothing to break (--force breaks "
-                            "it anyway)");
+  if (!force) {
+    // Every server that may hold the lock: the recorded owner, and every
+    // server with the volume open (one in the middle of an acquire holds the
+    // lock before its record is written). Any of them that answers and says
+    // it owns the volume, or is acquiring it, is alive: nothing to break (a
+    // live owner is asked to release by the next writer).
+    HBISS_ASSIGN_OR_RETURN(VolumeStatus st, GetVolumeStatus(store, name, timeout_ms));
+    std::vector<const VolumeStatus::Server*> servers;
+    if (st.has_owner) servers.push_back(&st.owner);
+    for (const auto& o : st.open) servers.push_back(&o);
+    for (const VolumeStatus::Server* s : servers) {
+      if (s->answers && s->owns) {
+        return Status::Busy("volume " + name + ": server " + s->record.server + " at " +
+                            s->record.peer + " answers and owns it (or is becoming its "
+                            "owner): there is nothing to break (--force breaks it anyway)");
       }
+    }
+    // The volume must not have changed hands while the servers were asked.
+    HBISS_ASSIGN_OR_RETURN(volume::OwnerRecord again, volume::Volume::Owner(store, name));
+    if (again.epoch != rec.epoch || again.owner != rec.owner) {
+      return Status::Busy("volume " + name + " changed owner (epoch " +
+                          std::to_string(rec.epoch) + " -> " + std::to_string(again.epoch) +
+                          ") while its servers were asked: a live server took it; try again");
     }
   }
   HBISS_RETURN_IF_ERROR(volume::Volume::BreakLock(store, name));

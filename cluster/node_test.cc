@@ -164,6 +164,26 @@ TEST_F(TwoServers, AWriterWaitsForAnOwnerThatCannotBeAskedAndTimesOut) {
   EXPECT_EQ(got, Pattern(1));
 }
 
+TEST_F(TwoServers, AReaderNeverServesStaleDataWhenTheOwnerCannotBeAsked) {
+  // host-c has no peer endpoint: a reader cannot ask it to sync.
+  auto c = StartNode("host-c", "");
+  auto d = StartNode("host-d", "127.0.0.1:0", /*acquire_timeout_ms=*/800);
+  auto vc = c->Open("vm");
+  auto vd = d->Open("vm");
+  ASSERT_TRUE(vc.ok() && vd.ok());
+  ASSERT_TRUE((*vc)->Write(0, Pattern(1)).ok());
+  ASSERT_TRUE((*vc)->Flush().ok());
+  ASSERT_TRUE((*vc)->Write(0, Pattern(2)).ok());  // acknowledged, not flushed
+  // While c holds the lock, d cannot know what c acknowledged: it waits, then fails.
+  std::vector<uint8_t> got(kBlock);
+  Status s = (*vd)->Read(0, got);
+  EXPECT_TRUE(s.IsIOError()) << s.ToString();
+  // Once c let go (a close makes it durable), d reads the latest.
+  ASSERT_TRUE((*vc)->Close().ok());
+  ASSERT_TRUE((*vd)->Read(0, got).ok());
+  EXPECT_EQ(got, Pattern(2));
+}
+
 TEST_F(TwoServers, StatusNamesTheOwnerAndEveryOpenServer) {
   auto va = a_->Open("vm");
   auto vb = b_->Open("vm");

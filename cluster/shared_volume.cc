@@ -70,6 +70,11 @@ Status SharedVolume::OpenReaderLocked() {
 }
 
 Status SharedVolume::AcquireLocked() {
+  acquiring_ = true;
+  struct Done {
+    std::atomic<bool>* flag;
+    ~Done() { *flag = false; }
+  } done{&acquiring_};
   const NodeOptions& o = node_->options();
   volume::OpenOptions rw = o.open;
   rw.read_only = false;
@@ -177,39 +182,80 @@ Status SharedVolume::DoSync() {
     MutexLock l(&stats_mu_);
     stats_.syncs++;
   }
-  auto rec = volume::Volume::Owner(node_->store(), name_);
-  if (rec.ok() && !rec->owner.empty()) {
-    auto sr = DecodeServerRecord(rec->owner);
-    // An owner that did not answer is not asked again for a while: a dead
-    // host would otherwise cost every read the peer timeout.
-    bool skip = false;
-    {
+  const auto wait_deadline =
+      Clock::now() + std::chrono::milliseconds(node_->options().acquire_timeout_ms);
+  bool warned = false;
+  for (int attempt = 0;; attempt++) {
+    auto rec = volume::Volume::Owner(node_->store(), name_);
+    if (!rec.ok()) return rec.status().WithContext("volume " + name_ + ": finding its owner");
+    auto sr = rec->owner.empty() ? Result<ServerRecord>(Status::NotFound("no owner"))
+                                 : DecodeServerRecord(rec->owner);
+    // An owner found gone (no answer, lock free) is not asked again for a
+    // while: a dead host would otherwise cost every read the peer timeout.
+    bool gone = false;
+    if (sr.ok()) {
       MutexLock l(&sync_mu_);
-      skip = sr.ok() && sr->peer == silent_peer_ && rec->epoch == silent_epoch_ &&
+      gone = sr->peer == silent_peer_ && rec->epoch == silent_epoch_ &&
              Clock::now() < silent_until_;
     }
-    if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty() && !skip) {
+    if (sr.ok() && sr->server != node_->server_id() && !gone) {
+      const std::string who = "its owner, server " + sr->server + " (" +
+                              (sr->peer.empty() ? "no peer endpoint" : sr->peer) + ")";
       pb::Request req;
       req.set_type(pb::Request::SYNC);
-      req.set_id(1);
+      req.set_id(uint64_t(attempt) + 1);
       req.set_volume(name_);
       req.set_epoch(rec->epoch);
       req.set_from_server(node_->server_id());
-      auto reply = PeerCall(sr->peer, req, node_->options().peer_timeout_ms);
-      if (!reply.ok() || (reply->code() != pb::Reply::OK && reply->code() != pb::Reply::NOT_OWNER)) {
-        spdlog::warn("volume {}: owner {} did not sync ({}); reading what the log holds, and "
-                     "not asking it again for 10 s", name_, sr->server,
-                     reply.ok() ? reply->message() : reply.status().ToString());
+      Result<pb::Reply> reply = Status::IOError("it cannot be asked");
+      if (!sr->peer.empty()) reply = PeerCall(sr->peer, req, node_->options().peer_timeout_ms);
+      if (reply.ok() && reply->code() == pb::Reply::NOT_OWNER && reply->current_epoch() != 0 &&
+          reply->current_epoch() != rec->epoch && attempt < 5) {
+        continue;  // it owns a newer epoch than the record read: read it again
+      }
+      // OK: it flushed. NOT_OWNER of any epoch: it released, and a release is durable.
+      if (!reply.ok() ||
+          (reply->code() != pb::Reply::OK && reply->code() != pb::Reply::NOT_OWNER)) {
+        const std::string why = reply.ok() ? reply->message() : reply.status().ToString();
+        // Silent. While it holds the lock it may be alive (partitioned, stopped,
+        // busy) with acknowledged writes the log lacks: wait. Once the lock is
+        // free (it died and its lease expired, or a lock break), the log is all
+        // there is, and reads are served from it.
+        auto locked = volume::Volume::Locked(node_->store(), name_);
+        if (!locked.ok() || *locked) {
+          if (Clock::now() >= wait_deadline) {
+            return Status::IOError("volume " + name_ + ": " + who + " did not sync (" + why +
+                                   ") and still holds the volume's lock");
+          }
+          if (!warned) {
+            warned = true;
+            spdlog::warn("volume {}: {} did not sync ({}) and holds the lock; reads wait "
+                         "until it answers or its lock is free", name_, who, why);
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(500));
+          continue;
+        }
+        spdlog::warn("volume {}: {} is gone (no answer: {}; its lock is free): reads are "
+                     "served from the log", name_, who, why);
         MutexLock l(&sync_mu_);
         silent_peer_ = sr->peer;
         silent_epoch_ = rec->epoch;
-        silent_until_ = Clock::now() + std::chrono::seconds(10);
+        silent_until_ = Clock::now() + std::chrono::seconds(2);
       }
     }
+    // Catch up on the log; a failed replay is tried again before a read fails.
+    Status s;
+    for (int i = 0; i < 3; i++) {
+      {
+        ReaderMutexLock l(&mu_);
+        if (owner_ || !v_) return Status::OK();
+        s = v_->Refresh();
+      }
+      if (s.ok()) return s;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return s.WithContext("volume " + name_ + ": catching up on the log before a read");
   }
-  ReaderMutexLock l(&mu_);
-  if (owner_ || !v_) return Status::OK();
-  return v_->Refresh();
 }
 
 Status SharedVolume::SyncForRead() {
@@ -241,8 +287,8 @@ Status SharedVolume::Read(uint64_t offset, std::span<uint8_t> out) {
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
     if (owner_) return v_->Read(offset, out);
   }
-  Status s = SyncForRead();
-  if (!s.ok()) spdlog::warn("volume {}: catching up before a read: {}", name_, s.ToString());
+  // A reader that could not catch up must not serve what may be stale.
+  HBISS_RETURN_IF_ERROR(SyncForRead());
   {
     PassGate();
     ReaderMutexLock l(&mu_);
@@ -262,7 +308,13 @@ Result<std::vector<volume::Extent>> SharedVolume::BlockStatus(uint64_t offset, u
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
     if (owner_) return v_->BlockStatus(offset, length);
   }
-  (void)SyncForRead();
+  HBISS_RETURN_IF_ERROR(SyncForRead());
+  {
+    PassGate();
+    ReaderMutexLock l(&mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    if (v_) return v_->BlockStatus(offset, length);
+  }
   MutexLock g(&gate_);
   WriterMutexLock l(&mu_);
   if (!v_) HBISS_RETURN_IF_ERROR(OpenReaderLocked());

@@ -22,11 +22,14 @@
 //
 // Coherent reads as a reader: SYNC to the owner (it flushes), then Refresh;
 // reads that arrive while a sync is out wait for the next one, so one round
-// serves them all. An owner that does not answer: the read is served from
-// what the log holds, with a warning, and that owner is not asked again
-// for 10 s (at its epoch), so a dead host does not cost every read a
-// timeout.
-//
+// serves them all. A reader never serves what may be stale: when the owner
+// does not answer (within the peer timeout) the read waits while the owner
+// still holds the volume's lock (it may be alive: partitioned, stopped,
+// busy), retrying, up to NodeOptions::acquire_timeout_ms, then fails (EIO).
+// Once that lock is free (the owner died and its HDFS lease expired, or a
+// lock break), the log is all there is: reads are served from it, and that
+// owner is not asked again for 2 s. A log that cannot be read fails the read.
+
 // Failures: an owner that finds itself fenced (Volume::Owned fails) keeps
 // failing writes and flushes, never acknowledging one more; reads go on.
 #pragma once
@@ -69,6 +72,10 @@ class SharedVolume : public volume::Volume {
 
   // Never waits (a role change may be under way).
   bool owner() const;
+  // Owner, or trying to become it (PING reports both as owning: a lock
+  // break must not take the volume from a server in the middle of an
+  // acquire).
+  bool owner_or_acquiring() const { return owner_flag_.load() || acquiring_.load(); }
 
   // The peer requests, called by Node::Handle.
   pb::Reply HandleRelease(const pb::Request& req) EXCLUDES(mu_);
@@ -113,6 +120,7 @@ class SharedVolume : public volume::Volume {
   bool owner_ GUARDED_BY(mu_) = false;
   // owner_, readable without mu_ (PING must not wait for a role change).
   std::atomic<bool> owner_flag_{false};
+  std::atomic<bool> acquiring_{false};
   bool closed_ GUARDED_BY(mu_) = false;
   // The epoch this server last released on request, and when: its own next
   // acquire waits until another server took a later epoch, up to

@@ -184,6 +184,13 @@ class Volume {
   // NotFound if the volume does not exist.
   static Result<OwnerRecord> Owner(store::Store* store, const std::string& name);
 
+  // Whether a writer holds the volume's lock now. Takes the lock and lets it
+  // go at once when it is free (a writable open racing this one may see Busy
+  // for that moment, and retries). For a reader whose owner does not answer:
+  // a free lock means the owner is gone (or released), so what the log
+  // holds is all there is.
+  static Result<bool> Locked(store::Store* store, const std::string& name);
+
   // Takes the volume away from a holder that is gone (`hbiss lock break`,
   // like `rbd lock rm`): breaks its lock (Store::BreakLock), fences its
   // epoch (renames E to E+1 and takes over its last segment, so nothing it

@@ -170,6 +170,14 @@ Result<OwnerRecord> Volume::Owner(store::Store* store, const std::string& name) 
   return r;
 }
 
+Result<bool> Volume::Locked(store::Store* store, const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  auto l = store->TryLock(layout::LockName(name));
+  if (l.ok()) return false;
+  if (l.status().IsBusy()) return true;
+  return l.status().WithContext("volume " + name + ": trying its lock");
+}
+
 Status Volume::BreakLock(store::Store* store, const std::string& name) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
   HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
