@@ -47,7 +47,7 @@ for round in $(seq 1 "$ROUNDS"); do
   writer=$!
   # Kill mid-stream: 0.3 .. 2.2 s after the writer starts writing.
   deadline=$(($(date +%s) + 60))
-  until grep -q '^WRITING' "$WORK/writer.log"; do
+  until grep -q "^WRITING" "$WORK/writer.log" 2>/dev/null; do
     kill -0 "$writer" 2>/dev/null || break
     [ "$(date +%s)" -lt "$deadline" ] || fail "round $round: the writer did not start writing"
     sleep 0.05

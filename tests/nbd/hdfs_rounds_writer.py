@@ -10,7 +10,7 @@
 # 2. Unless verify-only, prints "WRITING" and writes until the server goes away: batches
 #    of 8..48 writes of 1..8 blocks (4 KiB) to distinct random places, all in flight at
 #    once (aio), then one FLUSH once every write of the batch is acknowledged. The model is
-#    saved after every FLUSH and at the end.
+#    saved before each batch is sent, after every FLUSH and at the end.
 #
 # Model, per block: "durable" is the write covered by the last completed FLUSH (absent =
 # never written: zeros); "maybe" lists the writes after it. After a crash a block must hold
@@ -130,9 +130,10 @@ try:
                 batch[b] = w
                 maybe.setdefault(b, []).append(w)  # before sending: it may land
                 data += content(b, w)
-            buf = nbd.Buffer.from_bytearray(data)
-            bufs.append(buf)
-            cookies.append(h.aio_pwrite(buf, b0 * BS))
+            bufs.append((nbd.Buffer.from_bytearray(data), b0 * BS))
+        save(durable, maybe, stats)  # the batch's writes may land: even if this process dies
+        for buf, off in bufs:
+            cookies.append(h.aio_pwrite(buf, off))
         while h.aio_in_flight() > 0:
             h.poll(-1)
         for c in cookies:

@@ -13,8 +13,11 @@
 #     clean, and every file the guest reported durable before the kill verifies against
 #     the list it stored;
 #   - `hbiss status` names hbiss-B.
-# The automatic takeover (no lock break: B waits for A's HDFS lease, ~60 s) is timed by
-# bench/migration/run.sh (TAKEOVER=1), not here, to keep this test short.
+# Then the automatic takeover (HBISS_CRASH_AUTO=1, the default): a writer guest on B, QEMU
+# and server B killed together, and no lock break: QEMU A3 boots the volume through a new
+# server A, whose first write waits for B's HDFS lease (~60 s soft limit) and takes the
+# volume by itself; the recover boot must pass within AUTO_LIMIT (120 s) of the kill, and
+# `hbiss status` name hbiss-A. bench/migration/takeover.sh times both kinds repeatedly.
 #
 # Usage: host_crash_test.sh HBISS_BINARY GUEST_CACHE_DIR
 # Needs HBISS_HDFS_URI (skipped without it unless HBISS_REQUIRE_HDFS=1), QEMU and the guest
@@ -26,6 +29,8 @@ source "$HERE/../nbd/lib.sh"
 log() { echo "[$TEST_NAME $(date +%T.%N | cut -c1-12)] $*"; }
 
 MIN_FILES=${HBISS_CRASH_MIN_FILES:-25}
+AUTO=${HBISS_CRASH_AUTO:-1}
+AUTO_LIMIT=${HBISS_CRASH_AUTO_LIMIT:-120}
 STEP_TIMEOUT=${HBISS_MIGRATION_STEP_TIMEOUT:-240}
 QPIDS=()
 EXTRA_CLEANUP='for p in "${QPIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done;
@@ -90,6 +95,46 @@ esac
 CHECKS=$((CHECKS + 1))
 wait "$QPID_B" 2>/dev/null || true
 expect_owner disk hbiss-B "after the recover boot on B (its journal replay wrote)"
-stop_node B
+
+# ---- automatic takeover: host B dies too; no lock break --------------------------------------
+# A new writer on B (a fresh filesystem), then QEMU B2 and server B are killed together and
+# QEMU A3 boots the volume through a new server A: its first write (the journal replay)
+# waits until B's HDFS lease expires and then takes the volume by itself.
+if [ "$AUTO" = 1 ]; then
+  start_node A
+  qemu B2 "$(node_uri B disk)" "hbiss_mode=writer hbiss_files=100000"
+  wait_file B2 "$MIN_FILES"
+  sleep "$((RANDOM % 3)).$((RANDOM % 10))"
+  kill -KILL "$QPID_B2" "$PID_B" 2>/dev/null || true
+  wait "$QPID_B2" 2>/dev/null || true
+  wait "$PID_B" 2>/dev/null || true
+  PID_B=
+  killed_at=$(date +%s.%N)
+  sleep 0.2
+  SYNCED=$(synced_files B2)
+  log "host B (QEMU B2 and server B) killed with SIGKILL; $SYNCED files reported durable; no lock break"
+  qemu A3 "$(node_uri A disk)" "hbiss_mode=recover hbiss_files=$SYNCED"
+  deadline=$(($(date +%s) + AUTO_LIMIT + 60))
+  until grep -a -q 'HBISS-VM-RESULT' "$WORK/A3.console"; do
+    [ "$(date +%s)" -lt "$deadline" ] || { tail -n 20 "$WORK/A3.console" >&2; fail "the recover boot on A3 did not finish"; }
+    kill -0 "$QPID_A3" 2>/dev/null || { cat "$WORK/A3.out" >&2; fail "QEMU A3 exited without a verdict"; }
+    sleep 0.5
+  done
+  took=$(python3 -c "import sys,time;print(round(time.time()-float(sys.argv[1]),1))" "$killed_at")
+  verdict=$(grep -a 'HBISS-VM-RESULT' "$WORK/A3.console" | tr -d '\r' | sed 's/^.*HBISS-VM-RESULT: //')
+  log "automatic takeover: recover boot on A3: $verdict, $took s after the kill"
+  case "$verdict" in
+    "PASS mode=recover files=$SYNCED "*) ;;
+    *) tail -n 30 "$WORK/A3.console" >&2; fail "recover boot after the automatic takeover: $verdict" ;;
+  esac
+  python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" \
+    "$took" "$AUTO_LIMIT" || fail "the automatic takeover took $took s (limit $AUTO_LIMIT s)"
+  CHECKS=$((CHECKS + 2))
+  wait "$QPID_A3" 2>/dev/null || true
+  expect_owner disk hbiss-A "after the automatic takeover by A"
+  stop_node A
+else
+  stop_node B
+fi
 log "total $(($(date +%s) - started)) s"
 finish
