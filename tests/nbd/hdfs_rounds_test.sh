@@ -45,11 +45,12 @@ for round in $(seq 1 "$ROUNDS"); do
   python3 "$HERE/hdfs_rounds_writer.py" "$(node_uri "$X" vm)" "$MODEL" "$round" \
     >"$WORK/writer.log" 2>&1 &
   writer=$!
-  # Kill mid-stream: 0.3 .. 2.2 s after the writer starts writing.
+  # Kill mid-stream: 0.3 .. 2.2 s after the writer's first FLUSH on this server (so that X
+  # owns the volume when it dies).
   deadline=$(($(date +%s) + 60))
-  until grep -q "^WRITING" "$WORK/writer.log" 2>/dev/null; do
+  until grep -q "^FLUSHED" "$WORK/writer.log" 2>/dev/null; do
     kill -0 "$writer" 2>/dev/null || break
-    [ "$(date +%s)" -lt "$deadline" ] || fail "round $round: the writer did not start writing"
+    [ "$(date +%s)" -lt "$deadline" ] || fail "round $round: no FLUSH completed within 60 s"
     sleep 0.05
   done
   sleep "$((RANDOM % 2)).$((RANDOM % 10))"

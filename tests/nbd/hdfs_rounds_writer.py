@@ -7,10 +7,11 @@
 #    (acknowledged or in flight when the server died) hold a later write, Y the flushed one;
 #    L blocks hold anything else (a flushed write lost, or bytes never written: the test
 #    fails). What it read becomes the new baseline.
-# 2. Unless verify-only, prints "WRITING" and writes until the server goes away: batches
-#    of 8..48 writes of 1..8 blocks (4 KiB) to distinct random places, all in flight at
-#    once (aio), then one FLUSH once every write of the batch is acknowledged. The model is
-#    saved before each batch is sent, after every FLUSH and at the end.
+# 2. Unless verify-only, prints "WRITING" and writes until the server goes away: batches of
+#    8..48 writes of 1..8 blocks (4 KiB) to distinct random places, all in flight at once
+#    (aio), then one FLUSH once every write of the batch is acknowledged; "FLUSHED" after
+#    the first (this server owns the volume then). The model is saved before each batch is
+#    sent, after every FLUSH and at the end.
 #
 # Model, per block: "durable" is the write covered by the last completed FLUSH (absent =
 # never written: zeros); "maybe" lists the writes after it. After a crash a block must hold
@@ -145,6 +146,7 @@ try:
             durable[b] = w
             maybe[b] = []
         if flushes_round == 1:
+            print("FLUSHED", flush=True)  # this server owns the volume now
             # The first flush on this server also makes the baseline durable: every block
             # outside the batch holds what verification read (writes of earlier rounds that
             # the log kept, or their flushed write).
