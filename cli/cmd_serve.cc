@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cluster/node.h"
 #include "nbd/server.h"
 #include "nbd/volume_export.h"
 #include "store/store.h"
@@ -31,6 +32,9 @@ struct ServeArgs {
   int64_t cache_mb = -1;  // -1: a quarter of the memory limit
   std::string memory_limit = "2G";
   double clean_threshold = 0.5;
+  std::string server_id;
+  std::string peer_listen = "127.0.0.1:0";
+  std::string peer_advertise;
 };
 
 int Fail(const std::string& context, const Status& s) {
@@ -89,7 +93,17 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
     vo.cache_bytes = cache;
   }
   vo.clean_threshold = a.clean_threshold;
-  nbd::VolumeProvider provider(store->get(), a.read_only, vo);
+  // This server's part in sharing volumes with other servers (doc/ownership.md).
+  cluster::NodeOptions no;
+  no.server_id = a.server_id;
+  no.peer_listen = a.peer_listen == "none" ? "" : a.peer_listen;
+  no.peer_advertise = a.peer_advertise;
+  no.open = vo;
+  auto node = cluster::Node::Start(store->get(), no);
+  if (!node.ok()) return Fail("--peer-listen " + a.peer_listen, node.status());
+  cluster::Node* nodep = node->get();
+  nbd::VolumeProvider provider(store->get(), a.read_only, vo,
+                               [nodep](const std::string& name) { return nodep->Open(name); });
   nbd::ServerOptions so;
   so.listen = (a.socket.empty() || a.listen_given) ? a.listen : "";
   if (so.listen == "none") so.listen.clear();
@@ -110,6 +124,8 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   }
   spdlog::info("hbiss serve: store {} ({} volumes){}, listening on {}", store->get()->Uri(),
                names->size(), a.read_only ? ", read-only" : "", where);
+  spdlog::info("hbiss serve: server id {}, peer endpoint {}", nodep->server_id(),
+               nodep->peer_address().empty() ? "none" : nodep->peer_address());
   spdlog::info("hbiss serve: memory limit {} MiB (write buffers {} MiB, CRC tables {} MiB, read "
                "cache {} MiB)",
                *limit >> 20, volume::DefaultWriteBudget().capacity() >> 20,
@@ -160,6 +176,16 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
                     "fraction is below this and deletes dead segments (default 0.5); 0 keeps "
                     "every segment; at most 0.9")
       ->check(CLI::Range(0.0, 0.9));
+  serve->add_option("--server-id", a.server_id,
+                    "This server's id among the servers sharing the store (default: the host "
+                    "name); letters, digits, '.', '_' and '-'");
+  serve->add_option("--peer-listen", a.peer_listen,
+                    "Where other servers reach this one to ask for a volume it owns "
+                    "(HOST:PORT, default 127.0.0.1:0, a free port on loopback; \"none\" turns "
+                    "it off). On several hosts, listen on an address they can reach");
+  serve->add_option("--peer-advertise", a.peer_advertise,
+                    "The HOST:PORT other servers are told to use (default: the bound address, "
+                    "with the host name for a wildcard host)");
   serve->callback([&g, exit_code, listen] {
     a.listen_given = listen->count() > 0;
     *exit_code = RunServe(g, a);

@@ -108,11 +108,6 @@ Result<uint64_t> ParseSize(const std::string& text, uint64_t max) {
   return n;
 }
 
-namespace {
-
-// Opens the store named by --store, or the default local store. Commands that
-// write may create the default store's directory; an explicit --store must
-// already exist.
 Result<std::unique_ptr<store::Store>> OpenStoreFor(const GlobalOptions& g, bool writing) {
   if (g.store_uri.empty()) {
     std::string uri = DefaultStoreUri();
@@ -124,6 +119,8 @@ Result<std::unique_ptr<store::Store>> OpenStoreFor(const GlobalOptions& g, bool 
   if (!r.ok()) return r.status().WithContext("store " + g.store_uri);
   return r;
 }
+
+namespace {
 
 // A one-line progress bar on stderr, drawn only when stderr is a terminal.
 class Progress {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <string>
 
+#include "store/store.h"
 #include "util/status.h"
 
 namespace hbiss::cli {
@@ -29,6 +30,14 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 // dfs ls|put|get|cat|rm|mkdir|stat (cmd_dfs.cc). main() calls it before any
 // command runs, so it is also the place to RegisterScheme("hdfs", ...).
 void AddDfsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+
+// status, lock break (cmd_cluster.cc): volumes shared by several servers.
+void AddClusterCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
+
+// Opens the store named by --store, or the default local store. Commands that
+// write may create the default store's directory; an explicit --store must
+// already exist (cmd_volume.cc).
+Result<std::unique_ptr<store::Store>> OpenStoreFor(const GlobalOptions& g, bool writing);
 
 // Parses a byte size: plain bytes or a K, M, G or T suffix (binary units;
 // "KiB" style also accepted). InvalidArgument for junk, zero, overflow, or a

@@ -45,11 +45,14 @@ Result<std::vector<Extent>> VolumeExport::BlockStatus(uint64_t offset, uint64_t 
 }
 
 VolumeProvider::VolumeProvider(store::Store* store, bool read_only,
-                               volume::OpenOptions open_opts)
-    : store_(store), read_only_(read_only), open_opts_([&] {
+                               volume::OpenOptions open_opts, Opener opener)
+    : store_(store),
+      read_only_(read_only),
+      open_opts_([&] {
         open_opts.read_only = read_only;
         return open_opts;
-      }()) {}
+      }()),
+      opener_(std::move(opener)) {}
 
 VolumeProvider::~VolumeProvider() { (void)CloseAll(); }
 
@@ -91,7 +94,8 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
   MutexLock l(&mu_);
   auto it = open_.find(info.name);
   if (it == open_.end()) {
-    auto opened = volume::Volume::Open(store_, info.name, open_opts_);
+    auto opened =
+        opener_ ? opener_(info.name) : volume::Volume::Open(store_, info.name, open_opts_);
     if (!opened.ok()) {
       // The client sees the message too, but whoever runs the server needs it.
       spdlog::warn("nbd: cannot open volume '{}': {}", info.name, opened.status().ToString());

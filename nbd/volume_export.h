@@ -8,6 +8,7 @@
 // (flush + checkpoint) when the last connection goes, or by CloseAll().
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -52,9 +53,15 @@ class VolumeExport : public Export {
 
 class VolumeProvider : public ExportProvider {
  public:
+  // Opens a volume for the provider (e.g. cluster::Node::Open, a volume
+  // shared with other servers). The default is volume::Volume::Open with the
+  // provider's options.
+  using Opener = std::function<Result<std::unique_ptr<volume::Volume>>(const std::string& name)>;
+
   // `store` must outlive the provider; the provider must outlive every
   // Export it handed out.
-  VolumeProvider(store::Store* store, bool read_only, volume::OpenOptions open_opts = {});
+  VolumeProvider(store::Store* store, bool read_only, volume::OpenOptions open_opts = {},
+                 Opener opener = nullptr);
   ~VolumeProvider() override;  // CloseAll()
 
   Result<std::vector<std::string>> List() override;
@@ -82,6 +89,7 @@ class VolumeProvider : public ExportProvider {
   store::Store* const store_;
   const bool read_only_;
   const volume::OpenOptions open_opts_;
+  const Opener opener_;
   Mutex mu_;  // held across Volume::Open/Close so they never race
   std::map<std::string, Entry> open_ GUARDED_BY(mu_);
 };

@@ -34,6 +34,14 @@ inline std::string CkptName(const std::string& name, uint64_t seq) {
   return CkptDir(name) + "/" + Hex16(seq);
 }
 
+// Servers that have the volume open (cluster/node.h): one object each,
+// named after the server id, holding its JSON record. Hints for `hbiss
+// status`, never needed for correctness.
+inline std::string OpenDir(const std::string& name) { return VolDir(name) + "/open"; }
+inline std::string OpenName(const std::string& name, const std::string& server) {
+  return OpenDir(name) + "/" + server;
+}
+
 // Largest meta and segment summary objects read (a summary of a 256 MiB
 // segment is about 290 KiB).
 inline constexpr uint64_t kMaxMetaBytes = 1 << 20;

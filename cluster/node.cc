@@ -1,0 +1,263 @@
+#include "cluster/node.h"
+
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "cluster/shared_volume.h"
+#include "util/socket.h"
+#include "volume/layout.h"
+
+namespace hbiss::cluster {
+
+std::string EncodeServerRecord(const ServerRecord& r) {
+  nlohmann::ordered_json j;
+  j["server"] = r.server;
+  j["peer"] = r.peer;
+  j["since"] = r.since;
+  j["pid"] = r.pid;
+  return j.dump();
+}
+
+Result<ServerRecord> DecodeServerRecord(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("server") || !j["server"].is_string()) {
+    return Status::InvalidArgument("not a server record: " + text.substr(0, 100));
+  }
+  ServerRecord r;
+  r.server = j["server"].get<std::string>();
+  if (j.contains("peer") && j["peer"].is_string()) r.peer = j["peer"].get<std::string>();
+  if (j.contains("since") && j["since"].is_number_integer()) r.since = j["since"].get<int64_t>();
+  if (j.contains("pid") && j["pid"].is_number_integer()) r.pid = j["pid"].get<int64_t>();
+  return r;
+}
+
+namespace {
+
+std::string HostName() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == 0) return "localhost";
+  return buf;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Node>> Node::Start(store::Store* store, NodeOptions opts) {
+  if (opts.server_id.empty()) opts.server_id = HostName();
+  // It names an object (volumes/NAME/open/<server id>): a volume name's rules.
+  if (!volume::Volume::ValidateName(opts.server_id).ok()) {
+    return Status::InvalidArgument("server id '" + opts.server_id +
+                                   "' may only contain letters, digits, '.', '_' and '-'");
+  }
+  std::unique_ptr<Node> n(new Node(store, std::move(opts)));
+  n->started_ = int64_t(std::time(nullptr));
+  if (!n->opts_.peer_listen.empty()) {
+    PeerServer::Options po;
+    po.listen = n->opts_.peer_listen;
+    HBISS_ASSIGN_OR_RETURN(n->peer_, PeerServer::Start(po, n.get()));
+    n->peer_address_ = n->opts_.peer_advertise;
+    if (n->peer_address_.empty()) {
+      std::string host;
+      uint16_t port = 0;
+      HBISS_RETURN_IF_ERROR(SplitHostPort(n->peer_->address(), &host, &port));
+      if (host == "0.0.0.0" || host == "::" || host.empty()) host = HostName();
+      n->peer_address_ = host + ":" + std::to_string(port);
+    }
+  }
+  return n;
+}
+
+Node::~Node() { peer_.reset(); }
+
+ServerRecord Node::Record() const {
+  ServerRecord r;
+  r.server = opts_.server_id;
+  r.peer = peer_address_;
+  r.since = int64_t(std::time(nullptr));
+  r.pid = int64_t(getpid());
+  return r;
+}
+
+Result<std::unique_ptr<volume::Volume>> Node::Open(const std::string& name) {
+  HBISS_ASSIGN_OR_RETURN(auto v, SharedVolume::Open(this, name));
+  return std::unique_ptr<volume::Volume>(std::move(v));
+}
+
+void Node::Register(const std::string& name, SharedVolume* v) {
+  MutexLock l(&mu_);
+  volumes_[name] = Entry{v, 0};
+}
+
+void Node::Unregister(const std::string& name, SharedVolume* v) {
+  MutexLock l(&mu_);
+  auto it = volumes_.find(name);
+  if (it == volumes_.end() || it->second.v != v) return;
+  // A peer request being handled holds the pointer: wait for it.
+  while (it->second.busy > 0) {
+    cv_.Wait(&mu_);
+    it = volumes_.find(name);
+    if (it == volumes_.end() || it->second.v != v) return;
+  }
+  volumes_.erase(it);
+}
+
+std::vector<std::string> Node::Owned() {
+  std::vector<std::pair<std::string, SharedVolume*>> vols;
+  {
+    MutexLock l(&mu_);
+    for (auto& [name, e] : volumes_) {
+      e.busy++;
+      vols.emplace_back(name, e.v);
+    }
+  }
+  std::vector<std::string> out;
+  for (auto& [name, v] : vols) {
+    if (v->owner()) out.push_back(name);
+  }
+  MutexLock l(&mu_);
+  for (auto& [name, v] : vols) {
+    auto it = volumes_.find(name);
+    if (it != volumes_.end() && it->second.v == v) it->second.busy--;
+  }
+  cv_.SignalAll();
+  return out;
+}
+
+pb::Reply Node::Handle(const pb::Request& req) {
+  pb::Reply reply;
+  if (req.type() == pb::Request::PING) {
+    reply.set_code(pb::Reply::OK);
+    reply.set_server(opts_.server_id);
+    for (auto& n : Owned()) reply.add_owned(n);
+    return reply;
+  }
+  SharedVolume* v = nullptr;
+  {
+    MutexLock l(&mu_);
+    auto it = volumes_.find(req.volume());
+    if (it != volumes_.end()) {
+      it->second.busy++;
+      v = it->second.v;
+    }
+  }
+  if (v == nullptr) {
+    reply.set_code(pb::Reply::NO_VOLUME);
+    reply.set_message("server " + opts_.server_id + " does not have volume " + req.volume() +
+                      " open");
+    return reply;
+  }
+  if (req.type() == pb::Request::RELEASE) {
+    reply = v->HandleRelease(req);
+  } else if (req.type() == pb::Request::SYNC) {
+    reply = v->HandleSync(req);
+  } else {
+    reply.set_code(pb::Reply::BAD_REQUEST);
+  }
+  MutexLock l(&mu_);
+  auto it = volumes_.find(req.volume());
+  if (it != volumes_.end() && it->second.v == v) it->second.busy--;
+  cv_.SignalAll();
+  return reply;
+}
+
+// ---- status and lock break -------------------------------------------------------
+
+namespace {
+
+void Ping(VolumeStatus::Server* s, const std::string& volume, int timeout_ms) {
+  if (s->record.peer.empty()) return;
+  pb::Request req;
+  req.set_type(pb::Request::PING);
+  req.set_id(1);
+  auto r = PeerCall(s->record.peer, req, timeout_ms);
+  if (!r.ok() || r->code() != pb::Reply::OK) return;
+  // Another process may have reused the address: only its own id counts.
+  if (r->server() != s->record.server) return;
+  s->answers = true;
+  for (const auto& o : r->owned()) {
+    if (o == volume) s->owns = true;
+  }
+}
+
+}  // namespace
+
+Result<VolumeStatus> GetVolumeStatus(store::Store* store, const std::string& name,
+                                     int timeout_ms) {
+  HBISS_ASSIGN_OR_RETURN(volume::OwnerRecord rec, volume::Volume::Owner(store, name));
+  VolumeStatus st;
+  st.volume = name;
+  st.epoch = rec.epoch;
+  if (!rec.owner.empty()) {
+    auto sr = DecodeServerRecord(rec.owner);
+    if (sr.ok()) {
+      st.has_owner = true;
+      st.owner.record = *sr;
+      Ping(&st.owner, name, timeout_ms);
+    }
+  }
+  auto list = store->List(volume::layout::OpenDir(name));
+  if (list.ok()) {
+    for (const auto& o : *list) {
+      if (o.is_dir) continue;
+      auto text = store->Get(volume::layout::OpenName(name, o.name), 4096);
+      if (!text.ok()) continue;
+      auto sr = DecodeServerRecord(*text);
+      if (!sr.ok()) continue;
+      VolumeStatus::Server s;
+      s.record = *sr;
+      Ping(&s, name, timeout_ms);
+      st.open.push_back(std::move(s));
+    }
+  } else if (!list.status().IsNotFound()) {
+    return list.status();
+  }
+  return st;
+}
+
+std::string VolumeStatusJson(const VolumeStatus& s) {
+  auto server = [](const VolumeStatus::Server& v) {
+    nlohmann::ordered_json j;
+    j["server"] = v.record.server;
+    j["peer"] = v.record.peer;
+    j["since"] = v.record.since;
+    j["pid"] = v.record.pid;
+    j["answers"] = v.answers;
+    j["owns"] = v.owns;
+    return j;
+  };
+  nlohmann::ordered_json j;
+  j["volume"] = s.volume;
+  j["epoch"] = s.epoch;
+  j["owner"] = s.has_owner ? server(s.owner) : nlohmann::ordered_json(nullptr);
+  j["open"] = nlohmann::ordered_json::array();
+  for (const auto& o : s.open) j["open"].push_back(server(o));
+  return j.dump();
+}
+
+Status BreakVolumeLock(store::Store* store, const std::string& name, bool force,
+                       int timeout_ms) {
+  HBISS_ASSIGN_OR_RETURN(volume::OwnerRecord rec, volume::Volume::Owner(store, name));
+  if (!force && !rec.owner.empty()) {
+    auto sr = DecodeServerRecord(rec.owner);
+    if (sr.ok()) {
+      VolumeStatus::Server s;
+      s.record = *sr;
+      Ping(&s, name, timeout_ms);
+      if (s.answers) {
+        return Status::Busy("volume " + name + ": its owner, server " + sr->server + " at " +
+                            sr->peer + ", still answers; a live owner is asked to release by "
+                            "the next writer, so there is nothing to break (--force breaks "
+                            "it anyway)");
+      }
+    }
+  }
+  HBISS_RETURN_IF_ERROR(volume::Volume::BreakLock(store, name));
+  spdlog::info("volume {}: lock broken at epoch {}", name, rec.epoch);
+  return Status::OK();
+}
+
+}  // namespace hbiss::cluster

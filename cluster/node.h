@@ -1,0 +1,134 @@
+// One hbiss server's part in sharing volumes with other servers
+// (doc/ownership.md). A Node is the server's identity (its server id and
+// the peer address other servers reach it at), its peer endpoint, and the
+// registry of the volumes it has open, each a SharedVolume:
+//
+//  * Open(name) opens a volume for this server's clients. It is a reader
+//    until one of them writes; then it acquires write ownership, asking
+//    the current owner to release (RELEASE), or waiting for a dead owner's
+//    lock to expire (automatic takeover), and serves the write.
+//  * A non-owner serves reads coherently: before a read it asks the owner
+//    to make every acknowledged write visible (SYNC), then catches up on the
+//    log.
+//  * Handle() answers other servers: RELEASE (give up ownership of a volume
+//    at an epoch), SYNC, PING.
+//
+// Threads: every method is safe to call from any thread. The peer server's
+// threads call Handle; the NBD server's threads call the volumes.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cluster/peer.h"
+#include "store/store.h"
+#include "util/mutex.h"
+#include "util/status.h"
+#include "util/thread_annotations.h"
+#include "volume/volume.h"
+
+namespace hbiss::cluster {
+
+class SharedVolume;
+
+struct NodeOptions {
+  // This server's id: unique among the servers sharing the store (default:
+  // the host name). Names the server in owner records and `hbiss status`.
+  std::string server_id;
+  // Where the peer endpoint listens (host:port; port 0 picks one). Empty:
+  // no endpoint; other servers can then only take this server's volumes
+  // over once its lock expires or is broken.
+  std::string peer_listen = "127.0.0.1:0";
+  // The address other servers are told to use; empty: the bound address
+  // (with the host name in place of a wildcard host).
+  std::string peer_advertise;
+  // How long a call to another server may take before it counts as not
+  // answering.
+  int peer_timeout_ms = 5000;
+  // How long a write may wait for ownership before it fails (IOError). It
+  // covers an automatic takeover, which waits for the old owner's HDFS
+  // lease to expire (the NameNode's soft limit, 60 s).
+  int acquire_timeout_ms = 180000;
+  // Passed to every Volume::Open (owner and read_only are set by the node).
+  volume::OpenOptions open;
+};
+
+// The JSON text of an owner record and of an open record (doc/ownership.md).
+struct ServerRecord {
+  std::string server;
+  std::string peer;
+  int64_t since = 0;  // unix seconds
+  int64_t pid = 0;
+};
+std::string EncodeServerRecord(const ServerRecord& r);
+// InvalidArgument if it is not such a record.
+Result<ServerRecord> DecodeServerRecord(const std::string& text);
+
+class Node : public PeerHandler {
+ public:
+  static Result<std::unique_ptr<Node>> Start(store::Store* store, NodeOptions opts);
+  ~Node() override;  // stops the peer endpoint; volumes must be closed first
+
+  // Opens volume `name` for this server. One SharedVolume per name and Node
+  // is the caller's business (nbd::VolumeProvider keeps one per export).
+  Result<std::unique_ptr<volume::Volume>> Open(const std::string& name);
+
+  const std::string& server_id() const { return opts_.server_id; }
+  // The address written in owner records ("" without an endpoint).
+  const std::string& peer_address() const { return peer_address_; }
+  const NodeOptions& options() const { return opts_; }
+  store::Store* store() const { return store_; }
+
+  pb::Reply Handle(const pb::Request& req) override EXCLUDES(mu_);
+
+  // Names of the volumes this node owns now (PING's answer).
+  std::vector<std::string> Owned() EXCLUDES(mu_);
+
+ private:
+  friend class SharedVolume;
+  Node(store::Store* store, NodeOptions opts) : store_(store), opts_(std::move(opts)) {}
+  void Register(const std::string& name, SharedVolume* v) EXCLUDES(mu_);
+  void Unregister(const std::string& name, SharedVolume* v) EXCLUDES(mu_);
+  ServerRecord Record() const;
+
+  store::Store* const store_;
+  const NodeOptions opts_;
+  std::string peer_address_;
+  int64_t started_ = 0;
+  std::unique_ptr<PeerServer> peer_;
+  struct Entry {
+    SharedVolume* v = nullptr;
+    int busy = 0;  // peer requests using v now; Unregister waits for 0
+  };
+  Mutex mu_;
+  CondVar cv_;
+  std::map<std::string, Entry> volumes_ GUARDED_BY(mu_);
+};
+
+// The state of a volume as the store records it and its servers answer
+// (`hbiss status`).
+struct VolumeStatus {
+  struct Server {
+    ServerRecord record;
+    bool answers = false;    // its peer endpoint answered a PING
+    bool owns = false;       // it said it owns the volume
+  };
+  std::string volume;
+  uint64_t epoch = 0;
+  bool has_owner = false;
+  Server owner;              // when has_owner
+  std::vector<Server> open;  // servers with the volume open
+};
+Result<VolumeStatus> GetVolumeStatus(store::Store* store, const std::string& name,
+                                     int timeout_ms);
+std::string VolumeStatusJson(const VolumeStatus& s);
+
+// `hbiss lock break`: unless `force`, refuses (Busy) while the recorded
+// owner still answers its peer address; then Volume::BreakLock.
+Status BreakVolumeLock(store::Store* store, const std::string& name, bool force,
+                       int timeout_ms);
+
+}  // namespace hbiss::cluster

@@ -1,0 +1,373 @@
+#include "cluster/shared_volume.h"
+
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include <chrono>
+#include <thread>
+
+#include "volume/layout.h"
+
+namespace hbiss::cluster {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+std::span<const uint8_t> AsBytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+int64_t MsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<SharedVolume>> SharedVolume::Open(Node* node, const std::string& name) {
+  volume::OpenOptions ro = node->options().open;
+  ro.read_only = true;
+  ro.owner.clear();
+  HBISS_ASSIGN_OR_RETURN(auto v, volume::Volume::Open(node->store(), name, ro));
+  std::unique_ptr<SharedVolume> sv(new SharedVolume(node, name));
+  sv->size_ = v->size();
+  {
+    WriterMutexLock l(&sv->mu_);
+    sv->v_ = std::move(v);
+  }
+  // Who has the volume open, for `hbiss status`; a hint only.
+  Status ps = node->store()->Put(volume::layout::OpenName(name, node->server_id()),
+                                 AsBytes(EncodeServerRecord(node->Record())));
+  if (!ps.ok()) spdlog::warn("volume {}: recording this server's open: {}", name, ps.ToString());
+  node->Register(name, sv.get());
+  return sv;
+}
+
+SharedVolume::~SharedVolume() { (void)Close(); }
+
+bool SharedVolume::owner() const {
+  ReaderMutexLock l(&mu_);
+  return owner_;
+}
+
+SharedVolume::Stats SharedVolume::stats() const {
+  MutexLock l(&stats_mu_);
+  return stats_;
+}
+
+Status SharedVolume::OpenReaderLocked() {
+  volume::OpenOptions ro = node_->options().open;
+  ro.read_only = true;
+  ro.owner.clear();
+  auto v = volume::Volume::Open(node_->store(), name_, ro);
+  if (!v.ok()) {
+    return v.status().WithContext("volume " + name_ + ": reopening it to read");
+  }
+  v_ = std::move(*v);
+  owner_ = false;
+  return Status::OK();
+}
+
+Status SharedVolume::AcquireLocked() {
+  const NodeOptions& o = node_->options();
+  volume::OpenOptions rw = o.open;
+  rw.read_only = false;
+  rw.owner = EncodeServerRecord(node_->Record());
+  const auto start = Clock::now();
+  const auto deadline = start + std::chrono::milliseconds(o.acquire_timeout_ms);
+  Clock::time_point last_ask{};
+  bool warned = false;
+  std::string holder = "another server";
+  for (int attempt = 0;; attempt++) {
+    auto opened = volume::Volume::Open(node_->store(), name_, rw);
+    if (opened.ok()) {
+      // The reader goes after the writer is open: its follower is no longer needed.
+      if (v_) (void)v_->Close();
+      v_ = std::move(*opened);
+      owner_ = true;
+      {
+        MutexLock l(&stats_mu_);
+        stats_.acquired++;
+      }
+      spdlog::info("volume {}: this server ({}) owns it now, epoch {} ({} ms{})", name_,
+                   node_->server_id(), v_->epoch(), MsSince(start),
+                   warned ? ", after a takeover" : "");
+      return Status::OK();
+    }
+    if (!opened.status().IsBusy()) {
+      return opened.status().WithContext("volume " + name_ + ": becoming its writer");
+    }
+    // Someone holds the lock: ask the owner its record names to release.
+    bool released = false;
+    auto rec = volume::Volume::Owner(node_->store(), name_);
+    if (rec.ok() && !rec->owner.empty()) {
+      auto sr = DecodeServerRecord(rec->owner);
+      if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty() &&
+          (attempt == 0 || Clock::now() - last_ask > std::chrono::seconds(1))) {
+        holder = "server " + sr->server + " (" + sr->peer + ")";
+        last_ask = Clock::now();
+        pb::Request req;
+        req.set_type(pb::Request::RELEASE);
+        req.set_id(uint64_t(attempt) + 1);
+        req.set_volume(name_);
+        req.set_epoch(rec->epoch);
+        req.set_from_server(node_->server_id());
+        auto reply = PeerCall(sr->peer, req, o.peer_timeout_ms);
+        if (reply.ok() && reply->code() == pb::Reply::OK) {
+          released = true;
+        } else if (!reply.ok() && !warned) {
+          warned = true;
+          spdlog::warn("volume {}: its owner, {}, does not answer ({}); waiting until its lock "
+                       "expires (automatic takeover) or is broken (hbiss lock break)",
+                       name_, holder, reply.status().ToString());
+        } else if (reply.ok() && reply->code() == pb::Reply::FAILED && !warned) {
+          warned = true;
+          spdlog::warn("volume {}: {} could not release it: {}", name_, holder,
+                       reply->message());
+        }
+      }
+    }
+    if (Clock::now() >= deadline) {
+      return Status::IOError("volume " + name_ + ": could not become its writer within " +
+                             std::to_string(o.acquire_timeout_ms / 1000) + " s: " + holder +
+                             " holds it");
+    }
+    // Right after a release the lock is free: try again at once, then back off.
+    std::this_thread::sleep_for(std::chrono::milliseconds(released ? 0 : attempt < 10 ? 50 : 500));
+  }
+}
+
+template <typename Op>
+Status SharedVolume::AsOwner(Op op) {
+  {
+    ReaderMutexLock l(&mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    if (!lost_.ok()) return lost_;
+    if (owner_) return op(v_.get());
+  }
+  WriterMutexLock l(&mu_);
+  if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+  if (!lost_.ok()) return lost_;
+  if (!owner_) HBISS_RETURN_IF_ERROR(AcquireLocked());
+  // Still holding mu_: no RELEASE can take ownership before this op is served.
+  return op(v_.get());
+}
+
+Status SharedVolume::DoSync() {
+  {
+    MutexLock l(&stats_mu_);
+    stats_.syncs++;
+  }
+  auto rec = volume::Volume::Owner(node_->store(), name_);
+  if (rec.ok() && !rec->owner.empty()) {
+    auto sr = DecodeServerRecord(rec->owner);
+    if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty()) {
+      pb::Request req;
+      req.set_type(pb::Request::SYNC);
+      req.set_id(1);
+      req.set_volume(name_);
+      req.set_epoch(rec->epoch);
+      req.set_from_server(node_->server_id());
+      auto reply = PeerCall(sr->peer, req, node_->options().peer_timeout_ms);
+      if (!reply.ok() || (reply->code() != pb::Reply::OK && reply->code() != pb::Reply::NOT_OWNER)) {
+        spdlog::warn("volume {}: owner {} did not sync ({}); reading what the log holds", name_,
+                     sr->server, reply.ok() ? reply->message() : reply.status().ToString());
+      }
+    }
+  }
+  ReaderMutexLock l(&mu_);
+  if (owner_ || !v_) return Status::OK();
+  return v_->Refresh();
+}
+
+Status SharedVolume::SyncForRead() {
+  MutexLock l(&sync_mu_);
+  // A round already out began before this read: it needs the next one.
+  const uint64_t need = sync_done_ + (sync_running_ ? 2 : 1);
+  Status result;
+  while (sync_done_ < need) {
+    if (!sync_running_) {
+      sync_running_ = true;
+      l.Unlock();
+      Status s = DoSync();
+      l.Lock();
+      sync_running_ = false;
+      sync_done_++;
+      sync_cv_.SignalAll();
+      if (!s.ok()) result = s;
+    } else {
+      sync_cv_.Wait(&sync_mu_);
+    }
+  }
+  return result;
+}
+
+Status SharedVolume::Read(uint64_t offset, std::span<uint8_t> out) {
+  {
+    ReaderMutexLock l(&mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    if (owner_) return v_->Read(offset, out);
+  }
+  Status s = SyncForRead();
+  if (!s.ok()) spdlog::warn("volume {}: catching up before a read: {}", name_, s.ToString());
+  {
+    ReaderMutexLock l(&mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    if (v_) return v_->Read(offset, out);
+  }
+  WriterMutexLock l(&mu_);
+  if (!v_) HBISS_RETURN_IF_ERROR(OpenReaderLocked());
+  return v_->Read(offset, out);
+}
+
+Result<std::vector<volume::Extent>> SharedVolume::BlockStatus(uint64_t offset, uint64_t length) {
+  {
+    ReaderMutexLock l(&mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    if (owner_) return v_->BlockStatus(offset, length);
+  }
+  (void)SyncForRead();
+  WriterMutexLock l(&mu_);
+  if (!v_) HBISS_RETURN_IF_ERROR(OpenReaderLocked());
+  return v_->BlockStatus(offset, length);
+}
+
+Status SharedVolume::Write(uint64_t offset, std::span<const uint8_t> data) {
+  return AsOwner([&](volume::Volume* v) { return v->Write(offset, data); });
+}
+
+Status SharedVolume::Trim(uint64_t offset, uint64_t length) {
+  return AsOwner([&](volume::Volume* v) { return v->Trim(offset, length); });
+}
+
+Status SharedVolume::WriteZeroes(uint64_t offset, uint64_t length) {
+  return AsOwner([&](volume::Volume* v) { return v->WriteZeroes(offset, length); });
+}
+
+Status SharedVolume::Flush() {
+  // A reader has nothing of its own to flush: every write it acknowledged
+  // was acknowledged as the owner, and a release made those durable.
+  {
+    ReaderMutexLock l(&mu_);
+    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+    if (!lost_.ok()) return lost_;
+    if (owner_) return v_->Flush();
+    return Status::OK();
+  }
+}
+
+Status SharedVolume::Refresh() {
+  {
+    ReaderMutexLock l(&mu_);
+    if (owner_) return Status::OK();
+  }
+  return SyncForRead();
+}
+
+volume::VolumeInfo SharedVolume::Info() const {
+  ReaderMutexLock l(&mu_);
+  if (v_) return v_->Info();
+  volume::VolumeInfo i;
+  i.name = name_;
+  i.size = size_;
+  return i;
+}
+
+Result<volume::CleanStats> SharedVolume::Clean(double threshold) {
+  volume::CleanStats out;
+  Status s = AsOwner([&](volume::Volume* v) {
+    auto r = v->Clean(threshold);
+    if (!r.ok()) return r.status();
+    out = *r;
+    return Status::OK();
+  });
+  if (!s.ok()) return s;
+  return out;
+}
+
+uint64_t SharedVolume::epoch() const {
+  ReaderMutexLock l(&mu_);
+  return v_ ? v_->epoch() : 0;
+}
+
+Status SharedVolume::Owned() const {
+  ReaderMutexLock l(&mu_);
+  if (!owner_ || !v_) return Status::OK();
+  return v_->Owned();
+}
+
+Status SharedVolume::Close() {
+  node_->Unregister(name_, this);  // no peer request reaches it from here on
+  Status s;
+  {
+    WriterMutexLock l(&mu_);
+    if (closed_) return Status::OK();
+    closed_ = true;
+    if (v_) s = v_->Close();
+    v_.reset();
+    owner_ = false;
+  }
+  Status d = node_->store()->Delete(volume::layout::OpenName(name_, node_->server_id()));
+  if (!d.ok() && !d.IsNotFound()) {
+    spdlog::warn("volume {}: removing this server's open record: {}", name_, d.ToString());
+  }
+  return s;
+}
+
+pb::Reply SharedVolume::HandleRelease(const pb::Request& req) {
+  pb::Reply reply;
+  const auto start = Clock::now();
+  WriterMutexLock l(&mu_);  // waits for this server's I/O in flight
+  const uint64_t epoch = v_ ? v_->epoch() : 0;
+  reply.set_current_epoch(epoch);
+  if (closed_ || !owner_ || (req.epoch() != 0 && req.epoch() != epoch)) {
+    reply.set_code(pb::Reply::NOT_OWNER);
+    return reply;
+  }
+  // Close makes every acknowledged write durable, writes a checkpoint,
+  // deletes the owner record and drops the lock.
+  Status s = v_->Close();
+  v_.reset();
+  owner_ = false;
+  {
+    MutexLock sl(&stats_mu_);
+    stats_.released++;
+  }
+  if (!s.ok()) {
+    spdlog::error("volume {}: releasing it to {}: {}", name_, req.from_server(), s.ToString());
+    lost_ = Status::IOError("volume " + name_ + ": writes acknowledged before ownership moved to " +
+                            req.from_server() + " may not be durable: " + s.ToString());
+    reply.set_code(pb::Reply::FAILED);
+    reply.set_message(s.ToString());
+  } else {
+    reply.set_code(pb::Reply::OK);
+    spdlog::info("volume {}: released epoch {} to server {} ({} ms)", name_, epoch,
+                 req.from_server(), MsSince(start));
+  }
+  // Becomes a reader; if that fails, the next read tries again.
+  Status r = OpenReaderLocked();
+  if (!r.ok()) spdlog::warn("{}", r.ToString());
+  return reply;
+}
+
+pb::Reply SharedVolume::HandleSync(const pb::Request& req) {
+  pb::Reply reply;
+  ReaderMutexLock l(&mu_);
+  const uint64_t epoch = v_ ? v_->epoch() : 0;
+  reply.set_current_epoch(epoch);
+  if (closed_ || !owner_ || (req.epoch() != 0 && req.epoch() != epoch)) {
+    reply.set_code(pb::Reply::NOT_OWNER);
+    return reply;
+  }
+  Status s = v_->Flush();
+  if (!s.ok()) {
+    reply.set_code(pb::Reply::FAILED);
+    reply.set_message(s.ToString());
+  } else {
+    reply.set_code(pb::Reply::OK);
+  }
+  return reply;
+}
+
+}  // namespace hbiss::cluster

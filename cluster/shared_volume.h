@@ -1,0 +1,114 @@
+// A volume that several servers have open, of which this one may or may not
+// own the writes (doc/ownership.md). It is a volume::Volume, so the NBD
+// layer serves it like any other.
+//
+// Roles and moves:
+//   reader --(a client writes: Acquire)--> owner
+//   owner  --(RELEASE from another server, or Close)--> reader
+// As a reader it holds a read-only Volume that follows the log; as the
+// owner, a writable one (whose open starts a new epoch and so fences the
+// previous owner). A move swaps the inner Volume under an exclusive lock:
+// I/O of this server waits meanwhile (its clients see latency, not errors).
+//
+// Acquire: take the volume's lock by opening it writable. While another
+// server holds it: ask that server (its owner record names it) to RELEASE,
+// and try again; if it does not answer, try again every second until its
+// lock expires (automatic takeover) or is broken (`hbiss lock break`), up to
+// NodeOptions::acquire_timeout_ms. The write that asked for ownership is
+// served before a RELEASE can take it away again, so every acquire makes
+// progress.
+//
+// Coherent reads as a reader: SYNC to the owner (it flushes), then Refresh;
+// reads that arrive while a sync is out wait for the next one, so one round
+// serves them all. An owner that does not answer: the read is served from
+// what the log holds, with a warning.
+//
+// Failures: an owner that finds itself fenced (Volume::Owned fails) keeps
+// failing writes and flushes, never acknowledging one more; reads go on.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "cluster/node.h"
+#include "util/mutex.h"
+#include "util/thread_annotations.h"
+#include "volume/volume.h"
+
+namespace hbiss::cluster {
+
+class SharedVolume : public volume::Volume {
+ public:
+  // Opens `name` read-only; Register()s with `node`.
+  static Result<std::unique_ptr<SharedVolume>> Open(Node* node, const std::string& name);
+  ~SharedVolume() override;
+
+  uint64_t size() const override { return size_; }
+  const std::string& name() const override { return name_; }
+  bool read_only() const override { return false; }
+
+  Status Read(uint64_t offset, std::span<uint8_t> out) override;
+  Status Write(uint64_t offset, std::span<const uint8_t> data) override;
+  Status Trim(uint64_t offset, uint64_t length) override;
+  Status WriteZeroes(uint64_t offset, uint64_t length) override;
+  Status Flush() override;
+  Status Refresh() override;
+  Result<std::vector<volume::Extent>> BlockStatus(uint64_t offset, uint64_t length) override;
+  volume::VolumeInfo Info() const override;
+  Result<volume::CleanStats> Clean(double threshold) override;
+  Status Close() override;
+  uint64_t epoch() const override;
+  Status Owned() const override;
+
+  bool owner() const EXCLUDES(mu_);
+
+  // The peer requests, called by Node::Handle.
+  pb::Reply HandleRelease(const pb::Request& req) EXCLUDES(mu_);
+  pb::Reply HandleSync(const pb::Request& req) EXCLUDES(mu_);
+
+  // Counters for tests and status.
+  struct Stats {
+    uint64_t acquired = 0;  // times this server became the owner
+    uint64_t released = 0;  // times it gave ownership up on request
+    uint64_t syncs = 0;     // SYNC rounds sent as a reader
+  };
+  Stats stats() const EXCLUDES(stats_mu_);
+
+ private:
+  SharedVolume(Node* node, std::string name) : node_(node), name_(std::move(name)) {}
+
+  // Runs `op` on the inner volume as the owner, acquiring ownership first
+  // if needed.
+  template <typename Op>
+  Status AsOwner(Op op) EXCLUDES(mu_);
+  // Makes this server the owner. Called with mu_ held exclusively.
+  Status AcquireLocked() REQUIRES(mu_);
+  // Makes reads see every write the owner acknowledged before now.
+  Status SyncForRead() EXCLUDES(sync_mu_, mu_);
+  Status DoSync() EXCLUDES(mu_);
+  // Reopens the inner volume read-only (after a release, or a failure).
+  Status OpenReaderLocked() REQUIRES(mu_);
+
+  Node* const node_;
+  const std::string name_;
+  uint64_t size_ = 0;
+
+  mutable SharedMutex mu_;  // shared: I/O; exclusive: changing role
+  std::unique_ptr<volume::Volume> v_ GUARDED_BY(mu_);
+  bool owner_ GUARDED_BY(mu_) = false;
+  bool closed_ GUARDED_BY(mu_) = false;
+  // Set when a release could not make every acknowledged write durable:
+  // this open then fails every write and flush, so no loss goes unseen.
+  Status lost_ GUARDED_BY(mu_);
+
+  Mutex sync_mu_;
+  CondVar sync_cv_;
+  bool sync_running_ GUARDED_BY(sync_mu_) = false;
+  uint64_t sync_done_ GUARDED_BY(sync_mu_) = 0;
+
+  mutable Mutex stats_mu_;
+  Stats stats_ GUARDED_BY(stats_mu_);
+};
+
+}  // namespace hbiss::cluster
