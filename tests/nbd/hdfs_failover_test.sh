@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Host failover on the real HDFS cluster (issue 9): a volume in HDFS is written through
-# qemu-io on server A ("host A", --server-id hbiss-A), flushed, and A is killed with
-# SIGKILL. Its HDFS leases (the volume lock, the open segment) outlive it until the
+# Host failover on the real HDFS cluster (issue 9): a client of server A ("host A",
+# --server-id hbiss-A) writes a volume in HDFS, flushes, and stays connected; A is killed
+# with SIGKILL. Its HDFS leases (the volume lock, the open segment) outlive it until the
 # NameNode's soft limit (~60 s), so on server B ("host B", up all along):
 #   - while A is alive, `hbiss lock break` refuses (A answers its peer address) and
 #     `hbiss status` names A as the owner;
@@ -16,7 +16,8 @@
 # unless HBISS_REQUIRE_HDFS=1; skipped (77) when this hbiss has no `lock break` yet.
 TEST_NAME=hdfs_failover
 source "$(dirname "$0")/lib.sh"
-need qemu-io timeout
+need qemu-io timeout python3
+python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
 if [ -z "${HBISS_HDFS_URI:-}" ]; then
   [ "${HBISS_REQUIRE_HDFS:-0}" = 1 ] && fail "HBISS_REQUIRE_HDFS=1 but HBISS_HDFS_URI is not set"
   skip "HBISS_HDFS_URI is not set (no live HDFS cluster)"
@@ -34,12 +35,34 @@ A_DATA=(-c "read -P 0xa1 0 4M" -c "read -P 0xa2 4M 1M")
 
 check "create a 64 MiB volume in HDFS" hbiss create vm -s 64M
 
-# --- hosts A and B up; A writes, flushes; kill -9 A -------------------------------------------
+# --- hosts A and B up; A's client writes, flushes and stays connected; kill -9 A ---------------
+# (A server closes a volume, and gives up owning it, when its last client disconnects: the
+# client must still be there when A dies, as a VM's would be.)
 start_node A
 start_node B
-check "A: pattern 0xa1 over [0, 4M), flushed" \
-  io -c "write -P 0xa1 0 4M" -c "flush" "$(node_uri A vm)"
-check "A: pattern 0xa2 over [4M, 5M) with FUA" io -c "write -f -P 0xa2 4M 1M" "$(node_uri A vm)"
+python3 - "$(node_uri A vm)" >"$WORK/holder.out" 2>&1 <<'PY' &
+import sys, time, nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+M = 1 << 20
+for off in range(0, 4 * M, M // 4):
+    h.pwrite(b"\xa1" * (M // 4), off)
+h.flush()
+h.pwrite(b"\xa2" * M, 4 * M, nbd.CMD_FLAG_FUA)
+print("READY", flush=True)
+while True:
+    time.sleep(1)
+PY
+HOLDER=$!
+EXTRA_CLEANUP="kill -KILL $HOLDER 2>/dev/null; $EXTRA_CLEANUP"
+for _ in $(seq 1 300); do
+  grep -q READY "$WORK/holder.out" && break
+  kill -0 $HOLDER 2>/dev/null || { cat "$WORK/holder.out" >&2; fail "A's client failed"; }
+  sleep 0.1
+done
+grep -q READY "$WORK/holder.out" || fail "A's client did not write within 30 s"
+log "A's client: 0xa1 over [0, 4M) flushed, 0xa2 over [4M, 5M) with FUA; it stays connected"
+CHECKS=$((CHECKS + 1))
 check "A: reads back before the kill" io "${A_DATA[@]}" "$(node_uri A vm)"
 expect_owner vm hbiss-A "after A's writes"
 check_fails "lock break refuses while the owner A answers" hbiss lock break vm
@@ -48,7 +71,9 @@ check "B reads A's data while A owns the volume (coherent read)" io "${A_DATA[@]
 expect_owner vm hbiss-A "after B's reads (reads do not move ownership)"
 kill9_node A
 killed_at=$(date +%s.%N)
-log "host A killed with SIGKILL"
+kill -KILL $HOLDER 2>/dev/null || true
+wait $HOLDER 2>/dev/null || true
+log "host A killed with SIGKILL (its client connected)"
 
 # --- B without a break: reads serve the log, a write does not complete ------------------------
 check "B reads A's flushed data after the kill" io "${A_DATA[@]}" "$(node_uri B vm)"

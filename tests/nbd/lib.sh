@@ -168,7 +168,9 @@ node_uri() { local p; eval "p=\$PORT_$1"; echo "nbd://127.0.0.1:$p/$2"; }
 
 # owner_of VOL: the server id `hbiss status VOL --json` names as the owner ("" for none).
 owner_of() {
-  "$HBISS" --store "$STORE" status "$1" --json | python3 -c '
+  local out
+  out=$("$HBISS" --store "$STORE" status "$1" --json) || return 1
+  echo "$out" | python3 -c '
 import json, sys
 o = json.load(sys.stdin).get("owner")
 print(o["server"] if o else "")'
