@@ -115,8 +115,11 @@ wait_file G0 "$SETTLE_FILES"
 for r in $(seq 1 "$ROUNDS"); do
   MP=$(port_free)
   qemu "G$r" "${DISKS[$((r % 2))]}" "hbiss_mode=writer hbiss_files=1000000" -- -incoming defer
-  migrate "G$((r - 1))" "G$r" "$MP" >&2
+  MIGRATE_KEEP_SOURCE=1 migrate "G$((r - 1))" "G$r" "$MP" >&2
   wait_file "G$r" $((MIGRATED_AT + SETTLE_FILES))
+  # The source quits only now: in the two-server mode the destination's first write had to
+  # ask the source's server (which still had the volume open) to release it.
+  qmp "G$((r - 1))" quit >/dev/null 2>&1 || true
   if [ "$SERVERS" = two ]; then
     o=$(owner)
     [ "$o" = "${OWNERS[$((r % 2))]}" ] || fail "after G$((r - 1)) -> G$r hbiss status names '$o', not ${OWNERS[$((r % 2))]}"
