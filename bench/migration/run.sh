@@ -50,7 +50,11 @@ fail() { echo "bench/migration: FAIL: $*" >&2; exit 1; }
 cleanup() {
   touch "$DIR/stop" 2>/dev/null || true
   for p in "${QPIDS[@]}" $WATCH; do kill -KILL "$p" 2>/dev/null || true; done
-  for p in $PID $PID_B; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  # The servers are not this shell's children (serve runs in $(...)): poll until they exit.
+  for p in $PID $PID_B; do
+    kill -TERM "$p" 2>/dev/null || continue
+    for _ in $(seq 1 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+  done
   case "$STORE" in hdfs://*) "$HBISS" dfs rm -r -f "$STORE" >/dev/null 2>&1 || true ;; esac
   if [ "${KEEP:-0}" = 1 ]; then echo "bench/migration: kept $DIR" >&2; else rm -rf "$DIR"; fi
 }
