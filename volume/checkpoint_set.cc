@@ -8,16 +8,17 @@
 
 namespace hbiss::volume {
 
-Status LoadNewestCheckpoint(store::Store* store, const std::string& name, const VolumeMeta& meta,
+Status LoadNewestCheckpoint(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
                             CheckpointInfo* info, ExtentMap* map, bool* found,
                             std::vector<uint64_t>* all_seqs) {
   *found = false;
-  HBISS_ASSIGN_OR_RETURN(auto ids, ListIds(store, layout::CkptDir(name)));
+  const std::string name = dir.volume();
+  HBISS_ASSIGN_OR_RETURN(auto ids, ListIds(store, layout::CkptDir(dir)));
   if (all_seqs) {
     for (auto& [id, size] : ids) all_seqs->push_back(id);
   }
   for (auto it = ids.rbegin(); it != ids.rend(); ++it) {
-    std::string obj = layout::CkptName(name, it->first);
+    std::string obj = layout::CkptName(dir, it->first);
     auto data = store->Get(obj, layout::kMaxCheckpointBytes);
     if (!data.ok()) {
       if (data.status().IsNotFound()) continue;

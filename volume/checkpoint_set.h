@@ -22,16 +22,17 @@
 #include "util/status.h"
 #include "volume/checkpoint.h"
 #include "volume/extent_map.h"
+#include "volume/layout.h"
 #include "volume/volume_meta.h"
 
 namespace hbiss::volume {
 
-// Loads the newest checkpoint of volume `name` that decodes with a good CRC
+// Loads the newest checkpoint in log directory `dir` that decodes with a good CRC
 // and belongs to this volume, newest first, into *info and *map (when map is
 // not null). *found is false when none does (the map is then empty). Corrupt
 // ones are skipped (logged). all_seqs, when not null, gets every checkpoint
 // object's seq, increasing, corrupt ones included.
-Status LoadNewestCheckpoint(store::Store* store, const std::string& name, const VolumeMeta& meta,
+Status LoadNewestCheckpoint(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
                             CheckpointInfo* info, ExtentMap* map, bool* found,
                             std::vector<uint64_t>* all_seqs);
 

@@ -2,12 +2,16 @@
 //
 //   volumes/NAME/meta        the volume's meta (volume_meta.h)
 //   volumes/NAME/lock        held by the process that has it open for writing
-//   volumes/NAME/seg/<id>    log segments (log_format.h)
-//   volumes/NAME/sum/<id>    segment summaries: CRC tables of closed segments
-//   volumes/NAME/ckpt/<seq>  checkpoints (checkpoint.h)
 //   volumes/NAME/reserve     space held for a full device (space_reserve.h)
+//   volumes/NAME/epoch/<E>/  the log of epoch E (doc/ownership.md), a LogDir:
+//     seg/<id>               log segments (log_format.h)
+//     sum/<id>               segment summaries: CRC tables of closed segments
+//     ckpt/<seq>             checkpoints (checkpoint.h)
+//     owner                  who owns epoch E (OpenOptions::owner)
 //
-// <id> and <seq> are 16 lowercase hex digits (Hex16). Pure functions.
+// A version-1 volume (not yet opened for writing since meta version 2) has
+// its log directly in volumes/NAME (V1LogDir); epoch.h moves it.
+// <E>, <id> and <seq> are 16 lowercase hex digits (Hex16). Pure functions.
 #pragma once
 
 #include <cstdint>
@@ -21,17 +25,36 @@ inline std::string VolDir(const std::string& name) { return "volumes/" + name; }
 inline std::string MetaName(const std::string& name) { return VolDir(name) + "/meta"; }
 inline std::string LockName(const std::string& name) { return VolDir(name) + "/lock"; }
 inline std::string ReserveName(const std::string& name) { return VolDir(name) + "/reserve"; }
-inline std::string SegDir(const std::string& name) { return VolDir(name) + "/seg"; }
-inline std::string SumDir(const std::string& name) { return VolDir(name) + "/sum"; }
-inline std::string CkptDir(const std::string& name) { return VolDir(name) + "/ckpt"; }
-inline std::string SegName(const std::string& name, uint64_t id) {
-  return SegDir(name) + "/" + Hex16(id);
+inline std::string EpochsDir(const std::string& name) { return VolDir(name) + "/epoch"; }
+
+// The directory a volume's log lives in: segments, summaries, checkpoints
+// (and, in an epoch directory, the owner object).
+struct LogDir {
+  std::string path;  // e.g. "volumes/NAME/epoch/0000000000000002"
+
+  // The volume's name (the component after "volumes/"), for messages.
+  std::string volume() const {
+    const size_t start = path.find('/') + 1;
+    const size_t end = path.find('/', start);
+    return path.substr(start, end == std::string::npos ? std::string::npos : end - start);
+  }
+  bool operator==(const LogDir&) const = default;
+};
+
+inline LogDir EpochDir(const std::string& name, uint64_t epoch) {
+  return LogDir{EpochsDir(name) + "/" + Hex16(epoch)};
 }
-inline std::string SumName(const std::string& name, uint64_t id) {
-  return SumDir(name) + "/" + Hex16(id);
-}
-inline std::string CkptName(const std::string& name, uint64_t seq) {
-  return CkptDir(name) + "/" + Hex16(seq);
+// Where a version-1 volume keeps its log.
+inline LogDir V1LogDir(const std::string& name) { return LogDir{VolDir(name)}; }
+
+inline std::string SegDir(const LogDir& d) { return d.path + "/seg"; }
+inline std::string SumDir(const LogDir& d) { return d.path + "/sum"; }
+inline std::string CkptDir(const LogDir& d) { return d.path + "/ckpt"; }
+inline std::string OwnerName(const LogDir& d) { return d.path + "/owner"; }
+inline std::string SegName(const LogDir& d, uint64_t id) { return SegDir(d) + "/" + Hex16(id); }
+inline std::string SumName(const LogDir& d, uint64_t id) { return SumDir(d) + "/" + Hex16(id); }
+inline std::string CkptName(const LogDir& d, uint64_t seq) {
+  return CkptDir(d) + "/" + Hex16(seq);
 }
 
 // Servers that have the volume open (cluster/node.h): one object each,

@@ -19,8 +19,8 @@ constexpr int kLoadAttempts = 4;
 
 }  // namespace
 
-LogFollower::LogFollower(store::Store* store, std::string name, VolumeMeta meta, ExtentMap* map)
-    : store_(store), name_(std::move(name)), meta_(meta), map_(map) {}
+LogFollower::LogFollower(store::Store* store, layout::LogDir dir, VolumeMeta meta, ExtentMap* map)
+    : store_(store), dir_(std::move(dir)), name_(dir_.volume()), meta_(meta), map_(map) {}
 
 Status LogFollower::Load() {
   Status last;
@@ -30,7 +30,7 @@ Status LogFollower::Load() {
     loads_++;
     CheckpointInfo ck;
     bool found = false;
-    HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store_, name_, meta_, &ck, map_, &found, nullptr));
+    HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store_, dir_, meta_, &ck, map_, &found, nullptr));
     ckpt_seq_ = found ? ck.seq : 0;
     end_ = found ? ck.position : LogPosition{};
     seq_ = found ? ck.next_seq : 1;
@@ -66,7 +66,7 @@ Status LogFollower::CatchUp() {
 }
 
 Status LogFollower::Replay(uint64_t id, uint64_t from, const uint64_t* limit) {
-  auto r = store_->Open(layout::SegName(name_, id));
+  auto r = store_->Open(layout::SegName(dir_, id));
   if (!r.ok()) return r.status().WithContext("volume " + name_ + ": opening segment");
   uint64_t end = from;
   HBISS_RETURN_IF_ERROR(replay_->ReplaySegment(r->get(), id, from, limit, &seq_, &end));
@@ -76,7 +76,7 @@ Status LogFollower::Replay(uint64_t id, uint64_t from, const uint64_t* limit) {
 
 Status LogFollower::Advance(bool* diverged) {
   *diverged = false;
-  HBISS_ASSIGN_OR_RETURN(auto ids, ListIds(store_, layout::SegDir(name_)));
+  HBISS_ASSIGN_OR_RETURN(auto ids, ListIds(store_, layout::SegDir(dir_)));
   const uint64_t c = end_.segment_id;
   std::map<uint64_t, uint64_t> later;
   bool have_c = c == 0;
@@ -92,7 +92,7 @@ Status LogFollower::Advance(bool* diverged) {
     if (s.IsNotFound()) *diverged = true;
     return s.IsNotFound() ? Status::OK() : s;
   };
-  HBISS_ASSIGN_OR_RETURN(auto heads, ReadSegmentHeaders(store_, name_, meta_, later, 0, false));
+  HBISS_ASSIGN_OR_RETURN(auto heads, ReadSegmentHeaders(store_, dir_, meta_, later, 0, false));
   auto chain = BuildChain(name_, heads, c);
   if (!chain.ok()) {
     // Not a chain back to c: cut off by a new owner's recovery, or a segment

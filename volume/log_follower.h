@@ -29,6 +29,7 @@
 #include "store/store.h"
 #include "util/status.h"
 #include "volume/extent_map.h"
+#include "volume/layout.h"
 #include "volume/log_format.h"
 #include "volume/log_reader.h"
 #include "volume/volume_meta.h"
@@ -37,9 +38,9 @@ namespace hbiss::volume {
 
 class LogFollower {
  public:
-  // Follows volume `name` of `store` into *map (of meta.size / kBlockSize
-  // blocks). store and map must outlive the follower.
-  LogFollower(store::Store* store, std::string name, VolumeMeta meta, ExtentMap* map);
+  // Follows the log in directory `dir` of `store` into *map (of meta.size /
+  // kBlockSize blocks). store and map must outlive the follower.
+  LogFollower(store::Store* store, layout::LogDir dir, VolumeMeta meta, ExtentMap* map);
   LogFollower(const LogFollower&) = delete;
   LogFollower& operator=(const LogFollower&) = delete;
 
@@ -53,6 +54,13 @@ class LogFollower {
   // there was none, or if the log no longer continues from there). Errors as
   // for Load; after one the next call loads again.
   Status CatchUp();
+
+  // The log moved to `dir` (a new epoch, doc/ownership.md; segment ids carry
+  // over): later calls read there. The map and end() stay as they are; the
+  // next CatchUp goes on from end() in the new directory (or loads again if
+  // the log does not continue from there).
+  void SetDir(layout::LogDir dir) { dir_ = std::move(dir); }
+  const layout::LogDir& dir() const { return dir_; }
 
   // Where the replayed log ends, and the seq of the batch that follows.
   LogPosition end() const { return end_; }
@@ -73,7 +81,8 @@ class LogFollower {
   Status Advance(bool* diverged);
 
   store::Store* const store_;
-  const std::string name_;
+  layout::LogDir dir_;
+  const std::string name_;  // the volume's, for messages
   const VolumeMeta meta_;
   ExtentMap* const map_;
   std::unique_ptr<LogReplayer> replay_;  // null until loaded

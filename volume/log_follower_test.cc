@@ -10,6 +10,7 @@
 #include "store/store_wrapper.h"
 #include "util/bytes.h"
 #include "util/test_util.h"
+#include "volume/epoch.h"
 #include "volume/layout.h"
 #include "volume/volume.h"
 
@@ -31,7 +32,7 @@ std::string BlockViaMap(store::Store* s, const std::string& name, const ExtentMa
   std::vector<MapRun> runs;
   EXPECT_TRUE(map.Lookup(lba, 1, &runs).ok());
   if (runs.size() != 1 || !runs[0].mapped) return std::string(kBlockSize, '\0');
-  auto r = s->Open(layout::SegName(name, runs[0].seg));
+  auto r = s->Open(layout::SegName(ResolveLog(s, name).value().dir, runs[0].seg));
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   if (!r.ok()) return "";
   std::string out(kBlockSize, '\0');
@@ -50,6 +51,9 @@ class LogFollowerTest : public ::testing::Test {
     ASSERT_OK(Volume::Create(&mem_, "v", co));
     meta_ = ReadMeta(&mem_, "v").value();
   }
+
+  // The current log directory (the writer's epoch).
+  layout::LogDir Dir() { return ResolveLog(&mem_, "v").value().dir; }
 
   void OpenWriter(store::Store* s, double clean = 0, uint64_t ckpt_interval = 1ull << 30) {
     OpenOptions o;
@@ -85,7 +89,7 @@ class LogFollowerTest : public ::testing::Test {
 
 TEST_F(LogFollowerTest, EmptyVolume) {
   ExtentMap map(kBlocks);
-  LogFollower f(&mem_, "v", meta_, &map);
+  LogFollower f(&mem_, Dir(), meta_, &map);
   ASSERT_OK(f.Load());
   EXPECT_EQ(map.MappedBlocks(), 0u);
   EXPECT_EQ(f.end(), LogPosition{});
@@ -98,7 +102,7 @@ TEST_F(LogFollowerTest, EmptyVolume) {
 TEST_F(LogFollowerTest, FollowsAWriterAcrossSegments) {
   ASSERT_NO_FATAL_FAILURE(OpenWriter(&mem_));
   ExtentMap map(kBlocks);
-  LogFollower f(&mem_, "v", meta_, &map);
+  LogFollower f(&mem_, Dir(), meta_, &map);
   ASSERT_OK(f.Load());
   for (int round = 0; round < 40; round++) {
     for (int i = 0; i < 7; i++) ASSERT_NO_FATAL_FAILURE(WriteBlock(rng_() % kBlocks));
@@ -169,7 +173,7 @@ TEST_F(LogFollowerTest, AnOperationTakesEffectWholeOrNotAtAll) {
   ASSERT_OK(writer_->Flush());
   PartialStore view(&mem_);
   ExtentMap map(kBlocks);
-  LogFollower f(&view, "v", meta_, &map);
+  LogFollower f(&view, Dir(), meta_, &map);
   ASSERT_OK(f.CatchUp());
   const LogPosition start = f.end();
   // One write of 40 blocks: more than a segment holds, so its batches span
@@ -181,15 +185,16 @@ TEST_F(LogFollowerTest, AnOperationTakesEffectWholeOrNotAtAll) {
   for (uint64_t i = 0; i < 40; i++) model_[i] = big.substr(i * kBlockSize, kBlockSize);
   // See only the segment where the follower stopped, whole, and nothing
   // after it: the op is incomplete there.
-  auto ids = ListIds(&mem_, layout::SegDir("v")).value();
+  auto ids = ListIds(&mem_, layout::SegDir(Dir())).value();
   ASSERT_GE(ids.size(), 3u);
-  view.Limit(layout::SegName("v", start.segment_id), ids[0].second + (1ull << 30));
+  view.Limit(layout::SegName(Dir(), start.segment_id), ids[0].second + (1ull << 30));
   class HideLater : public store::StoreWrapper {
    public:
-    HideLater(store::Store* t, uint64_t last) : StoreWrapper(t), last_(last) {}
+    HideLater(store::Store* t, uint64_t last, std::string seg_dir)
+        : StoreWrapper(t), last_(last), seg_dir_(std::move(seg_dir)) {}
     Result<std::vector<store::ObjectInfo>> List(const std::string& dir) override {
       HBISS_ASSIGN_OR_RETURN(auto v, target()->List(dir));
-      if (dir != layout::SegDir("v")) return v;
+      if (dir != seg_dir_) return v;
       std::vector<store::ObjectInfo> out;
       for (auto& o : v) {
         if (std::stoull(o.name, nullptr, 16) <= last_) out.push_back(o);
@@ -197,9 +202,10 @@ TEST_F(LogFollowerTest, AnOperationTakesEffectWholeOrNotAtAll) {
       return out;
     }
     uint64_t last_;
-  } hide(&view, start.segment_id);
+    std::string seg_dir_;
+  } hide(&view, start.segment_id, layout::SegDir(Dir()));
   ExtentMap map2(kBlocks);
-  LogFollower g(&hide, "v", meta_, &map2);
+  LogFollower g(&hide, Dir(), meta_, &map2);
   ASSERT_OK(g.CatchUp());
   EXPECT_TRUE(g.op_pending());
   for (uint64_t lba = 0; lba < 40; lba++) {
@@ -218,7 +224,7 @@ TEST_F(LogFollowerTest, AnOperationTakesEffectWholeOrNotAtAll) {
 TEST_F(LogFollowerTest, ReloadsWhenTheCleanerDeletedWhatItNeeded) {
   ASSERT_NO_FATAL_FAILURE(OpenWriter(&mem_, 0.5, 256 << 10));
   ExtentMap map(kBlocks);
-  LogFollower f(&mem_, "v", meta_, &map);
+  LogFollower f(&mem_, Dir(), meta_, &map);
   ASSERT_NO_FATAL_FAILURE(WriteBlock(1));
   ASSERT_OK(writer_->Flush());
   ASSERT_OK(f.CatchUp());
@@ -231,7 +237,7 @@ TEST_F(LogFollowerTest, ReloadsWhenTheCleanerDeletedWhatItNeeded) {
   ASSERT_OK(writer_->Flush());
   ASSERT_TRUE(writer_->Clean(0.9).ok());
   ASSERT_OK(writer_->Flush());
-  ASSERT_TRUE(mem_.Stat(layout::SegName("v", first_seg)).status().IsNotFound())
+  ASSERT_TRUE(mem_.Stat(layout::SegName(Dir(), first_seg)).status().IsNotFound())
       << "the test needs the cleaner to have deleted the follower's segment";
   ASSERT_OK(f.CatchUp());
   EXPECT_EQ(f.loads(), 2u);
@@ -249,7 +255,7 @@ TEST_F(LogFollowerTest, ReloadsWhenANewOwnerCutsTheTail) {
   for (int i = 0; i < 20; i++) ASSERT_NO_FATAL_FAILURE(WriteBlock(i));
   ASSERT_OK(writer_->Flush());
   ExtentMap map(kBlocks);
-  LogFollower f(&fs, "v", meta_, &map);
+  LogFollower f(&fs, Dir(), meta_, &map);
   ASSERT_OK(f.CatchUp());
   ASSERT_EQ(map.MappedBlocks(), 20u);
   for (int i = 0; i < 10; i++) ASSERT_NO_FATAL_FAILURE(WriteBlock(100 + i));
@@ -274,6 +280,7 @@ TEST_F(LogFollowerTest, ReloadsWhenANewOwnerCutsTheTail) {
   ASSERT_NO_FATAL_FAILURE(WriteBlock(250));  // the new owner writes on
   ASSERT_OK(writer_->Flush());
   recovered[250] = model_[250];
+  f.SetDir(Dir());  // the new owner renamed the log into a new epoch
   ASSERT_OK(f.CatchUp());
   EXPECT_EQ(f.loads(), 2u) << "the log was cut at or before (" << seen.segment_id << ", "
                            << seen.offset << "): the follower must load again";
@@ -325,7 +332,7 @@ TEST_F(LogFollowerTest, ReadOnlyVolumeRefreshesAndSurvivesTheCleaner) {
   ASSERT_OK(writer_->Flush());
   ASSERT_TRUE(writer_->Clean(0.9).ok());
   ASSERT_OK(writer_->Flush());
-  ASSERT_TRUE(mem_.Stat(layout::SegName("v", 1)).status().IsNotFound());
+  ASSERT_TRUE(mem_.Stat(layout::SegName(Dir(), 1)).status().IsNotFound());
   {
     std::string b(kBlockSize, '\0');
     Status s = (*fresh)->Read(kBlockSize, std::span(reinterpret_cast<uint8_t*>(b.data()), b.size()));

@@ -29,8 +29,8 @@ Status EncodeQueuedBatchHeader(uint64_t volume_id, QueueItem& item, LogPosition 
   return es;
 }
 
-LogWriter::LogWriter(store::Store* store, std::string name, uint64_t volume_id)
-    : store_(store), name_(std::move(name)), volume_id_(volume_id) {}
+LogWriter::LogWriter(store::Store* store, layout::LogDir dir, uint64_t volume_id)
+    : store_(store), dir_(std::move(dir)), name_(dir_.volume()), volume_id_(volume_id) {}
 
 void LogWriter::Restart(LogPosition durable, uint64_t appended_seq) {
   appended_pos_ = durable_pos_ = durable;
@@ -39,7 +39,7 @@ void LogWriter::Restart(LogPosition durable, uint64_t appended_seq) {
 
 Status LogWriter::Append(QueueItem& item) {
   MemSegment* seg = item.seg.get();
-  const std::string obj = layout::SegName(name_, seg->id);
+  const std::string obj = layout::SegName(dir_, seg->id);
   if (!writer_ || seg_id_ != seg->id) {
     HBISS_ASSIGN_OR_RETURN(writer_, store_->Create(obj));
     seg_id_ = seg->id;
@@ -72,7 +72,7 @@ Status LogWriter::Append(QueueItem& item) {
 Status LogWriter::EndSegment(MemSegment* seg) {
   if (!writer_ || seg_id_ != seg->id) return Status::OK();
   auto bytes = CloseSegment();
-  if (!bytes.ok()) return bytes.status().WithContext("closing " + layout::SegName(name_, seg->id));
+  if (!bytes.ok()) return bytes.status().WithContext("closing " + layout::SegName(dir_, seg->id));
   seg->closed_bytes = *bytes;  // its summary is written once waiters are released
   return Status::OK();
 }

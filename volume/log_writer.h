@@ -33,6 +33,7 @@
 
 #include "store/store.h"
 #include "util/status.h"
+#include "volume/layout.h"
 #include "volume/log_format.h"
 #include "volume/mem_segment.h"
 
@@ -59,10 +60,10 @@ class LogWriter {
     uint64_t bytes = 0;          // bytes appended to them
   };
 
-  // Writes the segments of volume `name` (object names: layout::SegName; the
-  // name also goes into messages), whose id is `volume_id`, into `store`,
-  // which must outlive it.
-  LogWriter(store::Store* store, std::string name, uint64_t volume_id);
+  // Writes the segments of log directory `dir` (object names:
+  // layout::SegName; its volume's name goes into messages) of the volume
+  // whose id is `volume_id`, into `store`, which must outlive it.
+  LogWriter(store::Store* store, layout::LogDir dir, uint64_t volume_id);
   LogWriter(const LogWriter&) = delete;
   LogWriter& operator=(const LogWriter&) = delete;
 
@@ -117,6 +118,7 @@ class LogWriter {
 
  private:
   store::Store* const store_;
+  const layout::LogDir dir_;
   const std::string name_;
   const uint64_t volume_id_;
 

@@ -22,6 +22,7 @@ using store::FaultInjectionStore;
 
 constexpr uint64_t kVolId = 0x10c;
 const std::string kName = "lw";
+const layout::LogDir kDir = layout::EpochDir(kName, 1);
 // Two buffer chunks, so that a batch can straddle them.
 constexpr uint32_t kSlots = 2 * MemSegment::kChunkSlots;
 
@@ -68,7 +69,7 @@ class NoSpaceStore : public store::StoreWrapper {
 class LogWriterTest : public ::testing::Test {
  protected:
   // The log writer writes through nospace_ -> fis_ -> mem_.
-  LogWriterTest() : fis_(&mem_, 1), nospace_(&fis_), log_(&nospace_, kName, kVolId) {
+  LogWriterTest() : fis_(&mem_, 1), nospace_(&fis_), log_(&nospace_, kDir, kVolId) {
     log_.Restart(kStart, kStartSeq);
   }
 
@@ -105,7 +106,7 @@ class LogWriterTest : public ::testing::Test {
     return item;
   }
 
-  static std::string Obj(uint64_t id) { return layout::SegName(kName, id); }
+  static std::string Obj(uint64_t id) { return layout::SegName(kDir, id); }
   std::string Object(uint64_t id) {
     auto r = mem_.Get(Obj(id));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
@@ -383,7 +384,7 @@ TEST_F(LogWriterTest, NoSpaceOnSyncMarksNothingDurable) {
 // Replays segment 2 as the last segment of the log; returns the end of its
 // valid log and fills *map.
 uint64_t ReplayLast(store::Store* s, ExtentMap* map) {
-  auto r = s->Open(layout::SegName(kName, 2));
+  auto r = s->Open(layout::SegName(kDir, 2));
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   if (!r.ok()) return 0;
   LogReplayer replay(kVolId, kSlots, kName, map);
@@ -398,7 +399,7 @@ TEST_F(LogWriterTest, CrashAfterAppendsWithoutSyncLosesOnlyTheUnsyncedTail) {
   for (uint64_t seed = 0; seed < 12; seed++) {
     store::MemoryStore mem;
     FaultInjectionStore fis(&mem, seed);
-    LogWriter log(&fis, kName, kVolId);
+    LogWriter log(&fis, kDir, kVolId);
     log.Restart(kStart, kStartSeq);
     auto seg = NewSeg(2, 7);
     QueueItem a = AddBatch(seg, 7, 0, 2);

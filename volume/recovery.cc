@@ -11,17 +11,18 @@
 namespace hbiss::volume {
 
 Result<std::map<uint64_t, SegHead>> ReadSegmentHeaders(store::Store* store,
-                                                       const std::string& name,
+                                                       const layout::LogDir& dir,
                                                        const VolumeMeta& meta,
                                                        const std::map<uint64_t, uint64_t>& sizes,
                                                        uint64_t c, bool takeover) {
+  const std::string name = dir.volume();
   std::map<uint64_t, SegHead> segs;
   std::vector<uint8_t> slot(kSlotSize);
   for (auto& [id, sz] : sizes) {
     if (id < c) continue;
     SegHead s;
     // Readers are not kept: there may be many segments to look at.
-    const std::string seg = layout::SegName(name, id);
+    const std::string seg = layout::SegName(dir, id);
     auto r = takeover ? store->OpenForTakeover(seg) : store->Open(seg);
     if (!r.ok()) return r.status().WithContext("volume " + name + ": opening segment");
     auto n = (*r)->ReadAt(0, slot);
@@ -68,11 +69,12 @@ Result<std::vector<uint64_t>> BuildChain(const std::string& name,
   return chain;
 }
 
-Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta& meta,
+Status RecoverLog(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
                   bool read_only, ExtentMap* map, RecoveredLog* out) {
+  const std::string name = dir.volume();
   CheckpointInfo& ck = out->checkpoint;
   HBISS_RETURN_IF_ERROR(
-      LoadNewestCheckpoint(store, name, meta, &ck, map, &out->found_checkpoint, &out->ckpt_seqs));
+      LoadNewestCheckpoint(store, dir, meta, &ck, map, &out->found_checkpoint, &out->ckpt_seqs));
   LogPosition pos{0, 0};
   uint64_t seq = 1;
   if (out->found_checkpoint) {
@@ -80,7 +82,7 @@ Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta
     seq = ck.next_seq;
     out->segment_ids = ck.segment_ids;
   }
-  HBISS_ASSIGN_OR_RETURN(auto seg_list, ListIds(store, layout::SegDir(name)));
+  HBISS_ASSIGN_OR_RETURN(auto seg_list, ListIds(store, layout::SegDir(dir)));
   std::map<uint64_t, uint64_t> seg_sizes(seg_list.begin(), seg_list.end());
   for (uint64_t id : out->segment_ids) {
     if (!seg_sizes.count(id)) {
@@ -95,7 +97,7 @@ Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta
   const uint64_t c = pos.segment_id;
 
   HBISS_ASSIGN_OR_RETURN(auto segs,
-                         ReadSegmentHeaders(store, name, meta, seg_sizes, c, !read_only));
+                         ReadSegmentHeaders(store, dir, meta, seg_sizes, c, !read_only));
   HBISS_ASSIGN_OR_RETURN(std::vector<uint64_t> chain, BuildChain(name, segs, c));
 
   LogReplayer replay(meta.id, uint32_t(meta.segment_size / kSlotSize), name, map);
@@ -116,7 +118,7 @@ Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta
                                   " ends before the checkpoint's position");
       }
     }
-    auto r = store->Open(layout::SegName(name, c));
+    auto r = store->Open(layout::SegName(dir, c));
     if (!r.ok()) return r.status().WithContext("volume " + name + ": opening segment");
     HBISS_RETURN_IF_ERROR(replay.ReplaySegment(r->get(), c, pos.offset, limit, &seq, &last_end));
   }
@@ -130,7 +132,7 @@ Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta
     if (s.header.flags & kSegmentDiscardPending) replay.DiscardPending();
     const uint64_t* limit =
         i + 1 < chain.size() ? &segs[chain[i + 1]].header.prev_segment_end : nullptr;
-    auto r = store->Open(layout::SegName(name, chain[i]));
+    auto r = store->Open(layout::SegName(dir, chain[i]));
     if (!r.ok()) return r.status().WithContext("volume " + name + ": opening segment");
     HBISS_RETURN_IF_ERROR(
         replay.ReplaySegment(r->get(), chain[i], kSlotSize, limit, &seq, &last_end));

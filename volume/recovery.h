@@ -24,6 +24,7 @@
 #include "util/status.h"
 #include "volume/checkpoint.h"
 #include "volume/extent_map.h"
+#include "volume/layout.h"
 #include "volume/log_format.h"
 #include "volume/log_reader.h"
 #include "volume/volume_meta.h"
@@ -70,7 +71,7 @@ struct SegHead {
 // open, LogFollower) must never do that: the holder may be alive and
 // serving the volume.
 Result<std::map<uint64_t, SegHead>> ReadSegmentHeaders(store::Store* store,
-                                                       const std::string& name,
+                                                       const layout::LogDir& dir,
                                                        const VolumeMeta& meta,
                                                        const std::map<uint64_t, uint64_t>& sizes,
                                                        uint64_t c, bool takeover);
@@ -82,14 +83,14 @@ Result<std::map<uint64_t, SegHead>> ReadSegmentHeaders(store::Store* store,
 Result<std::vector<uint64_t>> BuildChain(const std::string& name,
                                          const std::map<uint64_t, SegHead>& segs, uint64_t c);
 
-// Recovers volume `name` (whose meta is `meta`) into *map (which must be
+// Recovers the volume whose log is in `dir` (and whose meta is `meta`) into *map (which must be
 // empty, of meta.size / kBlockSize blocks) and *out. Corruption when the
 // log is damaged before its tail or no chain leads back to the checkpoint;
 // NotSupported for a newer format or exhausted segment ids. A writable
 // recovery (!read_only; the caller holds the volume's lock) takes the
 // segments from the checkpoint's on away from the previous holder
 // (Store::OpenForTakeover); a read-only one only reads, whoever writes.
-Status RecoverLog(store::Store* store, const std::string& name, const VolumeMeta& meta,
+Status RecoverLog(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
                   bool read_only, ExtentMap* map, RecoveredLog* out);
 
 }  // namespace hbiss::volume

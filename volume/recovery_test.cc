@@ -17,6 +17,7 @@ namespace {
 constexpr uint64_t kVolId = 0x5eed;
 constexpr uint64_t kBlocks = 1024;
 const std::string kName = "v";
+const layout::LogDir kDir = layout::EpochDir(kName, 1);
 
 using W = TestSegment;
 
@@ -42,9 +43,9 @@ class RecoveryTest : public ::testing::Test {
     return s;
   }
   void Put(uint64_t id, const TestSegment& s) {
-    ASSERT_TRUE(store_.Put(layout::SegName(kName, id), s.span()).ok());
+    ASSERT_TRUE(store_.Put(layout::SegName(kDir, id), s.span()).ok());
   }
-  Status Recover(bool read_only) { return RecoverLog(&store_, kName, meta_, read_only, &map_, &out_); }
+  Status Recover(bool read_only) { return RecoverLog(&store_, kDir, meta_, read_only, &map_, &out_); }
   MapRun At(uint64_t lba) {
     std::vector<MapRun> runs;
     EXPECT_TRUE(map_.Lookup(lba, 1, &runs).ok());

@@ -108,10 +108,11 @@ Result<size_t> RelogBatches(std::span<const RelogBatch> batches, RelogUpTo up_to
   return relogged;
 }
 
-Result<uint64_t> PutRelogSegment(store::Store* store, const std::string& name,
+Result<uint64_t> PutRelogSegment(store::Store* store, const layout::LogDir& dir,
                                  uint64_t volume_id, MemSegment* seg,
                                  std::deque<QueueItem>* items) {
-  const std::string obj = layout::SegName(name, seg->id);
+  const std::string name = dir.volume();
+  const std::string obj = layout::SegName(dir, seg->id);
   // The items must be the segment's batches, back to back from slot 1 to
   // its end: the Put is the whole segment, and every batch says so.
   uint32_t next = 1;

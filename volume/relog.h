@@ -36,6 +36,7 @@
 
 #include "store/store.h"
 #include "util/status.h"
+#include "volume/layout.h"
 #include "volume/log_format.h"
 #include "volume/log_reader.h"
 #include "volume/mem_segment.h"
@@ -104,7 +105,7 @@ enum class RelogUpTo {
 Result<size_t> RelogBatches(std::span<const RelogBatch> batches, RelogUpTo up_to,
                             const std::string& where, RelogSink* sink);
 
-// Writes the re-log segment `seg` of volume `name` (id `volume_id`) whole,
+// Writes the re-log segment `seg` of the log in `dir` (volume id `volume_id`) whole,
 // with one atomic and durable Put of `store`: its header slot and `items`,
 // which must be all of its batches, in order, up to seg->used (no
 // end-of-segment marker). Every batch header gets synced_upto = (seg, its
@@ -114,7 +115,7 @@ Result<size_t> RelogBatches(std::span<const RelogBatch> batches, RelogUpTo up_to
 // (Put is atomic), seg's crcs[] and header slots are set but nothing else
 // changed: a call again writes the same bytes. Corruption when `items` do
 // not fill seg exactly.
-Result<uint64_t> PutRelogSegment(store::Store* store, const std::string& name,
+Result<uint64_t> PutRelogSegment(store::Store* store, const layout::LogDir& dir,
                                  uint64_t volume_id, MemSegment* seg,
                                  std::deque<QueueItem>* items);
 

@@ -26,6 +26,7 @@ using W = TestSegment;
 
 constexpr uint64_t kVolId = 0x5e1;
 const std::string kName = "rl";
+const layout::LogDir kDir = layout::EpochDir(kName, 1);
 // Two buffer chunks, so that batches can straddle them.
 constexpr uint32_t kSlots = 2 * MemSegment::kChunkSlots;
 constexpr uint64_t kBlocks = 4096;
@@ -169,7 +170,7 @@ class RelogTest : public ::testing::Test {
   }
 
   std::string Object(uint64_t id) {
-    auto r = mem_.Get(layout::SegName(kName, id));
+    auto r = mem_.Get(layout::SegName(kDir, id));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     return r.ok() ? *r : std::string();
   }
@@ -177,7 +178,7 @@ class RelogTest : public ::testing::Test {
   // Every batch header of segment `id` in the store, in order.
   std::vector<BatchHeader> Headers(uint64_t id) {
     std::vector<BatchHeader> out;
-    auto r = mem_.Open(layout::SegName(kName, id));
+    auto r = mem_.Open(layout::SegName(kDir, id));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     if (!r.ok()) return out;
     auto scan = ScanBatchHeaders(r->get(), kVolId, id, kSlots, "test",
@@ -194,7 +195,7 @@ class RelogTest : public ::testing::Test {
   // tail in tail_.
   uint64_t Replay(uint64_t id, uint64_t first_seq, uint64_t* next_seq = nullptr) {
     map_ = std::make_unique<ExtentMap>(kBlocks);
-    auto r = mem_.Open(layout::SegName(kName, id));
+    auto r = mem_.Open(layout::SegName(kDir, id));
     EXPECT_TRUE(r.ok()) << r.status().ToString();
     if (!r.ok()) return 0;
     LogReplayer rp(kVolId, kSlots, kName, map_.get());
@@ -262,7 +263,7 @@ TEST_F(RelogTest, InMemoryBatchesLoggedAgainDecodeWithTheLogReader) {
   EXPECT_EQ(path.trace, "BW100.ESBU7.EBW200+SW202.EBW300.ES");
   ASSERT_EQ(path.queue.size(), 3u);
 
-  LogWriter log(&full_, kName, kVolId);
+  LogWriter log(&full_, kDir, kVolId);
   log.Restart(durable, 19);
   for (QueueItem& item : path.queue) ASSERT_TRUE(log.Append(item).ok());
   ASSERT_TRUE(log.Sync().ok());
@@ -311,11 +312,11 @@ TEST_F(RelogTest, StoreTailLoggedAgainIsPutWholeAndProven) {
   last.AddBatch({W::Write(10, 1, /*continues=*/true)}, 4);
   last.AddBatch({W::Write(11, 1), W::Trim(20, 3)}, 4);
   last.AddBatch({W::Write(30, 1, /*continues=*/true)}, 4);  // incomplete
-  ASSERT_TRUE(mem_.Put(layout::SegName(kName, 1), last.span()).ok());
+  ASSERT_TRUE(mem_.Put(layout::SegName(kDir, 1), last.span()).ok());
   Replay(1, 1);
   ASSERT_EQ(tail_.size(), 4u);
 
-  auto reader = mem_.Open(layout::SegName(kName, 1));
+  auto reader = mem_.Open(layout::SegName(kDir, 1));
   ASSERT_TRUE(reader.ok());
   std::vector<RelogBatch> batches;
   for (const TailBatch& t : tail_) batches.push_back(RelogBatch::InStore(reader->get(), t));
@@ -329,7 +330,7 @@ TEST_F(RelogTest, StoreTailLoggedAgainIsPutWholeAndProven) {
   EXPECT_EQ(path.trace, "BW0.ESBW10+SW11.EBU20.ES");  // batch 4 not reached
   ASSERT_EQ(path.queue.size(), 3u);
 
-  auto put = PutRelogSegment(&full_, kName, kVolId, seg.get(), &path.queue);
+  auto put = PutRelogSegment(&full_, kDir, kVolId, seg.get(), &path.queue);
   ASSERT_TRUE(put.ok()) << put.status().ToString();
   const uint64_t end = uint64_t(seg->used) * kSlotSize;
   EXPECT_EQ(*put, end);
@@ -387,16 +388,16 @@ TEST_F(RelogTest, PendingOperationIsContinuedNotStarted) {
 TEST_F(RelogTest, StoreBatchWhoseDataChangedIsCorruption) {
   TestSegment last(kVolId, 1, 1);
   last.AddBatch({W::Write(0, 3)}, 1);
-  ASSERT_TRUE(mem_.Put(layout::SegName(kName, 1), last.span()).ok());
+  ASSERT_TRUE(mem_.Put(layout::SegName(kDir, 1), last.span()).ok());
   Replay(1, 1);
   ASSERT_EQ(tail_.size(), 1u);
   std::string bytes = last.bytes();
   bytes[3 * kSlotSize + 17] ^= 1;  // the second data slot (slot 3)
-  ASSERT_TRUE(mem_.Put(layout::SegName(kName, 1),
+  ASSERT_TRUE(mem_.Put(layout::SegName(kDir, 1),
                        std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(bytes.data()),
                                                 bytes.size()))
                   .ok());
-  auto reader = mem_.Open(layout::SegName(kName, 1));
+  auto reader = mem_.Open(layout::SegName(kDir, 1));
   ASSERT_TRUE(reader.ok());
   const RelogBatch b = RelogBatch::InStore(reader->get(), tail_[0]);
   TestPath path(NewSeg(2, 1, LogPosition{0, 0}), 1);
@@ -435,7 +436,7 @@ TEST_F(RelogTest, NoSpaceInTheMiddleOfTheRelogLeavesItRetryable) {
   ASSERT_TRUE(RelogBatches(batches, RelogUpTo::kEverything, "test", &retry).ok());
   EXPECT_EQ(retry.trace, "BW100.ESBW200+SW202.ES");
   ASSERT_EQ(retry.queue.size(), 3u);
-  LogWriter log(&full_, kName, kVolId);
+  LogWriter log(&full_, kDir, kVolId);
   log.Restart(durable, 19);
   for (QueueItem& item : retry.queue) ASSERT_TRUE(log.Append(item).ok());
   ASSERT_TRUE(log.Sync().ok());
@@ -465,15 +466,15 @@ TEST_F(RelogTest, NoSpaceFromThePutLeavesItRetryable) {
   ASSERT_EQ(path.queue.size(), 2u);
 
   full_.fail_put = 1;
-  auto put = PutRelogSegment(&full_, kName, kVolId, seg.get(), &path.queue);
+  auto put = PutRelogSegment(&full_, kDir, kVolId, seg.get(), &path.queue);
   ASSERT_FALSE(put.ok());
   EXPECT_TRUE(put.status().IsNoSpace()) << put.status().ToString();
-  EXPECT_FALSE(mem_.Stat(layout::SegName(kName, 2)).ok());
+  EXPECT_FALSE(mem_.Stat(layout::SegName(kDir, 2)).ok());
   ASSERT_EQ(path.queue.size(), 2u);
   EXPECT_EQ(path.queue[1].entries.size(), 2u);
   for (uint32_t s = 0; s < kSlots; s++) ASSERT_FALSE(seg->valid[s]) << "slot " << s;
 
-  put = PutRelogSegment(&full_, kName, kVolId, seg.get(), &path.queue);
+  put = PutRelogSegment(&full_, kDir, kVolId, seg.get(), &path.queue);
   ASSERT_TRUE(put.ok()) << put.status().ToString();
   const std::vector<BatchHeader> hs = Headers(2);
   ASSERT_EQ(hs.size(), 2u);
@@ -500,16 +501,16 @@ TEST_F(RelogTest, PutRefusesAQueueThatIsNotTheWholeSegment) {
     path.SealBatch();
   }
   std::deque<QueueItem> first_only{path.queue[0]};
-  auto put = PutRelogSegment(&full_, kName, kVolId, seg.get(), &first_only);
+  auto put = PutRelogSegment(&full_, kDir, kVolId, seg.get(), &first_only);
   EXPECT_TRUE(put.status().IsCorruption()) << put.status().ToString();
   std::deque<QueueItem> second_only{path.queue[1]};
-  put = PutRelogSegment(&full_, kName, kVolId, seg.get(), &second_only);
+  put = PutRelogSegment(&full_, kDir, kVolId, seg.get(), &second_only);
   EXPECT_TRUE(put.status().IsCorruption()) << put.status().ToString();
   std::deque<QueueItem> empty;
-  put = PutRelogSegment(&full_, kName, kVolId, seg.get(), &empty);
+  put = PutRelogSegment(&full_, kDir, kVolId, seg.get(), &empty);
   EXPECT_TRUE(put.status().IsCorruption()) << put.status().ToString();
-  EXPECT_FALSE(mem_.Stat(layout::SegName(kName, 2)).ok());
-  ASSERT_TRUE(PutRelogSegment(&full_, kName, kVolId, seg.get(), &path.queue).ok());
+  EXPECT_FALSE(mem_.Stat(layout::SegName(kDir, 2)).ok());
+  ASSERT_TRUE(PutRelogSegment(&full_, kDir, kVolId, seg.get(), &path.queue).ok());
 }
 
 }  // namespace

@@ -46,11 +46,12 @@ ReadCache& DefaultReadCache() {
   return *cache;
 }
 
-SegmentCache::SegmentCache(store::Store* store, std::string name, uint64_t volume_id,
+SegmentCache::SegmentCache(store::Store* store, layout::LogDir dir, uint64_t volume_id,
                            uint32_t seg_slots, ReadCache* read_cache, ReaderPool* readers,
                            CrcTableCache* tables)
     : store_(store),
-      name_(std::move(name)),
+      name_(dir.volume()),
+      dir_(std::move(dir)),
       volume_id_(volume_id),
       seg_slots_(seg_slots),
       readers_(readers),
@@ -75,6 +76,16 @@ void SegmentCache::Drop(uint64_t seg) {
   // segment ids are not reused).
 }
 
+void SegmentCache::SetDir(layout::LogDir dir) {
+  MutexLock l(&dir_mu_);
+  dir_ = std::move(dir);
+}
+
+layout::LogDir SegmentCache::dir() const {
+  MutexLock l(&dir_mu_);
+  return dir_;
+}
+
 void SegmentCache::DropAll() {
   readers_->EraseOwner(this);
   tables_->EraseOwner(this);
@@ -83,7 +94,7 @@ void SegmentCache::DropAll() {
 
 Result<std::shared_ptr<store::SegmentReader>> SegmentCache::Reader(uint64_t seg) {
   if (auto r = readers_->Find(this, seg)) return r;
-  HBISS_ASSIGN_OR_RETURN(auto reader, store_->Open(layout::SegName(name_, seg)));
+  HBISS_ASSIGN_OR_RETURN(auto reader, store_->Open(layout::SegName(dir(), seg)));
   std::shared_ptr<store::SegmentReader> r(std::move(reader));
   readers_->Insert(this, seg, r, 1);
   return r;
@@ -98,7 +109,7 @@ Result<std::shared_ptr<const CrcTable>> SegmentCache::Table(uint64_t seg,
   const uint64_t size = reader->Size();
   // The summary, when there is a good one for exactly this object, is the
   // table; it only saves the scan below, which follows recovery's rules.
-  auto sum_data = store_->Get(layout::SumName(name_, seg), layout::kMaxSummaryBytes);
+  auto sum_data = store_->Get(layout::SumName(dir(), seg), layout::kMaxSummaryBytes);
   bool have = false;
   if (sum_data.ok()) {
     auto sum = DecodeSegmentSummary(std::span<const uint8_t>(

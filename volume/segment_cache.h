@@ -34,6 +34,7 @@
 #include "util/mutex.h"
 #include "util/status.h"
 #include "volume/extent_map.h"
+#include "volume/layout.h"
 #include "volume/log_reader.h"
 
 namespace hbiss::volume {
@@ -169,7 +170,8 @@ class SegmentCache {
  public:
   // `read_cache` (null: none) caches small reads; use it on stores that do
   // not cache reads. The pools default to the process-wide ones.
-  SegmentCache(store::Store* store, std::string name, uint64_t volume_id, uint32_t seg_slots,
+  // Reads the segments of log directory `dir` (layout.h).
+  SegmentCache(store::Store* store, layout::LogDir dir, uint64_t volume_id, uint32_t seg_slots,
                ReadCache* read_cache, ReaderPool* readers = &DefaultReaderPool(),
                CrcTableCache* tables = &DefaultCrcTableCache());
   ~SegmentCache();
@@ -184,6 +186,11 @@ class SegmentCache {
   void Drop(uint64_t seg);
   // Forgets every segment of this volume.
   void DropAll();
+  // The volume's log moved to `dir` (a new epoch, doc/ownership.md): objects
+  // are opened there from now on. Readers already open keep reading (segment
+  // ids carry over between epochs, so nothing cached goes stale).
+  void SetDir(layout::LogDir dir) EXCLUDES(dir_mu_);
+  layout::LogDir dir() const EXCLUDES(dir_mu_);
 
   // Reads the blocks of run `r` (mapped into closed segment r.seg) that
   // overlap [offset, offset + out.size()) into the matching bytes of out,
@@ -203,7 +210,9 @@ class SegmentCache {
                    uint8_t* dst);
 
   store::Store* const store_;
-  const std::string name_;
+  const std::string name_;  // the volume's, for messages
+  mutable Mutex dir_mu_;
+  layout::LogDir dir_ GUARDED_BY(dir_mu_);
   const uint64_t volume_id_;
   const uint32_t seg_slots_;
   ReaderPool* const readers_;

@@ -23,6 +23,7 @@ namespace {
 constexpr uint64_t kVolId = 0x77;
 constexpr uint32_t kSlots = 64;
 const std::string kName = "sc";
+const layout::LogDir kDir = layout::EpochDir(kName, 1);
 
 using W = TestSegment;
 
@@ -75,9 +76,9 @@ class SegmentCacheTest : public ::testing::Test {
  protected:
   void PutSegment(uint64_t id, bool summary = true) {
     TestSegment seg = MakeSegment(id);
-    ASSERT_TRUE(mem_.Put(layout::SegName(kName, id), seg.span()).ok());
+    ASSERT_TRUE(mem_.Put(layout::SegName(kDir, id), seg.span()).ok());
     if (summary) {
-      ASSERT_TRUE(mem_.Put(layout::SumName(kName, id), AsBytes(Summary(seg, id))).ok());
+      ASSERT_TRUE(mem_.Put(layout::SumName(kDir, id), AsBytes(Summary(seg, id))).ok());
     }
   }
   // Run of the 8 blocks of segment `id` (slots 2..6 and 8..10).
@@ -105,7 +106,7 @@ class SegmentCacheTest : public ::testing::Test {
       read_caches_.push_back(std::make_unique<ReadCache>(chunk_bytes));
       rc = read_caches_.back().get();
     }
-    return std::make_unique<SegmentCache>(&store_, kName, kVolId, kSlots, rc, &readers_,
+    return std::make_unique<SegmentCache>(&store_, kDir, kVolId, kSlots, rc, &readers_,
                                           &tables_);
   }
 
@@ -136,8 +137,8 @@ TEST_F(SegmentCacheTest, CrcMismatchIsCorruptionAndOnlyForThatBlock) {
   TestSegment seg = MakeSegment(1);
   const std::string sum = Summary(seg, 1);
   seg.bytes()[3 * kSlotSize + 9] ^= 4;  // block 101 (slot 3)
-  ASSERT_TRUE(mem_.Put(layout::SegName(kName, 1), seg.span()).ok());
-  ASSERT_TRUE(mem_.Put(layout::SumName(kName, 1), AsBytes(sum)).ok());
+  ASSERT_TRUE(mem_.Put(layout::SegName(kDir, 1), seg.span()).ok());
+  ASSERT_TRUE(mem_.Put(layout::SumName(kDir, 1), AsBytes(sum)).ok());
   for (uint64_t chunk : {uint64_t{0}, uint64_t{1} << 20}) {
     auto c = NewCache(chunk);
     std::string got(kBlockSize, '\0');
@@ -160,10 +161,10 @@ TEST_F(SegmentCacheTest, MissingOrBadSummaryFallsBackToAScan) {
   PutSegment(2);
   PutSegment(3);
   PutSegment(4);
-  std::string s = *mem_.Get(layout::SumName(kName, 2));
+  std::string s = *mem_.Get(layout::SumName(kDir, 2));
   s[20] ^= 1;  // bad CRC
-  ASSERT_TRUE(mem_.Put(layout::SumName(kName, 2), AsBytes(s)).ok());
-  ASSERT_TRUE(mem_.Put(layout::SumName(kName, 3), AsBytes(*mem_.Get(layout::SumName(kName, 4))))
+  ASSERT_TRUE(mem_.Put(layout::SumName(kDir, 2), AsBytes(s)).ok());
+  ASSERT_TRUE(mem_.Put(layout::SumName(kDir, 3), AsBytes(*mem_.Get(layout::SumName(kDir, 4))))
                   .ok());  // another segment's
   // One whose table is wrong but well formed is believed: a read then fails
   // its CRC rather than return unchecked data.
@@ -172,7 +173,7 @@ TEST_F(SegmentCacheTest, MissingOrBadSummaryFallsBackToAScan) {
   auto dec = DecodeSegmentSummary(AsBytes(wrong));
   ASSERT_TRUE(dec.ok());
   dec->crcs[2] ^= 1;
-  ASSERT_TRUE(mem_.Put(layout::SumName(kName, 4), AsBytes(EncodeSegmentSummary(*dec))).ok());
+  ASSERT_TRUE(mem_.Put(layout::SumName(kDir, 4), AsBytes(EncodeSegmentSummary(*dec))).ok());
   auto c = NewCache();
   for (uint64_t id = 1; id <= 3; id++) {
     std::string got;
@@ -196,7 +197,7 @@ TEST_F(SegmentCacheTest, OpenReadersAreBoundedByThePoolCapacity) {
   for (uint64_t id = 1; id <= kSegs; id++) PutSegment(id);
   auto a = NewCache();
   auto b =
-      std::make_unique<SegmentCache>(&store_, kName, kVolId, kSlots, nullptr, &readers_, &tables_);
+      std::make_unique<SegmentCache>(&store_, kDir, kVolId, kSlots, nullptr, &readers_, &tables_);
   for (int round = 0; round < 2; round++) {
     for (uint64_t id = 1; id <= kSegs; id++) {
       std::string got;

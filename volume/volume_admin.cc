@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "volume/checkpoint_set.h"
+#include "volume/epoch.h"
 #include "volume/layout.h"
 #include "volume/space_reserve.h"
 #include "volume/volume.h"
@@ -88,13 +89,23 @@ Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::str
     }
     lock = std::move(*l);
   }
-  auto v = std::make_unique<VolumeImpl>(store, name, meta, opts, std::move(lock));
+  CurrentLog cur;
+  if (opts.read_only) {
+    HBISS_ASSIGN_OR_RETURN(cur, ResolveLog(store, name));
+  } else {
+    // The fence (epoch.h): from here on nothing a previous holder does
+    // under the old epoch's names reaches the volume.
+    HBISS_ASSIGN_OR_RETURN(cur.epoch, StartEpoch(store, name, meta, &opts.owner));
+    cur.dir = layout::EpochDir(name, cur.epoch);
+  }
+  auto v = std::make_unique<VolumeImpl>(store, name, cur.dir, cur.epoch, meta, opts,
+                                        std::move(lock));
   HBISS_RETURN_IF_ERROR(v->Recover());
   if (!opts.read_only) {
     // With the lock held no Put into these directories can be running: what
     // the store's Put left half-done there is a crash's leftover.
-    for (const std::string& dir :
-         {layout::VolDir(name), layout::CkptDir(name), layout::SumDir(name), layout::SegDir(name)}) {
+    for (const std::string& dir : {layout::VolDir(name), cur.dir.path, layout::CkptDir(cur.dir),
+                                   layout::SumDir(cur.dir), layout::SegDir(cur.dir)}) {
       auto n = store->RemoveTempLeftovers(dir);
       if (!n.ok()) {
         spdlog::warn("volume {}: removing temporary leftovers in {}: {}", name, dir,
@@ -143,14 +154,47 @@ Result<std::vector<std::string>> Volume::List(store::Store* store) {
 }
 
 Result<OwnerRecord> Volume::Owner(store::Store* store, const std::string& name) {
-  (void)store;
-  (void)name;
-  return Status::NotSupported("TODO(epoch)");
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
+  (void)meta;
+  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
+  OwnerRecord r;
+  r.epoch = cur.epoch;
+  if (cur.epoch == 0) return r;
+  auto text = store->Get(layout::OwnerName(cur.dir), layout::kMaxMetaBytes);
+  if (text.ok()) {
+    r.owner = std::move(*text);
+  } else if (!text.status().IsNotFound()) {
+    return text.status().WithContext("volume " + name + ": reading the owner");
+  }
+  return r;
 }
 
 Status Volume::BreakLock(store::Store* store, const std::string& name) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
-  return store->BreakLock(layout::LockName(name));
+  HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
+  HBISS_RETURN_IF_ERROR(
+      store->BreakLock(layout::LockName(name)).WithContext("volume " + name + ": breaking its lock"));
+  auto l = store->TryLock(layout::LockName(name));
+  if (!l.ok()) {
+    if (l.status().IsBusy()) {
+      return Status::Busy("volume " + name + ": its lock is still held by a live holder");
+    }
+    return l.status().WithContext("volume " + name + ": taking lock");
+  }
+  // Fence the old holder (a new epoch owned by nobody), then end its writer
+  // of the open segment: the newest one (HDFS recovers its lease).
+  HBISS_ASSIGN_OR_RETURN(uint64_t epoch, StartEpoch(store, name, meta, nullptr));
+  const layout::LogDir dir = layout::EpochDir(name, epoch);
+  HBISS_ASSIGN_OR_RETURN(auto segs, ListIds(store, layout::SegDir(dir)));
+  if (!segs.empty()) {
+    auto r = store->OpenForTakeover(layout::SegName(dir, segs.back().first));
+    if (!r.ok() && !r.status().IsNotFound()) {
+      return r.status().WithContext("volume " + name + ": taking over its open segment");
+    }
+  }
+  spdlog::info("volume {}: lock broken; epoch {} is owned by nobody", name, epoch);
+  return Status::OK();
 }
 
 Result<VolumeInfo> Volume::Stat(store::Store* store, const std::string& name) {
@@ -164,13 +208,14 @@ Result<VolumeInfo> Volume::Stat(store::Store* store, const std::string& name) {
   ExtentMap map(meta.size / kBlockSize);
   CheckpointInfo ck;
   bool found = false;
-  HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store, name, meta, &ck, &map, &found, nullptr));
+  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
+  HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store, cur.dir, meta, &ck, &map, &found, nullptr));
   if (found) {
     v.checkpoint_seq = ck.seq;
     v.mapped_bytes = map.MappedBlocks() * kBlockSize;
     v.map_memory_bytes = map.MemoryUsage();
   }
-  HBISS_ASSIGN_OR_RETURN(auto segs, ListIds(store, layout::SegDir(name)));
+  HBISS_ASSIGN_OR_RETURN(auto segs, ListIds(store, layout::SegDir(cur.dir)));
   v.segment_count = segs.size();
   for (auto& [id, size] : segs) v.log_bytes += size;
   return v;

@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "util/thread.h"
+#include "volume/epoch.h"
 #include "volume/layout.h"
 #include "volume/log_reader.h"
 #include "volume/volume_testing.h"
@@ -78,12 +79,14 @@ struct BlockSpan {
   }
 };
 
-VolumeImpl::VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, OpenOptions opts,
-                       std::unique_ptr<store::Lock> lock)
+VolumeImpl::VolumeImpl(store::Store* store, std::string name, layout::LogDir dir, uint64_t epoch,
+                       VolumeMeta meta, OpenOptions opts, std::unique_ptr<store::Lock> lock)
     : store_(store),
       name_(std::move(name)),
       meta_(meta),
       opts_(opts),
+      dir_(std::move(dir)),
+      epoch_(epoch),
       lock_(std::move(lock)),
       seg_slots_(uint32_t(meta.segment_size / kSlotSize)),
       budget_(&DefaultWriteBudget()),
@@ -95,11 +98,11 @@ VolumeImpl::VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, O
       // Not for a reader: the segment its writer still appends to grows, and
       // a cached chunk of it could be short (Refresh drops only the readers
       // and CRC tables of a grown segment).
-      cache_(store, name_, meta.id, seg_slots_,
+      cache_(store, dir_, meta.id, seg_slots_,
              opts.cache_bytes > 0 && !store->CachesReadsLocally() && !opts.read_only
                  ? &DefaultReadCache()
                  : nullptr),
-      log_(store, name_, meta.id),
+      log_(store, dir_, meta.id),
       cleaner_(this, name_, opts.read_only ? 0 : opts.clean_threshold) {}
 
 VolumeImpl::~VolumeImpl() {
@@ -129,15 +132,15 @@ Status VolumeImpl::Recover() {
   if (opts_.read_only) {
     // A reader follows the log, which another process may be writing.
     Lock l(&mu_);
-    follower_ = std::make_unique<LogFollower>(store_, name_, meta_, &map_);
-    HBISS_RETURN_IF_ERROR(follower_->Load());
+    follower_ = std::make_unique<LogFollower>(store_, dir_, meta_, &map_);
+    HBISS_RETURN_IF_ERROR(FollowLocked(/*load=*/true));
     if (follower_->checkpoint_seq() != 0) ckpts_.Init({follower_->checkpoint_seq()});
     return CountSegmentsLocked();
   }
   RecoveredLog rec;
   {
     Lock l(&mu_);  // nothing else runs yet; held for the analysis
-    HBISS_RETURN_IF_ERROR(RecoverLog(store_, name_, meta_, opts_.read_only, &map_, &rec));
+    HBISS_RETURN_IF_ERROR(RecoverLog(store_, dir_, meta_, opts_.read_only, &map_, &rec));
   }
   ckpts_.Init(rec.ckpt_seqs);
   if (rec.found_checkpoint) ckpts_.NoteLoaded(rec.checkpoint);
@@ -171,7 +174,7 @@ Status VolumeImpl::Recover() {
 // entries), so the re-log always fits in the new segment, which starts no
 // later in its segment than the tail did.
 Status VolumeImpl::RelogTail(const RecoveredLog& rec) {
-  auto r = store_->Open(layout::SegName(name_, rec.relog_segment));
+  auto r = store_->Open(layout::SegName(dir_, rec.relog_segment));
   if (!r.ok()) return r.status().WithContext("volume " + name_ + ": reopening segment");
   std::vector<RelogBatch> batches;
   batches.reserve(rec.relog.size());
@@ -212,9 +215,9 @@ Status VolumeImpl::PutRelogSegmentLocked(Lock& l) {
   // No other thread runs before Start(); the Put may take a while. (mu_
   // itself, not l: the analysis sees this function REQUIRES(mu_).)
   mu_.Unlock();
-  auto put = PutRelogSegment(store_, name_, meta_.id, seg.get(), &items);
+  auto put = PutRelogSegment(store_, dir_, meta_.id, seg.get(), &items);
   if (!put.ok() && ReleaseReserve(put.status())) {
-    put = PutRelogSegment(store_, name_, meta_.id, seg.get(), &items);
+    put = PutRelogSegment(store_, dir_, meta_.id, seg.get(), &items);
   }
   mu_.Lock();
   if (!put.ok()) {
@@ -326,6 +329,31 @@ Status VolumeImpl::OpenBatchLocked(Lock& l) {
   Status g = cur_->Grow(cur_->used + 1, &op_reserved_);
   if (!g.ok()) return FailLocked(g.WithContext("volume " + name_));
   batch_.Start(cur_->used++, next_seq_++);
+  return Status::OK();
+}
+
+Status VolumeImpl::AckLocked(Status s) {
+  if (!s.ok() || lock_ == nullptr) return s;
+  if (!failed_.ok()) return UsableLocked();
+  Status c = lock_->Check();
+  if (c.ok()) return s;
+  spdlog::error("volume {}: fenced itself: {}; no write is acknowledged from now on", name_,
+                c.ToString());
+  failed_ = Status::IOError("lost ownership: " + c.message());
+  done_cv_.SignalAll();
+  flusher_cv_.Signal();
+  return UsableLocked();
+}
+
+Status VolumeImpl::Owned() const {
+  if (opts_.read_only) return Status::OK();
+  Lock l(&mu_);
+  if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+  if (!failed_.ok()) return UsableLocked();
+  if (lock_ != nullptr) {
+    Status c = lock_->Check();
+    if (!c.ok()) return Status::IOError("volume " + name_ + ": lost ownership: " + c.message());
+  }
   return Status::OK();
 }
 
@@ -455,6 +483,7 @@ Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* he
   } give_back{this};
   HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
   HBISS_RETURN_IF_ERROR(WritableLocked());
+  HBISS_RETURN_IF_ERROR(AckLocked(Status::OK()));  // nothing is logged after a fence
   batch_.BeginOp();
   last_write_ = std::chrono::steady_clock::now();
   Status s;
@@ -492,11 +521,12 @@ Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
   const uint64_t reserved = Reserve(b.last - b.first + 1);
   Lock l(&mu_);
   op_reserved_ += reserved;
-  return AppendOpLocked(l, b, head, tail,
-                        [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
-                          const uint8_t* src = data.data() + (lba * kBlockSize - offset);
-                          return AppendWriteLocked(l, lba, n, src, last_part);
-                        });
+  return AckLocked(
+      AppendOpLocked(l, b, head, tail,
+                     [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
+                       const uint8_t* src = data.data() + (lba * kBlockSize - offset);
+                       return AppendWriteLocked(l, lba, n, src, last_part);
+                     }));
 }
 
 Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
@@ -531,10 +561,11 @@ Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
   const uint64_t reserved = Reserve(2);  // edge blocks and a batch header
   Lock l(&mu_);
   op_reserved_ += reserved;
-  return AppendOpLocked(l, b, head, tail,
-                        [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
-                          return AppendUnmapLocked(l, type, lba, n, last_part);
-                        });
+  return AckLocked(
+      AppendOpLocked(l, b, head, tail,
+                     [&](uint64_t lba, uint64_t n, bool last_part) NO_THREAD_SAFETY_ANALYSIS {
+                       return AppendUnmapLocked(l, type, lba, n, last_part);
+                     }));
 }
 
 uint64_t VolumeImpl::Reserve(uint64_t blocks) {
@@ -596,6 +627,7 @@ Status VolumeImpl::Flush() {
   if (opts_.read_only) return Status::OK();
   if (!failed_.ok()) return WritableLocked();
   HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
+  HBISS_RETURN_IF_ERROR(AckLocked(Status::OK()));
   const uint64_t target = batch_.active() ? batch_.seq() : last_sealed_seq_;
   if (target <= durable_seq_) return Status::OK();
   if (target > flush_target_) {
@@ -604,7 +636,7 @@ Status VolumeImpl::Flush() {
   }
   // A stall wakes this with NoSpace: the log is numbered again on retry.
   while (durable_seq_ < target && failed_.ok() && no_space_.ok()) done_cv_.Wait(&mu_);
-  if (durable_seq_ >= target) return Status::OK();
+  if (durable_seq_ >= target) return AckLocked(Status::OK());
   return WritableLocked();
 }
 
@@ -622,18 +654,18 @@ void VolumeImpl::PutSummary(const MemSegment& seg, uint64_t bytes) {
     sum.crcs.assign(seg.crcs.begin(), seg.crcs.begin() + n);
     sum.valid.assign(seg.valid.begin(), seg.valid.begin() + n);
   }
-  Status s = store_->Put(layout::SumName(name_, seg.id), AsBytes(EncodeSegmentSummary(sum)));
+  Status s = store_->Put(layout::SumName(dir_, seg.id), AsBytes(EncodeSegmentSummary(sum)));
   if (!s.ok()) spdlog::warn("volume {}: segment summary: {}", name_, s.ToString());
 }
 
 Status VolumeImpl::WriteCheckpoint(const std::string& data, const CheckpointInfo& ci) {
-  Status ps = store_->Put(layout::CkptName(name_, ci.seq), AsBytes(data));
-  if (ReleaseReserve(ps)) ps = store_->Put(layout::CkptName(name_, ci.seq), AsBytes(data));
+  Status ps = store_->Put(layout::CkptName(dir_, ci.seq), AsBytes(data));
+  if (ReleaseReserve(ps)) ps = store_->Put(layout::CkptName(dir_, ci.seq), AsBytes(data));
   HBISS_RETURN_IF_ERROR(ps.WithContext("volume " + name_ + ": writing checkpoint"));
   // Keep the newest two. The others stay counted as kept until they are gone
   // from the store, so the cleaner never deletes a segment one of them names.
   for (uint64_t o : ckpts_.Added(ci)) {
-    Status s = store_->Delete(layout::CkptName(name_, o));
+    Status s = store_->Delete(layout::CkptName(dir_, o));
     if (!s.ok() && !s.IsNotFound()) {
       spdlog::warn("volume {}: deleting old checkpoint: {}", name_, s.ToString());
       continue;
@@ -738,6 +770,7 @@ void VolumeImpl::FlusherLoop() {
                                     ? std::chrono::milliseconds(kIdleRollUnderPressure)
                                     : std::chrono::milliseconds(500));
     }
+    (void)AckLocked(Status::OK());  // a fenced owner writes no more
     if (!failed_.ok()) {
       // Nothing more can be made durable; wake everyone and wait for stop.
       queue_.clear();
@@ -766,7 +799,7 @@ void VolumeImpl::FlusherLoop() {
     Status s = AppendWork(&work, &closed, &redo);
     // Closed segments are synced, so their cached bytes may go: the pages
     // then serve new log instead of data nobody reads.
-    for (uint64_t id : dead) store_->DropCache(layout::SegName(name_, id));
+    for (uint64_t id : dead) store_->DropCache(layout::SegName(dir_, id));
     bool synced = false;
     if (s.ok() && sync_target > durable_before && log_.open()) {
       s = log_.Sync();
@@ -831,7 +864,7 @@ Status VolumeImpl::ReadFromStore(const MapRun& r, uint64_t offset, std::span<uin
 }
 
 Status VolumeImpl::CountSegmentsLocked() {
-  HBISS_ASSIGN_OR_RETURN(auto segs, ListIds(store_, layout::SegDir(name_)));
+  HBISS_ASSIGN_OR_RETURN(auto segs, ListIds(store_, layout::SegDir(follower_ ? follower_->dir() : dir_)));
   segment_files_ = segs.size();
   log_bytes_ = 0;
   for (auto& [id, bytes] : segs) log_bytes_ += bytes;
@@ -844,7 +877,7 @@ Status VolumeImpl::Refresh() {
   if (!follower_) return Status::OK();
   const LogPosition before = follower_->end();
   const uint64_t loads = follower_->loads();
-  HBISS_RETURN_IF_ERROR(follower_->CatchUp());
+  HBISS_RETURN_IF_ERROR(FollowLocked(/*load=*/false));
   // The segment where the last replay stopped may have grown since its CRC
   // table and reader were cached (it was the writer's open segment); after
   // a new load anything cached may belong to a log cut since.
@@ -855,6 +888,31 @@ Status VolumeImpl::Refresh() {
   }
   if (follower_->checkpoint_seq() != 0) ckpts_.Init({follower_->checkpoint_seq()});
   return CountSegmentsLocked();
+}
+
+Status VolumeImpl::FollowLocked(bool load) {
+  HBISS_RETURN_IF_ERROR(FollowEpochLocked().status());
+  for (int attempt = 0;; attempt++) {
+    HBISS_RETURN_IF_ERROR(load ? follower_->Load() : follower_->CatchUp());
+    HBISS_ASSIGN_OR_RETURN(const bool moved, FollowEpochLocked());
+    if (!moved) return Status::OK();
+    if (attempt == 3) {
+      return Status::IOError("volume " + name_ + ": the log moved to a new epoch " +
+                             "during every replay");
+    }
+  }
+}
+
+Result<bool> VolumeImpl::FollowEpochLocked() {
+  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store_, name_));
+  if (cur.dir == follower_->dir()) return false;
+  // A new owner renamed the log (doc/ownership.md): the same segments, under
+  // new names. What is cached stays valid (readers are held by inode).
+  spdlog::debug("volume {}: following the log into epoch {}", name_, cur.epoch);
+  follower_->SetDir(cur.dir);
+  cache_.SetDir(cur.dir);
+  epoch_.store(cur.epoch, std::memory_order_relaxed);
+  return true;
 }
 
 Status VolumeImpl::Read(uint64_t offset, std::span<uint8_t> out) {
@@ -1082,14 +1140,14 @@ Status VolumeImpl::DeleteDeadSegments(CleanStats* stats) {
   read_gate_.WaitForEarlierReads();
   Status first;
   for (uint64_t id : victims) {
-    const std::string obj = layout::SegName(name_, id);
+    const std::string obj = layout::SegName(dir_, id);
     auto size = store_->Stat(obj);
     Status s = store_->Delete(obj);
     if (!s.ok() && !s.IsNotFound()) {
       if (first.ok()) first = s.WithContext("volume " + name_ + ": deleting dead segment");
       continue;
     }
-    Status ss = store_->Delete(layout::SumName(name_, id));
+    Status ss = store_->Delete(layout::SumName(dir_, id));
     if (!ss.ok() && !ss.IsNotFound()) {
       spdlog::warn("volume {}: deleting the summary of segment {}: {}", name_, Hex16(id),
                    ss.ToString());
@@ -1215,6 +1273,14 @@ Status VolumeImpl::Close() {
   } else {
     Lock l(&mu_);
     closed_ = true;
+  }
+  if (lock_ != nullptr) {
+    // Owned by nobody from here on (Volume::Owner); best effort. A fenced
+    // open's directory is gone: nothing to delete.
+    Status d = store_->Delete(layout::OwnerName(dir_));
+    if (!d.ok() && !d.IsNotFound()) {
+      spdlog::warn("volume {}: deleting the owner object: {}", name_, d.ToString());
+    }
   }
   lock_.reset();
   return result;

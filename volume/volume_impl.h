@@ -62,6 +62,7 @@
 //    recovery's re-log, a checkpoint or the cleaner.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -80,6 +81,7 @@
 #include "volume/checkpoint_set.h"
 #include "volume/cleaner.h"
 #include "volume/extent_map.h"
+#include "volume/layout.h"
 #include "volume/log_format.h"
 #include "volume/log_follower.h"
 #include "volume/log_writer.h"
@@ -100,8 +102,11 @@ struct BlockSpan;
 
 class VolumeImpl final : public Volume, private Cleaner::Host {
  public:
-  VolumeImpl(store::Store* store, std::string name, VolumeMeta meta, OpenOptions opts,
-             std::unique_ptr<store::Lock> lock);
+  // Works in log directory `dir` of epoch `epoch` (epoch.h): a writable
+  // open's new epoch (it holds `lock`), or the current one a reader
+  // resolved (it follows later ones: Refresh).
+  VolumeImpl(store::Store* store, std::string name, layout::LogDir dir, uint64_t epoch,
+             VolumeMeta meta, OpenOptions opts, std::unique_ptr<store::Lock> lock);
   ~VolumeImpl() override;
 
   // Open's steps: recover the log (and, writable, log the unproven tail
@@ -125,8 +130,8 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status Refresh() override;
   Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) override;
   VolumeInfo Info() const override;
-  uint64_t epoch() const override { return 0; }      // TODO(epoch): stub until epochs land
-  Status Owned() const override { return Status::OK(); }
+  uint64_t epoch() const override { return epoch_.load(std::memory_order_relaxed); }
+  Status Owned() const override EXCLUDES(mu_);
   Result<CleanStats> Clean(double threshold) override;
   Status Close() override;
 
@@ -173,6 +178,19 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   // the volume fails (writes and flushes return `s` from now on; what was
   // flushed before stays) and the live counts are not trusted again.
   Status FailLocked(Status s) REQUIRES(mu_);
+  // Self-fencing (doc/ownership.md): `s` unless it is OK and the lock can no
+  // longer be trusted (store::Lock::Check), which fails the volume for good.
+  // Called before acknowledging a write, trim or flush.
+  Status AckLocked(Status s) REQUIRES(mu_);
+  // Read-only: resolves the current epoch and, when it moved, points the
+  // follower and the segment cache at its directory; then loads (`load`) or
+  // catches up there. A rename during the replay (a new owner) makes the
+  // follower find its directory gone, which reads as an empty log: so the
+  // epoch is resolved again afterwards and, if it moved, the replay is done
+  // again in the new directory (under mu_: no read sees the map between).
+  Status FollowLocked(bool load) REQUIRES(mu_);
+  // FollowLocked's first part: true if the epoch moved.
+  Result<bool> FollowEpochLocked() REQUIRES(mu_);
   Status MapSetLocked(uint64_t lba, uint64_t n, uint32_t seg, uint32_t slot) REQUIRES(mu_);
   Status MapClearLocked(uint64_t lba, uint64_t n) REQUIRES(mu_);
   bool InMemoryLocked(uint64_t seg) const REQUIRES(mu_) { return mem_segs_.count(seg) != 0; }
@@ -291,6 +309,10 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   const std::string name_;
   const VolumeMeta meta_;
   const OpenOptions opts_;
+  // The log directory this open was made in. A writer never changes it; a
+  // reader's current one is follower_->dir().
+  const layout::LogDir dir_;
+  std::atomic<uint64_t> epoch_;
   std::unique_ptr<store::Lock> lock_;
   const uint32_t seg_slots_;
   MemoryBudget* const budget_;

@@ -17,6 +17,7 @@
 #include "store/fault_injection_store.h"
 #include "store/memory_store.h"
 #include "util/thread.h"
+#include "volume/epoch.h"
 #include "volume/volume.h"
 #include "volume/volume_testing.h"
 
@@ -164,14 +165,14 @@ TEST_F(VolumeImplTest, CheckpointEncodedWhileWritesGoOnRecoversExactly) {
   v->reset();
 
   // Recover from that checkpoint, not from the one Close wrote.
-  auto l = store_.List("volumes/v/ckpt");
+  auto l = store_.List(CurrentLogPath(&store_, "v") + "/ckpt");
   ASSERT_TRUE(l.ok());
   bool found = false;
   for (const auto& obj : *l) {
     uint64_t s = std::stoull(obj.name, nullptr, 16);
     if (s == seq) found = true;
     if (s > seq) {
-      ASSERT_TRUE(store_.Delete("volumes/v/ckpt/" + obj.name).ok());
+      ASSERT_TRUE(store_.Delete(CurrentLogPath(&store_, "v") + "/ckpt/" + obj.name).ok());
     }
   }
   ASSERT_TRUE(found) << "checkpoint " << seq << " is gone (another one was written)";

@@ -13,7 +13,7 @@ namespace hbiss::volume {
 std::string EncodeMeta(const VolumeMeta& m) {
   nlohmann::json j;
   j["format"] = "hbiss-volume";
-  j["version"] = kMetaVersion;
+  j["version"] = m.version;
   j["id"] = Hex16(m.id);
   j["size"] = m.size;
   j["block_size"] = kBlockSize;
@@ -36,6 +36,8 @@ Result<VolumeMeta> DecodeMeta(const std::string& text, const std::string& name) 
                                 " is newer than this build supports");
   }
   VolumeMeta m;
+  m.version = uint32_t(j["version"].get<uint64_t>());
+  if (m.version == 0) return bad("has version 0");
   if (!j.contains("id") || !j["id"].is_string() ||
       !ParseHex16(j["id"].get<std::string>(), &m.id) || m.id == 0) {
     return bad("has a bad id");

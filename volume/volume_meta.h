@@ -15,13 +15,17 @@
 
 namespace hbiss::volume {
 
-inline constexpr uint32_t kMetaVersion = 1;
+// Version 2: the log is in epoch directories (doc/volume_meta.md); a
+// version-1 volume's log is directly in volumes/NAME until its first
+// writable open moves it (epoch.h).
+inline constexpr uint32_t kMetaVersion = 2;
 
 struct VolumeMeta {
   uint64_t id = 0;  // random, never 0
   uint64_t size = 0;
   uint64_t segment_size = 0;
   int64_t created = 0;  // seconds since the epoch
+  uint32_t version = kMetaVersion;  // as read; EncodeMeta writes it
 };
 
 std::string EncodeMeta(const VolumeMeta& m);

@@ -161,7 +161,7 @@ void VolumeImpl::DropAbandonedSegments(Lock& l) {
   for (uint64_t id : ids) {
     // Garbage off the chain: nothing durable, never read from the store,
     // named by no checkpoint (those name segments up to a durable position).
-    const std::string obj = layout::SegName(name_, id);
+    const std::string obj = layout::SegName(dir_, id);
     auto size = store_->Stat(obj);
     Status d = store_->Delete(obj);
     mu_.Lock();

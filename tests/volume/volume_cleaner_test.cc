@@ -18,6 +18,7 @@
 
 #include "store/local_store.h"
 #include "store/memory_store.h"
+#include "volume/epoch.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
@@ -91,7 +92,7 @@ class CleanerTest : public ::testing::TestWithParam<bool> {
   }
   // Segment objects in the store and their total size.
   std::pair<uint64_t, uint64_t> StoredSegments() {
-    auto l = store_->List("volumes/v/seg");
+    auto l = store_->List(CurrentLogPath(store_, "v") + "/seg");
     EXPECT_TRUE(l.ok());
     uint64_t n = 0, bytes = 0;
     for (const auto& o : *l) {
@@ -211,7 +212,7 @@ TEST_P(CleanerTest, TurnedOffItKeepsEverySegment) {
   ASSERT_TRUE(v->Close().ok());
   EXPECT_EQ(StoredSegments(), before);
   // The first segments hold nothing live, yet they are all still there.
-  EXPECT_TRUE(store_->Stat("volumes/v/seg/0000000000000001").ok());
+  EXPECT_TRUE(store_->Stat(CurrentLogPath(store_, "v") + "/seg/0000000000000001").ok());
 }
 
 // Reads run all the time while the cleaner moves their blocks and deletes
@@ -276,7 +277,7 @@ TEST_P(CleanerTest, WritableOpenRemovesTemporaryLeftovers) {
   FillOnce(v.get());
   ASSERT_TRUE(v->Close().ok());
   v.reset();
-  const std::string vol = dir_ + "/volumes/v";
+  const std::string vol = dir_ + "/" + CurrentLogPath(store_, "v");
   const std::vector<std::string> leftovers = {vol + "/ckpt/.hbiss-tmp-999-1",
                                               vol + "/sum/.hbiss-tmp-999-2",
                                               vol + "/.hbiss-tmp-999-3"};
@@ -290,8 +291,13 @@ TEST_P(CleanerTest, WritableOpenRemovesTemporaryLeftovers) {
   for (const auto& f : leftovers) EXPECT_TRUE(std::filesystem::exists(f)) << f;
   v = Open(0);
   ASSERT_TRUE(v != nullptr);
-  for (const auto& f : leftovers) EXPECT_FALSE(std::filesystem::exists(f)) << f;
-  EXPECT_TRUE(std::filesystem::exists(vol + "/ckpt/.hbiss-other"));
+  // The open moved the log into a new epoch directory, leftovers and all.
+  const std::string now = dir_ + "/" + CurrentLogPath(store_, "v");
+  ASSERT_NE(now, vol);
+  for (const auto& f : leftovers) {
+    EXPECT_FALSE(std::filesystem::exists(now + f.substr(vol.size()))) << f;
+  }
+  EXPECT_TRUE(std::filesystem::exists(now + "/ckpt/.hbiss-other"));
   ExpectModel(v.get());
 }
 

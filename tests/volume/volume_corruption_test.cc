@@ -7,6 +7,7 @@
 
 #include "store/memory_store.h"
 #include "store/store_wrapper.h"
+#include "volume/epoch.h"
 #include "volume/log_format.h"
 #include "volume/volume.h"
 
@@ -27,10 +28,13 @@ class MaybeRemoteStore : public store::StoreWrapper {
   const bool remote_;
 };
 
-std::string SegObj(uint64_t id) { return "volumes/" + kName + "/seg/" + Hex16(id); }
 
 class CorruptionTest : public ::testing::TestWithParam<bool> {
  protected:
+  // Objects of the current epoch's log (epoch.h).
+  std::string Log() { return CurrentLogPath(&store_, kName); }
+  std::string SegObj(uint64_t id) { return Log() + "/seg/" + Hex16(id); }
+  std::string SumObj(uint64_t id) { return Log() + "/sum/" + Hex16(id); }
   void SetUp() override {
     CreateOptions co;
     co.size = 4 << 20;
@@ -112,9 +116,9 @@ class CorruptionTest : public ::testing::TestWithParam<bool> {
   }
   std::vector<std::string> Checkpoints() {
     std::vector<std::string> out;
-    auto l = store_.List("volumes/" + kName + "/ckpt");
+    auto l = store_.List(Log() + "/ckpt");
     if (!l.ok()) return out;
-    for (auto& o : *l) out.push_back("volumes/" + kName + "/ckpt/" + o.name);
+    for (auto& o : *l) out.push_back(Log() + "/ckpt/" + o.name);
     return out;
   }
   void DeleteCheckpoints() {
@@ -392,7 +396,7 @@ TEST_P(CorruptionTest, BadBatchBeforeALaterSyncedBatchIsCorruption) {
 }
 
 TEST_P(CorruptionTest, CorruptMetaIsReported) {
-  Replace("volumes/" + kName + "/meta", "{not json");
+  Replace(Log() + "/meta", "{not json");
   EXPECT_TRUE(Volume::Open(&store_, kName, NoCleaner()).status().IsCorruption());
   EXPECT_TRUE(Volume::Stat(&store_, kName).status().IsCorruption());
 }
@@ -412,13 +416,12 @@ TEST_P(CorruptionTest, SegmentOfAnotherVolumeIsNotReplayed) {
     WriteBlocks(o->get(), 0, 4, 9);
     ASSERT_TRUE((*o)->Close().ok());
   }
-  Replace(SegObj(1), Get("volumes/other/seg/" + Hex16(1)));
+  Replace(SegObj(1), Get(CurrentLogPath(&store_, "other") + "/seg/" + Hex16(1)));
   auto v = Open();
   ASSERT_TRUE(v != nullptr);
   ExpectBlocks(v.get(), 0, 4, 0);
 }
 
-std::string SumObj(uint64_t id) { return "volumes/" + kName + "/sum/" + Hex16(id); }
 
 // Closed segments get a summary (their CRC table); reads use it. A summary
 // with a flipped byte, or one that describes another segment, is ignored
@@ -429,9 +432,9 @@ TEST_P(CorruptionTest, SegmentSummariesAreUsedAndBadOnesIgnored) {
   WriteBlocks(v.get(), 0, 200, 1);
   ASSERT_TRUE(v->Close().ok());
   v.reset();
-  auto sums = store_.List("volumes/" + kName + "/sum");
+  auto sums = store_.List(Log() + "/sum");
   ASSERT_TRUE(sums.ok());
-  auto segs = store_.List("volumes/" + kName + "/seg");
+  auto segs = store_.List(Log() + "/seg");
   ASSERT_TRUE(segs.ok());
   ASSERT_GE(segs->size(), 4u);
   EXPECT_EQ(sums->size(), segs->size()) << "every closed segment has a summary";

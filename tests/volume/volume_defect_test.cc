@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "store/local_store.h"
+#include "volume/epoch.h"
 #include "volume/log_format.h"
 #include "volume/segment_cache.h"
 #include "volume/volume.h"
@@ -125,7 +126,10 @@ class DefectTest : public ::testing::Test {
 // --- The cleaner and a damaged batch header ---------------------------------
 
 constexpr char kCv[] = "cv";
-std::string SegObj(uint64_t id) { return std::string("volumes/") + kCv + "/seg/" + Hex16(id); }
+// Segment `id` of volume kCv in `s`'s current epoch.
+std::string SegObj(store::Store* s, uint64_t id) {
+  return CurrentLogPath(s, kCv) + "/seg/" + Hex16(id);
+}
 
 // Segment 1 of volume kCv (256 KiB: 64 slots) holds 12 batches of 4 blocks
 // (blocks 0..47; batch i's header at slot 1 + 5i). Blocks 0..39 are then
@@ -150,14 +154,14 @@ class DamagedHeaderTest : public DefectTest {
     WriteBlocks(v.get(), 0, 40, 2);
     ASSERT_TRUE(v->Close().ok());
     v.reset();
-    std::string seg = Get(SegObj(1));
+    std::string seg = Get(SegObj(store_.get(), 1));
     const uint64_t header11 = uint64_t(kSlotSize) * (1 + 11 * 5);
     // The layout this test relies on: block 44 right after that header.
     ASSERT_GE(seg.size(), header11 + 2 * kSlotSize);
     auto b44 = Block(44, 1);
     ASSERT_EQ(std::memcmp(seg.data() + header11 + kSlotSize, b44.data(), kBlockSize), 0);
     seg[header11] ^= 0x40;  // the batch magic
-    Put(SegObj(1), seg);
+    Put(SegObj(store_.get(), 1), seg);
   }
 
   void ExpectAll(Volume* v) {
@@ -182,7 +186,7 @@ TEST_F(DamagedHeaderTest, CleanDoesNotSpinOnSegmentWithDamagedBatchHeader) {
   ExpectAll(vol);
   const uint64_t moved = vol->Info().blocks_moved;
   EXPECT_LE(moved, 8u);
-  EXPECT_TRUE(store_->Stat(SegObj(1)).ok()) << "a segment with live blocks was deleted";
+  EXPECT_TRUE(store_->Stat(SegObj(store_.get(), 1)).ok()) << "a segment with live blocks was deleted";
 
   // That segment is not tried again: nothing copied, and no error either.
   const auto t0 = std::chrono::steady_clock::now();
@@ -195,7 +199,7 @@ TEST_F(DamagedHeaderTest, CleanDoesNotSpinOnSegmentWithDamagedBatchHeader) {
   ExpectAll(vol);
   ASSERT_TRUE(vol->Close().ok());
   v.reset();
-  EXPECT_TRUE(store_->Stat(SegObj(1)).ok()) << "a segment with live blocks was deleted";
+  EXPECT_TRUE(store_->Stat(SegObj(store_.get(), 1)).ok()) << "a segment with live blocks was deleted";
   v = Open(kCv, 0);
   ASSERT_TRUE(v != nullptr);
   ExpectAll(v.get());
@@ -221,7 +225,7 @@ TEST_F(DamagedHeaderTest, BackgroundCleanerDoesNotBusyLoopOnDamagedBatchHeader) 
   EXPECT_LT(cpu, 0.5) << "the idle volume used " << cpu << " s of CPU in 3 s";
   EXPECT_EQ(v->Info().blocks_moved, moved);
   ExpectAll(v.get());
-  EXPECT_TRUE(store_->Stat(SegObj(1)).ok()) << "a segment with live blocks was deleted";
+  EXPECT_TRUE(store_->Stat(SegObj(store_.get(), 1)).ok()) << "a segment with live blocks was deleted";
   ASSERT_TRUE(v->Close().ok());
 }
 
@@ -265,7 +269,7 @@ TEST_F(DefectTest, OpenDescriptorsAreBoundedPerProcessNotPerVolume) {
       ASSERT_TRUE(v->Write(off, chunk(i, off)).ok());
     }
     ASSERT_TRUE(v->Close().ok());
-    auto segs = store_->List(std::string("volumes/") + name(i) + "/seg");
+    auto segs = store_->List(CurrentLogPath(store_.get(), name(i)) + "/seg");
     ASSERT_TRUE(segs.ok());
     ASSERT_GE(segs->size(), 100u);
   }

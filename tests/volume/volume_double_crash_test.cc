@@ -29,6 +29,7 @@
 #include "store/fault_injection_store.h"
 #include "store/memory_store.h"
 #include "tests/volume/crash_model.h"
+#include "volume/epoch.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
@@ -170,7 +171,7 @@ TEST(VolumeDoubleCrashTest, RelogSegmentIsWholeAndNotLoggedAgain) {
   }
   ASSERT_TRUE(fs.SimulateCrash(CrashKind::kProcessCrash).ok());
   auto segs = [&] {
-    auto l = mem.List("volumes/v/seg");
+    auto l = mem.List(CurrentLogPath(&mem, "v") + "/seg");
     EXPECT_TRUE(l.ok());
     std::vector<std::pair<std::string, uint64_t>> out;
     for (const auto& o : *l) out.push_back({o.name, o.size});
@@ -185,7 +186,7 @@ TEST(VolumeDoubleCrashTest, RelogSegmentIsWholeAndNotLoggedAgain) {
     ASSERT_EQ(s.size(), 2u);
     EXPECT_EQ(s[1].first, "0000000000000002");
     EXPECT_EQ(s[1].second, 6u * kBlockSize);
-    EXPECT_FALSE(fs.Tracked("volumes/v/seg/0000000000000002").has_value())
+    EXPECT_FALSE(fs.Tracked(CurrentLogPath(&mem, "v") + "/seg/0000000000000002").has_value())
         << "the re-log segment was streamed, not Put";
     fs.CrashAfter(0);
   }

@@ -1,6 +1,7 @@
 // Volume engine tests on real stores (memory, local directory): lifecycle,
 // any-byte-range I/O against a model, persistence across reopen, Busy,
 // concurrency and group commit.
+#include "volume/epoch.h"
 #include "volume/volume.h"
 
 #include <gtest/gtest.h>
@@ -55,9 +56,10 @@ class CountingStore : public store::StoreWrapper {
 class DropRecordingStore : public store::StoreWrapper {
  public:
   using StoreWrapper::StoreWrapper;
+  // Names from seg/ on: segment ids carry over between epochs.
   void DropCache(const std::string& name) override {
     std::lock_guard<std::mutex> g(mu);
-    dropped.push_back(name);
+    dropped.push_back(name.substr(name.rfind("/seg/") + 1));
     StoreWrapper::DropCache(name);
   }
   std::set<std::string> Dropped() {
@@ -360,7 +362,7 @@ TEST_F(VolumeTest, PeriodicCheckpointsAreWritten) {
   // Another reader sees a recent checkpoint while the volume is open.
   EXPECT_GE(Volume::Stat(&store_, "p")->mapped_bytes, 256u << 10);
   ASSERT_TRUE((*v)->Close().ok());
-  auto ck = store_.List("volumes/p/ckpt");
+  auto ck = store_.List(CurrentLogPath(&store_, "p") + "/ckpt");
   ASSERT_TRUE(ck.ok());
   EXPECT_EQ(ck->size(), 2u);  // only the newest two are kept
 }
@@ -376,7 +378,7 @@ TEST_F(VolumeTest, SealingByNextOpDoesNotMarkFinishedOpContinuing) {
   std::vector<uint8_t> b(4096, 2);
   ASSERT_TRUE(v->Write(4 << 20, Bytes(b)).ok());  // finds the batch full and seals it
   ASSERT_TRUE(v->Close().ok());
-  auto seg = store_.Get("volumes/v/seg/" + Hex16(1));
+  auto seg = store_.Get(CurrentLogPath(&store_, "v") + "/seg/" + Hex16(1));
   ASSERT_TRUE(seg.ok());
   BatchHeader h;
   ASSERT_TRUE(DecodeBatchHeader(std::span<const uint8_t>(
@@ -645,13 +647,14 @@ TEST(VolumeErrorTest, FailedCheckpointOnCloseLosesNothingFlushed) {
 namespace hbiss::volume {
 namespace {
 
-// The segment objects of volume `v` in `store`, as full names.
+// The segment objects of volume `v` in `store`, as "seg/<id>" (the epoch
+// directory changes at every writable open; the ids carry over).
 std::set<std::string> SegmentNames(store::Store* store, const std::string& v) {
   std::set<std::string> out;
-  auto list = store->List("volumes/" + v + "/seg");
+  auto list = store->List(CurrentLogPath(store, v) + "/seg");
   EXPECT_TRUE(list.ok());
   if (list.ok()) {
-    for (const auto& o : *list) out.insert("volumes/" + v + "/seg/" + o.name);
+    for (const auto& o : *list) out.insert("seg/" + o.name);
   }
   return out;
 }
