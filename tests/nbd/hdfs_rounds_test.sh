@@ -27,14 +27,14 @@ VOLUME_MIB=${HBISS_ROUNDS_VOLUME_MIB:-16}
 started=$(date +%s)
 HDFS_DIR="/hbiss-rounds-$(date +%s)-$$"
 STORE="${HBISS_HDFS_URI%/}$HDFS_DIR"
-EXTRA_CLEANUP='"$HBISS" dfs rm -r -f "$STORE" >/dev/null 2>&1'
+[ "${HBISS_KEEP_WORK:-0}" = 1 ] || EXTRA_CLEANUP='"$HBISS" dfs rm -r -f "$STORE" >/dev/null 2>&1'
 "$HBISS" dfs mkdir "$STORE" >/dev/null || fail "cannot create $STORE"
 check "create a ${VOLUME_MIB} MiB volume in HDFS" hbiss create vm -s "${VOLUME_MIB}M"
 MODEL=$WORK/model.json
 RANDOM=$$
-log "ROUNDS=$ROUNDS VOLUME_MIB=$VOLUME_MIB seed $$"
+log "ROUNDS=$ROUNDS VOLUME_MIB=$VOLUME_MIB seed $$ store $STORE"
 
-verified_line() { grep -a '^VERIFIED' "$1" | tail -n 1; }
+verified_line() { { grep -a '^VERIFIED' "$1" || true; } | tail -n 1; }
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 lost_total=0
 durable_checked=0

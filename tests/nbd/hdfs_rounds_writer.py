@@ -62,6 +62,8 @@ def save(durable, maybe, stats):
 
 durable, maybe, stats = load()
 h = nbd.NBD()
+if os.environ.get("HBISS_NBD_DEBUG") == "1":
+    h.set_debug(True)
 try:
     h.connect_uri(uri)
 except nbd.Error as e:

@@ -143,14 +143,18 @@ start_node() {
   fail "server $name did not start listening"
 }
 
-# kill9_node NAME: SIGKILL, no cleanup (a host that dies).
+# kill9_node NAME: SIGKILL, no cleanup (a host that dies). Fails the test if the server
+# had already exited by itself (a crash: its exit status is named).
 kill9_node() {
-  local pid
+  local pid rc=0
   eval "pid=\${PID_$1:-}"
   [ -n "$pid" ] || return 0
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
   eval "PID_$1="
+  if ! kill -KILL "$pid" 2>/dev/null; then
+    wait "$pid" 2>/dev/null || rc=$?
+    fail "server $1 (pid $pid) had exited by itself before the kill, status $rc"
+  fi
+  wait "$pid" 2>/dev/null || true
 }
 
 # stop_node NAME: SIGTERM; the server must exit 0.
