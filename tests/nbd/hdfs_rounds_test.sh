@@ -42,13 +42,14 @@ break_ms=()
 for round in $(seq 1 "$ROUNDS"); do
   if [ $((round % 2)) = 1 ]; then X=A; else X=B; fi
   start_node "$X"
+  WLOG=$WORK/writer-$round.log  # one per round: the wait below must not see the last one's
   python3 "$HERE/hdfs_rounds_writer.py" "$(node_uri "$X" vm)" "$MODEL" "$round" \
-    >"$WORK/writer.log" 2>&1 &
+    >"$WLOG" 2>&1 &
   writer=$!
   # Kill mid-stream: 0.3 .. 2.2 s after the writer's first FLUSH on this server (so that X
   # owns the volume when it dies).
   deadline=$(($(date +%s) + 60))
-  until grep -q "^FLUSHED" "$WORK/writer.log" 2>/dev/null; do
+  until grep -q "^FLUSHED" "$WLOG" 2>/dev/null; do
     kill -0 "$writer" 2>/dev/null || break
     [ "$(date +%s)" -lt "$deadline" ] || fail "round $round: no FLUSH completed within 60 s"
     sleep 0.05
@@ -58,13 +59,13 @@ for round in $(seq 1 "$ROUNDS"); do
   kill9_node "$X"
   rc=0
   wait "$writer" || rc=$?
-  sed "s/^/[round $round on $X] /" "$WORK/writer.log"
-  v=$(verified_line "$WORK/writer.log")
+  sed "s/^/[round $round on $X] /" "$WLOG"
+  v=$(verified_line "$WLOG")
   [ -n "$v" ] || fail "round $round: no verification (writer exit $rc)"
   lost_total=$((lost_total + $(field "$v" lost)))
   durable_checked=$((durable_checked + $(field "$v" durable)))
   [ "$rc" -eq 0 ] || fail "round $round: writer exit $rc ($lost_total flushed writes lost so far)"
-  grep -q 'went away after' "$WORK/writer.log" || fail "round $round: the writer did not see the kill"
+  grep -q 'went away after' "$WLOG" || fail "round $round: the writer did not see the kill"
   CHECKS=$((CHECKS + 1))
   t0=$(date +%s%N)
   check "round $round: hbiss lock break vm (hbiss-$X is dead)" hbiss lock break vm
