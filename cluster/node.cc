@@ -247,7 +247,9 @@ Status BreakVolumeLock(store::Store* store, const std::string& name, bool force,
       VolumeStatus::Server s;
       s.record = *sr;
       Ping(&s, name, timeout_ms);
-      if (s.answers) {
+      // A server that answers but does not own the volume left a stale record (it
+      // released or closed without deleting it): there is nothing live to protect.
+      if (s.answers && s.owns) {
         return Status::Busy("volume " + name + ": its owner, server " + sr->server + " at " +
                             sr->peer + ", still answers; a live owner is asked to release by "
                             "the next writer, so there is nothing to break (--force breaks "

@@ -127,7 +127,8 @@ Result<VolumeStatus> GetVolumeStatus(store::Store* store, const std::string& nam
 std::string VolumeStatusJson(const VolumeStatus& s);
 
 // `hbiss lock break`: unless `force`, refuses (Busy) while the recorded
-// owner still answers its peer address; then Volume::BreakLock.
+// owner answers its peer address and says it owns the volume; then
+// Volume::BreakLock.
 Status BreakVolumeLock(store::Store* store, const std::string& name, bool force,
                        int timeout_ms);
 

@@ -46,10 +46,9 @@ Result<std::unique_ptr<SharedVolume>> SharedVolume::Open(Node* node, const std::
 
 SharedVolume::~SharedVolume() { (void)Close(); }
 
-bool SharedVolume::owner() const {
-  ReaderMutexLock l(&mu_);
-  return owner_;
-}
+bool SharedVolume::owner() const { return owner_flag_.load(); }
+
+void SharedVolume::PassGate() { MutexLock g(&gate_); }
 
 SharedVolume::Stats SharedVolume::stats() const {
   MutexLock l(&stats_mu_);
@@ -66,6 +65,7 @@ Status SharedVolume::OpenReaderLocked() {
   }
   v_ = std::move(*v);
   owner_ = false;
+  owner_flag_ = false;
   return Status::OK();
 }
 
@@ -86,6 +86,7 @@ Status SharedVolume::AcquireLocked() {
       if (v_) (void)v_->Close();
       v_ = std::move(*opened);
       owner_ = true;
+      owner_flag_ = true;
       {
         MutexLock l(&stats_mu_);
         stats_.acquired++;
@@ -103,9 +104,11 @@ Status SharedVolume::AcquireLocked() {
     auto rec = volume::Volume::Owner(node_->store(), name_);
     if (rec.ok() && !rec->owner.empty()) {
       auto sr = DecodeServerRecord(rec->owner);
+      if (sr.ok()) {
+        holder = "server " + sr->server + " (peer " + (sr->peer.empty() ? "none" : sr->peer) + ")";
+      }
       if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty() &&
           (attempt == 0 || Clock::now() - last_ask > std::chrono::seconds(1))) {
-        holder = "server " + sr->server + " (" + sr->peer + ")";
         last_ask = Clock::now();
         pb::Request req;
         req.set_type(pb::Request::RELEASE);
@@ -130,8 +133,8 @@ Status SharedVolume::AcquireLocked() {
     }
     if (Clock::now() >= deadline) {
       return Status::IOError("volume " + name_ + ": could not become its writer within " +
-                             std::to_string(o.acquire_timeout_ms / 1000) + " s: " + holder +
-                             " holds it");
+                             std::to_string(o.acquire_timeout_ms) + " ms: " + holder +
+                             " holds it and did not release it");
     }
     // Right after a release the lock is free: try again at once, then back off.
     std::this_thread::sleep_for(std::chrono::milliseconds(released ? 0 : attempt < 10 ? 50 : 500));
@@ -141,11 +144,13 @@ Status SharedVolume::AcquireLocked() {
 template <typename Op>
 Status SharedVolume::AsOwner(Op op) {
   {
+    PassGate();
     ReaderMutexLock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
     if (!lost_.ok()) return lost_;
     if (owner_) return op(v_.get());
   }
+  MutexLock g(&gate_);
   WriterMutexLock l(&mu_);
   if (closed_) return Status::Aborted("volume " + name_ + " is closed");
   if (!lost_.ok()) return lost_;
@@ -162,7 +167,15 @@ Status SharedVolume::DoSync() {
   auto rec = volume::Volume::Owner(node_->store(), name_);
   if (rec.ok() && !rec->owner.empty()) {
     auto sr = DecodeServerRecord(rec->owner);
-    if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty()) {
+    // An owner that did not answer is not asked again for a while: a dead
+    // host would otherwise cost every read the peer timeout.
+    bool skip = false;
+    {
+      MutexLock l(&sync_mu_);
+      skip = sr.ok() && sr->peer == silent_peer_ && rec->epoch == silent_epoch_ &&
+             Clock::now() < silent_until_;
+    }
+    if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty() && !skip) {
       pb::Request req;
       req.set_type(pb::Request::SYNC);
       req.set_id(1);
@@ -171,8 +184,13 @@ Status SharedVolume::DoSync() {
       req.set_from_server(node_->server_id());
       auto reply = PeerCall(sr->peer, req, node_->options().peer_timeout_ms);
       if (!reply.ok() || (reply->code() != pb::Reply::OK && reply->code() != pb::Reply::NOT_OWNER)) {
-        spdlog::warn("volume {}: owner {} did not sync ({}); reading what the log holds", name_,
-                     sr->server, reply.ok() ? reply->message() : reply.status().ToString());
+        spdlog::warn("volume {}: owner {} did not sync ({}); reading what the log holds, and "
+                     "not asking it again for 10 s", name_, sr->server,
+                     reply.ok() ? reply->message() : reply.status().ToString());
+        MutexLock l(&sync_mu_);
+        silent_peer_ = sr->peer;
+        silent_epoch_ = rec->epoch;
+        silent_until_ = Clock::now() + std::chrono::seconds(10);
       }
     }
   }
@@ -205,6 +223,7 @@ Status SharedVolume::SyncForRead() {
 
 Status SharedVolume::Read(uint64_t offset, std::span<uint8_t> out) {
   {
+    PassGate();
     ReaderMutexLock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
     if (owner_) return v_->Read(offset, out);
@@ -212,10 +231,12 @@ Status SharedVolume::Read(uint64_t offset, std::span<uint8_t> out) {
   Status s = SyncForRead();
   if (!s.ok()) spdlog::warn("volume {}: catching up before a read: {}", name_, s.ToString());
   {
+    PassGate();
     ReaderMutexLock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
     if (v_) return v_->Read(offset, out);
   }
+  MutexLock g(&gate_);
   WriterMutexLock l(&mu_);
   if (!v_) HBISS_RETURN_IF_ERROR(OpenReaderLocked());
   return v_->Read(offset, out);
@@ -223,11 +244,13 @@ Status SharedVolume::Read(uint64_t offset, std::span<uint8_t> out) {
 
 Result<std::vector<volume::Extent>> SharedVolume::BlockStatus(uint64_t offset, uint64_t length) {
   {
+    PassGate();
     ReaderMutexLock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
     if (owner_) return v_->BlockStatus(offset, length);
   }
   (void)SyncForRead();
+  MutexLock g(&gate_);
   WriterMutexLock l(&mu_);
   if (!v_) HBISS_RETURN_IF_ERROR(OpenReaderLocked());
   return v_->BlockStatus(offset, length);
@@ -249,6 +272,7 @@ Status SharedVolume::Flush() {
   // A reader has nothing of its own to flush: every write it acknowledged
   // was acknowledged as the owner, and a release made those durable.
   {
+    PassGate();
     ReaderMutexLock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
     if (!lost_.ok()) return lost_;
@@ -259,6 +283,7 @@ Status SharedVolume::Flush() {
 
 Status SharedVolume::Refresh() {
   {
+    PassGate();
     ReaderMutexLock l(&mu_);
     if (owner_) return Status::OK();
   }
@@ -301,12 +326,14 @@ Status SharedVolume::Close() {
   node_->Unregister(name_, this);  // no peer request reaches it from here on
   Status s;
   {
+    MutexLock g(&gate_);
     WriterMutexLock l(&mu_);
     if (closed_) return Status::OK();
     closed_ = true;
     if (v_) s = v_->Close();
     v_.reset();
     owner_ = false;
+    owner_flag_ = false;
   }
   Status d = node_->store()->Delete(volume::layout::OpenName(name_, node_->server_id()));
   if (!d.ok() && !d.IsNotFound()) {
@@ -318,6 +345,7 @@ Status SharedVolume::Close() {
 pb::Reply SharedVolume::HandleRelease(const pb::Request& req) {
   pb::Reply reply;
   const auto start = Clock::now();
+  MutexLock g(&gate_);
   WriterMutexLock l(&mu_);  // waits for this server's I/O in flight
   const uint64_t epoch = v_ ? v_->epoch() : 0;
   reply.set_current_epoch(epoch);
@@ -330,6 +358,7 @@ pb::Reply SharedVolume::HandleRelease(const pb::Request& req) {
   Status s = v_->Close();
   v_.reset();
   owner_ = false;
+  owner_flag_ = false;
   {
     MutexLock sl(&stats_mu_);
     stats_.released++;

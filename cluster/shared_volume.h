@@ -21,12 +21,16 @@
 // Coherent reads as a reader: SYNC to the owner (it flushes), then Refresh;
 // reads that arrive while a sync is out wait for the next one, so one round
 // serves them all. An owner that does not answer: the read is served from
-// what the log holds, with a warning.
+// what the log holds, with a warning, and that owner is not asked again
+// for 10 s (at its epoch), so a dead host does not cost every read a
+// timeout.
 //
 // Failures: an owner that finds itself fenced (Volume::Owned fails) keeps
 // failing writes and flushes, never acknowledging one more; reads go on.
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -61,7 +65,8 @@ class SharedVolume : public volume::Volume {
   uint64_t epoch() const override;
   Status Owned() const override;
 
-  bool owner() const EXCLUDES(mu_);
+  // Never waits (a role change may be under way).
+  bool owner() const;
 
   // The peer requests, called by Node::Handle.
   pb::Reply HandleRelease(const pb::Request& req) EXCLUDES(mu_);
@@ -87,6 +92,8 @@ class SharedVolume : public volume::Volume {
   // Makes reads see every write the owner acknowledged before now.
   Status SyncForRead() EXCLUDES(sync_mu_, mu_);
   Status DoSync() EXCLUDES(mu_);
+  // Waits while a role change is waiting or under way (see gate_).
+  void PassGate() EXCLUDES(gate_, mu_);
   // Reopens the inner volume read-only (after a release, or a failure).
   Status OpenReaderLocked() REQUIRES(mu_);
 
@@ -94,9 +101,16 @@ class SharedVolume : public volume::Volume {
   const std::string name_;
   uint64_t size_ = 0;
 
-  mutable SharedMutex mu_;  // shared: I/O; exclusive: changing role
+  // Shared: I/O; exclusive: changing role. Whoever wants it exclusively
+  // holds gate_ while it waits and works, and I/O passes gate_ before taking
+  // mu_ shared: a release is not starved by a stream of I/O (the shared
+  // mutex alone prefers readers).
+  Mutex gate_ ACQUIRED_BEFORE(mu_);
+  mutable SharedMutex mu_;
   std::unique_ptr<volume::Volume> v_ GUARDED_BY(mu_);
   bool owner_ GUARDED_BY(mu_) = false;
+  // owner_, readable without mu_ (PING must not wait for a role change).
+  std::atomic<bool> owner_flag_{false};
   bool closed_ GUARDED_BY(mu_) = false;
   // Set when a release could not make every acknowledged write durable:
   // this open then fails every write and flush, so no loss goes unseen.
@@ -106,6 +120,10 @@ class SharedVolume : public volume::Volume {
   CondVar sync_cv_;
   bool sync_running_ GUARDED_BY(sync_mu_) = false;
   uint64_t sync_done_ GUARDED_BY(sync_mu_) = 0;
+  // An owner that did not answer a SYNC, skipped until silent_until_.
+  std::string silent_peer_ GUARDED_BY(sync_mu_);
+  uint64_t silent_epoch_ GUARDED_BY(sync_mu_) = 0;
+  std::chrono::steady_clock::time_point silent_until_ GUARDED_BY(sync_mu_);
 
   mutable Mutex stats_mu_;
   Stats stats_ GUARDED_BY(stats_mu_);
