@@ -180,6 +180,20 @@ o = json.load(sys.stdin).get("owner")
 print(o["server"] if o else "")'
 }
 
+# wait_owner VOL ID WHAT [SECONDS]: the owner must become ID ("" for nobody) within SECONDS
+# (default 10): a server releases a volume a moment after its last client went away.
+wait_owner() {
+  local got deadline=$(($(date +%s) + ${4:-10}))
+  while :; do
+    got=$(owner_of "$1") || fail "hbiss status $1 --json failed ($3)"
+    [ "$got" = "$2" ] && break
+    [ "$(date +%s)" -lt "$deadline" ] ||
+      fail "$3: hbiss status names owner '${got}', expected '${2}' (waited ${4:-10} s)"
+    sleep 0.2
+  done
+  CHECKS=$((CHECKS + 1))
+}
+
 # expect_owner VOL ID WHAT: the owner must be ID ("" for nobody).
 expect_owner() {
   local got

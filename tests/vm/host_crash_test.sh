@@ -100,7 +100,7 @@ wait "$QPID_B" 2>/dev/null || true
 grep -q "this server (hbiss-B) owns it now" "$WORK/serve-B.log" ||
   fail "server B never took ownership for the recover boot's writes"
 CHECKS=$((CHECKS + 1))
-expect_owner disk "" "after the recover boot on B ended (B released it)"
+wait_owner disk "" "after the recover boot on B ended (B released it)"
 
 # ---- automatic takeover: host B dies too; no lock break --------------------------------------
 # A new writer on B (a fresh filesystem), then QEMU B2 and server B are killed together and
@@ -140,7 +140,7 @@ if [ "$AUTO" = 1 ]; then
   grep -q "this server (hbiss-A) owns it now" "$WORK/serve-A.log" ||
     fail "server A never took ownership for the recover boot's writes"
   CHECKS=$((CHECKS + 1))
-  expect_owner disk "" "after the recover boot on A3 ended (A released it)"
+  wait_owner disk "" "after the recover boot on A3 ended (A released it)"
   stop_node A
 else
   stop_node B
