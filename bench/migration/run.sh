@@ -89,7 +89,7 @@ serve() {
   fi
   echo $! >"$DIR/$1.pid"
   for _ in $(seq 1 200); do
-    port=$(grep -o 'listening on nbd://127.0.0.1:[0-9]*' "$DIR/serve-$1.log" | head -n1 | sed 's/.*://') || true
+    port=$(grep -o 'listening on nbd://127.0.0.1:[0-9]*' "$DIR/serve-$1.log" 2>/dev/null | head -n1 | sed 's/.*://') || true
     [ -n "$port" ] && { echo "$port"; return 0; }
     sleep 0.05
   done
