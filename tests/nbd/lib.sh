@@ -19,10 +19,12 @@ log() { echo "[$TEST_NAME] $*"; }
 
 fail() {
   echo "[$TEST_NAME] FAIL: $*" >&2
-  if [ -f "$WORK/serve.log" ]; then
-    echo "--- last lines of the server log:" >&2
-    tail -n 40 "$WORK/serve.log" >&2
-  fi
+  local f
+  for f in "$WORK"/serve.log "$WORK"/serve-*.log; do
+    [ -f "$f" ] || continue
+    echo "--- last lines of $(basename "$f"):" >&2
+    tail -n 40 "$f" >&2
+  done
   exit 1
 }
 
@@ -95,9 +97,116 @@ kill9_server() {
 
 uri() { echo "nbd://127.0.0.1:$PORT/$1"; }
 
+# ---- several servers on one store (issue 9) ------------------------------------------------
+# Each "node" is an `hbiss serve` with its own --server-id and --peer-listen address, as one
+# host of a deployment; NAME is a shell word (A, B, ...), and the server id is hbiss-NAME.
+NODE_PIDS=()
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# need_ownership: skips (77) unless this hbiss has issue 9's multi-server commands
+# (`serve --server-id/--peer-listen`, `lock break`, `status`); HBISS_REQUIRE_OWNERSHIP=1
+# makes that a failure.
+need_ownership() {
+  if ! "$HBISS" serve --help 2>&1 | grep -q -- --peer-listen ||
+     ! "$HBISS" lock break --help >/dev/null 2>&1 ||
+     ! "$HBISS" status --help >/dev/null 2>&1; then
+    [ "${HBISS_REQUIRE_OWNERSHIP:-0}" = 1 ] &&
+      fail "this hbiss has no serve --peer-listen / lock break / status (HBISS_REQUIRE_OWNERSHIP=1)"
+    skip "this hbiss has no serve --peer-listen / lock break / status (issue 9 not landed)"
+  fi
+}
+
+# start_node NAME [serve args...]: starts a server with --server-id hbiss-NAME and a peer
+# address of its own, its log in $WORK/serve-NAME.log. Sets PORT_NAME (NBD), PEER_NAME
+# (peer port) and PID_NAME.
+start_node() {
+  local name=$1 peer pid port log=$WORK/serve-$1.log
+  shift
+  peer=$(free_port)
+  : >"$log"
+  "$HBISS" --store "$STORE" serve --listen 127.0.0.1:0 --server-id "hbiss-$name" \
+    --peer-listen "127.0.0.1:$peer" "$@" >>"$log" 2>&1 &
+  pid=$!
+  NODE_PIDS+=("$pid")
+  for _ in $(seq 1 200); do
+    port=$(grep -o 'listening on nbd://127.0.0.1:[0-9]*' "$log" | head -n1 | sed 's/.*://') || true
+    if [ -n "$port" ]; then
+      eval "PORT_$name=$port PEER_$name=$peer PID_$name=$pid"
+      return 0
+    fi
+    kill -0 "$pid" 2>/dev/null || fail "server $name exited at startup"
+    sleep 0.05
+  done
+  fail "server $name did not start listening"
+}
+
+# kill9_node NAME: SIGKILL, no cleanup (a host that dies). Fails the test if the server
+# had already exited by itself (a crash: its exit status is named).
+kill9_node() {
+  local pid rc=0
+  eval "pid=\${PID_$1:-}"
+  [ -n "$pid" ] || return 0
+  eval "PID_$1="
+  if ! kill -KILL "$pid" 2>/dev/null; then
+    wait "$pid" 2>/dev/null || rc=$?
+    fail "server $1 (pid $pid) had exited by itself before the kill, status $rc"
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+# stop_node NAME: SIGTERM; the server must exit 0.
+stop_node() {
+  local pid rc=0
+  eval "pid=\${PID_$1:-}"
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid"
+  wait "$pid" || rc=$?
+  eval "PID_$1="
+  [ "$rc" -eq 0 ] || fail "server $1 exited with status $rc after SIGTERM"
+}
+
+node_uri() { local p; eval "p=\$PORT_$1"; echo "nbd://127.0.0.1:$p/$2"; }
+
+# owner_of VOL: the server id `hbiss status VOL --json` names as the owner ("" for none).
+owner_of() {
+  local out
+  out=$("$HBISS" --store "$STORE" status "$1" --json) || return 1
+  echo "$out" | python3 -c '
+import json, sys
+o = json.load(sys.stdin).get("owner")
+print(o["server"] if o else "")'
+}
+
+# wait_owner VOL ID WHAT [SECONDS]: the owner must become ID ("" for nobody) within SECONDS
+# (default 10): a server releases a volume a moment after its last client went away.
+wait_owner() {
+  local got deadline=$(($(date +%s) + ${4:-10}))
+  while :; do
+    got=$(owner_of "$1") || fail "hbiss status $1 --json failed ($3)"
+    [ "$got" = "$2" ] && break
+    [ "$(date +%s)" -lt "$deadline" ] ||
+      fail "$3: hbiss status names owner '${got}', expected '${2}' (waited ${4:-10} s)"
+    sleep 0.2
+  done
+  CHECKS=$((CHECKS + 1))
+}
+
+# expect_owner VOL ID WHAT: the owner must be ID ("" for nobody).
+expect_owner() {
+  local got
+  got=$(owner_of "$1") || fail "hbiss status $1 --json failed ($3)"
+  [ "$got" = "$2" ] || fail "$3: hbiss status names owner '${got}', expected '${2}'"
+  CHECKS=$((CHECKS + 1))
+}
+
 cleanup() {
   local rc=$?
   if [ -n "$SERVER_PID" ]; then kill -KILL "$SERVER_PID" 2>/dev/null || true; fi
+  local p
+  for p in "${NODE_PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
   if [ -n "${EXTRA_CLEANUP:-}" ]; then eval "$EXTRA_CLEANUP" || true; fi
   if [ "${HBISS_KEEP_WORK:-0}" = 1 ]; then echo "[$TEST_NAME] kept $WORK" >&2; else rm -rf "$WORK"; fi
   exit $rc

@@ -17,6 +17,10 @@
 #                      sha256 to /SHA256SUMS, sync, and print `HBISS-VM-FILE i` once it
 #                      is durable. Then umount, e2fsck -fn, remount, verify every file
 #                      against the list, umount. The host migrates the VM while this runs.
+#   hbiss_mode=recover after a writer boot died (host_crash_test.sh): mount (replays the
+#                      journal), umount, e2fsck -fn, mount read-only; /SHA256SUMS must
+#                      list at least hbiss_files=N files and files 1..N (those the dead
+#                      writer reported durable) must match it; umount.
 #
 # The last line it prints is the verdict, read by vm_boot_test.sh from the serial console:
 #   HBISS-VM-RESULT: PASS mode=... <details>      or      HBISS-VM-RESULT: FAIL <step>
@@ -187,6 +191,24 @@ elif [ "$MODE" = writer ]; then
   run "umount" umount "$MNT"
   drop_caches
   finish "PASS mode=writer files=$FILES sums=$list uptime=$(now)s"
+elif [ "$MODE" = recover ]; then
+  [ -n "$FILES" ] || fail "no hbiss_files= on the kernel command line"
+  run "mount (journal replay)" mount -t ext4 "$DEV" "$MNT"
+  run "umount after the journal replay" umount "$MNT"
+  drop_caches
+  run "e2fsck -fn after the crash" e2fsck -fn "$DEV"
+  run "mount read-only" mount -t ext4 -o ro "$DEV" "$MNT"
+  listed=$(wc -l <"$MNT/SHA256SUMS")
+  [ "$listed" -ge "$FILES" ] || fail "SHA256SUMS lists $listed files, fewer than $FILES"
+  head -n "$FILES" "$MNT/SHA256SUMS" >/tmp/want
+  (cd "$MNT" && sha256sum -c /tmp/want >/tmp/check.out 2>&1)
+  rc=$?
+  ok=$(grep -c ': OK$' /tmp/check.out)
+  [ $rc -eq 0 ] && [ "$ok" -eq "$FILES" ] ||
+    fail "after the crash: $ok of $FILES files verified (rc $rc) $(grep -v ': OK$' /tmp/check.out | head -n 3)"
+  say "after the crash: $ok files verified of $listed listed at $(now)s"
+  run "umount" umount "$MNT"
+  finish "PASS mode=recover files=$FILES listed=$listed uptime=$(now)s"
 else
   fail "unknown hbiss_mode '$MODE'"
 fi

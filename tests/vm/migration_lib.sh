@@ -61,7 +61,10 @@ incoming() {
 }
 
 # migrate SRC DST PORT: SRC's guest moves to the new QEMU DST (started with
-# `-incoming defer`), through 127.0.0.1:PORT.
+# `-incoming defer`), through 127.0.0.1:PORT. SRC quits once it is over, unless
+# MIGRATE_KEEP_SOURCE=1: then it stays (paused, postmigrate, its NBD connection open, as a
+# source does until management kills it) and the caller quits it. MIGRATED_AT is the last
+# file SRC reported; MIGRATED_T the time the migration completed (seconds since the epoch).
 migrate() {
   local src=$1 dst=$2 mport=$3 t0 before
   incoming "$dst" "$mport"
@@ -83,7 +86,8 @@ migrate() {
       "(downtime $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("downtime"))' \
       "$WORK/$src-to-$dst.json") ms)"
   MIGRATED_AT=$(last_file "$src")
-  qmp "$src" quit >/dev/null 2>&1 || true
+  MIGRATED_T=$(date +%s.%N)
+  [ "${MIGRATE_KEEP_SOURCE:-0}" = 1 ] || qmp "$src" quit >/dev/null 2>&1 || true
   CHECKS=$((CHECKS + 2))
 }
 
