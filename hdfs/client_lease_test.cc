@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "hdfs/client.h"
+#include "store/store.h"
 
 namespace hbiss::hdfs {
 namespace {
@@ -27,6 +28,8 @@ TEST(LeaseCheckTest, AHealthyRenewerStaysFarFromTheLimit) {
   const ClientOptions o;
   // Three renewals in a row may fail before a lock is in doubt.
   EXPECT_GE(o.lease_self_fence_ms, 3 * o.lease_renew_interval_ms);
+  // The HDFS lock fences itself after the store-wide limit (store.h).
+  EXPECT_EQ(o.lease_self_fence_ms, store::kLeaseSelfFenceSeconds * 1000);
 }
 
 }  // namespace

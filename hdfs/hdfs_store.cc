@@ -75,9 +75,6 @@ class HdfsSegmentReader : public store::SegmentReader {
   std::unique_ptr<FileReader> r_;
 };
 
-static_assert(ClientOptions{}.lease_self_fence_ms == store::kLeaseSelfFenceSeconds * 1000,
-              "the HDFS lock fences itself after store::kLeaseSelfFenceSeconds");
-
 class HdfsLock : public store::Lock {
  public:
   explicit HdfsLock(std::unique_ptr<Client::FileLock> l) : l_(std::move(l)) {}
