@@ -70,11 +70,6 @@ Status SharedVolume::OpenReaderLocked() {
 }
 
 Status SharedVolume::AcquireLocked() {
-  acquiring_ = true;
-  struct Done {
-    std::atomic<bool>* flag;
-    ~Done() { *flag = false; }
-  } done{&acquiring_};
   const NodeOptions& o = node_->options();
   volume::OpenOptions rw = o.open;
   rw.read_only = false;
@@ -97,7 +92,12 @@ Status SharedVolume::AcquireLocked() {
     released_epoch_ = 0;
   }
   for (int attempt = 0;; attempt++) {
+    // Opening: once its TryLock succeeded it holds the lock, before its owner
+    // record exists. PING says "owns" meanwhile, so a lock break spares it.
+    // (Between attempts, waiting for a dead owner, it holds nothing to spare.)
+    acquiring_ = true;
     auto opened = volume::Volume::Open(node_->store(), name_, rw);
+    acquiring_ = false;
     if (opened.ok()) {
       // The reader goes after the writer is open: its follower is no longer needed.
       if (v_) (void)v_->Close();

@@ -72,9 +72,10 @@ class SharedVolume : public volume::Volume {
 
   // Never waits (a role change may be under way).
   bool owner() const;
-  // Owner, or trying to become it (PING reports both as owning: a lock
-  // break must not take the volume from a server in the middle of an
-  // acquire).
+  // Owner, or opening the volume to become it (PING reports both as
+  // owning: a lock break must not take the volume from a server that holds
+  // its lock but has not written its owner record yet). A server waiting
+  // between attempts for a dead owner's lock is neither.
   bool owner_or_acquiring() const { return owner_flag_.load() || acquiring_.load(); }
 
   // The peer requests, called by Node::Handle.

@@ -5,8 +5,8 @@
 # NameNode's soft limit (~60 s), so on server B ("host B", up all along):
 #   - while A is alive, `hbiss lock break` refuses (A answers its peer address) and
 #     `hbiss status` names A as the owner;
-#   - after the kill, B reads A's flushed data (a reader serves what the log holds), but a
-#     write on B does not complete within WAIT_S: the owner is gone and its lease is held;
+#   - after the kill, neither a read nor a write on B completes (within 5 s and WAIT_S): A
+#     cannot be asked what it acknowledged last, and its lease still holds the lock;
 #   - `hbiss lock break vm` succeeds at once and leaves the volume owned by nobody; B's next
 #     write takes ownership within a few seconds, every byte A flushed reads back, B's own
 #     writes and a discard land, and `hbiss status` names B;
@@ -75,8 +75,17 @@ kill -KILL $HOLDER 2>/dev/null || true
 wait $HOLDER 2>/dev/null || true
 log "host A killed with SIGKILL (its client connected)"
 
-# --- B without a break: reads serve the log, a write does not complete ------------------------
-check "B reads A's flushed data after the kill" io "${A_DATA[@]}" "$(node_uri B vm)"
+# --- B without a break: neither a read nor a write completes ---------------------------------
+# A dead owner still holds the volume's lock (its HDFS lease) and cannot be asked to sync:
+# B cannot know what A acknowledged last, so its reads wait too (doc/ownership.md).
+rc=0
+timeout 5 qemu-io -f raw -c "read -P 0xa1 0 1M" "$(node_uri B vm)" >"$WORK/stalled-read.out" 2>&1 ||
+  rc=$?
+if grep -q "^read " "$WORK/stalled-read.out" && [ "$rc" -eq 0 ]; then
+  fail "B served a read while A's lease was still held and A could not be asked"
+fi
+CHECKS=$((CHECKS + 1))
+log "B's read without a break: not served within 5 s (exit $rc)"
 # The write that waits for A's lease: the same bytes B writes below, so whenever it lands
 # (at the break, or when the lease expires) the expected contents do not change.
 t0=$(date +%s.%N)
@@ -108,7 +117,7 @@ log "B's first write after the break served in ${took} s (${since_kill} s after 
 python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) < 10 else 1)" "$took" ||
   fail "B's first write after lock break took ${took} s (want < 10 s: at once)"
 CHECKS=$((CHECKS + 1))
-expect_owner vm hbiss-B "after B's write"
+expect_took_ownership hbiss-B "after B's write"
 check "B: every byte A flushed reads back" io "${A_DATA[@]}" "$(node_uri B vm)"
 check "B: discard [1M, 2M)" io -c "discard 1M 1M" -c "flush" "$(node_uri B vm)"
 stop_node B
@@ -121,7 +130,7 @@ check "C: A's and B's data, the discard reads as zeros" \
 check "C: writes without a break (B released the volume)" \
   timeout 30 qemu-io -f raw -c "write -P 0xc1 10M 1M" -c "flush" -c "read -P 0xc1 10M 1M" \
   "$(node_uri C vm)"
-expect_owner vm hbiss-C "after C's write"
+expect_took_ownership hbiss-C "after C's write"
 stop_node C
 
 if [ -n "${HBISS_HDFS_CLUSTER_DIR:-}" ]; then

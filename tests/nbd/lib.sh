@@ -194,6 +194,14 @@ wait_owner() {
   CHECKS=$((CHECKS + 1))
 }
 
+# expect_took_ownership ID WHAT: server ID's log says it became a volume's owner (a server
+# lets a volume go a moment after its last client leaves, so status may already name nobody).
+expect_took_ownership() {
+  grep -q "this server ($1) owns it now" "$WORK/serve-${1#hbiss-}.log" ||
+    fail "$2: server $1 never logged taking ownership"
+  CHECKS=$((CHECKS + 1))
+}
+
 # expect_owner VOL ID WHAT: the owner must be ID ("" for nobody).
 expect_owner() {
   local got
