@@ -93,6 +93,20 @@ TEST(VolumeMetaTest, EveryMalformedFieldIsRejected) {
   EXPECT_TRUE(DecodeMeta(good.substr(0, good.size() / 2), "v").status().IsCorruption());
 }
 
+// Version 2 is written; version 1 (the log directly in volumes/NAME) still
+// decodes, and says so; version 0 is not a version.
+TEST(VolumeMetaTest, VersionsOneAndTwoDecode) {
+  EXPECT_EQ(nlohmann::json::parse(EncodeMeta(Sample()))["version"], 2);
+  EXPECT_EQ(DecodeMeta(EncodeMeta(Sample()), "v")->version, 2u);
+  VolumeMeta old = Sample();
+  old.version = 1;
+  auto d = DecodeMeta(EncodeMeta(old), "v");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->version, 1u);
+  old.version = 0;
+  EXPECT_TRUE(DecodeMeta(EncodeMeta(old), "v").status().IsCorruption());
+}
+
 TEST(VolumeMetaTest, NewerVersionIsNotSupported) {
   nlohmann::json j = nlohmann::json::parse(EncodeMeta(Sample()));
   j["version"] = kMetaVersion + 1;
