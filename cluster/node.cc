@@ -67,8 +67,11 @@ Result<std::unique_ptr<Node>> Node::Start(store::Store* store, NodeOptions opts)
       if (host == "0.0.0.0" || host == "::" || host.empty()) host = HostName();
       n->peer_address_ = host + ":" + std::to_string(port);
     }
-    if (n->peer_address_.rfind("127.", 0) == 0 || n->peer_address_.rfind("localhost:", 0) == 0 ||
-        n->peer_address_.rfind("[::1]", 0) == 0) {
+    // Only a shared store has other hosts to warn about.
+    const bool shared_store = store->Uri().rfind("hdfs://", 0) == 0;
+    if (shared_store && (n->peer_address_.rfind("127.", 0) == 0 ||
+                         n->peer_address_.rfind("localhost:", 0) == 0 ||
+                         n->peer_address_.rfind("[::1]", 0) == 0)) {
       spdlog::warn("server {}: peer endpoint {} is on loopback: only servers on this host can "
                    "ask it to release a volume (on several hosts, give --peer-listen an "
                    "address they reach)", n->opts_.server_id, n->peer_address_);
