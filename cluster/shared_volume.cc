@@ -127,13 +127,8 @@ Status SharedVolume::AcquireLocked() {
       if (sr.ok() && sr->server != node_->server_id() && !sr->peer.empty() &&
           (attempt == 0 || Clock::now() - last_ask > std::chrono::seconds(1))) {
         last_ask = Clock::now();
-        pb::Request req;
-        req.set_type(pb::Request::RELEASE);
-        req.set_id(uint64_t(attempt) + 1);
-        req.set_volume(name_);
-        req.set_epoch(rec->epoch);
-        req.set_from_server(node_->server_id());
-        auto reply = PeerCall(sr->peer, req, o.peer_timeout_ms);
+        auto reply = PeerCall(sr->peer, PeerRequest(pb::Request::RELEASE, rec->epoch, attempt),
+                              o.peer_timeout_ms);
         if (reply.ok() && reply->code() == pb::Reply::OK) {
           released = true;
           last_ask = Clock::time_point{};  // if another server got it first, ask that one at once
@@ -157,6 +152,17 @@ Status SharedVolume::AcquireLocked() {
     // Right after a release the lock is free: try again at once, then back off.
     std::this_thread::sleep_for(std::chrono::milliseconds(released ? 0 : attempt < 10 ? 50 : 500));
   }
+}
+
+pb::Request SharedVolume::PeerRequest(pb::Request::Type type, uint64_t epoch,
+                                      int attempt) const {
+  pb::Request req;
+  req.set_type(type);
+  req.set_id(uint64_t(attempt) + 1);
+  req.set_volume(name_);
+  req.set_epoch(epoch);
+  req.set_from_server(node_->server_id());
+  return req;
 }
 
 template <typename Op>
@@ -201,14 +207,11 @@ Status SharedVolume::DoSync() {
     if (sr.ok() && sr->server != node_->server_id() && !gone) {
       const std::string who = "its owner, server " + sr->server + " (" +
                               (sr->peer.empty() ? "no peer endpoint" : sr->peer) + ")";
-      pb::Request req;
-      req.set_type(pb::Request::SYNC);
-      req.set_id(uint64_t(attempt) + 1);
-      req.set_volume(name_);
-      req.set_epoch(rec->epoch);
-      req.set_from_server(node_->server_id());
       Result<pb::Reply> reply = Status::IOError("it cannot be asked");
-      if (!sr->peer.empty()) reply = PeerCall(sr->peer, req, node_->options().peer_timeout_ms);
+      if (!sr->peer.empty()) {
+        reply = PeerCall(sr->peer, PeerRequest(pb::Request::SYNC, rec->epoch, attempt),
+                         node_->options().peer_timeout_ms);
+      }
       if (reply.ok() && reply->code() == pb::Reply::NOT_OWNER && reply->current_epoch() != 0 &&
           reply->current_epoch() != rec->epoch && attempt < 5) {
         continue;  // it owns a newer epoch than the record read: read it again
@@ -280,12 +283,13 @@ Status SharedVolume::SyncForRead() {
   return result;
 }
 
-Status SharedVolume::Read(uint64_t offset, std::span<uint8_t> out) {
+template <typename R, typename Op>
+R SharedVolume::AsReader(Op op) {
   {
     PassGate();
     ReaderMutexLock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
-    if (owner_) return v_->Read(offset, out);
+    if (owner_) return op(v_.get());
   }
   // A reader that could not catch up must not serve what may be stale.
   HBISS_RETURN_IF_ERROR(SyncForRead());
@@ -293,32 +297,23 @@ Status SharedVolume::Read(uint64_t offset, std::span<uint8_t> out) {
     PassGate();
     ReaderMutexLock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is closed");
-    if (v_) return v_->Read(offset, out);
+    if (v_) return op(v_.get());
   }
+  // No inner volume: reopening it read-only after a release failed.
   MutexLock g(&gate_);
   WriterMutexLock l(&mu_);
+  if (closed_) return Status::Aborted("volume " + name_ + " is closed");
   if (!v_) HBISS_RETURN_IF_ERROR(OpenReaderLocked());
-  return v_->Read(offset, out);
+  return op(v_.get());
+}
+
+Status SharedVolume::Read(uint64_t offset, std::span<uint8_t> out) {
+  return AsReader<Status>([&](volume::Volume* v) { return v->Read(offset, out); });
 }
 
 Result<std::vector<volume::Extent>> SharedVolume::BlockStatus(uint64_t offset, uint64_t length) {
-  {
-    PassGate();
-    ReaderMutexLock l(&mu_);
-    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
-    if (owner_) return v_->BlockStatus(offset, length);
-  }
-  HBISS_RETURN_IF_ERROR(SyncForRead());
-  {
-    PassGate();
-    ReaderMutexLock l(&mu_);
-    if (closed_) return Status::Aborted("volume " + name_ + " is closed");
-    if (v_) return v_->BlockStatus(offset, length);
-  }
-  MutexLock g(&gate_);
-  WriterMutexLock l(&mu_);
-  if (!v_) HBISS_RETURN_IF_ERROR(OpenReaderLocked());
-  return v_->BlockStatus(offset, length);
+  return AsReader<Result<std::vector<volume::Extent>>>(
+      [&](volume::Volume* v) { return v->BlockStatus(offset, length); });
 }
 
 Status SharedVolume::Write(uint64_t offset, std::span<const uint8_t> data) {

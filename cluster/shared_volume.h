@@ -97,6 +97,12 @@ class SharedVolume : public volume::Volume {
   // if needed.
   template <typename Op>
   Status AsOwner(Op op) EXCLUDES(mu_);
+  // Runs `op` on the inner volume as a reader: directly as the owner, else
+  // after SyncForRead (reopening the inner volume if a release left none).
+  template <typename R, typename Op>
+  R AsReader(Op op) EXCLUDES(mu_);
+  // A RELEASE or SYNC of this volume at `epoch` from this server.
+  pb::Request PeerRequest(pb::Request::Type type, uint64_t epoch, int attempt) const;
   // Makes this server the owner. Called with mu_ held exclusively.
   Status AcquireLocked() REQUIRES(mu_);
   // Makes reads see every write the owner acknowledged before now.
