@@ -155,8 +155,14 @@ Result<std::vector<std::string>> Volume::List(store::Store* store) {
 
 Result<OwnerRecord> Volume::Owner(store::Store* store, const std::string& name) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
-  HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
-  (void)meta;
+  // Only whether the volume exists: a reader asks before every read round,
+  // and a Stat is one NameNode call where reading the meta also reads a
+  // DataNode.
+  auto exists = store->Stat(layout::MetaName(name));
+  if (!exists.ok()) {
+    if (exists.status().IsNotFound()) return Status::NotFound("volume " + name + " does not exist");
+    return exists.status().WithContext("volume " + name + ": reading meta");
+  }
   HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
   OwnerRecord r;
   r.epoch = cur.epoch;
