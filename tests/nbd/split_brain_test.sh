@@ -22,7 +22,7 @@
 #     at the stop that A acknowledges must be seen;
 #   - if A still serves reads, they equal B's.
 # Prints the handoffs (epochs), latencies and the takeover time.
-# Env: PHASE1_SECONDS (50). Needs HBISS_HDFS_URI; skipped without it unless
+# Env: PHASE1_SECONDS (60: the issue asks for a minute). Needs HBISS_HDFS_URI; skipped without it unless
 # HBISS_REQUIRE_HDFS=1, and skipped while `hbiss serve` has no --peer-listen.
 TEST_NAME=split_brain
 source "$(dirname "$0")/lib.sh"
@@ -36,7 +36,7 @@ python3 -c "import nbd" 2>/dev/null || skip "python3 libnbd bindings (python3-li
   skip "hbiss serve has no --peer-listen (issue 9 not built yet)"
 HERE=$(cd "$(dirname "$0")" && pwd)
 SB="python3 $HERE/split_brain.py"
-PHASE1_SECONDS=${PHASE1_SECONDS:-50}
+PHASE1_SECONDS=${PHASE1_SECONDS:-60}
 HDFS_DIR="/hbiss-split-brain-$(date +%s)-$$"
 STORE="${HBISS_HDFS_URI%/}$HDFS_DIR"
 T0=$(date +%s.%N)
