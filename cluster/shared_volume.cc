@@ -328,6 +328,27 @@ Status SharedVolume::WriteZeroes(uint64_t offset, uint64_t length) {
   return AsOwner([&](volume::Volume* v) { return v->WriteZeroes(offset, length); });
 }
 
+Result<volume::SnapshotInfo> SharedVolume::CreateSnapshot(const std::string& snap) {
+  volume::SnapshotInfo info;
+  HBISS_RETURN_IF_ERROR(AsOwner([&](volume::Volume* v) -> Status {
+    HBISS_ASSIGN_OR_RETURN(info, v->CreateSnapshot(snap));
+    return Status::OK();
+  }));
+  return info;
+}
+
+Status SharedVolume::RemoveSnapshot(const std::string& snap) {
+  return AsOwner([&](volume::Volume* v) { return v->RemoveSnapshot(snap); });
+}
+
+Status SharedVolume::RenameSnapshot(const std::string& from, const std::string& to) {
+  return AsOwner([&](volume::Volume* v) { return v->RenameSnapshot(from, to); });
+}
+
+Status SharedVolume::Rollback(const std::string& snap) {
+  return AsOwner([&](volume::Volume* v) { return v->Rollback(snap); });
+}
+
 Status SharedVolume::Flush() {
   // A reader has nothing of its own to flush: every write it acknowledged
   // was acknowledged as the owner, and a release made those durable.

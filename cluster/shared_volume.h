@@ -67,6 +67,12 @@ class SharedVolume : public volume::Volume {
   volume::VolumeInfo Info() const override;
   Result<volume::CleanStats> Clean(double threshold) override;
   Status Close() override;
+  // Snapshot operations change the volume: this server takes ownership
+  // first, as for a write (doc/snapshots.md "Served volumes").
+  Result<volume::SnapshotInfo> CreateSnapshot(const std::string& snap) override;
+  Status RemoveSnapshot(const std::string& snap) override;
+  Status RenameSnapshot(const std::string& from, const std::string& to) override;
+  Status Rollback(const std::string& snap) override;
   uint64_t epoch() const override;
   Status Owned() const override;
 

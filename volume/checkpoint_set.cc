@@ -10,7 +10,7 @@ namespace hbiss::volume {
 
 Status LoadNewestCheckpoint(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
                             CheckpointInfo* info, ExtentMap* map, bool* found,
-                            std::vector<uint64_t>* all_seqs) {
+                            std::vector<uint64_t>* all_seqs, uint64_t max_next_seq) {
   *found = false;
   const std::string name = dir.volume();
   HBISS_ASSIGN_OR_RETURN(auto ids, ListIds(store, layout::CkptDir(dir)));
@@ -30,6 +30,7 @@ Status LoadNewestCheckpoint(store::Store* store, const layout::LogDir& dir, cons
                    info->seq != it->first)) {
       s = Status::Corruption("checkpoint belongs to another volume or name");
     }
+    if (s.ok() && info->next_seq > max_next_seq) continue;
     if (s.ok()) {
       *found = true;
       return Status::OK();
@@ -84,8 +85,34 @@ void CheckpointSet::Removed(uint64_t seq) {
   known_.erase(seq);
 }
 
+void CheckpointSet::Pin(uint64_t snap, std::vector<uint64_t> segs) {
+  MutexLock l(&mu_);
+  auto& mine = pins_[snap];
+  for (uint64_t seg : mine) {
+    if (--pinned_[seg] == 0) pinned_.erase(seg);
+  }
+  mine = std::move(segs);
+  for (uint64_t seg : mine) pinned_[seg]++;
+}
+
+void CheckpointSet::Unpin(uint64_t snap) {
+  MutexLock l(&mu_);
+  auto it = pins_.find(snap);
+  if (it == pins_.end()) return;
+  for (uint64_t seg : it->second) {
+    if (--pinned_[seg] == 0) pinned_.erase(seg);
+  }
+  pins_.erase(it);
+}
+
+bool CheckpointSet::Pinned(uint64_t seg) const {
+  MutexLock l(&mu_);
+  return pinned_.count(seg) != 0;
+}
+
 bool CheckpointSet::NeededByNone(uint64_t seg) const {
   MutexLock l(&mu_);
+  if (pinned_.count(seg)) return false;
   // No checkpoint: replay starts at the beginning of the log, which needs
   // every segment.
   if (seqs_.empty()) return false;

@@ -7,6 +7,8 @@
 //  * a segment may be deleted only when every checkpoint object that exists
 //    is one this process wrote or loaded (its needs are known) and needs it
 //    not. An old checkpoint counts as kept until its Delete succeeded.
+//  * a snapshot's map (doc/snapshots.md) pins the segments its runs point
+//    into: they are never deleted (nor cleaned) while it exists.
 //
 // Thread-safe: CheckpointSet has its own lock, taken briefly; it may be
 // called with the volume's lock held (lock order: volume -> checkpoint set).
@@ -32,9 +34,12 @@ namespace hbiss::volume {
 // not null). *found is false when none does (the map is then empty). Corrupt
 // ones are skipped (logged). all_seqs, when not null, gets every checkpoint
 // object's seq, increasing, corrupt ones included.
+// With max_next_seq, only checkpoints whose replay starts at or before that
+// batch count (a snapshot's map is rebuilt from one: doc/snapshots.md).
 Status LoadNewestCheckpoint(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
                             CheckpointInfo* info, ExtentMap* map, bool* found,
-                            std::vector<uint64_t>* all_seqs);
+                            std::vector<uint64_t>* all_seqs,
+                            uint64_t max_next_seq = UINT64_MAX);
 
 class CheckpointSet {
  public:
@@ -62,8 +67,14 @@ class CheckpointSet {
   // Checkpoint `seq` is gone from the store.
   void Removed(uint64_t seq) EXCLUDES(mu_);
 
-  // Whether no kept checkpoint needs segment `seg` (see the top).
+  // Whether no kept checkpoint and no snapshot needs segment `seg` (see the
+  // top).
   bool NeededByNone(uint64_t seg) const EXCLUDES(mu_);
+
+  // Snapshot `snap` needs segments `segs`, until Unpin(snap).
+  void Pin(uint64_t snap, std::vector<uint64_t> segs) EXCLUDES(mu_);
+  void Unpin(uint64_t snap) EXCLUDES(mu_);
+  bool Pinned(uint64_t seg) const EXCLUDES(mu_);
 
  private:
   struct Needs {
@@ -76,6 +87,8 @@ class CheckpointSet {
   std::map<uint64_t, Needs> known_ GUARDED_BY(mu_);
   uint64_t next_ GUARDED_BY(mu_) = 1;
   uint64_t newest_ GUARDED_BY(mu_) = 0;
+  std::map<uint64_t, std::vector<uint64_t>> pins_ GUARDED_BY(mu_);  // snapshot -> segments
+  std::map<uint64_t, uint32_t> pinned_ GUARDED_BY(mu_);  // segment -> snapshots pinning it
 };
 
 }  // namespace hbiss::volume

@@ -8,6 +8,8 @@
 //     sum/<id>               segment summaries: CRC tables of closed segments
 //     ckpt/<seq>             checkpoints (checkpoint.h)
 //     owner                  who owns epoch E (OpenOptions::owner)
+//     snaps                  the snapshot registry (snapshot_registry.h)
+//     snap/<id>              a snapshot's map, in checkpoint format
 //
 // A version-1 volume (not yet opened for writing since meta version 2) has
 // its log directly in volumes/NAME (V1LogDir); epoch.h moves it.
@@ -56,6 +58,11 @@ inline std::string SumName(const LogDir& d, uint64_t id) { return SumDir(d) + "/
 inline std::string CkptName(const LogDir& d, uint64_t seq) {
   return CkptDir(d) + "/" + Hex16(seq);
 }
+// Snapshots (snapshot_registry.h, doc/snapshots.md): the registry, and one
+// map object (checkpoint format) per snapshot id.
+inline std::string SnapsName(const LogDir& d) { return d.path + "/snaps"; }
+inline std::string SnapDir(const LogDir& d) { return d.path + "/snap"; }
+inline std::string SnapName(const LogDir& d, uint64_t id) { return SnapDir(d) + "/" + Hex16(id); }
 
 // Servers that have the volume open (cluster/node.h): one object each,
 // named after the server id, holding its JSON record. Hints for `hbiss

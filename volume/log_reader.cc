@@ -85,6 +85,10 @@ Status LogReplayer::ReplaySegment(store::SegmentReader* r, uint64_t seg_id, uint
     return Status::Corruption(where + ": bad batch at offset " + std::to_string(off) + ": " + why);
   };
   for (;;) {
+    if (stop_seq_ != 0 && *seq >= stop_seq_) {
+      stopped_ = true;
+      break;
+    }
     if (limit != nullptr) {
       if (off == *limit) break;
       if (off > *limit) return corrupt("log runs past the end named by the next segment");

@@ -90,6 +90,13 @@ class LogReplayer {
   Status ReplaySegment(store::SegmentReader* r, uint64_t seg_id, uint64_t from,
                        const uint64_t* limit, uint64_t* seq, uint64_t* end);
 
+  // Replays no batch with seq >= `seq` (0: no limit): ReplaySegment stops
+  // before it as if the log ended there (stopped() then says so). For a
+  // snapshot's map (doc/snapshots.md), which is the log up to a batch
+  // boundary outside any operation.
+  void StopAt(uint64_t seq) { stop_seq_ = seq; }
+  bool stopped() const { return stopped_; }
+
   // Drops an operation still incomplete (a segment flagged
   // kSegmentDiscardPending starts here).
   void DiscardPending() { pending_.clear(); }
@@ -120,6 +127,8 @@ class LogReplayer {
   std::vector<Pending> pending_;
   std::vector<TailBatch> tail_;
   uint64_t tail_proven_ = 0;
+  uint64_t stop_seq_ = 0;
+  bool stopped_ = false;
   BatchHeader h_;  // scratch
 };
 

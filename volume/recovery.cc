@@ -69,12 +69,17 @@ Result<std::vector<uint64_t>> BuildChain(const std::string& name,
   return chain;
 }
 
-Status RecoverLog(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
-                  bool read_only, ExtentMap* map, RecoveredLog* out) {
+namespace {
+
+// RecoverLog's work; with stop_seq (read-only only) the replay starts from a
+// checkpoint at or before that batch and stops there.
+Status Recover(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
+               bool read_only, uint64_t stop_seq, ExtentMap* map, RecoveredLog* out) {
   const std::string name = dir.volume();
   CheckpointInfo& ck = out->checkpoint;
-  HBISS_RETURN_IF_ERROR(
-      LoadNewestCheckpoint(store, dir, meta, &ck, map, &out->found_checkpoint, &out->ckpt_seqs));
+  HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store, dir, meta, &ck, map, &out->found_checkpoint,
+                                             &out->ckpt_seqs,
+                                             stop_seq != 0 ? stop_seq : UINT64_MAX));
   LogPosition pos{0, 0};
   uint64_t seq = 1;
   if (out->found_checkpoint) {
@@ -101,6 +106,7 @@ Status RecoverLog(store::Store* store, const layout::LogDir& dir, const VolumeMe
   HBISS_ASSIGN_OR_RETURN(std::vector<uint64_t> chain, BuildChain(name, segs, c));
 
   LogReplayer replay(meta.id, uint32_t(meta.segment_size / kSlotSize), name, map);
+  replay.StopAt(stop_seq);
   uint64_t last_id = c;
   uint64_t last_end = pos.offset;
   if (c != 0) {
@@ -123,6 +129,7 @@ Status RecoverLog(store::Store* store, const layout::LogDir& dir, const VolumeMe
     HBISS_RETURN_IF_ERROR(replay.ReplaySegment(r->get(), c, pos.offset, limit, &seq, &last_end));
   }
   for (size_t i = 0; i < chain.size(); i++) {
+    if (replay.stopped()) break;
     SegHead& s = segs[chain[i]];
     if (s.header.first_seq != seq) {
       return Status::Corruption("volume " + name + ": segment " + Hex16(chain[i]) +
@@ -146,6 +153,14 @@ Status RecoverLog(store::Store* store, const layout::LogDir& dir, const VolumeMe
                 "log ends at ({}, {}) next seq {}; op cut off: {}",
                 name, out->found_checkpoint ? ck.seq : 0, pos.segment_id, pos.offset,
                 chain.size(), last_id, last_end, seq, replay.has_pending());
+  if (stop_seq != 0) {
+    if (seq != stop_seq || replay.has_pending()) {
+      return Status::Corruption("volume " + name + ": the log ends at batch " +
+                                std::to_string(seq) + ", before the snapshot's end at batch " +
+                                std::to_string(stop_seq));
+    }
+    return Status::OK();
+  }
   // An operation cut off by the end of the log never happened.
   const bool cut_off = replay.has_pending();
   replay.DiscardPending();
@@ -213,6 +228,22 @@ Status RecoverLog(store::Store* store, const layout::LogDir& dir, const VolumeMe
     out->relog.assign(std::make_move_iterator(tail.begin() + relog_from),
                       std::make_move_iterator(tail.end()));
   }
+  return Status::OK();
+}
+
+}  // namespace
+
+Status RecoverLog(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
+                  bool read_only, ExtentMap* map, RecoveredLog* out) {
+  return Recover(store, dir, meta, read_only, 0, map, out);
+}
+
+Status ReplayLogTo(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
+                   uint64_t stop_seq, ExtentMap* map, uint64_t* from_ckpt) {
+  if (stop_seq == 0) return Status::InvalidArgument("ReplayLogTo: stop_seq must be above 0");
+  RecoveredLog rec;
+  HBISS_RETURN_IF_ERROR(Recover(store, dir, meta, /*read_only=*/true, stop_seq, map, &rec));
+  *from_ckpt = rec.found_checkpoint ? rec.checkpoint.seq : 0;
   return Status::OK();
 }
 

@@ -93,4 +93,14 @@ Result<std::vector<uint64_t>> BuildChain(const std::string& name,
 Status RecoverLog(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
                   bool read_only, ExtentMap* map, RecoveredLog* out);
 
+// The map of the log up to batch `stop_seq` (every batch before it, none
+// from it on), into *map (empty, of meta.size / kBlockSize blocks): the
+// newest valid checkpoint whose replay starts at or before stop_seq, then the
+// chain replayed until that batch. Reads only. A pending snapshot's map is
+// rebuilt so (doc/snapshots.md). Corruption when the log does not reach
+// stop_seq or is damaged before it; *from_ckpt gets the checkpoint used
+// (0: none).
+Status ReplayLogTo(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
+                   uint64_t stop_seq, ExtentMap* map, uint64_t* from_ckpt);
+
 }  // namespace hbiss::volume

@@ -17,6 +17,10 @@ void SegmentSet::Add(uint64_t id) {
   if (!Contains(id)) ids_.push_back(id);
 }
 
+void SegmentSet::Adopt(uint64_t id) {
+  if (orphans_.erase(id) == 0 || Contains(id)) return;
+  ids_.insert(std::upper_bound(ids_.begin(), ids_.end(), id), id);
+}
 void SegmentSet::Remove(uint64_t id) {
   ids_.erase(std::remove(ids_.begin(), ids_.end(), id), ids_.end());
   orphans_.erase(id);

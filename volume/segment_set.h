@@ -42,6 +42,9 @@ class SegmentSet {
   void Add(uint64_t id);
   void Remove(uint64_t id);
   void AddOrphan(uint64_t id) { orphans_.insert(id); }
+  // Makes orphan `id` a segment of the log again, in id order (a rollback
+  // maps blocks into it again). No-op unless it is an orphan.
+  void Adopt(uint64_t id);
   const std::set<uint64_t>& orphans() const { return orphans_; }
 
   // Live-block accounting (see the top).

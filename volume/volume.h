@@ -112,6 +112,19 @@ struct OwnerRecord {
   std::string owner;
 };
 
+// A snapshot of a volume (doc/snapshots.md).
+struct SnapshotInfo {
+  uint64_t id = 0;    // fixed at creation, never reused in the volume
+  std::string name;   // the volume-name rules (Volume::ValidateName)
+  int64_t created = 0;  // seconds since the epoch
+  uint64_t size = 0;    // bytes: the volume's size
+  uint64_t mapped_bytes = 0;  // bytes of the snapshot that hold data
+  // Its map object is written (false for a moment after creation, or
+  // until the owner's next open after a crash: its map is then rebuilt
+  // from the log whenever it is read).
+  bool materialized = false;
+};
+
 // One allocation extent, as reported by BlockStatus.
 struct Extent {
   uint64_t offset = 0;
@@ -158,6 +171,10 @@ class Volume {
   // when it fails.
   static Status Create(store::Store* store, const std::string& name, const CreateOptions& opts);
 
+  // `name` may be "VOL@SNAP": a snapshot, opened read-only (InvalidArgument
+  // unless opts.read_only); its map never changes, and its reads follow the
+  // volume's epochs. NotFound if the snapshot does not exist.
+  //
   // Opens a volume, recovering from a crash if needed. NotFound if absent;
   // Busy if another process has it open for writing; Corruption if the log
   // is damaged before its tail. `store` must outlive the Volume.
@@ -202,7 +219,17 @@ class Volume {
   // cannot be broken: local, memory); the store's error if breaking failed.
   static Status BreakLock(store::Store* store, const std::string& name);
 
-  // Reads info without opening for write (works while another process has
+  // "VOL@SNAP": splits it into *volume and *snap (both validated);
+  // InvalidArgument for anything else. A spec without '@' gives an empty
+  // *snap.
+  static Status ParseSpec(const std::string& spec, std::string* volume, std::string* snap);
+
+  // The volume's snapshots, in creation order; reads only (works while a
+  // server owns the volume). NotFound if the volume does not exist.
+  static Result<std::vector<SnapshotInfo>> ListSnapshots(store::Store* store,
+                                                         const std::string& name);
+
+    // Reads info without opening for write (works while another process has
   // it open; mapped_bytes then reflects the newest checkpoint only).
   static Result<VolumeInfo> Stat(store::Store* store, const std::string& name);
 
@@ -246,6 +273,22 @@ class Volume {
   // then on every write and flush fails with that error; nothing more is
   // acknowledged. Read-only opens: always OK. Aborted after Close.
   virtual Status Owned() const = 0;
+
+  // Snapshots (doc/snapshots.md); writable opens only (NotSupported
+  // otherwise). CreateSnapshot captures the volume atomically with respect
+  // to writes: every write, trim and zeroing acknowledged before the call
+  // is in the snapshot, none that began after it returned. It flushes, and
+  // returns once the snapshot is durable; its cost does not grow with the
+  // volume's size or data (the map object is written in the background).
+  // AlreadyExists for a taken name, InvalidArgument for a bad one.
+  virtual Result<SnapshotInfo> CreateSnapshot(const std::string& snap) = 0;
+  // Removes a snapshot; the cleaner then gives back the space only it held.
+  // NotFound if there is none of that name.
+  virtual Status RemoveSnapshot(const std::string& snap) = 0;
+  virtual Status RenameSnapshot(const std::string& from, const std::string& to) = 0;
+  // Makes the volume's content that of the snapshot (the snapshot stays).
+  // Writes in progress are ordered before it; it is durable on return.
+  virtual Status Rollback(const std::string& snap) = 0;
 
   // Cleans now, in the caller's thread, whatever the background cleaner is
   // doing: copies out the live blocks of every segment that was closed when

@@ -74,9 +74,21 @@ Status Volume::Create(store::Store* store, const std::string& name, const Create
   return Status::OK();
 }
 
-Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::string& name,
+Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::string& spec,
                                              const OpenOptions& opts) {
-  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  std::string name, snap;
+  HBISS_RETURN_IF_ERROR(ParseSpec(spec, &name, &snap));
+  if (!snap.empty()) {
+    if (!opts.read_only) {
+      return Status::InvalidArgument("snapshot " + spec + " is read-only: open it read-only");
+    }
+    HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
+    HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
+    auto v = std::make_unique<VolumeImpl>(store, name, cur.dir, cur.epoch, meta, opts, nullptr);
+    v->SetSnapshot(snap);
+    HBISS_RETURN_IF_ERROR(v->Recover());
+    return std::unique_ptr<Volume>(std::move(v));
+  }
   HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
   std::unique_ptr<store::Lock> lock;
   if (!opts.read_only) {

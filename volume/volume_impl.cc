@@ -35,7 +35,8 @@ std::span<const uint8_t> AsBytes(const std::string& s) {
 Mutex g_hook_mu;
 std::function<void()>* g_encode_hook GUARDED_BY(g_hook_mu) = nullptr;
 
-// Runs the checkpoint encode hook, if one is set (outside g_hook_mu).
+}  // namespace
+
 void RunCheckpointEncodeHook() {
   std::function<void()> hook;
   {
@@ -45,8 +46,6 @@ void RunCheckpointEncodeHook() {
   }
   hook();
 }
-
-}  // namespace
 
 namespace testing {
 
@@ -129,6 +128,7 @@ Status VolumeImpl::Recover() {
     // Open goes on: the reserve only matters on the next full device.
     spdlog::warn("volume {}: no space reserve: {}", name_, rs.ToString());
   }
+  if (!snap_.empty()) return RecoverSnapshotView();
   if (opts_.read_only) {
     // A reader follows the log, which another process may be writing.
     Lock l(&mu_);
@@ -165,7 +165,7 @@ Status VolumeImpl::Recover() {
                                                      rec.prev.offset, rec.new_segment_flags));
   }
   if (!rec.relog.empty()) HBISS_RETURN_IF_ERROR(RelogTail(rec));
-  return Status::OK();
+  return LoadSnapshots();
 }
 
 // Logs the operations of rec.relog again, into the new segment, up to the
@@ -702,6 +702,9 @@ Status VolumeImpl::AppendWork(std::deque<QueueItem>* work,
 void VolumeImpl::BeginCheckpointLocked(PendingCheckpoint* c) {
   // A checkpoint needs the map to match a batch boundary that is not in the
   // middle of an operation.
+  // None while a snapshot's map object is not written: the log since the
+  // newest checkpoint is what its map would be rebuilt from after a crash.
+  if (!pending_snaps_.empty()) return;
   if (!ckpt_sched_.TryBegin(stop_, batch_.op_in_progress(), batch_.active())) return;
   c->wanted = true;
   c->info = NextCheckpointInfoLocked();
@@ -760,7 +763,7 @@ void VolumeImpl::FlusherLoop() {
     if (!abandoned_.empty()) DropAbandonedSegments(l);
     // Wait for work: sealed batches, a flush, dead segments, a checkpoint.
     while (!stop_ && queue_.empty() && flush_target_ <= durable_seq_ && !segs_.has_dead() &&
-           !ckpt_sched_.Due(stop_)) {
+           (!ckpt_sched_.Due(stop_) || !pending_snaps_.empty())) {
       const auto now = std::chrono::steady_clock::now();
       if (IdleRollDueLocked(now)) {
         RollIdleLocked();
@@ -874,6 +877,17 @@ Status VolumeImpl::CountSegmentsLocked() {
 Status VolumeImpl::Refresh() {
   Lock l(&mu_);
   if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+  if (!snap_.empty()) {
+    // A snapshot's map never changes; its segments may have moved to a new
+    // epoch's directory.
+    HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store_, name_));
+    if (cur.dir != view_dir_) {
+      view_dir_ = cur.dir;
+      cache_.SetDir(cur.dir);
+      epoch_.store(cur.epoch, std::memory_order_relaxed);
+    }
+    return Status::OK();
+  }
   if (!follower_) return Status::OK();
   const LogPosition before = follower_->end();
   const uint64_t loads = follower_->loads();
@@ -1043,8 +1057,10 @@ Result<std::vector<MapRun>> VolumeImpl::LiveRuns(uint64_t seg, bool* complete) {
 uint64_t VolumeImpl::PickVictim(double threshold, uint64_t below) {
   Lock l(&mu_);
   if (below == 0) below = cur_->id;
+  // A segment a snapshot needs stays whole: copying its live blocks out
+  // would not let it be deleted.
   return segs_.PickVictim(threshold, below, [&](uint64_t s) NO_THREAD_SAFETY_ANALYSIS {
-    return InMemoryLocked(s);
+    return InMemoryLocked(s) || ckpts_.Pinned(s);
   });
 }
 
@@ -1214,6 +1230,7 @@ VolumeInfo VolumeImpl::Info() const {
 }
 
 Status VolumeImpl::Close() {
+  Lock sl(&snap_mu_);  // no snapshot operation is in progress
   {
     Lock l(&mu_);
     if (closed_) return Status::Aborted("volume " + name_ + " is already closed");
@@ -1233,6 +1250,7 @@ Status VolumeImpl::Close() {
       flusher_cv_.Signal();
     }
     if (flusher_.joinable()) flusher_.join();
+    if (snap_writer_.joinable()) snap_writer_.join();  // stop_ ends its retries
     Lock l(&mu_);
     if (result.ok() && (!failed_.ok() || !no_space_.ok())) result = WritableLocked();
     std::shared_ptr<MemSegment> last;  // closed here: gets a summary
@@ -1248,7 +1266,10 @@ Status VolumeImpl::Close() {
         (void)log_.Abandon();
       }
     }
-    if (result.ok() && !batch_.active() && queue_.empty()) {
+    // Snapshots whose map objects the flusher did not write: now, or the
+    // next open rebuilds them (no checkpoint then: it would cut their log).
+    if (result.ok() && SnapsToMaterializeLocked()) (void)MaterializePendingLocked(l);
+    if (result.ok() && !batch_.active() && queue_.empty() && pending_snaps_.empty()) {
       // Everything is durable: publish a checkpoint of the final map.
       CheckpointInfo ci = NextCheckpointInfoLocked();
       std::string data = EncodeCheckpoint(ci, map_);

@@ -92,6 +92,7 @@
 #include "volume/relog.h"
 #include "volume/segment_cache.h"
 #include "volume/segment_set.h"
+#include "volume/snapshot_registry.h"
 #include "volume/space_reserve.h"
 #include "volume/volume.h"
 #include "volume/volume_meta.h"
@@ -99,6 +100,9 @@
 namespace hbiss::volume {
 
 struct BlockSpan;
+
+// Runs the test hook of volume_testing.h (SetCheckpointEncodeHook), if set.
+void RunCheckpointEncodeHook();
 
 class VolumeImpl final : public Volume, private Cleaner::Host {
  public:
@@ -134,6 +138,17 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status Owned() const override EXCLUDES(mu_);
   Result<CleanStats> Clean(double threshold) override;
   Status Close() override;
+
+  // Snapshots (volume_snapshot.cc, doc/snapshots.md).
+  Result<SnapshotInfo> CreateSnapshot(const std::string& snap) override
+      EXCLUDES(snap_mu_, write_mu_, mu_);
+  Status RemoveSnapshot(const std::string& snap) override EXCLUDES(snap_mu_, write_mu_, mu_);
+  Status RenameSnapshot(const std::string& from, const std::string& to) override
+      EXCLUDES(snap_mu_, write_mu_, mu_);
+  Status Rollback(const std::string& snap) override EXCLUDES(snap_mu_, write_mu_, mu_);
+  // Before Recover: this read-only open shows snapshot `snap` (its map is
+  // fixed; reads follow the volume's epochs).
+  void SetSnapshot(std::string snap) { snap_ = std::move(snap); }
 
  private:
   using Lock = MutexLock;
@@ -297,6 +312,45 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   uint64_t ReserveBytes() override { return reserve_.enabled() ? reserve_.bytes() : 0; }
   void RestoreReserve() override { reserve_.MaybeRestore(); }
 
+  // --- snapshots (volume_snapshot.cc) ---
+  // A snapshot whose map object is not written yet: its map (a
+  // copy-on-write snapshot of map_), written by the flusher once its record
+  // is in the registry (recorded). No checkpoint is written while one
+  // waits, so the log its map could be rebuilt from stays.
+  struct PendingSnap {
+    uint64_t id = 0;
+    uint64_t stop_seq = 0;
+    LogPosition position;
+    std::unique_ptr<ExtentMap> map;  // null while the flusher writes it
+    bool recorded = false;
+  };
+  // Snapshot view (SetSnapshot): loads its map (Recover's part).
+  Status RecoverSnapshotView() EXCLUDES(mu_);
+  // Writable open, before Start: reads the registry, writes the map object of
+  // every pending snapshot (rebuilt from the log) and pins what each needs.
+  Status LoadSnapshots() EXCLUDES(snap_mu_, mu_);
+  // Loads the map of snapshot `rec` in log directory `dir` into *map (empty):
+  // its map object, or rebuilt from the log if it has none yet.
+  Status LoadSnapMap(const layout::LogDir& dir, const SnapshotRecord& rec, ExtentMap* map,
+                     bool* materialized);
+  // Writes `map` as the map object of snapshot `id` (every batch < stop_seq,
+  // ending at `pos`) and pins the segments it needs.
+  Status MaterializeSnap(uint64_t id, uint64_t stop_seq, LogPosition pos, const ExtentMap& map)
+      EXCLUDES(mu_);
+  bool SnapsToMaterializeLocked() const REQUIRES(mu_);
+  // Writes the map objects of recorded pending snapshots. Returns false if
+  // one failed.
+  bool MaterializePendingLocked(Lock& l) REQUIRES(mu_);
+  // The snapshot writer's thread (started by CreateSnapshot when none runs):
+  // materializes until nothing is pending, retrying every second after a
+  // failure, until the volume closes or fails. Not the flusher: a map
+  // object of a big map takes a while to write, and flushes go on meanwhile.
+  void SnapWriterLoop() EXCLUDES(mu_);
+  // Waits until no snapshot is pending (after a failure: at most `wait`).
+  Status AwaitMaterializedLocked() REQUIRES(mu_);
+  void DropPendingLocked(uint64_t id) REQUIRES(mu_);
+  std::string SnapLabel(const std::string& snap) const { return name_ + "@" + snap; }
+
   // --- reads ---
   Status ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out);
   // Read's work, once; a read-only volume retries it after a Refresh when
@@ -317,6 +371,12 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   const uint32_t seg_slots_;
   MemoryBudget* const budget_;
 
+  // Serialises snapshot operations (create, remove, rename, rollback) and
+  // guards the registry. Lock order: snap_mu_ -> write_mu_ -> mu_.
+  Mutex snap_mu_ ACQUIRED_BEFORE(write_mu_);
+  SnapRegistry registry_ GUARDED_BY(snap_mu_);
+  std::string snap_;  // a snapshot view's snapshot (SetSnapshot), else empty
+  std::thread snap_writer_ GUARDED_BY(snap_mu_);
   Mutex write_mu_ ACQUIRED_BEFORE(mu_);        // serialises writers (RMW atomicity)
   mutable Mutex mu_;
   CondVar flusher_cv_;  // wakes the flusher
@@ -353,12 +413,17 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   std::chrono::steady_clock::time_point next_retry_ GUARDED_BY(mu_){};
   std::chrono::steady_clock::time_point last_retry_ GUARDED_BY(mu_){};
   std::vector<uint64_t> abandoned_ GUARDED_BY(mu_);  // segment objects to delete
+  std::vector<PendingSnap> pending_snaps_ GUARDED_BY(mu_);
+  bool snap_write_failed_ GUARDED_BY(mu_) = false;  // the last map object write failed
+  bool snap_writer_running_ GUARDED_BY(mu_) = false;
   bool stop_ GUARDED_BY(mu_) = false;
   bool closed_ GUARDED_BY(mu_) = false;
   bool started_ = false;  // set by Start before any other thread runs
 
   // Read-only opens: the map follows the log (log_follower.h); null otherwise.
   std::unique_ptr<LogFollower> follower_ GUARDED_BY(mu_);
+  // A snapshot view: the log directory it reads now (it follows epochs).
+  layout::LogDir view_dir_ GUARDED_BY(mu_);
 
   SpaceReserve reserve_;
   CheckpointSet ckpts_;

@@ -9,7 +9,7 @@
 namespace hbiss::volume::testing {
 
 // Runs `hook` in a volume's flusher thread each time it encodes a
-// checkpoint, right before the encode (so a hook that blocks stands for an
+// checkpoint or a snapshot's map object, right before the encode (so a hook that blocks stands for an
 // encode that takes that long). The flusher holds no volume lock there,
 // unless it could not take a snapshot of the map and encodes in place.
 // An empty function removes the hook.

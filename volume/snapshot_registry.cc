@@ -1,0 +1,99 @@
+#include "volume/snapshot_registry.h"
+
+#include <utility>
+
+#include <nlohmann/json.hpp>
+
+#include "volume/log_format.h"
+#include "volume/volume.h"
+
+namespace hbiss::volume {
+
+const SnapshotRecord* SnapRegistry::Find(const std::string& name) const {
+  for (const SnapshotRecord& s : snaps) {
+    if (s.name == name) return &s;
+  }
+  return nullptr;
+}
+
+SnapshotRecord* SnapRegistry::Find(const std::string& name) {
+  return const_cast<SnapshotRecord*>(std::as_const(*this).Find(name));
+}
+
+std::string EncodeSnapRegistry(const SnapRegistry& r) {
+  nlohmann::json j;
+  j["format"] = "hbiss-snapshots";
+  j["version"] = kSnapRegistryVersion;
+  j["next_id"] = r.next_id;
+  j["snapshots"] = nlohmann::json::array();
+  for (const SnapshotRecord& s : r.snaps) {
+    j["snapshots"].push_back({{"id", s.id},
+                              {"name", s.name},
+                              {"created", s.created},
+                              {"stop_seq", s.stop_seq},
+                              {"mapped_blocks", s.mapped_blocks}});
+  }
+  return j.dump(1) + "\n";
+}
+
+Result<SnapRegistry> DecodeSnapRegistry(const std::string& text, const std::string& where) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  auto bad = [&](const std::string& why) { return Status::Corruption(where + ": " + why); };
+  if (j.is_discarded() || !j.is_object()) return bad("is not a JSON object");
+  if (!j.contains("format") || j["format"] != "hbiss-snapshots") return bad("has a wrong format tag");
+  if (!j.contains("version") || !j["version"].is_number_unsigned() || j["version"] == 0) {
+    return bad("has no version");
+  }
+  if (j["version"].get<uint64_t>() > kSnapRegistryVersion) {
+    return Status::NotSupported(where + ": version " +
+                                std::to_string(j["version"].get<uint64_t>()) +
+                                " is newer than this build supports");
+  }
+  if (!j.contains("next_id") || !j["next_id"].is_number_unsigned()) return bad("has no next_id");
+  if (!j.contains("snapshots") || !j["snapshots"].is_array()) return bad("has no snapshot list");
+  SnapRegistry r;
+  r.next_id = j["next_id"].get<uint64_t>();
+  for (const auto& e : j["snapshots"]) {
+    if (!e.is_object()) return bad("has a snapshot that is not an object");
+    for (const char* k : {"id", "stop_seq"}) {
+      if (!e.contains(k) || !e[k].is_number_unsigned()) return bad("has a snapshot without " + std::string(k));
+    }
+    if (!e.contains("name") || !e["name"].is_string()) return bad("has a snapshot without a name");
+    SnapshotRecord s;
+    s.id = e["id"].get<uint64_t>();
+    s.name = e["name"].get<std::string>();
+    s.stop_seq = e["stop_seq"].get<uint64_t>();
+    if (e.contains("created") && e["created"].is_number_integer()) s.created = e["created"];
+    if (e.contains("mapped_blocks") && e["mapped_blocks"].is_number_unsigned()) {
+      s.mapped_blocks = e["mapped_blocks"];
+    }
+    if (s.id == 0 || s.id >= r.next_id || s.stop_seq == 0 || !Volume::ValidateName(s.name).ok() ||
+        r.Find(s.name) != nullptr) {
+      return bad("has a bad snapshot record (" + s.name + ")");
+    }
+    for (const SnapshotRecord& o : r.snaps) {
+      if (o.id == s.id) return bad("has two snapshots with id " + std::to_string(s.id));
+    }
+    r.snaps.push_back(std::move(s));
+  }
+  return r;
+}
+
+Result<SnapRegistry> ReadSnapRegistry(store::Store* store, const layout::LogDir& dir) {
+  auto text = store->Get(layout::SnapsName(dir), layout::kMaxMetaBytes);
+  if (!text.ok()) {
+    if (text.status().IsNotFound()) return SnapRegistry{};
+    return text.status().WithContext("volume " + dir.volume() + ": reading its snapshots");
+  }
+  return DecodeSnapRegistry(*text, "volume " + dir.volume() + ": snapshot registry");
+}
+
+Status WriteSnapRegistry(store::Store* store, const layout::LogDir& dir, const SnapRegistry& r) {
+  const std::string text = EncodeSnapRegistry(r);
+  return store
+      ->Put(layout::SnapsName(dir),
+            std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()))
+      .WithContext("volume " + dir.volume() + ": writing its snapshots");
+}
+
+}  // namespace hbiss::volume

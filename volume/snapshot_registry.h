@@ -1,0 +1,55 @@
+// The snapshots of a volume, as its current epoch records them
+// (doc/snapshots.md): the registry object epoch/<E>/snaps (JSON) and one map
+// object per snapshot, epoch/<E>/snap/<16 hex id>, in checkpoint format
+// (doc/checkpoint_format.md) with seq = the snapshot's id.
+//
+// A snapshot is the log up to a batch boundary: every batch with a seq below
+// `stop_seq`. Its record is written (the snapshot exists) once that part of
+// the log is durable; its map object is written afterwards (O(1) creation:
+// doc/snapshots.md "Creating"). Until the map object exists the snapshot is
+// *pending*, and its map is rebuilt from the log (ReplayLogTo) by whoever
+// needs it; the owner writes no checkpoint while a snapshot is pending, so
+// the log it needs stays.
+//
+// Encode/Decode are pure; Read/Write use the store. Thread-compatible.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "store/store.h"
+#include "util/status.h"
+#include "volume/layout.h"
+
+namespace hbiss::volume {
+
+inline constexpr uint32_t kSnapRegistryVersion = 1;
+
+struct SnapshotRecord {
+  uint64_t id = 0;        // never reused within a volume; names the map object
+  std::string name;
+  int64_t created = 0;    // seconds since the epoch
+  uint64_t stop_seq = 0;  // the snapshot is every batch with seq < stop_seq
+  uint64_t mapped_blocks = 0;  // blocks mapped in the snapshot
+};
+
+struct SnapRegistry {
+  uint64_t next_id = 1;
+  std::vector<SnapshotRecord> snaps;  // in creation order
+
+  const SnapshotRecord* Find(const std::string& name) const;
+  SnapshotRecord* Find(const std::string& name);
+};
+
+std::string EncodeSnapRegistry(const SnapRegistry& r);
+// Corruption for anything malformed; NotSupported for a newer version.
+// `where` is for messages.
+Result<SnapRegistry> DecodeSnapRegistry(const std::string& text, const std::string& where);
+
+// The registry of log directory `dir`; an empty one when it has none.
+Result<SnapRegistry> ReadSnapRegistry(store::Store* store, const layout::LogDir& dir);
+// Replaces it (Store::Put: atomic and durable).
+Status WriteSnapRegistry(store::Store* store, const layout::LogDir& dir, const SnapRegistry& r);
+
+}  // namespace hbiss::volume

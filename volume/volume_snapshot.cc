@@ -1,0 +1,449 @@
+// Snapshots of a volume (doc/snapshots.md): VolumeImpl's part. The registry
+// and object names are in snapshot_registry.h; rebuilding a pending
+// snapshot's map from the log is ReplayLogTo (recovery.h).
+//
+// Creating one: under write_mu_ and mu_ (no operation in progress) seal the
+// open batch, note the next batch seq (stop_seq: the snapshot is every batch
+// before it) and take a copy-on-write snapshot of the map (one directory
+// copy). Then flush, and write the record into the registry: from then on
+// the snapshot exists. The flusher writes its map object afterwards, and
+// writes no checkpoint before that, so a crash in between loses nothing:
+// the next writable open rebuilds the map from the log (which no checkpoint
+// has yet let the cleaner delete) and writes it.
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <set>
+
+#include <spdlog/spdlog.h>
+
+#include "util/bytes.h"
+#include "util/thread.h"
+#include "volume/checkpoint.h"
+#include "volume/epoch.h"
+#include "volume/recovery.h"
+#include "volume/volume_impl.h"
+
+namespace hbiss::volume {
+
+namespace {
+
+// The segments the runs of `map` point into, increasing.
+std::vector<uint64_t> SegmentsOf(const ExtentMap& map) {
+  std::set<uint64_t> segs;
+  map.ForEach([&](const MapRun& r) { segs.insert(r.seg); });
+  return {segs.begin(), segs.end()};
+}
+
+Status ValidateSnapName(const std::string& snap) {
+  Status s = Volume::ValidateName(snap);
+  if (s.ok()) return s;
+  std::string m = s.message();
+  if (m.rfind("volume name", 0) == 0) m.replace(0, 11, "snapshot name");
+  return Status::InvalidArgument(m);
+}
+
+}  // namespace
+
+Status Volume::ParseSpec(const std::string& spec, std::string* volume, std::string* snap) {
+  const size_t at = spec.find('@');
+  if (at == std::string::npos) {
+    HBISS_RETURN_IF_ERROR(ValidateName(spec));
+    *volume = spec;
+    snap->clear();
+    return Status::OK();
+  }
+  const std::string v = spec.substr(0, at), s = spec.substr(at + 1);
+  HBISS_RETURN_IF_ERROR(ValidateName(v));
+  HBISS_RETURN_IF_ERROR(ValidateSnapName(s));
+  *volume = v;
+  *snap = s;
+  return Status::OK();
+}
+
+Result<std::vector<SnapshotInfo>> Volume::ListSnapshots(store::Store* store,
+                                                        const std::string& name) {
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
+  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
+  HBISS_ASSIGN_OR_RETURN(SnapRegistry reg, ReadSnapRegistry(store, cur.dir));
+  HBISS_ASSIGN_OR_RETURN(auto objs, ListIds(store, layout::SnapDir(cur.dir)));
+  std::vector<SnapshotInfo> out;
+  for (const SnapshotRecord& r : reg.snaps) {
+    SnapshotInfo i;
+    i.id = r.id;
+    i.name = r.name;
+    i.created = r.created;
+    i.size = meta.size;
+    i.mapped_bytes = r.mapped_blocks * kBlockSize;
+    i.materialized = std::any_of(objs.begin(), objs.end(), [&](auto& o) { return o.first == r.id; });
+    out.push_back(std::move(i));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Loading
+
+Status VolumeImpl::LoadSnapMap(const layout::LogDir& dir, const SnapshotRecord& rec,
+                               ExtentMap* map, bool* materialized) {
+  const std::string obj = layout::SnapName(dir, rec.id);
+  const std::string label = SnapLabel(rec.name);
+  auto decode = [&](const std::string& data) -> Status {
+    map->Reset();
+    CheckpointInfo ci;
+    Status s = DecodeCheckpoint(data, &ci, map);
+    if (s.ok() && (ci.volume_id != meta_.id || ci.volume_size != meta_.size || ci.seq != rec.id ||
+                   ci.next_seq != rec.stop_seq)) {
+      s = Status::Corruption("the map object belongs to another snapshot");
+    }
+    if (!s.ok()) map->Reset();
+    *materialized = s.ok();
+    return s.WithContext("snapshot " + label + ": " + obj);
+  };
+  auto data = store_->Get(obj, layout::kMaxCheckpointBytes);
+  if (data.ok()) return decode(*data);
+  if (!data.status().IsNotFound()) return data.status().WithContext("snapshot " + label);
+  // Pending: the owner has not written its map yet (or crashed first).
+  map->Reset();
+  uint64_t from = 0;
+  Status s = ReplayLogTo(store_, dir, meta_, rec.stop_seq, map, &from);
+  if (s.ok()) {
+    *materialized = false;
+    spdlog::debug("snapshot {}: map rebuilt from the log (checkpoint {})", label, from);
+    return s;
+  }
+  // The owner may have written it meanwhile and cleaned the log since.
+  auto again = store_->Get(obj, layout::kMaxCheckpointBytes);
+  if (again.ok()) return decode(*again);
+  map->Reset();
+  return s.WithContext("snapshot " + label + ": rebuilding its map from the log");
+}
+
+Status VolumeImpl::RecoverSnapshotView() {
+  Lock l(&mu_);
+  view_dir_ = dir_;
+  for (int attempt = 0;; attempt++) {
+    HBISS_ASSIGN_OR_RETURN(SnapRegistry reg, ReadSnapRegistry(store_, view_dir_));
+    const SnapshotRecord* rec = reg.Find(snap_);
+    Status s;
+    if (rec == nullptr) {
+      s = Status::NotFound("snapshot " + SnapLabel(snap_) + " does not exist");
+    } else {
+      bool materialized = false;
+      s = LoadSnapMap(view_dir_, *rec, &map_, &materialized);
+    }
+    if (s.ok()) return s;
+    // A new owner may have renamed the log (a new epoch) under the reads.
+    HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store_, name_));
+    if (cur.dir == view_dir_ || attempt == 4) return s;
+    view_dir_ = cur.dir;
+    cache_.SetDir(cur.dir);
+    epoch_.store(cur.epoch, std::memory_order_relaxed);
+  }
+}
+
+Status VolumeImpl::MaterializeSnap(uint64_t id, uint64_t stop_seq, LogPosition pos,
+                                   const ExtentMap& map) {
+  CheckpointInfo ci;
+  ci.volume_id = meta_.id;
+  ci.seq = id;
+  ci.position = pos;
+  ci.next_seq = stop_seq;
+  ci.volume_size = meta_.size;
+  ci.segment_ids = SegmentsOf(map);
+  RunCheckpointEncodeHook();
+  const std::string data = EncodeCheckpoint(ci, map);
+  Status s = store_->Put(layout::SnapName(dir_, id), AsBytes(data));
+  if (ReleaseReserve(s)) s = store_->Put(layout::SnapName(dir_, id), AsBytes(data));
+  HBISS_RETURN_IF_ERROR(s.WithContext("volume " + name_ + ": writing snapshot map " + Hex16(id)));
+  ckpts_.Pin(id, std::move(ci.segment_ids));
+  return Status::OK();
+}
+
+Status VolumeImpl::LoadSnapshots() {
+  Lock sl(&snap_mu_);
+  HBISS_ASSIGN_OR_RETURN(registry_, ReadSnapRegistry(store_, dir_));
+  HBISS_ASSIGN_OR_RETURN(auto objs, ListIds(store_, layout::SnapDir(dir_)));
+  std::set<uint64_t> have;
+  for (auto& [id, size] : objs) have.insert(id);
+  for (const SnapshotRecord& rec : registry_.snaps) {
+    ExtentMap m(meta_.size / kBlockSize);
+    bool materialized = false;
+    HBISS_RETURN_IF_ERROR(LoadSnapMap(dir_, rec, &m, &materialized));
+    if (materialized) {
+      ckpts_.Pin(rec.id, SegmentsOf(m));
+      continue;
+    }
+    // Created just before a crash: write its map now, before any checkpoint
+    // can let the cleaner delete the log it was rebuilt from.
+    LogPosition pos;  // informational in a snapshot's map object
+    HBISS_RETURN_IF_ERROR(MaterializeSnap(rec.id, rec.stop_seq, pos, m));
+    spdlog::info("volume {}: wrote the map of snapshot {}, rebuilt from the log", name_,
+                 SnapLabel(rec.name));
+  }
+  // Map objects of no snapshot: a removal or a creation a crash cut short.
+  for (uint64_t id : have) {
+    if (std::none_of(registry_.snaps.begin(), registry_.snaps.end(),
+                     [&](const SnapshotRecord& r) { return r.id == id; })) {
+      Status d = store_->Delete(layout::SnapName(dir_, id));
+      if (!d.ok() && !d.IsNotFound()) {
+        spdlog::warn("volume {}: deleting an unused snapshot map: {}", name_, d.ToString());
+      }
+    }
+  }
+  return Status::OK();
+}
+
+// ---------------------------------------------------------------------------
+// The flusher's part
+
+bool VolumeImpl::SnapsToMaterializeLocked() const {
+  return std::any_of(pending_snaps_.begin(), pending_snaps_.end(),
+                     [](const PendingSnap& p) { return p.recorded && p.map != nullptr; });
+}
+
+bool VolumeImpl::MaterializePendingLocked(Lock& l) {
+  bool all_ok = true;
+  for (;;) {
+    auto it = std::find_if(pending_snaps_.begin(), pending_snaps_.end(),
+                           [](const PendingSnap& p) { return p.recorded && p.map != nullptr; });
+    if (it == pending_snaps_.end()) break;
+    const uint64_t id = it->id, stop = it->stop_seq;
+    const LogPosition pos = it->position;
+    std::unique_ptr<ExtentMap> map = std::move(it->map);
+    l.Unlock();
+    Status s = MaterializeSnap(id, stop, pos, *map);
+    l.Lock();
+    auto again = std::find_if(pending_snaps_.begin(), pending_snaps_.end(),
+                              [&](const PendingSnap& p) { return p.id == id; });
+    if (s.ok()) {
+      if (again != pending_snaps_.end()) pending_snaps_.erase(again);
+      snap_write_failed_ = false;
+    } else {
+      spdlog::warn("{}; retried later (no checkpoint is written meanwhile)", s.ToString());
+      if (again != pending_snaps_.end()) again->map = std::move(map);
+      snap_write_failed_ = true;
+      all_ok = false;
+      break;
+    }
+  }
+  done_cv_.SignalAll();
+  return all_ok;
+}
+
+void VolumeImpl::SnapWriterLoop() {
+  Lock l(&mu_);
+  while (!stop_ && failed_.ok() && SnapsToMaterializeLocked()) {
+    if (!MaterializePendingLocked(l)) done_cv_.WaitFor(&mu_, std::chrono::seconds(1));
+  }
+  snap_writer_running_ = false;
+  flusher_cv_.Signal();  // checkpoints may go on
+  done_cv_.SignalAll();
+}
+
+Status VolumeImpl::AwaitMaterializedLocked() {
+  while (!pending_snaps_.empty() && failed_.ok() && !stop_ && !snap_write_failed_) {
+    done_cv_.Wait(&mu_);
+  }
+  if (pending_snaps_.empty()) return Status::OK();
+  HBISS_RETURN_IF_ERROR(UsableLocked());
+  return Status::IOError("volume " + name_ + ": a snapshot's map could not be written yet");
+}
+
+void VolumeImpl::DropPendingLocked(uint64_t id) {
+  pending_snaps_.erase(std::remove_if(pending_snaps_.begin(), pending_snaps_.end(),
+                                      [&](const PendingSnap& p) { return p.id == id; }),
+                       pending_snaps_.end());
+  done_cv_.SignalAll();
+}
+
+// ---------------------------------------------------------------------------
+// Operations
+
+Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
+  HBISS_RETURN_IF_ERROR(ValidateSnapName(snap));
+  Lock sl(&snap_mu_);
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(UsableLocked());
+  }
+  if (!snap_.empty()) return Status::NotSupported("snapshot " + SnapLabel(snap_) + " is read-only");
+  if (registry_.Find(snap) != nullptr) {
+    return Status::AlreadyExists("snapshot " + SnapLabel(snap) + " already exists");
+  }
+  SnapshotRecord rec;
+  rec.id = registry_.next_id;
+  rec.name = snap;
+  rec.created = int64_t(std::time(nullptr));
+  {
+    // No operation is in progress under write_mu_: the map holds exactly
+    // the operations that were acknowledged (or are about to be, having
+    // been applied), and the sealed batches hold them all.
+    Lock wl(&write_mu_);
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+    SealBatchLocked();
+    PendingSnap p;
+    p.id = rec.id;
+    p.stop_seq = rec.stop_seq = next_seq_;
+    p.position = SealedEndLocked();
+    HBISS_ASSIGN_OR_RETURN(p.map, map_.Snapshot());
+    rec.mapped_blocks = map_.MappedBlocks();
+    pending_snaps_.push_back(std::move(p));
+    flusher_cv_.Signal();
+  }
+  auto abandon = [&](Status s) {
+    Lock l(&mu_);
+    DropPendingLocked(rec.id);
+    return s.WithContext("snapshot " + SnapLabel(snap));
+  };
+  // Every batch before stop_seq durable, then the record: the snapshot exists.
+  if (Status f = Flush(); !f.ok()) return abandon(f);
+  SnapRegistry next = registry_;
+  next.next_id = rec.id + 1;
+  next.snaps.push_back(rec);
+  if (Status w = WriteSnapRegistry(store_, dir_, next); !w.ok()) return abandon(w);
+  // A Put into an epoch renamed away recreates it: the fence's check.
+  if (Status c = CheckEpochStillOurs(store_, dir_); !c.ok()) return abandon(c);
+  registry_ = std::move(next);
+  bool start = false;
+  {
+    Lock l(&mu_);
+    for (PendingSnap& p : pending_snaps_) {
+      if (p.id == rec.id) p.recorded = true;
+    }
+    start = !snap_writer_running_;
+    snap_writer_running_ = true;
+    done_cv_.SignalAll();  // a writer in its retry wait looks again
+  }
+  if (start) {
+    if (snap_writer_.joinable()) snap_writer_.join();  // it has ended
+    auto t = StartThread("snapshot writer", [this] { SnapWriterLoop(); });
+    if (t.ok()) {
+      snap_writer_ = std::move(*t);
+    } else {
+      // The snapshot exists; its map object is written by Close or, after a
+      // crash, by the next open.
+      spdlog::warn("volume {}: {}", name_, t.status().ToString());
+      Lock l(&mu_);
+      snap_writer_running_ = false;
+    }
+  }
+  spdlog::info("volume {}: snapshot {} created (id {}, batches before {})", name_,
+               SnapLabel(snap), rec.id, rec.stop_seq);
+  SnapshotInfo info;
+  info.id = rec.id;
+  info.name = rec.name;
+  info.created = rec.created;
+  info.size = meta_.size;
+  info.mapped_bytes = rec.mapped_blocks * kBlockSize;
+  return info;
+}
+
+Status VolumeImpl::RemoveSnapshot(const std::string& snap) {
+  HBISS_RETURN_IF_ERROR(ValidateSnapName(snap));
+  Lock sl(&snap_mu_);
+  if (!snap_.empty() || opts_.read_only) {
+    return Status::NotSupported("volume " + name_ + " is open read-only");
+  }
+  const SnapshotRecord* rec = registry_.Find(snap);
+  if (rec == nullptr) return Status::NotFound("snapshot " + SnapLabel(snap) + " does not exist");
+  const uint64_t id = rec->id;
+  {
+    // Its map object is being written by the flusher: let it finish first.
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(UsableLocked());
+    HBISS_RETURN_IF_ERROR(AwaitMaterializedLocked());
+  }
+  SnapRegistry next = registry_;
+  next.snaps.erase(std::remove_if(next.snaps.begin(), next.snaps.end(),
+                                  [&](const SnapshotRecord& r) { return r.id == id; }),
+                   next.snaps.end());
+  HBISS_RETURN_IF_ERROR(WriteSnapRegistry(store_, dir_, next));
+  HBISS_RETURN_IF_ERROR(CheckEpochStillOurs(store_, dir_));
+  registry_ = std::move(next);
+  ckpts_.Unpin(id);
+  // Garbage from here on; the next writable open deletes it if this fails.
+  Status d = store_->Delete(layout::SnapName(dir_, id));
+  if (!d.ok() && !d.IsNotFound()) {
+    spdlog::warn("volume {}: deleting the map of snapshot {}: {}", name_, SnapLabel(snap),
+                 d.ToString());
+  }
+  spdlog::info("volume {}: snapshot {} removed", name_, SnapLabel(snap));
+  cleaner_.Wake();  // what only the snapshot held can go now
+  return Status::OK();
+}
+
+Status VolumeImpl::RenameSnapshot(const std::string& from, const std::string& to) {
+  HBISS_RETURN_IF_ERROR(ValidateSnapName(from));
+  HBISS_RETURN_IF_ERROR(ValidateSnapName(to));
+  Lock sl(&snap_mu_);
+  if (!snap_.empty() || opts_.read_only) {
+    return Status::NotSupported("volume " + name_ + " is open read-only");
+  }
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(UsableLocked());
+  }
+  SnapRegistry next = registry_;
+  SnapshotRecord* rec = next.Find(from);
+  if (rec == nullptr) return Status::NotFound("snapshot " + SnapLabel(from) + " does not exist");
+  if (from == to) return Status::OK();
+  if (next.Find(to) != nullptr) {
+    return Status::AlreadyExists("snapshot " + SnapLabel(to) + " already exists");
+  }
+  rec->name = to;
+  HBISS_RETURN_IF_ERROR(WriteSnapRegistry(store_, dir_, next));
+  HBISS_RETURN_IF_ERROR(CheckEpochStillOurs(store_, dir_));
+  registry_ = std::move(next);
+  return Status::OK();
+}
+
+Status VolumeImpl::Rollback(const std::string& snap) {
+  HBISS_RETURN_IF_ERROR(ValidateSnapName(snap));
+  Lock sl(&snap_mu_);
+  if (!snap_.empty() || opts_.read_only) {
+    return Status::NotSupported("volume " + name_ + " is open read-only");
+  }
+  const SnapshotRecord* rec = registry_.Find(snap);
+  if (rec == nullptr) return Status::NotFound("snapshot " + SnapLabel(snap) + " does not exist");
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(UsableLocked());
+    HBISS_RETURN_IF_ERROR(AwaitMaterializedLocked());
+  }
+  ExtentMap target(meta_.size / kBlockSize);
+  bool materialized = false;
+  HBISS_RETURN_IF_ERROR(LoadSnapMap(dir_, *rec, &target, &materialized));
+  const std::vector<uint64_t> segs = SegmentsOf(target);
+  // Writers wait until the rollback is durable: a write acknowledged (and
+  // flushed) after it must never survive a crash without it.
+  Lock wl(&write_mu_);
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+    SealBatchLocked();
+    map_.Reset();
+    Status s;
+    target.ForEach([&](const MapRun& r) {
+      if (s.ok()) s = map_.Set(r.lba, r.count, r.seg, r.slot);
+    });
+    if (!s.ok()) return FailLocked(s.WithContext("volume " + name_ + ": rollback"));
+    for (uint64_t seg : segs) segs_.Adopt(seg);
+    segs_.Recount(map_);
+    for (uint64_t seg : segs_.ids()) {
+      if (segs_.live(seg) == 0 && !InMemoryLocked(seg)) segs_.NoteDead(seg);
+    }
+  }
+  // The new map reaches the store as checkpoints (both kept ones, so that
+  // recovery never falls back to one from before the rollback).
+  HBISS_RETURN_IF_ERROR(Flush());
+  HBISS_RETURN_IF_ERROR(CheckpointNow().WithContext("volume " + name_ + ": rollback"));
+  HBISS_RETURN_IF_ERROR(CheckpointNow().WithContext("volume " + name_ + ": rollback"));
+  spdlog::info("volume {}: rolled back to snapshot {}", name_, SnapLabel(snap));
+  cleaner_.Wake();
+  return Status::OK();
+}
+
+}  // namespace hbiss::volume
