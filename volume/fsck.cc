@@ -147,19 +147,33 @@ std::vector<MapRun> RunsOf(const ExtentMap& map) {
   return runs;
 }
 
-// The first lba where two maps differ, if any.
+// Where block `lba` is mapped in `runs` (sorted, mapped runs only), as
+// (segment, slot); (0, 0) when it is not.
+std::pair<uint32_t, uint64_t> WhereIn(const std::vector<MapRun>& runs, uint64_t lba) {
+  auto it = std::upper_bound(runs.begin(), runs.end(), lba,
+                             [](uint64_t l, const MapRun& r) { return l < r.lba; });
+  if (it == runs.begin()) return {0, 0};
+  --it;
+  if (lba >= it->lba + it->count) return {0, 0};
+  return {it->seg, it->slot + (lba - it->lba)};
+}
+
+// The first lba where two maps differ, if any. Between two consecutive run
+// boundaries (of either map) both maps are unmapped or move one slot per
+// block, so comparing them at each boundary is enough.
 std::optional<uint64_t> FirstDifference(const ExtentMap& a, const ExtentMap& b) {
-  std::vector<MapRun> ra = RunsOf(a), rb = RunsOf(b);
-  size_t n = std::min(ra.size(), rb.size());
-  for (size_t i = 0; i < n; i++) {
-    const MapRun& x = ra[i];
-    const MapRun& y = rb[i];
-    if (x.lba != y.lba || x.count != y.count || x.seg != y.seg || x.slot != y.slot) {
-      return std::min(x.lba, y.lba);
+  const std::vector<MapRun> ra = RunsOf(a), rb = RunsOf(b);
+  std::vector<uint64_t> edges;
+  for (const auto* runs : {&ra, &rb}) {
+    for (const MapRun& r : *runs) {
+      edges.push_back(r.lba);
+      edges.push_back(r.lba + r.count);
     }
   }
-  if (ra.size() > n) return ra[n].lba;
-  if (rb.size() > n) return rb[n].lba;
+  std::sort(edges.begin(), edges.end());
+  for (uint64_t lba : edges) {
+    if (WhereIn(ra, lba) != WhereIn(rb, lba)) return lba;
+  }
   return std::nullopt;
 }
 
