@@ -65,13 +65,16 @@ Status ScanSegment(store::Store* store, const layout::LogDir& dir, const VolumeM
   const uint64_t size = reader->Size();
   const uint32_t seg_slots = uint32_t(meta.segment_size / kSlotSize);
   out->slots.assign(size / kSlotSize, SlotInfo{});
-  std::vector<uint8_t> buf(kSlotSize);
-  if (size < kSlotSize) {
+  // A header is read as recovery reads it: a torn creation may leave less
+  // than a slot, which still holds a whole header.
+  std::vector<uint8_t> buf(std::min<uint64_t>(size, kSlotSize));
+  if (size < kSegmentHeaderBytes) {
     out->header_error = "the object is shorter than a segment header";
     return Status::OK();
   }
   HBISS_RETURN_IF_ERROR(ReadExact(reader, 0, buf, where));
   auto h = DecodeSegmentHeader(buf);
+  buf.resize(kSlotSize);
   if (!h.ok()) {
     out->header_error = h.status().ToString();
   } else if (h->volume_id != meta.id || h->segment_id != id) {
