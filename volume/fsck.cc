@@ -208,6 +208,15 @@ Status CompareCheckpoints(store::Store* store, const layout::LogDir& dir, const 
     return Status::OK();
   };
   if (to < from) return mismatch("the newer one's position is before the older one's");
+  if (from.segment_id != 0 && !segs.count(from.segment_id)) {
+    FsckProblem p = Corrupt("missing-segment", from.segment_id,
+                            fmt::format("segment {}, where the log after checkpoint {} starts, "
+                                        "is missing",
+                                        Hex16(from.segment_id), older.info.seq));
+    p.checkpoint = older.info.seq;
+    report->Add(std::move(p));
+    return Status::OK();
+  }
   // The segments from the older position on, in log order.
   std::vector<uint64_t> order;
   if (from.segment_id != 0) order.push_back(from.segment_id);
