@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -89,12 +90,11 @@ nlohmann::ordered_json JsonOf(const FsckReport& r) {
     problems.push_back(std::move(o));
   }
   j["problems"] = std::move(problems);
-  j["segments"] = r.segments;
-  j["log-bytes"] = r.log_bytes;
-  j["mapped-blocks"] = r.mapped_blocks;
-  j["checkpoint"] = r.checkpoint_seq;
-  j["checkpoints"] = r.checkpoints;
-  j["data-slots-checked"] = r.data_slots_checked;
+  const std::pair<const char*, uint64_t> totals[] = {
+      {"segments", r.segments},         {"log-bytes", r.log_bytes},
+      {"mapped-blocks", r.mapped_blocks}, {"checkpoint", r.checkpoint_seq},
+      {"checkpoints", r.checkpoints},   {"data-slots-checked", r.data_slots_checked}};
+  for (const auto& [key, value] : totals) j[key] = value;
   nlohmann::ordered_json usage = nlohmann::ordered_json::array();
   for (const volume::FsckSegment& s : r.segment_usage) {
     usage.push_back({{"segment", s.id},
@@ -144,12 +144,14 @@ int RunFsck(const GlobalOptions& g, const std::string& name, bool json, bool rep
                    {"leaked-bytes", first->leaked_bytes}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
+    const uint64_t leaks_fixed = first->leaks - std::min(first->leaks, after->leaks);
+    const uint64_t corruptions_fixed =
+        first->corruptions - std::min(first->corruptions, after->corruptions);
     std::printf("The following inconsistencies were found and repaired:\n\n"
                 "    %llu leaked segments\n    %llu corruptions\n\n"
                 "Double checking the fixed volume now...\n",
-                static_cast<unsigned long long>(first->leaks - std::min(first->leaks, after->leaks)),
-                static_cast<unsigned long long>(first->corruptions -
-                                                std::min(first->corruptions, after->corruptions)));
+                static_cast<unsigned long long>(leaks_fixed),
+                static_cast<unsigned long long>(corruptions_fixed));
     PrintText(*after);
   }
   return std::fflush(stdout) == 0 ? ExitCodeOf(*after) : kExitIncomplete;

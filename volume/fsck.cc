@@ -98,8 +98,10 @@ Status ScanSegment(store::Store* store, const layout::LogDir& dir, const VolumeM
       break;
     }
     const uint64_t first = off / kSlotSize + 1;
-    const uint64_t present =
-        std::min<uint64_t>(bh.data_crcs.size(), out->slots.size() - std::min(out->slots.size(), size_t(first)));
+    // Data slots past the end of the object stay uncovered.
+    const uint64_t object_slots = out->slots.size();
+    const uint64_t present = std::min<uint64_t>(
+        bh.data_crcs.size(), object_slots - std::min<uint64_t>(object_slots, first));
     std::vector<uint8_t> data(present * kSlotSize);
     if (present > 0) HBISS_RETURN_IF_ERROR(ReadExact(reader, first * kSlotSize, data, where));
     uint64_t i = 0;
