@@ -263,6 +263,47 @@ TEST_F(FsckTest, AnUnreferencedSegmentIsALeakThatRepairDeletes) {
   EXPECT_EQ(Ids("seg"), segs);
 }
 
+TEST_F(FsckTest, ADamagedBatchHeaderIsReportedWithTheBlocksItCovered) {
+  Fill();
+  auto [seg, off] = Locate(205, 3);
+  // The batch header that covers the block: the nearest one before it.
+  const std::string obj = Log() + "/seg/" + Hex16(seg);
+  std::string d = Get(obj);
+  uint64_t header = off - kSlotSize;
+  BatchHeader bh;
+  while (header > kSlotSize &&
+         !DecodeBatchHeader(std::span<const uint8_t>(
+                                reinterpret_cast<const uint8_t*>(d.data()) + header, kSlotSize),
+                            &bh)
+              .ok()) {
+    header -= kSlotSize;
+  }
+  d[header + 20] ^= 0x04;
+  Put(obj, d);
+  FsckReport r = Check();
+  const FsckProblem* p = Find(r, "batch-header");
+  ASSERT_NE(p, nullptr) << Problems(r);
+  EXPECT_EQ(p->segment, seg);
+  EXPECT_LE(p->offset.value_or(~0ull), header);
+  const FsckProblem* m = Find(r, "map");
+  ASSERT_NE(m, nullptr) << Problems(r);
+  EXPECT_EQ(m->segment, seg);
+}
+
+TEST_F(FsckTest, ADamagedSegmentHeaderOfAReferencedSegmentIsCorruption) {
+  Fill();
+  auto [seg, off] = Locate(1, 2);
+  const std::string obj = Log() + "/seg/" + Hex16(seg);
+  std::string d = Get(obj);
+  d[30] ^= 0x01;  // inside segment_id, under the CRC
+  Put(obj, d);
+  FsckReport r = Check();
+  const FsckProblem* p = Find(r, "segment-header");
+  ASSERT_NE(p, nullptr) << Problems(r);
+  EXPECT_EQ(p->segment, seg);
+  EXPECT_EQ(r.leaks, 0u) << Problems(r);
+}
+
 TEST_F(FsckTest, AMissingSegmentTheMapNeedsIsCorruption) {
   Fill();
   auto [seg, off] = Locate(5, 2);

@@ -159,6 +159,25 @@ TEST_F(FsckCliTest, AMissingSegmentTheMapNeedsIsCorruption) {
   EXPECT_NE(r.out.find("segment is missing"), std::string::npos) << r.out;
 }
 
+TEST_F(FsckCliTest, WithoutRepairNothingInTheStoreChanges) {
+  const std::string seg = Objects("seg").back();
+  std::string data = ReadFile(Log() + "/seg/" + seg);
+  data[2 * 4096 + 5] ^= 0x20;
+  WriteFile(Log() + "/seg/" + seg, data);
+  WriteFile(Log() + "/seg/0000000000000fff", std::string(4096, 'x'));
+  auto before = Snapshot(store_);
+  EXPECT_EQ(H({"fsck", "v"}).exit_code, 2);
+  EXPECT_EQ(H({"fsck", "v", "--json"}).exit_code, 2);
+  EXPECT_EQ(Snapshot(store_), before) << "a check without --repair changed the store";
+}
+
+TEST_F(FsckCliTest, ABadNameCannotBeChecked) {
+  RunResult r = H({"fsck", "--", "a/b"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(r.out.empty()) << r.out;
+  EXPECT_EQ(r.err.rfind("hbiss: fsck a/b: check not completed: InvalidArgument", 0), 0u) << r.err;
+}
+
 TEST_F(FsckCliTest, AMissingVolumeCannotBeChecked) {
   RunResult r = H({"fsck", "nope"});
   EXPECT_EQ(r.exit_code, 1);
