@@ -323,8 +323,22 @@ Status CheckVolumeReferences(store::Store* store, const VolumeMeta& meta,
   return Status::OK();
 }
 
-Result<FsckReport> CheckVolume(store::Store* store, const std::string& name) {
-  HBISS_RETURN_IF_ERROR(Volume::ValidateName(name));
+namespace {
+
+// The epoch and the names and sizes of the log's segments and checkpoints:
+// whether a writer changed the log while a check ran.
+Result<std::string> LogFingerprint(store::Store* store, const std::string& name) {
+  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
+  std::string f = cur.dir.path;
+  for (const std::string& d : {layout::SegDir(cur.dir), layout::CkptDir(cur.dir)}) {
+    HBISS_ASSIGN_OR_RETURN(auto ids, ListIds(store, d));
+    f += ";";
+    for (auto& [id, size] : ids) f += fmt::format("{}:{},", id, size);
+  }
+  return f;
+}
+
+Result<FsckReport> CheckOnce(store::Store* store, const std::string& name) {
   HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
   HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
   const layout::LogDir& dir = cur.dir;
@@ -333,13 +347,9 @@ Result<FsckReport> CheckVolume(store::Store* store, const std::string& name) {
   report.epoch = cur.epoch;
   const uint64_t blocks = meta.size / kBlockSize;
 
-  HBISS_ASSIGN_OR_RETURN(auto seg_list, ListIds(store, layout::SegDir(dir)));
   HBISS_ASSIGN_OR_RETURN(auto sum_list, ListIds(store, layout::SumDir(dir)));
   HBISS_ASSIGN_OR_RETURN(auto ckpt_list, ListIds(store, layout::CkptDir(dir)));
-  const std::map<uint64_t, uint64_t> seg_sizes(seg_list.begin(), seg_list.end());
   const std::map<uint64_t, uint64_t> sum_sizes(sum_list.begin(), sum_list.end());
-  report.segments = seg_sizes.size();
-  for (auto& [id, sz] : seg_sizes) report.log_bytes += sz;
   report.checkpoints = ckpt_list.size();
 
   // Checkpoints: each one's own validity.
@@ -371,8 +381,6 @@ Result<FsckReport> CheckVolume(store::Store* store, const std::string& name) {
     valid.push_back(std::move(c));
   }
 
-  HBISS_ASSIGN_OR_RETURN(auto segs, ReadSegmentHeaders(store, dir, meta, seg_sizes, 0, false));
-
   // The map as Open recovers it (read-only); without a recovered log, the
   // newest valid checkpoint's map alone.
   ExtentMap map(blocks);
@@ -393,6 +401,17 @@ Result<FsckReport> CheckVolume(store::Store* store, const std::string& name) {
     return rs;
   }
   report.mapped_blocks = map.MappedBlocks();
+
+  // The segments: those recovery listed, so that every segment the map
+  // points into is among them even while a writer adds segments.
+  std::map<uint64_t, uint64_t> seg_sizes = rec.segment_bytes;
+  if (!rs.ok()) {
+    HBISS_ASSIGN_OR_RETURN(auto seg_list, ListIds(store, layout::SegDir(dir)));
+    seg_sizes.insert(seg_list.begin(), seg_list.end());
+  }
+  report.segments = seg_sizes.size();
+  for (auto& [id, sz] : seg_sizes) report.log_bytes += sz;
+  HBISS_ASSIGN_OR_RETURN(auto segs, ReadSegmentHeaders(store, dir, meta, seg_sizes, 0, false));
 
   // What references segments: each valid checkpoint's list, the segment of
   // its position and the chain after it; with none, the chain from the start.
@@ -524,6 +543,23 @@ Result<FsckReport> CheckVolume(store::Store* store, const std::string& name) {
 
   HBISS_RETURN_IF_ERROR(CheckVolumeReferences(store, meta, dir.path, &report));
   return report;
+}
+
+}  // namespace
+
+Result<FsckReport> CheckVolume(store::Store* store, const std::string& name) {
+  HBISS_RETURN_IF_ERROR(Volume::ValidateName(name));
+  // A writer may change the log under a check (its cleaner deletes
+  // segments, it appends, it writes checkpoints): a check that found
+  // something while the log changed is done again, a few times.
+  constexpr int kAttempts = 3;
+  for (int attempt = 1;; attempt++) {
+    HBISS_ASSIGN_OR_RETURN(std::string before, LogFingerprint(store, name));
+    Result<FsckReport> r = CheckOnce(store, name);
+    if (attempt == kAttempts || (r.ok() && r->problems.empty())) return r;
+    auto after = LogFingerprint(store, name);
+    if (!after.ok() || *after == before) return r;
+  }
 }
 
 Status RepairVolume(store::Store* store, const std::string& name, const FsckReport& found,

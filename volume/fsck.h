@@ -89,8 +89,10 @@ struct FsckReport {
   void Add(FsckProblem p);
 };
 
-// Checks volume `name` (see the top). NotFound when the volume does not
-// exist; the store's error (IOError, ...) or NotSupported (a newer format)
+// Checks volume `name` (see the top). A check that finds problems while the
+// log changes under it (a writer serves the volume) is run again, up to 3
+// times in all; the last one's report is returned. NotFound when the volume
+// does not exist; the store's error (IOError, ...) or NotSupported (a newer format)
 // when the check could not be completed. Damage is never an error here: it
 // is reported in the FsckReport.
 Result<FsckReport> CheckVolume(store::Store* store, const std::string& name);
