@@ -401,6 +401,7 @@ Result<FsckReport> CheckOnce(store::Store* store, const std::string& name) {
     return rs;
   }
   report.mapped_blocks = map.MappedBlocks();
+  report.references_known = report.log_recovers;
 
   // The segments: those recovery listed, so that every segment the map
   // points into is among them even while a writer adds segments.
@@ -432,7 +433,11 @@ Result<FsckReport> CheckOnce(store::Store* store, const std::string& name) {
       }
     }
     auto chain = BuildChain(name, segs, c);
-    if (chain.ok()) referenced.insert(chain->begin(), chain->end());
+    if (chain.ok()) {
+      referenced.insert(chain->begin(), chain->end());
+    } else {
+      report.references_known = false;
+    }
   };
   if (valid.empty()) add_log_of(nullptr);
   for (const LoadedCheckpoint& c : valid) add_log_of(&c.info);
@@ -485,8 +490,11 @@ Result<FsckReport> CheckOnce(store::Store* store, const std::string& name) {
       p.check = "leaked-segment";
       p.segment = id;
       p.bytes = size + (u.summary ? sum_sizes.at(id) : 0);
-      p.message = fmt::format("segment {}: {} bytes, not referenced by the log or any checkpoint",
-                              Hex16(id), p.bytes);
+      p.message = fmt::format("segment {}: {} bytes, not referenced by the log or any checkpoint{}",
+                              Hex16(id), p.bytes,
+                              report.references_known
+                                  ? ""
+                                  : " (the log is damaged: it may be part of what is lost)");
       report.Add(std::move(p));
       report.leaked_segments.push_back(id);
     } else if (u.summary) {
@@ -593,6 +601,14 @@ Status RepairVolume(store::Store* store, const std::string& name, const FsckRepo
     Status s = store->Delete(obj);
     return s.IsNotFound() ? Status::OK() : s;
   };
+  // With a damaged log, a segment that seems to be referenced by nothing may
+  // be the rest of it (after a missing link): it stays.
+  if (!now.references_known && !now.leaked_segments.empty()) {
+    actions->push_back(fmt::format("kept {} leaked segments: the log is damaged, so what "
+                                   "references them is not known",
+                                   now.leaked_segments.size()));
+    now.leaked_segments.clear();
+  }
   for (uint64_t id : now.leaked_segments) {
     HBISS_RETURN_IF_ERROR(del(layout::SumName(dir, id)));
     HBISS_RETURN_IF_ERROR(del(layout::SegName(dir, id)));

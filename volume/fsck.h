@@ -79,6 +79,9 @@ struct FsckReport {
 
   // For RepairVolume.
   bool log_recovers = false;       // RecoverLog succeeded
+  // The log recovers and the chain after every valid checkpoint was built:
+  // the leaks found are surely referenced by nothing.
+  bool references_known = false;
   bool newest_checkpoint_bad = false;  // the newest checkpoint object is corrupt
   std::vector<uint64_t> leaked_segments;
   std::vector<uint64_t> leaked_summaries;  // summaries whose segment is gone
@@ -116,7 +119,8 @@ Status CheckVolumeReferences(store::Store* store, const VolumeMeta& meta,
 //    writing and closes it (recovery from the older checkpoint, and Close
 //    writes a fresh one);
 //  * then, holding the volume's lock: deletes leaked segments (with their
-//    summaries) and leaked summaries, rewrites bad summaries from the batch
+//    summaries; only when references_known: with a damaged log they may be
+//    the rest of it) and leaked summaries, rewrites bad summaries from the batch
 //    headers, and deletes corrupt checkpoints older than the newest valid one.
 // Blocks whose data is corrupt stay as they are. Busy when another process
 // has the volume open for writing; the store's error when an action failed

@@ -320,6 +320,32 @@ TEST_F(FsckTest, AMissingSegmentTheMapNeedsIsCorruption) {
   bool lba_named = false;
   for (const FsckProblem& q : r.problems) lba_named |= q.lba.has_value() && q.segment == seg;
   EXPECT_TRUE(lba_named) << Problems(r);
+  // Repair deletes no segment of a damaged log, however unreferenced it looks.
+  const std::vector<uint64_t> segs = Ids("seg");
+  std::vector<std::string> actions;
+  ASSERT_TRUE(RepairVolume(&fs_, kName, r, &actions).ok());
+  EXPECT_EQ(Ids("seg"), segs);
+}
+
+TEST_F(FsckTest, RepairKeepsTheSegmentsAfterABrokenLinkOfTheChain) {
+  auto v = Open();
+  ASSERT_TRUE(v);
+  Write(v.get(), 0, 60, 1);  // several segments, no checkpoint until Close
+  ASSERT_TRUE(v->Flush().ok());
+  fs_.CrashAfter(0);
+  v.reset();
+  ASSERT_TRUE(fs_.SimulateCrash(store::FaultInjectionStore::CrashKind::kProcessCrash).ok());
+  std::vector<uint64_t> segs = Ids("seg");
+  ASSERT_GE(segs.size(), 3u);
+  ASSERT_TRUE(mem_.Delete(Log() + "/seg/" + Hex16(segs[1])).ok());
+  FsckReport r = Check();
+  EXPECT_FALSE(r.log_recovers);
+  EXPECT_FALSE(r.references_known);
+  EXPECT_GT(r.corruptions, 0u) << Problems(r);
+  std::vector<std::string> actions;
+  ASSERT_TRUE(RepairVolume(&fs_, kName, r, &actions).ok());
+  segs.erase(segs.begin() + 1);
+  EXPECT_EQ(Ids("seg"), segs);
 }
 
 TEST_F(FsckTest, AWrongSummaryIsReportedAndRewrittenFromTheBatchHeaders) {
