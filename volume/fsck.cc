@@ -136,6 +136,27 @@ SegmentSummary SummaryOf(const VolumeMeta& meta, uint64_t id, uint64_t bytes, co
   return sum;
 }
 
+// Why a stored summary is not `want` (what the batch headers give); "" when
+// it is.
+std::string SummaryFault(const std::string& data, const SegmentSummary& want) {
+  auto sum = DecodeSegmentSummary(
+      std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.data()), data.size()));
+  if (!sum.ok()) return sum.status().message();
+  if (sum->volume_id != want.volume_id || sum->segment_id != want.segment_id) {
+    return "summary of another volume or segment";
+  }
+  if (sum->segment_bytes != want.segment_bytes) {
+    return fmt::format("it describes {} bytes, the segment has {}", sum->segment_bytes,
+                       want.segment_bytes);
+  }
+  for (size_t i = 0; i < want.valid.size(); i++) {
+    if (sum->valid[i] != want.valid[i] || sum->crcs[i] != want.crcs[i]) {
+      return fmt::format("slot {} (offset {}) differs from the batch headers", i, i * kSlotSize);
+    }
+  }
+  return "";
+}
+
 // Mapped runs, merged where adjacent in lba and slot of one segment.
 std::vector<MapRun> RunsOf(const ExtentMap& map) {
   std::vector<MapRun> runs;
@@ -186,6 +207,40 @@ struct LoadedCheckpoint {
   CheckpointInfo info;
   std::string data;
 };
+
+// Reads and validates every checkpoint in `list` (seq, size), increasing:
+// the valid ones go to *valid, the corrupt ones are reported.
+Status LoadCheckpoints(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
+                       const std::vector<std::pair<uint64_t, uint64_t>>& list,
+                       std::vector<LoadedCheckpoint>* valid, FsckReport* report) {
+  for (auto& [seq, sz] : list) {
+    auto data = store->Get(layout::CkptName(dir, seq), layout::kMaxCheckpointBytes);
+    if (!data.ok()) {
+      if (data.status().IsNotFound()) continue;  // deleted meanwhile
+      return data.status().WithContext("checkpoint " + Hex16(seq));
+    }
+    LoadedCheckpoint c;
+    Status s = DecodeCheckpoint(*data, &c.info, nullptr);
+    if (s.ok() && (c.info.volume_id != meta.id || c.info.volume_size != meta.size ||
+                   c.info.seq != seq)) {
+      s = Status::Corruption("checkpoint of another volume, size or name");
+    }
+    if (s.IsNotSupported()) return s.WithContext("checkpoint " + Hex16(seq));
+    if (!s.ok()) {
+      FsckProblem p = Corrupt("checkpoint", 0,
+                              fmt::format("checkpoint {} ({}) is corrupt: {}", seq, Hex16(seq),
+                                          s.message()));
+      p.checkpoint = seq;
+      report->Add(std::move(p));
+      report->corrupt_checkpoints.push_back(seq);
+      if (seq == list.back().first) report->newest_checkpoint_bad = true;
+      continue;
+    }
+    c.data = std::move(*data);
+    valid->push_back(std::move(c));
+  }
+  return Status::OK();
+}
 
 // Replays the log from checkpoint `older` up to the position of `newer` and
 // compares the result with `newer`'s map. Problems go to *report.
@@ -354,32 +409,7 @@ Result<FsckReport> CheckOnce(store::Store* store, const std::string& name) {
 
   // Checkpoints: each one's own validity.
   std::vector<LoadedCheckpoint> valid;  // increasing seq
-  for (auto& [seq, sz] : ckpt_list) {
-    auto data = store->Get(layout::CkptName(dir, seq), layout::kMaxCheckpointBytes);
-    if (!data.ok()) {
-      if (data.status().IsNotFound()) continue;  // deleted meanwhile
-      return data.status().WithContext("checkpoint " + Hex16(seq));
-    }
-    LoadedCheckpoint c;
-    Status s = DecodeCheckpoint(*data, &c.info, nullptr);
-    if (s.ok() && (c.info.volume_id != meta.id || c.info.volume_size != meta.size ||
-                   c.info.seq != seq)) {
-      s = Status::Corruption("checkpoint of another volume, size or name");
-    }
-    if (s.IsNotSupported()) return s.WithContext("checkpoint " + Hex16(seq));
-    if (!s.ok()) {
-      FsckProblem p = Corrupt("checkpoint", 0,
-                              fmt::format("checkpoint {} ({}) is corrupt: {}", seq, Hex16(seq),
-                                          s.message()));
-      p.checkpoint = seq;
-      report.Add(std::move(p));
-      report.corrupt_checkpoints.push_back(seq);
-      if (seq == ckpt_list.back().first) report.newest_checkpoint_bad = true;
-      continue;
-    }
-    c.data = std::move(*data);
-    valid.push_back(std::move(c));
-  }
+  HBISS_RETURN_IF_ERROR(LoadCheckpoints(store, dir, meta, ckpt_list, &valid, &report));
 
   // The map as Open recovers it (read-only); without a recovered log, the
   // newest valid checkpoint's map alone.
@@ -500,27 +530,11 @@ Result<FsckReport> CheckOnce(store::Store* store, const std::string& name) {
     } else if (u.summary) {
       // The summary against the batch headers.
       auto data = store->Get(layout::SumName(dir, id), layout::kMaxSummaryBytes);
-      std::string why;
       if (!data.ok()) {
         if (!data.status().IsNotFound()) return data.status().WithContext("summary " + Hex16(id));
       } else {
-        auto sum = DecodeSegmentSummary(std::span<const uint8_t>(
-            reinterpret_cast<const uint8_t*>(data->data()), data->size()));
         const SegmentSummary want = SummaryOf(meta, id, size, scan);
-        if (!sum.ok()) {
-          why = sum.status().message();
-        } else if (sum->volume_id != meta.id || sum->segment_id != id) {
-          why = "summary of another volume or segment";
-        } else if (sum->segment_bytes != size) {
-          why = fmt::format("it describes {} bytes, the segment has {}", sum->segment_bytes, size);
-        } else {
-          for (size_t i = 0; i < want.valid.size() && why.empty(); i++) {
-            if (sum->valid[i] != want.valid[i] || sum->crcs[i] != want.crcs[i]) {
-              why = fmt::format("slot {} (offset {}) differs from the batch headers", i,
-                                i * kSlotSize);
-            }
-          }
-        }
+        const std::string why = SummaryFault(*data, want);
         if (!why.empty()) {
           report.Add(Corrupt("summary", id,
                              fmt::format("summary of segment {} is wrong: {}", Hex16(id), why)));
