@@ -93,7 +93,8 @@ nlohmann::ordered_json JsonOf(const FsckReport& r) {
   const std::pair<const char*, uint64_t> totals[] = {
       {"segments", r.segments},         {"log-bytes", r.log_bytes},
       {"mapped-blocks", r.mapped_blocks}, {"checkpoint", r.checkpoint_seq},
-      {"checkpoints", r.checkpoints},   {"data-slots-checked", r.data_slots_checked}};
+      {"checkpoints", r.checkpoints},   {"data-slots-checked", r.data_slots_checked},
+      {"dead-slots-bad", r.dead_bad_slots}};
   for (const auto& [key, value] : totals) j[key] = value;
   nlohmann::ordered_json usage = nlohmann::ordered_json::array();
   for (const volume::FsckSegment& s : r.segment_usage) {

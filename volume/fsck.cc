@@ -492,9 +492,16 @@ Result<FsckReport> CheckOnce(store::Store* store, const std::string& name) {
     u.referenced = referenced.count(id) > 0;
     u.summary = sum_sizes.count(id) > 0;
     auto runs = runs_by_seg.find(id);
+    std::vector<bool> live(scan.slots.size(), false);
     if (runs != runs_by_seg.end()) {
-      for (const MapRun& r : runs->second) u.live_blocks += r.count;
+      for (const MapRun& r : runs->second) {
+        u.live_blocks += r.count;
+        for (uint64_t k = r.slot; k < r.slot + r.count && k < live.size(); k++) live[k] = true;
+      }
       CheckMappedBlocks(id, runs->second, &scan, &report);
+    }
+    for (size_t k = 0; k < scan.slots.size(); k++) {
+      if (scan.slots[k].covered && !scan.slots[k].crc_ok && !live[k]) report.dead_bad_slots++;
     }
     if (u.referenced && !scan.header_ok) {
       report.Add(Corrupt("segment-header", id,

@@ -75,6 +75,9 @@ struct FsckReport {
   uint64_t checkpoint_seq = 0;    // the checkpoint recovery loads, 0: none
   uint64_t checkpoints = 0;       // checkpoint objects
   uint64_t data_slots_checked = 0;  // data slots whose CRC was computed
+  // Of those, slots no block maps to (dead space: a torn tail, garbage for
+  // the cleaner) that fail their CRC: counted, not an error.
+  uint64_t dead_bad_slots = 0;
   std::vector<FsckSegment> segment_usage;  // by id
 
   // For RepairVolume.

@@ -218,6 +218,29 @@ TEST_F(FsckTest, AFlippedDataByteIsReportedWithItsLbaAndSegment) {
   EXPECT_EQ(Check().corruptions, 1u);
 }
 
+TEST_F(FsckTest, AFlippedByteInADeadSlotIsCountedNotAnError) {
+  auto v = Open();  // no cleaner: the old copies stay
+  ASSERT_TRUE(v);
+  Write(v.get(), 0, 10, 1);
+  Write(v.get(), 0, 10, 2);
+  ASSERT_TRUE(v->Close().ok());
+  const std::vector<uint8_t> old = Block(0, 1);  // dead: overwritten by version 2
+  for (uint64_t id : Ids("seg")) {
+    const std::string obj = Log() + "/seg/" + Hex16(id);
+    std::string d = Get(obj);
+    for (uint64_t off = kSlotSize; off + kSlotSize <= d.size(); off += kSlotSize) {
+      if (std::memcmp(d.data() + off, old.data(), kSlotSize) != 0) continue;
+      d[off + 9] ^= 0x02;
+      Put(obj, d);
+      FsckReport r = Check();
+      EXPECT_EQ(r.corruptions, 0u) << Problems(r);
+      EXPECT_EQ(r.dead_bad_slots, 1u);
+      return;
+    }
+  }
+  ADD_FAILURE() << "the old copy of block 0 is not in the log";
+}
+
 TEST_F(FsckTest, ACorruptNewestCheckpointIsRewrittenByRepairWithDataIntact) {
   Fill();
   std::vector<uint64_t> ck = Ids("ckpt");
