@@ -32,12 +32,14 @@ int ExitCodeOf(const FsckReport& r) {
   return 0;
 }
 
-int Incomplete(const std::string& name, const Status& st) {
+// Prints "hbiss: fsck NAME: <what>: <status>" and returns exit code 1.
+int Incomplete(const std::string& name, const Status& st,
+               const std::string& what = "check not completed") {
   std::string msg = st.ToString();
   for (char& c : msg) {
     if (c == '\n') c = ' ';
   }
-  std::fprintf(stderr, "hbiss: fsck %s: check not completed: %s\n", name.c_str(), msg.c_str());
+  std::fprintf(stderr, "hbiss: fsck %s: %s: %s\n", name.c_str(), what.c_str(), msg.c_str());
   return kExitIncomplete;
 }
 
@@ -133,7 +135,7 @@ int RunFsck(const GlobalOptions& g, const std::string& name, bool json, bool rep
   }
   if (!rs.ok()) {
     std::fflush(stdout);
-    return Incomplete(name, rs.WithContext("repair"));
+    return Incomplete(name, rs, "repair not completed");
   }
   auto after = volume::CheckVolume(store->get(), name);
   if (!after.ok()) return Incomplete(name, after.status());

@@ -1,6 +1,10 @@
 // `hbiss fsck` through the real executable on a local store: exit codes as
 // qemu-img check (0, 1, 2, 3), the lines naming what is wrong, --json, and
 // --repair followed by an export that still matches the imported image.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -176,6 +180,25 @@ TEST_F(FsckCliTest, ABadNameCannotBeChecked) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(r.out.empty()) << r.out;
   EXPECT_EQ(r.err.rfind("hbiss: fsck a/b: check not completed: InvalidArgument", 0), 0u) << r.err;
+}
+
+TEST_F(FsckCliTest, RepairOfAVolumeOpenForWritingIsRefused) {
+  WriteFile(Log() + "/seg/0000000000000fff", std::string(4096, 'x'));
+  // Hold the volume's lock as a writer does (the local store's lock is flock).
+  const std::string lock = store_ + "/volumes/v/lock";
+  int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::flock(fd, LOCK_EX | LOCK_NB), 0);
+  RunResult r = H({"fsck", "v"});  // a check takes no lock
+  EXPECT_EQ(r.exit_code, 3) << r.out << r.err;
+  RunResult rr = H({"fsck", "v", "--repair"});
+  EXPECT_EQ(rr.exit_code, 1) << rr.out << rr.err;
+  EXPECT_NE(rr.err.find("hbiss: fsck v: repair not completed: Busy: volume v is open for writing"),
+            std::string::npos)
+      << rr.err;
+  EXPECT_TRUE(fs::exists(Log() + "/seg/0000000000000fff"));
+  ::close(fd);
+  EXPECT_EQ(H({"fsck", "v", "--repair"}).exit_code, 0);
 }
 
 TEST_F(FsckCliTest, AMissingVolumeCannotBeChecked) {
