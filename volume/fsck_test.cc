@@ -490,6 +490,33 @@ TEST_F(FsckTest, ACheckOfAVolumeInUseFindsNoCorruption) {
   EXPECT_EQ(r.corruptions, 0u) << Problems(r);
 }
 
+TEST_F(FsckTest, ANeverWrittenVolumeIsConsistent) {
+  FsckReport r = Check();
+  EXPECT_EQ(r.corruptions + r.leaks, 0u) << Problems(r);
+  EXPECT_EQ(r.segments, 0u);
+  EXPECT_EQ(r.mapped_blocks, 0u);
+}
+
+TEST_F(FsckTest, ACorruptOlderCheckpointIsReportedAndDeletedByRepair) {
+  Fill();
+  std::vector<uint64_t> ck = Ids("ckpt");
+  ASSERT_EQ(ck.size(), 2u);
+  const std::string obj = Log() + "/ckpt/" + Hex16(ck.front());
+  std::string d = Get(obj);
+  d[10] ^= 0x01;
+  Put(obj, d);
+  FsckReport r = Check();
+  const FsckProblem* p = Find(r, "checkpoint");
+  ASSERT_NE(p, nullptr) << Problems(r);
+  EXPECT_EQ(p->checkpoint, ck.front());
+  EXPECT_FALSE(r.newest_checkpoint_bad);
+  EXPECT_EQ(r.checkpoint_seq, ck.back());
+  std::vector<std::string> actions;
+  ASSERT_TRUE(RepairVolume(&fs_, kName, r, &actions).ok());
+  EXPECT_EQ(Ids("ckpt"), std::vector<uint64_t>{ck.back()});
+  EXPECT_EQ(Check().corruptions, 0u);
+}
+
 TEST_F(FsckTest, AMissingVolumeIsNotFound) {
   auto r = CheckVolume(&fs_, "nope");
   EXPECT_TRUE(r.status().IsNotFound()) << r.status().ToString();
