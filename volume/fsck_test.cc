@@ -102,6 +102,14 @@ class FsckTest : public ::testing::Test {
                                                 data.size()))
             .ok());
   }
+  // Flips bits of the byte at `offset` of an object (offset < 0: from the middle).
+  void FlipByte(const std::string& name, int64_t offset, uint8_t mask) {
+    std::string d = Get(name);
+    const size_t at = offset < 0 ? d.size() / 2 : size_t(offset);
+    ASSERT_LT(at, d.size());
+    d[at] = char(d[at] ^ mask);
+    Put(name, d);
+  }
   std::vector<uint64_t> Ids(const std::string& dir) {
     std::vector<uint64_t> ids;
     auto l = mem_.List(Log() + "/" + dir);
@@ -199,9 +207,7 @@ TEST(FsckCrashTest, ACrashAnywhereIsNeverCorruption) {
 TEST_F(FsckTest, AFlippedDataByteIsReportedWithItsLbaAndSegment) {
   Fill();
   auto [seg, off] = Locate(210, 3);
-  std::string d = Get(Log() + "/seg/" + Hex16(seg));
-  d[off + 100] ^= 0x01;
-  Put(Log() + "/seg/" + Hex16(seg), d);
+  FlipByte(Log() + "/seg/" + Hex16(seg), int64_t(off) + 100, 0x01);
   FsckReport r = Check();
   ASSERT_EQ(r.corruptions, 1u) << Problems(r);
   const FsckProblem* p = Find(r, "data-crc");
@@ -245,10 +251,7 @@ TEST_F(FsckTest, ACorruptNewestCheckpointIsRewrittenByRepairWithDataIntact) {
   Fill();
   std::vector<uint64_t> ck = Ids("ckpt");
   ASSERT_FALSE(ck.empty());
-  const std::string obj = Log() + "/ckpt/" + Hex16(ck.back());
-  std::string d = Get(obj);
-  d[d.size() / 2] ^= 0x10;
-  Put(obj, d);
+  FlipByte(Log() + "/ckpt/" + Hex16(ck.back()), -1, 0x10);
   FsckReport r = Check();
   const FsckProblem* p = Find(r, "checkpoint");
   ASSERT_NE(p, nullptr) << Problems(r);
@@ -320,10 +323,7 @@ TEST_F(FsckTest, ADamagedBatchHeaderIsReportedWithTheBlocksItCovered) {
 TEST_F(FsckTest, ADamagedSegmentHeaderOfAReferencedSegmentIsCorruption) {
   Fill();
   auto [seg, off] = Locate(1, 2);
-  const std::string obj = Log() + "/seg/" + Hex16(seg);
-  std::string d = Get(obj);
-  d[30] ^= 0x01;  // inside segment_id, under the CRC
-  Put(obj, d);
+  FlipByte(Log() + "/seg/" + Hex16(seg), 30, 0x01);  // inside segment_id, under the CRC
   FsckReport r = Check();
   const FsckProblem* p = Find(r, "segment-header");
   ASSERT_NE(p, nullptr) << Problems(r);
@@ -501,10 +501,7 @@ TEST_F(FsckTest, ACorruptOlderCheckpointIsReportedAndDeletedByRepair) {
   Fill();
   std::vector<uint64_t> ck = Ids("ckpt");
   ASSERT_EQ(ck.size(), 2u);
-  const std::string obj = Log() + "/ckpt/" + Hex16(ck.front());
-  std::string d = Get(obj);
-  d[10] ^= 0x01;
-  Put(obj, d);
+  FlipByte(Log() + "/ckpt/" + Hex16(ck.front()), 10, 0x01);
   FsckReport r = Check();
   const FsckProblem* p = Find(r, "checkpoint");
   ASSERT_NE(p, nullptr) << Problems(r);
