@@ -25,6 +25,8 @@ std::string DefaultStoreUri();
 
 // create, ls, info, rm, clean, import, export (cmd_volume.cc).
 void AddVolumeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
+// fsck (cmd_fsck.cc): the consistency check; exit codes as qemu-img check.
+void AddFsckCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 // serve (cmd_serve.cc).
 void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 // dfs ls|put|get|cat|rm|mkdir|stat (cmd_dfs.cc). main() calls it before any
