@@ -12,6 +12,7 @@
 #include "volume/layout.h"
 #include "volume/log_reader.h"
 #include "volume/recovery.h"
+#include "volume/snapshot_registry.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
@@ -371,10 +372,85 @@ void CheckMappedBlocks(uint64_t id, const std::vector<MapRun>& runs, const SegSc
 
 Status CheckVolumeReferences(store::Store* store, const VolumeMeta& meta,
                              const std::string& log_dir, FsckReport* report) {
-  (void)store;
-  (void)meta;
-  (void)log_dir;
-  (void)report;
+  const layout::LogDir dir{log_dir};
+  const std::string name = dir.volume();
+  auto reg = ReadSnapRegistry(store, dir);
+  if (!reg.ok()) {
+    if (!reg.status().IsCorruption()) return reg.status();
+    report->Add(Corrupt("references", 0, reg.status().message()));
+    return Status::OK();
+  }
+  std::set<uint64_t> present;
+  for (const FsckSegment& u : report->segment_usage) present.insert(u.id);
+  std::set<uint64_t> held;  // segments some snapshot needs
+  for (const SnapshotRecord& rec : reg->snaps) {
+    const std::string label = name + "@" + rec.name;
+    ExtentMap map(meta.size / kBlockSize);
+    bool materialized = false;
+    Status s = LoadSnapshotMap(store, dir, meta, rec, &map, &materialized);
+    if (!s.ok()) {
+      if (!s.IsCorruption() && !s.IsNotFound()) return s;
+      report->Add(Corrupt("references", 0, "snapshot " + label + ": " + s.message()));
+      continue;
+    }
+    std::set<uint64_t> missing;
+    map.ForEach([&](const MapRun& r) {
+      held.insert(r.seg);
+      if (!present.count(r.seg)) missing.insert(r.seg);
+    });
+    for (uint64_t seg : missing) {
+      report->Add(Corrupt("references", seg,
+                          fmt::format("snapshot {} needs segment {}, which is missing", label,
+                                      Hex16(seg))));
+    }
+    if (!missing.empty()) continue;
+    // Every block of the snapshot against its CRC (reads check them).
+    OpenOptions ro;
+    ro.read_only = true;
+    auto v = Volume::Open(store, label, ro);
+    if (!v.ok()) {
+      report->Add(Corrupt("references", 0, "snapshot " + label + ": " + v.status().message()));
+      continue;
+    }
+    std::vector<uint8_t> buf;
+    Status bad;
+    map.ForEach([&](const MapRun& r) {
+      for (uint64_t b = r.lba; b < r.lba + r.count && bad.ok(); b += 256) {
+        const uint64_t n = std::min<uint64_t>(256, r.lba + r.count - b);
+        buf.resize(n * kBlockSize);
+        Status rs = (*v)->Read(b * kBlockSize, buf);
+        if (rs.ok()) continue;
+        if (!rs.IsCorruption()) {
+          bad = rs;
+          break;
+        }
+        // Which blocks: one read each.
+        for (uint64_t x = b; x < b + n; x++) {
+          Status xs = (*v)->Read(x * kBlockSize, std::span<uint8_t>(buf.data(), kBlockSize));
+          if (xs.ok()) continue;
+          FsckProblem p = Corrupt("snapshot-data", r.seg,
+                                  fmt::format("snapshot {} lba {}: {}", label, x, xs.message()));
+          p.lba = x;
+          report->Add(std::move(p));
+        }
+      }
+    });
+    if (!bad.ok()) return bad;
+  }
+  // What a snapshot holds is not leaked.
+  for (auto it = report->problems.begin(); it != report->problems.end();) {
+    if (it->check == "leaked-segment" && held.count(it->segment)) {
+      report->leaks--;
+      report->leaked_bytes -= it->bytes;
+      it = report->problems.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  auto& leaked = report->leaked_segments;
+  leaked.erase(std::remove_if(leaked.begin(), leaked.end(),
+                              [&](uint64_t id) { return held.count(id) != 0; }),
+               leaked.end());
   return Status::OK();
 }
 

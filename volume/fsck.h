@@ -110,8 +110,11 @@ Result<FsckReport> CheckVolume(store::Store* store, const std::string& name);
 // something missing, kLeak for something nothing references) for each
 // reference that does not hold. The segments a snapshot or clone holds are
 // not leaks: a check added here should clear them from leaked_segments and
-// lower leaks/leaked_bytes. Errors: the store's, which stop the check. Today
-// there are no such references, and it does nothing.
+// lower leaks/leaked_bytes. Errors: the store's, which stop the check.
+// Snapshots (doc/snapshots.md): each snapshot's map must load (its object, or
+// rebuilt from the log while pending), every segment it points into must
+// exist, and every block it maps must pass its CRC; the segments snapshots
+// hold are not leaks.
 Status CheckVolumeReferences(store::Store* store, const VolumeMeta& meta,
                              const std::string& log_dir, FsckReport* report);
 

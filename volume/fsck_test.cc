@@ -520,5 +520,57 @@ TEST_F(FsckTest, AMissingVolumeIsNotFound) {
   EXPECT_NE(r.status().message().find("does not exist"), std::string::npos);
 }
 
+
+// Segments only snapshots hold are neither leaks nor repaired away, a
+// snapshot whose block is damaged is reported with its LBA, and a snapshot
+// whose map object is damaged is reported.
+TEST_F(FsckTest, SnapshotsHoldTheirSegmentsAndAreChecked) {
+  {
+    auto v = Open(0.5);
+    ASSERT_NE(v, nullptr);
+    Write(v.get(), 0, kVolBlocks, 1);
+    ASSERT_TRUE(v->CreateSnapshot("s1").ok());
+    for (int round = 2; round < 6; round++) Write(v.get(), 0, kVolBlocks, uint8_t(round));
+    ASSERT_TRUE(v->Clean(1.0).ok());
+    ASSERT_TRUE(v->Clean(1.0).ok());
+    ASSERT_TRUE(v->Close().ok());
+  }
+  FsckReport r = Check();
+  EXPECT_EQ(r.corruptions, 0u) << Problems(r);
+  EXPECT_EQ(r.leaks, 0u) << Problems(r);
+  std::vector<std::string> actions;
+  ASSERT_TRUE(RepairVolume(&fs_, kName, r, &actions).ok());
+  {
+    OpenOptions ro;
+    ro.read_only = true;
+    auto s = Volume::Open(&fs_, kName + "@s1", ro);
+    ASSERT_TRUE(s.ok()) << s.status().ToString();
+    Expect(s->get(), 0, kVolBlocks, 1);
+    auto v = Open();
+    ASSERT_NE(v, nullptr);
+    Expect(v.get(), 0, kVolBlocks, 5);
+  }
+  // A damaged block only the snapshot has.
+  ExtentMap map(kVolBlocks);
+  auto data = Get(Log() + "/snap/" + Hex16(1));
+  CheckpointInfo ci;
+  ASSERT_TRUE(DecodeCheckpoint(data, &ci, &map).ok());
+  std::vector<MapRun> runs;
+  ASSERT_TRUE(map.Lookup(77, 1, &runs).ok());
+  ASSERT_TRUE(runs[0].mapped);
+  FlipByte(Log() + "/seg/" + Hex16(runs[0].seg), int64_t(runs[0].slot) * kBlockSize + 9, 0x10);
+  r = Check();
+  const FsckProblem* p = Find(r, "snapshot-data");
+  ASSERT_NE(p, nullptr) << Problems(r);
+  EXPECT_EQ(p->lba, 77u);
+  EXPECT_NE(p->message.find(kName + "@s1"), std::string::npos) << p->message;
+  // A damaged map object.
+  FlipByte(Log() + "/snap/" + Hex16(1), -1, 0x04);
+  r = Check();
+  p = Find(r, "references");
+  ASSERT_NE(p, nullptr) << Problems(r);
+  EXPECT_NE(p->message.find(kName + "@s1"), std::string::npos) << p->message;
+}
+
 }  // namespace
 }  // namespace hbiss::volume

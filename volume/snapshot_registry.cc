@@ -3,8 +3,11 @@
 #include <utility>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
+#include "volume/checkpoint.h"
 #include "volume/log_format.h"
+#include "volume/recovery.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
@@ -94,6 +97,41 @@ Status WriteSnapRegistry(store::Store* store, const layout::LogDir& dir, const S
       ->Put(layout::SnapsName(dir),
             std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()))
       .WithContext("volume " + dir.volume() + ": writing its snapshots");
+}
+
+Status LoadSnapshotMap(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
+                       const SnapshotRecord& rec, ExtentMap* map, bool* materialized) {
+  const std::string obj = layout::SnapName(dir, rec.id);
+  const std::string label = dir.volume() + "@" + rec.name;
+  auto decode = [&](const std::string& data) -> Status {
+    map->Reset();
+    CheckpointInfo ci;
+    Status s = DecodeCheckpoint(data, &ci, map);
+    if (s.ok() && (ci.volume_id != meta.id || ci.volume_size != meta.size || ci.seq != rec.id ||
+                   ci.next_seq != rec.stop_seq)) {
+      s = Status::Corruption("the map object belongs to another snapshot");
+    }
+    if (!s.ok()) map->Reset();
+    *materialized = s.ok();
+    return s.WithContext("snapshot " + label + ": " + obj);
+  };
+  auto data = store->Get(obj, layout::kMaxCheckpointBytes);
+  if (data.ok()) return decode(*data);
+  if (!data.status().IsNotFound()) return data.status().WithContext("snapshot " + label);
+  // Pending: the owner has not written its map yet (or crashed first).
+  map->Reset();
+  uint64_t from = 0;
+  Status s = ReplayLogTo(store, dir, meta, rec.stop_seq, map, &from);
+  if (s.ok()) {
+    *materialized = false;
+    spdlog::debug("snapshot {}: map rebuilt from the log (checkpoint {})", label, from);
+    return s;
+  }
+  // The owner may have written it meanwhile and cleaned the log since.
+  auto again = store->Get(obj, layout::kMaxCheckpointBytes);
+  if (again.ok()) return decode(*again);
+  map->Reset();
+  return s.WithContext("snapshot " + label + ": rebuilding its map from the log");
 }
 
 }  // namespace hbiss::volume

@@ -20,7 +20,9 @@
 
 #include "store/store.h"
 #include "util/status.h"
+#include "volume/extent_map.h"
 #include "volume/layout.h"
+#include "volume/volume_meta.h"
 
 namespace hbiss::volume {
 
@@ -51,5 +53,12 @@ Result<SnapRegistry> DecodeSnapRegistry(const std::string& text, const std::stri
 Result<SnapRegistry> ReadSnapRegistry(store::Store* store, const layout::LogDir& dir);
 // Replaces it (Store::Put: atomic and durable).
 Status WriteSnapRegistry(store::Store* store, const layout::LogDir& dir, const SnapRegistry& r);
+
+// Loads the map of snapshot `rec` of the volume whose current log directory
+// is `dir` into *map (emptied first): its map object, validated (Corruption
+// if it belongs to something else), or, while it has none, rebuilt from the
+// log (ReplayLogTo). *materialized says which.
+Status LoadSnapshotMap(store::Store* store, const layout::LogDir& dir, const VolumeMeta& meta,
+                       const SnapshotRecord& rec, ExtentMap* map, bool* materialized);
 
 }  // namespace hbiss::volume

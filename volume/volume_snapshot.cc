@@ -87,37 +87,7 @@ Result<std::vector<SnapshotInfo>> Volume::ListSnapshots(store::Store* store,
 
 Status VolumeImpl::LoadSnapMap(const layout::LogDir& dir, const SnapshotRecord& rec,
                                ExtentMap* map, bool* materialized) {
-  const std::string obj = layout::SnapName(dir, rec.id);
-  const std::string label = SnapLabel(rec.name);
-  auto decode = [&](const std::string& data) -> Status {
-    map->Reset();
-    CheckpointInfo ci;
-    Status s = DecodeCheckpoint(data, &ci, map);
-    if (s.ok() && (ci.volume_id != meta_.id || ci.volume_size != meta_.size || ci.seq != rec.id ||
-                   ci.next_seq != rec.stop_seq)) {
-      s = Status::Corruption("the map object belongs to another snapshot");
-    }
-    if (!s.ok()) map->Reset();
-    *materialized = s.ok();
-    return s.WithContext("snapshot " + label + ": " + obj);
-  };
-  auto data = store_->Get(obj, layout::kMaxCheckpointBytes);
-  if (data.ok()) return decode(*data);
-  if (!data.status().IsNotFound()) return data.status().WithContext("snapshot " + label);
-  // Pending: the owner has not written its map yet (or crashed first).
-  map->Reset();
-  uint64_t from = 0;
-  Status s = ReplayLogTo(store_, dir, meta_, rec.stop_seq, map, &from);
-  if (s.ok()) {
-    *materialized = false;
-    spdlog::debug("snapshot {}: map rebuilt from the log (checkpoint {})", label, from);
-    return s;
-  }
-  // The owner may have written it meanwhile and cleaned the log since.
-  auto again = store_->Get(obj, layout::kMaxCheckpointBytes);
-  if (again.ok()) return decode(*again);
-  map->Reset();
-  return s.WithContext("snapshot " + label + ": rebuilding its map from the log");
+  return LoadSnapshotMap(store_, dir, meta_, rec, map, materialized);
 }
 
 Status VolumeImpl::RecoverSnapshotView() {
