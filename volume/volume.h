@@ -191,7 +191,8 @@ class Volume {
   static Result<std::unique_ptr<Volume>> Open(store::Store* store, const std::string& name,
                                               const OpenOptions& opts = {});
 
-  // Deletes a volume and all its data. NotFound if absent, Busy if open.
+  // Deletes a volume and all its data. NotFound if absent, Busy if open or
+  // if it has snapshots (the message names them).
   static Status Remove(store::Store* store, const std::string& name);
 
   // Names of all volumes in the store, sorted.

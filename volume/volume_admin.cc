@@ -9,6 +9,7 @@
 #include "volume/checkpoint_set.h"
 #include "volume/epoch.h"
 #include "volume/layout.h"
+#include "volume/snapshot_registry.h"
 #include "volume/space_reserve.h"
 #include "volume/volume.h"
 #include "volume/volume_impl.h"
@@ -143,6 +144,17 @@ Status Volume::Remove(store::Store* store, const std::string& name) {
   if (!l.ok()) {
     if (l.status().IsBusy()) return Status::Busy("volume " + name + " is open");
     return l.status();
+  }
+  // Snapshots are data too: removing them is asked for separately (as rbd
+  // refuses `rm` of an image with snapshots).
+  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
+  HBISS_ASSIGN_OR_RETURN(SnapRegistry reg, ReadSnapRegistry(store, cur.dir));
+  if (!reg.snaps.empty()) {
+    std::string names;
+    for (const SnapshotRecord& r : reg.snaps) names += (names.empty() ? "" : ", ") + r.name;
+    return Status::Busy("volume " + name + " has " + std::to_string(reg.snaps.size()) +
+                        " snapshot(s) (" + names + "): remove them first (hbiss snap rm " + name +
+                        "@SNAP)");
   }
   // Meta first: from here on the volume no longer exists for List/Open.
   HBISS_RETURN_IF_ERROR(store->Delete(layout::MetaName(name)));

@@ -229,6 +229,11 @@ TEST_P(SnapshotTest, NamesAndRefusals) {
   EXPECT_TRUE(s->Rollback("t").IsNotSupported());
   // The names are kept in order across a reopen.
   ASSERT_TRUE(v->Close().ok());
+  // A volume with snapshots is not removed; the refusal says what to do.
+  Status rm = Volume::Remove(store_, "v");
+  EXPECT_TRUE(rm.IsBusy()) << rm.ToString();
+  EXPECT_NE(rm.message().find("s2, t"), std::string::npos) << rm.message();
+  EXPECT_NE(rm.message().find("hbiss snap rm"), std::string::npos) << rm.message();
   auto list = Volume::ListSnapshots(store_, "v");
   ASSERT_TRUE(list.ok());
   ASSERT_EQ(list->size(), 2u);
