@@ -345,6 +345,15 @@ Status SharedVolume::RenameSnapshot(const std::string& from, const std::string& 
   return AsOwner([&](volume::Volume* v) { return v->RenameSnapshot(from, to); });
 }
 
+Result<uint64_t> SharedVolume::Flatten(const std::function<void(uint64_t, uint64_t)>& progress) {
+  uint64_t copied = 0;
+  HBISS_RETURN_IF_ERROR(AsOwner([&](volume::Volume* v) -> Status {
+    HBISS_ASSIGN_OR_RETURN(copied, v->Flatten(progress));
+    return Status::OK();
+  }));
+  return copied;
+}
+
 Status SharedVolume::Rollback(const std::string& snap) {
   return AsOwner([&](volume::Volume* v) { return v->Rollback(snap); });
 }

@@ -73,6 +73,7 @@ class SharedVolume : public volume::Volume {
   Status RemoveSnapshot(const std::string& snap) override;
   Status RenameSnapshot(const std::string& from, const std::string& to) override;
   Status Rollback(const std::string& snap) override;
+  Result<uint64_t> Flatten(const std::function<void(uint64_t, uint64_t)>& progress) override;
   uint64_t epoch() const override;
   Status Owned() const override;
 

@@ -64,6 +64,12 @@ inline std::string SnapsName(const LogDir& d) { return d.path + "/snaps"; }
 inline std::string SnapDir(const LogDir& d) { return d.path + "/snap"; }
 inline std::string SnapName(const LogDir& d, uint64_t id) { return SnapDir(d) + "/" + Hex16(id); }
 
+// Clones of the volume's snapshots (clone.h): one record per clone.
+inline std::string ChildrenDir(const std::string& name) { return VolDir(name) + "/children"; }
+inline std::string ChildName(const std::string& name, const std::string& child) {
+  return ChildrenDir(name) + "/" + child;
+}
+
 // Servers that have the volume open (cluster/node.h): one object each,
 // named after the server id, holding its JSON record. Hints for `hbiss
 // status`, never needed for correctness.

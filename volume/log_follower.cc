@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "volume/checkpoint_set.h"
+#include "volume/clone.h"
 #include "volume/layout.h"
 #include "volume/recovery.h"
 
@@ -31,6 +32,9 @@ Status LogFollower::Load() {
     CheckpointInfo ck;
     bool found = false;
     HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store_, dir_, meta_, &ck, map_, &found, nullptr));
+    if (!found && !meta_.parents.empty()) {
+      HBISS_RETURN_IF_ERROR(LoadCloneBase(store_, meta_, map_).WithContext("volume " + name_));
+    }
     ckpt_seq_ = found ? ck.seq : 0;
     end_ = found ? ck.position : LogPosition{};
     seq_ = found ? ck.next_seq : 1;

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include "volume/checkpoint_set.h"
+#include "volume/clone.h"
 #include "volume/layout.h"
 
 namespace hbiss::volume {
@@ -80,6 +81,10 @@ Status Recover(store::Store* store, const layout::LogDir& dir, const VolumeMeta&
   HBISS_RETURN_IF_ERROR(LoadNewestCheckpoint(store, dir, meta, &ck, map, &out->found_checkpoint,
                                              &out->ckpt_seqs,
                                              stop_seq != 0 ? stop_seq : UINT64_MAX));
+  // A clone's log before its first checkpoint builds on its parent snapshot.
+  if (!out->found_checkpoint && !meta.parents.empty()) {
+    HBISS_RETURN_IF_ERROR(LoadCloneBase(store, meta, map).WithContext("volume " + name));
+  }
   LogPosition pos{0, 0};
   uint64_t seq = 1;
   if (out->found_checkpoint) {

@@ -47,6 +47,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -191,6 +192,14 @@ class Volume {
   static Result<std::unique_ptr<Volume>> Open(store::Store* store, const std::string& name,
                                               const OpenOptions& opts = {});
 
+  // Makes volume `name` a clone of snapshot `spec` ("VOL@SNAP"): writable,
+  // of the same size, sharing every block it does not overwrite with the
+  // snapshot (doc/snapshots.md "Clones"). O(1): it writes the clone's meta
+  // and a record in the parent. Clones of clones work to kMaxCloneDepth (15)
+  // parents. NotFound if the snapshot does not exist; AlreadyExists if
+  // `name` does; InvalidArgument for a bad spec or a chain too deep.
+  static Status Clone(store::Store* store, const std::string& spec, const std::string& name);
+
   // Deletes a volume and all its data. NotFound if absent, Busy if open or
   // if it has snapshots (the message names them).
   static Status Remove(store::Store* store, const std::string& name);
@@ -290,6 +299,14 @@ class Volume {
   // Makes the volume's content that of the snapshot (the snapshot stays).
   // Writes in progress are ordered before it; it is durable on return.
   virtual Status Rollback(const std::string& snap) = 0;
+
+  // A clone: copies every block it still shares with its parents into its
+  // own log, while I/O goes on, then, when none of its own snapshots needs
+  // them either, drops its parents (the clone is then a volume of its own
+  // and its parent snapshot can be removed). `progress(done, total)` is
+  // called now and then, in blocks. Returns the blocks copied. A volume
+  // that is not a clone: OK, nothing to do. NotSupported read-only.
+  virtual Result<uint64_t> Flatten(const std::function<void(uint64_t, uint64_t)>& progress) = 0;
 
   // Cleans now, in the caller's thread, whatever the background cleaner is
   // doing: copies out the live blocks of every segment that was closed when

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "volume/checkpoint_set.h"
+#include "volume/clone.h"
 #include "volume/epoch.h"
 #include "volume/layout.h"
 #include "volume/snapshot_registry.h"
@@ -36,7 +37,12 @@ Status Volume::ValidateName(const std::string& name) {
 }
 
 Status Volume::Create(store::Store* store, const std::string& name, const CreateOptions& opts) {
-  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  return CreateVolume(store, name, opts, {});
+}
+
+Status CreateVolume(store::Store* store, const std::string& name, const CreateOptions& opts,
+                    const std::vector<ParentRef>& parents) {
+  HBISS_RETURN_IF_ERROR(Volume::ValidateName(name));
   if (opts.size == 0) return Status::InvalidArgument("volume size must be greater than zero");
   if (opts.size > kMaxVolumeSize) {
     return Status::InvalidArgument("volume size " + std::to_string(opts.size) +
@@ -55,6 +61,8 @@ Status Volume::Create(store::Store* store, const std::string& name, const Create
   m.size = (opts.size + kBlockSize - 1) / kBlockSize * kBlockSize;
   m.segment_size = opts.segment_size;
   m.created = int64_t(std::time(nullptr));
+  m.parents = parents;
+  if (!parents.empty()) m.version = kCloneMetaVersion;
   std::random_device rd;
   std::mt19937_64 rng((uint64_t(rd()) << 32) ^ rd() ^
                       uint64_t(std::chrono::steady_clock::now().time_since_epoch().count()));
@@ -156,9 +164,14 @@ Status Volume::Remove(store::Store* store, const std::string& name) {
                         " snapshot(s) (" + names + "): remove them first (hbiss snap rm " + name +
                         "@SNAP)");
   }
+  HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
   // Meta first: from here on the volume no longer exists for List/Open.
   HBISS_RETURN_IF_ERROR(store->Delete(layout::MetaName(name)));
-  return store->DeleteDir(layout::VolDir(name));
+  HBISS_RETURN_IF_ERROR(store->DeleteDir(layout::VolDir(name)));
+  // A clone: its parent's snapshot is free of it (a record left behind by
+  // a crash here is stale: its clone is gone).
+  if (!meta.parents.empty()) DropChildRecord(store, meta.parents.front().volume, name);
+  return Status::OK();
 }
 
 Result<std::vector<std::string>> Volume::List(store::Store* store) {

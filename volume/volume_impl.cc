@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include "util/thread.h"
+#include "volume/clone.h"
 #include "volume/epoch.h"
 #include "volume/layout.h"
 #include "volume/log_reader.h"
@@ -128,6 +129,7 @@ Status VolumeImpl::Recover() {
     // Open goes on: the reserve only matters on the next full device.
     spdlog::warn("volume {}: no space reserve: {}", name_, rs.ToString());
   }
+  HBISS_RETURN_IF_ERROR(OpenLayers());
   if (!snap_.empty()) return RecoverSnapshotView();
   if (opts_.read_only) {
     // A reader follows the log, which another process may be writing.
@@ -863,7 +865,22 @@ void VolumeImpl::FlusherLoop() {
 // Reads
 
 Status VolumeImpl::ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out) {
-  return cache_.ReadRun(r, offset, out);
+  const uint32_t layer = LayerOf(r.seg);
+  if (layer == 0) return cache_.ReadRun(r, offset, out);
+  if (layer > layers_.size()) {
+    return Status::Corruption("volume " + name_ + ": the map points into layer " +
+                              std::to_string(layer) + ", beyond its " +
+                              std::to_string(layers_.size()) + " parents");
+  }
+  MapRun own = r;
+  own.seg = BaseSeg(r.seg);
+  SegmentCache& c = *layers_[layer - 1];
+  Status s = c.ReadRun(own, offset, out);
+  if (!s.IsNotFound()) return s;
+  // The parent's log moved to a new epoch (a writable open of it).
+  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store_, meta_.parents[layer - 1].volume));
+  c.SetDir(cur.dir);
+  return c.ReadRun(own, offset, out);
 }
 
 Status VolumeImpl::CountSegmentsLocked() {

@@ -138,6 +138,8 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status Owned() const override EXCLUDES(mu_);
   Result<CleanStats> Clean(double threshold) override;
   Status Close() override;
+  Result<uint64_t> Flatten(const std::function<void(uint64_t, uint64_t)>& progress) override
+      EXCLUDES(snap_mu_, write_mu_, mu_);
 
   // Snapshots (volume_snapshot.cc, doc/snapshots.md).
   Result<SnapshotInfo> CreateSnapshot(const std::string& snap) override
@@ -351,7 +353,12 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   void DropPendingLocked(uint64_t id) REQUIRES(mu_);
   std::string SnapLabel(const std::string& snap) const { return name_ + "@" + snap; }
 
+  // --- clones (volume_snapshot.cc) ---
+  // Opens a reader of each parent's log (layers_), before recovery.
+  Status OpenLayers();
+
   // --- reads ---
+  // Reads run r from its segment: the volume's own, or a parent's (clone.h).
   Status ReadFromStore(const MapRun& r, uint64_t offset, std::span<uint8_t> out);
   // Read's work, once; a read-only volume retries it after a Refresh when
   // a segment it needed was gone.
@@ -428,6 +435,9 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   SpaceReserve reserve_;
   CheckpointSet ckpts_;
   SegmentCache cache_;
+  // A clone's parents' logs, layers_[L-1] for layer L (clone.h); set before
+  // any thread runs, then only read (each cache locks itself).
+  std::vector<std::unique_ptr<SegmentCache>> layers_;
   ReadGate read_gate_;
   std::thread flusher_;
 

@@ -19,6 +19,12 @@ std::string EncodeMeta(const VolumeMeta& m) {
   j["block_size"] = kBlockSize;
   j["segment_size"] = m.segment_size;
   j["created"] = m.created;
+  if (!m.parents.empty()) {
+    j["parents"] = nlohmann::json::array();
+    for (const ParentRef& p : m.parents) {
+      j["parents"].push_back({{"volume", p.volume}, {"snap_id", p.snap_id}, {"snap", p.snap}});
+    }
+  }
   return j.dump(2) + "\n";
 }
 
@@ -30,7 +36,7 @@ Result<VolumeMeta> DecodeMeta(const std::string& text, const std::string& name) 
   if (j.is_discarded() || !j.is_object()) return bad("is not a JSON object");
   if (!j.contains("format") || j["format"] != "hbiss-volume") return bad("has a wrong format tag");
   if (!j.contains("version") || !j["version"].is_number_unsigned()) return bad("has no version");
-  if (j["version"].get<uint64_t>() > kMetaVersion) {
+  if (j["version"].get<uint64_t>() > kCloneMetaVersion) {
     return Status::NotSupported("volume " + name + ": meta version " +
                                 std::to_string(j["version"].get<uint64_t>()) +
                                 " is newer than this build supports");
@@ -54,6 +60,23 @@ Result<VolumeMeta> DecodeMeta(const std::string& text, const std::string& name) 
     return bad("has a bad segment size");
   }
   if (j.contains("created") && j["created"].is_number_integer()) m.created = j["created"];
+  if (j.contains("parents")) {
+    if (!j["parents"].is_array() || j["parents"].size() > kMaxCloneDepth) {
+      return bad("has a bad parent chain");
+    }
+    for (const auto& e : j["parents"]) {
+      ParentRef p;
+      if (!e.is_object() || !e.contains("volume") || !e["volume"].is_string() ||
+          !e.contains("snap_id") || !e["snap_id"].is_number_unsigned()) {
+        return bad("has a bad parent");
+      }
+      p.volume = e["volume"].get<std::string>();
+      p.snap_id = e["snap_id"].get<uint64_t>();
+      if (e.contains("snap") && e["snap"].is_string()) p.snap = e["snap"].get<std::string>();
+      if (!Volume::ValidateName(p.volume).ok() || p.snap_id == 0) return bad("has a bad parent");
+      m.parents.push_back(std::move(p));
+    }
+  }
   return m;
 }
 

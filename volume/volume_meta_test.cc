@@ -24,15 +24,17 @@ VolumeMeta Sample() {
 }
 
 TEST(VolumeMetaTest, RoundTrip) {
-  for (VolumeMeta m : {Sample(), VolumeMeta{1, kBlockSize, kMinSegmentSlots * kSlotSize, 0},
+  for (VolumeMeta m : {Sample(), VolumeMeta{1, kBlockSize, kMinSegmentSlots * kSlotSize, 0, kMetaVersion, {}},
                        VolumeMeta{~uint64_t{0}, kMaxVolumeSize,
-                                  uint64_t(kMaxSegmentSlots) * kSlotSize, -5}}) {
+                                  uint64_t(kMaxSegmentSlots) * kSlotSize, -5, kCloneMetaVersion,
+                                  {ParentRef{"p", 3, "s"}, ParentRef{"gp", 1, ""}}}}) {
     auto d = DecodeMeta(EncodeMeta(m), "v");
     ASSERT_TRUE(d.ok()) << d.status().ToString();
     EXPECT_EQ(d->id, m.id);
     EXPECT_EQ(d->size, m.size);
     EXPECT_EQ(d->segment_size, m.segment_size);
     EXPECT_EQ(d->created, m.created);
+    EXPECT_EQ(d->parents, m.parents);
   }
   // "created" is optional.
   nlohmann::json j = nlohmann::json::parse(EncodeMeta(Sample()));

@@ -20,6 +20,7 @@
 #include "util/bytes.h"
 #include "util/thread.h"
 #include "volume/checkpoint.h"
+#include "volume/clone.h"
 #include "volume/epoch.h"
 #include "volume/recovery.h"
 #include "volume/volume_impl.h"
@@ -229,6 +230,99 @@ void VolumeImpl::DropPendingLocked(uint64_t id) {
 }
 
 // ---------------------------------------------------------------------------
+// Clones
+
+Status VolumeImpl::OpenLayers() {
+  for (const ParentRef& p : meta_.parents) {
+    auto pm = ReadMeta(store_, p.volume);
+    if (!pm.ok()) {
+      return Status::Corruption("volume " + name_ + ": its parent " + p.volume +
+                                " cannot be read: " + pm.status().ToString());
+    }
+    HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store_, p.volume));
+    layers_.push_back(
+        std::make_unique<SegmentCache>(store_, cur.dir, pm->id, seg_slots_, nullptr));
+  }
+  return Status::OK();
+}
+
+Result<uint64_t> VolumeImpl::Flatten(const std::function<void(uint64_t, uint64_t)>& progress) {
+  Lock sl(&snap_mu_);
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+  }
+  if (meta_.parents.empty()) return uint64_t{0};
+  // What the clone still shares, from a copy of the map; each piece is
+  // copied only if the map still points there (a write since wins), like
+  // the cleaner's copies.
+  std::unique_ptr<ExtentMap> now;
+  {
+    Lock l(&mu_);
+    HBISS_ASSIGN_OR_RETURN(now, map_.Snapshot());
+  }
+  std::vector<MapRun> shared;
+  uint64_t total = 0;
+  now->ForEach([&](const MapRun& r) {
+    if (LayerOf(r.seg) == 0) return;
+    shared.push_back(r);
+    total += r.count;
+  });
+  now.reset();
+  uint64_t done = 0, copied = 0;
+  std::vector<uint8_t> buf;
+  if (progress) progress(0, total);
+  for (const MapRun& r : shared) {
+    for (uint64_t off = 0; off < r.count; off += Cleaner::kPieceBlocks) {
+      MapRun piece = r;
+      piece.lba = r.lba + off;
+      piece.slot = uint32_t(r.slot + off);
+      piece.count = std::min<uint64_t>(Cleaner::kPieceBlocks, r.count - off);
+      buf.resize(piece.count * kBlockSize);
+      HBISS_RETURN_IF_ERROR(ReadRun(piece, buf).WithContext("volume " + name_ + ": flatten"));
+      HBISS_ASSIGN_OR_RETURN(uint64_t moved, CopyStillLive(piece, buf.data()));
+      copied += moved;
+      done += piece.count;
+      if (progress) progress(done, total);
+    }
+  }
+  HBISS_RETURN_IF_ERROR(Flush());
+  {
+    Lock l(&mu_);
+    bool left = false;
+    map_.ForEach([&](const MapRun& r) { left |= LayerOf(r.seg) != 0; });
+    if (left) return Status::IOError("volume " + name_ + ": flatten left shared blocks");
+  }
+  // Its own snapshots may still share blocks with the parents: then the
+  // parents stay (what rbd's deep-flatten would copy too is not copied).
+  for (const SnapshotRecord& rec : registry_.snaps) {
+    ExtentMap m(meta_.size / kBlockSize);
+    bool materialized = false;
+    HBISS_RETURN_IF_ERROR(LoadSnapMap(dir_, rec, &m, &materialized));
+    bool uses = false;
+    m.ForEach([&](const MapRun& r) { uses |= LayerOf(r.seg) != 0; });
+    if (uses) {
+      spdlog::info("volume {}: flattened; its snapshot {} still uses its parents, which stay",
+                   name_, SnapLabel(rec.name));
+      return copied;
+    }
+  }
+  // No kept checkpoint may point into a parent any more: write two, then
+  // the meta without parents; then the parent may let its snapshot go.
+  HBISS_RETURN_IF_ERROR(CheckpointNow());
+  HBISS_RETURN_IF_ERROR(CheckpointNow());
+  VolumeMeta m = meta_;
+  m.parents.clear();
+  m.version = kMetaVersion;
+  HBISS_RETURN_IF_ERROR(store_->Put(layout::MetaName(name_), AsBytes(EncodeMeta(m)))
+                            .WithContext("volume " + name_ + ": writing its meta"));
+  DropChildRecord(store_, meta_.parents.front().volume, name_);
+  spdlog::info("volume {}: flattened ({} blocks copied); it no longer depends on {}@{}", name_,
+               copied, meta_.parents.front().volume, meta_.parents.front().snap);
+  return copied;
+}
+
+// ---------------------------------------------------------------------------
 // Operations
 
 Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
@@ -320,8 +414,16 @@ Status VolumeImpl::RemoveSnapshot(const std::string& snap) {
   const SnapshotRecord* rec = registry_.Find(snap);
   if (rec == nullptr) return Status::NotFound("snapshot " + SnapLabel(snap) + " does not exist");
   const uint64_t id = rec->id;
+  HBISS_ASSIGN_OR_RETURN(std::vector<std::string> children, ListChildren(store_, name_, id));
+  if (!children.empty()) {
+    std::string names;
+    for (const std::string& c : children) names += (names.empty() ? "" : ", ") + c;
+    return Status::Busy("snapshot " + SnapLabel(snap) + " has " +
+                        std::to_string(children.size()) + " clone(s) (" + names +
+                        "): flatten them (hbiss flatten CLONE) or remove them first");
+  }
   {
-    // Its map object is being written by the flusher: let it finish first.
+    // Its map object is being written by the snapshot writer: let it finish first.
     Lock l(&mu_);
     HBISS_RETURN_IF_ERROR(UsableLocked());
     HBISS_RETURN_IF_ERROR(AwaitMaterializedLocked());

@@ -1,0 +1,160 @@
+#include "volume/clone.h"
+
+#include <algorithm>
+#include <ctime>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "util/bytes.h"
+#include "volume/epoch.h"
+#include "volume/layout.h"
+#include "volume/snapshot_registry.h"
+#include "volume/volume.h"
+
+namespace hbiss::volume {
+
+namespace {
+
+// The record of clone `child` in its parent, or NotFound.
+Result<uint64_t> ReadChildRecord(store::Store* store, const std::string& parent,
+                                 const std::string& child) {
+  HBISS_ASSIGN_OR_RETURN(std::string text,
+                         store->Get(layout::ChildName(parent, child), layout::kMaxMetaBytes));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("snap_id") ||
+      !j["snap_id"].is_number_unsigned()) {
+    return Status::Corruption("volume " + parent + ": bad child record " + child);
+  }
+  return j["snap_id"].get<uint64_t>();
+}
+
+}  // namespace
+
+Status LoadCloneBase(store::Store* store, const VolumeMeta& meta, ExtentMap* map) {
+  const ParentRef& p = meta.parents.front();
+  const std::string label = p.volume + "@" + (p.snap.empty() ? std::to_string(p.snap_id) : p.snap);
+  auto gone = [&](const Status& s) {
+    return Status::Corruption("the parent snapshot " + label + " of this clone cannot be read: " +
+                              s.ToString());
+  };
+  auto pm = ReadMeta(store, p.volume);
+  if (!pm.ok()) return pm.status().IsNotFound() ? gone(pm.status()) : pm.status();
+  if (pm->size != meta.size || pm->segment_size != meta.segment_size) {
+    return Status::Corruption("the parent " + p.volume + " does not match this clone's size");
+  }
+  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, p.volume));
+  HBISS_ASSIGN_OR_RETURN(SnapRegistry reg, ReadSnapRegistry(store, cur.dir));
+  const SnapshotRecord* rec = nullptr;
+  for (const SnapshotRecord& r : reg.snaps) {
+    if (r.id == p.snap_id) rec = &r;
+  }
+  if (rec == nullptr) return gone(Status::NotFound("no such snapshot"));
+  ExtentMap parent(meta.size / kBlockSize);
+  bool materialized = false;
+  HBISS_RETURN_IF_ERROR(LoadSnapshotMap(store, cur.dir, *pm, *rec, &parent, &materialized));
+  map->Reset();
+  Status s;
+  parent.ForEach([&](const MapRun& r) {
+    if (!s.ok()) return;
+    const uint32_t layer = LayerOf(r.seg) + 1;
+    if (layer > kMaxCloneDepth || layer > meta.parents.size()) {
+      s = Status::Corruption("the parent snapshot " + label + " has layers beyond this clone's chain");
+      return;
+    }
+    s = map->Set(r.lba, r.count, LayeredSeg(layer, BaseSeg(r.seg)), r.slot);
+  });
+  if (!s.ok()) map->Reset();
+  return s;
+}
+
+Result<std::vector<std::string>> ListChildren(store::Store* store, const std::string& parent,
+                                              uint64_t snap_id) {
+  std::vector<std::string> out;
+  auto list = store->List(layout::ChildrenDir(parent));
+  if (!list.ok()) {
+    if (list.status().IsNotFound()) return out;
+    return list.status();
+  }
+  for (const auto& o : *list) {
+    if (o.is_dir || !Volume::ValidateName(o.name).ok()) continue;
+    auto id = ReadChildRecord(store, parent, o.name);
+    if (!id.ok()) {
+      if (id.status().IsNotFound() || id.status().IsCorruption()) continue;
+      return id.status();
+    }
+    if (snap_id != 0 && *id != snap_id) continue;
+    // Stale unless the clone exists and still names this parent.
+    auto m = ReadMeta(store, o.name);
+    if (!m.ok()) {
+      if (m.status().IsNotFound() || m.status().IsCorruption()) continue;
+      return m.status();
+    }
+    if (m->parents.empty() || m->parents.front().volume != parent ||
+        m->parents.front().snap_id != *id) {
+      continue;
+    }
+    out.push_back(o.name);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void DropChildRecord(store::Store* store, const std::string& parent, const std::string& child) {
+  Status s = store->Delete(layout::ChildName(parent, child));
+  if (!s.ok() && !s.IsNotFound()) {
+    spdlog::warn("volume {}: deleting the record of clone {}: {}", parent, child, s.ToString());
+  }
+}
+
+Status Volume::Clone(store::Store* store, const std::string& spec, const std::string& name) {
+  std::string parent, snap;
+  HBISS_RETURN_IF_ERROR(ParseSpec(spec, &parent, &snap));
+  if (snap.empty()) {
+    return Status::InvalidArgument("a clone is made from a snapshot: VOLUME@SNAPSHOT, not " + spec);
+  }
+  HBISS_RETURN_IF_ERROR(ValidateName(name));
+  HBISS_ASSIGN_OR_RETURN(VolumeMeta pm, ReadMeta(store, parent));
+  HBISS_ASSIGN_OR_RETURN(std::vector<SnapshotInfo> snaps, ListSnapshots(store, parent));
+  auto it = std::find_if(snaps.begin(), snaps.end(),
+                         [&](const SnapshotInfo& s) { return s.name == snap; });
+  if (it == snaps.end()) return Status::NotFound("snapshot " + spec + " does not exist");
+  if (pm.parents.size() + 1 > kMaxCloneDepth) {
+    return Status::InvalidArgument("clone " + name + " of " + spec + " would be " +
+                                   std::to_string(pm.parents.size() + 1) +
+                                   " clones deep (at most " + std::to_string(kMaxCloneDepth) +
+                                   "): flatten " + parent + " first (hbiss flatten " + parent +
+                                   ")");
+  }
+  auto exists = store->Stat(layout::MetaName(name));
+  if (exists.ok()) return Status::AlreadyExists("volume " + name + " already exists");
+  if (!exists.status().IsNotFound()) return exists.status();
+  // The child record first: a clone is never without one (a record without
+  // its clone is stale, and ignored).
+  const std::string rec = nlohmann::json{{"snap_id", it->id}}.dump() + "\n";
+  HBISS_RETURN_IF_ERROR(store->Put(layout::ChildName(parent, name), AsBytes(rec))
+                            .WithContext("volume " + parent + ": recording clone " + name));
+  CreateOptions co;
+  co.size = pm.size;
+  co.segment_size = pm.segment_size;
+  std::vector<ParentRef> chain{ParentRef{parent, it->id, snap}};
+  chain.insert(chain.end(), pm.parents.begin(), pm.parents.end());
+  Status cs = CreateVolume(store, name, co, chain);
+  if (!cs.ok()) {
+    DropChildRecord(store, parent, name);
+    return cs;
+  }
+  // A removal of the snapshot that raced this one: it checked for clones
+  // before the record was there.
+  auto again = ListSnapshots(store, parent);
+  if (again.ok() && std::none_of(again->begin(), again->end(),
+                                 [&](const SnapshotInfo& s) { return s.id == it->id; })) {
+    (void)Remove(store, name);
+    DropChildRecord(store, parent, name);
+    return Status::NotFound("snapshot " + spec + " was removed while " + name + " was made");
+  }
+  spdlog::info("volume {}: cloned from {}", name, spec);
+  return Status::OK();
+}
+
+}  // namespace hbiss::volume
