@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "volume/checkpoint.h"
+#include "volume/clone.h"
 #include "volume/epoch.h"
 #include "volume/extent_map.h"
 #include "volume/layout.h"
@@ -395,6 +396,7 @@ Status CheckVolumeReferences(store::Store* store, const VolumeMeta& meta,
     }
     std::set<uint64_t> missing;
     map.ForEach([&](const MapRun& r) {
+      if (LayerOf(r.seg) != 0) return;  // a parent's (checked below)
       held.insert(r.seg);
       if (!present.count(r.seg)) missing.insert(r.seg);
     });
@@ -436,6 +438,15 @@ Status CheckVolumeReferences(store::Store* store, const VolumeMeta& meta,
       }
     });
     if (!bad.ok()) return bad;
+  }
+  // A clone: its parents and their snapshots must be there.
+  if (!meta.parents.empty()) {
+    ExtentMap base(meta.size / kBlockSize);
+    Status b = LoadCloneBase(store, meta, &base);
+    if (!b.ok()) {
+      if (!b.IsCorruption() && !b.IsNotFound()) return b;
+      report->Add(Corrupt("references", 0, "clone " + name + ": " + b.message()));
+    }
   }
   // What a snapshot holds is not leaked.
   for (auto it = report->problems.begin(); it != report->problems.end();) {
@@ -550,7 +561,10 @@ Result<FsckReport> CheckOnce(store::Store* store, const std::string& name) {
 
   // The map's runs by segment.
   std::map<uint64_t, std::vector<MapRun>> runs_by_seg;
-  for (const MapRun& r : RunsOf(map)) runs_by_seg[r.seg].push_back(r);
+  for (const MapRun& r : RunsOf(map)) {
+    // A clone's blocks in its parents' logs: CheckVolumeReferences.
+    if (LayerOf(r.seg) == 0) runs_by_seg[r.seg].push_back(r);
+  }
   for (auto& [id, runs] : runs_by_seg) {
     referenced.insert(id);
     if (!seg_sizes.count(id)) CheckMappedBlocks(id, runs, nullptr, &report);

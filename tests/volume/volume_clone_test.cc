@@ -15,6 +15,7 @@
 #include "store/fault_injection_store.h"
 #include "store/local_store.h"
 #include "store/memory_store.h"
+#include "volume/fsck.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
@@ -137,6 +138,15 @@ TEST_P(CloneTest, ClonesShareTheSnapshotAndWritesStayIsolated) {
   Expect("c1@mine", mine);
   auto info = Volume::Stat(store_, "c1");
   ASSERT_TRUE(info.ok());
+  // fsck: a clone's blocks in its parent are references, not missing
+  // segments; the parent's snapshot holds what the clones need.
+  for (const char* v : {"c1", "c2", "gold"}) {
+    auto r = CheckVolume(store_, v);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    std::string all;
+    for (const auto& p : r->problems) all += p.message + "\n";
+    EXPECT_EQ(r->corruptions, 0u) << v << ":\n" << all;
+  }
 }
 
 TEST_P(CloneTest, ChainsWorkToTheDocumentedDepthAndNoFurther) {
