@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/progress.h"
 #include "store/store.h"
 #include "util/status.h"
 #include "volume/volume.h"
@@ -46,18 +47,6 @@ int Fail(const std::string& context, const Status& st) {
 int FailMsg(const std::string& context, const std::string& msg) {
   std::fprintf(stderr, "hbiss: %s: %s\n", context.c_str(), msg.c_str());
   return 1;
-}
-
-std::string FormatBytes(uint64_t n) {
-  static const char* const kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  if (u == 0) return fmt::format("{} B", n);
-  return fmt::format("{:.1f} {}", v, kUnits[u]);
 }
 
 }  // namespace
@@ -123,53 +112,6 @@ Result<std::unique_ptr<store::Store>> OpenStoreFor(const GlobalOptions& g, bool 
 namespace {
 
 // A one-line progress bar on stderr, drawn only when stderr is a terminal.
-class Progress {
- public:
-  Progress(std::string what, uint64_t total)
-      : what_(std::move(what)), total_(total), enabled_(isatty(STDERR_FILENO) == 1) {
-    start_ = last_ = std::chrono::steady_clock::now();
-  }
-  Progress(const Progress&) = delete;
-  Progress& operator=(const Progress&) = delete;
-
-  void Update(uint64_t done, bool force = false) {
-    if (!enabled_) return;
-    auto now = std::chrono::steady_clock::now();
-    if (!force && now - last_ < std::chrono::milliseconds(100)) return;
-    last_ = now;
-    double secs = std::chrono::duration<double>(now - start_).count();
-    double pct = total_ == 0 ? 100.0 : 100.0 * static_cast<double>(done) / total_;
-    int filled = static_cast<int>(pct / 100.0 * kWidth);
-    std::string bar(filled, '#');
-    bar.resize(kWidth, '.');
-    double rate = secs > 0 ? static_cast<double>(done) / secs : 0;
-    std::fprintf(stderr, "\r\033[K%s %5.1f%% [%s] %s / %s  %s/s", what_.c_str(), pct,
-                 bar.c_str(), FormatBytes(done).c_str(), FormatBytes(total_).c_str(),
-                 FormatBytes(static_cast<uint64_t>(rate)).c_str());
-    drawn_ = true;
-  }
-
-  // Clears the bar so that a log line can be printed.
-  void Clear() {
-    if (enabled_ && drawn_) std::fprintf(stderr, "\r\033[K");
-  }
-
-  void Finish(uint64_t done) {
-    if (!enabled_) return;
-    Update(done, true);
-    std::fprintf(stderr, "\n");
-    drawn_ = false;
-  }
-
- private:
-  static constexpr int kWidth = 30;
-  std::string what_;
-  uint64_t total_;
-  bool enabled_;
-  bool drawn_ = false;
-  std::chrono::steady_clock::time_point start_, last_;
-};
-
 bool IsZero(const uint8_t* p, size_t n) {
   if (n == 0) return true;
   return p[0] == 0 && std::memcmp(p, p + 1, n - 1) == 0;

@@ -27,6 +27,8 @@ std::string DefaultStoreUri();
 void AddVolumeCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 // fsck (cmd_fsck.cc): the consistency check; exit codes as qemu-img check.
 void AddFsckCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
+// clone, flatten, children (cmd_clone.cc): clones of snapshots.
+void AddCloneCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 // serve (cmd_serve.cc).
 void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 // dfs ls|put|get|cat|rm|mkdir|stat (cmd_dfs.cc). main() calls it before any
