@@ -14,6 +14,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
 #include "cluster/node.h"
@@ -126,6 +127,8 @@ int RunOp(const GlobalOptions& g, cluster::SnapshotOp::Kind kind, const char* ve
                                                    "': " + st.message()));
     }
   }
+  // The line printed below says what the engine's info log would.
+  if (!g.verbose) spdlog::set_level(spdlog::level::warn);
   auto store = OpenStoreFor(g, false);
   if (!store.ok()) return SnapFail(ctx, store.status());
   auto r = cluster::RunSnapshotOp(store->get(), op, a.timeout_ms, kOpTimeoutMs);
