@@ -431,27 +431,49 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
   Status last;
   for (int attempt = 0; attempt < kAttempts; attempt++) {
     if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
-    HBISS_ASSIGN_OR_RETURN(volume::OwnerRecord rec, volume::Volume::Owner(store, op.volume));
-    if (rec.owner.empty()) {
+    HBISS_ASSIGN_OR_RETURN(VolumeStatus st, GetVolumeStatus(store, op.volume, timeout_ms));
+    if (st.has_owner && !st.owner.answers) {
+      const ServerRecord& o = st.owner.record;
+      return Status::Busy(
+          "volume " + op.volume + " is owned by server " + o.server + " at " +
+              (o.peer.empty() ? std::string("no peer address") : o.peer) +
+              ", which does not answer; if its host is gone, `hbiss lock break " + op.volume +
+              "` takes the volume from it, then try again",
+          /*retryable=*/false);
+    }
+    const VolumeStatus::Server* doer = st.has_owner ? &st.owner : nullptr;
+    if (op.kind == SnapshotOp::kRollback) {
+      // A server reading the volume would go on serving what it held before
+      // the rollback (a reader's Refresh follows the log, and a rollback is
+      // written as checkpoints). A lone reader with nobody owning the volume
+      // is asked to do it: it becomes the owner, and there is no other view.
+      std::vector<const VolumeStatus::Server*> readers;
+      for (const auto& s : st.open) {
+        if (s.answers && (doer == nullptr || s.record.server != doer->record.server)) {
+          readers.push_back(&s);
+        }
+      }
+      if (doer == nullptr && readers.size() == 1) {
+        doer = readers[0];
+        readers.clear();
+      }
+      if (!readers.empty()) {
+        std::string names;
+        for (const auto* r : readers) names += (names.empty() ? "" : ", ") + r->record.server;
+        return Status::Busy("volume " + op.volume + " is also open on server(s) " + names +
+                                ", which would go on serving its data from before the "
+                                "rollback: disconnect their clients first",
+                            /*retryable=*/false);
+      }
+    }
+    if (doer == nullptr) {
       auto r = RunHere(store, op);
       // Busy: a server took the lock between the owner record and the open.
       if (r.ok() || !r.status().IsBusy()) return r;
       last = r.status();
       continue;
     }
-    auto sr = DecodeServerRecord(rec.owner);
-    if (!sr.ok()) return sr.status().WithContext("volume " + op.volume + ": owner record");
-    VolumeStatus::Server owner;
-    owner.record = *sr;
-    Ping(&owner, op.volume, timeout_ms);
-    if (!owner.answers) {
-      return Status::Busy(
-          "volume " + op.volume + " is owned by server " + sr->server + " at " +
-              (sr->peer.empty() ? std::string("no peer address") : sr->peer) +
-              ", which does not answer; if its host is gone, `hbiss lock break " + op.volume +
-              "` takes the volume from it, then try again",
-          /*retryable=*/false);
-    }
+    const ServerRecord& sr = doer->record;
     pb::Request req;
     req.set_type(RequestType(op.kind));
     req.set_id(uint64_t(attempt) + 1);
@@ -459,14 +481,14 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
     req.set_snap(op.snap);
     if (op.kind == SnapshotOp::kRename) req.set_new_name(op.new_name);
     req.set_from_server("hbiss-snap");
-    auto reply = PeerCall(sr->peer, req, op_timeout_ms);
+    auto reply = PeerCall(sr.peer, req, op_timeout_ms);
     if (!reply.ok()) {
-      return reply.status().WithContext("volume " + op.volume + ": asking its owner, server " +
-                                        sr->server + " at " + sr->peer);
+      return reply.status().WithContext("volume " + op.volume + ": asking server " + sr.server +
+                                        " at " + sr.peer);
     }
     if (reply->code() == pb::Reply::OK) {
       SnapshotOpResult out;
-      out.server = sr->server;
+      out.server = sr.server;
       if (reply->has_snapshot()) {
         out.created.id = reply->snapshot().id();
         out.created.name = reply->snapshot().name();
@@ -476,16 +498,16 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
       return out;
     }
     if (reply->code() == pb::Reply::NO_VOLUME) {
-      // It closed the volume after the owner record was read, or the record
-      // is from an earlier run of that server: the lock is free, unless
+      // It closed the volume after its record was read, or the record is
+      // from an earlier run of that server: the lock is free, unless
       // someone took the volume meanwhile.
       auto r = RunHere(store, op);
       if (r.ok() || !r.status().IsBusy()) return r;
       last = r.status();
       continue;
     }
-    if (reply->code() == pb::Reply::FAILED) return ReplyStatus(*reply, sr->server);
-    return Status::IOError("volume " + op.volume + ": server " + sr->server + " answered " +
+    if (reply->code() == pb::Reply::FAILED) return ReplyStatus(*reply, sr.server);
+    return Status::IOError("volume " + op.volume + ": server " + sr.server + " answered " +
                            pb::Reply::Code_Name(reply->code()) + ": " + reply->message());
   }
   return Status::Busy("volume " + op.volume + " kept changing owner (" + last.message() +
