@@ -48,6 +48,31 @@ class TwoServers : public ::testing::Test {
 
   static SharedVolume* Shared(volume::Volume* v) { return static_cast<SharedVolume*>(v); }
 
+  // RunSnapshotOp on "vm", with the timeouts every test here uses.
+  Result<SnapshotOpResult> Snap(SnapshotOp::Kind kind, const std::string& snap,
+                                const std::string& new_name = "") {
+    SnapshotOp op;
+    op.kind = kind;
+    op.volume = "vm";
+    op.snap = snap;
+    op.new_name = new_name;
+    return RunSnapshotOp(&store_, op, 2000, 20000);
+  }
+
+  // host-a owns "vm" (*va) and host-b reads it (*vb); snapshot s1 holds
+  // Pattern(1) in block 0, the volume Pattern(2).
+  void OwnerAndReaderWithSnapshot(std::unique_ptr<volume::Volume>* va,
+                                  std::unique_ptr<volume::Volume>* vb) {
+    auto a = a_->Open("vm");
+    auto b = b_->Open("vm");
+    ASSERT_TRUE(a.ok() && b.ok());
+    *va = std::move(*a);
+    *vb = std::move(*b);
+    ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());
+    ASSERT_TRUE((*va)->CreateSnapshot("s1").ok());
+    ASSERT_TRUE((*va)->Write(0, Pattern(2)).ok());
+  }
+
   store::MemoryStore store_;
   std::unique_ptr<Node> a_, b_;
 };
@@ -231,10 +256,7 @@ TEST_F(TwoServers, SnapshotOpsGoThroughTheOwner) {
   ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());  // host-a owns it, not flushed
   const uint64_t epoch = (*va)->epoch();
 
-  SnapshotOp op;
-  op.volume = "vm";
-  op.snap = "s1";
-  auto r = RunSnapshotOp(&store_, op, 2000, 20000);
+  auto r = Snap(SnapshotOp::kCreate, "s1");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->server, "host-a");
   EXPECT_EQ(r->created.name, "s1");
@@ -263,22 +285,15 @@ TEST_F(TwoServers, SnapshotOpsGoThroughTheOwner) {
   pb::Reply rep = a_->Handle(dup);
   EXPECT_EQ(rep.code(), pb::Reply::FAILED);
   EXPECT_EQ(Status::Code(rep.status_code()), Status::Code::kAlreadyExists) << rep.message();
-  EXPECT_TRUE(RunSnapshotOp(&store_, op, 2000, 20000).status().IsAlreadyExists());
-  op.snap = "nosuch";
-  op.kind = SnapshotOp::kRemove;
-  EXPECT_TRUE(RunSnapshotOp(&store_, op, 2000, 20000).status().IsNotFound());
+  EXPECT_TRUE(Snap(SnapshotOp::kCreate, "s1").status().IsAlreadyExists());
+  EXPECT_TRUE(Snap(SnapshotOp::kRemove, "nosuch").status().IsNotFound());
 
   // Rename, then roll back through the owner: both servers read the snapshot's data.
-  op.kind = SnapshotOp::kRename;
-  op.snap = "s1";
-  op.new_name = "s2";
-  r = RunSnapshotOp(&store_, op, 2000, 20000);
+  r = Snap(SnapshotOp::kRename, "s1", "s2");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->server, "host-a");
   ASSERT_TRUE((*vb)->Close().ok());  // a reader elsewhere refuses a rollback (below)
-  op.kind = SnapshotOp::kRollback;
-  op.snap = "s2";
-  r = RunSnapshotOp(&store_, op, 2000, 20000);
+  r = Snap(SnapshotOp::kRollback, "s2");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->server, "host-a");
   ASSERT_TRUE((*va)->Read(0, got).ok());
@@ -294,8 +309,7 @@ TEST_F(TwoServers, SnapshotOpsGoThroughTheOwner) {
     ASSERT_TRUE((*vc)->Close().ok());
   }
 
-  op.kind = SnapshotOp::kRemove;
-  r = RunSnapshotOp(&store_, op, 2000, 20000);
+  r = Snap(SnapshotOp::kRemove, "s2");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   auto list = volume::Volume::ListSnapshots(&store_, "vm");
   ASSERT_TRUE(list.ok());
@@ -309,29 +323,22 @@ TEST_F(TwoServers, SnapshotOpsGoThroughTheOwner) {
 // volume open as a reader before another server rolled it back keeps serving
 // the pre-rollback data.
 TEST_F(TwoServers, DISABLED_AReaderOpenBeforeARollbackSeesIt) {
-  auto va = a_->Open("vm");
-  auto vb = b_->Open("vm");
-  ASSERT_TRUE(va.ok() && vb.ok());
-  ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());
-  ASSERT_TRUE((*va)->CreateSnapshot("s1").ok());
-  ASSERT_TRUE((*va)->Write(0, Pattern(2)).ok());
+  std::unique_ptr<volume::Volume> va, vb;
+  ASSERT_NO_FATAL_FAILURE(OwnerAndReaderWithSnapshot(&va, &vb));
   std::vector<uint8_t> got(kBlock);
-  ASSERT_TRUE((*vb)->Read(0, got).ok());
+  ASSERT_TRUE(vb->Read(0, got).ok());
   EXPECT_EQ(got, Pattern(2));
-  ASSERT_TRUE((*va)->Rollback("s1").ok());
-  ASSERT_TRUE((*vb)->Read(0, got).ok());
+  ASSERT_TRUE(va->Rollback("s1").ok());
+  ASSERT_TRUE(vb->Read(0, got).ok());
   EXPECT_EQ(got, Pattern(1));
-  ASSERT_TRUE((*va)->Close().ok());
-  ASSERT_TRUE((*vb)->Close().ok());
+  ASSERT_TRUE(va->Close().ok());
+  ASSERT_TRUE(vb->Close().ok());
 }
 
 TEST_F(TwoServers, SnapshotOpsWithoutAnOwnerOpenTheVolume) {
   auto vb = b_->Open("vm");  // a reader only
   ASSERT_TRUE(vb.ok());
-  SnapshotOp op;
-  op.volume = "vm";
-  op.snap = "s1";
-  auto r = RunSnapshotOp(&store_, op, 2000, 20000);
+  auto r = Snap(SnapshotOp::kCreate, "s1");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->server, "");
   auto owner = volume::Volume::Owner(&store_, "vm");
@@ -346,30 +353,22 @@ TEST_F(TwoServers, SnapshotOpsWithoutAnOwnerOpenTheVolume) {
 // refused while a server other than the one doing it has the volume open; a
 // lone reader with nobody owning the volume does it itself.
 TEST_F(TwoServers, RollbackIsRefusedWhileAnotherServerReadsTheVolume) {
-  auto va = a_->Open("vm");
-  auto vb = b_->Open("vm");
-  ASSERT_TRUE(va.ok() && vb.ok());
-  ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());
-  ASSERT_TRUE((*va)->CreateSnapshot("s1").ok());
-  ASSERT_TRUE((*va)->Write(0, Pattern(2)).ok());
-  SnapshotOp op;
-  op.kind = SnapshotOp::kRollback;
-  op.volume = "vm";
-  op.snap = "s1";
-  auto r = RunSnapshotOp(&store_, op, 2000, 20000);
+  std::unique_ptr<volume::Volume> va, vb;
+  ASSERT_NO_FATAL_FAILURE(OwnerAndReaderWithSnapshot(&va, &vb));
+  auto r = Snap(SnapshotOp::kRollback, "s1");
   EXPECT_TRUE(r.status().IsBusy()) << r.status().ToString();
   EXPECT_NE(r.status().message().find("host-b"), std::string::npos) << r.status().ToString();
   std::vector<uint8_t> got(kBlock);
-  ASSERT_TRUE((*va)->Read(0, got).ok());
+  ASSERT_TRUE(va->Read(0, got).ok());
   EXPECT_EQ(got, Pattern(2));  // nothing was rolled back
 
-  ASSERT_TRUE((*va)->Close().ok());  // now b is a lone reader and nobody owns it
-  r = RunSnapshotOp(&store_, op, 2000, 20000);
+  ASSERT_TRUE(va->Close().ok());  // now b is a lone reader and nobody owns it
+  r = Snap(SnapshotOp::kRollback, "s1");
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->server, "host-b");
-  ASSERT_TRUE((*vb)->Read(0, got).ok());
+  ASSERT_TRUE(vb->Read(0, got).ok());
   EXPECT_EQ(got, Pattern(1));
-  ASSERT_TRUE((*vb)->Close().ok());
+  ASSERT_TRUE(vb->Close().ok());
 }
 
 TEST_F(TwoServers, AnOwnerThatDoesNotAnswerIsNamedNotBroken) {
