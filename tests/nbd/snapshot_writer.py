@@ -1,6 +1,7 @@
 # The writer of snapshot_test.sh: one write at a time (QD1) to the blocks of
 # [BASE, BASE + BLOCKS * 4096) of an NBD export, round robin: write number s
-# goes to block s % BLOCKS and fills it with the 8-byte little-endian s.
+# goes to block s % BLOCKS and fills it with the 8-byte little-endian s + 1
+# (never zero: a block of zeros is one never written).
 # After each acknowledged write it prints s (flushed), so the test knows how
 # many writes were acknowledged before and after a snapshot. Stops when the
 # file STOP exists.
@@ -37,14 +38,17 @@ def check(image, base, blocks, low, high):
         if blk == bytes(BLOCK):
             got.append(None)
             continue
-        (s,) = struct.unpack_from("<Q", blk)
-        if blk != struct.pack("<Q", s) * (BLOCK // 8):
+        (v,) = struct.unpack_from("<Q", blk)
+        if blk != struct.pack("<Q", v) * (BLOCK // 8):
             sys.exit(f"block {b}: torn or foreign content")
-        got.append(s)
+        got.append(v - 1)
     seen = [s for s in got if s is not None]
     k = max(seen) + 1 if seen else 0
-    if got != state_after(k, blocks):
-        sys.exit(f"the writer region is not the state after any prefix of writes (k={k})")
+    want = state_after(k, blocks)
+    if got != want:
+        bad = [(b, got[b], want[b]) for b in range(blocks) if got[b] != want[b]]
+        sys.exit(f"the writer region is not the state after any prefix of writes (k={k}): "
+                 f"{len(bad)} blocks differ, (block, holds, expected) first: {bad[:8]}")
     if not low <= k <= high:
         sys.exit(f"the snapshot holds {k} writes, outside [{low}, {high}]")
     print(k)
@@ -57,7 +61,7 @@ def write(uri, base, blocks, stop):
     h.connect_uri(uri)
     s = 0
     while not os.path.exists(stop):
-        h.pwrite(struct.pack("<Q", s) * (BLOCK // 8), base + (s % blocks) * BLOCK)
+        h.pwrite(struct.pack("<Q", s + 1) * (BLOCK // 8), base + (s % blocks) * BLOCK)
         print(s, flush=True)
         s += 1
     h.flush()
