@@ -10,7 +10,9 @@
 #    --list; a missing snapshot is refused, naming it;
 #  - a second snapshot with no writer equals the live export (qemu-img compare);
 #  - rollback while served goes through the owner, and the live export then reads as
-#    the snapshot; rename and rm while served too.
+#    the snapshot; rename and rm while served too;
+#  - with an owner killed -9, snap create is refused in one line naming `hbiss lock break`,
+#    and works after one.
 TEST_NAME=snapshot
 source "$(dirname "$0")/lib.sh"
 need nbdinfo nbdcopy qemu-io qemu-img python3 cmp
@@ -132,5 +134,30 @@ grep -q "already" "$WORK/check.out" || fail "duplicate: $(cat "$WORK/check.out")
 kill -KILL "$HOLDER_PID"
 wait "$HOLDER_PID" 2>/dev/null || true
 HOLDER_PID=""
+
+# --- an owner that died: named, with the lock-break command; never broken by snap --------
+python3 - "$U" "$WORK/held2" <<'PY' &
+import nbd, sys, time
+h = nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(b"\x55" * 4096, 0); h.flush()
+open(sys.argv[2], "w").close()
+time.sleep(600)
+PY
+HOLDER_PID=$!
+for _ in $(seq 1 100); do [ -f "$WORK/held2" ] && break; sleep 0.05; done
+[ -f "$WORK/held2" ] || fail "the second holding client did not write"
+kill9_server
+kill -KILL "$HOLDER_PID"
+wait "$HOLDER_PID" 2>/dev/null || true
+HOLDER_PID=""
+check_fails "snap create with a dead owner" hbiss snap create vol@s3 --timeout-ms 500
+grep -q "does not answer" "$WORK/check.out" && grep -q "hbiss lock break vol" "$WORK/check.out" ||
+  fail "the refusal does not say the owner is gone and how to break: $(cat "$WORK/check.out")"
+[ "$(wc -l <"$WORK/check.out")" -eq 1 ] || fail "not one line: $(cat "$WORK/check.out")"
+check "lock break" hbiss lock break vol
+check "snap create once nobody owns it" hbiss snap create vol@s3
+grep -q "by server" "$WORK/check.out" && fail "nobody serves vol, yet a server did it"
+start_server
+check "vol@s3 holds the dead owner's flushed write" qemu-io -f raw -r -c "read -P 0x55 0 4k" \
+  "$(uri vol@s3)"
 
 finish
