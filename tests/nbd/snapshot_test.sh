@@ -26,6 +26,25 @@ WRITER_PID=""
 HOLDER_PID=""
 EXTRA_CLEANUP='for p in $WRITER_PID $HOLDER_PID; do kill -KILL $p; done 2>/dev/null'
 
+# How many writes the writer had acknowledged.
+acked() { local n; n=$(tail -n 1 "$WORK/writer.log" 2>/dev/null); echo $(( ${n:-(-1)} + 1 )); }
+
+# hold_volume BYTE: a client writes block 0 of vol with BYTE, flushes, and stays connected
+# (so the server keeps owning vol) until HOLDER_PID is killed.
+hold_volume() {
+  rm -f "$WORK/held"
+  python3 - "$U" "$WORK/held" "$1" <<'PY' &
+import nbd, sys, time
+h = nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(bytes([int(sys.argv[3], 0)]) * 4096, 0)
+h.flush()
+open(sys.argv[2], "w").close()
+time.sleep(600)
+PY
+  HOLDER_PID=$!
+  for _ in $(seq 1 100); do [ -f "$WORK/held" ] && return 0; sleep 0.05; done
+  fail "the holding client did not write"
+}
+
 check "create vol" hbiss create vol -s 32M
 start_server
 U=$(uri vol)
@@ -35,7 +54,6 @@ check "qemu-io fills [0, 16M)" qemu-io -f raw -c "write -P 0x11 0 16M" -c flush 
 python3 "$HERE/snapshot_writer.py" "$U" $BASE $BLOCKS "$WORK/stop" >"$WORK/writer.log" \
   2>"$WORK/writer.err" &
 WRITER_PID=$!
-acked() { local n; n=$(tail -n 1 "$WORK/writer.log" 2>/dev/null); echo $(( ${n:-(-1)} + 1 )); }
 for _ in $(seq 1 100); do [ "$(acked)" -ge 200 ] && break; sleep 0.05; done
 [ "$(acked)" -ge 200 ] || fail "the writer did not get going: $(cat "$WORK/writer.err")"
 LOW=$(acked)
@@ -110,15 +128,7 @@ assert n == ["s1", "s2"], n' "$WORK/check.out" || fail "snap ls: $(cat "$WORK/ch
 CHECKS=$((CHECKS + 1))
 
 # --- rollback, rename, rm while a client holds the volume: through the server ------------
-python3 - "$U" "$WORK/held" <<'PY' &
-import nbd, os, sys, time
-h = nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(b"\x44" * 4096, 0); h.flush()
-open(sys.argv[2], "w").close()
-time.sleep(600)
-PY
-HOLDER_PID=$!
-for _ in $(seq 1 100); do [ -f "$WORK/held" ] && break; sleep 0.05; done
-[ -f "$WORK/held" ] || fail "the holding client did not write"
+hold_volume 0x44
 check "snap rollback vol@s1 while served" hbiss snap rollback vol@s1
 grep -q "by server" "$WORK/check.out" || fail "rollback did not go through the server"
 check "after rollback the live export reads as vol@s1" \
@@ -136,15 +146,7 @@ wait "$HOLDER_PID" 2>/dev/null || true
 HOLDER_PID=""
 
 # --- an owner that died: named, with the lock-break command; never broken by snap --------
-python3 - "$U" "$WORK/held2" <<'PY' &
-import nbd, sys, time
-h = nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(b"\x55" * 4096, 0); h.flush()
-open(sys.argv[2], "w").close()
-time.sleep(600)
-PY
-HOLDER_PID=$!
-for _ in $(seq 1 100); do [ -f "$WORK/held2" ] && break; sleep 0.05; done
-[ -f "$WORK/held2" ] || fail "the second holding client did not write"
+hold_volume 0x55
 kill9_server
 kill -KILL "$HOLDER_PID"
 wait "$HOLDER_PID" 2>/dev/null || true
