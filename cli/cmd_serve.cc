@@ -151,7 +151,9 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
 void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static ServeArgs a;
   CLI::App* serve = app.add_subcommand(
-      "serve", "Serve every volume in the store over NBD, each as an export named after it");
+      "serve",
+      "Serve every volume in the store over NBD, each as an export named after it, and every "
+      "snapshot read-only as VOL@SNAP");
   CLI::Option* listen = serve->add_option(
       "--listen", a.listen,
       "TCP address HOST:PORT (default 127.0.0.1:10809; port 0 picks a free one; \"none\" "

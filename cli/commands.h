@@ -37,6 +37,8 @@ void AddDfsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 
 // status, lock break (cmd_cluster.cc): volumes shared by several servers.
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
+// snap create|ls|rm|rename|rollback (cmd_snap.cc).
+void AddSnapCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 
 // Opens the store named by --store, or the default local store. Commands that
 // write may create the default store's directory; an explicit --store must

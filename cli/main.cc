@@ -60,6 +60,7 @@ int main(int argc, char** argv) {
 #ifdef HBISS_HAVE_SERVE
   hbiss::cli::AddServeCommand(app, g, &exit_code);
   hbiss::cli::AddClusterCommands(app, g, &exit_code);
+  hbiss::cli::AddSnapCommands(app, g, &exit_code);
 #endif
 #ifdef HBISS_HAVE_DFS
   hbiss::cli::AddDfsCommand(app, g, &exit_code);

@@ -5,8 +5,10 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <thread>
 
 #include "cluster/shared_volume.h"
 #include "util/socket.h"
@@ -42,6 +44,51 @@ std::string HostName() {
   char buf[256] = {};
   if (gethostname(buf, sizeof(buf) - 1) != 0 || buf[0] == 0) return "localhost";
   return buf;
+}
+
+}  // namespace
+
+namespace {
+
+// A SNAP_* request on the served volume `v`, done as the owner (the
+// SharedVolume's snapshot methods acquire ownership first).
+pb::Reply HandleSnapshot(volume::Volume* v, const pb::Request& req) {
+  pb::Reply reply;
+  Status s;
+  switch (req.type()) {
+    case pb::Request::SNAP_CREATE: {
+      auto info = v->CreateSnapshot(req.snap());
+      s = info.status();
+      if (info.ok()) {
+        pb::Snapshot* out = reply.mutable_snapshot();
+        out->set_id(info->id);
+        out->set_name(info->name);
+        out->set_created(info->created);
+        out->set_size(info->size);
+      }
+      break;
+    }
+    case pb::Request::SNAP_REMOVE:
+      s = v->RemoveSnapshot(req.snap());
+      break;
+    case pb::Request::SNAP_RENAME:
+      s = v->RenameSnapshot(req.snap(), req.new_name());
+      break;
+    default:
+      s = v->Rollback(req.snap());
+      break;
+  }
+  if (s.ok()) {
+    reply.set_code(pb::Reply::OK);
+    reply.set_current_epoch(v->epoch());
+    spdlog::info("volume {}: {} {} done for {}", req.volume(), pb::Request::Type_Name(req.type()),
+                 req.snap(), req.from_server().empty() ? "a peer" : req.from_server());
+  } else {
+    reply.set_code(pb::Reply::FAILED);
+    reply.set_status_code(uint32_t(s.code()));
+    reply.set_message(s.message());
+  }
+  return reply;
 }
 
 }  // namespace
@@ -163,6 +210,8 @@ pb::Reply Node::Handle(const pb::Request& req) {
     reply = v->HandleRelease(req);
   } else if (req.type() == pb::Request::SYNC) {
     reply = v->HandleSync(req);
+  } else if (req.type() >= pb::Request::SNAP_CREATE && req.type() <= pb::Request::SNAP_ROLLBACK) {
+    reply = HandleSnapshot(v, req);
   } else {
     reply.set_code(pb::Reply::BAD_REQUEST);
   }
@@ -278,6 +327,191 @@ Status BreakVolumeLock(store::Store* store, const std::string& name, bool force,
   HBISS_RETURN_IF_ERROR(volume::Volume::BreakLock(store, name));
   spdlog::info("volume {}: lock broken at epoch {}", name, rec.epoch);
   return Status::OK();
+}
+
+// ---- snapshot operations ---------------------------------------------------------
+
+namespace {
+
+// The Status a FAILED reply carries (its code and message).
+Status ReplyStatus(const pb::Reply& r, const std::string& server) {
+  const std::string msg = r.message().empty() ? "server " + server + " failed" : r.message();
+  using Code = Status::Code;
+  switch (Code(r.status_code())) {
+    case Code::kNotFound: return Status::NotFound(msg);
+    case Code::kAlreadyExists: return Status::AlreadyExists(msg);
+    case Code::kInvalidArgument: return Status::InvalidArgument(msg);
+    case Code::kNotSupported: return Status::NotSupported(msg);
+    case Code::kNoSpace: return Status::NoSpace(msg);
+    case Code::kBusy: return Status::Busy(msg);
+    case Code::kCorruption: return Status::Corruption(msg);
+    default: return Status::IOError(msg);
+  }
+}
+
+pb::Request::Type RequestType(SnapshotOp::Kind k) {
+  switch (k) {
+    case SnapshotOp::kCreate: return pb::Request::SNAP_CREATE;
+    case SnapshotOp::kRemove: return pb::Request::SNAP_REMOVE;
+    case SnapshotOp::kRename: return pb::Request::SNAP_RENAME;
+    case SnapshotOp::kRollback: break;
+  }
+  return pb::Request::SNAP_ROLLBACK;
+}
+
+Result<SnapshotOpResult> ApplyLocally(volume::Volume* v, const SnapshotOp& op) {
+  SnapshotOpResult out;
+  switch (op.kind) {
+    case SnapshotOp::kCreate: {
+      HBISS_ASSIGN_OR_RETURN(out.created, v->CreateSnapshot(op.snap));
+      break;
+    }
+    case SnapshotOp::kRemove:
+      HBISS_RETURN_IF_ERROR(v->RemoveSnapshot(op.snap));
+      break;
+    case SnapshotOp::kRename:
+      HBISS_RETURN_IF_ERROR(v->RenameSnapshot(op.snap, op.new_name));
+      break;
+    case SnapshotOp::kRollback:
+      HBISS_RETURN_IF_ERROR(v->Rollback(op.snap));
+      break;
+  }
+  return out;
+}
+
+// Opens the volume writable (nobody owns it), applies `op` and closes it.
+// Busy if someone holds its lock.
+Result<SnapshotOpResult> RunHere(store::Store* store, const SnapshotOp& op) {
+  // A short-lived owner without a peer endpoint: a server that wants the
+  // volume meanwhile waits for the lock, as for any other writer.
+  ServerRecord me;
+  me.server = "hbiss-snap";
+  me.since = int64_t(std::time(nullptr));
+  me.pid = int64_t(getpid());
+  volume::OpenOptions oo;
+  oo.owner = EncodeServerRecord(me);
+  oo.clean_threshold = 0;
+  HBISS_ASSIGN_OR_RETURN(auto v, volume::Volume::Open(store, op.volume, oo));
+  auto r = ApplyLocally(v.get(), op);
+  Status cs = v->Close();
+  if (!r.ok()) return r.status();
+  HBISS_RETURN_IF_ERROR(cs);
+  return r;
+}
+
+// The errors the engine would give, found by reading only: a refused
+// command neither starts an epoch nor bothers a server. The engine checks
+// again (a racing command may change the list meanwhile).
+Status CheckSnapshotNames(store::Store* store, const SnapshotOp& op) {
+  HBISS_ASSIGN_OR_RETURN(auto snaps, volume::Volume::ListSnapshots(store, op.volume));
+  auto has = [&](const std::string& n) {
+    return std::any_of(snaps.begin(), snaps.end(),
+                       [&](const volume::SnapshotInfo& s) { return s.name == n; });
+  };
+  const std::string pre = "volume " + op.volume;
+  if (op.kind == SnapshotOp::kCreate) {
+    if (has(op.snap)) {
+      return Status::AlreadyExists(pre + " already has a snapshot named '" + op.snap + "'");
+    }
+    return Status::OK();
+  }
+  if (!has(op.snap)) return Status::NotFound(pre + " has no snapshot named '" + op.snap + "'");
+  if (op.kind == SnapshotOp::kRename && has(op.new_name)) {
+    return Status::AlreadyExists(pre + " already has a snapshot named '" + op.new_name + "'");
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op,
+                                       int timeout_ms, int op_timeout_ms) {
+  HBISS_RETURN_IF_ERROR(CheckSnapshotNames(store, op));
+  constexpr int kAttempts = 5;
+  Status last;
+  for (int attempt = 0; attempt < kAttempts; attempt++) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+    HBISS_ASSIGN_OR_RETURN(VolumeStatus st, GetVolumeStatus(store, op.volume, timeout_ms));
+    if (st.has_owner && !st.owner.answers) {
+      const ServerRecord& o = st.owner.record;
+      return Status::Busy(
+          "volume " + op.volume + " is owned by server " + o.server + " at " +
+              (o.peer.empty() ? std::string("no peer address") : o.peer) +
+              ", which does not answer; if its host is gone, `hbiss lock break " + op.volume +
+              "` takes the volume from it, then try again",
+          /*retryable=*/false);
+    }
+    const VolumeStatus::Server* doer = st.has_owner ? &st.owner : nullptr;
+    if (op.kind == SnapshotOp::kRollback) {
+      // A server reading the volume would go on serving what it held before
+      // the rollback (a reader's Refresh follows the log, and a rollback is
+      // written as checkpoints). A lone reader with nobody owning the volume
+      // is asked to do it: it becomes the owner, and there is no other view.
+      std::vector<const VolumeStatus::Server*> readers;
+      for (const auto& s : st.open) {
+        if (s.answers && (doer == nullptr || s.record.server != doer->record.server)) {
+          readers.push_back(&s);
+        }
+      }
+      if (doer == nullptr && readers.size() == 1) {
+        doer = readers[0];
+        readers.clear();
+      }
+      if (!readers.empty()) {
+        std::string names;
+        for (const auto* r : readers) names += (names.empty() ? "" : ", ") + r->record.server;
+        return Status::Busy("volume " + op.volume + " is also open on server(s) " + names +
+                                ", which would go on serving its data from before the "
+                                "rollback: disconnect their clients first",
+                            /*retryable=*/false);
+      }
+    }
+    if (doer == nullptr) {
+      auto r = RunHere(store, op);
+      // Busy: a server took the lock between the owner record and the open.
+      if (r.ok() || !r.status().IsBusy()) return r;
+      last = r.status();
+      continue;
+    }
+    const ServerRecord& sr = doer->record;
+    pb::Request req;
+    req.set_type(RequestType(op.kind));
+    req.set_id(uint64_t(attempt) + 1);
+    req.set_volume(op.volume);
+    req.set_snap(op.snap);
+    if (op.kind == SnapshotOp::kRename) req.set_new_name(op.new_name);
+    req.set_from_server("hbiss-snap");
+    auto reply = PeerCall(sr.peer, req, op_timeout_ms);
+    if (!reply.ok()) {
+      return reply.status().WithContext("volume " + op.volume + ": asking server " + sr.server +
+                                        " at " + sr.peer);
+    }
+    if (reply->code() == pb::Reply::OK) {
+      SnapshotOpResult out;
+      out.server = sr.server;
+      if (reply->has_snapshot()) {
+        out.created.id = reply->snapshot().id();
+        out.created.name = reply->snapshot().name();
+        out.created.created = reply->snapshot().created();
+        out.created.size = reply->snapshot().size();
+      }
+      return out;
+    }
+    if (reply->code() == pb::Reply::NO_VOLUME) {
+      // It closed the volume after its record was read, or the record is
+      // from an earlier run of that server: the lock is free, unless
+      // someone took the volume meanwhile.
+      auto r = RunHere(store, op);
+      if (r.ok() || !r.status().IsBusy()) return r;
+      last = r.status();
+      continue;
+    }
+    if (reply->code() == pb::Reply::FAILED) return ReplyStatus(*reply, sr.server);
+    return Status::IOError("volume " + op.volume + ": server " + sr.server + " answered " +
+                           pb::Reply::Code_Name(reply->code()) + ": " + reply->message());
+  }
+  return Status::Busy("volume " + op.volume + " kept changing owner (" + last.message() +
+                      "); try again");
 }
 
 }  // namespace hbiss::cluster

@@ -11,7 +11,9 @@
 //    to make every acknowledged write visible (SYNC), then catches up on the
 //    log.
 //  * Handle() answers other servers: RELEASE (give up ownership of a volume
-//    at an epoch), SYNC, PING.
+//    at an epoch), SYNC, PING, and the snapshot requests of `hbiss snap`
+//    (SNAP_CREATE, SNAP_REMOVE, SNAP_RENAME, SNAP_ROLLBACK), done through
+//    the served SharedVolume, which takes ownership first.
 //
 // Threads: every method is safe to call from any thread. The peer server's
 // threads call Handle; the NBD server's threads call the volumes.
@@ -131,5 +133,34 @@ std::string VolumeStatusJson(const VolumeStatus& s);
 // Volume::BreakLock.
 Status BreakVolumeLock(store::Store* store, const std::string& name, bool force,
                        int timeout_ms);
+
+// A snapshot operation on a volume (`hbiss snap create|rm|rename|rollback`).
+struct SnapshotOp {
+  enum Kind { kCreate, kRemove, kRename, kRollback };
+  Kind kind = kCreate;
+  std::string volume;
+  std::string snap;      // the snapshot it acts on (kCreate: the new one)
+  std::string new_name;  // kRename
+};
+struct SnapshotOpResult {
+  volume::SnapshotInfo created;  // kCreate: the snapshot made
+  // The server that did it (its id), or empty when nobody owned the volume
+  // and RunSnapshotOp opened it itself.
+  std::string server;
+};
+
+// Does `op` atomically with respect to the servers that serve the volume
+// (doc/snapshots.md "Served volumes"). When the owner record names a
+// server, this process must not open the volume (it would wait for the lock,
+// or take the volume from a live owner): it asks that server (SNAP_* peer
+// requests), which does it as the owner; Busy, naming the server and
+// `hbiss lock break`, if it does not answer a PING within `timeout_ms`.
+// When nobody owns the volume, it opens it writable, does it and closes it
+// (retrying, up to a few times, when a server takes it meanwhile). The
+// request to a server may take up to `op_timeout_ms` (it may have to acquire
+// ownership first). The engine's errors come back with their code:
+// NotFound (no such volume or snapshot), AlreadyExists, InvalidArgument.
+Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op,
+                                       int timeout_ms, int op_timeout_ms);
 
 }  // namespace hbiss::cluster

@@ -48,6 +48,31 @@ class TwoServers : public ::testing::Test {
 
   static SharedVolume* Shared(volume::Volume* v) { return static_cast<SharedVolume*>(v); }
 
+  // RunSnapshotOp on "vm", with the timeouts every test here uses.
+  Result<SnapshotOpResult> Snap(SnapshotOp::Kind kind, const std::string& snap,
+                                const std::string& new_name = "") {
+    SnapshotOp op;
+    op.kind = kind;
+    op.volume = "vm";
+    op.snap = snap;
+    op.new_name = new_name;
+    return RunSnapshotOp(&store_, op, 2000, 20000);
+  }
+
+  // host-a owns "vm" (*va) and host-b reads it (*vb); snapshot s1 holds
+  // Pattern(1) in block 0, the volume Pattern(2).
+  void OwnerAndReaderWithSnapshot(std::unique_ptr<volume::Volume>* va,
+                                  std::unique_ptr<volume::Volume>* vb) {
+    auto a = a_->Open("vm");
+    auto b = b_->Open("vm");
+    ASSERT_TRUE(a.ok() && b.ok());
+    *va = std::move(*a);
+    *vb = std::move(*b);
+    ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());
+    ASSERT_TRUE((*va)->CreateSnapshot("s1").ok());
+    ASSERT_TRUE((*va)->Write(0, Pattern(2)).ok());
+  }
+
   store::MemoryStore store_;
   std::unique_ptr<Node> a_, b_;
 };
@@ -222,6 +247,148 @@ TEST_F(TwoServers, StatusNamesTheOwnerAndEveryOpenServer) {
   ASSERT_TRUE(st.ok());
   EXPECT_FALSE(st->has_owner);
   EXPECT_TRUE(st->open.empty());
+}
+
+TEST_F(TwoServers, SnapshotOpsGoThroughTheOwner) {
+  auto va = a_->Open("vm");
+  auto vb = b_->Open("vm");
+  ASSERT_TRUE(va.ok() && vb.ok());
+  ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());  // host-a owns it, not flushed
+  const uint64_t epoch = (*va)->epoch();
+
+  auto r = Snap(SnapshotOp::kCreate, "s1");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->server, "host-a");
+  EXPECT_EQ(r->created.name, "s1");
+  EXPECT_GT(r->created.id, 0u);
+  EXPECT_TRUE(Shared(va->get())->owner());  // the owner did it, and still owns it
+  EXPECT_EQ((*va)->epoch(), epoch);
+  ASSERT_TRUE((*va)->Write(0, Pattern(2)).ok());
+
+  // The snapshot holds the write acknowledged before it, not the one after.
+  std::vector<uint8_t> got(kBlock);
+  {
+    volume::OpenOptions ro;
+    ro.read_only = true;
+    auto snap = volume::Volume::Open(&store_, "vm@s1", ro);
+    ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+    ASSERT_TRUE((*snap)->Read(0, got).ok());
+    EXPECT_EQ(got, Pattern(1));
+  }
+
+  // The engine's errors come back with their kind.
+  pb::Request dup;
+  dup.set_type(pb::Request::SNAP_CREATE);
+  dup.set_id(9);
+  dup.set_volume("vm");
+  dup.set_snap("s1");
+  pb::Reply rep = a_->Handle(dup);
+  EXPECT_EQ(rep.code(), pb::Reply::FAILED);
+  EXPECT_EQ(Status::Code(rep.status_code()), Status::Code::kAlreadyExists) << rep.message();
+  EXPECT_TRUE(Snap(SnapshotOp::kCreate, "s1").status().IsAlreadyExists());
+  EXPECT_TRUE(Snap(SnapshotOp::kRemove, "nosuch").status().IsNotFound());
+
+  // Rename, then roll back through the owner: both servers read the snapshot's data.
+  r = Snap(SnapshotOp::kRename, "s1", "s2");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->server, "host-a");
+  ASSERT_TRUE((*vb)->Close().ok());  // a reader elsewhere refuses a rollback (below)
+  r = Snap(SnapshotOp::kRollback, "s2");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->server, "host-a");
+  ASSERT_TRUE((*va)->Read(0, got).ok());
+  EXPECT_EQ(got, Pattern(1));
+  {
+    // A reader opened after the rollback (one opened before it does not
+    // see it yet: DISABLED_AReaderOpenBeforeARollbackSeesIt).
+    auto c = StartNode("host-c");
+    auto vc = c->Open("vm");
+    ASSERT_TRUE(vc.ok());
+    ASSERT_TRUE((*vc)->Read(0, got).ok());
+    EXPECT_EQ(got, Pattern(1));
+    ASSERT_TRUE((*vc)->Close().ok());
+  }
+
+  r = Snap(SnapshotOp::kRemove, "s2");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto list = volume::Volume::ListSnapshots(&store_, "vm");
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+  ASSERT_TRUE((*va)->Close().ok());
+}
+
+// Bug (found by SnapshotOpsGoThroughTheOwner, not fixed yet): Rollback
+// reaches the store as checkpoints only (volume_snapshot.cc), and a reader's
+// Refresh replays only the log after its position, so a server that had the
+// volume open as a reader before another server rolled it back keeps serving
+// the pre-rollback data.
+TEST_F(TwoServers, DISABLED_AReaderOpenBeforeARollbackSeesIt) {
+  std::unique_ptr<volume::Volume> va, vb;
+  ASSERT_NO_FATAL_FAILURE(OwnerAndReaderWithSnapshot(&va, &vb));
+  std::vector<uint8_t> got(kBlock);
+  ASSERT_TRUE(vb->Read(0, got).ok());
+  EXPECT_EQ(got, Pattern(2));
+  ASSERT_TRUE(va->Rollback("s1").ok());
+  ASSERT_TRUE(vb->Read(0, got).ok());
+  EXPECT_EQ(got, Pattern(1));
+  ASSERT_TRUE(va->Close().ok());
+  ASSERT_TRUE(vb->Close().ok());
+}
+
+TEST_F(TwoServers, SnapshotOpsWithoutAnOwnerOpenTheVolume) {
+  auto vb = b_->Open("vm");  // a reader only
+  ASSERT_TRUE(vb.ok());
+  auto r = Snap(SnapshotOp::kCreate, "s1");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->server, "");
+  auto owner = volume::Volume::Owner(&store_, "vm");
+  ASSERT_TRUE(owner.ok());
+  EXPECT_EQ(owner->owner, "");  // closed again
+  // The reader follows, and can still become the owner.
+  ASSERT_TRUE((*vb)->Write(0, Pattern(3)).ok());
+  ASSERT_TRUE((*vb)->Close().ok());
+}
+
+// Until DISABLED_AReaderOpenBeforeARollbackSeesIt passes, a rollback is
+// refused while a server other than the one doing it has the volume open; a
+// lone reader with nobody owning the volume does it itself.
+TEST_F(TwoServers, RollbackIsRefusedWhileAnotherServerReadsTheVolume) {
+  std::unique_ptr<volume::Volume> va, vb;
+  ASSERT_NO_FATAL_FAILURE(OwnerAndReaderWithSnapshot(&va, &vb));
+  auto r = Snap(SnapshotOp::kRollback, "s1");
+  EXPECT_TRUE(r.status().IsBusy()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("host-b"), std::string::npos) << r.status().ToString();
+  std::vector<uint8_t> got(kBlock);
+  ASSERT_TRUE(va->Read(0, got).ok());
+  EXPECT_EQ(got, Pattern(2));  // nothing was rolled back
+
+  ASSERT_TRUE(va->Close().ok());  // now b is a lone reader and nobody owns it
+  r = Snap(SnapshotOp::kRollback, "s1");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->server, "host-b");
+  ASSERT_TRUE(vb->Read(0, got).ok());
+  EXPECT_EQ(got, Pattern(1));
+  ASSERT_TRUE(vb->Close().ok());
+}
+
+TEST_F(TwoServers, AnOwnerThatDoesNotAnswerIsNamedNotBroken) {
+  auto c = StartNode("host-c", "");  // no peer endpoint: it cannot be asked
+  auto vc = c->Open("vm");
+  ASSERT_TRUE(vc.ok());
+  ASSERT_TRUE((*vc)->Write(0, Pattern(1)).ok());
+  const uint64_t epoch = (*vc)->epoch();
+  SnapshotOp op;
+  op.volume = "vm";
+  op.snap = "s1";
+  auto r = RunSnapshotOp(&store_, op, 500, 2000);
+  EXPECT_TRUE(r.status().IsBusy()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("host-c"), std::string::npos) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("hbiss lock break vm"), std::string::npos);
+  EXPECT_TRUE(Shared(vc->get())->owner());
+  auto owner = volume::Volume::Owner(&store_, "vm");
+  ASSERT_TRUE(owner.ok());
+  EXPECT_EQ(owner->epoch, epoch);
+  ASSERT_TRUE((*vc)->Close().ok());
 }
 
 TEST(ServerRecordTest, RoundTripsAndRejectsJunk) {

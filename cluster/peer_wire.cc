@@ -63,6 +63,13 @@ Status ParseRequest(std::span<const uint8_t> payload, pb::Request* out) {
     HBISS_RETURN_IF_ERROR(CheckName(out->volume(), "volume"));
     if (!out->has_epoch()) return Status::InvalidArgument("peer request without an epoch");
   }
+  if (out->type() >= pb::Request::SNAP_CREATE && out->type() <= pb::Request::SNAP_ROLLBACK) {
+    HBISS_RETURN_IF_ERROR(CheckName(out->volume(), "volume"));
+    HBISS_RETURN_IF_ERROR(CheckName(out->snap(), "snap"));
+    if (out->type() == pb::Request::SNAP_RENAME) {
+      HBISS_RETURN_IF_ERROR(CheckName(out->new_name(), "new_name"));
+    }
+  }
   return Status::OK();
 }
 

@@ -94,6 +94,28 @@ TEST(PeerWireTest, RequestsBreakingTheRulesAreRefused) {
   r.clear_id();
   p = r.SerializeAsString();
   EXPECT_TRUE(ParseRequest(Bytes(p), &got).IsInvalidArgument());
+  // Snapshot requests name a volume and a snapshot; a rename, the new name.
+  for (auto type : {pb::Request::SNAP_CREATE, pb::Request::SNAP_REMOVE,
+                    pb::Request::SNAP_RENAME, pb::Request::SNAP_ROLLBACK}) {
+    pb::Request snap;
+    snap.set_type(type);
+    snap.set_id(3);
+    snap.set_volume("vm");
+    snap.set_snap("s1");
+    snap.set_new_name("s2");
+    EXPECT_TRUE(ParseRequest(Bytes(snap.SerializeAsString()), &got).ok()) << type;
+    EXPECT_EQ(got.snap(), "s1");
+    pb::Request bad = snap;
+    bad.clear_snap();
+    EXPECT_TRUE(ParseRequest(Bytes(bad.SerializeAsString()), &got).IsInvalidArgument()) << type;
+    bad = snap;
+    bad.clear_volume();
+    EXPECT_TRUE(ParseRequest(Bytes(bad.SerializeAsString()), &got).IsInvalidArgument()) << type;
+    bad = snap;
+    bad.clear_new_name();
+    EXPECT_EQ(ParseRequest(Bytes(bad.SerializeAsString()), &got).ok(),
+              type != pb::Request::SNAP_RENAME) << type;
+  }
   // A PING needs no volume.
   r.Clear();
   r.set_type(pb::Request::PING);

@@ -56,7 +56,37 @@ VolumeProvider::VolumeProvider(store::Store* store, bool read_only,
 
 VolumeProvider::~VolumeProvider() { (void)CloseAll(); }
 
-Result<std::vector<std::string>> VolumeProvider::List() { return volume::Volume::List(store_); }
+Result<std::vector<std::string>> VolumeProvider::List() {
+  HBISS_ASSIGN_OR_RETURN(auto names, volume::Volume::List(store_));
+  std::vector<std::string> out;
+  for (const auto& n : names) {
+    out.push_back(n);
+    auto snaps = volume::Volume::ListSnapshots(store_, n);
+    if (!snaps.ok()) continue;  // removed meanwhile: its name is listed all the same
+    for (const auto& s : *snaps) out.push_back(n + "@" + s.name);
+  }
+  return out;
+}
+
+namespace {
+
+// The export of snapshot `vol`@`snap`: read-only, the snapshot's size.
+Result<ExportInfo> DescribeSnapshot(store::Store* store, const std::string& spec,
+                                    const std::string& vol, const std::string& snap) {
+  HBISS_ASSIGN_OR_RETURN(auto snaps, volume::Volume::ListSnapshots(store, vol));
+  for (const auto& s : snaps) {
+    if (s.name != snap) continue;
+    ExportInfo info;
+    info.name = spec;
+    info.read_only = true;
+    info.size = s.size;
+    info.description = "hbiss snapshot (read-only)";
+    return info;
+  }
+  return Status::NotFound("volume " + vol + " has no snapshot named '" + snap + "'");
+}
+
+}  // namespace
 
 Result<ExportInfo> VolumeProvider::Describe(const std::string& name) {
   std::string canonical = name;
@@ -68,9 +98,11 @@ Result<ExportInfo> VolumeProvider::Describe(const std::string& name) {
     }
     canonical = names[0];
   }
-  if (!volume::Volume::ValidateName(canonical).ok()) {
-    return Status::NotFound("no volume named '" + canonical + "'");
+  std::string vol, snap;
+  if (!volume::Volume::ParseSpec(canonical, &vol, &snap).ok()) {
+    return Status::NotFound("no volume or snapshot named '" + canonical + "'");
   }
+  if (!snap.empty()) return DescribeSnapshot(store_, canonical, vol, snap);
   ExportInfo info;
   info.name = canonical;
   info.read_only = read_only_;
@@ -94,8 +126,14 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
   MutexLock l(&mu_);
   auto it = open_.find(info.name);
   if (it == open_.end()) {
-    auto opened =
-        opener_ ? opener_(info.name) : volume::Volume::Open(store_, info.name, open_opts_);
+    auto opened = [&]() -> Result<std::unique_ptr<volume::Volume>> {
+      if (info.name.find('@') != std::string::npos) {  // a snapshot: see the header
+        volume::OpenOptions ro = open_opts_;
+        ro.read_only = true;
+        return volume::Volume::Open(store_, info.name, ro);
+      }
+      return opener_ ? opener_(info.name) : volume::Volume::Open(store_, info.name, open_opts_);
+    }();
     if (!opened.ok()) {
       // The client sees the message too, but whoever runs the server needs it.
       spdlog::warn("nbd: cannot open volume '{}': {}", info.name, opened.status().ToString());
@@ -104,7 +142,7 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
     std::unique_ptr<volume::Volume> v = std::move(*opened);
     spdlog::info("nbd: opened volume '{}' ({} bytes)", info.name, v->size());
     Entry e;
-    e.exp = std::make_shared<VolumeExport>(v.get(), read_only_);
+    e.exp = std::make_shared<VolumeExport>(v.get(), read_only_ || info.read_only, info.name);
     e.vol = std::move(v);
     it = open_.emplace(info.name, std::move(e)).first;
   } else if (it->second.closed) {

@@ -1,7 +1,11 @@
 // Serves the volumes of a Store as NBD exports: the bridge between the
 // protocol layer (export.h) and the volume engine (volume/volume.h).
 //
-// Every volume is an export named after the volume. Volumes are opened
+// Every volume is an export named after the volume, and every snapshot a
+// read-only export named VOL@SNAP (NBD_FLAG_READ_ONLY; writes get EPERM):
+// it is opened with Volume::Open("VOL@SNAP", read-only) directly, never
+// through the Opener (a snapshot never changes: no ownership to share).
+// Volumes are opened
 // lazily on the first NBD_OPT_GO / EXPORT_NAME for them, shared by every
 // connection to that export (so a FLUSH on one connection covers writes
 // acknowledged on all of them, as CAN_MULTI_CONN promises), and closed
@@ -30,10 +34,13 @@ namespace hbiss::nbd {
 // is a metadata-only operation.
 class VolumeExport : public Export {
  public:
-  explicit VolumeExport(volume::Volume* v, bool read_only)
-      : v_(v), read_only_(read_only || v->read_only()) {}
+  // `name` is the export's name (default: the volume's; "VOL@SNAP" for a
+  // snapshot).
+  VolumeExport(volume::Volume* v, bool read_only, std::string name = "")
+      : v_(v), name_(name.empty() ? v->name() : std::move(name)),
+        read_only_(read_only || v->read_only()) {}
 
-  const std::string& name() const override { return v_->name(); }
+  const std::string& name() const override { return name_; }
   uint64_t size() const override { return v_->size(); }
   bool read_only() const override { return read_only_; }
 
@@ -48,6 +55,7 @@ class VolumeExport : public Export {
 
  private:
   volume::Volume* const v_;
+  const std::string name_;
   const bool read_only_;
 };
 
@@ -64,9 +72,11 @@ class VolumeProvider : public ExportProvider {
                  Opener opener = nullptr);
   ~VolumeProvider() override;  // CloseAll()
 
+  // Every volume, each followed by its snapshots (VOL@SNAP).
   Result<std::vector<std::string>> List() override;
   // The empty name is the default export when the store has exactly one
-  // volume.
+  // volume. NotFound, naming what is missing, for a volume or a snapshot
+  // that does not exist.
   Result<ExportInfo> Describe(const std::string& name) override EXCLUDES(mu_);
   Result<std::shared_ptr<Export>> Open(const std::string& name) override EXCLUDES(mu_);
 

@@ -109,5 +109,62 @@ TEST_F(VolumeProviderTest, ReadOnlyAndCloseAll) {
   EXPECT_EQ(p.open_volumes(), 0u);
 }
 
+
+// VOL@SNAP: a read-only export of the snapshot's content, listed after its
+// volume, opened without the Opener (no ownership: it never changes), and a
+// missing one refused by name.
+TEST_F(VolumeProviderTest, SnapshotsAreReadOnlyExports) {
+  std::vector<uint8_t> before(4096, 0x5a), after(4096, 0xa5), back(4096);
+  {
+    auto v = volume::Volume::Open(store_.get(), "a");
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    ASSERT_TRUE((*v)->Write(8192, before).ok());
+    ASSERT_TRUE((*v)->CreateSnapshot("s1").ok());
+    ASSERT_TRUE((*v)->Write(8192, after).ok());
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  int opener_calls = 0;
+  VolumeProvider p(store_.get(), false, {}, [&](const std::string& name) {
+    opener_calls++;
+    return volume::Volume::Open(store_.get(), name);
+  });
+  auto names = p.List();
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(*names, (std::vector<std::string>{"a", "a@s1"}));
+
+  auto info = p.Describe("a@s1");
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->name, "a@s1");
+  EXPECT_TRUE(info->read_only);
+  EXPECT_EQ(info->size, 8u << 20);
+  auto missing = p.Describe("a@nosuch");
+  EXPECT_TRUE(missing.status().IsNotFound());
+  EXPECT_NE(missing.status().message().find("nosuch"), std::string::npos);
+  EXPECT_TRUE(p.Describe("b@s1").status().IsNotFound());
+  EXPECT_TRUE(p.Describe("a@s1@x").status().IsNotFound());
+  EXPECT_TRUE(p.Open("a@nosuch").status().IsNotFound());
+
+  auto snap = p.Open("a@s1");
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  EXPECT_TRUE((*snap)->read_only());
+  EXPECT_EQ((*snap)->name(), "a@s1");
+  EXPECT_EQ(opener_calls, 0);
+  ASSERT_TRUE((*snap)->Read(8192, back).ok());
+  EXPECT_EQ(back, before);
+  // The volume itself is served alongside, writable, through the Opener.
+  auto vol = p.Open("a");
+  ASSERT_TRUE(vol.ok()) << vol.status().ToString();
+  EXPECT_EQ(opener_calls, 1);
+  EXPECT_FALSE((*vol)->read_only());
+  ASSERT_TRUE((*vol)->Read(8192, back).ok());
+  EXPECT_EQ(back, after);
+  const std::vector<uint8_t> third(4096, 0x33);
+  ASSERT_TRUE((*vol)->Write(8192, third).ok());
+  ASSERT_TRUE((*vol)->Flush().ok());
+  ASSERT_TRUE((*snap)->Read(8192, back).ok());
+  EXPECT_EQ(back, before);  // writes to the volume never change its snapshots
+  EXPECT_EQ(p.open_volumes(), 2u);
+}
+
 }  // namespace
 }  // namespace hbiss::nbd

@@ -477,5 +477,129 @@ TEST_F(CliTest, RmRemovesTheData) {
   EXPECT_EQ(ReadFile(dir_ / "out"), std::string(1 << 20, '\0'));
 }
 
+
+// ---- snapshots (hbiss snap, doc/snapshots.md) ------------------------------------
+
+class SnapCliTest : public CliTest {
+ protected:
+  nlohmann::json SnapLs(const std::string& vol) {
+    RunResult r = H({"snap", "ls", vol, "--json"});
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return nlohmann::json::parse(r.out);
+  }
+  std::vector<std::string> SnapNames(const std::string& vol) {
+    std::vector<std::string> out;
+    for (const auto& j : SnapLs(vol)) out.push_back(j["name"].get<std::string>());
+    return out;
+  }
+};
+
+TEST_F(SnapCliTest, CreateLsRenameRemove) {
+  MustRun({"create", "vm", "--size", "3M"});
+  EXPECT_EQ(SnapLs("vm"), nlohmann::json::array());
+  EXPECT_EQ(H({"snap", "ls", "vm"}).out, "");  // no snapshots: nothing, as rbd
+
+  RunResult c = H({"snap", "create", "vm@s1"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_NE(c.out.find("vm@s1"), std::string::npos) << c.out;
+  MustRun({"snap", "create", "vm@s2"});
+
+  nlohmann::json ls = SnapLs("vm");
+  ASSERT_TRUE(ls.is_array());
+  ASSERT_EQ(ls.size(), 2u) << ls.dump();
+  EXPECT_EQ(ls[0]["name"], "s1");
+  EXPECT_EQ(ls[1]["name"], "s2");
+  EXPECT_LT(ls[0]["id"].get<uint64_t>(), ls[1]["id"].get<uint64_t>());
+  for (const auto& j : ls) {
+    EXPECT_EQ(j["size"].get<uint64_t>(), 3u << 20);  // raw bytes
+    EXPECT_TRUE(j["timestamp"].is_string());
+    EXPECT_TRUE(j["created"].is_number_integer());
+    EXPECT_NEAR(double(j["created"].get<int64_t>()), double(time(nullptr)), 120);
+    EXPECT_TRUE(j["materialized"].is_boolean());
+  }
+
+  std::vector<std::string> table = Lines(H({"snap", "ls", "vm"}).out);
+  ASSERT_EQ(table.size(), 3u);
+  EXPECT_NE(table[0].find("SNAPID"), std::string::npos) << table[0];
+  EXPECT_NE(table[0].find("NAME"), std::string::npos) << table[0];
+  EXPECT_NE(table[1].find("s1"), std::string::npos) << table[1];
+  EXPECT_NE(table[1].find(std::to_string(3u << 20)), std::string::npos) << table[1];
+
+  // NEW and VOL@NEW both work.
+  MustRun({"snap", "rename", "vm@s1", "first"});
+  MustRun({"snap", "rename", "vm@s2", "vm@second"});
+  EXPECT_EQ(SnapNames("vm"), (std::vector<std::string>{"first", "second"}));
+
+  MustRun({"snap", "rm", "vm@first"});
+  EXPECT_EQ(SnapNames("vm"), (std::vector<std::string>{"second"}));
+  MustRun({"snap", "rm", "vm@second"});
+  EXPECT_EQ(SnapLs("vm"), nlohmann::json::array());
+}
+
+// The CLI cannot overwrite a volume; tests/nbd/snapshot_test.sh rolls back
+// over data written through a server.
+TEST_F(SnapCliTest, RollbackKeepsTheSnapshotsDataAndTheSnapshot) {
+  const std::string a = RandomBytes(1 << 20, 1);
+  WriteFile(dir_ / "a", a);
+  MustRun({"import", "vm", dir_ / "a"});
+  MustRun({"snap", "create", "vm@before"});
+  MustRun({"snap", "rollback", "vm@before"});
+  MustRun({"export", "vm", dir_ / "out"});
+  EXPECT_EQ(ReadFile(dir_ / "out"), a);
+  EXPECT_EQ(SnapNames("vm"), (std::vector<std::string>{"before"}));  // the snapshot stays
+}
+
+TEST_F(SnapCliTest, RefusalsNameWhatIsWrong) {
+  MustRun({"create", "vm", "--size", "1M"});
+  MustRun({"snap", "create", "vm@s1"});
+  MustRun({"snap", "create", "vm@s2"});
+
+  RunResult r = ExpectFailsInStore({"snap", "create", "vm@s1"});
+  EXPECT_NE(r.err.find("s1"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("already"), std::string::npos) << r.err;
+
+  for (const char* verb : {"rm", "rollback"}) {
+    r = ExpectFailsInStore({"snap", verb, "vm@nosuch"});
+    EXPECT_NE(r.err.find("nosuch"), std::string::npos) << verb << ": " << r.err;
+  }
+  r = ExpectFailsInStore({"snap", "rename", "vm@nosuch", "x"});
+  EXPECT_NE(r.err.find("nosuch"), std::string::npos) << r.err;
+  r = ExpectFailsInStore({"snap", "rename", "vm@s1", "s2"});
+  EXPECT_NE(r.err.find("s2"), std::string::npos) << r.err;
+  r = ExpectFailsInStore({"snap", "rename", "vm@s1", "other@s3"});
+  EXPECT_NE(r.err.find("other"), std::string::npos) << r.err;
+  ExpectFailsInStore({"snap", "rename", "vm@s1", "bad/name"});
+
+  // A missing volume is named.
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"snap", "create", "novol@s"},
+           {"snap", "rm", "novol@s"},
+           {"snap", "rollback", "novol@s"},
+           {"snap", "rename", "novol@s", "t"},
+           {"snap", "ls", "novol"},
+           {"snap", "ls", "novol", "--json"}}) {
+    r = ExpectFailsInStore(args);
+    EXPECT_NE(r.err.find("novol"), std::string::npos) << r.err;
+  }
+
+  // Bad specs.
+  for (const auto& args : std::vector<std::vector<std::string>>{
+           {"snap", "create", "vm"},        // no snapshot named
+           {"snap", "create", "vm@"},
+           {"snap", "create", "a@b@c"},
+           {"snap", "create", "@s"},
+           {"snap", "create", "vm@.hidden"},
+           {"snap", "rm", "vm"},
+           {"snap", "rollback", "vm"},
+           {"snap", "ls", "vm@s1"}}) {
+    r = ExpectFailsInStore(args);
+    EXPECT_NE(r.err.find(args[2]), std::string::npos) << r.err;
+  }
+  ExpectFailsInStore({"snap", "create"}, 2);
+  ExpectFailsInStore({"snap", "rename", "vm@s1"}, 2);
+  ExpectFailsInStore({"snap"}, 2);
+  EXPECT_EQ(SnapNames("vm"), (std::vector<std::string>{"s1", "s2"}));
+}
+
 }  // namespace
 }  // namespace hbiss::clitest
