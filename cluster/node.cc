@@ -381,7 +381,11 @@ Result<SnapshotOpResult> ApplyLocally(volume::Volume* v, const SnapshotOp& op) {
 
 // Opens the volume writable (nobody owns it), applies `op` and closes it.
 // Busy if someone holds its lock.
-Result<SnapshotOpResult> RunHere(store::Store* store, const SnapshotOp& op) {
+// *lock_busy: the volume could not be opened because a writer has it (retry);
+// an error of the operation itself (a snapshot with clones is Busy too) is
+// final.
+Result<SnapshotOpResult> RunHere(store::Store* store, const SnapshotOp& op, bool* lock_busy) {
+  *lock_busy = false;
   // A short-lived owner without a peer endpoint: a server that wants the
   // volume meanwhile waits for the lock, as for any other writer.
   ServerRecord me;
@@ -391,7 +395,12 @@ Result<SnapshotOpResult> RunHere(store::Store* store, const SnapshotOp& op) {
   volume::OpenOptions oo;
   oo.owner = EncodeServerRecord(me);
   oo.clean_threshold = 0;
-  HBISS_ASSIGN_OR_RETURN(auto v, volume::Volume::Open(store, op.volume, oo));
+  auto opened = volume::Volume::Open(store, op.volume, oo);
+  if (!opened.ok()) {
+    *lock_busy = opened.status().IsBusy();
+    return opened.status();
+  }
+  std::unique_ptr<volume::Volume> v = std::move(*opened);
   auto r = ApplyLocally(v.get(), op);
   Status cs = v->Close();
   if (!r.ok()) return r.status();
@@ -467,9 +476,10 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
       }
     }
     if (doer == nullptr) {
-      auto r = RunHere(store, op);
+      bool busy = false;
+      auto r = RunHere(store, op, &busy);
       // Busy: a server took the lock between the owner record and the open.
-      if (r.ok() || !r.status().IsBusy()) return r;
+      if (r.ok() || !busy) return r;
       last = r.status();
       continue;
     }
@@ -501,8 +511,9 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
       // It closed the volume after its record was read, or the record is
       // from an earlier run of that server: the lock is free, unless
       // someone took the volume meanwhile.
-      auto r = RunHere(store, op);
-      if (r.ok() || !r.status().IsBusy()) return r;
+      bool busy = false;
+      auto r = RunHere(store, op, &busy);
+      if (r.ok() || !busy) return r;
       last = r.status();
       continue;
     }
