@@ -11,6 +11,7 @@
 //  * removals are refused exactly when something depends on what is removed.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <random>
@@ -179,15 +180,15 @@ class Model {
       ASSERT_NE(v, nullptr);
       auto r = v->Flatten(nullptr);
       ASSERT_TRUE(r.ok()) << Where() << ": " << r.status().ToString();
-      if (m.snaps.empty()) {
-        // Nothing else of the clone needs its parent: it must be detached.
-        std::string pv, ps;
-        ASSERT_TRUE(Volume::ParseSpec(m.parent, &pv, &ps).ok());
-        auto kids = ListChildren(&fs_, pv, 0);
-        ASSERT_TRUE(kids.ok());
-        for (const std::string& k : *kids) ASSERT_NE(k, name) << Where() << ": not detached";
-        m.parent.clear();
-      }
+      // Detached unless one of its own snapshots still uses a parent's
+      // block; with none, it must be.
+      std::string pv, ps;
+      ASSERT_TRUE(Volume::ParseSpec(m.parent, &pv, &ps).ok());
+      auto kids = ListChildren(&fs_, pv, 0);
+      ASSERT_TRUE(kids.ok());
+      const bool still = std::find(kids->begin(), kids->end(), name) != kids->end();
+      ASSERT_FALSE(still && m.snaps.empty()) << Where() << ": " << name << " not detached";
+      if (!still) m.parent.clear();
     } else if (roll < 79) {  // remove a volume
       if (vols_.size() == 1) return;
       if (m.v) {
