@@ -74,7 +74,10 @@ Status CreateVolume(store::Store* store, const std::string& name, const CreateOp
   HBISS_RETURN_IF_ERROR(store->Put(layout::MetaName(name), std::span<const uint8_t>(
                                         reinterpret_cast<const uint8_t*>(text.data()),
                                         text.size())));
-  // The space reserve (space_reserve.h); Open writes it when this cannot.
+  // The space reserve (space_reserve.h); Open writes it when this cannot,
+  // and for a clone, whose creation stays O(1) (a reserve is segment_size
+  // + 4 MiB of zeros).
+  if (!parents.empty()) return Status::OK();
   SpaceReserve reserve(store, layout::ReserveName(name), SpaceReserve::BytesFor(m.segment_size),
                        store->MayRunOutOfSpace());
   if (Status rs = reserve.Ensure(); !rs.ok()) {

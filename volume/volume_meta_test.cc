@@ -111,7 +111,7 @@ TEST(VolumeMetaTest, VersionsOneAndTwoDecode) {
 
 TEST(VolumeMetaTest, NewerVersionIsNotSupported) {
   nlohmann::json j = nlohmann::json::parse(EncodeMeta(Sample()));
-  j["version"] = kMetaVersion + 1;
+  j["version"] = kCloneMetaVersion + 1;
   auto d = DecodeMeta(j.dump(), "v");
   EXPECT_TRUE(d.status().IsNotSupported()) << d.status().ToString();
   // Even when the rest is something this build cannot read.
