@@ -65,6 +65,16 @@ struct CreateOptions {
   uint64_t segment_size = 64ull << 20;   // bytes per segment file
 };
 
+// How the cleaner picks its next victim among the closed segments whose live
+// fraction is below the threshold (doc/checkpoint_format.md, "Choosing a
+// victim"). u is a segment's live fraction, age how long ago its data was
+// written, counted in batch sequence numbers (a logical clock: the log's
+// batches, not wall time).
+enum class CleanPolicy {
+  kCostBenefit,  // the highest (1 - u) * age / (1 + u) (Sprite LFS)
+  kGreedy,       // the fewest live blocks
+};
+
 struct OpenOptions {
   bool read_only = false;
   // Write a checkpoint after this many bytes of log since the last one.
@@ -90,6 +100,8 @@ struct OpenOptions {
   // still works when called). Values above 0.9 act as 0.9, so that the
   // cleaner never rewrites the segments it has just written.
   double clean_threshold = 0.5;
+  // Which of those segments the cleaner copies out first.
+  CleanPolicy clean_policy = CleanPolicy::kCostBenefit;
 };
 
 // What a cleaning pass did (Volume::Clean).

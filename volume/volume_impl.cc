@@ -323,6 +323,13 @@ Status VolumeImpl::RollSegmentLocked(Lock& l) {
   return Status::OK();
 }
 
+Status VolumeImpl::SegregateLocked(Lock& l, bool cleaner) {
+  if (cleaner_copies_ == cleaner) return Status::OK();
+  if (cur_->used > 1) HBISS_RETURN_IF_ERROR(RollSegmentLocked(l));
+  cleaner_copies_ = cleaner;
+  return Status::OK();
+}
+
 Status VolumeImpl::OpenBatchLocked(Lock& l) {
   if (batch_.active()) return Status::OK();
   if (cur_->used + 2 > cur_->slots) HBISS_RETURN_IF_ERROR(RollSegmentLocked(l));
@@ -392,6 +399,7 @@ Status VolumeImpl::AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const ui
     if (!s.ok()) return FailLocked(s);
     cur_->CopyIn(slot, src, k);
     segs_.AddLive(cur_->id, k);
+    segs_.NoteWritten(cur_->id, cleaner_copies_ ? copy_stamp_ : next_seq_);
     cur_->used += k;
     n -= k;
     lba += k;
@@ -484,6 +492,7 @@ Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* he
   HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
   HBISS_RETURN_IF_ERROR(WritableLocked());
   HBISS_RETURN_IF_ERROR(AckLocked(Status::OK()));  // nothing is logged after a fence
+  HBISS_RETURN_IF_ERROR(SegregateLocked(l, /*cleaner=*/false));
   batch_.BeginOp();
   last_write_ = std::chrono::steady_clock::now();
   Status s;
@@ -1043,9 +1052,10 @@ Result<std::vector<MapRun>> VolumeImpl::LiveRuns(uint64_t seg, bool* complete) {
 uint64_t VolumeImpl::PickVictim(double threshold, uint64_t below) {
   Lock l(&mu_);
   if (below == 0) below = cur_->id;
-  return segs_.PickVictim(threshold, below, [&](uint64_t s) NO_THREAD_SAFETY_ANALYSIS {
-    return InMemoryLocked(s);
-  });
+  return segs_.PickVictim(
+      threshold, below,
+      [&](uint64_t s) NO_THREAD_SAFETY_ANALYSIS { return InMemoryLocked(s); },
+      opts_.clean_policy, next_seq_);
 }
 
 Status VolumeImpl::ReadRun(const MapRun& r, std::span<uint8_t> out) {
@@ -1053,29 +1063,36 @@ Status VolumeImpl::ReadRun(const MapRun& r, std::span<uint8_t> out) {
   return ReadFromStore(r, r.lba * kBlockSize, out);
 }
 
-Result<uint64_t> VolumeImpl::CopyStillLive(const MapRun& p, const uint8_t* buf) {
-  Lock wl(&write_mu_);
-  const uint64_t reserved = Reserve(p.count);
-  Lock l(&mu_);
-  op_reserved_ += reserved;
-  struct GiveBack {
-    VolumeImpl* v;
-    ~GiveBack() NO_THREAD_SAFETY_ANALYSIS { v->GiveBackReserveLocked(); }
-  } give_back{this};
-  HBISS_RETURN_IF_ERROR(WritableLocked());
-  // Close waits for the cleaner: stop between pieces, not after 32 MiB.
-  if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
-  std::vector<MapRun> now;
-  HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
+Result<uint64_t> VolumeImpl::CopyStillLive(std::span<const MapRun> pieces,
+                                           const uint8_t* buf) {
+  Lock wl(&write_mu_);  // held throughout: no client write comes between the pieces
   uint64_t moved = 0;
-  for (const MapRun& r : now) {
-    if (!r.mapped || r.seg != p.seg || r.slot != p.slot + (r.lba - p.lba)) continue;
-    batch_.BeginOp();
-    Status s =
-        AppendWriteLocked(l, r.lba, r.count, buf + (r.lba - p.lba) * kBlockSize, true);
-    batch_.EndOp();
-    HBISS_RETURN_IF_ERROR(s);
-    moved += r.count;
+  for (const MapRun& p : pieces) {
+    const uint8_t* data = buf;
+    buf += p.count * kBlockSize;
+    const uint64_t reserved = Reserve(p.count);
+    Lock l(&mu_);
+    op_reserved_ += reserved;
+    struct GiveBack {
+      VolumeImpl* v;
+      ~GiveBack() NO_THREAD_SAFETY_ANALYSIS { v->GiveBackReserveLocked(); }
+    } give_back{this};
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+    // Close waits for the cleaner: stop between pieces, not after 32 MiB.
+    if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
+    std::vector<MapRun> now;
+    HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
+    HBISS_RETURN_IF_ERROR(SegregateLocked(l, /*cleaner=*/true));
+    // The copies are as old as the data they copy.
+    copy_stamp_ = segs_.stamp(p.seg);
+    for (const MapRun& r : now) {
+      if (!r.mapped || r.seg != p.seg || r.slot != p.slot + (r.lba - p.lba)) continue;
+      batch_.BeginOp();
+      Status s = AppendWriteLocked(l, r.lba, r.count, data + (r.lba - p.lba) * kBlockSize, true);
+      batch_.EndOp();
+      HBISS_RETURN_IF_ERROR(s);
+      moved += r.count;
+    }
   }
   return moved;
 }
