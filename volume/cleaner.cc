@@ -177,7 +177,8 @@ void Cleaner::Loop() {
       CleanStats st;
       Status s = host_->DeleteDeadSegments(&st);
       if (!s.ok()) spdlog::warn("volume {}: cleaner: {}", name_, s.ToString());
-      const uint64_t victim = stopping() ? 0 : host_->PickVictim(threshold_, 0);
+      const uint64_t victim =
+          stopping() || !host_->NeedsSpace() ? 0 : host_->PickVictim(threshold_, 0);
       if (victim != 0) {
         s = CleanSegment(victim, &st);
         if (s.ok()) {

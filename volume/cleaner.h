@@ -81,6 +81,9 @@ class Cleaner {
     // Asks for a checkpoint when dead segments wait for one (paced by the
     // volume).
     virtual void RequestCheckpointIfGarbageWaits() = 0;
+    // Whether the background pass should copy now (the log is above the
+    // volume's space target, or it has none).
+    virtual bool NeedsSpace() = 0;
     // The volume can no longer write: the background pass idles.
     virtual bool Failed() = 0;
 

@@ -36,6 +36,7 @@ class FakeHost : public Cleaner::Host {
   std::vector<std::string> events;
   std::atomic<bool> failed{false};
   std::atomic<bool> stalled{false};
+  std::atomic<bool> needs_space{true};
 
   std::vector<std::string> Events() {
     std::lock_guard<std::mutex> l(mu);
@@ -121,6 +122,7 @@ class FakeHost : public Cleaner::Host {
     std::lock_guard<std::mutex> l(mu);
     events.push_back("request checkpoint");
   }
+  bool NeedsSpace() override { return needs_space.load(); }
   bool Failed() override { return failed.load(); }
   bool Stalled() override { return stalled.load(); }
   void CleanWhileStalled(double threshold) override {

@@ -75,6 +75,15 @@ void SegmentSet::SetSummarizing(uint64_t seg, bool on) {
   }
 }
 
+uint64_t SegmentSet::DeadSlots() const {
+  uint64_t n = 0;
+  for (uint64_t id : ids_) {
+    auto len = length_.find(id);
+    if (len != length_.end() && !live_.count(id)) n += len->second;
+  }
+  return n;
+}
+
 void SegmentSet::NoteWritten(uint64_t seg, uint64_t clock) {
   uint64_t& st = stamp_[seg];
   st = std::max(st, clock);

@@ -77,6 +77,10 @@ class SegmentSet {
   // the same blocks into another short segment again and again).
   void SetLength(uint64_t seg, uint32_t slots) { length_[seg] = slots; }
 
+  // Slots of the closed segments of the log (length known) with no live
+  // block: garbage that waits only to be deleted.
+  uint64_t DeadSlots() const;
+
   // The age clock (a batch sequence number, see CleanPolicy): `seg` holds
   // data written at `clock` or before. The stamp is the largest clock noted
   // (the youngest data): a client segment is stamped when it closes, a

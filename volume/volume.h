@@ -102,6 +102,13 @@ struct OpenOptions {
   double clean_threshold = 0.5;
   // Which of those segments the cleaner copies out first.
   CleanPolicy clean_policy = CleanPolicy::kCostBenefit;
+  // When above 0, the background cleaner copies only while the log (less
+  // the segments with no live block left, which wait only for a
+  // checkpoint) is more than this many times the mapped data, so that
+  // segments die further before they are cleaned (fewer copies); it still
+  // takes only segments under clean_threshold. 0: it cleans every segment
+  // under clean_threshold as soon as it can.
+  double clean_space_target = 0;
 };
 
 // What a cleaning pass did (Volume::Clean).

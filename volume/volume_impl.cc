@@ -466,6 +466,8 @@ void VolumeImpl::RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg) {
   mem_segs_.erase(seg->id);
   segs_.SetLength(seg->id, seg->used);
   if (segs_.live(seg->id) == 0) segs_.NoteDead(seg->id);
+  // The log grew: with a space target, the cleaner may be due.
+  if (opts_.clean_space_target > 0) cleaner_.Wake();
   // Its buffers go back to the budget when the last reference goes (the
   // flusher may still hold one for its summary).
 }
@@ -1107,6 +1109,14 @@ void VolumeImpl::SegmentDone(uint64_t seg, uint64_t moved, bool bad, CleanStats*
   }
   clean_totals_.segments_cleaned++;
   stats->segments_cleaned++;
+}
+
+bool VolumeImpl::NeedsSpace() {
+  if (opts_.clean_space_target <= 0) return true;
+  Lock l(&mu_);
+  const uint64_t dead = segs_.DeadSlots() * kSlotSize;
+  const uint64_t log = log_bytes_ > dead ? log_bytes_ - dead : 0;
+  return double(log) > opts_.clean_space_target * double(map_.MappedBlocks() * kBlockSize);
 }
 
 bool VolumeImpl::Failed() {

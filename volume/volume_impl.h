@@ -296,6 +296,7 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   // Has the flusher write a checkpoint now and waits for it.
   Status CheckpointNow() override EXCLUDES(mu_);
   void RequestCheckpointIfGarbageWaits() override EXCLUDES(mu_);
+  bool NeedsSpace() override EXCLUDES(mu_);
   bool Failed() override EXCLUDES(mu_);
   bool Stalled() override EXCLUDES(mu_);
   uint64_t ReserveBytes() override { return reserve_.enabled() ? reserve_.bytes() : 0; }
