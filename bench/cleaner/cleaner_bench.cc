@@ -32,6 +32,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "bench/bench_util.h"
@@ -43,7 +44,6 @@ namespace {
 
 using hbiss::Status;
 using hbiss::bench::Die;
-using hbiss::bench::DieErrno;
 using hbiss::bench::ParseSizeOrDie;
 using hbiss::volume::CleanPolicy;
 using hbiss::volume::kBlockSize;
@@ -57,8 +57,8 @@ struct Config {
   double write_factor = 10;
   uint64_t flush_every = 1024;
   double threshold = 0.9;
-  double space_target = 1.3;
-  std::string checkpoint_interval;  // empty: a 16th of the volume size
+  double space_target = 1.25;
+  std::string checkpoint_interval;  // empty: a 64th of the volume size
   uint64_t seed = 42;
 };
 
@@ -160,36 +160,30 @@ int main(int argc, char** argv) {
   CLI::App app{"hbiss cleaner benchmark: greedy against cost-benefit, uniform and hot/cold"};
   app.add_option("--dir", c.dir, "Directory for the store (default: a new one under $TMPDIR or "
                                  "/var/tmp)");
-  app.add_option("--size", c.size, "Volume size")->capture_default_str();
-  app.add_option("--segment-size", c.segment_size, "Segment size")->capture_default_str();
-  app.add_option("--fill", c.fill, "Live fraction of the volume")->capture_default_str();
-  app.add_option("--write-factor", c.write_factor, "Overwrite bytes / volume size")
-      ->capture_default_str();
+  for (auto [flag, field, help] : {std::tuple{"--size", &c.size, "Volume size"},
+                                   {"--segment-size", &c.segment_size, "Segment size"}}) {
+    app.add_option(flag, *field, help)->capture_default_str();
+  }
+  for (auto [flag, field, help] :
+       {std::tuple{"--fill", &c.fill, "Live fraction of the volume"},
+        {"--write-factor", &c.write_factor, "Overwrite bytes / volume size"},
+        {"--threshold", &c.threshold, "OpenOptions::clean_threshold"},
+        {"--space-target", &c.space_target, "OpenOptions::clean_space_target"}}) {
+    app.add_option(flag, *field, help)->capture_default_str()->check(CLI::NonNegativeNumber);
+  }
   app.add_option("--flush-every", c.flush_every, "Flush after every N writes")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--threshold", c.threshold, "OpenOptions::clean_threshold")
-      ->capture_default_str();
-  app.add_option("--space-target", c.space_target, "OpenOptions::clean_space_target")
-      ->capture_default_str();
   app.add_option("--checkpoint-interval", c.checkpoint_interval,
                  "OpenOptions::checkpoint_interval (a segment is deleted after two checkpoints "
-                 "leave it out; default: a 16th of the volume size)");
+                 "leave it out; default: a 64th of the volume size)");
   app.add_option("--seed", c.seed, "Random seed")->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (c.checkpoint_interval.empty()) {
-    c.checkpoint_interval = std::to_string(std::max<uint64_t>(ParseSizeOrDie(c.size) / 16, 1));
+    c.checkpoint_interval = std::to_string(std::max<uint64_t>(ParseSizeOrDie(c.size) / 64, 1));
   }
 
-  if (c.dir.empty()) {
-    const char* t = std::getenv("TMPDIR");
-    std::string tmpl = std::string(t != nullptr && t[0] != '\0' ? t : "/var/tmp") +
-                       "/hbiss-cleaner-bench-XXXXXX";
-    std::vector<char> b(tmpl.begin(), tmpl.end());
-    b.push_back('\0');
-    if (mkdtemp(b.data()) == nullptr) DieErrno("mkdtemp");
-    c.dir = b.data();
-  }
+  if (c.dir.empty()) c.dir = hbiss::bench::MakeTempDirOrDie("hbiss-cleaner-bench-", "/var/tmp");
   struct utsname u;
   uname(&u);
   std::printf("hbiss cleaner benchmark\n");
