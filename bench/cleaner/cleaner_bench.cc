@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/bench_volume.h"
 #include "store/store.h"
 #include "util/status.h"
 #include "volume/volume.h"
@@ -81,24 +82,15 @@ uint64_t DirBytes(const std::string& dir) {
 RunResult Run(const Config& c, const std::string& store_dir, bool hot, CleanPolicy policy) {
   std::filesystem::remove_all(store_dir);
   std::filesystem::create_directories(store_dir);
-  auto store_r = hbiss::store::OpenStore("file://" + store_dir, true);
-  if (!store_r.ok()) Die("open store", store_r.status());
-  std::unique_ptr<hbiss::store::Store> store = std::move(store_r).value();
   const uint64_t size = ParseSizeOrDie(c.size) / kBlockSize * kBlockSize;
-  hbiss::volume::CreateOptions copts;
-  copts.size = size;
-  copts.segment_size = ParseSizeOrDie(c.segment_size);
-  if (Status st = hbiss::volume::Volume::Create(store.get(), "bench", copts); !st.ok()) {
-    Die("create volume", st);
-  }
   hbiss::volume::OpenOptions oopts;
   oopts.clean_threshold = c.threshold;
   oopts.clean_policy = policy;
   oopts.clean_space_target = c.space_target;
   oopts.checkpoint_interval = ParseSizeOrDie(c.checkpoint_interval);
-  auto vol_r = hbiss::volume::Volume::Open(store.get(), "bench", oopts);
-  if (!vol_r.ok()) Die("open volume", vol_r.status());
-  std::unique_ptr<hbiss::volume::Volume> vol = std::move(vol_r).value();
+  hbiss::bench::BenchVolume bv =
+      hbiss::bench::CreateBenchVolumeOrDie(store_dir, size, ParseSizeOrDie(c.segment_size), oopts);
+  hbiss::volume::Volume* vol = bv.vol.get();
 
   const uint64_t live = uint64_t(double(size / kBlockSize) * c.fill);
   std::vector<uint8_t> big(1 << 20);
