@@ -1083,12 +1083,19 @@ Result<uint64_t> VolumeImpl::CopyStillLive(std::span<const MapRun> pieces,
     // Close waits for the cleaner: stop between pieces, not after 32 MiB.
     if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
     std::vector<MapRun> now;
+    auto still_live = [&](const MapRun& r) {
+      return r.mapped && r.seg == p.seg && r.slot == p.slot + (r.lba - p.lba);
+    };
     HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
+    if (std::none_of(now.begin(), now.end(), still_live)) continue;
+    // A segment of copies only. Closing the open one may wait (mu_ is let
+    // go): the map is looked up again after.
     HBISS_RETURN_IF_ERROR(SegregateLocked(l, /*cleaner=*/true));
+    HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
     // The copies are as old as the data they copy.
     copy_stamp_ = segs_.stamp(p.seg);
     for (const MapRun& r : now) {
-      if (!r.mapped || r.seg != p.seg || r.slot != p.slot + (r.lba - p.lba)) continue;
+      if (!still_live(r)) continue;
       batch_.BeginOp();
       Status s = AppendWriteLocked(l, r.lba, r.count, data + (r.lba - p.lba) * kBlockSize, true);
       batch_.EndOp();
