@@ -183,12 +183,13 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       ->check(CLI::Range(0.0, 0.9));
   serve->add_option("--clean-policy", a.clean_policy,
                     "Which of those segments the cleaner copies out first: cost-benefit (the "
-                    "highest (1-u)*age/(1+u), the default) or greedy (the fewest live blocks)")
+                    "highest (1-u)*age/(1+u), the default) or greedy (the lowest live fraction)")
       ->check(CLI::IsMember({"cost-benefit", "greedy"}));
   serve->add_option("--clean-space-target", a.clean_space_target,
                     "When above 0, the cleaner copies only while the log is more than this many "
-                    "times the volume's data (default 0: whenever a segment is under the "
-                    "threshold)")
+                    "times the volume's data, and writes wait a little (up to 10 ms each) while "
+                    "the log is 5% over it (default 0: it copies whenever a segment is under "
+                    "the threshold, and writes never wait)")
       ->check(CLI::Range(0.0, 100.0));
   serve->add_option("--server-id", a.server_id,
                     "This server's id among the servers sharing the store (default: the host "

@@ -106,11 +106,11 @@ uint64_t SegmentSet::PickVictim(double threshold, uint64_t below_id,
     const uint32_t slots = len == length_.end() ? seg_slots_ : std::max<uint32_t>(len->second, 2);
     const double data_slots = double(slots - 1);
     if (it == live_.end() || double(it->second) >= threshold * data_slots) continue;
+    const double u = std::min(1.0, double(it->second) / data_slots);
     double score;  // higher is better
     if (policy == CleanPolicy::kGreedy) {
-      score = -double(it->second);
+      score = -u;
     } else {
-      const double u = std::min(1.0, double(it->second) / data_slots);
       const uint64_t st = stamp(id);
       const double age = double(now > st ? now - st : 0) + 1;
       score = (1 - u) * age / (1 + u);

@@ -92,7 +92,8 @@ class SegmentSet {
   // Among the closed segments (below `below_id`, not in memory, not
   // unclean) with some live blocks and a live fraction u (of the segment's
   // data slots: its length when known, else seg_slots) below `threshold`:
-  // kGreedy, the one with the fewest live blocks; kCostBenefit, the one with
+  // kGreedy, the one with the lowest u (the fewest live blocks for what it
+  // holds: a short segment is not taken for an empty one); kCostBenefit, the one with
   // the highest (1 - u) * age / (1 + u), age = now - stamp + 1 (ties: the
   // lower id). 0 if none.
   uint64_t PickVictim(double threshold, uint64_t below_id,

@@ -167,6 +167,16 @@ TEST(SegmentSetTest, CostBenefitPrefersTheEmptierSegmentWhenAgesAreClose) {
   EXPECT_EQ(s.PickVictim(0.9, 4, NoneInMemory(), CleanPolicy::kCostBenefit, now), 3u);
 }
 
+TEST(SegmentSetTest, GreedyMeasuresAShortSegmentAgainstItsLength) {
+  SegmentSet s(kSlots);
+  s.Add(1);
+  s.Add(2);
+  s.SetLength(1, 9);  // 8 data slots, 4 live: u = 0.5
+  s.AddLive(1, 4);
+  s.AddLive(2, 10);   // 63 data slots: u = 0.16, more blocks but emptier
+  EXPECT_EQ(s.PickVictim(0.9, 3, NoneInMemory(), CleanPolicy::kGreedy, 0), 2u);
+}
+
 TEST(SegmentSetTest, AStampIsTheYoungestDataNotedAndGoesWithTheSegment) {
   SegmentSet s(kSlots);
   s.Add(1);

@@ -72,7 +72,7 @@ struct CreateOptions {
 // batches, not wall time).
 enum class CleanPolicy {
   kCostBenefit,  // the highest (1 - u) * age / (1 + u) (Sprite LFS)
-  kGreedy,       // the fewest live blocks
+  kGreedy,       // the lowest u (the fewest live blocks for its length)
 };
 
 struct OpenOptions {
@@ -106,8 +106,11 @@ struct OpenOptions {
   // the segments with no live block left, which wait only for a
   // checkpoint) is more than this many times the mapped data, so that
   // segments die further before they are cleaned (fewer copies); it still
-  // takes only segments under clean_threshold. 0: it cleans every segment
-  // under clean_threshold as soon as it can.
+  // takes only segments under clean_threshold. While the log is more than
+  // 5% over the target and the cleaner has a segment to clean, each write,
+  // trim and zero waits up to 10 ms before it starts, so that the cleaner
+  // keeps up. 0: it cleans every segment under clean_threshold as soon as it
+  // can, and writes never wait for it.
   double clean_space_target = 0;
 };
 

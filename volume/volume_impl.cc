@@ -510,6 +510,7 @@ Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* he
 Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, data.size()));
   if (data.empty()) return Status::OK();
+  YieldToCleaner();
   Lock wl(&write_mu_);
   const uint64_t end = offset + data.size();
   if (offset % kBlockSize != 0 || end % kBlockSize != 0) {
@@ -543,6 +544,7 @@ Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
 Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, length));
   if (length == 0) return Status::OK();
+  YieldToCleaner();
   Lock wl(&write_mu_);
   {
     Lock l(&mu_);
@@ -1122,8 +1124,27 @@ bool VolumeImpl::NeedsSpace() {
   if (opts_.clean_space_target <= 0) return true;
   Lock l(&mu_);
   const uint64_t dead = segs_.DeadSlots() * kSlotSize;
-  const uint64_t log = log_bytes_ > dead ? log_bytes_ - dead : 0;
-  return double(log) > opts_.clean_space_target * double(map_.MappedBlocks() * kBlockSize);
+  const double log = double(log_bytes_ > dead ? log_bytes_ - dead : 0);
+  const double target = opts_.clean_space_target * double(map_.MappedBlocks() * kBlockSize);
+  // Behind: well over the target with something to clean (see YieldToCleaner).
+  const bool behind =
+      log > target * kBehindFactor &&
+      segs_.PickVictim(
+          std::min(opts_.clean_threshold, Cleaner::kMaxBackgroundThreshold), cur_->id,
+          [&](uint64_t sg) NO_THREAD_SAFETY_ANALYSIS { return InMemoryLocked(sg); }) != 0;
+  if (cleaner_behind_ && !behind) done_cv_.SignalAll();
+  cleaner_behind_ = behind;
+  return log > target;
+}
+
+void VolumeImpl::YieldToCleaner() {
+  if (opts_.clean_space_target <= 0) return;
+  Lock l(&mu_);
+  const auto until = std::chrono::steady_clock::now() + kMaxYield;
+  while (cleaner_behind_ && failed_.ok() && no_space_.ok() && !closed_ && !cleaner_stop_ &&
+         std::chrono::steady_clock::now() < until) {
+    done_cv_.WaitUntil(&mu_, until);
+  }
 }
 
 bool VolumeImpl::Failed() {

@@ -297,6 +297,15 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status CheckpointNow() override EXCLUDES(mu_);
   void RequestCheckpointIfGarbageWaits() override EXCLUDES(mu_);
   bool NeedsSpace() override EXCLUDES(mu_);
+  // With a space target (OpenOptions::clean_space_target): while the log is
+  // more than kBehindFactor times the target and the cleaner has a victim
+  // (cleaner_behind_, set by NeedsSpace on each background pass), a write,
+  // trim or zero waits up to kMaxYield before it starts, so that the
+  // cleaner catches up instead of the log outgrowing it. Nothing changes
+  // without a target.
+  void YieldToCleaner() EXCLUDES(mu_, write_mu_);
+  static constexpr double kBehindFactor = 1.05;
+  static constexpr auto kMaxYield = std::chrono::milliseconds(10);
   bool Failed() override EXCLUDES(mu_);
   bool Stalled() override EXCLUDES(mu_);
   uint64_t ReserveBytes() override { return reserve_.enabled() ? reserve_.bytes() : 0; }
@@ -342,6 +351,7 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   // the batch clock, a segment of copies with its victims' stamps
   // (copy_stamp_, the victim being copied now).
   bool cleaner_copies_ GUARDED_BY(mu_) = false;
+  bool cleaner_behind_ GUARDED_BY(mu_) = false;  // see YieldToCleaner
   uint64_t copy_stamp_ GUARDED_BY(mu_) = 0;
   BatchBuilder batch_ GUARDED_BY(mu_);
   std::vector<MapRun> old_runs_ GUARDED_BY(mu_);  // scratch of ForgetBlocksLocked

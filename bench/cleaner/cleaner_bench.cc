@@ -58,7 +58,7 @@ struct Config {
   double write_factor = 10;
   uint64_t flush_every = 1024;
   double threshold = 0.9;
-  double space_target = 1.25;
+  double space_target = 1.35;
   std::string checkpoint_interval;  // empty: a 64th of the volume size
   uint64_t seed = 42;
 };
