@@ -50,4 +50,14 @@ inline uint64_t ParseSizeOrDie(const std::string& s) {
   return n << shift;
 }
 
+// Creates a new directory $TMPDIR/<prefix>XXXXXX (or under `fallback` when
+// TMPDIR is unset) and returns its path; exits on failure.
+inline std::string MakeTempDirOrDie(const std::string& prefix, const char* fallback) {
+  const char* t = std::getenv("TMPDIR");
+  std::string path =
+      std::string(t != nullptr && t[0] != '\0' ? t : fallback) + "/" + prefix + "XXXXXX";
+  if (mkdtemp(path.data()) == nullptr) DieErrno("mkdtemp");
+  return path;
+}
+
 }  // namespace hbiss::bench

@@ -32,6 +32,8 @@ struct ServeArgs {
   int64_t cache_mb = -1;  // -1: a quarter of the memory limit
   std::string memory_limit = "2G";
   double clean_threshold = 0.5;
+  std::string clean_policy = "cost-benefit";
+  double clean_space_target = 0;
   std::string server_id;
   std::string peer_listen = "127.0.0.1:0";
   std::string peer_advertise;
@@ -93,6 +95,9 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
     vo.cache_bytes = cache;
   }
   vo.clean_threshold = a.clean_threshold;
+  vo.clean_policy = a.clean_policy == "greedy" ? volume::CleanPolicy::kGreedy
+                                               : volume::CleanPolicy::kCostBenefit;
+  vo.clean_space_target = a.clean_space_target;
   // This server's part in sharing volumes with other servers (doc/ownership.md).
   cluster::NodeOptions no;
   no.server_id = a.server_id;
@@ -178,6 +183,16 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
                     "fraction is below this and deletes dead segments (default 0.5); 0 keeps "
                     "every segment; at most 0.9")
       ->check(CLI::Range(0.0, 0.9));
+  serve->add_option("--clean-policy", a.clean_policy,
+                    "Which of those segments the cleaner copies out first: cost-benefit (the "
+                    "highest (1-u)*age/(1+u), the default) or greedy (the lowest live fraction)")
+      ->check(CLI::IsMember({"cost-benefit", "greedy"}));
+  serve->add_option("--clean-space-target", a.clean_space_target,
+                    "When above 0, the cleaner copies only while the log is more than this many "
+                    "times the volume's data, and writes wait a little (up to 10 ms each) while "
+                    "the log is 5% over it (default 0: it copies whenever a segment is under "
+                    "the threshold, and writes never wait)")
+      ->check(CLI::Range(0.0, 100.0));
   serve->add_option("--server-id", a.server_id,
                     "This server's id among the servers sharing the store (default: the host "
                     "name); letters, digits, '.', '_' and '-'");

@@ -59,7 +59,9 @@ bool Cleaner::stopping() {
 Status Cleaner::CleanSegment(uint64_t seg, CleanStats* stats) {
   bool complete = false;
   HBISS_ASSIGN_OR_RETURN(std::vector<MapRun> live, host_->LiveRuns(seg, &complete));
-  std::vector<uint8_t> buf(kPieceBlocks * kBlockSize);
+  uint64_t total = 0;
+  for (const MapRun& run : live) total += run.count;
+  std::vector<uint8_t> buf(std::min(total, kCopyBlocks) * kBlockSize);
   Status bad;
   if (!complete) {
     bad = Status::Corruption("volume " + name_ + " segment " + Hex16(seg) +
@@ -68,6 +70,16 @@ Status Cleaner::CleanSegment(uint64_t seg, CleanStats* stats) {
     spdlog::error("{}", bad.message());
   }
   uint64_t moved = 0;
+  std::vector<MapRun> pieces;  // read into buf, back to back, not yet copied
+  uint64_t buffered = 0;
+  auto copy = [&]() -> Status {
+    if (pieces.empty()) return Status::OK();
+    HBISS_ASSIGN_OR_RETURN(uint64_t n, host_->CopyStillLive(pieces, buf.data()));
+    moved += n;
+    pieces.clear();
+    buffered = 0;
+    return Status::OK();
+  };
   for (const MapRun& run : live) {
     for (uint64_t done = 0; done < run.count;) {
       MapRun p = run;
@@ -75,7 +87,9 @@ Status Cleaner::CleanSegment(uint64_t seg, CleanStats* stats) {
       p.slot += uint32_t(done);
       p.count = std::min(kPieceBlocks, run.count - done);
       done += p.count;
-      Status rs = host_->ReadRun(p, std::span<uint8_t>(buf.data(), p.count * kBlockSize));
+      if (buffered + p.count > kCopyBlocks) HBISS_RETURN_IF_ERROR(copy());
+      Status rs = host_->ReadRun(
+          p, std::span<uint8_t>(buf.data() + buffered * kBlockSize, p.count * kBlockSize));
       if (!rs.ok()) {
         if (!rs.IsCorruption()) return rs;
         // Never copied: a fresh CRC would make bad data look good. The
@@ -85,10 +99,11 @@ Status Cleaner::CleanSegment(uint64_t seg, CleanStats* stats) {
         bad = rs;
         continue;
       }
-      HBISS_ASSIGN_OR_RETURN(uint64_t n, host_->CopyStillLive(p, buf.data()));
-      moved += n;
+      pieces.push_back(p);
+      buffered += p.count;
     }
   }
+  HBISS_RETURN_IF_ERROR(copy());
   host_->SegmentDone(seg, moved, !bad.ok(), stats);
   return bad;
 }
@@ -162,7 +177,8 @@ void Cleaner::Loop() {
       CleanStats st;
       Status s = host_->DeleteDeadSegments(&st);
       if (!s.ok()) spdlog::warn("volume {}: cleaner: {}", name_, s.ToString());
-      const uint64_t victim = stopping() ? 0 : host_->PickVictim(threshold_, 0);
+      const uint64_t victim =
+          stopping() || !host_->NeedsSpace() ? 0 : host_->PickVictim(threshold_, 0);
       if (victim != 0) {
         s = CleanSegment(victim, &st);
         if (s.ok()) {

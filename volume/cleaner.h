@@ -1,9 +1,12 @@
 // Cleaner: reclaims a volume's log space (doc/checkpoint_format.md,
 // "Deleting segments"). A pass deletes the segments nothing needs any more,
 // then picks a victim, a closed segment whose live fraction is below the
-// threshold (SegmentSet::PickVictim: the fewest live blocks), and copies its
-// live blocks to the head of the log, so that the whole segment becomes
-// garbage that a later checkpoint frees.
+// threshold (SegmentSet::PickVictim, by OpenOptions::clean_policy:
+// cost-benefit or greedy), and copies its live blocks to the head of the
+// log, so that the whole segment becomes garbage that a later checkpoint
+// frees. It reads up to kCopyBlocks of a victim's live blocks, then has them
+// copied in one go, into segments that hold cleaner copies only (never a
+// client write: cold data is not mixed with hot again).
 //
 // Rules it keeps, whatever the volume does meanwhile:
 //  * a block is copied only from data that passed its CRC, and only if the
@@ -36,6 +39,9 @@ class Cleaner {
  public:
   // Blocks read and copied at a time.
   static constexpr uint64_t kPieceBlocks = 256;
+  // Blocks read before they are copied in one CopyStillLive (32 MiB: the
+  // cleaner's buffer, outside the write budget, is at most this).
+  static constexpr uint64_t kCopyBlocks = 8192;
   // The background pass treats thresholds above this as this, so that it
   // never rewrites the segments it has just written (about 99% live).
   static constexpr double kMaxBackgroundThreshold = 0.9;
@@ -45,9 +51,9 @@ class Cleaner {
   class Host {
    public:
     virtual ~Host() = default;
-    // The closed segment below `below` (0: below the open one) with the
-    // fewest live blocks among those whose live fraction is under
-    // `threshold` and that are not unclean; 0 if none.
+    // The closed segment below `below` (0: below the open one), among those
+    // whose live fraction is under `threshold` and that are not unclean,
+    // that the volume's clean policy puts first; 0 if none.
     virtual uint64_t PickVictim(double threshold, uint64_t below) = 0;
     // The runs of closed segment `seg` the map still points to;
     // *complete is false when its batch headers hide some of its live
@@ -56,10 +62,13 @@ class Cleaner {
     // Reads run `r` (CRC-checked) into out (r.count blocks), holding off
     // segment deletes meanwhile.
     virtual Status ReadRun(const MapRun& r, std::span<uint8_t> out) = 0;
-    // Appends to the log head, each as one operation, the blocks of `r`
-    // that the map still has where `r` says, from buf; returns how many.
-    // Aborted when the volume is closing.
-    virtual Result<uint64_t> CopyStillLive(const MapRun& r, const uint8_t* buf) = 0;
+    // Appends to the log head the blocks of each of `pieces` (runs of one
+    // segment, each as one operation; their data back to back in buf) that
+    // the map still has where the piece says; returns how many. No client
+    // write comes between them, and they go to segments that hold cleaner
+    // copies only. Aborted when the volume is closing.
+    virtual Result<uint64_t> CopyStillLive(std::span<const MapRun> pieces,
+                                           const uint8_t* buf) = 0;
     // Segment `seg` was cleaned (`moved` blocks), or with `bad`, is never to
     // be picked again.
     virtual void SegmentDone(uint64_t seg, uint64_t moved, bool bad, CleanStats* stats) = 0;
@@ -72,6 +81,9 @@ class Cleaner {
     // Asks for a checkpoint when dead segments wait for one (paced by the
     // volume).
     virtual void RequestCheckpointIfGarbageWaits() = 0;
+    // Whether the background pass should copy now (the log is above the
+    // volume's space target, or it has none).
+    virtual bool NeedsSpace() = 0;
     // The volume can no longer write: the background pass idles.
     virtual bool Failed() = 0;
 

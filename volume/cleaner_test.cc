@@ -32,9 +32,11 @@ class FakeHost : public Cleaner::Host {
   bool reserve_held = false;
   uint64_t reserve_bytes = 0;
   std::vector<double> thresholds;             // what PickVictim received
+  uint64_t copy_calls = 0;                    // CopyStillLive calls that succeeded
   std::vector<std::string> events;
   std::atomic<bool> failed{false};
   std::atomic<bool> stalled{false};
+  std::atomic<bool> needs_space{true};
 
   std::vector<std::string> Events() {
     std::lock_guard<std::mutex> l(mu);
@@ -78,15 +80,20 @@ class FakeHost : public Cleaner::Host {
     for (uint64_t i = 0; i < r.count; i++) out[i * kBlockSize] = uint8_t(r.lba + i);
     return Status::OK();
   }
-  Result<uint64_t> CopyStillLive(const MapRun& r, const uint8_t* buf) override {
+  Result<uint64_t> CopyStillLive(std::span<const MapRun> pieces, const uint8_t* buf) override {
     std::lock_guard<std::mutex> l(mu);
-    events.push_back("copy " + std::to_string(r.seg) + " " + std::to_string(r.lba) + "+" +
-                     std::to_string(r.count));
-    if (no_space_once.erase(r.seg)) return Status::NoSpace("full");
-    for (uint64_t i = 0; i < r.count; i++) {
-      if (buf[i * kBlockSize] != uint8_t(r.lba + i)) return Status::Corruption("copied wrong data");
+    uint64_t n = 0;
+    for (const MapRun& r : pieces) {
+      events.push_back("copy " + std::to_string(r.seg) + " " + std::to_string(r.lba) + "+" +
+                       std::to_string(r.count));
+      if (no_space_once.erase(r.seg)) return Status::NoSpace("full");
+      for (uint64_t i = 0; i < r.count; i++, buf += kBlockSize) {
+        if (*buf != uint8_t(r.lba + i)) return Status::Corruption("copied wrong data");
+      }
+      n += r.count;
     }
-    return r.count;
+    copy_calls++;
+    return n;
   }
   void SegmentDone(uint64_t seg, uint64_t moved, bool bad, CleanStats* stats) override {
     std::lock_guard<std::mutex> l(mu);
@@ -115,6 +122,7 @@ class FakeHost : public Cleaner::Host {
     std::lock_guard<std::mutex> l(mu);
     events.push_back("request checkpoint");
   }
+  bool NeedsSpace() override { return needs_space.load(); }
   bool Failed() override { return failed.load(); }
   bool Stalled() override { return stalled.load(); }
   void CleanWhileStalled(double threshold) override {
@@ -176,24 +184,36 @@ TEST(CleanerTest, CleanCopiesEveryVictimInPiecesThenFreesThem) {
   const std::vector<std::string> want = Concat({{
       "pick 42 -> 3",
       "live 3",
-      "read 3 1000+256 slot 10",
-      "copy 3 1000+256",
+      "read 3 1000+256 slot 10",  // all read, then all copied in one go
       "read 3 1256+256 slot 266",
-      "copy 3 1256+256",
       "read 3 1512+88 slot 522",
+      "copy 3 1000+256",
+      "copy 3 1256+256",
       "copy 3 1512+88",
       "done 3 moved 600 good",
       "pick 42 -> 7",
       "live 7",
       "read 7 5+1 slot 1",
-      "copy 7 5+1",
       "read 7 9+2 slot 2",
+      "copy 7 5+1",
       "copy 7 9+2",
       "done 7 moved 3 good",
       "pick 42 -> 0",
   }, kFreeCleaned});
   EXPECT_EQ(h.Events(), want);
   EXPECT_EQ(h.thresholds, (std::vector<double>{0.5, 0.5, 0.5}));
+  EXPECT_EQ(h.copy_calls, 2u);  // one per victim
+}
+
+TEST(CleanerTest, AVictimLargerThanTheCopyBufferIsCopiedInBufferfuls) {
+  FakeHost h;
+  h.victims = {3};
+  h.live[3] = {LiveRun(3, 0, Cleaner::kCopyBlocks + 10, 1)};
+  Cleaner c(&h, "t", 0);
+  auto st = c.Clean(0.5, 0);
+  ASSERT_TRUE(st.ok()) << st.status().ToString();
+  EXPECT_EQ(st->blocks_moved, Cleaner::kCopyBlocks + 10);
+  EXPECT_EQ(h.copy_calls, 2u);
 }
 
 TEST(CleanerTest, CleanWithNoVictimStillCheckpointsAndDeletes) {

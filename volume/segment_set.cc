@@ -27,6 +27,7 @@ void SegmentSet::Remove(uint64_t id) {
   live_.erase(id);
   unclean_.erase(id);
   length_.erase(id);
+  stamp_.erase(id);
 }
 
 void SegmentSet::Recount(const ExtentMap& map) {
@@ -78,19 +79,49 @@ void SegmentSet::SetSummarizing(uint64_t seg, bool on) {
   }
 }
 
+uint64_t SegmentSet::DeadSlots() const {
+  uint64_t n = 0;
+  for (uint64_t id : ids_) {
+    auto len = length_.find(id);
+    if (len != length_.end() && !live_.count(id)) n += len->second;
+  }
+  return n;
+}
+
+void SegmentSet::NoteWritten(uint64_t seg, uint64_t clock) {
+  uint64_t& st = stamp_[seg];
+  st = std::max(st, clock);
+}
+
+uint64_t SegmentSet::stamp(uint64_t seg) const {
+  auto it = stamp_.find(seg);
+  return it == stamp_.end() ? 0 : it->second;
+}
+
 uint64_t SegmentSet::PickVictim(double threshold, uint64_t below_id,
-                                const std::function<bool(uint64_t)>& in_memory) const {
-  uint64_t best = 0, best_live = ~uint64_t{0};
+                                const std::function<bool(uint64_t)>& in_memory,
+                                CleanPolicy policy, uint64_t now) const {
+  uint64_t best = 0;
+  double best_score = 0;
   for (uint64_t id : ids_) {
     if (id >= below_id || in_memory(id) || unclean_.count(id)) continue;
     auto it = live_.find(id);
     auto len = length_.find(id);
     const uint32_t slots = len == length_.end() ? seg_slots_ : std::max<uint32_t>(len->second, 2);
-    const double limit = threshold * double(slots - 1);
-    if (it == live_.end() || double(it->second) >= limit) continue;
-    if (it->second < best_live) {
+    const double data_slots = double(slots - 1);
+    if (it == live_.end() || double(it->second) >= threshold * data_slots) continue;
+    const double u = std::min(1.0, double(it->second) / data_slots);
+    double score;  // higher is better
+    if (policy == CleanPolicy::kGreedy) {
+      score = -u;
+    } else {
+      const uint64_t st = stamp(id);
+      const double age = double(now > st ? now - st : 0) + 1;
+      score = (1 - u) * age / (1 + u);
+    }
+    if (best == 0 || score > best_score) {
       best = id;
-      best_live = it->second;
+      best_score = score;
     }
   }
   return best;

@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "volume/extent_map.h"
+#include "volume/volume.h"
 
 namespace hbiss::volume {
 
@@ -79,12 +80,28 @@ class SegmentSet {
   // the same blocks into another short segment again and again).
   void SetLength(uint64_t seg, uint32_t slots) { length_[seg] = slots; }
 
-  // The closed segment (below `below_id`, not in memory, not unclean) with
-  // the fewest live blocks among those with some and a live fraction (of
-  // the segment's data slots: its length when known, else seg_slots) below
-  // `threshold`; 0 if none.
+  // Slots of the closed segments of the log (length known) with no live
+  // block: garbage that waits only to be deleted.
+  uint64_t DeadSlots() const;
+
+  // The age clock (a batch sequence number, see CleanPolicy): `seg` holds
+  // data written at `clock` or before. The stamp is the largest clock noted
+  // (the youngest data): a client segment is stamped when it closes, a
+  // segment of cleaner copies with the stamps of the victims it took data
+  // from. A segment never stamped (recovered at open) counts as written at 0.
+  void NoteWritten(uint64_t seg, uint64_t clock);
+  uint64_t stamp(uint64_t seg) const;
+
+  // Among the closed segments (below `below_id`, not in memory, not
+  // unclean) with some live blocks and a live fraction u (of the segment's
+  // data slots: its length when known, else seg_slots) below `threshold`:
+  // kGreedy, the one with the lowest u (the fewest live blocks for what it
+  // holds: a short segment is not taken for an empty one); kCostBenefit, the one with
+  // the highest (1 - u) * age / (1 + u), age = now - stamp + 1 (ties: the
+  // lower id). 0 if none.
   uint64_t PickVictim(double threshold, uint64_t below_id,
-                      const std::function<bool(uint64_t)>& in_memory) const;
+                      const std::function<bool(uint64_t)>& in_memory,
+                      CleanPolicy policy = CleanPolicy::kGreedy, uint64_t now = 0) const;
 
   // Whether `seg` may be deleted now (see the top). `first_open` is the
   // first segment that is not closed (the open one).
@@ -110,6 +127,7 @@ class SegmentSet {
   std::set<uint64_t> orphans_;
   std::unordered_map<uint64_t, uint64_t> live_;  // absent: none
   std::unordered_map<uint64_t, uint32_t> length_;  // absent: seg_slots_
+  std::unordered_map<uint64_t, uint64_t> stamp_;   // absent: 0
   std::vector<uint64_t> dead_;
   std::set<uint64_t> unclean_;
   std::set<uint64_t> summarizing_;

@@ -123,6 +123,71 @@ TEST(SegmentSetTest, PickVictimTakesTheFewestLiveUnderTheThreshold) {
   EXPECT_EQ(s.PickVictim(0.5, 6, in_mem), 5u);
 }
 
+// (1 - u) * age / (1 + u) with u = live / 63 and age = now - stamp + 1.
+double CostBenefit(uint64_t live, uint64_t stamp, uint64_t now) {
+  const double u = double(live) / (kSlots - 1);
+  return (1 - u) * double(now - stamp + 1) / (1 + u);
+}
+
+TEST(SegmentSetTest, CostBenefitPrefersAnOldFullerSegmentOverAYoungEmptierOne) {
+  SegmentSet s(kSlots);
+  for (uint64_t id = 1; id <= 3; id++) s.Add(id);
+  s.AddLive(1, 30);  // old and fuller: u = 0.48
+  s.NoteWritten(1, 100);
+  s.AddLive(2, 10);  // young and emptier: u = 0.16
+  s.NoteWritten(2, 990);
+  s.AddLive(3, 1);   // the emptiest, but the open segment's neighbour: below_id cuts it off
+  s.NoteWritten(3, 999);
+  const uint64_t now = 1000;
+  ASSERT_GT(CostBenefit(30, 100, now), CostBenefit(10, 990, now));
+  EXPECT_EQ(s.PickVictim(0.5, 3, NoneInMemory(), CleanPolicy::kCostBenefit, now), 1u);
+  // Greedy takes the emptiest whatever its age.
+  EXPECT_EQ(s.PickVictim(0.5, 3, NoneInMemory(), CleanPolicy::kGreedy, now), 2u);
+  EXPECT_EQ(s.PickVictim(0.5, 4, NoneInMemory(), CleanPolicy::kGreedy, now), 3u);
+  // The threshold still bounds both: 30/63 is not below 0.4.
+  EXPECT_EQ(s.PickVictim(0.4, 3, NoneInMemory(), CleanPolicy::kCostBenefit, now), 2u);
+}
+
+TEST(SegmentSetTest, CostBenefitPrefersTheEmptierSegmentWhenAgesAreClose) {
+  SegmentSet s(kSlots);
+  s.Add(1);
+  s.Add(2);
+  s.AddLive(1, 30);
+  s.NoteWritten(1, 990);  // age 11
+  s.AddLive(2, 10);
+  s.NoteWritten(2, 980);  // age 21: older and emptier
+  const uint64_t now = 1000;
+  ASSERT_LT(CostBenefit(30, 990, now), CostBenefit(10, 980, now));
+  EXPECT_EQ(s.PickVictim(0.9, 3, NoneInMemory(), CleanPolicy::kCostBenefit, now), 2u);
+  // Now the fuller one is much older: it wins.
+  s.Add(3);
+  s.AddLive(3, 40);  // u = 0.63
+  s.NoteWritten(3, 10);
+  ASSERT_GT(CostBenefit(40, 10, now), CostBenefit(10, 980, now));
+  EXPECT_EQ(s.PickVictim(0.9, 4, NoneInMemory(), CleanPolicy::kCostBenefit, now), 3u);
+}
+
+TEST(SegmentSetTest, GreedyMeasuresAShortSegmentAgainstItsLength) {
+  SegmentSet s(kSlots);
+  s.Add(1);
+  s.Add(2);
+  s.SetLength(1, 9);  // 8 data slots, 4 live: u = 0.5
+  s.AddLive(1, 4);
+  s.AddLive(2, 10);   // 63 data slots: u = 0.16, more blocks but emptier
+  EXPECT_EQ(s.PickVictim(0.9, 3, NoneInMemory(), CleanPolicy::kGreedy, 0), 2u);
+}
+
+TEST(SegmentSetTest, AStampIsTheYoungestDataNotedAndGoesWithTheSegment) {
+  SegmentSet s(kSlots);
+  s.Add(1);
+  EXPECT_EQ(s.stamp(1), 0u);  // never noted: as old as can be
+  s.NoteWritten(1, 50);
+  s.NoteWritten(1, 20);  // an older victim's copies: the segment stays as young as its youngest
+  EXPECT_EQ(s.stamp(1), 50u);
+  s.Remove(1);
+  EXPECT_EQ(s.stamp(1), 0u);
+}
+
 TEST(SegmentSetTest, DeletableNeedsNoLiveBlockNoCheckpointNoSummaryAndClosed) {
   SegmentSet s(kSlots);
   for (uint64_t id = 1; id <= 6; id++) s.Add(id);

@@ -66,6 +66,16 @@ struct CreateOptions {
   uint64_t segment_size = 64ull << 20;   // bytes per segment file
 };
 
+// How the cleaner picks its next victim among the closed segments whose live
+// fraction is below the threshold (doc/checkpoint_format.md, "Choosing a
+// victim"). u is a segment's live fraction, age how long ago its data was
+// written, counted in batch sequence numbers (a logical clock: the log's
+// batches, not wall time).
+enum class CleanPolicy {
+  kCostBenefit,  // the highest (1 - u) * age / (1 + u) (Sprite LFS)
+  kGreedy,       // the lowest u (the fewest live blocks for its length)
+};
+
 struct OpenOptions {
   bool read_only = false;
   // Write a checkpoint after this many bytes of log since the last one.
@@ -91,6 +101,18 @@ struct OpenOptions {
   // still works when called). Values above 0.9 act as 0.9, so that the
   // cleaner never rewrites the segments it has just written.
   double clean_threshold = 0.5;
+  // Which of those segments the cleaner copies out first.
+  CleanPolicy clean_policy = CleanPolicy::kCostBenefit;
+  // When above 0, the background cleaner copies only while the log (less
+  // the segments with no live block left, which wait only for a
+  // checkpoint) is more than this many times the mapped data, so that
+  // segments die further before they are cleaned (fewer copies); it still
+  // takes only segments under clean_threshold. While the log is more than
+  // 5% over the target and the cleaner has a segment to clean, each write,
+  // trim and zero waits up to 10 ms before it starts, so that the cleaner
+  // keeps up. 0: it cleans every segment under clean_threshold as soon as it
+  // can, and writes never wait for it.
+  double clean_space_target = 0;
 };
 
 // What a cleaning pass did (Volume::Clean).

@@ -325,6 +325,13 @@ Status VolumeImpl::RollSegmentLocked(Lock& l) {
   return Status::OK();
 }
 
+Status VolumeImpl::SegregateLocked(Lock& l, bool cleaner) {
+  if (cleaner_copies_ == cleaner) return Status::OK();
+  if (cur_->used > 1) HBISS_RETURN_IF_ERROR(RollSegmentLocked(l));
+  cleaner_copies_ = cleaner;
+  return Status::OK();
+}
+
 Status VolumeImpl::OpenBatchLocked(Lock& l) {
   if (batch_.active()) return Status::OK();
   if (cur_->used + 2 > cur_->slots) HBISS_RETURN_IF_ERROR(RollSegmentLocked(l));
@@ -394,6 +401,7 @@ Status VolumeImpl::AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const ui
     if (!s.ok()) return FailLocked(s);
     cur_->CopyIn(slot, src, k);
     segs_.AddLive(cur_->id, k);
+    segs_.NoteWritten(cur_->id, cleaner_copies_ ? copy_stamp_ : next_seq_);
     cur_->used += k;
     n -= k;
     lba += k;
@@ -460,6 +468,8 @@ void VolumeImpl::RetireSegmentLocked(const std::shared_ptr<MemSegment>& seg) {
   mem_segs_.erase(seg->id);
   segs_.SetLength(seg->id, seg->used);
   if (segs_.live(seg->id) == 0) segs_.NoteDead(seg->id);
+  // The log grew: with a space target, the cleaner may be due.
+  if (opts_.clean_space_target > 0) cleaner_.Wake();
   // Its buffers go back to the budget when the last reference goes (the
   // flusher may still hold one for its summary).
 }
@@ -486,6 +496,7 @@ Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* he
   HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
   HBISS_RETURN_IF_ERROR(WritableLocked());
   HBISS_RETURN_IF_ERROR(AckLocked(Status::OK()));  // nothing is logged after a fence
+  HBISS_RETURN_IF_ERROR(SegregateLocked(l, /*cleaner=*/false));
   batch_.BeginOp();
   last_write_ = std::chrono::steady_clock::now();
   Status s;
@@ -501,6 +512,7 @@ Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* he
 Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, data.size()));
   if (data.empty()) return Status::OK();
+  YieldToCleaner();
   Lock wl(&write_mu_);
   const uint64_t end = offset + data.size();
   if (offset % kBlockSize != 0 || end % kBlockSize != 0) {
@@ -534,6 +546,7 @@ Status VolumeImpl::Write(uint64_t offset, std::span<const uint8_t> data) {
 Status VolumeImpl::Unmap(uint64_t offset, uint64_t length, EntryType type) {
   HBISS_RETURN_IF_ERROR(CheckRange(offset, length));
   if (length == 0) return Status::OK();
+  YieldToCleaner();
   Lock wl(&write_mu_);
   {
     Lock l(&mu_);
@@ -1076,9 +1089,10 @@ uint64_t VolumeImpl::PickVictim(double threshold, uint64_t below) {
   if (below == 0) below = cur_->id;
   // A segment a snapshot needs stays whole: copying its live blocks out
   // would not let it be deleted.
-  return segs_.PickVictim(threshold, below, [&](uint64_t s) NO_THREAD_SAFETY_ANALYSIS {
-    return InMemoryLocked(s) || ckpts_.Pinned(s);
-  });
+  return segs_.PickVictim(
+      threshold, below,
+      [&](uint64_t s) NO_THREAD_SAFETY_ANALYSIS { return InMemoryLocked(s) || ckpts_.Pinned(s); },
+      opts_.clean_policy, next_seq_);
 }
 
 Status VolumeImpl::ReadRun(const MapRun& r, std::span<uint8_t> out) {
@@ -1086,29 +1100,43 @@ Status VolumeImpl::ReadRun(const MapRun& r, std::span<uint8_t> out) {
   return ReadFromStore(r, r.lba * kBlockSize, out);
 }
 
-Result<uint64_t> VolumeImpl::CopyStillLive(const MapRun& p, const uint8_t* buf) {
-  Lock wl(&write_mu_);
-  const uint64_t reserved = Reserve(p.count);
-  Lock l(&mu_);
-  op_reserved_ += reserved;
-  struct GiveBack {
-    VolumeImpl* v;
-    ~GiveBack() NO_THREAD_SAFETY_ANALYSIS { v->GiveBackReserveLocked(); }
-  } give_back{this};
-  HBISS_RETURN_IF_ERROR(WritableLocked());
-  // Close waits for the cleaner: stop between pieces, not after 32 MiB.
-  if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
-  std::vector<MapRun> now;
-  HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
+Result<uint64_t> VolumeImpl::CopyStillLive(std::span<const MapRun> pieces,
+                                           const uint8_t* buf) {
+  Lock wl(&write_mu_);  // held throughout: no client write comes between the pieces
   uint64_t moved = 0;
-  for (const MapRun& r : now) {
-    if (!r.mapped || r.seg != p.seg || r.slot != p.slot + (r.lba - p.lba)) continue;
-    batch_.BeginOp();
-    Status s =
-        AppendWriteLocked(l, r.lba, r.count, buf + (r.lba - p.lba) * kBlockSize, true);
-    batch_.EndOp();
-    HBISS_RETURN_IF_ERROR(s);
-    moved += r.count;
+  for (const MapRun& p : pieces) {
+    const uint8_t* data = buf;
+    buf += p.count * kBlockSize;
+    const uint64_t reserved = Reserve(p.count);
+    Lock l(&mu_);
+    op_reserved_ += reserved;
+    struct GiveBack {
+      VolumeImpl* v;
+      ~GiveBack() NO_THREAD_SAFETY_ANALYSIS { v->GiveBackReserveLocked(); }
+    } give_back{this};
+    HBISS_RETURN_IF_ERROR(WritableLocked());
+    // Close waits for the cleaner: stop between pieces, not after 32 MiB.
+    if (cleaner_stop_) return Status::Aborted("volume " + name_ + " is closing");
+    std::vector<MapRun> now;
+    auto still_live = [&](const MapRun& r) {
+      return r.mapped && r.seg == p.seg && r.slot == p.slot + (r.lba - p.lba);
+    };
+    HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
+    if (std::none_of(now.begin(), now.end(), still_live)) continue;
+    // A segment of copies only. Closing the open one may wait (mu_ is let
+    // go): the map is looked up again after.
+    HBISS_RETURN_IF_ERROR(SegregateLocked(l, /*cleaner=*/true));
+    HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
+    // The copies are as old as the data they copy.
+    copy_stamp_ = segs_.stamp(p.seg);
+    for (const MapRun& r : now) {
+      if (!still_live(r)) continue;
+      batch_.BeginOp();
+      Status s = AppendWriteLocked(l, r.lba, r.count, data + (r.lba - p.lba) * kBlockSize, true);
+      batch_.EndOp();
+      HBISS_RETURN_IF_ERROR(s);
+      moved += r.count;
+    }
   }
   return moved;
 }
@@ -1123,6 +1151,33 @@ void VolumeImpl::SegmentDone(uint64_t seg, uint64_t moved, bool bad, CleanStats*
   }
   clean_totals_.segments_cleaned++;
   stats->segments_cleaned++;
+}
+
+bool VolumeImpl::NeedsSpace() {
+  if (opts_.clean_space_target <= 0) return true;
+  Lock l(&mu_);
+  const uint64_t dead = segs_.DeadSlots() * kSlotSize;
+  const double log = double(log_bytes_ > dead ? log_bytes_ - dead : 0);
+  const double target = opts_.clean_space_target * double(map_.MappedBlocks() * kBlockSize);
+  // Behind: well over the target with something to clean (see YieldToCleaner).
+  const bool behind =
+      log > target * kBehindFactor &&
+      segs_.PickVictim(
+          std::min(opts_.clean_threshold, Cleaner::kMaxBackgroundThreshold), cur_->id,
+          [&](uint64_t sg) NO_THREAD_SAFETY_ANALYSIS { return InMemoryLocked(sg); }) != 0;
+  if (cleaner_behind_ && !behind) done_cv_.SignalAll();
+  cleaner_behind_ = behind;
+  return log > target;
+}
+
+void VolumeImpl::YieldToCleaner() {
+  if (opts_.clean_space_target <= 0) return;
+  Lock l(&mu_);
+  const auto until = std::chrono::steady_clock::now() + kMaxYield;
+  while (cleaner_behind_ && failed_.ok() && no_space_.ok() && !closed_ && !cleaner_stop_ &&
+         std::chrono::steady_clock::now() < until) {
+    done_cv_.WaitUntil(&mu_, until);
+  }
 }
 
 bool VolumeImpl::Failed() {

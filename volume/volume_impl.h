@@ -183,6 +183,10 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status OpenBatchLocked(Lock& l) REQUIRES(mu_);
   void SealBatchLocked() REQUIRES(mu_);
   Status RollSegmentLocked(Lock& l) REQUIRES(mu_);
+  // Cleaner copies and client operations never share a segment: before
+  // appending one kind (`cleaner` copies or not), closes the open segment if
+  // it holds the other kind. REQUIRES: no operation in progress.
+  Status SegregateLocked(Lock& l, bool cleaner) REQUIRES(mu_);
   Status AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const uint8_t* src,
                            bool last_part) REQUIRES(mu_);
   Status AppendUnmapLocked(Lock& l, EntryType type, uint64_t lba, uint64_t n, bool last_part)
@@ -267,7 +271,7 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   uint64_t PickVictim(double threshold, uint64_t below) override EXCLUDES(mu_);
   Result<std::vector<MapRun>> LiveRuns(uint64_t seg, bool* complete) override EXCLUDES(mu_);
   Status ReadRun(const MapRun& r, std::span<uint8_t> out) override EXCLUDES(mu_);
-  Result<uint64_t> CopyStillLive(const MapRun& r, const uint8_t* buf) override
+  Result<uint64_t> CopyStillLive(std::span<const MapRun> pieces, const uint8_t* buf) override
       EXCLUDES(mu_, write_mu_);
   void SegmentDone(uint64_t seg, uint64_t moved, bool bad, CleanStats* stats) override
       EXCLUDES(mu_);
@@ -309,6 +313,16 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   // Has the flusher write a checkpoint now and waits for it.
   Status CheckpointNow() override EXCLUDES(mu_);
   void RequestCheckpointIfGarbageWaits() override EXCLUDES(mu_);
+  bool NeedsSpace() override EXCLUDES(mu_);
+  // With a space target (OpenOptions::clean_space_target): while the log is
+  // more than kBehindFactor times the target and the cleaner has a victim
+  // (cleaner_behind_, set by NeedsSpace on each background pass), a write,
+  // trim or zero waits up to kMaxYield before it starts, so that the
+  // cleaner catches up instead of the log outgrowing it. Nothing changes
+  // without a target.
+  void YieldToCleaner() EXCLUDES(mu_, write_mu_);
+  static constexpr double kBehindFactor = 1.05;
+  static constexpr auto kMaxYield = std::chrono::milliseconds(10);
   bool Failed() override EXCLUDES(mu_);
   bool Stalled() override EXCLUDES(mu_);
   uint64_t ReserveBytes() override { return reserve_.enabled() ? reserve_.bytes() : 0; }
@@ -398,6 +412,14 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   uint64_t op_reserved_ GUARDED_BY(mu_) = 0;
   std::chrono::steady_clock::time_point last_write_ GUARDED_BY(mu_){};
   SegmentSet segs_ GUARDED_BY(mu_);
+  // What the open segment holds (SegregateLocked): cleaner copies only
+  // (true) or client operations only; in both cases it is stamped for the
+  // victim rule (SegmentSet::NoteWritten) as it fills: a client segment with
+  // the batch clock, a segment of copies with its victims' stamps
+  // (copy_stamp_, the victim being copied now).
+  bool cleaner_copies_ GUARDED_BY(mu_) = false;
+  bool cleaner_behind_ GUARDED_BY(mu_) = false;  // see YieldToCleaner
+  uint64_t copy_stamp_ GUARDED_BY(mu_) = 0;
   BatchBuilder batch_ GUARDED_BY(mu_);
   std::vector<MapRun> old_runs_ GUARDED_BY(mu_);  // scratch of ForgetBlocksLocked
   uint64_t next_seq_ GUARDED_BY(mu_) = 1;

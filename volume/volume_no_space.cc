@@ -120,6 +120,10 @@ Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
   HBISS_ASSIGN_OR_RETURN(auto fresh,
                          NewMemSegmentLocked(new_id, durable.segment_id, durable.offset, flags));
   cur_ = std::move(fresh);
+  // The re-log keeps the batches' order, so cleaner copies and client
+  // writes may share this one segment; the next operation of either kind
+  // starts a segment of its own again (SegregateLocked).
+  cleaner_copies_ = false;
   // Every batch again, in order, with its entries' continue flags, through
   // the write path (relog.h): the map then points at the new copies, and
   // the live counts move with it.

@@ -280,7 +280,8 @@ Result<uint64_t> VolumeImpl::Flatten(const std::function<void(uint64_t, uint64_t
       piece.count = std::min<uint64_t>(Cleaner::kPieceBlocks, r.count - off);
       buf.resize(piece.count * kBlockSize);
       HBISS_RETURN_IF_ERROR(ReadRun(piece, buf).WithContext("volume " + name_ + ": flatten"));
-      HBISS_ASSIGN_OR_RETURN(uint64_t moved, CopyStillLive(piece, buf.data()));
+      HBISS_ASSIGN_OR_RETURN(uint64_t moved,
+                             CopyStillLive(std::span<const MapRun>(&piece, 1), buf.data()));
       copied += moved;
       done += piece.count;
       if (progress) progress(done, total);

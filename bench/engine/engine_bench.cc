@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "bench/bench_util.h"
+#include "bench/bench_volume.h"
 #include "store/store.h"
 #include "util/status.h"
 #include "volume/volume.h"
@@ -96,20 +97,11 @@ double Parallel(int threads, size_t n, const Fn& fn) {
 PhaseResult RunEngine(const Config& c, const std::string& store_dir, uint64_t size,
                       const std::vector<uint64_t>& write_order,
                       const std::vector<uint64_t>& read_order, hbiss::volume::VolumeInfo* info) {
-  auto store_r = hbiss::store::OpenStore("file://" + store_dir, true);
-  if (!store_r.ok()) Die("open store", store_r.status());
-  std::unique_ptr<hbiss::store::Store> store = std::move(store_r).value();
-  hbiss::volume::CreateOptions copts;
-  copts.size = size;
-  copts.segment_size = ParseSizeOrDie(c.segment_size);
-  if (Status st = hbiss::volume::Volume::Create(store.get(), "bench", copts); !st.ok()) {
-    Die("create volume", st);
-  }
   hbiss::volume::OpenOptions oopts;
   oopts.cache_bytes = ParseSizeOrDie(c.cache);
-  auto vol_r = hbiss::volume::Volume::Open(store.get(), "bench", oopts);
-  if (!vol_r.ok()) Die("open volume", vol_r.status());
-  std::unique_ptr<hbiss::volume::Volume> vol = std::move(vol_r).value();
+  hbiss::bench::BenchVolume bv =
+      hbiss::bench::CreateBenchVolumeOrDie(store_dir, size, ParseSizeOrDie(c.segment_size), oopts);
+  std::unique_ptr<hbiss::volume::Volume>& vol = bv.vol;
 
   PhaseResult r;
   // Each thread flushes after every flush_every of its own writes and at the
