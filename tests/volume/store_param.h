@@ -13,6 +13,7 @@
 
 #include "store/local_store.h"
 #include "store/memory_store.h"
+#include "volume/volume.h"
 
 namespace hbiss::volume {
 
@@ -35,6 +36,15 @@ class StoreParamTest : public ::testing::TestWithParam<bool> {
   }
   void TearDown() override {
     if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  // Creates volume `name` in store_; a failure is fatal to the test.
+  void CreateVolume(const std::string& name, uint64_t size, uint64_t segment_size) {
+    CreateOptions co;
+    co.size = size;
+    co.segment_size = segment_size;
+    Status s = Volume::Create(store_, name, co);
+    ASSERT_TRUE(s.ok()) << name << ": " << s.ToString();
   }
 
   store::MemoryStore mem_;

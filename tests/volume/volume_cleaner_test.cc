@@ -42,10 +42,7 @@ class CleanerTest : public StoreParamTest {
   void SetUp() override {
     StoreParamTest::SetUp();
     if (HasFatalFailure()) return;
-    CreateOptions co;
-    co.size = kVolSize;
-    co.segment_size = kSegSize;
-    ASSERT_TRUE(Volume::Create(store_, "v", co).ok());
+    CreateVolume("v", kVolSize, kSegSize);
     model_.assign(kVolSize / kBlockSize, 0);
   }
 

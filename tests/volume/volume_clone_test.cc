@@ -47,10 +47,7 @@ class CloneTest : public StoreParamTest {
   void SetUp() override {
     StoreParamTest::SetUp();
     if (HasFatalFailure()) return;
-    CreateOptions co;
-    co.size = kVolSize;
-    co.segment_size = kSegSize;
-    ASSERT_TRUE(Volume::Create(store_, "gold", co).ok());
+    CreateVolume("gold", kVolSize, kSegSize);
   }
 
   std::unique_ptr<Volume> Open(const std::string& spec, bool ro = false) {

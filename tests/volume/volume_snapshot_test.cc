@@ -39,10 +39,7 @@ class SnapshotTest : public StoreParamTest {
   void SetUp() override {
     StoreParamTest::SetUp();
     if (HasFatalFailure()) return;
-    CreateOptions co;
-    co.size = kVolSize;
-    co.segment_size = kSegSize;
-    ASSERT_TRUE(Volume::Create(store_, "v", co).ok());
+    CreateVolume("v", kVolSize, kSegSize);
     state_.assign(kVolSize, 0);
   }
 

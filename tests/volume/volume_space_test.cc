@@ -27,10 +27,7 @@ class SpaceTest : public StoreParamTest {
   void SetUp() override {
     StoreParamTest::SetUp();
     if (HasFatalFailure()) return;
-    CreateOptions co;
-    co.size = kVolSize;
-    co.segment_size = kSegSize;
-    ASSERT_TRUE(Volume::Create(store_, "v", co).ok());
+    CreateVolume("v", kVolSize, kSegSize);
     model_.assign(kBlocks, 0);
   }
 
@@ -97,6 +94,15 @@ class SpaceTest : public StoreParamTest {
       ASSERT_EQ(got[blk], want) << from << " -> " << to << ": block " << blk << " (writes "
                                 << a[blk] << " -> " << b[blk] << ")";
     }
+  }
+
+  // Blocks [0, n) of v written, then snapshot `snap`; v closed.
+  void WriteAndSnap(uint64_t n, const std::string& snap) {
+    auto v = Open("v");
+    ASSERT_NE(v, nullptr);
+    Write(v.get(), 0, n);
+    ASSERT_TRUE(v->CreateSnapshot(snap).ok());
+    ASSERT_TRUE(v->Close().ok());
   }
 
   static uint64_t ChangedDataBytes(const Model& a, const Model& b) {
@@ -233,13 +239,7 @@ TEST_P(SpaceTest, DuOfAKnownPattern) {
 }
 
 TEST_P(SpaceTest, CloneAddedAndSharedBytes) {
-  {
-    auto v = Open("v");
-    ASSERT_NE(v, nullptr);
-    Write(v.get(), 0, 100);
-    ASSERT_TRUE(v->CreateSnapshot("gold").ok());
-    ASSERT_TRUE(v->Close().ok());
-  }
+  WriteAndSnap(100, "gold");
   const Model gold = model_;
   ASSERT_TRUE(Volume::Clone(store_, "v@gold", "c").ok());
   {
@@ -265,17 +265,8 @@ TEST_P(SpaceTest, CloneAddedAndSharedBytes) {
 }
 
 TEST_P(SpaceTest, Refusals) {
-  {
-    auto v = Open("v");
-    ASSERT_NE(v, nullptr);
-    Write(v.get(), 0, 4);
-    ASSERT_TRUE(v->CreateSnapshot("s").ok());
-    ASSERT_TRUE(v->Close().ok());
-  }
-  CreateOptions co;
-  co.size = kVolSize;
-  co.segment_size = kSegSize;
-  ASSERT_TRUE(Volume::Create(store_, "w", co).ok());
+  WriteAndSnap(4, "s");
+  CreateVolume("w", kVolSize, kSegSize);
   EXPECT_TRUE(Diff(store_, "v", "v").status().IsInvalidArgument());        // from: no snapshot
   EXPECT_TRUE(Diff(store_, "v@nope", "v").status().IsNotFound());
   EXPECT_TRUE(Diff(store_, "v@s", "v@nope").status().IsNotFound());
@@ -285,12 +276,7 @@ TEST_P(SpaceTest, Refusals) {
   EXPECT_TRUE(GetDiskUsage(store_, "nov").status().IsNotFound());
   EXPECT_TRUE(GetDiskUsage(store_, "v@s").status().IsInvalidArgument());
   // A clone of another snapshot of its parent's volume.
-  {
-    auto v = Open("v");
-    ASSERT_NE(v, nullptr);
-    ASSERT_TRUE(v->CreateSnapshot("t").ok());
-    ASSERT_TRUE(v->Close().ok());
-  }
+  WriteAndSnap(2, "t");
   ASSERT_TRUE(Volume::Clone(store_, "v@t", "c").ok());
   EXPECT_TRUE(Diff(store_, "v@s", "c").status().IsInvalidArgument());
   EXPECT_TRUE(Diff(store_, "v@t", "c").ok());
