@@ -6,8 +6,10 @@
 // contents then decide.
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <random>
+#include <thread>
 
 #include "tests/volume/store_param.h"
 #include "volume/space.h"
@@ -280,6 +282,39 @@ TEST_P(SpaceTest, Refusals) {
   ASSERT_TRUE(Volume::Clone(store_, "v@t", "c").ok());
   EXPECT_TRUE(Diff(store_, "v@s", "c").status().IsInvalidArgument());
   EXPECT_TRUE(Diff(store_, "v@t", "c").ok());
+}
+
+// du and diff only read: they work while a writer owns the volume, writes,
+// flushes and cleans (segments deleted under them are read again).
+TEST_P(SpaceTest, WorksWhileTheOwnerWritesAndCleans) {
+  auto v = Open("v", /*clean_threshold=*/0.9);
+  ASSERT_NE(v, nullptr);
+  std::mt19937_64 rng(99);
+  Churn(v.get(), rng, 100);
+  ASSERT_TRUE(v->CreateSnapshot("a").ok());
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    std::mt19937_64 wrng(5);
+    std::vector<uint8_t> buf(8 * kBlockSize, 0x5a);
+    while (!stop.load()) {
+      if (!v->Write((wrng() % (kBlocks - 8)) * kBlockSize, buf).ok()) break;
+      if (wrng() % 8 == 0 && !v->Flush().ok()) break;
+      if (wrng() % 64 == 0 && !v->Clean(0.9).ok()) break;
+    }
+  });
+  for (int i = 0; i < 30; i++) {
+    auto du = GetDiskUsage(store_, "v");
+    EXPECT_TRUE(du.ok()) << "round " << i << ": " << du.status().ToString();
+    if (du.ok()) {
+      EXPECT_EQ(du->rows.size(), 2u);
+      EXPECT_LE(du->mapped, kVolSize);
+    }
+    auto d = Diff(store_, "v@a", "v");
+    EXPECT_TRUE(d.ok()) << "round " << i << ": " << d.status().ToString();
+  }
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(v->Close().ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, SpaceTest, ::testing::Bool(), StoreParamName);
