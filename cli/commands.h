@@ -39,6 +39,8 @@ void AddDfsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 // snap create|ls|rm|rename|rollback (cmd_snap.cc).
 void AddSnapCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
+// du, diff (cmd_space.cc): space accounting and change lists; read only.
+void AddSpaceCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 
 // Opens the store named by --store, or the default local store. Commands that
 // write may create the default store's directory; an explicit --store must

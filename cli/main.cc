@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   hbiss::cli::AddVolumeCommands(app, g, &exit_code);
   hbiss::cli::AddFsckCommand(app, g, &exit_code);
   hbiss::cli::AddCloneCommands(app, g, &exit_code);
+  hbiss::cli::AddSpaceCommands(app, g, &exit_code);
 #ifdef HBISS_HAVE_SERVE
   hbiss::cli::AddServeCommand(app, g, &exit_code);
   hbiss::cli::AddClusterCommands(app, g, &exit_code);

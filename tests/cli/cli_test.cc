@@ -601,5 +601,117 @@ TEST_F(SnapCliTest, RefusalsNameWhatIsWrong) {
   EXPECT_EQ(SnapNames("vm"), (std::vector<std::string>{"s1", "s2"}));
 }
 
+// ---- du and diff (doc/snapshots.md "du", "diff") ---------------------------------
+
+class SpaceCliTest : public CliTest {
+ protected:
+  nlohmann::json Json(const std::vector<std::string>& args) {
+    RunResult r = H(args);
+    EXPECT_EQ(r.exit_code, 0) << ::testing::PrintToString(args) << ": " << r.err;
+    return nlohmann::json::parse(r.out);
+  }
+  // vm (1 MiB): all of it written, snapshot s1, then 16 blocks rewritten and
+  // 4 after them zeroed.
+  void MakeHistory() {
+    WriteFile(dir_ / "a", RandomBytes(1 << 20, 21));
+    MustRun({"import", "vm", dir_ / "a"});
+    MustRun({"snap", "create", "vm@s1"});
+    WriteFile(dir_ / "b", RandomBytes(16 * 4096, 22) + std::string(4 * 4096, '\0'));
+    MustRun({"import", "vm", dir_ / "b"});
+  }
+};
+
+TEST_F(SpaceCliTest, DiffListsWhatChanged) {
+  MakeHistory();
+  std::vector<std::string> table = Lines(H({"diff", "vm@s1"}).out);
+  ASSERT_EQ(table.size(), 3u) << ::testing::PrintToString(table);
+  EXPECT_EQ(table[0].substr(0, 6), "Offset");
+  EXPECT_NE(table[0].find("Length"), std::string::npos);
+  EXPECT_NE(table[0].find("Type"), std::string::npos);
+  auto fields = [](const std::string& line) {
+    std::istringstream in(line);
+    std::vector<std::string> f;
+    for (std::string w; in >> w;) f.push_back(w);
+    return f;
+  };
+  EXPECT_EQ(fields(table[1]), (std::vector<std::string>{"0", "65536", "data"}));
+  EXPECT_EQ(fields(table[2]), (std::vector<std::string>{"65536", "16384", "zero"}));
+  // The head named explicitly gives the same; --json as rbd (exists is a string).
+  EXPECT_EQ(H({"diff", "vm@s1", "vm"}).out, H({"diff", "vm@s1"}).out);
+  nlohmann::json j = Json({"diff", "vm@s1", "--json"});
+  EXPECT_EQ(j, nlohmann::json::parse(R"([{"offset":0,"length":65536,"exists":"true"},
+                                         {"offset":65536,"length":16384,"exists":"false"}])"));
+  MustRun({"snap", "create", "vm@s2"});
+  EXPECT_EQ(Json({"diff", "vm@s2", "--json"}), nlohmann::json::array());
+  EXPECT_EQ(Json({"diff", "vm@s1", "vm@s2", "--json"}), j);
+  EXPECT_EQ(Lines(H({"diff", "vm@s2"}).out).size(), 1u);  // the header only
+}
+
+TEST_F(SpaceCliTest, DuReportsEveryRow) {
+  MakeHistory();
+  nlohmann::json j = Json({"du", "vm", "--json"});
+  ASSERT_EQ(j["images"].size(), 2u) << j.dump();
+  EXPECT_EQ(j["images"][0]["name"], "vm");
+  EXPECT_EQ(j["images"][0]["snapshot"], "s1");
+  EXPECT_EQ(j["images"][0]["provisioned_size"].get<uint64_t>(), 1u << 20);
+  EXPECT_EQ(j["images"][0]["used_size"].get<uint64_t>(), 1u << 20);
+  EXPECT_FALSE(j["images"][1].contains("snapshot"));
+  EXPECT_EQ(j["images"][1]["used_size"].get<uint64_t>(), 16u * 4096);
+  EXPECT_EQ(j["images"][1]["mapped_size"].get<uint64_t>(), (1u << 20) - 4 * 4096);
+  EXPECT_GT(j["images"][1]["store_bytes"].get<uint64_t>(), 1u << 20);
+  EXPECT_EQ(j["total_provisioned_size"].get<uint64_t>(), 1u << 20);
+  EXPECT_EQ(j["total_used_size"].get<uint64_t>(), (1u << 20) + 16 * 4096);
+
+  std::vector<std::string> table = Lines(H({"du", "vm"}).out);
+  ASSERT_EQ(table.size(), 3u) << ::testing::PrintToString(table);
+  EXPECT_EQ(table[0].substr(0, 4), "NAME");
+  EXPECT_NE(table[0].find("PROVISIONED"), std::string::npos);
+  EXPECT_NE(table[0].find("USED"), std::string::npos);
+  EXPECT_EQ(table[1].substr(0, 5), "vm@s1");
+  EXPECT_EQ(table[2].substr(0, 3), "vm ");
+
+  // Every volume, with a total row once there are two.
+  MustRun({"create", "other", "--size", "2M"});
+  table = Lines(H({"du"}).out);
+  ASSERT_EQ(table.size(), 5u) << ::testing::PrintToString(table);
+  EXPECT_EQ(table[1].substr(0, 6), "other ");
+  EXPECT_EQ(table[4].substr(0, 7), "<TOTAL>");
+  nlohmann::json all = Json({"du", "--json"});
+  EXPECT_EQ(all["images"].size(), 3u);
+  EXPECT_EQ(all["total_provisioned_size"].get<uint64_t>(), 3u << 20);
+}
+
+TEST_F(SpaceCliTest, ErrorsAreOneLine) {
+  MakeHistory();
+  MustRun({"create", "other", "--size", "1M"});
+  RunResult r = ExpectFailsInStore({"diff", "vm"});
+  EXPECT_NE(r.err.find("names no snapshot"), std::string::npos) << r.err;
+  r = ExpectFailsInStore({"diff", "vm@nope"});
+  EXPECT_NE(r.err.find("vm@nope does not exist"), std::string::npos) << r.err;
+  ExpectFailsInStore({"diff", "vm@s1", "vm@nope"});
+  r = ExpectFailsInStore({"diff", "vm@s1", "other"});
+  EXPECT_NE(r.err.find("different volumes"), std::string::npos) << r.err;
+  ExpectFailsInStore({"diff", "novol@s1"});
+  ExpectFailsInStore({"diff", "vm@@s1"});
+  r = ExpectFailsInStore({"du", "novol"});
+  EXPECT_NE(r.err.find("novol"), std::string::npos) << r.err;
+  ExpectFailsInStore({"du", "vm@s1"});
+  ExpectFailsInStore({"diff"}, 2);
+}
+
+TEST_F(SpaceCliTest, CloneAgainstItsParentSnapshot) {
+  MakeHistory();
+  MustRun({"clone", "vm@s1", "c"});
+  WriteFile(dir_ / "c", RandomBytes(3 * 4096, 23));
+  MustRun({"import", "c", dir_ / "c"});
+  nlohmann::json j = Json({"du", "c", "--json"});
+  ASSERT_EQ(j["images"].size(), 1u);
+  EXPECT_EQ(j["images"][0]["used_size"].get<uint64_t>(), 3u * 4096);
+  EXPECT_EQ(j["images"][0]["own_size"].get<uint64_t>(), 3u * 4096);
+  EXPECT_EQ(j["images"][0]["shared_size"].get<uint64_t>(), (1u << 20) - 3 * 4096);
+  EXPECT_EQ(Json({"diff", "vm@s1", "c", "--json"}),
+            nlohmann::json::parse(R"([{"offset":0,"length":12288,"exists":"true"}])"));
+}
+
 }  // namespace
 }  // namespace hbiss::clitest

@@ -18,6 +18,7 @@
 
 #include "store/local_store.h"
 #include "store/memory_store.h"
+#include "tests/volume/store_param.h"
 #include "volume/epoch.h"
 #include "volume/log_format.h"
 #include "volume/log_reader.h"
@@ -38,28 +39,13 @@ std::vector<uint8_t> Block(uint64_t block, uint64_t version) {
   return b;
 }
 
-class CleanerTest : public ::testing::TestWithParam<bool> {
+class CleanerTest : public StoreParamTest {
  protected:
   void SetUp() override {
-    if (GetParam()) {
-      dir_ = ::testing::TempDir() + "/hbiss_cleaner_test_" + std::to_string(getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name();
-      std::filesystem::remove_all(dir_);
-      auto s = store::OpenLocalStore(dir_, true);
-      ASSERT_TRUE(s.ok()) << s.status().ToString();
-      local_ = std::move(*s);
-      store_ = local_.get();
-    } else {
-      store_ = &mem_;
-    }
-    CreateOptions co;
-    co.size = kVolSize;
-    co.segment_size = kSegSize;
-    ASSERT_TRUE(Volume::Create(store_, "v", co).ok());
+    StoreParamTest::SetUp();
+    if (HasFatalFailure()) return;
+    CreateVolume("v", kVolSize, kSegSize);
     model_.assign(kVolSize / kBlockSize, 0);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
   std::unique_ptr<Volume> Open(double threshold) {
@@ -104,10 +90,6 @@ class CleanerTest : public ::testing::TestWithParam<bool> {
     return {n, bytes};
   }
 
-  store::MemoryStore mem_;
-  std::unique_ptr<store::Store> local_;
-  store::Store* store_ = nullptr;
-  std::string dir_;
   std::vector<uint64_t> model_;  // version of each block
 };
 

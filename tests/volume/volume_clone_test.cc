@@ -16,6 +16,7 @@
 #include "store/local_store.h"
 #include "store/memory_store.h"
 #include "volume/fsck.h"
+#include "tests/volume/store_param.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
@@ -41,27 +42,12 @@ OpenOptions ReadOnly() {
   return o;
 }
 
-class CloneTest : public ::testing::TestWithParam<bool> {
+class CloneTest : public StoreParamTest {
  protected:
   void SetUp() override {
-    if (GetParam()) {
-      dir_ = ::testing::TempDir() + "/hbiss_clone_test_" + std::to_string(getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name();
-      std::filesystem::remove_all(dir_);
-      auto s = store::OpenLocalStore(dir_, true);
-      ASSERT_TRUE(s.ok()) << s.status().ToString();
-      local_ = std::move(*s);
-      store_ = local_.get();
-    } else {
-      store_ = &mem_;
-    }
-    CreateOptions co;
-    co.size = kVolSize;
-    co.segment_size = kSegSize;
-    ASSERT_TRUE(Volume::Create(store_, "gold", co).ok());
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    StoreParamTest::SetUp();
+    if (HasFatalFailure()) return;
+    CreateVolume("gold", kVolSize, kSegSize);
   }
 
   std::unique_ptr<Volume> Open(const std::string& spec, bool ro = false) {
@@ -94,10 +80,6 @@ class CloneTest : public ::testing::TestWithParam<bool> {
     return std::vector<std::vector<uint8_t>>(kBlocks, std::vector<uint8_t>(kBlockSize, 0));
   }
 
-  store::MemoryStore mem_;
-  std::unique_ptr<store::Store> local_;
-  store::Store* store_ = nullptr;
-  std::string dir_;
 };
 
 TEST_P(CloneTest, ClonesShareTheSnapshotAndWritesStayIsolated) {

@@ -15,6 +15,7 @@
 #include "store/local_store.h"
 #include "store/memory_store.h"
 #include "tests/volume/crash_model.h"
+#include "tests/volume/store_param.h"
 #include "volume/volume.h"
 #include "volume/volume_testing.h"
 
@@ -33,28 +34,13 @@ OpenOptions ReadOnly() {
 }
 constexpr uint64_t kSegSize = 256 << 10;
 
-class SnapshotTest : public ::testing::TestWithParam<bool> {
+class SnapshotTest : public StoreParamTest {
  protected:
   void SetUp() override {
-    if (GetParam()) {
-      dir_ = ::testing::TempDir() + "/hbiss_snapshot_test_" + std::to_string(getpid()) + "_" +
-             ::testing::UnitTest::GetInstance()->current_test_info()->name();
-      std::filesystem::remove_all(dir_);
-      auto s = store::OpenLocalStore(dir_, true);
-      ASSERT_TRUE(s.ok()) << s.status().ToString();
-      local_ = std::move(*s);
-      store_ = local_.get();
-    } else {
-      store_ = &mem_;
-    }
-    CreateOptions co;
-    co.size = kVolSize;
-    co.segment_size = kSegSize;
-    ASSERT_TRUE(Volume::Create(store_, "v", co).ok());
+    StoreParamTest::SetUp();
+    if (HasFatalFailure()) return;
+    CreateVolume("v", kVolSize, kSegSize);
     state_.assign(kVolSize, 0);
-  }
-  void TearDown() override {
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
   std::unique_ptr<Volume> Open(const std::string& spec = "v", bool read_only = false) {
@@ -90,10 +76,6 @@ class SnapshotTest : public ::testing::TestWithParam<bool> {
     ExpectContent(v.get(), want, spec);
   }
 
-  store::MemoryStore mem_;
-  std::unique_ptr<store::Store> local_;
-  store::Store* store_ = nullptr;
-  std::string dir_;
   std::vector<uint8_t> state_;
 };
 
