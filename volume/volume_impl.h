@@ -366,6 +366,9 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status AwaitMaterializedLocked() REQUIRES(mu_);
   void DropPendingLocked(uint64_t id) REQUIRES(mu_);
   std::string SnapLabel(const std::string& snap) const { return name_ + "@" + snap; }
+  // The record of `snap` for an operation that changes it: InvalidArgument
+  // for a bad name, NotSupported on a read-only open, NotFound.
+  Result<const SnapshotRecord*> FindToChangeLocked(const std::string& snap) REQUIRES(snap_mu_);
 
   // --- clones (volume_snapshot.cc) ---
   // Opens a reader of each parent's log (layers_), before recovery.

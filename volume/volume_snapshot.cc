@@ -406,14 +406,19 @@ Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
   return info;
 }
 
-Status VolumeImpl::RemoveSnapshot(const std::string& snap) {
+Result<const SnapshotRecord*> VolumeImpl::FindToChangeLocked(const std::string& snap) {
   HBISS_RETURN_IF_ERROR(ValidateSnapName(snap));
-  Lock sl(&snap_mu_);
   if (!snap_.empty() || opts_.read_only) {
     return Status::NotSupported("volume " + name_ + " is open read-only");
   }
   const SnapshotRecord* rec = registry_.Find(snap);
   if (rec == nullptr) return Status::NotFound("snapshot " + SnapLabel(snap) + " does not exist");
+  return rec;
+}
+
+Status VolumeImpl::RemoveSnapshot(const std::string& snap) {
+  Lock sl(&snap_mu_);
+  HBISS_ASSIGN_OR_RETURN(const SnapshotRecord* rec, FindToChangeLocked(snap));
   const uint64_t id = rec->id;
   HBISS_ASSIGN_OR_RETURN(std::vector<std::string> children, ListChildren(store_, name_, id));
   if (!children.empty()) {
@@ -474,13 +479,8 @@ Status VolumeImpl::RenameSnapshot(const std::string& from, const std::string& to
 }
 
 Status VolumeImpl::Rollback(const std::string& snap) {
-  HBISS_RETURN_IF_ERROR(ValidateSnapName(snap));
   Lock sl(&snap_mu_);
-  if (!snap_.empty() || opts_.read_only) {
-    return Status::NotSupported("volume " + name_ + " is open read-only");
-  }
-  const SnapshotRecord* rec = registry_.Find(snap);
-  if (rec == nullptr) return Status::NotFound("snapshot " + SnapLabel(snap) + " does not exist");
+  HBISS_ASSIGN_OR_RETURN(const SnapshotRecord* rec, FindToChangeLocked(snap));
   {
     Lock l(&mu_);
     HBISS_RETURN_IF_ERROR(UsableLocked());

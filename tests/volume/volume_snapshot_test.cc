@@ -32,6 +32,16 @@ OpenOptions ReadOnly() {
   o.read_only = true;
   return o;
 }
+
+// Snapshot `spec` in `store` reads exactly `want`.
+void ExpectSnapshotOn(store::Store* store, const std::string& spec,
+                      const std::vector<uint8_t>& want) {
+  auto s = Volume::Open(store, spec, ReadOnly());
+  ASSERT_TRUE(s.ok()) << spec << ": " << s.status().ToString();
+  std::vector<uint8_t> got(want.size());
+  ASSERT_TRUE((*s)->Read(0, got).ok());
+  EXPECT_TRUE(got == want) << spec << ": the snapshot's content differs";
+}
 constexpr uint64_t kSegSize = 256 << 10;
 
 class SnapshotTest : public StoreParamTest {
@@ -340,13 +350,7 @@ TEST(SnapshotCrashTest, CrashBeforeTheMapObjectIsWrittenRebuildsItFromTheLog) {
     ASSERT_EQ(list->size(), 1u);
     EXPECT_FALSE((*list)[0].materialized);
     // A reader of the pending snapshot rebuilds it too.
-    OpenOptions ro;
-    ro.read_only = true;
-    auto s = Volume::Open(&fs, "v@s", ro);
-    ASSERT_TRUE(s.ok()) << s.status().ToString();
-    std::vector<uint8_t> got(kVolSize);
-    ASSERT_TRUE((*s)->Read(0, got).ok());
-    EXPECT_TRUE(got == at_snap);
+    ExpectSnapshotOn(&fs, "v@s", at_snap);
     ASSERT_TRUE(fs.SimulateCrash(FaultInjectionStore::CrashKind::kProcessCrash).ok());
     hold.store(false);
     (void)(*v)->Close();
@@ -361,13 +365,7 @@ TEST(SnapshotCrashTest, CrashBeforeTheMapObjectIsWrittenRebuildsItFromTheLog) {
   ASSERT_EQ(list->size(), 1u);
   EXPECT_TRUE((*list)[0].materialized);
   for (int i = 0; i < 3; i++) ASSERT_TRUE((*v)->Clean(1.0).ok());
-  OpenOptions ro;
-  ro.read_only = true;
-  auto s = Volume::Open(&fs, "v@s", ro);
-  ASSERT_TRUE(s.ok()) << s.status().ToString();
-  std::vector<uint8_t> got(kVolSize);
-  ASSERT_TRUE((*s)->Read(0, got).ok());
-  EXPECT_TRUE(got == at_snap) << "the rebuilt snapshot differs";
+  ExpectSnapshotOn(&fs, "v@s", at_snap);
 }
 
 }  // namespace
