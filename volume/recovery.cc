@@ -169,7 +169,7 @@ Status Recover(store::Store* store, const layout::LogDir& dir, const VolumeMeta&
   // An operation cut off by the end of the log never happened.
   const bool cut_off = replay.has_pending();
   replay.DiscardPending();
-  if (out->max_segment_id + 1 > ExtentMap::kMaxSeg) {
+  if (out->max_segment_id + 1 > kOwnSegMask) {  // above: clone layers (clone.h)
     return Status::NotSupported("volume " + name + ": segment ids exhausted");
   }
   if (read_only) return Status::OK();

@@ -209,7 +209,7 @@ Status VolumeImpl::PutRelogSegmentLocked(Lock& l) {
     return Status::Corruption("volume " + name_ + ": the re-log of the log's tail does not fit "
                               "one segment");
   }
-  if (seg->id + 1 > ExtentMap::kMaxSeg) {
+  if (seg->id + 1 > kOwnSegMask) {
     return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
   }
   std::deque<QueueItem> items;
@@ -317,7 +317,7 @@ Status VolumeImpl::RollSegmentLocked(Lock& l) {
     done_cv_.Wait(&mu_);
   }
   HBISS_RETURN_IF_ERROR(UsableLocked());
-  if (cur_->id + 1 > ExtentMap::kMaxSeg) {
+  if (cur_->id + 1 > kOwnSegMask) {
     return Status::NoSpace("volume " + name_ + ": segment ids exhausted");
   }
   HBISS_ASSIGN_OR_RETURN(
@@ -613,7 +613,7 @@ void VolumeImpl::GiveBackReserveLocked() {
 
 bool VolumeImpl::IdleRollDueLocked(std::chrono::steady_clock::time_point now) const {
   if (!cur_ || cur_->used <= 1 || batch_.op_in_progress() || !failed_.ok() || stop_ ||
-      mem_segs_.size() >= kMaxInMemorySegments || cur_->id + 1 > ExtentMap::kMaxSeg) {
+      mem_segs_.size() >= kMaxInMemorySegments || cur_->id + 1 > kOwnSegMask) {
     return false;
   }
   const bool pressure = budget_->waiters() > 0;

@@ -8,6 +8,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "volume/clone.h"
 #include "volume/layout.h"
 #include "volume/volume_impl.h"
 
@@ -99,7 +100,7 @@ Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
   std::vector<std::shared_ptr<MemSegment>> old_segs;
   for (auto& [id, seg] : mem_segs_) old_segs.push_back(seg);
   const uint64_t new_id = cur_->id + 1;  // the open segment is the newest
-  if (new_id > ExtentMap::kMaxSeg) {
+  if (new_id > kOwnSegMask) {  // above: clone layers (clone.h)
     return Status::NotSupported("volume " + name_ + ": segment ids exhausted");
   }
   // The new segment takes the place of the first one after durable's,
