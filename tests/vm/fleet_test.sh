@@ -230,7 +230,9 @@ for i in $(seq 1 $CLONES); do
 done
 
 # ---- 6. hbiss du: what each clone added ----------------------------------------------------
-if "$HBISS" du --help >/dev/null 2>&1; then
+# `hbiss X --help` for an unknown X prints the top-level help and exits 0, so the test is
+# whether du's own usage line comes out.
+if "$HBISS" du --help 2>&1 | grep -q '^Usage: hbiss du'; then
   for i in $(seq 1 $CLONES); do
     hbiss du "vm$i" --json >"$WORK/du-vm$i.json" 2>&1 || { cat "$WORK/du-vm$i.json" >&2; fail "hbiss du vm$i --json"; }
     # The clone's own bytes: the first of these fields the output has (du's JSON was still
