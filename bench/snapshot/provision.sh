@@ -36,7 +36,7 @@ mkdir -p "$STORE"
 hb() { "$HBISS" --store "$STORE" "$@"; }
 now() { date +%s.%N; }
 since() { python3 -c 'import sys,time; print("%.3f" % (time.time() - float(sys.argv[1])))' "$1"; }
-bytes_of() { du -s --block-size=1 "$@" | awk '{s += $1} END {print s}'; }
+bytes_of() { du -s --block-size=1 "$@" | awk '{s += $1} END {printf "%.0f\n", s}'; }
 
 build_type=$(grep -s '^CMAKE_BUILD_TYPE:' "$(dirname "$HBISS")/CMakeCache.txt" | cut -d= -f2 || true)
 case "$build_type" in
@@ -55,25 +55,16 @@ run_hbiss() {  # REP
   local t0
   t0=$(now)
   hb snap create "gold@base$1" >/dev/null
-  for i in $(seq 1 "$COUNT"); do hb clone "gold@base$1" "vm$1-$i" >/dev/null; done
+  for i in $(seq 1 "$COUNT"); do hb clone "gold@base$1" "vm$1-$i" >/dev/null 2>&1; done
   sync
   since "$t0"
 }
-run_overlay() {
-  local t0
+# run_qemu_img SUBDIR EXT ARGS...: COUNT x `qemu-img ARGS... DIR/SUBDIR/vmN.EXT`.
+run_qemu_img() {
+  local sub=$1 ext=$2 t0
+  shift 2
   t0=$(now)
-  for i in $(seq 1 "$COUNT"); do
-    qemu-img create -q -f qcow2 -b "$DIR/gold.raw" -F raw "$DIR/ov/vm$i.qcow2"
-  done
-  sync
-  since "$t0"
-}
-run_copy() {
-  local t0
-  t0=$(now)
-  for i in $(seq 1 "$COUNT"); do
-    qemu-img convert -f raw -O raw "$DIR/gold.raw" "$DIR/cp/vm$i.raw"
-  done
+  for i in $(seq 1 "$COUNT"); do qemu-img "$@" "$DIR/$sub/vm$i.$ext"; done
   sync
   since "$t0"
 }
@@ -90,10 +81,10 @@ for r in $(seq 1 "$REPS"); do
     reserve_bytes=$(bytes_of "$STORE"/volumes/vm1-*/reserve)
   fi
   rm -rf "$DIR/ov" && mkdir -p "$DIR/ov" && sync
-  T[overlay,$r]=$(run_overlay)
+  T[overlay,$r]=$(run_qemu_img ov qcow2 create -q -f qcow2 -b "$DIR/gold.raw" -F raw)
   ov_bytes=$(bytes_of "$DIR/ov")
   rm -rf "$DIR/cp" && mkdir -p "$DIR/cp" && sync
-  T[copy,$r]=$(run_copy)
+  T[copy,$r]=$(run_qemu_img cp raw convert -f raw -O raw "$DIR/gold.raw")
   cp_bytes=$(bytes_of "$DIR/cp")
   [ "$r" -eq "$REPS" ] || rm -rf "$DIR/cp"
 done

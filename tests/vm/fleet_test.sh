@@ -98,27 +98,14 @@ start_guest() {
 }
 
 # wait_guest NAME: waits for QEMU NAME to exit; it must have powered off (exit 0) with one
-# verdict line. Sets VERDICT (without the prefix) and END_NAME.
+# verdict line (console_verdict). Sets VERDICT (without the prefix) and END_NAME.
 wait_guest() {
   local name=$1 pid t0 qrc=0 out=$WORK/$1.log
   eval "pid=\$QPID_$name t0=\$T0_$name"
   wait "$pid" || qrc=$?
   eval "END_$name=$(date +%s.%N)"
-  tr -d '\r' <"$out" >"$out.txt"
   log "guest $name: QEMU exit $qrc after $(python3 -c 'import sys,time; print(round(time.time()-float(sys.argv[1]),1))' "$t0") s"
-  if [ $qrc -eq 124 ] || [ $qrc -eq 137 ]; then
-    tail -n 30 "$out.txt" >&2
-    fail "guest $name did not power off within $BOOT_TIMEOUT s"
-  fi
-  local n
-  n=$(grep -a -c '^HBISS-VM-RESULT: ' "$out.txt" || true)
-  if [ "$n" -ne 1 ]; then
-    tail -n 30 "$out.txt" >&2
-    fail "guest $name: expected one HBISS-VM-RESULT line on the console, found $n"
-  fi
-  VERDICT=$(grep -a '^HBISS-VM-RESULT: ' "$out.txt" | sed 's/^HBISS-VM-RESULT: //')
-  log "guest $name: $VERDICT"
-  [ $qrc -eq 0 ] || { tail -n 30 "$out.txt" >&2; fail "guest $name: QEMU exited with $qrc"; }
+  console_verdict "guest $name" "$qrc" "$out"
 }
 
 # image_sha EXPORT: the sha256 of the whole export (a volume or VOL@SNAP) read through the
