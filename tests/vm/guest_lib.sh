@@ -22,3 +22,25 @@ need_guest() {
     fail "prepare_guest.sh failed (exit $rc)"
   fi
 }
+
+# console_verdict WHAT QRC CONSOLE: after a QEMU (named WHAT in messages) exited with QRC,
+# writes CONSOLE.txt (the console without CRs) and checks it: QRC is not timeout's (124,
+# 137: the guest did not power off within $BOOT_TIMEOUT s), the console holds exactly one
+# HBISS-VM-RESULT line, and QRC is 0. Sets VERDICT to that line without its prefix and logs
+# it; fails the test otherwise.
+console_verdict() {
+  local what=$1 qrc=$2 out=$3 n
+  tr -d '\r' <"$out" >"$out.txt"
+  if [ "$qrc" -eq 124 ] || [ "$qrc" -eq 137 ]; then
+    tail -n 30 "$out.txt" >&2
+    fail "$what: the guest did not power off within $BOOT_TIMEOUT s"
+  fi
+  n=$(grep -a -c '^HBISS-VM-RESULT: ' "$out.txt" || true)
+  if [ "$n" -ne 1 ]; then
+    tail -n 30 "$out.txt" >&2
+    fail "$what: expected one HBISS-VM-RESULT line on the console, found $n"
+  fi
+  VERDICT=$(grep -a '^HBISS-VM-RESULT: ' "$out.txt" | sed 's/^HBISS-VM-RESULT: //')
+  log "$what: $VERDICT"
+  [ "$qrc" -eq 0 ] || { tail -n 30 "$out.txt" >&2; fail "$what: QEMU exited with $qrc"; }
+}

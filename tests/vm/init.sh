@@ -7,6 +7,7 @@
 #                      store the sha256 list as /SHA256SUMS in the filesystem; print the
 #                      scratch file's extents (HBISS-VM-FREED lines), delete it; umount; drop
 #                      caches; e2fsck -fn; remount; verify every sha256; fstrim; umount.
+#                      hbiss_big_mib=N makes both big files N MiB (fleet_test.sh: 16).
 #   hbiss_mode=verify  e2fsck -fn; mount read-only; the list must be the one the write boot
 #                      stored (its sha256 is given as hbiss_sums=HEX) and every file must
 #                      match it; umount. With hbiss_files=N: the list has N files (a
@@ -21,6 +22,13 @@
 #                      journal), umount, e2fsck -fn, mount read-only; /SHA256SUMS must
 #                      list at least hbiss_files=N files and files 1..N (those the dead
 #                      writer reported durable) must match it; umount.
+#   hbiss_mode=clone   a clone of a write boot's filesystem (fleet_test.sh), hbiss_vm=N:
+#                      e2fsck -fn; mount; the golden list must be the write boot's
+#                      (hbiss_sums=HEX) and every golden file must match it; no /vm*
+#                      entry may exist (a sibling's writes must not show); write /vmN/big
+#                      (4 MiB + N KiB of random data) and 50 small files, their list as
+#                      /vmN.SHA256SUMS; sync; umount; e2fsck -fn; remount read-only and
+#                      verify both lists; umount. Prints `HBISS-VM-SUMS HEX` of its list.
 #
 # The last line it prints is the verdict, read by vm_boot_test.sh from the serial console:
 #   HBISS-VM-RESULT: PASS mode=... <details>      or      HBISS-VM-RESULT: FAIL <step>
@@ -63,11 +71,14 @@ run() {
 MODE=
 SUMS=
 FILES=
+VM=
 for arg in $(cat /proc/cmdline); do
   case "$arg" in
     hbiss_mode=*) MODE=${arg#hbiss_mode=} ;;
     hbiss_sums=*) SUMS=${arg#hbiss_sums=} ;;
     hbiss_files=*) FILES=${arg#hbiss_files=} ;;
+    hbiss_vm=*) VM=${arg#hbiss_vm=} ;;
+    hbiss_big_mib=*) BIG_MIB=${arg#hbiss_big_mib=} SCRATCH_MIB=${arg#hbiss_big_mib=} ;;
   esac
 done
 say "mode=$MODE kernel=$(uname -r) at $(now)s"
@@ -209,6 +220,42 @@ elif [ "$MODE" = recover ]; then
   say "after the crash: $ok files verified of $listed listed at $(now)s"
   run "umount" umount "$MNT"
   finish "PASS mode=recover files=$FILES listed=$listed uptime=$(now)s"
+elif [ "$MODE" = clone ]; then
+  [ -n "$SUMS" ] || fail "no hbiss_sums= on the kernel command line"
+  case "$VM" in ''|*[!0-9]*) fail "hbiss_vm= must be a number, not '$VM'" ;; esac
+  run "e2fsck -fn of the golden filesystem" e2fsck -fn "$DEV"
+  run "mount" mount -t ext4 "$DEV" "$MNT"
+  list=$(sha256sum "$MNT/SHA256SUMS" | cut -d' ' -f1)
+  [ "$list" = "$SUMS" ] || fail "the golden SHA256SUMS differs: $list != $SUMS"
+  verify_sums "golden files"
+  others=$(ls -d "$MNT"/vm* 2>/dev/null)
+  [ -z "$others" ] || fail "a sibling's files are visible: $others"
+  mkdir -p "$MNT/vm$VM/small" || fail "mkdir /vm$VM"
+  run "write vm$VM/big" dd if=/dev/urandom of="$MNT/vm$VM/big" bs=1K \
+    count=$((4096 + VM)) status=none
+  n=1
+  while [ $n -le 50 ]; do
+    head -c $(( (n * 7919 + VM * 104729) % 30000 + 1 )) /dev/urandom \
+      >"$MNT/vm$VM/small/f$n" || fail "write vm$VM/small/f$n"
+    n=$((n + 1))
+  done
+  echo "vm$VM" >"$MNT/vm$VM/whoami" || fail "write vm$VM/whoami"
+  (cd "$MNT" && find "vm$VM" -type f | sort | xargs sha256sum >"vm$VM.SHA256SUMS") ||
+    fail "sha256sum of vm$VM's files"
+  own=$(sha256sum "$MNT/vm$VM.SHA256SUMS" | cut -d' ' -f1)
+  run "sync" sync
+  say "vm$VM: wrote its files at $(now)s"
+  run "umount" umount "$MNT"
+  drop_caches
+  run "e2fsck -fn after vm$VM's writes" e2fsck -fn "$DEV"
+  run "mount read-only" mount -t ext4 -o ro "$DEV" "$MNT"
+  verify_sums "golden files after the writes"
+  (cd "$MNT" && sha256sum -c "vm$VM.SHA256SUMS" >/tmp/own.out 2>&1) ||
+    fail "vm$VM's own files: $(grep -v ': OK$' /tmp/own.out | head -n 3)"
+  count=$(grep -c ': OK$' /tmp/own.out)
+  run "umount" umount "$MNT"
+  echo "HBISS-VM-SUMS $own"
+  finish "PASS mode=clone vm=$VM files=$count sums=$own uptime=$(now)s"
 else
   fail "unknown hbiss_mode '$MODE'"
 fi

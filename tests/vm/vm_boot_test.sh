@@ -49,21 +49,8 @@ boot() {
     -append "console=ttyS0 panic=-1 loglevel=4 $*" \
     -drive "file=$(uri disk),format=raw,if=virtio,cache=none,discard=unmap" \
     -nic none </dev/null >"$out" 2>&1 || qrc=$?
-  tr -d '\r' <"$out" >"$out.txt"
   log "boot $name: QEMU exit $qrc after $(($(date +%s) - t0)) s"
-  if [ $qrc -eq 124 ] || [ $qrc -eq 137 ]; then
-    tail -n 30 "$out.txt" >&2
-    fail "boot $name: the guest did not power off within $BOOT_TIMEOUT s"
-  fi
-  local n
-  n=$(grep -a -c '^HBISS-VM-RESULT: ' "$out.txt" || true)
-  if [ "$n" -ne 1 ]; then
-    tail -n 30 "$out.txt" >&2
-    fail "boot $name: expected one HBISS-VM-RESULT line on the console, found $n"
-  fi
-  VERDICT=$(grep -a '^HBISS-VM-RESULT: ' "$out.txt" | sed 's/^HBISS-VM-RESULT: //')
-  log "boot $name: $VERDICT"
-  [ $qrc -eq 0 ] || { tail -n 30 "$out.txt" >&2; fail "boot $name: QEMU exited with $qrc"; }
+  console_verdict "boot $name" "$qrc" "$out"
 }
 
 # check_map STAGE: block status must show every block the guest freed as a hole or zeroes,
