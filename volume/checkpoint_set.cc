@@ -107,12 +107,17 @@ void CheckpointSet::Unpin(uint64_t snap) {
 
 bool CheckpointSet::Pinned(uint64_t seg) const {
   MutexLock l(&mu_);
-  return pinned_.count(seg) != 0;
+  return pin_all_ || pinned_.count(seg) != 0;
+}
+
+void CheckpointSet::PinAll() {
+  MutexLock l(&mu_);
+  pin_all_ = true;
 }
 
 bool CheckpointSet::NeededByNone(uint64_t seg) const {
   MutexLock l(&mu_);
-  if (pinned_.count(seg)) return false;
+  if (pin_all_ || pinned_.count(seg)) return false;
   // No checkpoint: replay starts at the beginning of the log, which needs
   // every segment.
   if (seqs_.empty()) return false;

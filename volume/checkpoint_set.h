@@ -75,6 +75,9 @@ class CheckpointSet {
   void Pin(uint64_t snap, std::vector<uint64_t> segs) EXCLUDES(mu_);
   void Unpin(uint64_t snap) EXCLUDES(mu_);
   bool Pinned(uint64_t seg) const EXCLUDES(mu_);
+  // Every segment is needed from now on (a snapshot whose map could not be
+  // read may need any).
+  void PinAll() EXCLUDES(mu_);
 
  private:
   struct Needs {
@@ -89,6 +92,7 @@ class CheckpointSet {
   uint64_t newest_ GUARDED_BY(mu_) = 0;
   std::map<uint64_t, std::vector<uint64_t>> pins_ GUARDED_BY(mu_);  // snapshot -> segments
   std::map<uint64_t, uint32_t> pinned_ GUARDED_BY(mu_);  // segment -> snapshots pinning it
+  bool pin_all_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace hbiss::volume

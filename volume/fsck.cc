@@ -392,6 +392,9 @@ Status CheckVolumeReferences(store::Store* store, const VolumeMeta& meta,
     if (!s.ok()) {
       if (!s.IsCorruption() && !s.IsNotFound()) return s;
       report->Add(Corrupt("references", 0, "snapshot " + label + ": " + s.message()));
+      // What it holds is unknown: no segment may be called leaked (repair
+      // would delete it).
+      report->references_known = false;
       continue;
     }
     std::set<uint64_t> missing;
@@ -446,6 +449,7 @@ Status CheckVolumeReferences(store::Store* store, const VolumeMeta& meta,
     if (!b.ok()) {
       if (!b.IsCorruption() && !b.IsNotFound()) return b;
       report->Add(Corrupt("references", 0, "clone " + name + ": " + b.message()));
+      report->references_known = false;
     }
   }
   // What a snapshot holds is not leaked.

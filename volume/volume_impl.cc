@@ -1266,10 +1266,19 @@ Status VolumeImpl::CheckpointNow() {
   // encoded after this request is the one to wait for.
   const uint64_t ticket = ckpt_sched_.Request();
   flusher_cv_.Signal();
-  while (!ckpt_sched_.Done(ticket) && failed_.ok() && no_space_.ok() && !stop_) {
+  // No checkpoint is written while a snapshot's map object waits (volume_snapshot.cc):
+  // give up when that cannot be written now.
+  auto snap_stuck = [&]() REQUIRES(mu_) {
+    return !pending_snaps_.empty() && (snap_write_failed_ || !snap_writer_running_);
+  };
+  while (!ckpt_sched_.Done(ticket) && failed_.ok() && no_space_.ok() && !stop_ && !snap_stuck()) {
     done_cv_.Wait(&mu_);
   }
   if (ckpt_sched_.Done(ticket)) return ckpt_sched_.last_status();
+  if (snap_stuck()) {
+    return Status::IOError("volume " + name_ +
+                           ": no checkpoint until a snapshot's map is written, which failed");
+  }
   HBISS_RETURN_IF_ERROR(WritableLocked());
   return Status::Aborted("volume " + name_ + " is closing");
 }

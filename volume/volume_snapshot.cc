@@ -32,7 +32,9 @@ namespace {
 // The segments the runs of `map` point into, increasing.
 std::vector<uint64_t> SegmentsOf(const ExtentMap& map) {
   std::set<uint64_t> segs;
-  map.ForEach([&](const MapRun& r) { segs.insert(r.seg); });
+  map.ForEach([&](const MapRun& r) {
+    if (LayerOf(r.seg) == 0) segs.insert(r.seg);  // a parent's: pinned by its snapshot
+  });
   return {segs.begin(), segs.end()};
 }
 
@@ -141,7 +143,14 @@ Status VolumeImpl::LoadSnapshots() {
   for (const SnapshotRecord& rec : registry_.snaps) {
     ExtentMap m(meta_.size / kBlockSize);
     bool materialized = false;
-    HBISS_RETURN_IF_ERROR(LoadSnapMap(dir_, rec, &m, &materialized));
+    if (Status ls = LoadSnapMap(dir_, rec, &m, &materialized); !ls.ok()) {
+      // The volume opens; nothing is deleted from its log from now on (the
+      // snapshot may need any of it). hbiss fsck reports it.
+      spdlog::error("volume {}: {}; the cleaner deletes nothing while this open lasts", name_,
+                    ls.ToString());
+      ckpts_.PinAll();
+      continue;
+    }
     if (materialized) {
       ckpts_.Pin(rec.id, SegmentsOf(m));
       continue;
@@ -254,6 +263,10 @@ Result<uint64_t> VolumeImpl::Flatten(const std::function<void(uint64_t, uint64_t
     HBISS_RETURN_IF_ERROR(WritableLocked());
   }
   if (meta_.parents.empty()) return uint64_t{0};
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(AwaitMaterializedLocked());
+  }
   // What the clone still shares, from a copy of the map; each piece is
   // copied only if the map still points there (a write since wins), like
   // the cleaner's copies.
@@ -300,7 +313,14 @@ Result<uint64_t> VolumeImpl::Flatten(const std::function<void(uint64_t, uint64_t
   for (const SnapshotRecord& rec : registry_.snaps) {
     ExtentMap m(meta_.size / kBlockSize);
     bool materialized = false;
-    HBISS_RETURN_IF_ERROR(LoadSnapMap(dir_, rec, &m, &materialized));
+    if (Status ls = LoadSnapMap(dir_, rec, &m, &materialized); !ls.ok()) {
+      // The volume opens; nothing is deleted from its log from now on (the
+      // snapshot may need any of it). hbiss fsck reports it.
+      spdlog::error("volume {}: {}; the cleaner deletes nothing while this open lasts", name_,
+                    ls.ToString());
+      ckpts_.PinAll();
+      continue;
+    }
     bool uses = false;
     m.ForEach([&](const MapRun& r) { uses |= LayerOf(r.seg) != 0; });
     if (uses) {
@@ -313,6 +333,8 @@ Result<uint64_t> VolumeImpl::Flatten(const std::function<void(uint64_t, uint64_t
   // the meta without parents; then the parent may let its snapshot go.
   HBISS_RETURN_IF_ERROR(CheckpointNow());
   HBISS_RETURN_IF_ERROR(CheckpointNow());
+  // Those checkpoints are the volume's only if nobody took it meanwhile.
+  HBISS_RETURN_IF_ERROR(CheckEpochStillOurs(store_, dir_));
   VolumeMeta m = meta_;
   m.parents.clear();
   m.version = kMetaVersion;
@@ -359,6 +381,9 @@ Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
     pending_snaps_.push_back(std::move(p));
     flusher_cv_.Signal();
   }
+  // An id is never given twice, whatever happens below: a record whose Put
+  // reported failure may still have reached the store.
+  registry_.next_id = rec.id + 1;
   auto abandon = [&](Status s) {
     Lock l(&mu_);
     DropPendingLocked(rec.id);
@@ -367,12 +392,19 @@ Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
   // Every batch before stop_seq durable, then the record: the snapshot exists.
   if (Status f = Flush(); !f.ok()) return abandon(f);
   SnapRegistry next = registry_;
-  next.next_id = rec.id + 1;
   next.snaps.push_back(rec);
-  if (Status w = WriteSnapRegistry(store_, dir_, next); !w.ok()) return abandon(w);
+  Status recorded = WriteSnapRegistry(store_, dir_, next);
   // A Put into an epoch renamed away recreates it: the fence's check.
-  if (Status c = CheckEpochStillOurs(store_, dir_); !c.ok()) return abandon(c);
-  registry_ = std::move(next);
+  if (recorded.ok()) recorded = CheckEpochStillOurs(store_, dir_);
+  if (!recorded.ok()) {
+    // The record may be in the store all the same: its map object is
+    // still written (so that no open ever finds a record whose log is
+    // gone); the next registry write drops the record, and the next
+    // writable open the object.
+    spdlog::warn("volume {}: snapshot {}: {}", name_, SnapLabel(snap), recorded.ToString());
+  } else {
+    registry_ = std::move(next);
+  }
   bool start = false;
   {
     Lock l(&mu_);
@@ -396,6 +428,7 @@ Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
       snap_writer_running_ = false;
     }
   }
+  if (!recorded.ok()) return recorded.WithContext("snapshot " + SnapLabel(snap));
   spdlog::info("volume {}: snapshot {} created (id {}, batches before {})", name_,
                SnapLabel(snap), rec.id, rec.stop_seq);
   SnapshotInfo info;
@@ -441,6 +474,15 @@ Status VolumeImpl::RemoveSnapshot(const std::string& snap) {
                    next.snaps.end());
   HBISS_RETURN_IF_ERROR(WriteSnapRegistry(store_, dir_, next));
   HBISS_RETURN_IF_ERROR(CheckEpochStillOurs(store_, dir_));
+  // A clone made meanwhile (Volume::Clone writes its record, then checks
+  // the snapshot is there): one of the two sees the other. If it is this
+  // one, the snapshot comes back.
+  HBISS_ASSIGN_OR_RETURN(children, ListChildren(store_, name_, id));
+  if (!children.empty()) {
+    HBISS_RETURN_IF_ERROR(WriteSnapRegistry(store_, dir_, registry_));
+    return Status::Busy("snapshot " + SnapLabel(snap) + " got a clone (" + children.front() +
+                        ") while it was being removed: it stays");
+  }
   registry_ = std::move(next);
   ckpts_.Unpin(id);
   // Garbage from here on; the next writable open deletes it if this fails.
@@ -511,10 +553,15 @@ Status VolumeImpl::Rollback(const std::string& snap) {
     }
   }
   // The new map reaches the store as checkpoints (both kept ones, so that
-  // recovery never falls back to one from before the rollback).
-  HBISS_RETURN_IF_ERROR(Flush());
-  HBISS_RETURN_IF_ERROR(CheckpointNow().WithContext("volume " + name_ + ": rollback"));
-  HBISS_RETURN_IF_ERROR(CheckpointNow().WithContext("volume " + name_ + ": rollback"));
+  // recovery never falls back to one from before the rollback). Until then
+  // it is only in memory: if that fails, the volume fails (writes on top of
+  // it would survive a crash without it).
+  Status durable = Flush();
+  for (int i = 0; i < 2 && durable.ok(); i++) durable = CheckpointNow();
+  if (!durable.ok()) {
+    Lock l(&mu_);
+    return FailLocked(durable.WithContext("volume " + name_ + ": rollback not made durable"));
+  }
   spdlog::info("volume {}: rolled back to snapshot {}", name_, SnapLabel(snap));
   cleaner_.Wake();
   return Status::OK();
