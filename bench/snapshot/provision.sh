@@ -144,8 +144,8 @@ mib() { python3 -c 'import sys; print("%.1f MiB" % (int(sys.argv[1]) / 1048576))
     echo "| $what | $m | $per | $(reps_of $w)| $(mib "$b") | $(ratio "$m" "$M_hbiss") |"
   done
   echo
-  echo "hbiss's space added includes $(mib "$reserve_bytes") of \`reserve\` files (the local store's"
-  echo "space reserve, doc/volume_meta.md: a clone gets its own at its first writable open)."
+  echo "A clone gets its space reserve (doc/volume_meta.md, the local store's) at its first writable"
+  echo "open, not at creation: $(( ${reserve_bytes:-0} )) bytes of reserve files after the first rep."
   echo
   echo "## First read: nbdcopy of one whole disk to null:"
   echo
