@@ -38,6 +38,13 @@ std::vector<uint64_t> SegmentsOf(const ExtentMap& map) {
   return {segs.begin(), segs.end()};
 }
 
+// Whether any block of `map` lives in a parent's log (clone.h).
+bool UsesParents(const ExtentMap& map) {
+  bool uses = false;
+  map.ForEach([&](const MapRun& r) { uses |= LayerOf(r.seg) != 0; });
+  return uses;
+}
+
 Status ValidateSnapName(const std::string& snap) {
   Status s = Volume::ValidateName(snap);
   if (s.ok()) return s;
@@ -304,26 +311,18 @@ Result<uint64_t> VolumeImpl::Flatten(const std::function<void(uint64_t, uint64_t
   HBISS_RETURN_IF_ERROR(Flush());
   {
     Lock l(&mu_);
-    bool left = false;
-    map_.ForEach([&](const MapRun& r) { left |= LayerOf(r.seg) != 0; });
-    if (left) return Status::IOError("volume " + name_ + ": flatten left shared blocks");
+    if (UsesParents(map_)) {
+      return Status::IOError("volume " + name_ + ": flatten left shared blocks");
+    }
   }
   // Its own snapshots may still share blocks with the parents: then the
   // parents stay (what rbd's deep-flatten would copy too is not copied).
   for (const SnapshotRecord& rec : registry_.snaps) {
+    // A snapshot that cannot be read may use them: the flatten stops here.
     ExtentMap m(meta_.size / kBlockSize);
     bool materialized = false;
-    if (Status ls = LoadSnapMap(dir_, rec, &m, &materialized); !ls.ok()) {
-      // The volume opens; nothing is deleted from its log from now on (the
-      // snapshot may need any of it). hbiss fsck reports it.
-      spdlog::error("volume {}: {}; the cleaner deletes nothing while this open lasts", name_,
-                    ls.ToString());
-      ckpts_.PinAll();
-      continue;
-    }
-    bool uses = false;
-    m.ForEach([&](const MapRun& r) { uses |= LayerOf(r.seg) != 0; });
-    if (uses) {
+    HBISS_RETURN_IF_ERROR(LoadSnapMap(dir_, rec, &m, &materialized));
+    if (UsesParents(m)) {
       spdlog::info("volume {}: flattened; its snapshot {} still uses its parents, which stay",
                    name_, SnapLabel(rec.name));
       return copied;
