@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <limits>
+#include <optional>
 
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
@@ -285,18 +286,24 @@ Status Client::RecoverLeaseAndWait(const std::string& path, int timeout_ms) {
   }
 }
 
-// What the Java client (DFSInputStream.readBlockLength) does, since hbiss must read a file
-// whose writer died as Java would: every location is asked in turn until one answers with a
-// length; a node answering RetriableException is asked again every 500 ms until the DataNode
-// timeout; and when every location says it has no such replica, the block was allocated but
-// its pipeline never set up (the writer died in between), so it holds nothing: length 0.
-// A replica a restarted DataNode reloaded from disk answers "no length" (-1, sent as uint64):
-// that is not an answer either.
+// The length a reader may rely on for a block still being written. Every location is asked
+// (Java's DFSInputStream.readBlockLength takes the first answer; hbiss takes the smallest):
+// after a writer dies, its replicas stop at different lengths (each DataNode counts what
+// its downstream acknowledged, and the last packets reached some of them only), and a
+// reader that took the longest would parse records whose bytes a shorter replica, asked for
+// the next read, does not have. Every replica holds at least what the writer hflushed, and
+// so does the smallest answer. A node answering RetriableException is asked again every
+// 500 ms until the DataNode timeout, but only while no node has answered; when every
+// location says it has no such replica, the block was allocated but its pipeline never set
+// up (the writer died in between), so it holds nothing: length 0. A replica a restarted
+// DataNode reloaded from disk answers "no length" (-1, sent as uint64): that is not an
+// answer either.
 Result<uint64_t> Client::VisibleLength(const pb::LocatedBlock& lb) {
   std::vector<const pb::DatanodeInfo*> ask;
   for (const auto& dn : lb.locs()) ask.push_back(&dn);
   const auto deadline = Clock::now() + std::chrono::milliseconds(options_.datanode_timeout_ms);
   int not_found = 0;
+  std::optional<uint64_t> shortest;
   Status last = Status::IOError("no locations");
   while (!ask.empty()) {
     std::vector<const pb::DatanodeInfo*> again;
@@ -312,7 +319,9 @@ Result<uint64_t> Client::VisibleLength(const pb::LocatedBlock& lb) {
       pb::GetReplicaVisibleLengthResponse resp;
       Status st = rpc.Call("getReplicaVisibleLength", req, &resp);
       if (st.ok() && resp.length() <= uint64_t(std::numeric_limits<int64_t>::max())) {
-        return uint64_t(resp.length());
+        const uint64_t len = uint64_t(resp.length());
+        shortest = shortest ? std::min(*shortest, len) : len;
+        continue;
       }
       if (st.ok()) {
         st = Status::IOError(fmt::format("{} has no visible length for its replica",
@@ -324,10 +333,11 @@ Result<uint64_t> Client::VisibleLength(const pb::LocatedBlock& lb) {
       }
       last = st;
     }
-    if (again.empty() || Clock::now() > deadline) break;
+    if (shortest || again.empty() || Clock::now() > deadline) break;
     SleepMs(500);
     ask = std::move(again);
   }
+  if (shortest) return *shortest;
   if (lb.locs_size() > 0 && not_found == lb.locs_size()) return uint64_t{0};
   return last.WithContext(
       fmt::format("cannot obtain the length of block {} being written", lb.b().block_id()));

@@ -11,9 +11,11 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <thread>
 
 #include "hdfs/hdfs_store.h"
 #include "tests/hdfs/cluster_env.h"
+#include "tests/hdfs/pattern.h"
 
 namespace hbiss::hdfs::testing {
 namespace {
@@ -107,6 +109,64 @@ TEST(HdfsReaderWriterTest, TakeoverOpenInAnotherProcessFencesTheWriter) {
   auto all = d.store->Get("seg/1");
   ASSERT_TRUE(all.ok()) << all.status().ToString();
   EXPECT_TRUE(*all == a);
+}
+
+// The last "flushed N" line of a writer's output file, 0 when none.
+uint64_t LastFlushed(const std::string& file) {
+  std::ifstream in(file);
+  std::string word;
+  uint64_t n = 0, last = 0;
+  while (in >> word) {
+    if (word == "flushed" && in >> n) last = n;
+  }
+  return last;
+}
+
+// A writer killed mid-write leaves its replicas at different lengths (the last packets
+// reached some DataNodes only). A reader took the length of whichever replica answered
+// first, so two opens of the segment could disagree, and a volume that parsed records from
+// one length read their data through a reader of a shorter one: "Corruption: ... segment
+// ends at X, before the N bytes at X" (vm_host_crash in CI, a reader of a dead owner's
+// log). Every open must now see one length, served by every replica, that holds every
+// hflushed byte.
+TEST(HdfsReaderWriterTest, AWriterKilledMidWriteLeavesOneLengthThatEveryOpenReads) {
+  HBISS_NEED_CLUSTER(false);
+  StoreDir d;
+  ASSERT_NO_FATAL_FAILURE(OpenStoreDir("killed-writer", &d));
+  std::mt19937_64 rng(93);
+  for (int round = 0; round < 3; round++) {
+    const std::string name = fmt::format("seg/{}", round + 1);
+    const std::string out_file = fmt::format("/tmp/hbiss-killed-writer-{}-{}", ::getpid(), round);
+    std::string pid;
+    ASSERT_EQ(Shell(fmt::format("'{}' write '{}' '{}' > '{}' 2>&1 & echo $!", HBISS_STORE_READ,
+                                d.uri, name, out_file),
+                    &pid),
+              0);
+    // Several blocks (the test cluster's are 1 MiB), then a kill at a random moment.
+    const uint64_t want = (4 + rng() % 4) << 20;
+    for (int i = 0; i < 600 && LastFlushed(out_file) < want; i++) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 200));
+    ASSERT_EQ(Shell("kill -9 " + pid), 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const uint64_t flushed = LastFlushed(out_file);
+    ::unlink(out_file.c_str());
+    ASSERT_GE(flushed, want) << "round " << round << ": the writer did not get going";
+    std::string first;
+    for (int open = 0; open < 6; open++) {
+      std::string got, output;
+      ASSERT_EQ(ReadInOtherProcess("open", d.uri, name, &got, &output), 0)
+          << "round " << round << " open " << open << ": " << output;
+      ASSERT_GE(got.size(), flushed) << "round " << round << ": every hflushed byte";
+      if (open == 0) first = got;
+      ASSERT_EQ(got.size(), first.size()) << "round " << round << " open " << open
+                                          << ": two opens of a dead writer's file disagree";
+      for (size_t i = 0; i < got.size(); i++) {
+        ASSERT_EQ(uint8_t(got[i]), PatternByte(i)) << "round " << round << " byte " << i;
+      }
+    }
+  }
 }
 
 }  // namespace
