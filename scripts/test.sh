@@ -11,9 +11,9 @@
 #      so a test that needs HDFS fails instead of skipping
 #   4. ctest over the whole build, with a per-test timeout (HBISS_REQUIRE_VM=1: the VM
 #      boot test fails instead of skipping when it cannot get its kernel)
-#   5. a clang build of the whole tree (which also checks the thread-safety annotations,
-#      -Wthread-safety), a fuzz build and its four fuzz runs, a sanitizer (ASan + UBSan)
-#      build and its ctest
+#   5. a fuzz build (clang) and its four fuzz runs, then a sanitizer (ASan + UBSan) build of
+#      the whole tree with clang, which also checks the thread-safety annotations
+#      (-Wthread-safety -Werror), and its ctest
 #   6. stops the cluster (trap on exit), prints each step's result, and ends with
 #      ctest's summary line. Exits non-zero when any step failed.
 #
@@ -24,9 +24,8 @@
 #   CTEST_JOBS           parallel tests (default 1: the HDFS tests share one cluster and kill
 #                        or restart its daemons, so they must not overlap; raise it only once
 #                        every such test has RESOURCE_LOCK hdfs_cluster)
-#   HBISS_SKIP_SANITIZE=1  skip the sanitizer build (step 5)
+#   HBISS_SKIP_SANITIZE=1  skip the clang sanitizer build and its ctest (step 5)
 #   HBISS_SKIP_FUZZ=1      skip the fuzz runs (step 5)
-#   HBISS_SKIP_CLANG=1     skip the clang build (step 5)
 #   HBISS_ASAN_VM=1        also run the guest-boot tests (label vm) under ASan
 set -uo pipefail
 
@@ -39,14 +38,17 @@ log_dir="$build_dir/test-logs"
 
 log() { echo "test.sh: $*" >&2; }
 
-# Step results, printed at the end: "name: ok|FAILED".
+# Step results, printed at the end: "name: ok|FAILED (seconds since the previous step)".
 declare -a results=()
 failed=0
+step_t0=$SECONDS
 record() {  # record NAME RC
+  local took=$((SECONDS - step_t0))
+  step_t0=$SECONDS
   if [[ $2 -eq 0 ]]; then
-    results+=("$1: ok")
+    results+=("$1: ok (${took} s)")
   else
-    results+=("$1: FAILED (exit $2)")
+    results+=("$1: FAILED (exit $2, ${took} s)")
     failed=1
   fi
 }
@@ -60,6 +62,7 @@ fi
 # ---- 2. build ------------------------------------------------------------------------
 HBISS_WERROR=ON bash scripts/build.sh "$build_dir" || { log "build failed"; exit 1; }
 mkdir -p "$log_dir"
+record "dependencies and build ($build_dir)" 0
 
 # ---- 3. the HDFS cluster, once per run -------------------------------------------------
 cluster_started=0
@@ -102,20 +105,7 @@ ctest --test-dir "$build_dir" --output-on-failure --timeout "$timeout_s" -j "$ct
 ctest_rc=${PIPESTATUS[0]}
 record "ctest ($build_dir)" "$ctest_rc"
 
-# ---- 5a. clang build, then fuzz runs -----------------------------------------------------
-# The whole tree built with clang -Wthread-safety -Werror, so that the compiler checks the
-# lock rules written with util/thread_annotations.h (GCC does not check them).
-if [[ "${HBISS_SKIP_CLANG:-0}" != 1 ]]; then
-  clang_dir="$build_dir-clang"
-  if cmake -S "$repo_root" -B "$clang_dir" -G Ninja -DCMAKE_C_COMPILER=clang \
-       -DCMAKE_CXX_COMPILER=clang++ -DHBISS_WERROR=ON > "$log_dir/clang-build.log" 2>&1 &&
-     ninja -C "$clang_dir" -j "${JOBS:-$(nproc)}" >> "$log_dir/clang-build.log" 2>&1; then
-    record "clang build, -Wthread-safety -Werror ($clang_dir)" 0
-  else
-    grep -E 'error|warning' "$log_dir/clang-build.log" | head -n 30 >&2
-    record "clang build, -Wthread-safety -Werror ($clang_dir)" 1
-  fi
-fi
+# ---- 5a. fuzz runs ------------------------------------------------------------------------
 # libFuzzer targets need clang: one build directory with -DHBISS_FUZZ=ON holds them (its
 # libraries are instrumented for the fuzzers, so only the fuzz targets are built there).
 # Each of the four targets runs for HBISS_FUZZ_SECONDS (default 60) from its seed corpus.
@@ -127,6 +117,7 @@ if [[ "${HBISS_SKIP_FUZZ:-0}" != 1 ]]; then
        > "$log_dir/fuzz-build.log" 2>&1 &&
      ninja -C "$fuzz_dir" -j "${JOBS:-$(nproc)}" nbd_fuzz hdfs_wire_fuzz volume_fuzz \
        nbd_volume_fuzz >> "$log_dir/fuzz-build.log" 2>&1; then
+    record "fuzz build ($fuzz_dir)" 0
     bash tests/nbd/fuzz.sh "$fuzz_dir/nbd/nbd_fuzz" "$fuzz_secs" > "$log_dir/fuzz-nbd.log" 2>&1
     rc=$?; record "fuzz nbd handshake+requests (${fuzz_secs}s)" $rc
     [[ $rc -eq 0 ]] || tail -n 30 "$log_dir/fuzz-nbd.log" >&2
@@ -151,16 +142,20 @@ if [[ "${HBISS_SKIP_FUZZ:-0}" != 1 ]]; then
   fi
 fi
 
-# ---- 5b. sanitizer build ---------------------------------------------------------------
-# The whole suite again, built with AddressSanitizer + UBSan (issue #3), against the same
-# HDFS cluster. Any sanitizer report fails the test that triggered it. The guest-boot tests
-# (label vm: a QEMU guest's boot and shutdown take most of their minutes) run in the plain
-# pass only, to keep CI under its hour; the same server paths run under ASan in the NBD
-# script tests (tests/nbd), which drive it with real clients. HBISS_ASAN_VM=1 runs them too.
+# ---- 5b. sanitizer build, with clang ----------------------------------------------------
+# The whole suite again, built with clang, AddressSanitizer + UBSan (issue #3), against the
+# same HDFS cluster. Any sanitizer report fails the test that triggered it. Being clang, the
+# build also checks the lock rules written with util/thread_annotations.h (-Wthread-safety,
+# with -Werror: GCC does not check them), so one build serves both (a separate clang build
+# cost CI a quarter of an hour). The guest-boot tests (label vm: a QEMU guest's boot and
+# shutdown take most of their minutes) run in the plain pass only, to keep CI under its
+# hour; the same server paths run under ASan in the NBD script tests (tests/nbd), which
+# drive it with real clients. HBISS_ASAN_VM=1 runs them too.
 if [[ "${HBISS_SKIP_SANITIZE:-0}" != 1 ]]; then
   san_dir="$build_dir-asan"
   if HBISS_WERROR=ON bash scripts/build.sh "$san_dir" -DHBISS_SANITIZE=ON \
-       > "$log_dir/asan-build.log" 2>&1; then
+       -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ > "$log_dir/asan-build.log" 2>&1; then
+    record "clang build, ASan+UBSan, -Wthread-safety -Werror ($san_dir)" 0
     export ASAN_OPTIONS="${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1}"
     export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
     san_exclude=()
@@ -168,17 +163,19 @@ if [[ "${HBISS_SKIP_SANITIZE:-0}" != 1 ]]; then
     ctest --test-dir "$san_dir" --output-on-failure --timeout "$timeout_s" -j "$ctest_jobs" \
       "${san_exclude[@]}" > "$log_dir/ctest-asan.log" 2>&1
     rc=$?
-    grep -E '^[0-9]+% tests passed|tests failed|\*\*\*Failed|Not Run' "$log_dir/ctest-asan.log" >&2
+    grep -E '^[0-9]+% tests passed|tests failed|\*\*\*Failed|Not Run|Total Test time' \
+      "$log_dir/ctest-asan.log" >&2
     record "ctest under ASan+UBSan ($san_dir)" $rc
   else
+    grep -E 'error|warning' "$log_dir/asan-build.log" | head -n 30 >&2
     tail -n 30 "$log_dir/asan-build.log" >&2
-    record "ASan+UBSan build" 1
+    record "clang build, ASan+UBSan, -Wthread-safety -Werror ($san_dir)" 1
   fi
 fi
 
 # ---- 6. summary ------------------------------------------------------------------------
 echo
-echo "==== hbiss test summary ===="
+echo "==== hbiss test summary ($((SECONDS / 60)) min in all) ===="
 for r in "${results[@]}"; do echo "  $r"; done
 # End with ctest's own summary line ("NN% tests passed, N tests failed out of M").
 summary=$(grep -E '^[0-9]+% tests passed' "$ctest_log" | tail -n 1)

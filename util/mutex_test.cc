@@ -215,16 +215,8 @@ TEST(StartThread, InjectedFailureIsARetryableIOError) {
   EXPECT_EQ(ran.load(), 2);
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-#define HBISS_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HBISS_ASAN 1
-#endif
-#endif
-
 TEST(StartThread, RealOsRefusalIsAStatus) {
-#ifdef HBISS_ASAN
+#ifdef HBISS_SANITIZED
   GTEST_SKIP() << "ASan reserves the address space this test limits";
 #else
   // RLIMIT_NPROC does not bind root, so refuse threads another way: in a

@@ -46,7 +46,7 @@ uint64_t TrimmedRss() {
 // chunks for as long as the volume stays idle). Then the per-volume growth of the resident set must be within
 // 4 MiB + its map.
 TEST(IdleVolumeRssTest, AnIdleOpenVolumeCostsAtMost4MiBPlusItsMap) {
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(HBISS_SANITIZED)
   GTEST_SKIP() << "under ASan the resident set is mostly the sanitizer's own memory";
 #endif
   constexpr int kVolumes = 40;
