@@ -4,7 +4,31 @@
 
 #include <algorithm>
 
+#include "volume/space.h"
+
 namespace hbiss::nbd {
+
+namespace {
+
+// The snapshots a dirty bitmap of export `spec` may start from: every
+// snapshot of VOL for "VOL", those created before B for "VOL@B", in
+// creation order.
+Result<std::vector<volume::SnapshotInfo>> BitmapBases(store::Store* store,
+                                                      const std::string& spec) {
+  std::string vol, snap;
+  HBISS_RETURN_IF_ERROR(volume::Volume::ParseSpec(spec, &vol, &snap));
+  HBISS_ASSIGN_OR_RETURN(auto snaps, volume::Volume::ListSnapshots(store, vol));
+  if (snap.empty()) return snaps;
+  for (size_t i = 0; i < snaps.size(); i++) {
+    if (snaps[i].name == snap) {
+      snaps.resize(i);
+      return snaps;
+    }
+  }
+  return Status::NotFound("volume " + vol + " has no snapshot named '" + snap + "'");
+}
+
+}  // namespace
 
 Status VolumeExport::Read(uint64_t offset, std::span<uint8_t> out) {
   return v_->Read(offset, out);
@@ -42,6 +66,52 @@ Result<std::vector<Extent>> VolumeExport::BlockStatus(uint64_t offset, uint64_t 
     out.push_back(Extent{e.offset, e.length, !e.allocated, !e.allocated});
   }
   return out;
+}
+
+Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::string& bitmap) {
+  if (store_ == nullptr) return Export::DirtyBitmap(bitmap);
+  HBISS_ASSIGN_OR_RETURN(auto bases, BitmapBases(store_, name_));
+  auto base = std::find_if(bases.begin(), bases.end(),
+                           [&](const volume::SnapshotInfo& s) { return s.name == bitmap; });
+  if (base == bases.end()) {
+    return Status::NotFound("export " + name_ + " has no dirty bitmap '" + bitmap +
+                            "': no such earlier snapshot");
+  }
+  std::string vol, snap;
+  HBISS_RETURN_IF_ERROR(volume::Volume::ParseSpec(name_, &vol, &snap));
+  const bool head = snap.empty();
+  if (head) {
+    // Every write acknowledged so far must be in the log that Diff reads.
+    HBISS_RETURN_IF_ERROR(v_->Flush());
+    HBISS_RETURN_IF_ERROR(v_->Refresh());
+  } else {
+    MutexLock l(&mu_);
+    auto it = shared_maps_.find(base->id);
+    if (it != shared_maps_.end()) {
+      if (auto m = it->second.lock()) return m;
+      shared_maps_.erase(it);
+    }
+  }
+  std::vector<DirtyMap::Run> runs;
+  {
+    HBISS_ASSIGN_OR_RETURN(auto diff, volume::Diff(store_, vol + "@" + bitmap, name_));
+    // Written and unmapped extents are both dirty: merge what touches.
+    for (const volume::DiffExtent& d : diff) {
+      if (!runs.empty() && runs.back().offset + runs.back().length == d.offset) {
+        runs.back().length += d.length;
+      } else {
+        runs.push_back({d.offset, d.length});
+      }
+    }
+  }
+  HBISS_ASSIGN_OR_RETURN(DirtyMap built,
+                         DirtyMap::Build(size(), std::move(runs), volume::kBlockSize));
+  auto m = std::make_shared<const DirtyMap>(std::move(built));
+  if (!head) {
+    MutexLock l(&mu_);
+    shared_maps_[base->id] = m;
+  }
+  return m;
 }
 
 VolumeProvider::VolumeProvider(store::Store* store, bool read_only,
@@ -87,6 +157,13 @@ Result<ExportInfo> DescribeSnapshot(store::Store* store, const std::string& spec
 }
 
 }  // namespace
+
+Result<std::vector<std::string>> VolumeProvider::DirtyBitmaps(const std::string& name) {
+  HBISS_ASSIGN_OR_RETURN(auto bases, BitmapBases(store_, name));
+  std::vector<std::string> out;
+  for (const auto& s : bases) out.push_back(s.name);
+  return out;
+}
 
 Result<ExportInfo> VolumeProvider::Describe(const std::string& name) {
   std::string canonical = name;
@@ -142,7 +219,8 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
     std::unique_ptr<volume::Volume> v = std::move(*opened);
     spdlog::info("nbd: opened volume '{}' ({} bytes)", info.name, v->size());
     Entry e;
-    e.exp = std::make_shared<VolumeExport>(v.get(), read_only_ || info.read_only, info.name);
+    e.exp = std::make_shared<VolumeExport>(v.get(), read_only_ || info.read_only, info.name,
+                                           store_);
     e.vol = std::move(v);
     it = open_.emplace(info.name, std::move(e)).first;
   } else if (it->second.closed) {
