@@ -5,27 +5,47 @@
 #include <algorithm>
 
 #include "volume/space.h"
+#include "volume/volume_meta.h"
 
 namespace hbiss::nbd {
 
 namespace {
 
-// The snapshots a dirty bitmap of export `spec` may start from: every
-// snapshot of VOL for "VOL", those created before B for "VOL@B", in
-// creation order.
-Result<std::vector<volume::SnapshotInfo>> BitmapBases(store::Store* store,
-                                                      const std::string& spec) {
+// A state a dirty bitmap of an export may start from.
+struct BitmapBase {
+  std::string bitmap;  // NAME in qemu:dirty-bitmap:NAME
+  std::string spec;    // the state, as volume::Diff takes it: VOL@SNAP
+  std::string key;     // names this state forever: VOL#ID (ids are never reused)
+};
+
+// The states a dirty bitmap of export `spec` ("VOL" or "VOL@B") may start
+// from, oldest first: for a clone, the parent snapshot it was made from
+// (named PARENT@SNAP); then every snapshot of VOL, or for VOL@B those
+// created before B.
+Result<std::vector<BitmapBase>> BitmapBases(store::Store* store, const std::string& spec) {
   std::string vol, snap;
   HBISS_RETURN_IF_ERROR(volume::Volume::ParseSpec(spec, &vol, &snap));
   HBISS_ASSIGN_OR_RETURN(auto snaps, volume::Volume::ListSnapshots(store, vol));
-  if (snap.empty()) return snaps;
-  for (size_t i = 0; i < snaps.size(); i++) {
-    if (snaps[i].name == snap) {
-      snaps.resize(i);
-      return snaps;
+  HBISS_ASSIGN_OR_RETURN(volume::VolumeMeta meta, volume::ReadMeta(store, vol));
+  std::vector<BitmapBase> out;
+  if (!meta.parents.empty()) {
+    // By id: the parent snapshot may have been renamed since the clone.
+    const volume::ParentRef& p = meta.parents.front();
+    auto parent_snaps = volume::Volume::ListSnapshots(store, p.volume);
+    for (const auto& s : parent_snaps.ok() ? *parent_snaps : std::vector<volume::SnapshotInfo>{}) {
+      if (s.id != p.snap_id) continue;
+      const std::string name = p.volume + "@" + s.name;
+      out.push_back({name, name, p.volume + "#" + std::to_string(s.id)});
     }
   }
-  return Status::NotFound("volume " + vol + " has no snapshot named '" + snap + "'");
+  for (const auto& s : snaps) {
+    if (s.name == snap) return out;
+    out.push_back({s.name, vol + "@" + s.name, vol + "#" + std::to_string(s.id)});
+  }
+  if (!snap.empty()) {
+    return Status::NotFound("volume " + vol + " has no snapshot named '" + snap + "'");
+  }
+  return out;
 }
 
 }  // namespace
@@ -72,7 +92,7 @@ Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::str
   if (store_ == nullptr) return Export::DirtyBitmap(bitmap);
   HBISS_ASSIGN_OR_RETURN(auto bases, BitmapBases(store_, name_));
   auto base = std::find_if(bases.begin(), bases.end(),
-                           [&](const volume::SnapshotInfo& s) { return s.name == bitmap; });
+                           [&](const BitmapBase& b) { return b.bitmap == bitmap; });
   if (base == bases.end()) {
     return Status::NotFound("export " + name_ + " has no dirty bitmap '" + bitmap +
                             "': no such earlier snapshot");
@@ -86,7 +106,7 @@ Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::str
     HBISS_RETURN_IF_ERROR(v_->Refresh());
   } else {
     MutexLock l(&mu_);
-    auto it = shared_maps_.find(base->id);
+    auto it = shared_maps_.find(base->key);
     if (it != shared_maps_.end()) {
       if (auto m = it->second.lock()) return m;
       shared_maps_.erase(it);
@@ -94,7 +114,7 @@ Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::str
   }
   std::vector<DirtyMap::Run> runs;
   {
-    HBISS_ASSIGN_OR_RETURN(auto diff, volume::Diff(store_, vol + "@" + bitmap, name_));
+    HBISS_ASSIGN_OR_RETURN(auto diff, volume::Diff(store_, base->spec, name_));
     // Written and unmapped extents are both dirty: merge what touches.
     for (const volume::DiffExtent& d : diff) {
       if (!runs.empty() && runs.back().offset + runs.back().length == d.offset) {
@@ -109,7 +129,7 @@ Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::str
   auto m = std::make_shared<const DirtyMap>(std::move(built));
   if (!head) {
     MutexLock l(&mu_);
-    shared_maps_[base->id] = m;
+    shared_maps_[base->key] = m;
   }
   return m;
 }
@@ -161,7 +181,7 @@ Result<ExportInfo> DescribeSnapshot(store::Store* store, const std::string& spec
 Result<std::vector<std::string>> VolumeProvider::DirtyBitmaps(const std::string& name) {
   HBISS_ASSIGN_OR_RETURN(auto bases, BitmapBases(store_, name));
   std::vector<std::string> out;
-  for (const auto& s : bases) out.push_back(s.name);
+  for (const auto& b : bases) out.push_back(b.bitmap);
   return out;
 }
 

@@ -13,10 +13,11 @@
 //
 // Dirty bitmaps (doc/snapshots.md "Differences over NBD"): the export of VOL
 // offers qemu:dirty-bitmap:SNAP for every snapshot SNAP of VOL, and the
-// export of VOL@B for every snapshot of VOL created before B. Its map is
-// volume::Diff(VOL@SNAP, the export): the blocks whose location differs,
-// written, trimmed or zeroed since SNAP (and those the cleaner moved: the
-// map may say too much, never too little).
+// export of VOL@B for every snapshot of VOL created before B; a clone's
+// exports also offer qemu:dirty-bitmap:PARENT@SNAP, the snapshot it was made
+// from. Its map is volume::Diff(VOL@SNAP, the export): the blocks whose
+// location differs, written, trimmed or zeroed since SNAP (and those the
+// cleaner moved: the map may say too much, never too little).
 #pragma once
 
 #include <functional>
@@ -83,9 +84,9 @@ class VolumeExport : public Export {
   const bool read_only_;
   store::Store* const store_;
   Mutex mu_;
-  // Snapshot exports: the maps in use, by the id of the snapshot they start
-  // from (ids are never reused, so a name taken again gets a new entry).
-  std::map<uint64_t, std::weak_ptr<const DirtyMap>> shared_maps_ GUARDED_BY(mu_);
+  // Snapshot exports: the maps in use, by "VOL#ID" of the snapshot they
+  // start from (ids are never reused, so a name taken again gets a new entry).
+  std::map<std::string, std::weak_ptr<const DirtyMap>> shared_maps_ GUARDED_BY(mu_);
 };
 
 class VolumeProvider : public ExportProvider {
@@ -108,9 +109,10 @@ class VolumeProvider : public ExportProvider {
   // that does not exist.
   Result<ExportInfo> Describe(const std::string& name) override EXCLUDES(mu_);
   Result<std::shared_ptr<Export>> Open(const std::string& name) override EXCLUDES(mu_);
-  // The snapshots of VOL for export "VOL"; those created before B for
-  // "VOL@B"; in creation order. Reads only the snapshot registry. NotFound
-  // when the volume or B does not exist.
+  // For export "VOL": the snapshots of VOL; for "VOL@B": those created
+  // before B; in creation order, after "PARENT@SNAP" for a clone (the
+  // snapshot it was made from, by its current name). Reads only the meta
+  // and snapshot registries. NotFound when the volume or B does not exist.
   Result<std::vector<std::string>> DirtyBitmaps(const std::string& name) override;
 
   // Flushes every open volume; returns the first error.

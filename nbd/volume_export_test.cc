@@ -236,5 +236,46 @@ TEST_F(VolumeProviderTest, DirtyBitmapsAreTheDifferenceSinceASnapshot) {
   EXPECT_TRUE((*snap)->DirtyBitmap("s2").status().IsNotFound());  // not earlier than itself
 }
 
+// A clone's exports also offer the parent snapshot it was made from, by its
+// current name: the map is what the clone changed.
+TEST_F(VolumeProviderTest, ACloneOffersItsParentSnapshot) {
+  const uint64_t kB = 4096;
+  {
+    auto v = volume::Volume::Open(store_.get(), "a");
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    ASSERT_TRUE((*v)->Write(0, std::vector<uint8_t>(16 * kB, 1)).ok());
+    ASSERT_TRUE((*v)->CreateSnapshot("base").ok());
+    ASSERT_TRUE((*v)->Write(0, std::vector<uint8_t>(kB, 9)).ok());  // the parent moves on
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  ASSERT_TRUE(volume::Volume::Clone(store_.get(), "a@base", "c").ok());
+  VolumeProvider p(store_.get(), false);
+  using Names = std::vector<std::string>;
+  EXPECT_EQ(*p.DirtyBitmaps("c"), (Names{"a@base"}));
+  auto c = p.Open("c");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE((*c)->Write(3 * kB, std::vector<uint8_t>(kB, 2)).ok());
+  auto m = (*c)->DirtyBitmap("a@base");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  using RunList = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(Runs(**m), (RunList{{3 * kB, kB}}));
+  EXPECT_TRUE((*c)->DirtyBitmap("base").status().IsNotFound());
+  c->reset();
+
+  // Renamed: offered under the new name (found by id).
+  {
+    auto v = volume::Volume::Open(store_.get(), "a");
+    ASSERT_TRUE(v.ok());
+    ASSERT_TRUE((*v)->RenameSnapshot("base", "gold").ok());
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  EXPECT_EQ(*p.DirtyBitmaps("c"), (Names{"a@gold"}));
+  c = p.Open("c");
+  ASSERT_TRUE(c.ok());
+  m = (*c)->DirtyBitmap("a@gold");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(Runs(**m), (RunList{{3 * kB, kB}}));
+}
+
 }  // namespace
 }  // namespace hbiss::nbd

@@ -9,7 +9,8 @@
 #  - a backup tool copies only the dirty extents from the head onto a copy of vol@s1, and
 #    the result equals the head byte for byte (cmp), having copied a small part of it;
 #  - on the snapshot export vol@s2, qemu:dirty-bitmap:s1 is the s1 -> s2 difference, and
-#    writes after s2 are in the head's map only; an unknown snapshot is not selected.
+#    writes after s2 are in the head's map only; an unknown snapshot is not selected;
+#  - a clone of vol@s1 offers qemu:dirty-bitmap:vol@s1: what the clone wrote.
 TEST_NAME=dirty_bitmap
 source "$(dirname "$0")/lib.sh"
 need nbdinfo nbdcopy qemu-img qemu-io python3 cmp
@@ -127,6 +128,12 @@ CHECKS=$((CHECKS + 1))
 check_fails "an unknown snapshot is not selected" nbdinfo --map=qemu:dirty-bitmap:nosuch "$U"
 check_fails "nor a later one on a snapshot export" nbdinfo --map=qemu:dirty-bitmap:s2 \
   "$(uri vol@s2)"
+
+# --- a clone: the parent snapshot it was made from, as qemu:dirty-bitmap:vol@s1 -----------
+check "clone vol@s1 as c1" hbiss clone vol@s1 c1
+check "write [2M, 2M+8K) to c1" qemu-io -f raw -c "write -P 0x66 2M 8K" "$(uri c1)"
+expect_dirty "c1: qemu:dirty-bitmap:vol@s1 is what the clone wrote" \
+  "$(dirty_list "$(uri c1)" qemu:dirty-bitmap:vol@s1)" "$((2 * MiB)) $((8 * KiB))"
 grep -q "dirty bitmap 's1' of 'vol'" "$WORK/serve.log" || fail "the server logged no bitmap build"
 CHECKS=$((CHECKS + 1))
 
