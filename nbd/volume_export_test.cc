@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "store/store.h"
 #include "volume/space.h"
 #include "volume/volume.h"
@@ -23,6 +25,13 @@ class VolumeProviderTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
     ASSERT_TRUE(volume::Volume::Create(store_.get(), "a", {.size = 8 << 20}).ok());
+  }
+  // Opens volume `name` writable, lets `fn` change it, and closes it.
+  void Edit(const std::string& name, const std::function<void(volume::Volume*)>& fn) {
+    auto v = volume::Volume::Open(store_.get(), name);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    fn(v->get());
+    ASSERT_TRUE((*v)->Close().ok());
   }
   std::unique_ptr<store::Store> store_;
 };
@@ -179,17 +188,14 @@ std::vector<std::pair<uint64_t, uint64_t>> Runs(const DirtyMap& m) {
 // head, shared between connections on a snapshot export.
 TEST_F(VolumeProviderTest, DirtyBitmapsAreTheDifferenceSinceASnapshot) {
   const uint64_t kB = 4096;
-  {
-    auto v = volume::Volume::Open(store_.get(), "a");
-    ASSERT_TRUE(v.ok()) << v.status().ToString();
-    ASSERT_TRUE((*v)->Write(0, std::vector<uint8_t>(64 * kB, 1)).ok());
-    ASSERT_TRUE((*v)->CreateSnapshot("s1").ok());
-    ASSERT_TRUE((*v)->Write(4 * kB, std::vector<uint8_t>(2 * kB, 2)).ok());  // blocks 4, 5
-    ASSERT_TRUE((*v)->Trim(10 * kB, kB).ok());                              // block 10
-    ASSERT_TRUE((*v)->CreateSnapshot("s2").ok());
-    ASSERT_TRUE((*v)->Write(100 * kB, std::vector<uint8_t>(kB, 3)).ok());  // block 100
-    ASSERT_TRUE((*v)->Close().ok());
-  }
+  Edit("a", [&](volume::Volume* v) {
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(64 * kB, 1)).ok());
+    ASSERT_TRUE(v->CreateSnapshot("s1").ok());
+    ASSERT_TRUE(v->Write(4 * kB, std::vector<uint8_t>(2 * kB, 2)).ok());  // blocks 4, 5
+    ASSERT_TRUE(v->Trim(10 * kB, kB).ok());                              // block 10
+    ASSERT_TRUE(v->CreateSnapshot("s2").ok());
+    ASSERT_TRUE(v->Write(100 * kB, std::vector<uint8_t>(kB, 3)).ok());  // block 100
+  });
   VolumeProvider p(store_.get(), false);
   using Names = std::vector<std::string>;
   EXPECT_EQ(*p.DirtyBitmaps("a"), (Names{"s1", "s2"}));
@@ -240,14 +246,11 @@ TEST_F(VolumeProviderTest, DirtyBitmapsAreTheDifferenceSinceASnapshot) {
 // current name: the map is what the clone changed.
 TEST_F(VolumeProviderTest, ACloneOffersItsParentSnapshot) {
   const uint64_t kB = 4096;
-  {
-    auto v = volume::Volume::Open(store_.get(), "a");
-    ASSERT_TRUE(v.ok()) << v.status().ToString();
-    ASSERT_TRUE((*v)->Write(0, std::vector<uint8_t>(16 * kB, 1)).ok());
-    ASSERT_TRUE((*v)->CreateSnapshot("base").ok());
-    ASSERT_TRUE((*v)->Write(0, std::vector<uint8_t>(kB, 9)).ok());  // the parent moves on
-    ASSERT_TRUE((*v)->Close().ok());
-  }
+  Edit("a", [&](volume::Volume* v) {
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(16 * kB, 1)).ok());
+    ASSERT_TRUE(v->CreateSnapshot("base").ok());
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(kB, 9)).ok());  // the parent moves on
+  });
   ASSERT_TRUE(volume::Volume::Clone(store_.get(), "a@base", "c").ok());
   VolumeProvider p(store_.get(), false);
   using Names = std::vector<std::string>;
@@ -263,12 +266,7 @@ TEST_F(VolumeProviderTest, ACloneOffersItsParentSnapshot) {
   c->reset();
 
   // Renamed: offered under the new name (found by id).
-  {
-    auto v = volume::Volume::Open(store_.get(), "a");
-    ASSERT_TRUE(v.ok());
-    ASSERT_TRUE((*v)->RenameSnapshot("base", "gold").ok());
-    ASSERT_TRUE((*v)->Close().ok());
-  }
+  Edit("a", [](volume::Volume* v) { ASSERT_TRUE(v->RenameSnapshot("base", "gold").ok()); });
   EXPECT_EQ(*p.DirtyBitmaps("c"), (Names{"a@gold"}));
   c = p.Open("c");
   ASSERT_TRUE(c.ok());

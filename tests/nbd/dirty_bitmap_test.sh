@@ -58,11 +58,12 @@ $((40 * MiB)) $((1 * MiB))"
 
 # --- the contexts are listed; nbdinfo's map --------------------------------------------
 check "nbdinfo --json vol" nbdinfo --json "$U"
-python3 - "$WORK/check.out" <<'PY' || fail "nbdinfo must list base:allocation and qemu:dirty-bitmap:s1"
+python3 - "$WORK/check.out" <<'PY' ||
 import json, sys
 e = json.load(open(sys.argv[1]))["exports"][0]
 assert {"base:allocation", "qemu:dirty-bitmap:s1"} <= set(e["contexts"]), e["contexts"]
 PY
+  fail "nbdinfo must list base:allocation and qemu:dirty-bitmap:s1"
 CHECKS=$((CHECKS + 1))
 expect_dirty "nbdinfo --map=qemu:dirty-bitmap:s1 vol" "$(dirty_list "$U" qemu:dirty-bitmap:s1)" \
   "$EXPECTED"
@@ -70,8 +71,9 @@ log "nbdinfo --map=qemu:dirty-bitmap:s1:"
 cat "$WORK/map.out"
 
 # --- qemu-img map through x-dirty-bitmap: dirty shows as "data": false ------------------
+OPTS="driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$PORT,export=vol"
 check "qemu-img map x-dirty-bitmap" qemu-img map --output=json --image-opts \
-  "driver=nbd,server.type=inet,server.host=127.0.0.1,server.port=$PORT,export=vol,x-dirty-bitmap=qemu:dirty-bitmap:s1"
+  "$OPTS,x-dirty-bitmap=qemu:dirty-bitmap:s1"
 GOT=$(python3 - "$WORK/check.out" <<'PY'
 import json, sys
 out = []
