@@ -706,7 +706,8 @@ Status Connection::BlockStatus(const Request& r) {
   }
   for (size_t i = 0; i < dirty_.size(); i++) {
     Descriptors d(kFirstDirtyBitmapId + uint32_t(i), r.offset, len, req_one);
-    for (const DirtyExtent& x : dirty_[i]->Query(r.offset, len, kMaxExtentsPerReply)) {
+    for (const DirtyExtent& x :
+         dirty_[i]->Query(r.offset, len, req_one ? 1 : kMaxExtentsPerReply)) {
       if (!d.Add(x.offset, x.length, x.dirty ? kStateDirty : 0)) {
         return SendError(r, kEIo, "dirty bitmap returned inconsistent extents");
       }

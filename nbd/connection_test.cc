@@ -718,6 +718,24 @@ TEST(Transmission, DirtyBitmapAlone) {
   EXPECT_GE(dirty_end, 65536u + 4096);
 }
 
+TEST(Handshake, ExportNameBuildsTheSelectedMapsToo) {
+  Harness h;
+  h.vm_->StartDirtyBitmap("s1");
+  ASSERT_TRUE(h.vm_->Write(8192, std::vector<uint8_t>(4096, 1)).ok());
+  h.Hello();
+  h.Send(Option(kOptStructuredReply, ""));
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  ASSERT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm", {kS1})).size(), 1u);
+  h.Send(Option(kOptExportName, "vm"));
+  ASSERT_EQ(Get64(h.Recv(10), 0), 1u << 20);
+  EXPECT_EQ(h.vm_->dirty_builds, 1u);
+  h.Send(RequestBytes(kCmdBlockStatus, 0, 1, 0, 16384));
+  std::vector<Chunk> cs = h.ReadChunks();
+  ASSERT_EQ(cs.size(), 1u);
+  EXPECT_EQ(Descriptors(cs[0].payload), (std::vector<std::pair<uint32_t, uint32_t>>{
+                                            {8192, 0}, {4096, kStateDirty}, {4096, 0}}));
+}
+
 TEST(Handshake, DirtyBitmapsOfAnotherExportAreNotUsed) {
   Harness h;
   h.vm_->StartDirtyBitmap("s1");
