@@ -63,7 +63,8 @@ class Export {
   // The dirty bitmap `bitmap` (one of the names ExportProvider::DirtyBitmaps
   // gave for this export; served as meta context qemu:dirty-bitmap:BITMAP):
   // the ranges that differ from that earlier state, as of this call: it
-  // covers every write acknowledged on any connection before the call.
+  // covers every write acknowledged on any connection before the call, and
+  // none that began after it returned.
   // Called once per connection that selected it, when it enters the
   // transmission phase; may take long (it may read the store). The map is
   // immutable and may be shared. NotFound for a name this export does not

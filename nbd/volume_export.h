@@ -67,7 +67,8 @@ class VolumeExport : public Export {
   // (export VOL): the volume is flushed first (on a shared volume that this
   // server does not own, the owner is asked to flush and the log is
   // followed: Volume::Refresh), so the map holds every write acknowledged on
-  // any connection before the call; writes after it are not in it. Of a
+  // any connection before the call, none that began after it returned, and
+  // maybe some that ran meanwhile. Of a
   // snapshot export: immutable, so connections asking for the same one
   // while it is in use share one map. Costs what `hbiss diff` costs: both
   // states' extent maps are loaded (the head's by a read-only recovery of
