@@ -265,9 +265,25 @@ TEST_F(VolumeProviderTest, ACloneOffersItsParentSnapshot) {
   EXPECT_TRUE((*c)->DirtyBitmap("base").status().IsNotFound());
   c->reset();
 
+  // The clone's own snapshots offer it too, before their own earlier ones.
+  Edit("c", [](volume::Volume* v) {
+    ASSERT_TRUE(v->CreateSnapshot("c1").ok());
+    ASSERT_TRUE(v->CreateSnapshot("c2").ok());
+  });
+  EXPECT_EQ(*p.DirtyBitmaps("c@c2"), (Names{"a@base", "c1"}));
+  auto c2 = p.Open("c@c2");
+  ASSERT_TRUE(c2.ok()) << c2.status().ToString();
+  m = (*c2)->DirtyBitmap("a@base");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(Runs(**m), (RunList{{3 * kB, kB}}));
+  m = (*c2)->DirtyBitmap("c1");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(Runs(**m), RunList{});
+  c2->reset();
+
   // Renamed: offered under the new name (found by id).
   Edit("a", [](volume::Volume* v) { ASSERT_TRUE(v->RenameSnapshot("base", "gold").ok()); });
-  EXPECT_EQ(*p.DirtyBitmaps("c"), (Names{"a@gold"}));
+  EXPECT_EQ(*p.DirtyBitmaps("c"), (Names{"a@gold", "c1", "c2"}));
   c = p.Open("c");
   ASSERT_TRUE(c.ok());
   m = (*c)->DirtyBitmap("a@gold");
