@@ -36,7 +36,8 @@
 // Memory: nothing is allocated from a length a client sent before checking
 // it against a fixed bound (option payloads <= kMaxOptionLength, request
 // payloads <= kMaxPayload), and at most ConnectionOptions::workers requests
-// are held at once.
+// are held at once. A connection keeps at most kMaxDirtyBitmapContexts dirty
+// maps, each bounded by the export that built it (kMaxDirtyRuns runs: 16 MiB).
 #pragma once
 
 #include <atomic>

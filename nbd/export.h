@@ -64,11 +64,12 @@ class Export {
   // gave for this export; served as meta context qemu:dirty-bitmap:BITMAP):
   // the ranges that differ from that earlier state, as of this call: it
   // covers every write acknowledged on any connection before the call, and
-  // none that began after it returned.
-  // Called once per connection that selected it, when it enters the
-  // transmission phase; may take long (it may read the store). The map is
-  // immutable and may be shared. NotFound for a name this export does not
-  // offer (the default: none).
+  // none that began after it returned. Called once per connection that
+  // selected it, when it enters the transmission phase; may take long (it
+  // may read the store). The map is immutable and may be shared; it covers
+  // size() bytes and has at most kMaxDirtyRuns runs (DirtyMap::Build's
+  // default bound). NotFound for a name this export does not offer (the
+  // default: none).
   virtual Result<std::shared_ptr<const DirtyMap>> DirtyBitmap(const std::string& bitmap) {
     return Status::NotFound("export " + name() + " has no dirty bitmap '" + bitmap + "'");
   }
