@@ -10,7 +10,9 @@
 #    the result equals the head byte for byte (cmp), having copied a small part of it;
 #  - on the snapshot export vol@s2, qemu:dirty-bitmap:s1 is the s1 -> s2 difference, and
 #    writes after s2 are in the head's map only; an unknown snapshot is not selected;
-#  - a clone of vol@s1 offers qemu:dirty-bitmap:vol@s1: what the clone wrote.
+#  - a clone of vol@s1 offers qemu:dirty-bitmap:vol@s1: what the clone wrote;
+#  - with two servers on the store, the one that only reads vol (B) serves a map that holds
+#    a write the owner (A) acknowledged but had not flushed (B asks A to flush first).
 TEST_NAME=dirty_bitmap
 source "$(dirname "$0")/lib.sh"
 need nbdinfo nbdcopy qemu-img qemu-io python3 cmp
@@ -138,5 +140,33 @@ expect_dirty "c1: qemu:dirty-bitmap:vol@s1 is what the clone wrote" \
   "$(dirty_list "$(uri c1)" qemu:dirty-bitmap:vol@s1)" "$((2 * MiB)) $((8 * KiB))"
 grep -q "dirty bitmap 's1' of 'vol'" "$WORK/serve.log" || fail "the server logged no bitmap build"
 CHECKS=$((CHECKS + 1))
+stop_server
 
-finish
+# --- two servers: a reader's map holds what the owner acknowledged, flushed or not ---------
+if "$HBISS" serve --help 2>&1 | grep -q -- --peer-listen; then
+  check "snap create vol@s3 (nobody serves vol)" hbiss snap create vol@s3
+  start_node A
+  start_node B
+  rm -f "$WORK/written"
+  # Owner A: an acknowledged write it has not flushed; the client stays until killed.
+  python3 - "$(node_uri A vol)" "$WORK/written" <<'PY' &
+import nbd, sys, time
+h = nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(b"z" * 8192, 3 << 20)
+open(sys.argv[2], "w").close()
+time.sleep(600)
+PY
+  WRITER_PID=$!
+  EXTRA_CLEANUP='kill -KILL $WRITER_PID 2>/dev/null'
+  for _ in $(seq 1 100); do [ -f "$WORK/written" ] && break; sleep 0.05; done
+  [ -f "$WORK/written" ] || fail "the writer on server A did not write"
+  expect_dirty "reader B: qemu:dirty-bitmap:s3 holds A's unflushed write" \
+    "$(dirty_list "$(node_uri B vol)" qemu:dirty-bitmap:s3)" "$((3 * MiB)) $((8 * KiB))"
+  kill -KILL "$WRITER_PID"
+  wait "$WRITER_PID" 2>/dev/null || true
+  stop_node A
+  stop_node B
+else
+  log "this hbiss has no serve --peer-listen: the two-server part is skipped"
+fi
+
+log "PASS ($CHECKS checks)"
