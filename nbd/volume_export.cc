@@ -29,13 +29,16 @@ Result<std::vector<BitmapBase>> BitmapBases(store::Store* store, const std::stri
   HBISS_ASSIGN_OR_RETURN(volume::VolumeMeta meta, volume::ReadMeta(store, vol));
   std::vector<BitmapBase> out;
   if (!meta.parents.empty()) {
-    // By id: the parent snapshot may have been renamed since the clone.
+    // By id: the parent snapshot may have been renamed since the clone. A
+    // parent that cannot be read offers nothing; the rest still works.
     const volume::ParentRef& p = meta.parents.front();
     auto parent_snaps = volume::Volume::ListSnapshots(store, p.volume);
-    for (const auto& s : parent_snaps.ok() ? *parent_snaps : std::vector<volume::SnapshotInfo>{}) {
-      if (s.id != p.snap_id) continue;
-      const std::string name = p.volume + "@" + s.name;
-      out.push_back({name, name, p.volume + "#" + std::to_string(s.id)});
+    if (parent_snaps.ok()) {
+      for (const auto& s : *parent_snaps) {
+        if (s.id != p.snap_id) continue;
+        const std::string name = p.volume + "@" + s.name;
+        out.push_back({name, name, p.volume + "#" + std::to_string(s.id)});
+      }
     }
   }
   for (const auto& s : snaps) {

@@ -68,14 +68,14 @@ class VolumeExport : public Export {
   // server does not own, the owner is asked to flush and the log is
   // followed: Volume::Refresh), so the map holds every write acknowledged on
   // any connection before the call, none that began after it returned, and
-  // maybe some that ran meanwhile. Of a
-  // snapshot export: immutable, so connections asking for the same one
-  // while it is in use share one map. Costs what `hbiss diff` costs: both
-  // states' extent maps are loaded (the head's by a read-only recovery of
-  // its log) and compared, then dropped; the map kept has at most
-  // kMaxDirtyRuns runs (coarsened beyond, DirtyMap::Build). NotFound for a
-  // snapshot it does not offer (removed since the negotiation); the store's
-  // or recovery's errors; a flush's error.
+  // maybe some that ran meanwhile. Of a snapshot export: immutable, so
+  // connections asking for the same one while it is in use share one map.
+  // Costs what `hbiss diff` costs: both states' extent maps are loaded (the
+  // head's by a read-only recovery of its log) and compared, then dropped;
+  // the map kept has at most kMaxDirtyRuns runs (coarsened beyond,
+  // DirtyMap::Build). NotFound for a snapshot it does not offer (removed
+  // since the negotiation); the store's or recovery's errors; a flush's
+  // error. Thread-safe.
   Result<std::shared_ptr<const DirtyMap>> DirtyBitmap(const std::string& bitmap) override
       EXCLUDES(mu_);
 
