@@ -3,7 +3,11 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <array>
+#include <chrono>
 #include <cstring>
+
+#include <fmt/format.h>
 
 #include "util/coding.h"
 #include "util/thread.h"
@@ -85,8 +89,8 @@ uint32_t ValidateRequest(const Request& r, const TransmissionState& st, std::str
     *why = "payload larger than the maximum";
     return (r.type == kCmdRead && st.structured) ? kEOverflow : kEInval;
   }
-  if (r.type == kCmdBlockStatus && !st.base_allocation) {
-    *why = "base:allocation was not negotiated";
+  if (r.type == kCmdBlockStatus && !st.base_allocation && st.dirty_bitmaps == 0) {
+    *why = "no meta context was negotiated";
     return kEInval;
   }
   return 0;
@@ -250,6 +254,8 @@ Status Connection::HandleExportName(std::string_view data) {
   if (!info.ok()) return info.status().WithContext("NBD_OPT_EXPORT_NAME '" + name + "'");
   auto exp = provider_->Open(info->name);
   if (!exp.ok()) return exp.status().WithContext("open export '" + info->name + "'");
+  auto dirty = BuildDirtyMaps(*info, exp->get());
+  if (!dirty.ok()) return dirty.status().WithContext("export '" + info->name + "'");
   uint8_t reply[10 + 124] = {};
   uint16_t flags = TransmissionFlags(*info);
   EncodeBE64(reply, info->size);
@@ -259,7 +265,7 @@ Status Connection::HandleExportName(std::string_view data) {
     MutexLock l(&write_mu_);
     HBISS_RETURN_IF_ERROR(transport_->WriteV(&iov, 1));
   }
-  return EnterTransmission(*info, std::move(*exp));
+  return EnterTransmission(*info, std::move(*exp), std::move(*dirty));
 }
 
 Status Connection::HandleInfoOrGo(uint32_t option, std::string_view data, bool* go) {
@@ -272,10 +278,14 @@ Status Connection::HandleInfoOrGo(uint32_t option, std::string_view data, bool* 
     return SendOptError(option, kRepErrUnknown, info.status().ToString());
   }
   std::shared_ptr<Export> exp;
+  std::vector<std::shared_ptr<const DirtyMap>> dirty;
   if (option == kOptGo) {
     auto opened = provider_->Open(info->name);
     if (!opened.ok()) return SendOptError(option, kRepErrUnknown, opened.status().ToString());
     exp = std::move(*opened);
+    auto built = BuildDirtyMaps(*info, exp.get());
+    if (!built.ok()) return SendOptError(option, kRepErrUnknown, built.status().ToString());
+    dirty = std::move(*built);
   }
   uint16_t flags = TransmissionFlags(*info);
   uint8_t ex[12];
@@ -310,7 +320,7 @@ Status Connection::HandleInfoOrGo(uint32_t option, std::string_view data, bool* 
   HBISS_RETURN_IF_ERROR(SendOptReply(option, kRepAck, {}));
   if (option == kOptGo) {
     *go = true;
-    return EnterTransmission(*info, std::move(exp));
+    return EnterTransmission(*info, std::move(exp), std::move(dirty));
   }
   return Status::OK();
 }
@@ -319,7 +329,8 @@ Status Connection::HandleMetaContext(uint32_t option, std::string_view data) {
   const bool set = option == kOptSetMetaContext;
   if (set) {
     // SET replaces the selection even when it fails.
-    meta_selected_ = false;
+    meta_base_ = false;
+    meta_bitmaps_.clear();
     meta_export_.clear();
   }
   if (!structured_) {
@@ -331,37 +342,95 @@ Status Connection::HandleMetaContext(uint32_t option, std::string_view data) {
   }
   auto info = provider_->Describe(req.export_name);
   if (!info.ok()) return SendOptError(option, kRepErrUnknown, info.status().ToString());
-  bool match = false;
-  if (req.queries.empty()) {
-    match = !set;  // LIST with no queries lists everything; SET selects nothing
+  // LIST with no query lists everything; SET with none selects nothing.
+  const bool all = req.queries.empty() && !set;
+  bool want_bitmaps = all;
+  for (const auto& q : req.queries) want_bitmaps |= q.starts_with(kQemuNamespace);
+  std::vector<std::string> offered;
+  if (want_bitmaps) {
+    auto b = provider_->DirtyBitmaps(info->name);
+    if (!b.ok()) return SendOptError(option, kRepErrUnknown, b.status().ToString());
+    offered = std::move(*b);
   }
+  bool base = all;
+  std::vector<std::string> bitmaps;  // in reply order, each once
+  auto add = [&](const std::string& b) {
+    if (std::find(bitmaps.begin(), bitmaps.end(), b) == bitmaps.end()) bitmaps.push_back(b);
+  };
+  if (all) bitmaps = offered;
   for (const auto& q : req.queries) {
-    if (q == kBaseAllocation || (!set && q == "base:")) match = true;
-  }
-  if (match) {
-    uint32_t id = set ? kBaseAllocationId : 0;
-    std::string d(4, '\0');
-    EncodeBE32(reinterpret_cast<uint8_t*>(d.data()), id);
-    d += kBaseAllocation;
-    HBISS_RETURN_IF_ERROR(SendOptReply(option, kRepMetaContext, d));
-    if (set) {
-      meta_selected_ = true;
-      meta_export_ = info->name;
+    if (q == kBaseAllocation || (!set && q == "base:")) {
+      base = true;
+    } else if (!set && (q == kQemuNamespace || q == kDirtyBitmapPrefix)) {
+      for (const auto& b : offered) add(b);  // a namespace query lists them all
+    } else if (q.size() > kDirtyBitmapPrefix.size() && q.starts_with(kDirtyBitmapPrefix)) {
+      std::string name = q.substr(kDirtyBitmapPrefix.size());
+      if (std::find(offered.begin(), offered.end(), name) != offered.end()) add(name);
     }
+    // Anything else names no context of this server: not selected.
+  }
+  if (set && bitmaps.size() > kMaxDirtyBitmapContexts) {
+    return SendOptError(option, kRepErrTooBig,
+                        "at most " + std::to_string(kMaxDirtyBitmapContexts) +
+                            " dirty bitmaps per connection");
+  }
+  auto reply = [&](uint32_t id, std::string_view name) {
+    std::string d(4, '\0');
+    EncodeBE32(reinterpret_cast<uint8_t*>(d.data()), set ? id : 0);
+    d += name;
+    return SendOptReply(option, kRepMetaContext, d);
+  };
+  if (base) HBISS_RETURN_IF_ERROR(reply(kBaseAllocationId, kBaseAllocation));
+  for (size_t i = 0; i < bitmaps.size(); i++) {
+    HBISS_RETURN_IF_ERROR(
+        reply(kFirstDirtyBitmapId + uint32_t(i), std::string(kDirtyBitmapPrefix) + bitmaps[i]));
+  }
+  if (set) {
+    meta_base_ = base;
+    meta_bitmaps_ = std::move(bitmaps);
+    meta_export_ = info->name;
   }
   return SendOptReply(option, kRepAck, {});
 }
 
-Status Connection::EnterTransmission(const ExportInfo& info, std::shared_ptr<Export> exp) {
+Result<std::vector<std::shared_ptr<const DirtyMap>>> Connection::BuildDirtyMaps(
+    const ExportInfo& info, Export* exp) {
+  std::vector<std::shared_ptr<const DirtyMap>> out;
+  if (!structured_ || meta_export_ != info.name) return out;
+  for (const auto& b : meta_bitmaps_) {
+    const auto start = std::chrono::steady_clock::now();
+    auto m = exp->DirtyBitmap(b);
+    if (!m.ok()) return m.status().WithContext("dirty bitmap '" + b + "'");
+    if (*m == nullptr || (*m)->size() != info.size) {
+      return Status::Corruption("dirty bitmap '" + b + "' does not cover the export's " +
+                                std::to_string(info.size) + " bytes");
+    }
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+    spdlog::info("nbd {}: dirty bitmap '{}' of '{}': {} bytes dirty in {} runs (granularity {}), "
+                 "{} ms",
+                 opts_.peer, b, info.name, (*m)->dirty_bytes(), (*m)->runs().size(),
+                 (*m)->granularity(), ms);
+    out.push_back(std::move(*m));
+  }
+  return out;
+}
+
+Status Connection::EnterTransmission(const ExportInfo& info, std::shared_ptr<Export> exp,
+                                     std::vector<std::shared_ptr<const DirtyMap>> dirty) {
   export_ = std::move(exp);
   export_name_ = info.name;
+  dirty_ = std::move(dirty);
   state_.size = info.size;
   state_.eflags = TransmissionFlags(info);
   state_.structured = structured_;
-  state_.base_allocation = structured_ && meta_selected_ && meta_export_ == info.name;
-  spdlog::info("nbd {}: export '{}' ({} bytes, flags {:#x}{}{})", opts_.peer, info.name,
+  state_.base_allocation = structured_ && meta_base_ && meta_export_ == info.name;
+  state_.dirty_bitmaps = uint32_t(dirty_.size());
+  spdlog::info("nbd {}: export '{}' ({} bytes, flags {:#x}{}{}{})", opts_.peer, info.name,
                info.size, state_.eflags, state_.structured ? ", structured replies" : "",
-               state_.base_allocation ? ", base:allocation" : "");
+               state_.base_allocation ? ", base:allocation" : "",
+               dirty_.empty() ? "" : fmt::format(", {} dirty bitmaps", dirty_.size()));
   return Status::OK();
 }
 
@@ -512,13 +581,8 @@ Status Connection::Execute(Work& w) {
       s = e->WriteZeroes(r.offset, r.length, (r.flags & kCmdFlagNoHole) == 0);
       if (s.ok() && fua) s = e->Flush();
       break;
-    case kCmdBlockStatus: {
-      uint64_t len = std::min<uint64_t>(r.length, kMaxBlockStatusQuery);
-      auto ext = e->BlockStatus(r.offset, len);
-      if (ext.ok()) return SendBlockStatus(r, *ext);
-      s = ext.status();
-      break;
-    }
+    case kCmdBlockStatus:
+      return BlockStatus(r);
     default:
       s = Status::InvalidArgument("unknown command");  // unreachable: validated
       break;
@@ -572,44 +636,100 @@ Status Connection::SendRead(const Request& r, const uint8_t* data) {
   return SendLocked(iov, 2);
 }
 
-Status Connection::SendBlockStatus(const Request& r, const std::vector<Extent>& extents) {
-  // Check the backend's answer: extents must start at the offset, be
-  // contiguous and nonempty, and stay inside the query.
-  uint64_t pos = r.offset;
-  const uint64_t end = r.offset + r.length;
-  std::vector<uint8_t> body(4);
-  EncodeBE32(body.data(), kBaseAllocationId);
-  size_t n = 0;
-  for (const Extent& x : extents) {
-    if (x.offset != pos || x.length == 0 || x.length > end - pos) {
-      return SendError(r, kEIo, "backend returned inconsistent extents");
-    }
-    uint32_t len = uint32_t(x.length);  // < 2^32: bounded by the request length
-    uint32_t flags = (x.hole ? kStateHole : 0) | (x.zero ? kStateZero : 0);
-    pos += x.length;
-    if (n > 0 && DecodeBE32(body.data() + body.size() - 4) == flags &&
-        uint64_t{DecodeBE32(body.data() + body.size() - 8)} + len <= 0xffffffffull) {
-      // Merge with the previous descriptor: it has the same status.
-      uint8_t* prev = body.data() + body.size() - 8;
+namespace {
+
+// The payload of one NBD_REPLY_TYPE_BLOCK_STATUS chunk: the context id, then
+// (length, flags) descriptors. Add() checks what a backend answered: extents
+// must start at the query's offset, be contiguous and nonempty, and stay
+// inside the query; adjacent extents with the same flags are merged.
+class Descriptors {
+ public:
+  Descriptors(uint32_t id, uint64_t offset, uint64_t length, bool req_one)
+      : pos_(offset), end_(offset + length), req_one_(req_one), body_(4) {
+    EncodeBE32(body_.data(), id);
+  }
+
+  // False when the extent does not continue the answer as the rules say.
+  bool Add(uint64_t offset, uint64_t length, uint32_t flags) {
+    if (offset != pos_ || length == 0 || length > end_ - pos_) return false;
+    const uint32_t len = uint32_t(length);  // < 2^32: bounded by the request length
+    pos_ += length;
+    if (n_ > 0 && DecodeBE32(body_.data() + body_.size() - 4) == flags &&
+        uint64_t{DecodeBE32(body_.data() + body_.size() - 8)} + len <= 0xffffffffull) {
+      uint8_t* prev = body_.data() + body_.size() - 8;
       EncodeBE32(prev, DecodeBE32(prev) + len);
     } else {
-      size_t at = body.size();
-      body.resize(at + 8);
-      EncodeBE32(body.data() + at, len);
-      EncodeBE32(body.data() + at + 4, flags);
-      n++;
+      const size_t at = body_.size();
+      body_.resize(at + 8);
+      EncodeBE32(body_.data() + at, len);
+      EncodeBE32(body_.data() + at + 4, flags);
+      n_++;
     }
-    if ((r.flags & kCmdFlagReqOne) || n >= kMaxExtentsPerReply || pos >= end) break;
+    return true;
   }
-  if (n == 0) return SendError(r, kEIo, "backend returned no extents");
-  uint8_t h[kStructuredReplyHeaderSize];
-  EncodeBE32(h, kStructuredReplyMagic);
-  EncodeBE16(h + 4, kReplyFlagDone);
-  EncodeBE16(h + 6, kReplyTypeBlockStatus);
-  EncodeBE64(h + 8, r.cookie);
-  EncodeBE32(h + 16, uint32_t(body.size()));
-  struct iovec iov[2] = {Iov(h, sizeof(h)), Iov(body.data(), body.size())};
-  return SendLocked(iov, 2);
+  // No more extents belong in this answer.
+  bool full() const { return (req_one_ && n_ > 0) || n_ >= kMaxExtentsPerReply || pos_ >= end_; }
+  size_t count() const { return n_; }
+  std::vector<uint8_t> Take() { return std::move(body_); }
+
+ private:
+  uint64_t pos_;
+  const uint64_t end_;
+  const bool req_one_;
+  size_t n_ = 0;
+  std::vector<uint8_t> body_;
+};
+
+}  // namespace
+
+Status Connection::BlockStatus(const Request& r) {
+  const uint64_t len = std::min<uint64_t>(r.length, kMaxBlockStatusQuery);
+  const bool req_one = (r.flags & kCmdFlagReqOne) != 0;
+  std::vector<std::vector<uint8_t>> chunks;
+  if (state_.base_allocation) {
+    auto ext = export_->BlockStatus(r.offset, len);
+    if (!ext.ok()) {
+      spdlog::warn("nbd {}: {} offset {} length {} failed: {}", opts_.peer,
+                   CommandName(r.type), r.offset, r.length, ext.status().ToString());
+      return SendError(r, NbdErrorFromStatus(ext.status()), ext.status().ToString());
+    }
+    Descriptors d(kBaseAllocationId, r.offset, len, req_one);
+    for (const Extent& x : *ext) {
+      const uint32_t flags = (x.hole ? kStateHole : 0) | (x.zero ? kStateZero : 0);
+      if (!d.Add(x.offset, x.length, flags)) {
+        return SendError(r, kEIo, "backend returned inconsistent extents");
+      }
+      if (d.full()) break;
+    }
+    if (d.count() == 0) return SendError(r, kEIo, "backend returned no extents");
+    chunks.push_back(d.Take());
+  }
+  for (size_t i = 0; i < dirty_.size(); i++) {
+    Descriptors d(kFirstDirtyBitmapId + uint32_t(i), r.offset, len, req_one);
+    for (const DirtyExtent& x :
+         dirty_[i]->Query(r.offset, len, req_one ? 1 : kMaxExtentsPerReply)) {
+      if (!d.Add(x.offset, x.length, x.dirty ? kStateDirty : 0)) {
+        return SendError(r, kEIo, "dirty bitmap returned inconsistent extents");
+      }
+      if (d.full()) break;
+    }
+    if (d.count() == 0) return SendError(r, kEIo, "dirty bitmap returned no extents");
+    chunks.push_back(d.Take());
+  }
+  // One chunk per context, all in one write; the last one carries DONE.
+  std::vector<std::array<uint8_t, kStructuredReplyHeaderSize>> headers(chunks.size());
+  std::vector<struct iovec> iov;
+  for (size_t i = 0; i < chunks.size(); i++) {
+    uint8_t* h = headers[i].data();
+    EncodeBE32(h, kStructuredReplyMagic);
+    EncodeBE16(h + 4, i + 1 == chunks.size() ? kReplyFlagDone : 0);
+    EncodeBE16(h + 6, kReplyTypeBlockStatus);
+    EncodeBE64(h + 8, r.cookie);
+    EncodeBE32(h + 16, uint32_t(chunks[i].size()));
+    iov.push_back(Iov(h, kStructuredReplyHeaderSize));
+    iov.push_back(Iov(chunks[i].data(), chunks[i].size()));
+  }
+  return SendLocked(iov.data(), int(iov.size()));
 }
 
 }  // namespace hbiss::nbd

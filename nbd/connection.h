@@ -2,8 +2,8 @@
 // phase, over a Transport, against exports from an ExportProvider.
 //
 // Handshake: NBD_OPT_GO, INFO, EXPORT_NAME, LIST, ABORT, STRUCTURED_REPLY,
-// LIST_META_CONTEXT and SET_META_CONTEXT (base:allocation). Every other option
-// gets NBD_REP_ERR_UNSUP and negotiation continues. NBD_INFO_BLOCK_SIZE
+// LIST_META_CONTEXT and SET_META_CONTEXT (see "Meta contexts"). Every other
+// option gets NBD_REP_ERR_UNSUP and negotiation continues. NBD_INFO_BLOCK_SIZE
 // advertises the spec's default constraints (minimum 1, preferred 4096,
 // maximum payload 32 MiB), so no client is ever refused for not asking.
 //
@@ -18,10 +18,26 @@
 // with the ones it got (at least Run()'s own). FUA and FLUSH are
 // acknowledged only after Export::Flush() returns OK.
 //
+// Meta contexts: base:allocation, and qemu:dirty-bitmap:NAME for every NAME
+// ExportProvider::DirtyBitmaps offers for the export. LIST with no query
+// lists them all; LIST also takes the namespace queries "base:" (base:
+// allocation), "qemu:" and "qemu:dirty-bitmap:" (every dirty bitmap). SET
+// takes whole names only; unknown names and namespaces select nothing (not
+// an error). A SET selecting more than kMaxDirtyBitmapContexts dirty bitmaps
+// gets NBD_REP_ERR_TOO_BIG (and selects nothing). SET gives base:allocation
+// id kBaseAllocationId and the dirty bitmaps kFirstDirtyBitmapId, +1, ... in
+// the order of its reply. NBD_OPT_GO (or EXPORT_NAME) on the export the
+// contexts were set for builds each selected map (Export::DirtyBitmap) before
+// it answers: the map is a point-in-time view as of negotiation, and a map
+// that cannot be built fails the GO (NBD_REP_ERR_UNKNOWN, with the reason;
+// EXPORT_NAME: the session ends). BLOCK_STATUS then answers one chunk per
+// selected context, in id order, in one write; the last carries DONE.
+//
 // Memory: nothing is allocated from a length a client sent before checking
 // it against a fixed bound (option payloads <= kMaxOptionLength, request
 // payloads <= kMaxPayload), and at most ConnectionOptions::workers requests
-// are held at once.
+// are held at once. A connection keeps at most kMaxDirtyBitmapContexts dirty
+// maps, each bounded by the export that built it (kMaxDirtyRuns runs: 16 MiB).
 #pragma once
 
 #include <atomic>
@@ -55,6 +71,11 @@ inline constexpr size_t kMaxExtentsPerReply = 1u << 16;
 inline constexpr uint64_t kMaxBlockStatusQuery = 1ull << 30;
 // The context id this server gives base:allocation.
 inline constexpr uint32_t kBaseAllocationId = 1;
+// The first dirty-bitmap context's id; the others follow it.
+inline constexpr uint32_t kFirstDirtyBitmapId = 2;
+// Dirty bitmaps one connection may select (each holds a DirtyMap of up to
+// kMaxDirtyRuns runs while it is served).
+inline constexpr size_t kMaxDirtyBitmapContexts = 4;
 
 struct ConnectionOptions {
   bool read_only = false;  // serve every export read-only
@@ -73,6 +94,7 @@ struct TransmissionState {
   uint16_t eflags = 0;  // transmission flags sent to the client
   bool structured = false;
   bool base_allocation = false;
+  uint32_t dirty_bitmaps = 0;  // qemu:dirty-bitmap contexts negotiated
 };
 
 // Checks a request against the negotiated state. Returns 0 when the export
@@ -84,7 +106,8 @@ struct TransmissionState {
 // advertised), EINVAL; FLUSH with nonzero offset or length, EINVAL; a zero
 // length, EINVAL; a range past the end, ENOSPC for WRITE and WRITE_ZEROES,
 // else EINVAL; READ or WRITE longer than kMaxPayload, EINVAL (EOVERFLOW for a
-// READ with structured replies); BLOCK_STATUS without base:allocation, EINVAL.
+// READ with structured replies); BLOCK_STATUS without a negotiated meta
+// context, EINVAL.
 // DISC is not validated (it always ends the connection).
 uint32_t ValidateRequest(const Request& r, const TransmissionState& st, std::string* why);
 
@@ -125,7 +148,12 @@ class Connection {
   Status HandleInfoOrGo(uint32_t option, std::string_view data, bool* go);
   Status HandleMetaContext(uint32_t option, std::string_view data);
   Status HandleExportName(std::string_view data);
-  Status EnterTransmission(const ExportInfo& info, std::shared_ptr<Export> exp);
+  // The maps of the dirty bitmaps selected for export `info` (none unless
+  // SET_META_CONTEXT selected some for it), built by `exp`, in id order.
+  Result<std::vector<std::shared_ptr<const DirtyMap>>> BuildDirtyMaps(const ExportInfo& info,
+                                                                      Export* exp);
+  Status EnterTransmission(const ExportInfo& info, std::shared_ptr<Export> exp,
+                           std::vector<std::shared_ptr<const DirtyMap>> dirty);
   uint16_t TransmissionFlags(const ExportInfo& info) const;
 
   Status Transmission();
@@ -141,7 +169,8 @@ class Connection {
   Status SendSimple(uint64_t cookie, uint32_t error, const uint8_t* data, size_t len);
   Status SendError(const Request& r, uint32_t error, std::string_view msg);
   Status SendRead(const Request& r, const uint8_t* data);
-  Status SendBlockStatus(const Request& r, const std::vector<Extent>& extents);
+  // Answers a validated BLOCK_STATUS: one chunk per negotiated context.
+  Status BlockStatus(const Request& r);
   Status SendLocked(const struct iovec* iov, int n) EXCLUDES(write_mu_);
 
   std::unique_ptr<Transport> transport_;
@@ -151,13 +180,16 @@ class Connection {
   // Handshake state (reader thread only).
   bool no_zeroes_ = false;
   bool structured_ = false;
-  bool meta_selected_ = false;
-  std::string meta_export_;  // canonical name the meta context was set for
+  bool meta_base_ = false;                 // base:allocation selected
+  std::vector<std::string> meta_bitmaps_;  // dirty bitmaps selected, in id order
+  std::string meta_export_;  // canonical name the meta contexts were set for
   std::string export_name_;
 
   // Transmission state: fixed once transmission starts.
   std::shared_ptr<Export> export_;
   TransmissionState state_;
+  // The selected dirty bitmaps' maps; dirty_[i] has id kFirstDirtyBitmapId + i.
+  std::vector<std::shared_ptr<const DirtyMap>> dirty_;
   std::atomic<uint64_t> requests_{0};
 
   // transport_ has no GUARDED_BY: reads happen under read_mu_, writes under

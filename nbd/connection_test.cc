@@ -160,6 +160,26 @@ class Harness {
     EXPECT_EQ(c.cookie, cookie_);
     return c.error;
   }
+  // Sends a LIST or SET_META_CONTEXT; returns its replies up to the final
+  // one (ACK or an error), included.
+  std::vector<OptReply> Meta(uint32_t opt, const std::string& name,
+                             std::vector<std::string> queries) {
+    Send(Option(opt, MetaData(name, std::move(queries))));
+    std::vector<OptReply> out;
+    do {
+      out.push_back(ReadOpt());
+    } while (out.back().type == kRepMetaContext);
+    return out;
+  }
+  // The chunks of one structured reply, up to the one carrying DONE.
+  std::vector<Chunk> ReadChunks() {
+    std::vector<Chunk> out;
+    do {
+      out.push_back(ReadChunk());
+    } while (out.back().structured && !(out.back().flags & kReplyFlagDone) &&
+             !out.back().payload.empty());
+    return out;
+  }
   // A simple-reply READ: returns the data (empty on error, with *err set).
   std::string ReadSimple(uint64_t off, uint32_t len, uint32_t* err) {
     Send(RequestBytes(kCmdRead, 0, ++cookie_, off, len));
@@ -485,6 +505,251 @@ TEST(Transmission, StructuredReadsErrorsAndBlockStatus) {
   EXPECT_EQ(h.Cmd(kCmdBlockStatus, 0, 0, 0), kEInval);
 }
 
+// The (context id, name) pairs of META_CONTEXT replies; the final reply's
+// type must be `last`.
+std::vector<std::pair<uint32_t, std::string>> Contexts(const std::vector<OptReply>& rs,
+                                                       uint32_t last = kRepAck) {
+  std::vector<std::pair<uint32_t, std::string>> out;
+  EXPECT_EQ(rs.back().type, last);
+  for (size_t i = 0; i + 1 < rs.size(); i++) {
+    EXPECT_EQ(rs[i].type, kRepMetaContext);
+    out.emplace_back(Get32(rs[i].data, 0), rs[i].data.substr(4));
+  }
+  return out;
+}
+
+using Ctx = std::vector<std::pair<uint32_t, std::string>>;
+const std::string kS1 = "qemu:dirty-bitmap:s1";
+const std::string kS2 = "qemu:dirty-bitmap:s2";
+
+TEST(Handshake, DirtyBitmapContextsListAndSet) {
+  Harness h;
+  h.vm_->StartDirtyBitmap("s1");
+  h.vm_->StartDirtyBitmap("s2");
+  h.Hello();
+  h.Send(Option(kOptStructuredReply, ""));
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+
+  // LIST: no query lists everything; namespace queries list theirs.
+  EXPECT_EQ(Contexts(h.Meta(kOptListMetaContext, "vm", {})),
+            (Ctx{{0, "base:allocation"}, {0, kS1}, {0, kS2}}));
+  EXPECT_EQ(Contexts(h.Meta(kOptListMetaContext, "vm", {"qemu:"})), (Ctx{{0, kS1}, {0, kS2}}));
+  EXPECT_EQ(Contexts(h.Meta(kOptListMetaContext, "vm", {"qemu:dirty-bitmap:"})),
+            (Ctx{{0, kS1}, {0, kS2}}));
+  EXPECT_EQ(Contexts(h.Meta(kOptListMetaContext, "vm", {"base:"})),
+            (Ctx{{0, "base:allocation"}}));
+  EXPECT_EQ(Contexts(h.Meta(kOptListMetaContext, "vm", {kS2, "qemu:dirty-bitmap:nope"})),
+            (Ctx{{0, kS2}}));
+  // Each context once, however often the queries name it.
+  EXPECT_EQ(Contexts(h.Meta(kOptListMetaContext, "vm", {kS2, "qemu:", kS2})),
+            (Ctx{{0, kS2}, {0, kS1}}));
+  // Unknown names, other namespaces, a bare "qemu" and an export without
+  // bitmaps: nothing, and no error.
+  EXPECT_EQ(Contexts(h.Meta(kOptListMetaContext, "vm",
+                            {"qemu:dirty-bitmap:nope", "qemu:allocation-depth", "qemu", "x:"})),
+            Ctx{});
+  EXPECT_EQ(Contexts(h.Meta(kOptListMetaContext, "ro", {"qemu:"})), Ctx{});
+  EXPECT_EQ(Contexts(h.Meta(kOptListMetaContext, "ro", {})), (Ctx{{0, "base:allocation"}}));
+
+  // SET: whole names only, ids 1 (base:allocation) then 2, 3, ...
+  EXPECT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm", {"qemu:", "qemu:dirty-bitmap:"})), Ctx{});
+  EXPECT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm", {"base:"})), Ctx{});
+  EXPECT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm",
+                            {"qemu:dirty-bitmap:nope", kS2, "base:allocation", kS2})),
+            (Ctx{{kBaseAllocationId, "base:allocation"}, {kFirstDirtyBitmapId, kS2}}));
+  EXPECT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm", {kS2, kS1})),
+            (Ctx{{kFirstDirtyBitmapId, kS2}, {kFirstDirtyBitmapId + 1, kS1}}));
+
+  // More bitmaps than a connection may hold: TOO_BIG, and nothing selected.
+  for (int i = 3; i <= int(kMaxDirtyBitmapContexts) + 1; i++) {
+    h.vm_->StartDirtyBitmap("s" + std::to_string(i));
+  }
+  std::vector<std::string> many{"base:allocation"};
+  for (int i = 1; i <= int(kMaxDirtyBitmapContexts) + 1; i++) {
+    many.push_back("qemu:dirty-bitmap:s" + std::to_string(i));
+  }
+  EXPECT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm", many), kRepErrTooBig), Ctx{});
+  EXPECT_EQ(h.vm_->dirty_builds, 0u);  // negotiation builds no map
+  h.Send(Option(kOptGo, InfoData("vm")));
+  EXPECT_EQ(h.ReadOpt().type, kRepInfo);
+  EXPECT_EQ(h.ReadOpt().type, kRepAck);
+  EXPECT_EQ(h.vm_->dirty_builds, 0u);
+  EXPECT_EQ(h.Cmd(kCmdBlockStatus, 0, 0, 4096), kEInval);  // no context selected
+}
+
+// The descriptors a BLOCK_STATUS chunk carries.
+std::vector<std::pair<uint32_t, uint32_t>> Descriptors(const std::string& payload) {
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  for (size_t at = 4; at + 8 <= payload.size(); at += 8) {
+    out.emplace_back(Get32(payload, at), Get32(payload, at + 4));
+  }
+  return out;
+}
+
+// The descriptors of [off, off+len) for a model of one flag value per block.
+std::vector<std::pair<uint32_t, uint32_t>> ModelDescriptors(const std::vector<uint32_t>& flags,
+                                                            uint64_t off, uint64_t len) {
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  for (uint64_t pos = off; pos < off + len;) {
+    const uint64_t b = pos / 4096;
+    const uint64_t next = std::min((b + 1) * 4096, off + len);
+    if (!out.empty() && out.back().second == flags[b]) {
+      out.back().first += uint32_t(next - pos);
+    } else {
+      out.emplace_back(uint32_t(next - pos), flags[b]);
+    }
+    pos = next;
+  }
+  return out;
+}
+
+TEST(Transmission, DirtyBitmapAndBaseAllocationTogether) {
+  Harness h;
+  const uint64_t size = 1 << 20, blocks = size / 4096;
+  // Before the bitmap starts: [0, 64K) written. None of it is dirty.
+  ASSERT_TRUE(h.vm_->Write(0, std::vector<uint8_t>(65536, 1)).ok());
+  h.vm_->StartDirtyBitmap("s1");
+  h.vm_->StartDirtyBitmap("s2");
+  std::vector<uint32_t> dirty(blocks, 0);
+  auto mark = [&](uint64_t off, uint64_t len) {
+    for (uint64_t b = off / 4096; b <= (off + len - 1) / 4096; b++) dirty[b] = kStateDirty;
+  };
+  ASSERT_TRUE(h.vm_->Write(8192, std::vector<uint8_t>(4096, 2)).ok());
+  mark(8192, 4096);
+  ASSERT_TRUE(h.vm_->Trim(20480, 8192).ok());
+  mark(20480, 8192);
+  ASSERT_TRUE(h.vm_->WriteZeroes(40960, 1000, true).ok());  // a partial block
+  mark(40960, 1000);
+  ASSERT_TRUE(h.vm_->Write(100000, std::vector<uint8_t>(10, 3)).ok());  // unaligned
+  mark(100000, 10);
+  ASSERT_TRUE(h.vm_->Write(size - 4096, std::vector<uint8_t>(4096, 4)).ok());  // the last block
+  mark(size - 4096, 4096);
+
+  h.Hello();
+  h.Send(Option(kOptStructuredReply, ""));
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  ASSERT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm", {kS1, "base:allocation"})),
+            (Ctx{{kBaseAllocationId, "base:allocation"}, {kFirstDirtyBitmapId, kS1}}));
+  h.Send(Option(kOptGo, InfoData("vm")));
+  ASSERT_EQ(h.ReadOpt().type, kRepInfo);
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  EXPECT_EQ(h.vm_->dirty_builds, 1u);  // built once, at GO (s2 was not selected)
+
+  // A write after GO is in base:allocation but not in the bitmap (it is a
+  // point-in-time view as of negotiation).
+  EXPECT_EQ(h.Cmd(kCmdWrite, 0, 512 * 1024, 4096, std::string(4096, 'n')), 0u);
+
+  auto status = [&](uint16_t flags, uint64_t off, uint32_t len) {
+    h.Send(RequestBytes(kCmdBlockStatus, flags, ++h.cookie_, off, len));
+    std::vector<Chunk> cs = h.ReadChunks();
+    for (const Chunk& c : cs) EXPECT_EQ(c.cookie, h.cookie_);
+    return cs;
+  };
+  auto alloc = h.vm_->BlockStatus(0, size);
+  ASSERT_TRUE(alloc.ok());
+  std::vector<uint32_t> holes(blocks, 0);
+  for (const Extent& e : *alloc) {
+    for (uint64_t b = e.offset / 4096; b < (e.offset + e.length) / 4096; b++) {
+      holes[b] = e.hole ? (kStateHole | kStateZero) : 0;
+    }
+  }
+  for (auto [off, len] : std::vector<std::pair<uint64_t, uint32_t>>{
+           {0, size}, {4096, 40000}, {100001, 3}, {size - 8192, 8192}, {24576, 200000}}) {
+    SCOPED_TRACE(off);
+    std::vector<Chunk> cs = status(0, off, len);
+    ASSERT_EQ(cs.size(), 2u);
+    EXPECT_EQ(cs[0].type, kReplyTypeBlockStatus);
+    EXPECT_EQ(cs[0].flags, 0u);
+    EXPECT_EQ(Get32(cs[0].payload, 0), kBaseAllocationId);
+    EXPECT_EQ(Descriptors(cs[0].payload), ModelDescriptors(holes, off, len));
+    EXPECT_EQ(cs[1].type, kReplyTypeBlockStatus);
+    EXPECT_EQ(cs[1].flags, kReplyFlagDone);
+    EXPECT_EQ(Get32(cs[1].payload, 0), kFirstDirtyBitmapId);
+    EXPECT_EQ(Descriptors(cs[1].payload), ModelDescriptors(dirty, off, len));
+  }
+
+  // REQ_ONE: one descriptor per context, never longer than asked.
+  std::vector<Chunk> cs = status(kCmdFlagReqOne, 4096, 8192);
+  ASSERT_EQ(cs.size(), 2u);
+  EXPECT_EQ(Descriptors(cs[0].payload), (std::vector<std::pair<uint32_t, uint32_t>>{{8192, 0}}));
+  EXPECT_EQ(Descriptors(cs[1].payload), (std::vector<std::pair<uint32_t, uint32_t>>{{4096, 0}}));
+
+  // Beyond the end, or empty: EINVAL, one error chunk, and the connection goes on.
+  EXPECT_EQ(h.Cmd(kCmdBlockStatus, 0, size - 4096, 8192), kEInval);
+  EXPECT_EQ(h.Cmd(kCmdBlockStatus, 0, size, 1), kEInval);
+  EXPECT_EQ(h.Cmd(kCmdBlockStatus, 0, 0, 0), kEInval);
+  EXPECT_EQ(status(0, 0, 4096).size(), 2u);
+}
+
+TEST(Transmission, DirtyBitmapAlone) {
+  Harness h;
+  h.vm_->StartDirtyBitmap("s1");
+  ASSERT_TRUE(h.vm_->Write(4096, std::vector<uint8_t>(4096, 1)).ok());
+  h.vm_->max_dirty_runs = 1;  // coarsened: still covers the change
+  ASSERT_TRUE(h.vm_->Write(65536, std::vector<uint8_t>(4096, 1)).ok());
+  h.Hello();
+  h.Send(Option(kOptStructuredReply, ""));
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  ASSERT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm", {kS1})), (Ctx{{kFirstDirtyBitmapId, kS1}}));
+  h.Send(Option(kOptGo, InfoData("vm")));
+  ASSERT_EQ(h.ReadOpt().type, kRepInfo);
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  h.Send(RequestBytes(kCmdBlockStatus, 0, 5, 0, 1 << 20));
+  std::vector<Chunk> cs = h.ReadChunks();
+  ASSERT_EQ(cs.size(), 1u);
+  EXPECT_EQ(cs[0].flags, kReplyFlagDone);
+  EXPECT_EQ(Get32(cs[0].payload, 0), kFirstDirtyBitmapId);
+  // One coarse dirty run, covering both writes.
+  uint64_t pos = 0, dirty_start = 0, dirty_end = 0;
+  int dirty_runs = 0;
+  for (auto [len, flags] : Descriptors(cs[0].payload)) {
+    if (flags == kStateDirty) {
+      dirty_runs++;
+      dirty_start = pos;
+      dirty_end = pos + len;
+    } else {
+      EXPECT_EQ(flags, 0u);
+    }
+    pos += len;
+  }
+  EXPECT_EQ(pos, 1u << 20);
+  EXPECT_EQ(dirty_runs, 1);
+  EXPECT_LE(dirty_start, 4096u);
+  EXPECT_GE(dirty_end, 65536u + 4096);
+}
+
+TEST(Handshake, ExportNameBuildsTheSelectedMapsToo) {
+  Harness h;
+  h.vm_->StartDirtyBitmap("s1");
+  ASSERT_TRUE(h.vm_->Write(8192, std::vector<uint8_t>(4096, 1)).ok());
+  h.Hello();
+  h.Send(Option(kOptStructuredReply, ""));
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  ASSERT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm", {kS1})).size(), 1u);
+  h.Send(Option(kOptExportName, "vm"));
+  ASSERT_EQ(Get64(h.Recv(10), 0), 1u << 20);
+  EXPECT_EQ(h.vm_->dirty_builds, 1u);
+  h.Send(RequestBytes(kCmdBlockStatus, 0, 1, 0, 16384));
+  std::vector<Chunk> cs = h.ReadChunks();
+  ASSERT_EQ(cs.size(), 1u);
+  EXPECT_EQ(Descriptors(cs[0].payload), (std::vector<std::pair<uint32_t, uint32_t>>{
+                                            {8192, 0}, {4096, kStateDirty}, {4096, 0}}));
+}
+
+TEST(Handshake, DirtyBitmapsOfAnotherExportAreNotUsed) {
+  Harness h;
+  h.vm_->StartDirtyBitmap("s1");
+  h.Hello();
+  h.Send(Option(kOptStructuredReply, ""));
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  ASSERT_EQ(Contexts(h.Meta(kOptSetMetaContext, "vm", {kS1})).size(), 1u);
+  h.Send(Option(kOptGo, InfoData("ro")));
+  ASSERT_EQ(h.ReadOpt().type, kRepInfo);
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  EXPECT_EQ(h.vm_->dirty_builds, 0u);
+  EXPECT_EQ(h.Cmd(kCmdBlockStatus, 0, 0, 4096), kEInval);
+}
+
 // Fails every read, to check engine errors reach the client as EIO.
 class FailingReads : public ExportWrapper {
  public:
@@ -492,18 +757,64 @@ class FailingReads : public ExportWrapper {
   Status Read(uint64_t, std::span<uint8_t>) override { return Status::Corruption("bad crc"); }
 };
 
+// Runs one connection (one worker, so deterministic) on the client stream
+// `in`, which must end it cleanly; returns what the server sent, and the
+// export it entered transmission on in *export_name.
+std::string Replay(ExportProvider* p, const std::string& in, std::string* export_name = nullptr) {
+  auto t = std::make_unique<BufferTransport>(in);
+  BufferTransport* bt = t.get();
+  ConnectionOptions o;
+  o.workers = 1;
+  Connection c(std::move(t), p, o);
+  EXPECT_TRUE(c.Run().ok());
+  if (export_name != nullptr) *export_name = c.export_name();
+  return bt->output();
+}
+
+// Serves one export as "w", offering the dirty bitmaps it is given.
 class WrapProvider : public ExportProvider {
  public:
-  explicit WrapProvider(std::shared_ptr<Export> e) : e_(std::move(e)) {}
+  explicit WrapProvider(std::shared_ptr<Export> e, std::vector<std::string> bitmaps = {})
+      : e_(std::move(e)), bitmaps_(std::move(bitmaps)) {}
   Result<std::vector<std::string>> List() override { return std::vector<std::string>{"w"}; }
   Result<ExportInfo> Describe(const std::string&) override {
     return ExportInfo{"w", e_->size(), false, ""};
   }
   Result<std::shared_ptr<Export>> Open(const std::string&) override { return e_; }
+  Result<std::vector<std::string>> DirtyBitmaps(const std::string&) override { return bitmaps_; }
 
  private:
   std::shared_ptr<Export> e_;
+  const std::vector<std::string> bitmaps_;
 };
+
+// Dirty bitmaps cannot be built.
+class NoBitmap : public ExportWrapper {
+ public:
+  using ExportWrapper::ExportWrapper;
+  Result<std::shared_ptr<const DirtyMap>> DirtyBitmap(const std::string&) override {
+    return Status::IOError("the store is down");
+  }
+};
+
+TEST(Handshake, ADirtyBitmapThatCannotBeBuiltFailsTheGo) {
+  MemoryExport mem("m", 1 << 16);
+  WrapProvider p(std::make_shared<NoBitmap>(&mem), {"b"});
+  std::string meta = Option(kOptSetMetaContext, MetaData("w", {"qemu:dirty-bitmap:b"}));
+  std::string in = Be32(kClientFlagFixedNewstyle) + Option(kOptStructuredReply, "") + meta +
+                   Option(kOptGo, InfoData("w")) + Option(kOptAbort, "");
+  std::string export_name = "unset";
+  std::string out = Replay(&p, in, &export_name);
+  // hello(18), STRUCTURED_REPLY ACK(20), META_CONTEXT(20 + 4 + name) + ACK(20),
+  // then the GO's error with its message, then ABORT's ACK.
+  size_t at = 18 + 20 + 24 + std::string("qemu:dirty-bitmap:b").size() + 20;
+  ASSERT_GT(out.size(), at + 20);
+  EXPECT_EQ(Get32(out, at + 8), kOptGo);
+  EXPECT_EQ(Get32(out, at + 12), kRepErrUnknown);
+  std::string msg = out.substr(at + 20, Get32(out, at + 16));
+  EXPECT_NE(msg.find("store is down"), std::string::npos) << msg;
+  EXPECT_EQ(export_name, "");  // never entered transmission
+}
 
 TEST(Transmission, EngineErrorsBecomeEio) {
   MemoryExport mem("m", 1 << 16);
@@ -511,13 +822,7 @@ TEST(Transmission, EngineErrorsBecomeEio) {
   std::string in = Be32(kClientFlagFixedNewstyle) + Option(kOptGo, InfoData("w")) +
                    RequestBytes(kCmdRead, 0, 1, 0, 512) +
                    RequestBytes(kCmdWrite, 0, 2, 0, 2) + "ok";
-  auto t = std::make_unique<BufferTransport>(in);
-  BufferTransport* bt = t.get();
-  ConnectionOptions o;
-  o.workers = 1;
-  Connection c(std::move(t), &p, o);
-  EXPECT_TRUE(c.Run().ok());
-  std::string out = bt->output();
+  std::string out = Replay(&p, in);
   // hello(18) + INFO reply(20+12) + ACK(20), then two simple replies.
   ASSERT_EQ(out.size(), 18u + 32 + 20 + 16 + 16);
   EXPECT_EQ(Get32(out, 70 + 4), kEIo);
@@ -610,7 +915,8 @@ TEST(Malformed, RandomStreamsAreHandled) {
   std::mt19937_64 rng(12345);
   std::string good = Be32(kClientFlagFixedNewstyle | kClientFlagNoZeroes) +
                      Option(kOptStructuredReply, "") +
-                     Option(kOptSetMetaContext, MetaData("vm", {"base:allocation"})) +
+                     Option(kOptSetMetaContext,
+                            MetaData("vm", {"base:allocation", "qemu:dirty-bitmap:s1"})) +
                      Option(kOptGo, InfoData("vm", {kInfoBlockSize})) +
                      RequestBytes(kCmdWrite, kCmdFlagFua, 1, 0, 8) + "12345678" +
                      RequestBytes(kCmdRead, 0, 2, 0, 8) +
@@ -618,7 +924,9 @@ TEST(Malformed, RandomStreamsAreHandled) {
                      RequestBytes(kCmdWriteZeroes, kCmdFlagFastZero, 4, 0, 4096) +
                      RequestBytes(kCmdDisc, 0, 5, 0, 0);
   MemoryProvider p;
-  p.Add(std::make_shared<MemoryExport>("vm", 1 << 16));
+  auto vm = std::make_shared<MemoryExport>("vm", 1 << 16);
+  vm->StartDirtyBitmap("s1");
+  p.Add(vm);
   for (int iter = 0; iter < 3000; iter++) {
     std::string in = good;
     int edits = 1 + int(rng() % 8);

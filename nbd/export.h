@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "nbd/dirty_map.h"
 #include "util/status.h"
 
 namespace hbiss::nbd {
@@ -59,6 +60,19 @@ class Export {
   // Extents covering [offset, offset+length) in order, starting at offset.
   // May stop short of the end (at least one extent), never goes past it.
   virtual Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) = 0;
+  // The dirty bitmap `bitmap` (one of the names ExportProvider::DirtyBitmaps
+  // gave for this export; served as meta context qemu:dirty-bitmap:BITMAP):
+  // the ranges that differ from that earlier state, as of this call: it
+  // covers every write acknowledged on any connection before the call, and
+  // none that began after it returned. Called once per connection that
+  // selected it, when it enters the transmission phase; may take long (it
+  // may read the store). The map is immutable and may be shared; it covers
+  // size() bytes and has at most kMaxDirtyRuns runs (DirtyMap::Build's
+  // default bound). NotFound for a name this export does not offer (the
+  // default: none).
+  virtual Result<std::shared_ptr<const DirtyMap>> DirtyBitmap(const std::string& bitmap) {
+    return Status::NotFound("export " + name() + " has no dirty bitmap '" + bitmap + "'");
+  }
 };
 
 // Forwards every call to another Export; a decorator (fault injection,
@@ -80,6 +94,9 @@ class ExportWrapper : public Export {
   Status Cache(uint64_t o, uint64_t n) override { return target_->Cache(o, n); }
   Result<std::vector<Extent>> BlockStatus(uint64_t o, uint64_t n) override {
     return target_->BlockStatus(o, n);
+  }
+  Result<std::shared_ptr<const DirtyMap>> DirtyBitmap(const std::string& bitmap) override {
+    return target_->DirtyBitmap(bitmap);
   }
 
  protected:
@@ -117,6 +134,16 @@ class ExportProvider {
   // export shares one open backend; it is closed when the last returned
   // pointer is dropped. NotFound if absent; other errors from the backend.
   virtual Result<std::shared_ptr<Export>> Open(const std::string& name) = 0;
+
+  // The dirty bitmaps export `name` (canonical, as Describe returned it)
+  // offers, each a meta context qemu:dirty-bitmap:NAME whose map
+  // Export::DirtyBitmap builds once the export is open. Cheap enough to
+  // call for every LIST/SET_META_CONTEXT (it must not build any map).
+  // Errors from the backend; the default offers none.
+  virtual Result<std::vector<std::string>> DirtyBitmaps(const std::string& name) {
+    (void)name;
+    return std::vector<std::string>{};
+  }
 };
 
 }  // namespace hbiss::nbd

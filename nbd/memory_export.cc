@@ -32,6 +32,7 @@ Status MemoryExport::Write(uint64_t offset, std::span<const uint8_t> data) {
   if (read_only_) return Status::InvalidArgument("read-only");
   writes++;
   MutexLock l(&mu_);
+  MarkDirtyLocked(offset, data.size());
   std::memcpy(data_.data() + offset, data.data(), data.size());
   if (!data.empty()) {
     for (uint64_t b = offset / kBlock; b <= (offset + data.size() - 1) / kBlock; b++) {
@@ -41,7 +42,15 @@ Status MemoryExport::Write(uint64_t offset, std::span<const uint8_t> data) {
   return Status::OK();
 }
 
+void MemoryExport::MarkDirtyLocked(uint64_t offset, uint64_t length) {
+  if (length == 0) return;
+  for (auto& [name, bits] : dirty_) {
+    for (uint64_t b = offset / kBlock; b <= (offset + length - 1) / kBlock; b++) bits[b] = true;
+  }
+}
+
 void MemoryExport::ZeroLocked(uint64_t offset, uint64_t length, bool unmap) {
+  MarkDirtyLocked(offset, length);
   std::memset(data_.data() + offset, 0, length);
   uint64_t end = offset + length;
   for (uint64_t b = offset / kBlock; b * kBlock < end; b++) {
@@ -95,6 +104,41 @@ Result<std::vector<Extent>> MemoryExport::BlockStatus(uint64_t offset, uint64_t 
   return out;
 }
 
+void MemoryExport::StartDirtyBitmap(const std::string& bitmap) {
+  MutexLock l(&mu_);
+  dirty_[bitmap].assign(allocated_.size(), false);
+}
+
+std::vector<std::string> MemoryExport::DirtyBitmapNames() {
+  MutexLock l(&mu_);
+  std::vector<std::string> names;
+  for (auto& [n, bits] : dirty_) names.push_back(n);
+  return names;
+}
+
+Result<std::shared_ptr<const DirtyMap>> MemoryExport::DirtyBitmap(const std::string& bitmap) {
+  std::vector<DirtyMap::Run> runs;
+  {
+    MutexLock l(&mu_);
+    auto it = dirty_.find(bitmap);
+    if (it == dirty_.end()) return Export::DirtyBitmap(bitmap);
+    const std::vector<bool>& bits = it->second;
+    for (uint64_t b = 0; b < bits.size(); b++) {
+      if (!bits[b]) continue;
+      const uint64_t off = b * kBlock, len = std::min(kBlock, size_ - off);
+      if (!runs.empty() && runs.back().offset + runs.back().length == off) {
+        runs.back().length += len;
+      } else {
+        runs.push_back({off, len});
+      }
+    }
+  }
+  dirty_builds++;
+  HBISS_ASSIGN_OR_RETURN(DirtyMap m,
+                         DirtyMap::Build(size_, std::move(runs), kBlock, max_dirty_runs.load()));
+  return std::make_shared<const DirtyMap>(std::move(m));
+}
+
 void MemoryProvider::Add(std::shared_ptr<MemoryExport> e) {
   MutexLock l(&mu_);
   exports_[e->name()] = std::move(e);
@@ -119,6 +163,17 @@ Result<std::shared_ptr<Export>> MemoryProvider::Open(const std::string& name) {
   HBISS_ASSIGN_OR_RETURN(ExportInfo info, Describe(name));
   MutexLock l(&mu_);
   return std::shared_ptr<Export>(exports_.at(info.name));
+}
+
+Result<std::vector<std::string>> MemoryProvider::DirtyBitmaps(const std::string& name) {
+  std::shared_ptr<MemoryExport> e;
+  {
+    MutexLock l(&mu_);
+    auto it = exports_.find(name);
+    if (it == exports_.end()) return Status::NotFound("no export named '" + name + "'");
+    e = it->second;
+  }
+  return e->DirtyBitmapNames();
 }
 
 }  // namespace hbiss::nbd

@@ -20,7 +20,9 @@ using namespace hbiss::nbd;  // NOLINT
 MemoryProvider* Provider() {
   static MemoryProvider* p = [] {
     auto* mp = new MemoryProvider;
-    mp->Add(std::make_shared<MemoryExport>(fuzz::kExportName, 1 << 20));
+    auto vm = std::make_shared<MemoryExport>(fuzz::kExportName, 1 << 20);
+    vm->StartDirtyBitmap("s1");  // so SET_META_CONTEXT can select qemu:dirty-bitmap:s1
+    mp->Add(vm);
     mp->Add(std::make_shared<MemoryExport>("ro", 1 << 16, true));
     return mp;
   }();

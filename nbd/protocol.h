@@ -102,6 +102,8 @@ inline constexpr uint16_t kReplyTypeErrorOffset = (1 << 15) + 2;
 // base:allocation status flags.
 inline constexpr uint32_t kStateHole = 1 << 0;
 inline constexpr uint32_t kStateZero = 1 << 1;
+// qemu:dirty-bitmap:NAME status flag (QEMU docs/interop/nbd.rst).
+inline constexpr uint32_t kStateDirty = 1 << 0;
 
 // Error values (the spec's fixed set).
 inline constexpr uint32_t kEPerm = 1;
@@ -114,6 +116,10 @@ inline constexpr uint32_t kENotSup = 95;
 inline constexpr uint32_t kEShutdown = 108;
 
 inline constexpr std::string_view kBaseAllocation = "base:allocation";
+// QEMU's namespace, and the prefix of its dirty-bitmap contexts
+// (qemu:dirty-bitmap:NAME).
+inline constexpr std::string_view kQemuNamespace = "qemu:";
+inline constexpr std::string_view kDirtyBitmapPrefix = "qemu:dirty-bitmap:";
 
 // Sizes of the fixed parts of messages.
 inline constexpr size_t kOptionHeaderSize = 16;      // magic, option, length

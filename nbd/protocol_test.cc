@@ -157,6 +157,8 @@ TEST_F(Validate, ReadOnlyAndBlockStatus) {
   EXPECT_EQ(Check(kCmdRead, 0, 0, 1), 0u);
   st.base_allocation = false;
   EXPECT_EQ(Check(kCmdBlockStatus, 0, 0, 1), kEInval);
+  st.dirty_bitmaps = 1;  // a dirty bitmap alone is a meta context too
+  EXPECT_EQ(Check(kCmdBlockStatus, 0, 0, 1), 0u);
 }
 
 TEST(Protocol, StatusMapping) {

@@ -4,7 +4,54 @@
 
 #include <algorithm>
 
+#include "volume/space.h"
+#include "volume/volume_meta.h"
+
 namespace hbiss::nbd {
+
+namespace {
+
+// A state a dirty bitmap of an export may start from.
+struct BitmapBase {
+  std::string bitmap;  // NAME in qemu:dirty-bitmap:NAME
+  std::string spec;    // the state, as volume::Diff takes it: VOL@SNAP
+  std::string key;     // names this state forever: VOL#ID (ids are never reused)
+};
+
+// The states a dirty bitmap of export `spec` ("VOL" or "VOL@B") may start
+// from, oldest first: for a clone, the parent snapshot it was made from
+// (named PARENT@SNAP); then every snapshot of VOL, or for VOL@B those
+// created before B.
+Result<std::vector<BitmapBase>> BitmapBases(store::Store* store, const std::string& spec) {
+  std::string vol, snap;
+  HBISS_RETURN_IF_ERROR(volume::Volume::ParseSpec(spec, &vol, &snap));
+  HBISS_ASSIGN_OR_RETURN(auto snaps, volume::Volume::ListSnapshots(store, vol));
+  HBISS_ASSIGN_OR_RETURN(volume::VolumeMeta meta, volume::ReadMeta(store, vol));
+  std::vector<BitmapBase> out;
+  if (!meta.parents.empty()) {
+    // By id: the parent snapshot may have been renamed since the clone. A
+    // parent that cannot be read offers nothing; the rest still works.
+    const volume::ParentRef& p = meta.parents.front();
+    auto parent_snaps = volume::Volume::ListSnapshots(store, p.volume);
+    if (parent_snaps.ok()) {
+      for (const auto& s : *parent_snaps) {
+        if (s.id != p.snap_id) continue;
+        const std::string name = p.volume + "@" + s.name;
+        out.push_back({name, name, p.volume + "#" + std::to_string(s.id)});
+      }
+    }
+  }
+  for (const auto& s : snaps) {
+    if (s.name == snap) return out;
+    out.push_back({s.name, vol + "@" + s.name, vol + "#" + std::to_string(s.id)});
+  }
+  if (!snap.empty()) {
+    return Status::NotFound("volume " + vol + " has no snapshot named '" + snap + "'");
+  }
+  return out;
+}
+
+}  // namespace
 
 Status VolumeExport::Read(uint64_t offset, std::span<uint8_t> out) {
   return v_->Read(offset, out);
@@ -42,6 +89,52 @@ Result<std::vector<Extent>> VolumeExport::BlockStatus(uint64_t offset, uint64_t 
     out.push_back(Extent{e.offset, e.length, !e.allocated, !e.allocated});
   }
   return out;
+}
+
+Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::string& bitmap) {
+  if (store_ == nullptr) return Export::DirtyBitmap(bitmap);
+  HBISS_ASSIGN_OR_RETURN(auto bases, BitmapBases(store_, name_));
+  auto base = std::find_if(bases.begin(), bases.end(),
+                           [&](const BitmapBase& b) { return b.bitmap == bitmap; });
+  if (base == bases.end()) {
+    return Status::NotFound("export " + name_ + " has no dirty bitmap '" + bitmap +
+                            "': no such earlier snapshot");
+  }
+  std::string vol, snap;
+  HBISS_RETURN_IF_ERROR(volume::Volume::ParseSpec(name_, &vol, &snap));
+  const bool head = snap.empty();
+  if (head) {
+    // Every write acknowledged so far must be in the log that Diff reads.
+    HBISS_RETURN_IF_ERROR(v_->Flush());
+    HBISS_RETURN_IF_ERROR(v_->Refresh());
+  } else {
+    MutexLock l(&mu_);
+    auto it = shared_maps_.find(base->key);
+    if (it != shared_maps_.end()) {
+      if (auto m = it->second.lock()) return m;
+      shared_maps_.erase(it);
+    }
+  }
+  std::vector<DirtyMap::Run> runs;
+  {
+    HBISS_ASSIGN_OR_RETURN(auto diff, volume::Diff(store_, base->spec, name_));
+    // Written and unmapped extents are both dirty: merge what touches.
+    for (const volume::DiffExtent& d : diff) {
+      if (!runs.empty() && runs.back().offset + runs.back().length == d.offset) {
+        runs.back().length += d.length;
+      } else {
+        runs.push_back({d.offset, d.length});
+      }
+    }
+  }
+  HBISS_ASSIGN_OR_RETURN(DirtyMap built,
+                         DirtyMap::Build(size(), std::move(runs), volume::kBlockSize));
+  auto m = std::make_shared<const DirtyMap>(std::move(built));
+  if (!head) {
+    MutexLock l(&mu_);
+    shared_maps_[base->key] = m;
+  }
+  return m;
 }
 
 VolumeProvider::VolumeProvider(store::Store* store, bool read_only,
@@ -87,6 +180,13 @@ Result<ExportInfo> DescribeSnapshot(store::Store* store, const std::string& spec
 }
 
 }  // namespace
+
+Result<std::vector<std::string>> VolumeProvider::DirtyBitmaps(const std::string& name) {
+  HBISS_ASSIGN_OR_RETURN(auto bases, BitmapBases(store_, name));
+  std::vector<std::string> out;
+  for (const auto& b : bases) out.push_back(b.bitmap);
+  return out;
+}
 
 Result<ExportInfo> VolumeProvider::Describe(const std::string& name) {
   std::string canonical = name;
@@ -142,7 +242,8 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
     std::unique_ptr<volume::Volume> v = std::move(*opened);
     spdlog::info("nbd: opened volume '{}' ({} bytes)", info.name, v->size());
     Entry e;
-    e.exp = std::make_shared<VolumeExport>(v.get(), read_only_ || info.read_only, info.name);
+    e.exp = std::make_shared<VolumeExport>(v.get(), read_only_ || info.read_only, info.name,
+                                           store_);
     e.vol = std::move(v);
     it = open_.emplace(info.name, std::move(e)).first;
   } else if (it->second.closed) {

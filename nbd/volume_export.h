@@ -10,6 +10,14 @@
 // connection to that export (so a FLUSH on one connection covers writes
 // acknowledged on all of them, as CAN_MULTI_CONN promises), and closed
 // (flush + checkpoint) when the last connection goes, or by CloseAll().
+//
+// Dirty bitmaps (doc/snapshots.md "Differences over NBD"): the export of VOL
+// offers qemu:dirty-bitmap:SNAP for every snapshot SNAP of VOL, and the
+// export of VOL@B for every snapshot of VOL created before B; a clone's
+// exports also offer qemu:dirty-bitmap:PARENT@SNAP, the snapshot it was made
+// from. Its map is volume::Diff(VOL@SNAP, the export): the blocks whose
+// location differs, written, trimmed or zeroed since SNAP (and those the
+// cleaner moved: the map may say too much, never too little).
 #pragma once
 
 #include <functional>
@@ -35,10 +43,12 @@ namespace hbiss::nbd {
 class VolumeExport : public Export {
  public:
   // `name` is the export's name (default: the volume's; "VOL@SNAP" for a
-  // snapshot).
-  VolumeExport(volume::Volume* v, bool read_only, std::string name = "")
+  // snapshot). `store` is the store `v` lives in, for dirty bitmaps (none
+  // when null); it must outlive the export.
+  VolumeExport(volume::Volume* v, bool read_only, std::string name = "",
+               store::Store* store = nullptr)
       : v_(v), name_(name.empty() ? v->name() : std::move(name)),
-        read_only_(read_only || v->read_only()) {}
+        read_only_(read_only || v->read_only()), store_(store) {}
 
   const std::string& name() const override { return name_; }
   uint64_t size() const override { return v_->size(); }
@@ -53,10 +63,31 @@ class VolumeExport : public Export {
   Status Cache(uint64_t offset, uint64_t length) override;
   Result<std::vector<Extent>> BlockStatus(uint64_t offset, uint64_t length) override;
 
+  // The map of qemu:dirty-bitmap:SNAP (see the file comment). Of the head
+  // (export VOL): the volume is flushed first (on a shared volume that this
+  // server does not own, the owner is asked to flush and the log is
+  // followed: Volume::Refresh), so the map holds every write acknowledged on
+  // any connection before the call, none that began after it returned, and
+  // maybe some that ran meanwhile. Of a snapshot export: immutable, so
+  // connections asking for the same one while it is in use share one map.
+  // Costs what `hbiss diff` costs: both states' extent maps are loaded (the
+  // head's by a read-only recovery of its log) and compared, then dropped;
+  // the map kept has at most kMaxDirtyRuns runs (coarsened beyond,
+  // DirtyMap::Build). NotFound for a snapshot it does not offer (removed
+  // since the negotiation); the store's or recovery's errors; a flush's
+  // error. Thread-safe.
+  Result<std::shared_ptr<const DirtyMap>> DirtyBitmap(const std::string& bitmap) override
+      EXCLUDES(mu_);
+
  private:
   volume::Volume* const v_;
   const std::string name_;
   const bool read_only_;
+  store::Store* const store_;
+  Mutex mu_;
+  // Snapshot exports: the maps in use, by "VOL#ID" of the snapshot they
+  // start from (ids are never reused, so a name taken again gets a new entry).
+  std::map<std::string, std::weak_ptr<const DirtyMap>> shared_maps_ GUARDED_BY(mu_);
 };
 
 class VolumeProvider : public ExportProvider {
@@ -79,6 +110,11 @@ class VolumeProvider : public ExportProvider {
   // that does not exist.
   Result<ExportInfo> Describe(const std::string& name) override EXCLUDES(mu_);
   Result<std::shared_ptr<Export>> Open(const std::string& name) override EXCLUDES(mu_);
+  // For export "VOL": the snapshots of VOL; for "VOL@B": those created
+  // before B; in creation order, after "PARENT@SNAP" for a clone (the
+  // snapshot it was made from, by its current name). Reads only the meta
+  // and snapshot registries. NotFound when the volume or B does not exist.
+  Result<std::vector<std::string>> DirtyBitmaps(const std::string& name) override;
 
   // Flushes every open volume; returns the first error.
   Status FlushAll() EXCLUDES(mu_);

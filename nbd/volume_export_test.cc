@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "store/store.h"
+#include "volume/space.h"
 #include "volume/volume.h"
 
 namespace hbiss::nbd {
@@ -22,6 +25,13 @@ class VolumeProviderTest : public ::testing::Test {
     ASSERT_TRUE(s.ok()) << s.status().ToString();
     store_ = std::move(*s);
     ASSERT_TRUE(volume::Volume::Create(store_.get(), "a", {.size = 8 << 20}).ok());
+  }
+  // Opens volume `name` writable, lets `fn` change it, and closes it.
+  void Edit(const std::string& name, const std::function<void(volume::Volume*)>& fn) {
+    auto v = volume::Volume::Open(store_.get(), name);
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    fn(v->get());
+    ASSERT_TRUE((*v)->Close().ok());
   }
   std::unique_ptr<store::Store> store_;
 };
@@ -164,6 +174,121 @@ TEST_F(VolumeProviderTest, SnapshotsAreReadOnlyExports) {
   ASSERT_TRUE((*snap)->Read(8192, back).ok());
   EXPECT_EQ(back, before);  // writes to the volume never change its snapshots
   EXPECT_EQ(p.open_volumes(), 2u);
+}
+
+// The dirty runs of a DirtyMap as (offset, length) pairs.
+std::vector<std::pair<uint64_t, uint64_t>> Runs(const DirtyMap& m) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& r : m.runs()) out.emplace_back(r.offset, r.length);
+  return out;
+}
+
+// qemu:dirty-bitmap:SNAP: offered for the snapshots before the export's
+// state, built from volume::Diff, covering writes not yet flushed on the
+// head, shared between connections on a snapshot export.
+TEST_F(VolumeProviderTest, DirtyBitmapsAreTheDifferenceSinceASnapshot) {
+  const uint64_t kB = 4096;
+  Edit("a", [&](volume::Volume* v) {
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(64 * kB, 1)).ok());
+    ASSERT_TRUE(v->CreateSnapshot("s1").ok());
+    ASSERT_TRUE(v->Write(4 * kB, std::vector<uint8_t>(2 * kB, 2)).ok());  // blocks 4, 5
+    ASSERT_TRUE(v->Trim(10 * kB, kB).ok());                              // block 10
+    ASSERT_TRUE(v->CreateSnapshot("s2").ok());
+    ASSERT_TRUE(v->Write(100 * kB, std::vector<uint8_t>(kB, 3)).ok());  // block 100
+  });
+  VolumeProvider p(store_.get(), false);
+  using Names = std::vector<std::string>;
+  EXPECT_EQ(*p.DirtyBitmaps("a"), (Names{"s1", "s2"}));
+  EXPECT_EQ(*p.DirtyBitmaps("a@s2"), (Names{"s1"}));
+  EXPECT_EQ(*p.DirtyBitmaps("a@s1"), Names{});
+  EXPECT_TRUE(p.DirtyBitmaps("a@nosuch").status().IsNotFound());
+  EXPECT_TRUE(p.DirtyBitmaps("nosuch").status().IsNotFound());
+
+  // The head: a write not yet flushed is in the map (it flushes first).
+  auto head = p.Open("a");
+  ASSERT_TRUE(head.ok()) << head.status().ToString();
+  ASSERT_TRUE((*head)->Write(200 * kB + 7, std::vector<uint8_t>(10, 4)).ok());  // block 200
+  auto m1 = (*head)->DirtyBitmap("s1");
+  ASSERT_TRUE(m1.ok()) << m1.status().ToString();
+  using RunList = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(Runs(**m1), (RunList{{4 * kB, 2 * kB}, {10 * kB, kB}, {100 * kB, kB}, {200 * kB, kB}}));
+  EXPECT_EQ((*m1)->size(), 8u << 20);
+  auto m2 = (*head)->DirtyBitmap("s2");
+  ASSERT_TRUE(m2.ok());
+  EXPECT_EQ(Runs(**m2), (RunList{{100 * kB, kB}, {200 * kB, kB}}));
+  // It matches volume::Diff, extent for extent, once both are flushed.
+  auto diff = volume::Diff(store_.get(), "a@s1", "a");
+  ASSERT_TRUE(diff.ok());
+  uint64_t dirty = 0;
+  for (const auto& d : *diff) dirty += d.length;
+  EXPECT_EQ((*m1)->dirty_bytes(), dirty);
+  // The head's map is a point in time: a later write is in the next one only.
+  ASSERT_TRUE((*head)->Write(300 * kB, std::vector<uint8_t>(kB, 5)).ok());
+  EXPECT_EQ(Runs(**m2), (RunList{{100 * kB, kB}, {200 * kB, kB}}));
+  auto m2b = (*head)->DirtyBitmap("s2");
+  ASSERT_TRUE(m2b.ok());
+  EXPECT_EQ(Runs(**m2b), (RunList{{100 * kB, kB}, {200 * kB, kB}, {300 * kB, kB}}));
+  EXPECT_TRUE((*head)->DirtyBitmap("nosuch").status().IsNotFound());
+
+  // A snapshot export: only earlier snapshots, and one map shared while in use.
+  auto snap = p.Open("a@s2");
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  auto s1 = (*snap)->DirtyBitmap("s1");
+  ASSERT_TRUE(s1.ok()) << s1.status().ToString();
+  EXPECT_EQ(Runs(**s1), (RunList{{4 * kB, 2 * kB}, {10 * kB, kB}}));
+  auto again = (*snap)->DirtyBitmap("s1");
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(s1->get(), again->get());
+  EXPECT_TRUE((*snap)->DirtyBitmap("s2").status().IsNotFound());  // not earlier than itself
+}
+
+// A clone's exports also offer the parent snapshot it was made from, by its
+// current name: the map is what the clone changed.
+TEST_F(VolumeProviderTest, ACloneOffersItsParentSnapshot) {
+  const uint64_t kB = 4096;
+  Edit("a", [&](volume::Volume* v) {
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(16 * kB, 1)).ok());
+    ASSERT_TRUE(v->CreateSnapshot("base").ok());
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(kB, 9)).ok());  // the parent moves on
+  });
+  ASSERT_TRUE(volume::Volume::Clone(store_.get(), "a@base", "c").ok());
+  VolumeProvider p(store_.get(), false);
+  using Names = std::vector<std::string>;
+  EXPECT_EQ(*p.DirtyBitmaps("c"), (Names{"a@base"}));
+  auto c = p.Open("c");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_TRUE((*c)->Write(3 * kB, std::vector<uint8_t>(kB, 2)).ok());
+  auto m = (*c)->DirtyBitmap("a@base");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  using RunList = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(Runs(**m), (RunList{{3 * kB, kB}}));
+  EXPECT_TRUE((*c)->DirtyBitmap("base").status().IsNotFound());
+  c->reset();
+
+  // The clone's own snapshots offer it too, before their own earlier ones.
+  Edit("c", [](volume::Volume* v) {
+    ASSERT_TRUE(v->CreateSnapshot("c1").ok());
+    ASSERT_TRUE(v->CreateSnapshot("c2").ok());
+  });
+  EXPECT_EQ(*p.DirtyBitmaps("c@c2"), (Names{"a@base", "c1"}));
+  auto c2 = p.Open("c@c2");
+  ASSERT_TRUE(c2.ok()) << c2.status().ToString();
+  m = (*c2)->DirtyBitmap("a@base");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(Runs(**m), (RunList{{3 * kB, kB}}));
+  m = (*c2)->DirtyBitmap("c1");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(Runs(**m), RunList{});
+  c2->reset();
+
+  // Renamed: offered under the new name (found by id).
+  Edit("a", [](volume::Volume* v) { ASSERT_TRUE(v->RenameSnapshot("base", "gold").ok()); });
+  EXPECT_EQ(*p.DirtyBitmaps("c"), (Names{"a@gold", "c1", "c2"}));
+  c = p.Open("c");
+  ASSERT_TRUE(c.ok());
+  m = (*c)->DirtyBitmap("a@gold");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  EXPECT_EQ(Runs(**m), (RunList{{3 * kB, kB}}));
 }
 
 }  // namespace
