@@ -31,10 +31,11 @@ constexpr int kDataNodes = 4;         // scripts/hdfs-cluster's default
 constexpr int kReplication = 3;
 
 // Sum of FsyncCount over the cluster's DataNodes (their HTTP ports are base + 10 * i + 2).
-// A DataNode's JMX values are a cache refreshed at most once per metrics period (10 s by
-// default), so this first waits out the period since the previous call.
+// A DataNode's JMX values are a cache refreshed at most once per metrics period (Hadoop's
+// default is 10 s; scripts/hdfs-cluster sets 1 s), so this first waits out the period since
+// the previous call.
 int64_t FsyncCount() {
-  std::this_thread::sleep_for(std::chrono::milliseconds(10500));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   int64_t total = 0;
   for (int i = 1; i <= kDataNodes; i++) {
     std::string out;
