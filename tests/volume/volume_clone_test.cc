@@ -223,6 +223,7 @@ TEST_P(CloneTest, FlattenUnderWritesDetachesTheClone) {
       monotonic &= done >= last_done && done <= total;
       last_done = done;
       last_total = total;
+      return true;
     });
     stop.store(true);
     writer.join();

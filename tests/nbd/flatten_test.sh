@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# `hbiss flatten` of a clone while `hbiss serve` serves it (doc/snapshots.md "Served
+# volumes"), with real clients:
+#  - a clone of a 96 MiB random image is served, and a writer (python libnbd, one write
+#    at a time, each acknowledged write logged) writes random blocks of it all along;
+#  - `hbiss flatten c` goes through the server ("by server"), draws its progress bar on a
+#    terminal (script(1)), and the writer's writes go on meanwhile;
+#  - afterwards the parent's snapshot can be removed (the clone no longer needs it), and
+#    every byte of the clone, read through the export and again after a server restart,
+#    equals the image with the logged writes applied;
+#  - flatten run again copies nothing (idempotent), and a clone nobody serves is
+#    flattened by the command itself (then its parent snapshot can go too).
+TEST_NAME=flatten
+source "$(dirname "$0")/lib.sh"
+need nbdcopy python3 cmp script
+python3 -c "import nbd" 2>/dev/null || skip "python3 libnbd bindings (python3-libnbd) missing"
+HERE=$(dirname "$0")
+MiB=$((1 << 20))
+BLOCKS=$((96 * MiB / 4096))
+WRITER_PID=""
+EXTRA_CLEANUP='[ -n "$WRITER_PID" ] && kill -KILL $WRITER_PID 2>/dev/null'
+
+acked() { wc -l <"$WORK/writer.log"; }
+
+head -c $((96 * MiB)) /dev/urandom >"$WORK/gold.raw"
+check "import gold" hbiss import gold "$WORK/gold.raw"
+check "snap create gold@base" hbiss snap create gold@base
+check "clone gold@base c" hbiss clone gold@base c
+check "snap create gold@other" hbiss snap create gold@other
+check "clone gold@other idle" hbiss clone gold@other idle
+start_server
+U=$(uri c)
+
+python3 "$HERE/flatten_writer.py" "$U" $BLOCKS "$WORK/stop" >"$WORK/writer.log" \
+  2>"$WORK/writer.err" &
+WRITER_PID=$!
+for _ in $(seq 1 200); do [ "$(acked)" -ge 100 ] && break; sleep 0.05; done
+[ "$(acked)" -ge 100 ] || fail "the writer did not get going: $(cat "$WORK/writer.err")"
+BEFORE=$(acked)
+# On a terminal, so that the progress bar is drawn.
+check "flatten c while served and written" \
+  script -qec "$HBISS --store $STORE flatten c" "$WORK/flatten.tty"
+AFTER=$(acked)
+log "$(tr '\r' '\n' <"$WORK/check.out" | tail -n 1)"
+grep -q "by server" "$WORK/check.out" || fail "flatten did not go through the server: \
+$(cat "$WORK/check.out")"
+grep -q "flatten c .*%.*\[#" "$WORK/check.out" || fail "no progress bar: $(cat "$WORK/check.out")"
+grep -q "flatten job .* done" "$WORK/serve.log" || fail "the server logged no flatten job"
+[ "$AFTER" -gt "$BEFORE" ] || fail "no write was acknowledged while flatten ran"
+log "writes acknowledged while flatten ran: $((AFTER - BEFORE))"
+sleep 0.3
+touch "$WORK/stop"
+wait "$WRITER_PID" || fail "the writer failed: $(cat "$WORK/writer.err")"
+WRITER_PID=""
+
+check "snap rm gold@base (c no longer needs it)" hbiss snap rm gold@base
+cp "$WORK/gold.raw" "$WORK/want.raw"
+python3 "$HERE/flatten_writer.py" apply "$WORK/want.raw" "$WORK/writer.log"
+check "copy c through the export" nbdcopy "$U" "$WORK/c.raw"
+check "c equals the image with the writer's writes" cmp "$WORK/want.raw" "$WORK/c.raw"
+check "flatten c again" hbiss flatten c --no-progress
+grep -q " 0 blocks copied" "$WORK/check.out" || fail "a second flatten copied: \
+$(cat "$WORK/check.out")"
+stop_server
+start_server
+check "copy c after a restart" nbdcopy "$(uri c)" "$WORK/c2.raw"
+check "c still equals it" cmp "$WORK/want.raw" "$WORK/c2.raw"
+stop_server
+
+check "flatten idle (nobody serves it)" hbiss flatten idle --no-progress
+grep -q "by server" "$WORK/check.out" && fail "nobody serves idle, yet a server did it"
+check "snap rm gold@other (idle no longer needs it)" hbiss snap rm gold@other
+finish
