@@ -250,6 +250,53 @@ TEST_P(CloneTest, FlattenUnderWritesDetachesTheClone) {
   EXPECT_EQ(*again, 0u);
 }
 
+// A flatten whose progress callback says stop (a served clone's server
+// giving the volume up) ends with Aborted, leaves the clone whole and still a
+// clone, and the next flatten copies only what is still shared.
+TEST_P(CloneTest, AStoppedFlattenKeepsWhatItCopiedAndARunAgainFinishes) {
+  auto gold = Zeros();
+  {
+    auto v = Open("gold");
+    Write(v.get(), 0, kBlocks, 1, 1, &gold);
+    ASSERT_TRUE(v->CreateSnapshot("base").ok());
+  }
+  ASSERT_TRUE(Volume::Clone(store_, "gold@base", "c").ok());
+  uint64_t first_total = 0, first_done = 0;
+  {
+    auto c = Open("c");
+    int calls = 0;
+    auto r = c->Flatten([&](uint64_t done, uint64_t total) {
+      first_total = total;
+      first_done = done;
+      return ++calls < 2;  // stop after the first piece
+    });
+    EXPECT_EQ(r.status().code(), Status::Code::kAborted) << r.status().ToString();
+    EXPECT_GT(first_done, 0u);
+    EXPECT_LT(first_done, first_total);
+    Expect(c.get(), gold, "c after a stopped flatten");
+  }
+  {
+    auto g = Open("gold");
+    EXPECT_TRUE(g->RemoveSnapshot("base").IsBusy()) << "c still needs it";
+  }
+  {
+    auto c = Open("c");
+    uint64_t total = 0;
+    auto r = c->Flatten([&](uint64_t, uint64_t t) {
+      total = t;
+      return true;
+    });
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    EXPECT_EQ(total, first_total - first_done);
+    EXPECT_EQ(*r, total);
+  }
+  {
+    auto g = Open("gold");
+    EXPECT_TRUE(g->RemoveSnapshot("base").ok());
+  }
+  Expect("c", gold);
+}
+
 TEST_P(CloneTest, AParentThatMovesToANewEpochKeepsItsClonesReadable) {
   auto gold = Zeros();
   {
