@@ -96,6 +96,20 @@ class TwoServers : public ::testing::Test {
     ASSERT_TRUE(volume::Volume::Clone(&store_, "vm@base", "c").ok());
   }
 
+  // MakeClone, then host-a owns "c" (*va: it wrote Pattern(1) in block 0,
+  // noted in *written) and host-b reads it (*vb).
+  void ServedClone(std::unique_ptr<volume::Volume>* va, std::unique_ptr<volume::Volume>* vb,
+                   std::map<uint64_t, uint32_t>* written) {
+    ASSERT_NO_FATAL_FAILURE(MakeClone());
+    auto a = a_->Open("c");
+    auto b = b_->Open("c");
+    ASSERT_TRUE(a.ok() && b.ok());
+    *va = std::move(*a);
+    *vb = std::move(*b);
+    ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());
+    (*written)[0] = 1;
+  }
+
   // Every block of [0, kGoldBlocks + 64) of `v` holds what `written` (block
   // -> tag) says, else vm@base's.
   static void ExpectClone(volume::Volume* v, const std::map<uint64_t, uint32_t>& written,
@@ -465,21 +479,11 @@ TEST(NodeTest, RejectsAServerIdThatCannotNameAnObject) {
   EXPECT_TRUE(Node::Start(&s, o).status().IsInvalidArgument());
 }
 
-}  // namespace
-}  // namespace hbiss::cluster
-
-namespace hbiss::cluster {
-namespace {
-
 TEST_F(TwoServers, FlattenGoesThroughTheOwnerWhileItsClientWrites) {
-  ASSERT_NO_FATAL_FAILURE(MakeClone());
-  auto va = a_->Open("c");
-  auto vb = b_->Open("c");
-  ASSERT_TRUE(va.ok() && vb.ok());
+  std::unique_ptr<volume::Volume> va, vb;
   std::map<uint64_t, uint32_t> written;
-  ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());  // host-a owns c
-  written[0] = 1;
-  const uint64_t epoch = (*va)->epoch();
+  ASSERT_NO_FATAL_FAILURE(ServedClone(&va, &vb, &written));
+  const uint64_t epoch = va->epoch();
 
   // host-a's client writes all along; the writes land in what c shares.
   std::atomic<bool> stop{false};
@@ -490,7 +494,7 @@ TEST_F(TwoServers, FlattenGoesThroughTheOwnerWhileItsClientWrites) {
     std::mt19937 rng(11);
     for (uint32_t tag = 2; !stop.load(); tag++) {
       const uint64_t blk = rng() % kGoldBlocks;
-      Status s = (*va)->Write(blk * kBlock, Pattern(tag));
+      Status s = va->Write(blk * kBlock, Pattern(tag));
       if (!s.ok()) {
         write_error = s;
         return;
@@ -514,8 +518,8 @@ TEST_F(TwoServers, FlattenGoesThroughTheOwnerWhileItsClientWrites) {
   EXPECT_GT(r->copied_blocks, 0u);
   EXPECT_GT(writes_during, 0u);
   // The owner did it and still owns c: no move, no new epoch.
-  EXPECT_TRUE(Shared(va->get())->owner());
-  EXPECT_EQ((*va)->epoch(), epoch);
+  EXPECT_TRUE(Shared(va.get())->owner());
+  EXPECT_EQ(va->epoch(), epoch);
   ASSERT_FALSE(seen.empty());
   for (size_t i = 0; i < seen.size(); i++) {
     EXPECT_LE(seen[i].first, seen[i].second);
@@ -528,10 +532,10 @@ TEST_F(TwoServers, FlattenGoesThroughTheOwnerWhileItsClientWrites) {
   for (auto& [blk, tag] : late) written[blk] = tag;
 
   ASSERT_NO_FATAL_FAILURE(ExpectDetached());
-  ASSERT_NO_FATAL_FAILURE(ExpectClone(va->get(), written, "c on host-a"));
-  ASSERT_NO_FATAL_FAILURE(ExpectClone(vb->get(), written, "c on host-b"));
-  ASSERT_TRUE((*va)->Close().ok());
-  ASSERT_TRUE((*vb)->Close().ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(va.get(), written, "c on host-a"));
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(vb.get(), written, "c on host-b"));
+  ASSERT_TRUE(va->Close().ok());
+  ASSERT_TRUE(vb->Close().ok());
   auto c = volume::Volume::Open(&store_, "c", volume::OpenOptions{});
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   ASSERT_NO_FATAL_FAILURE(ExpectClone(c->get(), written, "c reopened"));
@@ -542,23 +546,19 @@ TEST_F(TwoServers, FlattenGoesThroughTheOwnerWhileItsClientWrites) {
 // at once instead of holding that write (and this server's I/O) for its
 // whole run, and flatten run again, through the new owner, finishes it.
 TEST_F(TwoServers, AReleaseStopsARunningFlattenAndARunAgainFinishesIt) {
-  ASSERT_NO_FATAL_FAILURE(MakeClone());
-  auto va = a_->Open("c");
-  auto vb = b_->Open("c");
-  ASSERT_TRUE(va.ok() && vb.ok());
+  std::unique_ptr<volume::Volume> va, vb;
   std::map<uint64_t, uint32_t> written;
-  ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());
-  written[0] = 1;
+  ASSERT_NO_FATAL_FAILURE(ServedClone(&va, &vb, &written));
 
   std::thread taker;
   Status took;
   int64_t took_ms = -1;
   int calls = 0;
-  auto r = (*va)->Flatten([&](uint64_t, uint64_t) {
+  auto r = va->Flatten([&](uint64_t, uint64_t) {
     if (++calls == 1) {
       taker = std::thread([&] {
         const auto start = std::chrono::steady_clock::now();
-        took = (*vb)->Write(5 * kBlock, Pattern(5));
+        took = vb->Write(5 * kBlock, Pattern(5));
         took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                       std::chrono::steady_clock::now() - start)
                       .count();
@@ -576,8 +576,8 @@ TEST_F(TwoServers, AReleaseStopsARunningFlattenAndARunAgainFinishesIt) {
       << r.status().ToString();
   EXPECT_LT(calls, 8);
   EXPECT_LT(took_ms, 1000);
-  EXPECT_TRUE(Shared(vb->get())->owner());
-  EXPECT_FALSE(Shared(va->get())->owner());
+  EXPECT_TRUE(Shared(vb.get())->owner());
+  EXPECT_FALSE(Shared(va.get())->owner());
   auto kids = volume::ListChildren(&store_, "vm", 0);
   ASSERT_TRUE(kids.ok());
   EXPECT_EQ(kids->size(), 1u);  // still a clone
@@ -586,10 +586,54 @@ TEST_F(TwoServers, AReleaseStopsARunningFlattenAndARunAgainFinishesIt) {
   ASSERT_TRUE(again.ok()) << again.status().ToString();
   EXPECT_EQ(again->server, "host-b");
   ASSERT_NO_FATAL_FAILURE(ExpectDetached());
-  ASSERT_NO_FATAL_FAILURE(ExpectClone(va->get(), written, "c on host-a"));
-  ASSERT_NO_FATAL_FAILURE(ExpectClone(vb->get(), written, "c on host-b"));
-  ASSERT_TRUE((*va)->Close().ok());
-  ASSERT_TRUE((*vb)->Close().ok());
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(va.get(), written, "c on host-a"));
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(vb.get(), written, "c on host-b"));
+  ASSERT_TRUE(va->Close().ok());
+  ASSERT_TRUE(vb->Close().ok());
+}
+
+// FLATTEN answers at once; a second one while it runs attaches to it; a
+// Close of the volume does not wait for the flatten (it stops it), and its
+// outcome is still answered after the close.
+TEST_F(TwoServers, FlattenRunsInTheBackgroundAndACloseDoesNotWaitForIt) {
+  std::unique_ptr<volume::Volume> va, vb;
+  std::map<uint64_t, uint32_t> written;
+  ASSERT_NO_FATAL_FAILURE(ServedClone(&va, &vb, &written));
+  ASSERT_TRUE(vb->Close().ok());
+  pb::Request req;
+  req.set_type(pb::Request::FLATTEN);
+  req.set_id(1);
+  req.set_volume("c");
+  pb::Reply first = a_->Handle(req);
+  ASSERT_EQ(first.code(), pb::Reply::OK) << first.message();
+  pb::Reply second = a_->Handle(req);
+  ASSERT_EQ(second.code(), pb::Reply::OK) << second.message();
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(va->Close().ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+
+  pb::Request st;
+  st.set_type(pb::Request::FLATTEN_STATUS);
+  st.set_id(2);
+  st.set_volume("c");
+  st.set_job(first.flatten().job());
+  pb::Reply r = a_->Handle(st);
+  ASSERT_EQ(r.code(), pb::Reply::OK);
+  const pb::FlattenJob& job = r.flatten();
+  if (second.flatten().job() != first.flatten().job()) {
+    EXPECT_EQ(job.state(), pb::FlattenJob::DONE) << "a second job only after the first ended";
+  }
+  // Done before the close, or stopped by it; never still running.
+  if (job.state() == pb::FlattenJob::FAILED) {
+    EXPECT_EQ(Status::Code(job.status_code()), Status::Code::kAborted) << job.message();
+    EXPECT_NE(job.message().find("gave the volume up"), std::string::npos) << job.message();
+  } else {
+    EXPECT_EQ(job.state(), pb::FlattenJob::DONE);
+  }
+  auto again = RunFlatten(&store_, "c", 2000, nullptr);  // nobody serves c now
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->server, "");
+  ASSERT_NO_FATAL_FAILURE(ExpectDetached());
 }
 
 TEST_F(TwoServers, FlattenWithoutAServerOpensTheCloneAndAStatusOfNoJobIsUnknown) {
