@@ -4,7 +4,6 @@
 // (cluster::RunFlatten).
 #include <algorithm>
 #include <cstdio>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -45,16 +44,18 @@ int RunFlatten(const GlobalOptions& g, const std::string& name, bool no_progress
   if (!g.verbose) spdlog::set_level(spdlog::level::warn);
   auto store = OpenStoreFor(g, /*writing=*/false);
   if (!store.ok()) return Fail(ctx, store.status());
-  // Made once the size of what the clone shares is known.
-  std::unique_ptr<Progress> progress;
+  // Its total, what the clone shares, is known once the flatten has begun.
+  Progress progress("flatten " + name, 0);
+  bool drawn = false;
   uint64_t last = 0;
   auto r = cluster::RunFlatten(store->get(), name, timeout_ms, [&](uint64_t done, uint64_t total) {
     if (no_progress) return;
-    if (!progress) progress = std::make_unique<Progress>("flatten " + name, total);
-    progress->Update(done);
+    progress.SetTotal(total);
+    progress.Update(done);
+    drawn = true;
     last = done;
   });
-  if (progress) progress->Finish(last);
+  if (drawn) progress.Finish(last);
   if (!r.ok()) return Fail(ctx, r.status());
   const std::string by = r->server.empty() ? "" : " (by server " + r->server + ")";
   std::printf("%s: %llu blocks copied from its parents%s\n", name.c_str(),

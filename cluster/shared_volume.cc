@@ -460,7 +460,9 @@ pb::Reply SharedVolume::HandleRelease(const pb::Request& req) {
   pb::Reply reply;
   const auto start = Clock::now();
   // A flatten in progress stops (within a piece) rather than keep this
-  // server's I/O and the asker waiting for minutes.
+  // server's I/O and the asker waiting for minutes. (A stale request, for
+  // an epoch this server no longer holds, stops it too: rare, and a
+  // flatten run again goes on from where it stopped.)
   role_changes_waiting_++;
   MutexLock g(&gate_);
   WriterMutexLock l(&mu_);  // waits for this server's I/O in flight

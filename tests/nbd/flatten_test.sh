@@ -8,8 +8,11 @@
 #  - afterwards the parent's snapshot can be removed (the clone no longer needs it), and
 #    every byte of the clone, read through the export and again after a server restart,
 #    equals the image with the logged writes applied;
-#  - flatten run again copies nothing (idempotent), and a clone nobody serves is
-#    flattened by the command itself (then its parent snapshot can go too).
+#  - flatten run again copies nothing (idempotent);
+#  - a server killed -9 mid-flatten: the command fails saying the server stopped
+#    answering and that running it again is safe; after `hbiss lock break`, flatten run
+#    again by the command itself (nobody serves the clone) finishes it, the parent
+#    snapshot can go, and the clone holds the image plus its client's write.
 TEST_NAME=flatten
 source "$(dirname "$0")/lib.sh"
 need nbdcopy python3 cmp script
@@ -18,7 +21,9 @@ HERE=$(dirname "$0")
 MiB=$((1 << 20))
 BLOCKS=$((96 * MiB / 4096))
 WRITER_PID=""
-EXTRA_CLEANUP='[ -n "$WRITER_PID" ] && kill -KILL $WRITER_PID 2>/dev/null'
+HOLDER_PID=""
+FLATTEN_PID=""
+EXTRA_CLEANUP='for p in $WRITER_PID $HOLDER_PID $FLATTEN_PID; do kill -KILL $p; done 2>/dev/null'
 
 acked() { if [ -f "$WORK/writer.log" ]; then wc -l <"$WORK/writer.log"; else echo 0; fi; }
 
@@ -65,9 +70,42 @@ stop_server
 start_server
 check "copy c after a restart" nbdcopy "$(uri c)" "$WORK/c2.raw"
 check "c still equals it" cmp "$WORK/want.raw" "$WORK/c2.raw"
-stop_server
 
-check "flatten idle (nobody serves it)" hbiss flatten idle --no-progress
+# --- the server dies mid-flatten: the command says so; run again, it finishes -------------
+python3 - "$(uri idle)" "$WORK/held" <<'PY' &
+import nbd, sys, time
+h = nbd.NBD(); h.connect_uri(sys.argv[1]); h.pwrite(b"\x5a" * 4096, 0); h.flush()
+open(sys.argv[2], "w").close()
+time.sleep(600)
+PY
+HOLDER_PID=$!
+for _ in $(seq 1 100); do [ -f "$WORK/held" ] && break; sleep 0.05; done
+[ -f "$WORK/held" ] || fail "the client of idle did not write"
+script -qfec "$HBISS --store $STORE flatten idle" "$WORK/idle.tty" >"$WORK/idle.out" 2>&1 &
+FLATTEN_PID=$!
+# Killed as soon as it has begun (a 96 MiB flatten takes a few hundred ms at least).
+for _ in $(seq 1 1000); do grep -q "flatten job .* begins" "$WORK/serve.log" && break; sleep 0.01; done
+kill9_server
+grep -q "volume idle: flatten job .* done" "$WORK/serve.log" &&
+  fail "the flatten of idle ended before its server could be killed"
+kill -KILL "$HOLDER_PID"
+wait "$HOLDER_PID" 2>/dev/null || true
+HOLDER_PID=""
+RC=0
+wait "$FLATTEN_PID" || RC=$?
+FLATTEN_PID=""
+[ "$RC" -ne 0 ] || fail "flatten idle succeeded though its server was killed: \
+$(cat "$WORK/idle.out")"
+grep -q "stopped answering" "$WORK/idle.out" && grep -q "again is safe" "$WORK/idle.out" ||
+  fail "the failure does not say the server stopped answering: $(cat "$WORK/idle.out")"
+CHECKS=$((CHECKS + 1))
+log "$(tr '\r' '\n' <"$WORK/idle.out" | grep -a "hbiss:")"
+check "lock break idle" hbiss lock break idle
+check "flatten idle again (nobody serves it)" hbiss flatten idle --no-progress
 grep -q "by server" "$WORK/check.out" && fail "nobody serves idle, yet a server did it"
 check "snap rm gold@other (idle no longer needs it)" hbiss snap rm gold@other
+cp "$WORK/gold.raw" "$WORK/idle-want.raw"
+python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.write(b"\x5a" * 4096)' "$WORK/idle-want.raw"
+check "export idle" hbiss export idle "$WORK/idle.raw"
+check "idle equals the image with its client's write" cmp "$WORK/idle-want.raw" "$WORK/idle.raw"
 finish
