@@ -636,6 +636,20 @@ TEST_F(TwoServers, FlattenRunsInTheBackgroundAndACloseDoesNotWaitForIt) {
   ASSERT_NO_FATAL_FAILURE(ExpectDetached());
 }
 
+TEST_F(TwoServers, FlattenWithoutAnOwnerIsDoneByAServerReadingTheClone) {
+  ASSERT_NO_FATAL_FAILURE(MakeClone());
+  auto vb = b_->Open("c");  // a reader only
+  ASSERT_TRUE(vb.ok());
+  EXPECT_FALSE(Shared(vb->get())->owner());
+  auto r = RunFlatten(&store_, "c", 2000, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->server, "host-b");
+  EXPECT_TRUE(Shared(vb->get())->owner());  // it became the owner to do it
+  ASSERT_NO_FATAL_FAILURE(ExpectDetached());
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(vb->get(), {}, "c on host-b"));
+  ASSERT_TRUE((*vb)->Close().ok());
+}
+
 TEST_F(TwoServers, FlattenWithoutAServerOpensTheCloneAndAStatusOfNoJobIsUnknown) {
   ASSERT_NO_FATAL_FAILURE(MakeClone());
   auto r = RunFlatten(&store_, "c", 2000, nullptr);

@@ -77,8 +77,9 @@ class SharedVolume : public volume::Volume {
   // then copies with mu_ held shared: this server's I/O goes on. A RELEASE
   // or Close that arrives meanwhile stops it within one piece (Aborted,
   // saying so; what was copied stays), so neither waits for the whole
-  // flatten. Snapshot operations on the volume wait for it (the engine
-  // serializes them).
+  // flatten (only for the piece, or for its last steps once everything is
+  // copied: a flush, two checkpoints, the meta). Snapshot operations on
+  // the volume wait for it (the engine serializes them).
   Result<uint64_t> Flatten(const std::function<bool(uint64_t, uint64_t)>& progress) override
       EXCLUDES(mu_);
   uint64_t epoch() const override;
