@@ -55,6 +55,15 @@ class CloneTest : public StoreParamTest {
     EXPECT_TRUE(v.ok()) << spec << ": " << v.status().ToString();
     return v.ok() ? std::move(*v) : nullptr;
   }
+  // Writes every block of gold (as `who` 1, version 1) and takes snapshot
+  // gold@base of it; returns that content.
+  std::vector<std::vector<uint8_t>> GoldWithBase() {
+    auto gold = Zeros();
+    auto v = Open("gold");
+    Write(v.get(), 0, kBlocks, 1, 1, &gold);
+    EXPECT_TRUE(v->CreateSnapshot("base").ok());
+    return gold;
+  }
   // Writes blocks [first, first+n) of v as `who` version `ver`, into model.
   void Write(Volume* v, uint64_t first, uint64_t n, uint32_t who, uint32_t ver,
              std::vector<std::vector<uint8_t>>* model) {
@@ -83,12 +92,7 @@ class CloneTest : public StoreParamTest {
 };
 
 TEST_P(CloneTest, ClonesShareTheSnapshotAndWritesStayIsolated) {
-  auto gold = Zeros();
-  {
-    auto v = Open("gold");
-    Write(v.get(), 0, kBlocks, 1, 1, &gold);
-    ASSERT_TRUE(v->CreateSnapshot("base").ok());
-  }
+  auto gold = GoldWithBase();
   ASSERT_TRUE(Volume::Clone(store_, "gold@base", "c1").ok());
   ASSERT_TRUE(Volume::Clone(store_, "gold@base", "c2").ok());
   auto m1 = gold, m2 = gold, head = gold;
@@ -192,12 +196,7 @@ TEST_P(CloneTest, WhatClonesNeedIsNotRemovedAndRefusalsSayWhy) {
 }
 
 TEST_P(CloneTest, FlattenUnderWritesDetachesTheClone) {
-  auto gold = Zeros();
-  {
-    auto v = Open("gold");
-    Write(v.get(), 0, kBlocks, 1, 1, &gold);
-    ASSERT_TRUE(v->CreateSnapshot("base").ok());
-  }
+  auto gold = GoldWithBase();
   ASSERT_TRUE(Volume::Clone(store_, "gold@base", "c").ok());
   auto model = gold;
   {
@@ -254,12 +253,7 @@ TEST_P(CloneTest, FlattenUnderWritesDetachesTheClone) {
 // giving the volume up) ends with Aborted, leaves the clone whole and still a
 // clone, and the next flatten copies only what is still shared.
 TEST_P(CloneTest, AStoppedFlattenKeepsWhatItCopiedAndARunAgainFinishes) {
-  auto gold = Zeros();
-  {
-    auto v = Open("gold");
-    Write(v.get(), 0, kBlocks, 1, 1, &gold);
-    ASSERT_TRUE(v->CreateSnapshot("base").ok());
-  }
+  auto gold = GoldWithBase();
   ASSERT_TRUE(Volume::Clone(store_, "gold@base", "c").ok());
   uint64_t first_total = 0, first_done = 0;
   {
@@ -298,12 +292,7 @@ TEST_P(CloneTest, AStoppedFlattenKeepsWhatItCopiedAndARunAgainFinishes) {
 }
 
 TEST_P(CloneTest, AParentThatMovesToANewEpochKeepsItsClonesReadable) {
-  auto gold = Zeros();
-  {
-    auto v = Open("gold");
-    Write(v.get(), 0, kBlocks, 1, 1, &gold);
-    ASSERT_TRUE(v->CreateSnapshot("base").ok());
-  }
+  auto gold = GoldWithBase();
   ASSERT_TRUE(Volume::Clone(store_, "gold@base", "c").ok());
   auto c = Open("c");
   Expect(c.get(), gold, "c");
