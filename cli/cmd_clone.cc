@@ -1,14 +1,18 @@
 // hbiss clone VOL@SNAP NEW, hbiss flatten VOL, hbiss children VOL[@SNAP]:
-// clones of snapshots (volume/clone.h, doc/snapshots.md "Clones").
+// clones of snapshots (volume/clone.h, doc/snapshots.md "Clones"). flatten
+// goes through the server that serves the clone, if one does
+// (cluster::RunFlatten).
 #include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
+#include "cluster/node.h"
 #include "volume/clone.h"
 #include "volume/volume.h"
 
@@ -32,31 +36,30 @@ int RunClone(const GlobalOptions& g, const std::string& spec, const std::string&
   return 0;
 }
 
-int RunFlatten(const GlobalOptions& g, const std::string& name, bool no_progress) {
+int RunFlatten(const GlobalOptions& g, const std::string& name, bool no_progress,
+               int timeout_ms) {
   const std::string ctx = "flatten " + name;
+  if (Status st = Volume::ValidateName(name); !st.ok()) return Fail(ctx, st);
+  // The line printed below says what the engine's info log would.
+  if (!g.verbose) spdlog::set_level(spdlog::level::warn);
   auto store = OpenStoreFor(g, /*writing=*/false);
   if (!store.ok()) return Fail(ctx, store.status());
-  auto v = Volume::Open(store->get(), name);
-  if (!v.ok()) {
-    if (v.status().IsBusy()) {
-      return Fail(ctx, Status::Busy(v.status().message() +
-                                    "; flatten needs the volume closed (stop the server "
-                                    "that serves it, or use its owner)"));
-    }
-    return Fail(ctx, v.status());
-  }
-  uint64_t size = (*v)->size();
-  Progress progress("flatten " + name, size);
-  auto copied = (*v)->Flatten([&](uint64_t done, uint64_t total) {
+  // Its total, what the clone shares, is known once the flatten has begun.
+  Progress progress("flatten " + name, 0);
+  bool drawn = false;
+  uint64_t last = 0;
+  auto r = cluster::RunFlatten(store->get(), name, timeout_ms, [&](uint64_t done, uint64_t total) {
     if (no_progress) return;
-    // In bytes of the volume, as a share of what it still shared.
-    progress.Update(total == 0 ? size : done * size / total);
+    progress.SetTotal(total);
+    progress.Update(done);
+    drawn = true;
+    last = done;
   });
-  if (!no_progress) progress.Finish(size);
-  if (!copied.ok()) return Fail(ctx, copied.status());
-  if (Status st = (*v)->Close(); !st.ok()) return Fail(ctx, st);
-  std::printf("%s: %llu blocks copied from its parents\n", name.c_str(),
-              static_cast<unsigned long long>(*copied));
+  if (drawn) progress.Finish(last);
+  if (!r.ok()) return Fail(ctx, r.status());
+  const std::string by = r->server.empty() ? "" : " (by server " + r->server + ")";
+  std::printf("%s: %llu blocks copied from its parents%s\n", name.c_str(),
+              static_cast<unsigned long long>(r->copied_blocks), by.c_str());
   return 0;
 }
 
@@ -90,6 +93,7 @@ int RunChildren(const GlobalOptions& g, const std::string& spec, bool json) {
 void AddCloneCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static std::string spec, name;
   static bool no_progress = false, json = false;
+  static int timeout_ms = 5000;
   CLI::App* clone = app.add_subcommand(
       "clone", "Make NEW a writable clone of snapshot VOL@SNAP: it shares every block it does "
                "not overwrite with the snapshot (made in O(1))");
@@ -98,11 +102,17 @@ void AddCloneCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   clone->callback([&g, exit_code] { *exit_code = RunClone(g, spec, name); });
 
   CLI::App* flatten = app.add_subcommand(
-      "flatten", "Copy into clone VOL every block it still shares with its parents, so that it "
-                 "no longer depends on them (the volume must not be open elsewhere)");
+      "flatten",
+      "Copy into clone VOL every block it still shares with its parents, so that it no longer "
+      "depends on them. While a server serves VOL, that server does it, its clients reading "
+      "and writing meanwhile; this command shows its progress. Ctrl-C stops only this command, "
+      "not a server's flatten. Safe to run again: it copies only what is still shared");
   flatten->add_option("VOL", name, "The clone")->required();
   flatten->add_flag("--no-progress", no_progress, "No progress bar on stderr");
-  flatten->callback([&g, exit_code] { *exit_code = RunFlatten(g, name, no_progress); });
+  flatten->add_option("--timeout-ms", timeout_ms,
+                      "How long a server serving VOL may take to answer each request")
+      ->check(CLI::Range(1, 600000));
+  flatten->callback([&g, exit_code] { *exit_code = RunFlatten(g, name, no_progress, timeout_ms); });
 
   CLI::App* children = app.add_subcommand(
       "children", "List the clones of VOL's snapshots, or of snapshot VOL@SNAP");

@@ -41,6 +41,10 @@ class Progress {
     drawn_ = true;
   }
 
+  // For a command that learns its total only once the work has begun (a
+  // server's flatten): the rate still counts from construction.
+  void SetTotal(uint64_t total) { total_ = total; }
+
   // Clears the bar so that a log line can be printed.
   void Clear() {
     if (enabled_ && drawn_) std::fprintf(stderr, "\r\033[K");

@@ -102,6 +102,7 @@ Result<std::unique_ptr<Node>> Node::Start(store::Store* store, NodeOptions opts)
   }
   std::unique_ptr<Node> n(new Node(store, std::move(opts)));
   n->started_ = int64_t(std::time(nullptr));
+  n->flattens_ = std::make_unique<FlattenJobs>();
   if (!n->opts_.peer_listen.empty()) {
     PeerServer::Options po;
     po.listen = n->opts_.peer_listen;
@@ -127,7 +128,10 @@ Result<std::unique_ptr<Node>> Node::Start(store::Store* store, NodeOptions opts)
   return n;
 }
 
-Node::~Node() { peer_.reset(); }
+Node::~Node() {
+  peer_.reset();
+  flattens_.reset();
+}
 
 ServerRecord Node::Record() const {
   ServerRecord r;
@@ -174,13 +178,38 @@ std::vector<std::string> Node::Owned() {
   for (auto& [name, v] : vols) {
     if (v->owner_or_acquiring()) out.push_back(name);
   }
-  MutexLock l(&mu_);
-  for (auto& [name, v] : vols) {
-    auto it = volumes_.find(name);
-    if (it != volumes_.end() && it->second.v == v) it->second.busy--;
-  }
-  cv_.SignalAll();
+  for (auto& [name, v] : vols) Unbusy(name, v);
   return out;
+}
+
+void Node::Unbusy(const std::string& name, SharedVolume* v) {
+  MutexLock l(&mu_);
+  auto it = volumes_.find(name);
+  if (it != volumes_.end() && it->second.v == v) it->second.busy--;
+  cv_.SignalAll();
+}
+
+pb::Reply Node::HandleFlatten(const pb::Request& req, SharedVolume* v) {
+  pb::Reply reply;
+  // The job holds v (busy) until it ends; a Close of v stops it first.
+  {
+    MutexLock l(&mu_);
+    auto it = volumes_.find(req.volume());
+    if (it != volumes_.end() && it->second.v == v) it->second.busy++;
+  }
+  const std::string name = req.volume();
+  auto job = flattens_->Start(name, v, [this, name, v] { Unbusy(name, v); });
+  if (!job.ok()) {
+    reply.set_code(pb::Reply::FAILED);
+    reply.set_status_code(uint32_t(job.status().code()));
+    reply.set_message(job.status().message());
+    return reply;
+  }
+  reply.set_code(pb::Reply::OK);
+  *reply.mutable_flatten() = *job;
+  spdlog::info("volume {}: FLATTEN for {}: job {}", name,
+               req.from_server().empty() ? "a peer" : req.from_server(), job->job());
+  return reply;
 }
 
 pb::Reply Node::Handle(const pb::Request& req) {
@@ -189,6 +218,12 @@ pb::Reply Node::Handle(const pb::Request& req) {
     reply.set_code(pb::Reply::OK);
     reply.set_server(opts_.server_id);
     for (auto& n : Owned()) reply.add_owned(n);
+    return reply;
+  }
+  if (req.type() == pb::Request::FLATTEN_STATUS) {
+    // Answered after the volume is closed too: how its last flatten ended.
+    reply.set_code(pb::Reply::OK);
+    *reply.mutable_flatten() = flattens_->Get(req.volume(), req.job());
     return reply;
   }
   SharedVolume* v = nullptr;
@@ -212,13 +247,12 @@ pb::Reply Node::Handle(const pb::Request& req) {
     reply = v->HandleSync(req);
   } else if (req.type() >= pb::Request::SNAP_CREATE && req.type() <= pb::Request::SNAP_ROLLBACK) {
     reply = HandleSnapshot(v, req);
+  } else if (req.type() == pb::Request::FLATTEN) {
+    reply = HandleFlatten(req, v);
   } else {
     reply.set_code(pb::Reply::BAD_REQUEST);
   }
-  MutexLock l(&mu_);
-  auto it = volumes_.find(req.volume());
-  if (it != volumes_.end() && it->second.v == v) it->second.busy--;
-  cv_.SignalAll();
+  Unbusy(req.volume(), v);
   return reply;
 }
 
@@ -333,11 +367,11 @@ Status BreakVolumeLock(store::Store* store, const std::string& name, bool force,
 
 namespace {
 
-// The Status a FAILED reply carries (its code and message).
-Status ReplyStatus(const pb::Reply& r, const std::string& server) {
-  const std::string msg = r.message().empty() ? "server " + server + " failed" : r.message();
+// A Status of code `code` (a Status::Code number from a peer) and `message`.
+Status CodedStatus(uint32_t code, const std::string& message, const std::string& server) {
+  const std::string msg = message.empty() ? "server " + server + " failed" : message;
   using Code = Status::Code;
-  switch (Code(r.status_code())) {
+  switch (Code(code)) {
     case Code::kNotFound: return Status::NotFound(msg);
     case Code::kAlreadyExists: return Status::AlreadyExists(msg);
     case Code::kInvalidArgument: return Status::InvalidArgument(msg);
@@ -345,8 +379,27 @@ Status ReplyStatus(const pb::Reply& r, const std::string& server) {
     case Code::kNoSpace: return Status::NoSpace(msg);
     case Code::kBusy: return Status::Busy(msg);
     case Code::kCorruption: return Status::Corruption(msg);
+    case Code::kAborted: return Status::Aborted(msg);
     default: return Status::IOError(msg);
   }
+}
+
+// The Status a FAILED reply carries (its code and message).
+Status ReplyStatus(const pb::Reply& r, const std::string& server) {
+  return CodedStatus(r.status_code(), r.message(), server);
+}
+
+// Busy, naming `hbiss lock break`, when the volume's recorded owner does
+// not answer: nothing may be done to the volume without it.
+Status OwnerMustAnswer(const VolumeStatus& st) {
+  if (!st.has_owner || st.owner.answers) return Status::OK();
+  const ServerRecord& o = st.owner.record;
+  return Status::Busy(
+      "volume " + st.volume + " is owned by server " + o.server + " at " +
+          (o.peer.empty() ? std::string("no peer address") : o.peer) +
+          ", which does not answer; if its host is gone, `hbiss lock break " + st.volume +
+          "` takes the volume from it, then try again",
+      /*retryable=*/false);
 }
 
 pb::Request::Type RequestType(SnapshotOp::Kind k) {
@@ -379,28 +432,31 @@ Result<SnapshotOpResult> ApplyLocally(volume::Volume* v, const SnapshotOp& op) {
   return out;
 }
 
-// Opens the volume writable (nobody owns it), applies `op` and closes it.
-// Busy if someone holds its lock.
-// *lock_busy: the volume could not be opened because a writer has it (retry);
-// an error of the operation itself (a snapshot with clones is Busy too) is
-// final.
-Result<SnapshotOpResult> RunHere(store::Store* store, const SnapshotOp& op, bool* lock_busy) {
+// Opens volume `name` writable, as command `who` (nobody owns it). Busy,
+// with *lock_busy set, if someone holds its lock (retry).
+Result<std::unique_ptr<volume::Volume>> OpenHere(store::Store* store, const std::string& name,
+                                                 const std::string& who, bool* lock_busy) {
   *lock_busy = false;
   // A short-lived owner without a peer endpoint: a server that wants the
   // volume meanwhile waits for the lock, as for any other writer.
   ServerRecord me;
-  me.server = "hbiss-snap";
+  me.server = who;
   me.since = int64_t(std::time(nullptr));
   me.pid = int64_t(getpid());
   volume::OpenOptions oo;
   oo.owner = EncodeServerRecord(me);
   oo.clean_threshold = 0;
-  auto opened = volume::Volume::Open(store, op.volume, oo);
-  if (!opened.ok()) {
-    *lock_busy = opened.status().IsBusy();
-    return opened.status();
-  }
-  std::unique_ptr<volume::Volume> v = std::move(*opened);
+  auto opened = volume::Volume::Open(store, name, oo);
+  if (!opened.ok()) *lock_busy = opened.status().IsBusy();
+  return opened;
+}
+
+// Opens the volume writable (nobody owns it), applies `op` and closes it.
+// *lock_busy: the volume could not be opened because a writer has it (retry);
+// an error of the operation itself (a snapshot with clones is Busy too) is
+// final.
+Result<SnapshotOpResult> RunHere(store::Store* store, const SnapshotOp& op, bool* lock_busy) {
+  HBISS_ASSIGN_OR_RETURN(auto v, OpenHere(store, op.volume, "hbiss-snap", lock_busy));
   auto r = ApplyLocally(v.get(), op);
   Status cs = v->Close();
   if (!r.ok()) return r.status();
@@ -441,15 +497,7 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
   for (int attempt = 0; attempt < kAttempts; attempt++) {
     if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
     HBISS_ASSIGN_OR_RETURN(VolumeStatus st, GetVolumeStatus(store, op.volume, timeout_ms));
-    if (st.has_owner && !st.owner.answers) {
-      const ServerRecord& o = st.owner.record;
-      return Status::Busy(
-          "volume " + op.volume + " is owned by server " + o.server + " at " +
-              (o.peer.empty() ? std::string("no peer address") : o.peer) +
-              ", which does not answer; if its host is gone, `hbiss lock break " + op.volume +
-              "` takes the volume from it, then try again",
-          /*retryable=*/false);
-    }
+    HBISS_RETURN_IF_ERROR(OwnerMustAnswer(st));
     const VolumeStatus::Server* doer = st.has_owner ? &st.owner : nullptr;
     if (op.kind == SnapshotOp::kRollback) {
       // A server reading the volume would go on serving what it held before
@@ -522,6 +570,140 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
                            pb::Reply::Code_Name(reply->code()) + ": " + reply->message());
   }
   return Status::Busy("volume " + op.volume + " kept changing owner (" + last.message() +
+                      "); try again");
+}
+
+// ---- flatten ---------------------------------------------------------------------
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int kFlattenPollMs = 200;
+// How long a server doing a flatten may go without answering FLATTEN_STATUS
+// before the command stops waiting for it.
+constexpr int kFlattenSilentMs = 15000;
+
+std::string AgainIsSafe(const std::string& name) {
+  return "; a flatten is idempotent: `hbiss flatten " + name + "` again is safe";
+}
+
+// Flattens `name` in this process (nobody serves it); *lock_busy as OpenHere.
+Result<FlattenResult> FlattenHere(store::Store* store, const std::string& name,
+                                  const std::function<void(uint64_t, uint64_t)>& progress,
+                                  bool* lock_busy) {
+  HBISS_ASSIGN_OR_RETURN(auto v, OpenHere(store, name, "hbiss-flatten", lock_busy));
+  auto copied = v->Flatten([&](uint64_t done, uint64_t total) {
+    if (progress) progress(done * volume::kBlockSize, total * volume::kBlockSize);
+    return true;
+  });
+  Status cs = v->Close();
+  if (!copied.ok()) return copied.status();
+  HBISS_RETURN_IF_ERROR(cs);
+  FlattenResult out;
+  out.copied_blocks = *copied;
+  return out;
+}
+
+// Polls job `job` of server `sr` until it ends.
+Result<FlattenResult> FollowFlatten(const std::string& name, const ServerRecord& sr,
+                                    pb::FlattenJob job, int timeout_ms,
+                                    const std::function<void(uint64_t, uint64_t)>& progress) {
+  const std::string who = "server " + sr.server + " at " + sr.peer;
+  auto last_answer = Clock::now();
+  for (uint64_t n = 1;; n++) {
+    if (progress && job.total_bytes() > 0) progress(job.done_bytes(), job.total_bytes());
+    switch (job.state()) {
+      case pb::FlattenJob::DONE: {
+        FlattenResult out;
+        out.copied_blocks = job.copied_blocks();
+        out.server = sr.server;
+        return out;
+      }
+      case pb::FlattenJob::FAILED:
+        return CodedStatus(job.status_code(), job.message(), sr.server)
+            .WithContext("volume " + name + ": flatten by " + who);
+      case pb::FlattenJob::UNKNOWN:
+        return Status::IOError("volume " + name + ": " + who + " no longer knows its flatten " +
+                               "(it restarted, or forgot it): whether it finished is unknown" +
+                               AgainIsSafe(name));
+      default:
+        break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(kFlattenPollMs));
+    pb::Request req;
+    req.set_type(pb::Request::FLATTEN_STATUS);
+    req.set_id(n);
+    req.set_volume(name);
+    req.set_job(job.job());
+    req.set_from_server("hbiss-flatten");
+    auto reply = PeerCall(sr.peer, req, timeout_ms);
+    if (reply.ok() && reply->code() == pb::Reply::OK && reply->has_flatten()) {
+      job = reply->flatten();
+      last_answer = Clock::now();
+      continue;
+    }
+    if (reply.ok()) {
+      return Status::IOError("volume " + name + ": " + who + " answered " +
+                             pb::Reply::Code_Name(reply->code()) + " about its flatten: " +
+                             reply->message());
+    }
+    if (Clock::now() - last_answer > std::chrono::milliseconds(kFlattenSilentMs)) {
+      return Status::IOError("volume " + name + ": " + who + " stopped answering during its " +
+                             "flatten (" + reply.status().ToString() + "); it may have died" +
+                             AgainIsSafe(name));
+    }
+  }
+}
+
+}  // namespace
+
+Result<FlattenResult> RunFlatten(store::Store* store, const std::string& volume,
+                                 int timeout_ms,
+                                 const std::function<void(uint64_t, uint64_t)>& progress) {
+  constexpr int kAttempts = 5;
+  Status last;
+  for (int attempt = 0; attempt < kAttempts; attempt++) {
+    if (attempt > 0) std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
+    HBISS_ASSIGN_OR_RETURN(VolumeStatus st, GetVolumeStatus(store, volume, timeout_ms));
+    HBISS_RETURN_IF_ERROR(OwnerMustAnswer(st));
+    // The owner; else a server reading the volume (it becomes the owner, so
+    // that its clients' writes do not wait for this command to finish).
+    const VolumeStatus::Server* doer = st.has_owner ? &st.owner : nullptr;
+    for (const auto& s : st.open) {
+      if (doer == nullptr && s.answers) doer = &s;
+    }
+    if (doer == nullptr) {
+      bool busy = false;
+      auto r = FlattenHere(store, volume, progress, &busy);
+      // Busy: a server took the lock between the owner record and the open.
+      if (r.ok() || !busy) return r;
+      last = r.status();
+      continue;
+    }
+    const ServerRecord& sr = doer->record;
+    pb::Request req;
+    req.set_type(pb::Request::FLATTEN);
+    req.set_id(uint64_t(attempt) + 1);
+    req.set_volume(volume);
+    req.set_from_server("hbiss-flatten");
+    auto reply = PeerCall(sr.peer, req, timeout_ms);
+    if (!reply.ok()) {
+      return reply.status().WithContext("volume " + volume + ": asking server " + sr.server +
+                                        " at " + sr.peer);
+    }
+    if (reply->code() == pb::Reply::OK && reply->has_flatten()) {
+      return FollowFlatten(volume, sr, reply->flatten(), timeout_ms, progress);
+    }
+    if (reply->code() == pb::Reply::NO_VOLUME) {
+      last = Status::Busy(reply->message());  // it closed the volume: look again
+      continue;
+    }
+    if (reply->code() == pb::Reply::FAILED) return ReplyStatus(*reply, sr.server);
+    return Status::IOError("volume " + volume + ": server " + sr.server + " answered " +
+                           pb::Reply::Code_Name(reply->code()) + ": " + reply->message());
+  }
+  return Status::Busy("volume " + volume + " kept changing servers (" + last.message() +
                       "); try again");
 }
 

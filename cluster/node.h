@@ -13,18 +13,22 @@
 //  * Handle() answers other servers: RELEASE (give up ownership of a volume
 //    at an epoch), SYNC, PING, and the snapshot requests of `hbiss snap`
 //    (SNAP_CREATE, SNAP_REMOVE, SNAP_RENAME, SNAP_ROLLBACK), done through
-//    the served SharedVolume, which takes ownership first.
+//    the served SharedVolume, which takes ownership first; and `hbiss
+//    flatten`'s FLATTEN (started in the background, cluster/flatten_jobs.h)
+//    and FLATTEN_STATUS.
 //
 // Threads: every method is safe to call from any thread. The peer server's
 // threads call Handle; the NBD server's threads call the volumes.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "cluster/flatten_jobs.h"
 #include "cluster/peer.h"
 #include "store/store.h"
 #include "util/mutex.h"
@@ -72,7 +76,9 @@ Result<ServerRecord> DecodeServerRecord(const std::string& text);
 class Node : public PeerHandler {
  public:
   static Result<std::unique_ptr<Node>> Start(store::Store* store, NodeOptions opts);
-  ~Node() override;  // stops the peer endpoint; volumes must be closed first
+  // Stops the peer endpoint and waits for flatten jobs; volumes must be
+  // closed first.
+  ~Node() override;
 
   // Opens volume `name` for this server. One SharedVolume per name and Node
   // is the caller's business (nbd::VolumeProvider keeps one per export).
@@ -94,6 +100,9 @@ class Node : public PeerHandler {
   Node(store::Store* store, NodeOptions opts) : store_(store), opts_(std::move(opts)) {}
   void Register(const std::string& name, SharedVolume* v) EXCLUDES(mu_);
   void Unregister(const std::string& name, SharedVolume* v) EXCLUDES(mu_);
+  // Ends one use of `v` that Handle (or Owned) counted in Entry::busy.
+  void Unbusy(const std::string& name, SharedVolume* v) EXCLUDES(mu_);
+  pb::Reply HandleFlatten(const pb::Request& req, SharedVolume* v) EXCLUDES(mu_);
   ServerRecord Record() const;
 
   store::Store* const store_;
@@ -101,6 +110,7 @@ class Node : public PeerHandler {
   std::string peer_address_;
   int64_t started_ = 0;
   std::unique_ptr<PeerServer> peer_;
+  std::unique_ptr<FlattenJobs> flattens_;
   struct Entry {
     SharedVolume* v = nullptr;
     int busy = 0;  // peer requests using v now; Unregister waits for 0
@@ -162,5 +172,30 @@ struct SnapshotOpResult {
 // NotFound (no such volume or snapshot), AlreadyExists, InvalidArgument.
 Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op,
                                        int timeout_ms, int op_timeout_ms);
+
+struct FlattenResult {
+  uint64_t copied_blocks = 0;  // blocks copied from the clone's parents
+  // The server that did it (its id), or empty when nobody served the
+  // volume and RunFlatten opened it itself.
+  std::string server;
+};
+
+// `hbiss flatten VOL` (doc/snapshots.md "Served volumes"): copies into
+// clone `volume` what it still shares with its parents, with the servers
+// that serve it going on serving it. Who does it: the owner the owner
+// record names (Busy, as for RunSnapshotOp, if it does not answer a PING
+// within `timeout_ms`); when nobody owns the volume, a server that has it
+// open and answers (it becomes the owner); when nobody serves it, this
+// process, opening it writable. A server does it in the background
+// (FLATTEN); this polls it every 200 ms (FLATTEN_STATUS), each call within
+// `timeout_ms`. `progress(done, total)`, in bytes of what the volume shared
+// when the flatten began, is called in the caller's thread. Errors: the
+// flatten's (NotFound for no such volume), or IOError saying the server
+// closed the volume, took too long to answer, or forgot the job; a flatten
+// is idempotent, so running it again is always safe. The caller going away
+// (Ctrl-C) does not stop a server's flatten.
+Result<FlattenResult> RunFlatten(store::Store* store, const std::string& volume,
+                                 int timeout_ms,
+                                 const std::function<void(uint64_t, uint64_t)>& progress);
 
 }  // namespace hbiss::cluster

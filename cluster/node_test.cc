@@ -14,6 +14,7 @@
 #include "cluster/shared_volume.h"
 #include "store/memory_store.h"
 #include "util/test_util.h"
+#include "volume/clone.h"
 #include "volume/volume.h"
 
 namespace hbiss::cluster {
@@ -71,6 +72,73 @@ class TwoServers : public ::testing::Test {
     ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());
     ASSERT_TRUE((*va)->CreateSnapshot("s1").ok());
     ASSERT_TRUE((*va)->Write(0, Pattern(2)).ok());
+  }
+
+  // Volume "c", a clone of vm@base, where vm holds Pattern(kGoldTag + b) in
+  // every block b < kGoldBlocks (several of the engine's 1 MiB copy pieces).
+  static constexpr uint64_t kGoldBlocks = 2048;
+  static constexpr uint32_t kGoldTag = 100000;
+  void MakeClone() {
+    volume::OpenOptions oo;
+    oo.clean_threshold = 0;
+    auto g = volume::Volume::Open(&store_, "vm", oo);
+    ASSERT_TRUE(g.ok()) << g.status().ToString();
+    for (uint64_t b = 0; b < kGoldBlocks; b += 64) {
+      std::vector<uint8_t> buf;
+      for (uint64_t i = b; i < b + 64; i++) {
+        auto blk = Pattern(uint32_t(kGoldTag + i));
+        buf.insert(buf.end(), blk.begin(), blk.end());
+      }
+      ASSERT_TRUE((*g)->Write(b * kBlock, buf).ok());
+    }
+    ASSERT_TRUE((*g)->CreateSnapshot("base").ok());
+    ASSERT_TRUE((*g)->Close().ok());
+    ASSERT_TRUE(volume::Volume::Clone(&store_, "vm@base", "c").ok());
+  }
+
+  // MakeClone, then host-a owns "c" (*va: it wrote Pattern(1) in block 0,
+  // noted in *written) and host-b reads it (*vb).
+  void ServedClone(std::unique_ptr<volume::Volume>* va, std::unique_ptr<volume::Volume>* vb,
+                   std::map<uint64_t, uint32_t>* written) {
+    ASSERT_NO_FATAL_FAILURE(MakeClone());
+    auto a = a_->Open("c");
+    auto b = b_->Open("c");
+    ASSERT_TRUE(a.ok() && b.ok());
+    *va = std::move(*a);
+    *vb = std::move(*b);
+    ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());
+    (*written)[0] = 1;
+  }
+
+  // Every block of [0, kGoldBlocks + 64) of `v` holds what `written` (block
+  // -> tag) says, else vm@base's.
+  static void ExpectClone(volume::Volume* v, const std::map<uint64_t, uint32_t>& written,
+                          const std::string& what) {
+    std::vector<uint8_t> got(kBlock);
+    for (uint64_t b = 0; b < kGoldBlocks + 64; b++) {
+      ASSERT_TRUE(v->Read(b * kBlock, got).ok()) << what << " block " << b;
+      auto it = written.find(b);
+      std::vector<uint8_t> want = it != written.end() ? Pattern(it->second)
+                                  : b < kGoldBlocks   ? Pattern(uint32_t(kGoldTag + b))
+                                                      : std::vector<uint8_t>(kBlock, 0);
+      ASSERT_EQ(got, want) << what << " block " << b;
+    }
+  }
+
+  // The clone no longer depends on vm: its snapshot, then vm itself, can go.
+  void ExpectDetached() {
+    auto kids = volume::ListChildren(&store_, "vm", 0);
+    ASSERT_TRUE(kids.ok());
+    EXPECT_TRUE(kids->empty());
+    volume::OpenOptions oo;
+    oo.clean_threshold = 0;
+    auto g = volume::Volume::Open(&store_, "vm", oo);
+    ASSERT_TRUE(g.ok()) << g.status().ToString();
+    Status rm = (*g)->RemoveSnapshot("base");
+    EXPECT_TRUE(rm.ok()) << rm.ToString();
+    ASSERT_TRUE((*g)->Close().ok());
+    Status gone = volume::Volume::Remove(&store_, "vm");
+    EXPECT_TRUE(gone.ok()) << gone.ToString();
   }
 
   store::MemoryStore store_;
@@ -409,6 +477,196 @@ TEST(NodeTest, RejectsAServerIdThatCannotNameAnObject) {
   NodeOptions o;
   o.server_id = "a/b";
   EXPECT_TRUE(Node::Start(&s, o).status().IsInvalidArgument());
+}
+
+TEST_F(TwoServers, FlattenGoesThroughTheOwnerWhileItsClientWrites) {
+  std::unique_ptr<volume::Volume> va, vb;
+  std::map<uint64_t, uint32_t> written;
+  ASSERT_NO_FATAL_FAILURE(ServedClone(&va, &vb, &written));
+  const uint64_t epoch = va->epoch();
+
+  // host-a's client writes all along; the writes land in what c shares.
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> writes{0};
+  Status write_error;
+  std::map<uint64_t, uint32_t> late;
+  std::thread writer([&] {
+    std::mt19937 rng(11);
+    for (uint32_t tag = 2; !stop.load(); tag++) {
+      const uint64_t blk = rng() % kGoldBlocks;
+      Status s = va->Write(blk * kBlock, Pattern(tag));
+      if (!s.ok()) {
+        write_error = s;
+        return;
+      }
+      late[blk] = tag;
+      writes++;
+      if (tag % 16 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  while (writes.load() < 50) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const uint64_t writes_before = writes.load();
+  std::vector<std::pair<uint64_t, uint64_t>> seen;
+  auto r = RunFlatten(&store_, "c", 2000,
+                      [&](uint64_t done, uint64_t total) { seen.emplace_back(done, total); });
+  const uint64_t writes_during = writes.load() - writes_before;
+  stop = true;
+  writer.join();
+  ASSERT_TRUE(write_error.ok()) << write_error.ToString();
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->server, "host-a");
+  EXPECT_GT(r->copied_blocks, 0u);
+  EXPECT_GT(writes_during, 0u);
+  // The owner did it and still owns c: no move, no new epoch.
+  EXPECT_TRUE(Shared(va.get())->owner());
+  EXPECT_EQ(va->epoch(), epoch);
+  ASSERT_FALSE(seen.empty());
+  for (size_t i = 0; i < seen.size(); i++) {
+    EXPECT_LE(seen[i].first, seen[i].second);
+    EXPECT_LE(seen[i].second, kGoldBlocks * kBlock);
+    if (i > 0) {
+      EXPECT_GE(seen[i].first, seen[i - 1].first);
+    }
+  }
+  EXPECT_EQ(seen.back().first, seen.back().second);
+  for (auto& [blk, tag] : late) written[blk] = tag;
+
+  ASSERT_NO_FATAL_FAILURE(ExpectDetached());
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(va.get(), written, "c on host-a"));
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(vb.get(), written, "c on host-b"));
+  ASSERT_TRUE(va->Close().ok());
+  ASSERT_TRUE(vb->Close().ok());
+  auto c = volume::Volume::Open(&store_, "c", volume::OpenOptions{});
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(c->get(), written, "c reopened"));
+  ASSERT_TRUE((*c)->Close().ok());
+}
+
+// A write on another server moves ownership mid-flatten: the flatten stops
+// at once instead of holding that write (and this server's I/O) for its
+// whole run, and flatten run again, through the new owner, finishes it.
+TEST_F(TwoServers, AReleaseStopsARunningFlattenAndARunAgainFinishesIt) {
+  std::unique_ptr<volume::Volume> va, vb;
+  std::map<uint64_t, uint32_t> written;
+  ASSERT_NO_FATAL_FAILURE(ServedClone(&va, &vb, &written));
+
+  std::thread taker;
+  Status took;
+  int64_t took_ms = -1;
+  int calls = 0;
+  auto r = va->Flatten([&](uint64_t, uint64_t) {
+    if (++calls == 1) {
+      taker = std::thread([&] {
+        const auto start = std::chrono::steady_clock::now();
+        took = vb->Write(5 * kBlock, Pattern(5));
+        took_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      std::chrono::steady_clock::now() - start)
+                      .count();
+      });
+    }
+    // Slow: 8 pieces would take 1.6 s, far longer than a release.
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return true;
+  });
+  taker.join();
+  ASSERT_TRUE(took.ok()) << took.ToString();
+  written[5] = 5;
+  EXPECT_EQ(r.status().code(), Status::Code::kAborted) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("gave the volume up"), std::string::npos)
+      << r.status().ToString();
+  EXPECT_LT(calls, 8);
+  EXPECT_LT(took_ms, 1000);
+  EXPECT_TRUE(Shared(vb.get())->owner());
+  EXPECT_FALSE(Shared(va.get())->owner());
+  auto kids = volume::ListChildren(&store_, "vm", 0);
+  ASSERT_TRUE(kids.ok());
+  EXPECT_EQ(kids->size(), 1u);  // still a clone
+
+  auto again = RunFlatten(&store_, "c", 2000, nullptr);
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->server, "host-b");
+  ASSERT_NO_FATAL_FAILURE(ExpectDetached());
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(va.get(), written, "c on host-a"));
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(vb.get(), written, "c on host-b"));
+  ASSERT_TRUE(va->Close().ok());
+  ASSERT_TRUE(vb->Close().ok());
+}
+
+// FLATTEN answers at once; a second one while it runs attaches to it; a
+// Close of the volume does not wait for the flatten (it stops it), and its
+// outcome is still answered after the close.
+TEST_F(TwoServers, FlattenRunsInTheBackgroundAndACloseDoesNotWaitForIt) {
+  std::unique_ptr<volume::Volume> va, vb;
+  std::map<uint64_t, uint32_t> written;
+  ASSERT_NO_FATAL_FAILURE(ServedClone(&va, &vb, &written));
+  ASSERT_TRUE(vb->Close().ok());
+  pb::Request req;
+  req.set_type(pb::Request::FLATTEN);
+  req.set_id(1);
+  req.set_volume("c");
+  pb::Reply first = a_->Handle(req);
+  ASSERT_EQ(first.code(), pb::Reply::OK) << first.message();
+  pb::Reply second = a_->Handle(req);
+  ASSERT_EQ(second.code(), pb::Reply::OK) << second.message();
+  const auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(va->Close().ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(2));
+
+  pb::Request st;
+  st.set_type(pb::Request::FLATTEN_STATUS);
+  st.set_id(2);
+  st.set_volume("c");
+  st.set_job(first.flatten().job());
+  pb::Reply r = a_->Handle(st);
+  ASSERT_EQ(r.code(), pb::Reply::OK);
+  const pb::FlattenJob& job = r.flatten();
+  if (second.flatten().job() != first.flatten().job()) {
+    EXPECT_EQ(job.state(), pb::FlattenJob::DONE) << "a second job only after the first ended";
+  }
+  // Done before the close, or stopped by it; never still running.
+  if (job.state() == pb::FlattenJob::FAILED) {
+    EXPECT_EQ(Status::Code(job.status_code()), Status::Code::kAborted) << job.message();
+    EXPECT_NE(job.message().find("gave the volume up"), std::string::npos) << job.message();
+  } else {
+    EXPECT_EQ(job.state(), pb::FlattenJob::DONE);
+  }
+  auto again = RunFlatten(&store_, "c", 2000, nullptr);  // nobody serves c now
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(again->server, "");
+  ASSERT_NO_FATAL_FAILURE(ExpectDetached());
+}
+
+TEST_F(TwoServers, FlattenWithoutAnOwnerIsDoneByAServerReadingTheClone) {
+  ASSERT_NO_FATAL_FAILURE(MakeClone());
+  auto vb = b_->Open("c");  // a reader only
+  ASSERT_TRUE(vb.ok());
+  EXPECT_FALSE(Shared(vb->get())->owner());
+  auto r = RunFlatten(&store_, "c", 2000, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->server, "host-b");
+  EXPECT_TRUE(Shared(vb->get())->owner());  // it became the owner to do it
+  ASSERT_NO_FATAL_FAILURE(ExpectDetached());
+  ASSERT_NO_FATAL_FAILURE(ExpectClone(vb->get(), {}, "c on host-b"));
+  ASSERT_TRUE((*vb)->Close().ok());
+}
+
+TEST_F(TwoServers, FlattenWithoutAServerOpensTheCloneAndAStatusOfNoJobIsUnknown) {
+  ASSERT_NO_FATAL_FAILURE(MakeClone());
+  auto r = RunFlatten(&store_, "c", 2000, nullptr);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->server, "");
+  EXPECT_GT(r->copied_blocks, 0u);
+  ASSERT_NO_FATAL_FAILURE(ExpectDetached());
+  EXPECT_TRUE(RunFlatten(&store_, "nosuch", 2000, nullptr).status().IsNotFound());
+
+  pb::Request req;
+  req.set_type(pb::Request::FLATTEN_STATUS);
+  req.set_id(1);
+  req.set_volume("c");
+  req.set_job(12345);
+  pb::Reply rep = a_->Handle(req);
+  EXPECT_EQ(rep.code(), pb::Reply::OK);
+  EXPECT_EQ(rep.flatten().state(), pb::FlattenJob::UNKNOWN);
 }
 
 }  // namespace

@@ -70,6 +70,12 @@ Status ParseRequest(std::span<const uint8_t> payload, pb::Request* out) {
       HBISS_RETURN_IF_ERROR(CheckName(out->new_name(), "new_name"));
     }
   }
+  if (out->type() == pb::Request::FLATTEN || out->type() == pb::Request::FLATTEN_STATUS) {
+    HBISS_RETURN_IF_ERROR(CheckName(out->volume(), "volume"));
+  }
+  if (out->type() == pb::Request::FLATTEN_STATUS && !out->has_job()) {
+    return Status::InvalidArgument("FLATTEN_STATUS without a job");
+  }
   return Status::OK();
 }
 

@@ -61,6 +61,30 @@ TEST(PeerWireTest, ReplyRoundTrips) {
   EXPECT_EQ(got.last_seq(), 1234u);
 }
 
+TEST(PeerWireTest, AFlattenJobRoundTrips) {
+  pb::Reply r;
+  r.set_id(10);
+  r.set_code(pb::Reply::OK);
+  pb::FlattenJob* j = r.mutable_flatten();
+  j->set_job(0xfedcba9876543210ull);
+  j->set_state(pb::FlattenJob::FAILED);
+  j->set_done_bytes(3 << 20);
+  j->set_total_bytes(8 << 20);
+  j->set_status_code(uint32_t(Status::Code::kAborted));
+  j->set_message("stopped");
+  auto frame = EncodeFrame(r);
+  ASSERT_TRUE(frame.ok());
+  pb::Reply got;
+  ASSERT_TRUE(ParseReply(Bytes(*frame).subspan(kFrameHeaderSize), &got).ok());
+  ASSERT_TRUE(got.has_flatten());
+  EXPECT_EQ(got.flatten().job(), 0xfedcba9876543210ull);
+  EXPECT_EQ(got.flatten().state(), pb::FlattenJob::FAILED);
+  EXPECT_EQ(got.flatten().done_bytes(), 3u << 20);
+  EXPECT_EQ(got.flatten().total_bytes(), 8u << 20);
+  EXPECT_EQ(Status::Code(got.flatten().status_code()), Status::Code::kAborted);
+  EXPECT_EQ(got.flatten().message(), "stopped");
+}
+
 TEST(PeerWireTest, BadHeadersAreCorruption) {
   std::string frame = EncodeFrame(Release()).value();
   std::string bad = frame;
@@ -115,6 +139,23 @@ TEST(PeerWireTest, RequestsBreakingTheRulesAreRefused) {
     bad.clear_new_name();
     EXPECT_EQ(ParseRequest(Bytes(bad.SerializeAsString()), &got).ok(),
               type != pb::Request::SNAP_RENAME) << type;
+  }
+  // FLATTEN names a volume; FLATTEN_STATUS a volume and a job.
+  for (auto type : {pb::Request::FLATTEN, pb::Request::FLATTEN_STATUS}) {
+    pb::Request fl;
+    fl.set_type(type);
+    fl.set_id(4);
+    fl.set_volume("vm");
+    fl.set_job(77);
+    EXPECT_TRUE(ParseRequest(Bytes(fl.SerializeAsString()), &got).ok()) << type;
+    EXPECT_EQ(got.job(), 77u);
+    pb::Request bad = fl;
+    bad.clear_volume();
+    EXPECT_TRUE(ParseRequest(Bytes(bad.SerializeAsString()), &got).IsInvalidArgument()) << type;
+    bad = fl;
+    bad.clear_job();
+    EXPECT_EQ(ParseRequest(Bytes(bad.SerializeAsString()), &got).ok(),
+              type == pb::Request::FLATTEN) << type;
   }
   // A PING needs no volume.
   r.Clear();

@@ -345,13 +345,33 @@ Status SharedVolume::RenameSnapshot(const std::string& from, const std::string& 
   return AsOwner([&](volume::Volume* v) { return v->RenameSnapshot(from, to); });
 }
 
-Result<uint64_t> SharedVolume::Flatten(const std::function<void(uint64_t, uint64_t)>& progress) {
-  uint64_t copied = 0;
-  HBISS_RETURN_IF_ERROR(AsOwner([&](volume::Volume* v) -> Status {
-    HBISS_ASSIGN_OR_RETURN(copied, v->Flatten(progress));
-    return Status::OK();
-  }));
-  return copied;
+Result<uint64_t> SharedVolume::Flatten(const std::function<bool(uint64_t, uint64_t)>& progress) {
+  // Becoming the owner needs mu_ exclusively; the copying only shared (as
+  // a write would), so that I/O goes on and a role change can stop it.
+  HBISS_RETURN_IF_ERROR(AsOwner([](volume::Volume*) { return Status::OK(); }));
+  PassGate();
+  ReaderMutexLock l(&mu_);
+  if (closed_) return Status::Aborted("volume " + name_ + " is closed");
+  if (!lost_.ok()) return lost_;
+  if (!owner_) {
+    return Status::Aborted("volume " + name_ + ": another server took it before the flatten "
+                           "began");
+  }
+  bool yielded = false;
+  auto r = v_->Flatten([&](uint64_t done, uint64_t total) {
+    if (role_changes_waiting_.load() > 0) {
+      yielded = true;
+      return false;
+    }
+    return !progress || progress(done, total);
+  });
+  if (!r.ok() && yielded) {
+    return Status::Aborted("volume " + name_ + ": the flatten stopped mid-way because this "
+                           "server gave the volume up (another server's client wrote to it, "
+                           "or it was closed); what it copied stays: run it again to finish "
+                           "(" + r.status().message() + ")");
+  }
+  return r;
 }
 
 Status SharedVolume::Rollback(const std::string& snap) {
@@ -413,11 +433,15 @@ Status SharedVolume::Owned() const {
 }
 
 Status SharedVolume::Close() {
+  // A flatten in progress (it holds a peer request's use of this volume)
+  // stops at once instead of finishing first.
+  role_changes_waiting_++;
   node_->Unregister(name_, this);  // no peer request reaches it from here on
   Status s;
   {
     MutexLock g(&gate_);
     WriterMutexLock l(&mu_);
+    role_changes_waiting_--;
     if (closed_) return Status::OK();
     closed_ = true;
     if (v_) s = v_->Close();
@@ -435,8 +459,14 @@ Status SharedVolume::Close() {
 pb::Reply SharedVolume::HandleRelease(const pb::Request& req) {
   pb::Reply reply;
   const auto start = Clock::now();
+  // A flatten in progress stops (within a piece) rather than keep this
+  // server's I/O and the asker waiting for minutes. (A stale request, for
+  // an epoch this server no longer holds, stops it too: rare, and a
+  // flatten run again goes on from where it stopped.)
+  role_changes_waiting_++;
   MutexLock g(&gate_);
   WriterMutexLock l(&mu_);  // waits for this server's I/O in flight
+  role_changes_waiting_--;
   const uint64_t epoch = v_ ? v_->epoch() : 0;
   reply.set_current_epoch(epoch);
   if (closed_ || !owner_ || (req.epoch() != 0 && req.epoch() != epoch)) {

@@ -73,7 +73,15 @@ class SharedVolume : public volume::Volume {
   Status RemoveSnapshot(const std::string& snap) override;
   Status RenameSnapshot(const std::string& from, const std::string& to) override;
   Status Rollback(const std::string& snap) override;
-  Result<uint64_t> Flatten(const std::function<void(uint64_t, uint64_t)>& progress) override;
+  // Flatten takes ownership first (holding mu_ exclusively for that only),
+  // then copies with mu_ held shared: this server's I/O goes on. A RELEASE
+  // or Close that arrives meanwhile stops it within one piece (Aborted,
+  // saying so; what was copied stays), so neither waits for the whole
+  // flatten (only for the piece, or for its last steps once everything is
+  // copied: a flush, two checkpoints, the meta). Snapshot operations on
+  // the volume wait for it (the engine serializes them).
+  Result<uint64_t> Flatten(const std::function<bool(uint64_t, uint64_t)>& progress) override
+      EXCLUDES(mu_);
   uint64_t epoch() const override;
   Status Owned() const override;
 
@@ -136,6 +144,9 @@ class SharedVolume : public volume::Volume {
   std::atomic<bool> owner_flag_{false};
   std::atomic<bool> acquiring_{false};
   bool closed_ GUARDED_BY(mu_) = false;
+  // Role changes (RELEASE, Close) waiting for mu_ exclusively: a running
+  // Flatten, which holds mu_ shared for minutes, stops for them.
+  std::atomic<int> role_changes_waiting_{0};
   // The epoch this server last released on request, and when: its own next
   // acquire waits until another server took a later epoch, up to
   // kYieldAfterReleaseMs.

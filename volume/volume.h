@@ -326,9 +326,12 @@ class Volume {
   // own log, while I/O goes on, then, when none of its own snapshots needs
   // them either, drops its parents (the clone is then a volume of its own
   // and its parent snapshot can be removed). `progress(done, total)` is
-  // called now and then, in blocks. Returns the blocks copied. A volume
-  // that is not a clone: OK, nothing to do. NotSupported read-only.
-  virtual Result<uint64_t> Flatten(const std::function<void(uint64_t, uint64_t)>& progress) = 0;
+  // called now and then, in blocks, in the caller's thread; when it returns
+  // false the flatten stops there with Aborted (what it copied stays: a
+  // flatten run again copies only what is still shared). Returns the
+  // blocks copied. A volume that is not a clone: OK, nothing to do.
+  // NotSupported read-only.
+  virtual Result<uint64_t> Flatten(const std::function<bool(uint64_t, uint64_t)>& progress) = 0;
 
   // Cleans now, in the caller's thread, whatever the background cleaner is
   // doing: copies out the live blocks of every segment that was closed when

@@ -138,7 +138,7 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status Owned() const override EXCLUDES(mu_);
   Result<CleanStats> Clean(double threshold) override;
   Status Close() override;
-  Result<uint64_t> Flatten(const std::function<void(uint64_t, uint64_t)>& progress) override
+  Result<uint64_t> Flatten(const std::function<bool(uint64_t, uint64_t)>& progress) override
       EXCLUDES(snap_mu_, write_mu_, mu_);
 
   // Snapshots (volume_snapshot.cc, doc/snapshots.md).

@@ -263,7 +263,7 @@ Status VolumeImpl::OpenLayers() {
   return Status::OK();
 }
 
-Result<uint64_t> VolumeImpl::Flatten(const std::function<void(uint64_t, uint64_t)>& progress) {
+Result<uint64_t> VolumeImpl::Flatten(const std::function<bool(uint64_t, uint64_t)>& progress) {
   Lock sl(&snap_mu_);
   {
     Lock l(&mu_);
@@ -292,7 +292,11 @@ Result<uint64_t> VolumeImpl::Flatten(const std::function<void(uint64_t, uint64_t
   now.reset();
   uint64_t done = 0, copied = 0;
   std::vector<uint8_t> buf;
-  if (progress) progress(0, total);
+  const auto stopped = [&] {
+    return Status::Aborted("volume " + name_ + ": flatten stopped after " +
+                           std::to_string(done) + " of " + std::to_string(total) + " blocks");
+  };
+  if (progress && !progress(0, total)) return stopped();
   for (const MapRun& r : shared) {
     for (uint64_t off = 0; off < r.count; off += Cleaner::kPieceBlocks) {
       MapRun piece = r;
@@ -305,7 +309,7 @@ Result<uint64_t> VolumeImpl::Flatten(const std::function<void(uint64_t, uint64_t
                              CopyStillLive(std::span<const MapRun>(&piece, 1), buf.data()));
       copied += moved;
       done += piece.count;
-      if (progress) progress(done, total);
+      if (progress && !progress(done, total)) return stopped();
     }
   }
   HBISS_RETURN_IF_ERROR(Flush());
