@@ -11,6 +11,7 @@
 #include "cli/progress.h"
 #include "volume/clone.h"
 #include "volume/volume.h"
+#include "volume/volume_meta.h"
 
 namespace hbiss::cli {
 namespace {
@@ -45,6 +46,10 @@ int RunFlatten(const GlobalOptions& g, const std::string& name, bool no_progress
     }
     return Fail(ctx, v.status());
   }
+  // Its parent may wait in the trash for it (doc/snapshots.md "Trash").
+  auto meta = volume::ReadMeta(store->get(), name);
+  const std::string parent =
+      meta.ok() && !meta->parents.empty() ? meta->parents.front().volume : "";
   uint64_t size = (*v)->size();
   Progress progress("flatten " + name, size);
   auto copied = (*v)->Flatten([&](uint64_t done, uint64_t total) {
@@ -57,6 +62,7 @@ int RunFlatten(const GlobalOptions& g, const std::string& name, bool no_progress
   if (Status st = (*v)->Close(); !st.ok()) return Fail(ctx, st);
   std::printf("%s: %llu blocks copied from its parents\n", name.c_str(),
               static_cast<unsigned long long>(*copied));
+  if (!parent.empty()) PurgeTrashAfter(store->get(), parent);
   return 0;
 }
 

@@ -69,7 +69,17 @@ pb::Reply HandleSnapshot(volume::Volume* v, const pb::Request& req) {
       break;
     }
     case pb::Request::SNAP_REMOVE:
-      s = v->RemoveSnapshot(req.snap());
+      if (req.purge_trash()) {
+        auto purged = v->PurgeTrash();
+        s = purged.status();
+        if (purged.ok()) reply.set_purged(*purged);
+      } else if (req.trash()) {
+        auto trashed = v->TrashSnapshot(req.snap());
+        s = trashed.status();
+        if (trashed.ok()) reply.set_trashed(*trashed);
+      } else {
+        s = v->RemoveSnapshot(req.snap());
+      }
       break;
     case pb::Request::SNAP_RENAME:
       s = v->RenameSnapshot(req.snap(), req.new_name());
@@ -352,7 +362,8 @@ Status ReplyStatus(const pb::Reply& r, const std::string& server) {
 pb::Request::Type RequestType(SnapshotOp::Kind k) {
   switch (k) {
     case SnapshotOp::kCreate: return pb::Request::SNAP_CREATE;
-    case SnapshotOp::kRemove: return pb::Request::SNAP_REMOVE;
+    case SnapshotOp::kRemove:
+    case SnapshotOp::kPurgeTrash: return pb::Request::SNAP_REMOVE;
     case SnapshotOp::kRename: return pb::Request::SNAP_RENAME;
     case SnapshotOp::kRollback: break;
   }
@@ -367,8 +378,16 @@ Result<SnapshotOpResult> ApplyLocally(volume::Volume* v, const SnapshotOp& op) {
       break;
     }
     case SnapshotOp::kRemove:
-      HBISS_RETURN_IF_ERROR(v->RemoveSnapshot(op.snap));
+      if (op.trash) {
+        HBISS_ASSIGN_OR_RETURN(out.trashed, v->TrashSnapshot(op.snap));
+      } else {
+        HBISS_RETURN_IF_ERROR(v->RemoveSnapshot(op.snap));
+      }
       break;
+    case SnapshotOp::kPurgeTrash: {
+      HBISS_ASSIGN_OR_RETURN(out.purged, v->PurgeTrash());
+      break;
+    }
     case SnapshotOp::kRename:
       HBISS_RETURN_IF_ERROR(v->RenameSnapshot(op.snap, op.new_name));
       break;
@@ -413,6 +432,7 @@ Result<SnapshotOpResult> RunHere(store::Store* store, const SnapshotOp& op, bool
 // again (a racing command may change the list meanwhile).
 Status CheckSnapshotNames(store::Store* store, const SnapshotOp& op) {
   HBISS_ASSIGN_OR_RETURN(auto snaps, volume::Volume::ListSnapshots(store, op.volume));
+  if (op.kind == SnapshotOp::kPurgeTrash) return Status::OK();
   auto has = [&](const std::string& n) {
     return std::any_of(snaps.begin(), snaps.end(),
                        [&](const volume::SnapshotInfo& s) { return s.name == n; });
@@ -490,6 +510,8 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
     req.set_volume(op.volume);
     req.set_snap(op.snap);
     if (op.kind == SnapshotOp::kRename) req.set_new_name(op.new_name);
+    if (op.kind == SnapshotOp::kRemove && op.trash) req.set_trash(true);
+    if (op.kind == SnapshotOp::kPurgeTrash) req.set_purge_trash(true);
     req.set_from_server("hbiss-snap");
     auto reply = PeerCall(sr.peer, req, op_timeout_ms);
     if (!reply.ok()) {
@@ -499,6 +521,8 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
     if (reply->code() == pb::Reply::OK) {
       SnapshotOpResult out;
       out.server = sr.server;
+      out.trashed = reply->trashed();
+      out.purged = reply->purged();
       if (reply->has_snapshot()) {
         out.created.id = reply->snapshot().id();
         out.created.name = reply->snapshot().name();
