@@ -12,6 +12,7 @@
 
 #include "cluster/shared_volume.h"
 #include "util/socket.h"
+#include "volume/clone.h"
 #include "volume/layout.h"
 
 namespace hbiss::cluster {
@@ -445,6 +446,12 @@ Status CheckSnapshotNames(store::Store* store, const SnapshotOp& op) {
     return Status::OK();
   }
   if (!has(op.snap)) return Status::NotFound(pre + " has no snapshot named '" + op.snap + "'");
+  if (op.kind == SnapshotOp::kRemove && !op.trash) {
+    auto it = std::find_if(snaps.begin(), snaps.end(),
+                           [&](const volume::SnapshotInfo& s) { return s.name == op.snap; });
+    HBISS_ASSIGN_OR_RETURN(auto children, volume::ListChildren(store, op.volume, it->id));
+    if (!children.empty()) return volume::SnapshotHasClones(op.volume + "@" + op.snap, children);
+  }
   if (op.kind == SnapshotOp::kRename && has(op.new_name)) {
     return Status::AlreadyExists(pre + " already has a snapshot named '" + op.new_name + "'");
   }

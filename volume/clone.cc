@@ -101,6 +101,16 @@ Result<std::vector<std::string>> ListChildren(store::Store* store, const std::st
   return out;
 }
 
+Status SnapshotHasClones(const std::string& spec, const std::vector<std::string>& children) {
+  std::string names;
+  for (const std::string& c : children) names += (names.empty() ? "" : ", ") + c;
+  return Status::Busy("snapshot " + spec + " has " + std::to_string(children.size()) +
+                      (children.size() == 1 ? " clone (" : " clones (") + names +
+                      "): flatten or remove them first (hbiss flatten CLONE, hbiss rm CLONE), "
+                      "or use --trash (hbiss snap rm --trash " + spec +
+                      "): it then waits in the trash and is deleted with its last clone");
+}
+
 void DropChildRecord(store::Store* store, const std::string& parent, const std::string& child) {
   Status s = store->Delete(layout::ChildName(parent, child));
   if (!s.ok() && !s.IsNotFound()) {

@@ -388,8 +388,6 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   // while the registry was written.
   Status DropSnapshotLocked(uint64_t id, const std::string& snap) REQUIRES(snap_mu_)
       EXCLUDES(mu_);
-  // The clones of snapshot `id`, in a refusal's words: "has 2 clones (a, b)".
-  static std::string ClonesPhrase(const std::vector<std::string>& children);
   // PurgeTrash's work.
   Result<uint64_t> PurgeTrashLocked() REQUIRES(snap_mu_) EXCLUDES(mu_);
 

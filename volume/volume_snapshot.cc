@@ -458,24 +458,12 @@ Result<const SnapshotRecord*> VolumeImpl::FindToChangeLocked(const std::string& 
   return rec;
 }
 
-std::string VolumeImpl::ClonesPhrase(const std::vector<std::string>& children) {
-  std::string names;
-  for (const std::string& c : children) names += (names.empty() ? "" : ", ") + c;
-  return "has " + std::to_string(children.size()) +
-         (children.size() == 1 ? " clone (" : " clones (") + names + ")";
-}
-
 Status VolumeImpl::RemoveSnapshot(const std::string& snap) {
   Lock sl(&snap_mu_);
   HBISS_ASSIGN_OR_RETURN(const SnapshotRecord* rec, FindToChangeLocked(snap));
   const uint64_t id = rec->id;
   HBISS_ASSIGN_OR_RETURN(std::vector<std::string> children, ListChildren(store_, name_, id));
-  if (!children.empty()) {
-    return Status::Busy("snapshot " + SnapLabel(snap) + " " + ClonesPhrase(children) +
-                        ": flatten or remove them first (hbiss flatten CLONE, hbiss rm CLONE), "
-                        "or use --trash (hbiss snap rm --trash " + SnapLabel(snap) +
-                        "): it then waits in the trash and is deleted with its last clone");
-  }
+  if (!children.empty()) return SnapshotHasClones(SnapLabel(snap), children);
   return DropSnapshotLocked(id, snap);
 }
 
@@ -500,8 +488,8 @@ Result<bool> VolumeImpl::TrashSnapshot(const std::string& snap) {
   HBISS_RETURN_IF_ERROR(WriteSnapRegistry(store_, dir_, next));
   HBISS_RETURN_IF_ERROR(CheckEpochStillOurs(store_, dir_));
   registry_ = std::move(next);
-  spdlog::info("volume {}: snapshot {} (id {}) moved to the trash; it {}", name_, SnapLabel(snap),
-               id, ClonesPhrase(children));
+  spdlog::info("volume {}: snapshot {} (id {}) moved to the trash; {} clone(s) use it", name_,
+               SnapLabel(snap), id, children.size());
   // Its last clone may have gone while the registry was written: that
   // removal's purge may have looked before the record was trashed.
   if (auto purged = PurgeTrashLocked(); !purged.ok()) {
