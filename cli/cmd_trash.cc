@@ -72,11 +72,16 @@ int RunTrashLs(const GlobalOptions& g, bool json) {
   size_t width = 4;
   for (const auto& e : *entries) width = std::max(width, e.volume.size() + 1 + e.snap.size());
   std::printf("%-*s  %6s  %-24s  %s\n", int(width), "NAME", "SNAPID", "TIMESTAMP", "WAITS FOR");
+  std::string trashed_volume;  // entries of a trashed volume follow it
   for (const auto& e : *entries) {
     const std::string name = e.snap.empty() ? e.volume : e.volume + "@" + e.snap;
     const std::string id = e.snap.empty() ? "-" : std::to_string(e.snap_id);
-    const std::string waits = e.children.empty() ? "(nothing: the next purge deletes it)"
-                                                 : JoinNames(e.children);
+    if (e.snap.empty()) trashed_volume = e.volume;
+    std::string waits = JoinNames(e.children);
+    if (e.children.empty()) {
+      waits = e.volume == trashed_volume ? "(nothing: deleted with volume " + e.volume + ")"
+                                         : "(nothing: the next purge deletes it)";
+    }
     std::printf("%-*s  %6s  %-24s  %s\n", int(width), name.c_str(), id.c_str(),
                 CTime(e.created).c_str(), waits.c_str());
   }

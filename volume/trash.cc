@@ -26,23 +26,6 @@ std::string Join(const std::vector<std::string>& names) {
   return out;
 }
 
-// Every volume with a meta, trashed or not, sorted (Volume::List leaves the
-// trashed ones out).
-Result<std::vector<std::string>> AllVolumes(store::Store* store) {
-  std::vector<std::string> names;
-  auto list = store->List("volumes");
-  if (!list.ok()) {
-    if (list.status().IsNotFound()) return names;
-    return list.status();
-  }
-  for (const auto& o : *list) {
-    if (!o.is_dir || !Volume::ValidateName(o.name).ok()) continue;
-    if (store->Stat(layout::MetaName(o.name)).ok()) names.push_back(o.name);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 // The trashed snapshots of `name`'s registry.
 Result<std::vector<SnapshotRecord>> TrashedSnapshots(store::Store* store, const std::string& name) {
   HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
@@ -61,6 +44,21 @@ std::string TrashedVolumeMessage(const std::string& name, const std::vector<std:
 }
 
 }  // namespace
+
+Result<std::vector<std::string>> ListVolumesWithTrash(store::Store* store) {
+  std::vector<std::string> names;
+  auto list = store->List("volumes");
+  if (!list.ok()) {
+    if (list.status().IsNotFound()) return names;
+    return list.status();
+  }
+  for (const auto& o : *list) {
+    if (!o.is_dir || !Volume::ValidateName(o.name).ok()) continue;
+    if (store->Stat(layout::MetaName(o.name)).ok()) names.push_back(o.name);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 Result<bool> InTrash(store::Store* store, const std::string& name) {
   auto st = store->Stat(layout::TrashName(name));
@@ -170,7 +168,7 @@ Status RestoreVolume(store::Store* store, const std::string& name) {
 
 Result<std::vector<TrashEntry>> ListTrash(store::Store* store) {
   std::vector<TrashEntry> out;
-  HBISS_ASSIGN_OR_RETURN(std::vector<std::string> names, AllVolumes(store));
+  HBISS_ASSIGN_OR_RETURN(std::vector<std::string> names, ListVolumesWithTrash(store));
   for (const std::string& name : names) {
     auto meta = ReadMeta(store, name);
     if (!meta.ok()) {

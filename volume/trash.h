@@ -32,6 +32,10 @@
 
 namespace hbiss::volume {
 
+// Every volume with a meta, trashed or not, sorted (Volume::List is this
+// without the trashed ones).
+Result<std::vector<std::string>> ListVolumesWithTrash(store::Store* store);
+
 // Whether volume `name` is in the trash (its trash object exists).
 Result<bool> InTrash(store::Store* store, const std::string& name);
 

@@ -211,21 +211,12 @@ Status Volume::Remove(store::Store* store, const std::string& name) {
 }
 
 Result<std::vector<std::string>> Volume::List(store::Store* store) {
+  HBISS_ASSIGN_OR_RETURN(std::vector<std::string> all, ListVolumesWithTrash(store));
   std::vector<std::string> names;
-  auto list = store->List("volumes");
-  if (!list.ok()) {
-    if (list.status().IsNotFound()) return names;
-    return list.status();
+  for (const std::string& n : all) {
+    HBISS_ASSIGN_OR_RETURN(bool trashed, InTrash(store, n));
+    if (!trashed) names.push_back(n);
   }
-  for (const auto& o : *list) {
-    if (!o.is_dir || !ValidateName(o.name).ok()) continue;
-    auto st = store->Stat(layout::MetaName(o.name));
-    if (!st.ok()) continue;
-    auto trashed = InTrash(store, o.name);
-    if (!trashed.ok()) return trashed.status();
-    if (!*trashed) names.push_back(o.name);
-  }
-  std::sort(names.begin(), names.end());
   return names;
 }
 

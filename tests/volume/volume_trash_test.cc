@@ -5,7 +5,6 @@
 // removal of the last clone and the purge, finished by the next opportunity.
 #include <gtest/gtest.h>
 
-#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "store/fault_injection_store.h"
 #include "store/memory_store.h"
 #include "tests/volume/store_param.h"
+#include "tests/volume/tagged_blocks.h"
 #include "volume/fsck.h"
 #include "volume/layout.h"
 #include "volume/snapshot_registry.h"
@@ -27,21 +27,6 @@ constexpr uint64_t kBlocks = kVolSize / kBlockSize;
 constexpr uint64_t kSegSize = 64 << 10;
 
 using Model = std::vector<std::vector<uint8_t>>;
-
-std::vector<uint8_t> Block(uint64_t b, uint32_t who, uint32_t v) {
-  std::vector<uint8_t> d(kBlockSize);
-  for (size_t i = 0; i < d.size(); i++) d[i] = uint8_t(b * 5 + who * 29 + v * 7 + i / 32);
-  std::memcpy(d.data(), &b, 8);
-  std::memcpy(d.data() + 8, &who, 4);
-  std::memcpy(d.data() + 12, &v, 4);
-  return d;
-}
-
-OpenOptions ReadOnly() {
-  OpenOptions o;
-  o.read_only = true;
-  return o;
-}
 
 void Write(Volume* v, uint64_t first, uint64_t n, uint32_t who, uint32_t ver, Model* model) {
   for (uint64_t b = first; b < first + n; b++) {
