@@ -16,6 +16,7 @@
 #include "volume/fsck.h"
 #include "volume/layout.h"
 #include "volume/snapshot_registry.h"
+#include "volume/space.h"
 #include "volume/trash.h"
 #include "volume/volume.h"
 
@@ -164,6 +165,13 @@ TEST_P(TrashTest, ATrashedSnapshotServesItsClonesAndGoesWithTheLastOne) {
     Expect(c2.get(), m2, "c2");
   }
   for (const char* v : {"gold", "c1", "c2"}) ExpectClean(store_, v);
+  // du lists it: it still holds what it holds.
+  auto du = GetDiskUsage(store_, "gold");
+  ASSERT_TRUE(du.ok()) << du.status().ToString();
+  ASSERT_EQ(du->rows.size(), 2u);
+  EXPECT_EQ(du->rows[0].snapshot, "base");
+  EXPECT_TRUE(du->rows[0].trashed);
+  EXPECT_EQ(du->rows[0].used, kVolSize);
   const uint64_t with_trash = g->Info().log_bytes;
   // The route to the owner: here, the open parent itself.
   SnapTrashPurger purger = [&](const std::string& vol) -> Status {
