@@ -164,8 +164,9 @@ Status Volume::Clone(store::Store* store, const std::string& spec, const std::st
     return cs;
   }
   // A removal of the snapshot that raced this one: it checked for clones
-  // before the record was there.
-  auto again = ListSnapshots(store, parent);
+  // before the record was there. (Trashed meanwhile is fine: the trash
+  // keeps it for its clones, this one included.)
+  auto again = ListSnapshots(store, parent, /*include_trashed=*/true);
   if (again.ok() && std::none_of(again->begin(), again->end(),
                                  [&](const SnapshotInfo& s) { return s.id == it->id; })) {
     (void)Remove(store, name);

@@ -183,8 +183,17 @@ Result<std::vector<TrashEntry>> ListTrash(store::Store* store) {
       HBISS_ASSIGN_OR_RETURN(e.children, ListChildren(store, name, 0));
       out.push_back(std::move(e));
     }
-    HBISS_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> snaps, TrashedSnapshots(store, name));
-    for (const SnapshotRecord& r : snaps) {
+    auto snaps = TrashedSnapshots(store, name);
+    if (!snaps.ok()) {
+      // One volume's unreadable registry (hbiss fsck reports it) does not
+      // hide the rest of the trash.
+      if (!snaps.status().IsCorruption() && !snaps.status().IsNotSupported()) {
+        return snaps.status();
+      }
+      spdlog::warn("volume {}: {}", name, snaps.status().ToString());
+      continue;
+    }
+    for (const SnapshotRecord& r : *snaps) {
       TrashEntry e;
       e.volume = name;
       e.snap = r.name;
