@@ -15,6 +15,7 @@
 #include "cluster/node.h"
 #include "volume/clone.h"
 #include "volume/volume.h"
+#include "volume/volume_meta.h"
 
 namespace hbiss::cli {
 namespace {
@@ -44,6 +45,10 @@ int RunFlatten(const GlobalOptions& g, const std::string& name, bool no_progress
   if (!g.verbose) spdlog::set_level(spdlog::level::warn);
   auto store = OpenStoreFor(g, /*writing=*/false);
   if (!store.ok()) return Fail(ctx, store.status());
+  // Its parent may wait in the trash for it (doc/snapshots.md "Trash").
+  auto meta = volume::ReadMeta(store->get(), name);
+  const std::string parent =
+      meta.ok() && !meta->parents.empty() ? meta->parents.front().volume : "";
   // Its total, what the clone shares, is known once the flatten has begun.
   Progress progress("flatten " + name, 0);
   bool drawn = false;
@@ -60,6 +65,7 @@ int RunFlatten(const GlobalOptions& g, const std::string& name, bool no_progress
   const std::string by = r->server.empty() ? "" : " (by server " + r->server + ")";
   std::printf("%s: %llu blocks copied from its parents%s\n", name.c_str(),
               static_cast<unsigned long long>(r->copied_blocks), by.c_str());
+  if (!parent.empty()) PurgeTrashAfter(store->get(), parent);
   return 0;
 }
 

@@ -1,7 +1,7 @@
 // Snapshots of volumes (doc/snapshots.md "Commands"), rbd style:
 //   hbiss snap create VOL@SNAP
-//   hbiss snap ls VOL [--json]
-//   hbiss snap rm VOL@SNAP
+//   hbiss snap ls VOL [--json] [--all]
+//   hbiss snap rm VOL@SNAP [--trash]
 //   hbiss snap rollback VOL@SNAP
 //   hbiss snap rename VOL@SNAP NEW   (NEW may also be written VOL@NEW)
 // The commands that change a volume go through the server that owns it, if
@@ -46,17 +46,7 @@ Status ParseSnapSpec(const std::string& spec, std::string* vol, std::string* sna
   return Status::OK();
 }
 
-// rbd's snapshot timestamp: ctime's format, local time.
-std::string CTime(int64_t t) {
-  time_t tt = time_t(t);
-  tm tmv{};
-  localtime_r(&tt, &tmv);
-  char buf[64];
-  strftime(buf, sizeof(buf), "%a %b %e %H:%M:%S %Y", &tmv);
-  return buf;
-}
-
-int RunLs(const GlobalOptions& g, const std::string& name, bool json) {
+int RunLs(const GlobalOptions& g, const std::string& name, bool json, bool all) {
   const std::string ctx = "ls " + name;
   if (name.find('@') != std::string::npos) {
     return SnapFail(ctx, Status::InvalidArgument("takes a volume, not a snapshot: write VOL"));
@@ -64,7 +54,7 @@ int RunLs(const GlobalOptions& g, const std::string& name, bool json) {
   if (Status st = Volume::ValidateName(name); !st.ok()) return SnapFail(ctx, st);
   auto store = OpenStoreFor(g, false);
   if (!store.ok()) return SnapFail(ctx, store.status());
-  auto snaps = Volume::ListSnapshots(store->get(), name);
+  auto snaps = Volume::ListSnapshots(store->get(), name, all);
   if (!snaps.ok()) return SnapFail(ctx, snaps.status());
   if (json) {
     nlohmann::ordered_json out = nlohmann::ordered_json::array();
@@ -77,6 +67,7 @@ int RunLs(const GlobalOptions& g, const std::string& name, bool json) {
       j["created"] = s.created;
       j["mapped_bytes"] = s.mapped_bytes;
       j["materialized"] = s.materialized;
+      if (s.trashed) j["trashed"] = true;
       out.push_back(std::move(j));
     }
     std::printf("%s\n", out.dump().c_str());
@@ -85,12 +76,15 @@ int RunLs(const GlobalOptions& g, const std::string& name, bool json) {
   if (snaps->empty()) return 0;  // rbd prints nothing either
   size_t width = 4;
   for (const auto& s : *snaps) width = std::max(width, s.name.size());
-  std::printf("%6s  %-*s  %16s  %-24s  %s\n", "SNAPID", int(width), "NAME", "SIZE", "TIMESTAMP",
-              "MATERIALIZED");
+  // --all adds rbd's NAMESPACE column: "user", or "trash" for a trashed one.
+  const int mwidth = all ? 12 : 0;  // MATERIALIZED is the last column without --all
+  std::printf("%6s  %-*s  %16s  %-24s  %-*s%s\n", "SNAPID", int(width), "NAME", "SIZE",
+              "TIMESTAMP", mwidth, "MATERIALIZED", all ? "  NAMESPACE" : "");
   for (const auto& s : *snaps) {
-    std::printf("%6llu  %-*s  %16llu  %-24s  %s\n", static_cast<unsigned long long>(s.id),
+    std::printf("%6llu  %-*s  %16llu  %-24s  %-*s%s\n", static_cast<unsigned long long>(s.id),
                 int(width), s.name.c_str(), static_cast<unsigned long long>(s.size),
-                CTime(s.created).c_str(), s.materialized ? "yes" : "no");
+                CTime(s.created).c_str(), mwidth, s.materialized ? "yes" : "no",
+                all ? (s.trashed ? "  trash" : "  user") : "");
   }
   return 0;
 }
@@ -99,6 +93,7 @@ struct OpArgs {
   std::string spec;
   std::string new_name;
   int timeout_ms = 2000;
+  bool trash = false;  // rm: a snapshot with clones goes to the trash
 };
 
 // create, rm, rollback, rename: through the owner or here.
@@ -107,6 +102,7 @@ int RunOp(const GlobalOptions& g, cluster::SnapshotOp::Kind kind, const char* ve
   const std::string ctx = std::string(verb) + " " + a.spec;
   cluster::SnapshotOp op;
   op.kind = kind;
+  op.trash = a.trash;
   if (Status st = ParseSnapSpec(a.spec, &op.volume, &op.snap); !st.ok()) return SnapFail(ctx, st);
   if (kind == cluster::SnapshotOp::kRename) {
     op.new_name = a.new_name;
@@ -141,7 +137,15 @@ int RunOp(const GlobalOptions& g, cluster::SnapshotOp::Kind kind, const char* ve
                   static_cast<unsigned long long>(r->created.id), by.c_str());
       break;
     case cluster::SnapshotOp::kRemove:
-      std::printf("removed snapshot %s%s\n", full.c_str(), by.c_str());
+      if (r->trashed) {
+        std::printf("moved snapshot %s to the trash: its clones still use it, and it is deleted "
+                    "with the last of them (hbiss trash ls)%s\n",
+                    full.c_str(), by.c_str());
+      } else {
+        std::printf("removed snapshot %s%s\n", full.c_str(), by.c_str());
+      }
+      break;
+    case cluster::SnapshotOp::kPurgeTrash:
       break;
     case cluster::SnapshotOp::kRename:
       std::printf("renamed snapshot %s to %s@%s%s\n", full.c_str(), op.volume.c_str(),
@@ -157,10 +161,19 @@ int RunOp(const GlobalOptions& g, cluster::SnapshotOp::Kind kind, const char* ve
 
 }  // namespace
 
+std::string CTime(int64_t t) {
+  time_t tt = time_t(t);
+  tm tmv{};
+  localtime_r(&tt, &tmv);
+  char buf[64];
+  strftime(buf, sizeof(buf), "%a %b %e %H:%M:%S %Y", &tmv);
+  return buf;
+}
+
 void AddSnapCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static OpArgs a;
   static std::string ls_name;
-  static bool json = false;
+  static bool json = false, all = false;
   CLI::App* snap = app.add_subcommand(
       "snap", "Snapshots of a volume (VOL@SNAP); while a server owns the volume, create, rm, "
               "rename and rollback ask that server to do it");
@@ -172,6 +185,11 @@ void AddSnapCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
     if (kind == cluster::SnapshotOp::kRename) {
       c->add_option("new_name", a.new_name, "The new name: NEW or VOL@NEW")->required();
     }
+    if (kind == cluster::SnapshotOp::kRemove) {
+      c->add_flag("--trash", a.trash,
+                  "If clones use the snapshot, move it to the trash instead of refusing (rbd "
+                  "clone v2): its name is free at once, and it is deleted with its last clone");
+    }
     c->add_option("--timeout-ms", a.timeout_ms,
                   "How long the volume's owner, if a server owns it, may take to answer a PING")
         ->check(CLI::Range(1, 600000));
@@ -179,7 +197,9 @@ void AddSnapCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   };
   op("create", "Create a snapshot of a volume: every write acknowledged before is in it",
      cluster::SnapshotOp::kCreate);
-  op("rm", "Remove a snapshot (the cleaner then returns the space only it held)",
+  op("rm",
+     "Remove a snapshot (the cleaner then returns the space only it held); one that clones use "
+     "is refused unless --trash",
      cluster::SnapshotOp::kRemove);
   op("rename", "Rename a snapshot", cluster::SnapshotOp::kRename);
   op("rollback",
@@ -190,7 +210,9 @@ void AddSnapCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   CLI::App* ls = snap->add_subcommand("ls", "List a volume's snapshots, oldest first");
   ls->add_option("volume", ls_name, "Volume name")->required();
   ls->add_flag("--json", json, "Print JSON: [{id, name, size, timestamp, created, ...}]");
-  ls->callback([&g, exit_code] { *exit_code = RunLs(g, ls_name, json); });
+  ls->add_flag("-a,--all", all,
+               "Also list the trashed snapshots (NAMESPACE trash; in JSON \"trashed\": true)");
+  ls->callback([&g, exit_code] { *exit_code = RunLs(g, ls_name, json, all); });
 }
 
 }  // namespace hbiss::cli

@@ -35,6 +35,7 @@ void PrintDuJson(const std::vector<DiskUsage>& all) {
       nlohmann::ordered_json j;
       j["name"] = du.volume;
       if (!r.snapshot.empty()) j["snapshot"] = r.snapshot;
+      if (r.trashed) j["trashed"] = true;
       j["provisioned_size"] = r.provisioned;
       j["used_size"] = r.used;
       j["mapped_size"] = r.mapped;
@@ -70,7 +71,8 @@ void PrintDuTable(const std::vector<DiskUsage>& all) {
   for (const DiskUsage& du : all) {
     for (const volume::UsageRow& r : du.rows) {
       const bool head = r.snapshot.empty();
-      lines.push_back({head ? du.volume : du.volume + "@" + r.snapshot,
+      lines.push_back({head ? du.volume
+                            : du.volume + "@" + r.snapshot + (r.trashed ? " (trashed)" : ""),
                        FormatBytes(r.provisioned), FormatBytes(r.used),
                        head ? FormatBytes(du.store_bytes) : ""});
       used += r.used;

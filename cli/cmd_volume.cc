@@ -21,12 +21,14 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include "cli/commands.h"
 #include "cli/progress.h"
 #include "store/store.h"
 #include "util/status.h"
 #include "volume/volume.h"
+#include "volume/volume_meta.h"
 
 namespace hbiss::cli {
 namespace {
@@ -258,13 +260,52 @@ int RunInfo(const GlobalOptions& g, const std::string& name, bool json) {
 
 // ---- rm ----------------------------------------------------------------------
 
-int RunRm(const GlobalOptions& g, const std::string& name) {
+std::string JoinNames(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+// rm --trash (volume/trash.h TrashVolume): prints what went where.
+int RunRmTrash(store::Store* store, const std::string& ctx, const std::string& name) {
+  auto r = volume::TrashVolume(store, name);
+  if (!r.ok()) return Fail(ctx, r.status());
+  if (!r->removed_snaps.empty()) {
+    std::printf("removed snapshots of %s: %s\n", name.c_str(), JoinNames(r->removed_snaps).c_str());
+  }
+  if (!r->trashed) {
+    std::printf("removed volume %s\n", name.c_str());
+    return 0;
+  }
+  if (!r->trashed_snaps.empty()) {
+    std::printf("moved snapshots of %s to the trash: %s\n", name.c_str(),
+                JoinNames(r->trashed_snaps).c_str());
+  }
+  std::printf("moved volume %s to the trash: it is deleted with the last of its clones (%s); "
+              "hbiss trash ls lists what waits\n",
+              name.c_str(), JoinNames(r->children).c_str());
+  return 0;
+}
+
+int RunRm(const GlobalOptions& g, const std::string& name, bool trash) {
   const std::string ctx = "rm " + name;
   if (Status st = Volume::ValidateName(name); !st.ok()) return Fail(ctx, st);
+  if (!g.verbose) spdlog::set_level(spdlog::level::warn);
   auto store = OpenStoreFor(g, false);
   if (!store.ok()) return Fail(ctx, store.status());
-  if (Status st = Volume::Remove(store->get(), name); !st.ok()) return Fail(ctx, st);
-  return 0;
+  // A clone's parent may wait in the trash for it (doc/snapshots.md "Trash").
+  auto meta = volume::ReadMeta(store->get(), name);
+  const std::string parent =
+      meta.ok() && !meta->parents.empty() ? meta->parents.front().volume : "";
+  if (trash) {
+    if (int rc = RunRmTrash(store->get(), ctx, name); rc != 0) return rc;
+  } else if (Status st = Volume::Remove(store->get(), name); !st.ok()) {
+    return Fail(ctx, st);
+  }
+  // Unless it went to the trash itself (then it still uses its parent).
+  auto in_trash = volume::InTrash(store->get(), name);
+  if (!parent.empty() && in_trash.ok() && !*in_trash) PurgeTrashAfter(store->get(), parent);
+  return std::fflush(stdout) == 0 ? 0 : 1;
 }
 
 // ---- clean -------------------------------------------------------------------
@@ -552,9 +593,14 @@ void AddVolumeCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   info->add_flag("--json", json, "Print one JSON object");
   info->callback([&g, exit_code] { *exit_code = RunInfo(g, name, json); });
 
-  CLI::App* rm = app.add_subcommand("rm", "Delete a volume and all its data");
+  static bool rm_trash = false;
+  CLI::App* rm = app.add_subcommand(
+      "rm", "Delete a volume and all its data (refused while it has snapshots, unless --trash)");
   rm->add_option("NAME", name, "Volume name")->required();
-  rm->callback([&g, exit_code] { *exit_code = RunRm(g, name); });
+  rm->add_flag("--trash", rm_trash,
+               "Also remove its snapshots; those that clones use, and then the volume itself, go "
+               "to the trash and are deleted with their last clone (rbd clone v2)");
+  rm->callback([&g, exit_code] { *exit_code = RunRm(g, name, rm_trash); });
 
   static double clean_threshold = 0.5;
   CLI::App* clean = app.add_subcommand(

@@ -11,6 +11,7 @@
 
 #include "store/store.h"
 #include "util/status.h"
+#include "volume/trash.h"
 
 namespace hbiss::cli {
 
@@ -39,6 +40,19 @@ void AddDfsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 // snap create|ls|rm|rename|rollback (cmd_snap.cc).
 void AddSnapCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
+// trash ls|purge|restore (cmd_trash.cc).
+void AddTrashCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
+
+// How the CLI deletes a volume's trashed snapshots: through the server that
+// owns it, if one does (cluster::RunSnapshotOp), else here (cmd_trash.cc).
+volume::SnapTrashPurger TrashPurger(store::Store* store);
+// After a clone of `parent`'s snapshots was removed or flattened:
+// volume::PurgeTrash of `parent` with TrashPurger. A failure is a warning on
+// stderr (the next purge finishes it), not the command's failure.
+void PurgeTrashAfter(store::Store* store, const std::string& parent);
+
+// rbd's snapshot timestamp: ctime's format, local time (cmd_snap.cc).
+std::string CTime(int64_t t);
 // du, diff (cmd_space.cc): space accounting and change lists; read only.
 void AddSpaceCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 

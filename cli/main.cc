@@ -62,6 +62,7 @@ int main(int argc, char** argv) {
   hbiss::cli::AddServeCommand(app, g, &exit_code);
   hbiss::cli::AddClusterCommands(app, g, &exit_code);
   hbiss::cli::AddSnapCommands(app, g, &exit_code);
+  hbiss::cli::AddTrashCommands(app, g, &exit_code);
 #endif
 #ifdef HBISS_HAVE_DFS
   hbiss::cli::AddDfsCommand(app, g, &exit_code);

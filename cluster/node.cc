@@ -12,6 +12,7 @@
 
 #include "cluster/shared_volume.h"
 #include "util/socket.h"
+#include "volume/clone.h"
 #include "volume/layout.h"
 
 namespace hbiss::cluster {
@@ -69,7 +70,17 @@ pb::Reply HandleSnapshot(volume::Volume* v, const pb::Request& req) {
       break;
     }
     case pb::Request::SNAP_REMOVE:
-      s = v->RemoveSnapshot(req.snap());
+      if (req.purge_trash()) {
+        auto purged = v->PurgeTrash();
+        s = purged.status();
+        if (purged.ok()) reply.set_purged(*purged);
+      } else if (req.trash()) {
+        auto trashed = v->TrashSnapshot(req.snap());
+        s = trashed.status();
+        if (trashed.ok()) reply.set_trashed(*trashed);
+      } else {
+        s = v->RemoveSnapshot(req.snap());
+      }
       break;
     case pb::Request::SNAP_RENAME:
       s = v->RenameSnapshot(req.snap(), req.new_name());
@@ -405,7 +416,8 @@ Status OwnerMustAnswer(const VolumeStatus& st) {
 pb::Request::Type RequestType(SnapshotOp::Kind k) {
   switch (k) {
     case SnapshotOp::kCreate: return pb::Request::SNAP_CREATE;
-    case SnapshotOp::kRemove: return pb::Request::SNAP_REMOVE;
+    case SnapshotOp::kRemove:
+    case SnapshotOp::kPurgeTrash: return pb::Request::SNAP_REMOVE;
     case SnapshotOp::kRename: return pb::Request::SNAP_RENAME;
     case SnapshotOp::kRollback: break;
   }
@@ -420,8 +432,16 @@ Result<SnapshotOpResult> ApplyLocally(volume::Volume* v, const SnapshotOp& op) {
       break;
     }
     case SnapshotOp::kRemove:
-      HBISS_RETURN_IF_ERROR(v->RemoveSnapshot(op.snap));
+      if (op.trash) {
+        HBISS_ASSIGN_OR_RETURN(out.trashed, v->TrashSnapshot(op.snap));
+      } else {
+        HBISS_RETURN_IF_ERROR(v->RemoveSnapshot(op.snap));
+      }
       break;
+    case SnapshotOp::kPurgeTrash: {
+      HBISS_ASSIGN_OR_RETURN(out.purged, v->PurgeTrash());
+      break;
+    }
     case SnapshotOp::kRename:
       HBISS_RETURN_IF_ERROR(v->RenameSnapshot(op.snap, op.new_name));
       break;
@@ -469,6 +489,7 @@ Result<SnapshotOpResult> RunHere(store::Store* store, const SnapshotOp& op, bool
 // again (a racing command may change the list meanwhile).
 Status CheckSnapshotNames(store::Store* store, const SnapshotOp& op) {
   HBISS_ASSIGN_OR_RETURN(auto snaps, volume::Volume::ListSnapshots(store, op.volume));
+  if (op.kind == SnapshotOp::kPurgeTrash) return Status::OK();
   auto has = [&](const std::string& n) {
     return std::any_of(snaps.begin(), snaps.end(),
                        [&](const volume::SnapshotInfo& s) { return s.name == n; });
@@ -481,6 +502,12 @@ Status CheckSnapshotNames(store::Store* store, const SnapshotOp& op) {
     return Status::OK();
   }
   if (!has(op.snap)) return Status::NotFound(pre + " has no snapshot named '" + op.snap + "'");
+  if (op.kind == SnapshotOp::kRemove && !op.trash) {
+    auto it = std::find_if(snaps.begin(), snaps.end(),
+                           [&](const volume::SnapshotInfo& s) { return s.name == op.snap; });
+    HBISS_ASSIGN_OR_RETURN(auto children, volume::ListChildren(store, op.volume, it->id));
+    if (!children.empty()) return volume::SnapshotHasClones(op.volume + "@" + op.snap, children);
+  }
   if (op.kind == SnapshotOp::kRename && has(op.new_name)) {
     return Status::AlreadyExists(pre + " already has a snapshot named '" + op.new_name + "'");
   }
@@ -538,6 +565,8 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
     req.set_volume(op.volume);
     req.set_snap(op.snap);
     if (op.kind == SnapshotOp::kRename) req.set_new_name(op.new_name);
+    if (op.kind == SnapshotOp::kRemove && op.trash) req.set_trash(true);
+    if (op.kind == SnapshotOp::kPurgeTrash) req.set_purge_trash(true);
     req.set_from_server("hbiss-snap");
     auto reply = PeerCall(sr.peer, req, op_timeout_ms);
     if (!reply.ok()) {
@@ -547,6 +576,8 @@ Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op
     if (reply->code() == pb::Reply::OK) {
       SnapshotOpResult out;
       out.server = sr.server;
+      out.trashed = reply->trashed();
+      out.purged = reply->purged();
       if (reply->has_snapshot()) {
         out.created.id = reply->snapshot().id();
         out.created.name = reply->snapshot().name();

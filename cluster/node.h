@@ -144,16 +144,22 @@ std::string VolumeStatusJson(const VolumeStatus& s);
 Status BreakVolumeLock(store::Store* store, const std::string& name, bool force,
                        int timeout_ms);
 
-// A snapshot operation on a volume (`hbiss snap create|rm|rename|rollback`).
+// A snapshot operation on a volume (`hbiss snap create|rm|rename|rollback`,
+// and the trash's purge).
+// kPurgeTrash deletes the trashed snapshots no clone uses any more
+// (Volume::PurgeTrash); it is sent as SNAP_REMOVE with purge_trash.
 struct SnapshotOp {
-  enum Kind { kCreate, kRemove, kRename, kRollback };
+  enum Kind { kCreate, kRemove, kRename, kRollback, kPurgeTrash };
   Kind kind = kCreate;
   std::string volume;
-  std::string snap;      // the snapshot it acts on (kCreate: the new one)
+  std::string snap;      // the snapshot it acts on (kCreate: the new one; kPurgeTrash: none)
   std::string new_name;  // kRename
+  bool trash = false;    // kRemove: Volume::TrashSnapshot (rbd clone v2) instead of refusing
 };
 struct SnapshotOpResult {
   volume::SnapshotInfo created;  // kCreate: the snapshot made
+  bool trashed = false;          // kRemove with trash: it went to the trash
+  uint64_t purged = 0;           // kPurgeTrash: trashed snapshots deleted
   // The server that did it (its id), or empty when nobody owned the volume
   // and RunSnapshotOp opened it itself.
   std::string server;

@@ -15,6 +15,7 @@
 #include "store/memory_store.h"
 #include "util/test_util.h"
 #include "volume/clone.h"
+#include "volume/trash.h"
 #include "volume/volume.h"
 
 namespace hbiss::cluster {
@@ -382,6 +383,53 @@ TEST_F(TwoServers, SnapshotOpsGoThroughTheOwner) {
   auto list = volume::Volume::ListSnapshots(&store_, "vm");
   ASSERT_TRUE(list.ok());
   EXPECT_TRUE(list->empty());
+  ASSERT_TRUE((*va)->Close().ok());
+}
+
+// The trash (doc/snapshots.md "Trash") of a served volume: the snapshot
+// goes to the trash through the owner, and so does its deletion once the
+// last clone is gone (SNAP_REMOVE with purge_trash), never behind its back.
+TEST_F(TwoServers, TrashOfAServedVolumeGoesThroughTheOwner) {
+  auto va = a_->Open("vm");
+  ASSERT_TRUE(va.ok());
+  ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());  // host-a owns it
+  ASSERT_TRUE(Snap(SnapshotOp::kCreate, "base").ok());
+  ASSERT_TRUE(volume::Volume::Clone(&store_, "vm@base", "c").ok());
+  // Refused without --trash, by reading only: the message names the clone.
+  auto r = Snap(SnapshotOp::kRemove, "base");
+  EXPECT_TRUE(r.status().IsBusy()) << r.status().ToString();
+  EXPECT_NE(r.status().message().find("(c)"), std::string::npos) << r.status().message();
+  SnapshotOp op;
+  op.kind = SnapshotOp::kRemove;
+  op.volume = "vm";
+  op.snap = "base";
+  op.trash = true;
+  r = RunSnapshotOp(&store_, op, 2000, 20000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_TRUE(r->trashed);
+  EXPECT_EQ(r->server, "host-a");
+  auto all = volume::Volume::ListSnapshots(&store_, "vm", true);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_TRUE((*all)[0].trashed);
+  ASSERT_TRUE(volume::Volume::Remove(&store_, "c").ok());
+  std::string purged_by;
+  Status p = volume::PurgeTrash(&store_, "vm", [&](const std::string& vol) -> Status {
+    SnapshotOp purge;
+    purge.kind = SnapshotOp::kPurgeTrash;
+    purge.volume = vol;
+    auto pr = RunSnapshotOp(&store_, purge, 2000, 20000);
+    if (!pr.ok()) return pr.status();
+    EXPECT_EQ(pr->purged, 1u);
+    purged_by = pr->server;
+    return Status::OK();
+  });
+  ASSERT_TRUE(p.ok()) << p.ToString();
+  EXPECT_EQ(purged_by, "host-a");
+  all = volume::Volume::ListSnapshots(&store_, "vm", true);
+  ASSERT_TRUE(all.ok());
+  EXPECT_TRUE(all->empty());
+  EXPECT_TRUE(Shared(va->get())->owner());
   ASSERT_TRUE((*va)->Close().ok());
 }
 

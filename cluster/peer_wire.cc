@@ -65,7 +65,9 @@ Status ParseRequest(std::span<const uint8_t> payload, pb::Request* out) {
   }
   if (out->type() >= pb::Request::SNAP_CREATE && out->type() <= pb::Request::SNAP_ROLLBACK) {
     HBISS_RETURN_IF_ERROR(CheckName(out->volume(), "volume"));
-    HBISS_RETURN_IF_ERROR(CheckName(out->snap(), "snap"));
+    // A trash purge names no snapshot (it deletes whatever no clone uses).
+    const bool purge = out->type() == pb::Request::SNAP_REMOVE && out->purge_trash();
+    if (!purge || !out->snap().empty()) HBISS_RETURN_IF_ERROR(CheckName(out->snap(), "snap"));
     if (out->type() == pb::Request::SNAP_RENAME) {
       HBISS_RETURN_IF_ERROR(CheckName(out->new_name(), "new_name"));
     }

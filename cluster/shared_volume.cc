@@ -341,6 +341,24 @@ Status SharedVolume::RemoveSnapshot(const std::string& snap) {
   return AsOwner([&](volume::Volume* v) { return v->RemoveSnapshot(snap); });
 }
 
+Result<bool> SharedVolume::TrashSnapshot(const std::string& snap) {
+  bool trashed = false;
+  HBISS_RETURN_IF_ERROR(AsOwner([&](volume::Volume* v) -> Status {
+    HBISS_ASSIGN_OR_RETURN(trashed, v->TrashSnapshot(snap));
+    return Status::OK();
+  }));
+  return trashed;
+}
+
+Result<uint64_t> SharedVolume::PurgeTrash() {
+  uint64_t purged = 0;
+  HBISS_RETURN_IF_ERROR(AsOwner([&](volume::Volume* v) -> Status {
+    HBISS_ASSIGN_OR_RETURN(purged, v->PurgeTrash());
+    return Status::OK();
+  }));
+  return purged;
+}
+
 Status SharedVolume::RenameSnapshot(const std::string& from, const std::string& to) {
   return AsOwner([&](volume::Volume* v) { return v->RenameSnapshot(from, to); });
 }

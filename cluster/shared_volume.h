@@ -71,6 +71,8 @@ class SharedVolume : public volume::Volume {
   // first, as for a write (doc/snapshots.md "Served volumes").
   Result<volume::SnapshotInfo> CreateSnapshot(const std::string& snap) override;
   Status RemoveSnapshot(const std::string& snap) override;
+  Result<bool> TrashSnapshot(const std::string& snap) override;
+  Result<uint64_t> PurgeTrash() override;
   Status RenameSnapshot(const std::string& from, const std::string& to) override;
   Status Rollback(const std::string& snap) override;
   // Flatten takes ownership first (holding mu_ exclusively for that only),

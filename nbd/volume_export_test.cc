@@ -9,6 +9,7 @@
 
 #include "store/store.h"
 #include "volume/space.h"
+#include "volume/trash.h"
 #include "volume/volume.h"
 
 namespace hbiss::nbd {
@@ -289,6 +290,36 @@ TEST_F(VolumeProviderTest, ACloneOffersItsParentSnapshot) {
   m = (*c)->DirtyBitmap("a@gold");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(Runs(**m), (RunList{{3 * kB, kB}}));
+// The trash (doc/snapshots.md "Trash"): a trashed snapshot is no longer an
+// export, and neither is a trashed volume, while their clone still is.
+TEST_F(VolumeProviderTest, TrashedSnapshotsAndVolumesAreNotExported) {
+  {
+    auto v = volume::Volume::Open(store_.get(), "a");
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    ASSERT_TRUE((*v)->CreateSnapshot("s1").ok());
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  ASSERT_TRUE(volume::Volume::Clone(store_.get(), "a@s1", "c").ok());
+  {
+    auto v = volume::Volume::Open(store_.get(), "a");
+    ASSERT_TRUE(v.ok()) << v.status().ToString();
+    auto t = (*v)->TrashSnapshot("s1");
+    ASSERT_TRUE(t.ok() && *t) << t.status().ToString();
+    ASSERT_TRUE((*v)->Close().ok());
+  }
+  VolumeProvider p(store_.get(), true);
+  auto names = p.List();
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(*names, (std::vector<std::string>{"a", "c"}));
+  EXPECT_TRUE(p.Describe("a@s1").status().IsNotFound());
+  EXPECT_TRUE(p.Open("a@s1").status().IsNotFound());
+  auto r = volume::TrashVolume(store_.get(), "a");
+  ASSERT_TRUE(r.ok() && r->trashed) << r.status().ToString();
+  names = p.List();
+  ASSERT_TRUE(names.ok());
+  EXPECT_EQ(*names, (std::vector<std::string>{"c"}));
+  EXPECT_TRUE(p.Open("a").status().IsNotFound());
+  EXPECT_TRUE(p.Open("c").ok());
 }
 
 }  // namespace

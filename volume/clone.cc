@@ -10,6 +10,7 @@
 #include "volume/epoch.h"
 #include "volume/layout.h"
 #include "volume/snapshot_registry.h"
+#include "volume/trash.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
@@ -100,6 +101,16 @@ Result<std::vector<std::string>> ListChildren(store::Store* store, const std::st
   return out;
 }
 
+Status SnapshotHasClones(const std::string& spec, const std::vector<std::string>& children) {
+  std::string names;
+  for (const std::string& c : children) names += (names.empty() ? "" : ", ") + c;
+  return Status::Busy("snapshot " + spec + " has " + std::to_string(children.size()) +
+                      (children.size() == 1 ? " clone (" : " clones (") + names +
+                      "): flatten or remove them first (hbiss flatten CLONE, hbiss rm CLONE), "
+                      "or use --trash (hbiss snap rm --trash " + spec +
+                      "): it then waits in the trash and is deleted with its last clone");
+}
+
 void DropChildRecord(store::Store* store, const std::string& parent, const std::string& child) {
   Status s = store->Delete(layout::ChildName(parent, child));
   if (!s.ok() && !s.IsNotFound()) {
@@ -115,10 +126,20 @@ Status Volume::Clone(store::Store* store, const std::string& spec, const std::st
   }
   HBISS_RETURN_IF_ERROR(ValidateName(name));
   HBISS_ASSIGN_OR_RETURN(VolumeMeta pm, ReadMeta(store, parent));
+  HBISS_RETURN_IF_ERROR(RefuseIfTrashed(store, parent));
+  // A trashed snapshot is not listed: it cannot be cloned again.
   HBISS_ASSIGN_OR_RETURN(std::vector<SnapshotInfo> snaps, ListSnapshots(store, parent));
   auto it = std::find_if(snaps.begin(), snaps.end(),
                          [&](const SnapshotInfo& s) { return s.name == snap; });
-  if (it == snaps.end()) return Status::NotFound("snapshot " + spec + " does not exist");
+  if (it == snaps.end()) {
+    HBISS_ASSIGN_OR_RETURN(std::vector<SnapshotInfo> all, ListSnapshots(store, parent, true));
+    if (std::any_of(all.begin(), all.end(), [&](const SnapshotInfo& s) { return s.name == snap; })) {
+      return Status::NotFound("snapshot " + spec +
+                              " is in the trash (removed while clones used it) and cannot be "
+                              "cloned again (hbiss trash ls shows what keeps it)");
+    }
+    return Status::NotFound("snapshot " + spec + " does not exist");
+  }
   if (pm.parents.size() + 1 > kMaxCloneDepth) {
     return Status::InvalidArgument("clone " + name + " of " + spec + " would be " +
                                    std::to_string(pm.parents.size() + 1) +
@@ -126,9 +147,7 @@ Status Volume::Clone(store::Store* store, const std::string& spec, const std::st
                                    "): flatten " + parent + " first (hbiss flatten " + parent +
                                    ")");
   }
-  auto exists = store->Stat(layout::MetaName(name));
-  if (exists.ok()) return Status::AlreadyExists("volume " + name + " already exists");
-  if (!exists.status().IsNotFound()) return exists.status();
+  HBISS_RETURN_IF_ERROR(CheckNameFree(store, name));
   // The child record first: a clone is never without one (a record without
   // its clone is stale, and ignored).
   const std::string rec = nlohmann::json{{"snap_id", it->id}}.dump() + "\n";
@@ -145,8 +164,9 @@ Status Volume::Clone(store::Store* store, const std::string& spec, const std::st
     return cs;
   }
   // A removal of the snapshot that raced this one: it checked for clones
-  // before the record was there.
-  auto again = ListSnapshots(store, parent);
+  // before the record was there. (Trashed meanwhile is fine: the trash
+  // keeps it for its clones, this one included.)
+  auto again = ListSnapshots(store, parent, /*include_trashed=*/true);
   if (again.ok() && std::none_of(again->begin(), again->end(),
                                  [&](const SnapshotInfo& s) { return s.id == it->id; })) {
     (void)Remove(store, name);

@@ -48,6 +48,10 @@ Status LoadCloneBase(store::Store* store, const VolumeMeta& meta, ExtentMap* map
 Result<std::vector<std::string>> ListChildren(store::Store* store, const std::string& parent,
                                               uint64_t snap_id);
 
+// The refusal of removing snapshot `spec` ("VOL@SNAP") that `children`
+// (not empty) use: Busy, naming them and saying what to do.
+Status SnapshotHasClones(const std::string& spec, const std::vector<std::string>& children);
+
 // Deletes `child`'s record in `parent` (best effort: a stale record is
 // harmless).
 void DropChildRecord(store::Store* store, const std::string& parent, const std::string& child);

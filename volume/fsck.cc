@@ -14,6 +14,7 @@
 #include "volume/log_reader.h"
 #include "volume/recovery.h"
 #include "volume/snapshot_registry.h"
+#include "volume/volume_impl.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
@@ -412,7 +413,9 @@ Status CheckVolumeReferences(store::Store* store, const VolumeMeta& meta,
     // Every block of the snapshot against its CRC (reads check them).
     OpenOptions ro;
     ro.read_only = true;
-    auto v = Volume::Open(store, label, ro);
+    // By id: a trashed snapshot is checked too (its clones read it), and
+    // the live one of the same name is another snapshot.
+    auto v = OpenSnapshotView(store, name, rec.name, rec.id, ro);
     if (!v.ok()) {
       report->Add(Corrupt("references", 0, "snapshot " + label + ": " + v.status().message()));
       continue;

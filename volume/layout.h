@@ -3,6 +3,7 @@
 //   volumes/NAME/meta        the volume's meta (volume_meta.h)
 //   volumes/NAME/lock        held by the process that has it open for writing
 //   volumes/NAME/reserve     space held for a full device (space_reserve.h)
+//   volumes/NAME/trash       present while the volume is in the trash (trash.h)
 //   volumes/NAME/epoch/<E>/  the log of epoch E (doc/ownership.md), a LogDir:
 //     seg/<id>               log segments (log_format.h)
 //     sum/<id>               segment summaries: CRC tables of closed segments
@@ -28,6 +29,8 @@ inline std::string MetaName(const std::string& name) { return VolDir(name) + "/m
 inline std::string LockName(const std::string& name) { return VolDir(name) + "/lock"; }
 inline std::string ReserveName(const std::string& name) { return VolDir(name) + "/reserve"; }
 inline std::string EpochsDir(const std::string& name) { return VolDir(name) + "/epoch"; }
+// The volume is in the trash (trash.h) while this object exists.
+inline std::string TrashName(const std::string& name) { return VolDir(name) + "/trash"; }
 
 // The directory a volume's log lives in: segments, summaries, checkpoints
 // (and, in an epoch directory, the owner object).

@@ -1,5 +1,6 @@
 #include "volume/snapshot_registry.h"
 
+#include <algorithm>
 #include <utility>
 
 #include <nlohmann/json.hpp>
@@ -14,7 +15,7 @@ namespace hbiss::volume {
 
 const SnapshotRecord* SnapRegistry::Find(const std::string& name) const {
   for (const SnapshotRecord& s : snaps) {
-    if (s.name == name) return &s;
+    if (s.name == name && !s.trashed) return &s;
   }
   return nullptr;
 }
@@ -26,15 +27,19 @@ SnapshotRecord* SnapRegistry::Find(const std::string& name) {
 std::string EncodeSnapRegistry(const SnapRegistry& r) {
   nlohmann::json j;
   j["format"] = "hbiss-snapshots";
-  j["version"] = kSnapRegistryVersion;
+  const bool any_trashed =
+      std::any_of(r.snaps.begin(), r.snaps.end(), [](const SnapshotRecord& s) { return s.trashed; });
+  j["version"] = any_trashed ? kSnapRegistryVersion : 1;
   j["next_id"] = r.next_id;
   j["snapshots"] = nlohmann::json::array();
   for (const SnapshotRecord& s : r.snaps) {
-    j["snapshots"].push_back({{"id", s.id},
-                              {"name", s.name},
-                              {"created", s.created},
-                              {"stop_seq", s.stop_seq},
-                              {"mapped_blocks", s.mapped_blocks}});
+    nlohmann::json e = {{"id", s.id},
+                        {"name", s.name},
+                        {"created", s.created},
+                        {"stop_seq", s.stop_seq},
+                        {"mapped_blocks", s.mapped_blocks}};
+    if (s.trashed) e["trashed"] = true;
+    j["snapshots"].push_back(std::move(e));
   }
   return j.dump(1) + "\n";
 }
@@ -70,8 +75,13 @@ Result<SnapRegistry> DecodeSnapRegistry(const std::string& text, const std::stri
     if (e.contains("mapped_blocks") && e["mapped_blocks"].is_number_unsigned()) {
       s.mapped_blocks = e["mapped_blocks"];
     }
+    if (e.contains("trashed")) {
+      if (!e["trashed"].is_boolean()) return bad("has a snapshot whose trashed is not a boolean");
+      s.trashed = e["trashed"].get<bool>();
+    }
+    // Only live snapshots need distinct names.
     if (s.id == 0 || s.id >= r.next_id || s.stop_seq == 0 || !Volume::ValidateName(s.name).ok() ||
-        r.Find(s.name) != nullptr) {
+        (!s.trashed && r.Find(s.name) != nullptr)) {
       return bad("has a bad snapshot record (" + s.name + ")");
     }
     for (const SnapshotRecord& o : r.snaps) {

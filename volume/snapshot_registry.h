@@ -26,7 +26,12 @@
 
 namespace hbiss::volume {
 
-inline constexpr uint32_t kSnapRegistryVersion = 1;
+// The newest registry version this build reads. A registry is written as
+// version 1 while none of its snapshots is trashed, so that builds from
+// before the trash read it as before; with a trashed snapshot it is version
+// 2, which those builds refuse (NotSupported) instead of taking the trashed
+// snapshot for a live one (doc/snapshots.md "Objects").
+inline constexpr uint32_t kSnapRegistryVersion = 2;
 
 struct SnapshotRecord {
   uint64_t id = 0;        // never reused within a volume; names the map object
@@ -34,12 +39,18 @@ struct SnapshotRecord {
   int64_t created = 0;    // seconds since the epoch
   uint64_t stop_seq = 0;  // the snapshot is every batch with seq < stop_seq
   uint64_t mapped_blocks = 0;  // blocks mapped in the snapshot
+  // Removed by the user while clones still used it (doc/snapshots.md
+  // "Trash"): kept, with its segments pinned, for those clones only, until
+  // the last one is gone. Its name is free: Find never returns it, and a
+  // live snapshot may have the same name.
+  bool trashed = false;
 };
 
 struct SnapRegistry {
   uint64_t next_id = 1;
-  std::vector<SnapshotRecord> snaps;  // in creation order
+  std::vector<SnapshotRecord> snaps;  // in creation order, trashed ones too
 
+  // The live (not trashed) snapshot named `name`, or null.
   const SnapshotRecord* Find(const std::string& name) const;
   SnapshotRecord* Find(const std::string& name);
 };

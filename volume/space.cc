@@ -185,21 +185,24 @@ Result<DiskUsage> GetDiskUsage(store::Store* store, const std::string& name) {
     auto prev = std::make_unique<ExtentMap>(blocks);
     auto next = std::make_unique<ExtentMap>(blocks);
     if (!meta.parents.empty()) HBISS_RETURN_IF_ERROR(LoadCloneBase(store, meta, prev.get()));
-    auto row = [&](const std::string& snap) -> Status {
-      if (snap.empty()) {
+    // rec: a snapshot (trashed ones too: they still hold what they hold), or
+    // null for the head.
+    auto row = [&](const SnapshotRecord* rec) -> Status {
+      if (rec == nullptr) {
         HBISS_RETURN_IF_ERROR(LoadHead(store, cur.dir, meta, next.get()));
       } else {
         bool materialized = false;
         HBISS_RETURN_IF_ERROR(
-            LoadSnapshotMap(store, cur.dir, meta, *reg.Find(snap), next.get(), &materialized));
+            LoadSnapshotMap(store, cur.dir, meta, *rec, next.get(), &materialized));
       }
       HBISS_ASSIGN_OR_RETURN(auto d, DiffMaps(*prev, *next));
-      du.rows.push_back({snap, meta.size, DataBytes(d), next->MappedBlocks() * kBlockSize});
+      du.rows.push_back({rec == nullptr ? "" : rec->name, meta.size, DataBytes(d),
+                         next->MappedBlocks() * kBlockSize, rec != nullptr && rec->trashed});
       std::swap(prev, next);
       return Status::OK();
     };
-    for (const SnapshotRecord& r : reg.snaps) HBISS_RETURN_IF_ERROR(row(r.name));
-    HBISS_RETURN_IF_ERROR(row(""));
+    for (const SnapshotRecord& r : reg.snaps) HBISS_RETURN_IF_ERROR(row(&r));
+    HBISS_RETURN_IF_ERROR(row(nullptr));
     // prev now holds the head.
     prev->ForEach([&](const MapRun& r) {
       (LayerOf(r.seg) == 0 ? du.own : du.shared) += r.count * kBlockSize;

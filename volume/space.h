@@ -55,6 +55,7 @@ struct UsageRow {
   // the rows is what the volume's own history put in.
   uint64_t used = 0;
   uint64_t mapped = 0;  // bytes this state maps
+  bool trashed = false;  // a trashed snapshot (doc/snapshots.md "Trash")
 };
 
 struct DiskUsage {

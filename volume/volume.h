@@ -146,6 +146,9 @@ struct SnapshotInfo {
   // until the owner's next open after a crash: its map is then rebuilt
   // from the log whenever it is read).
   bool materialized = false;
+  // In the trash (doc/snapshots.md "Trash"): removed while clones used it,
+  // kept for them only; its name is free, it cannot be opened or cloned.
+  bool trashed = false;
 };
 
 // One allocation extent, as reported by BlockStatus.
@@ -222,8 +225,11 @@ class Volume {
   // `name` does; InvalidArgument for a bad spec or a chain too deep.
   static Status Clone(store::Store* store, const std::string& spec, const std::string& name);
 
-  // Deletes a volume and all its data. NotFound if absent, Busy if open or
-  // if it has snapshots (the message names them).
+  // Deletes a volume and all its data. NotFound if absent, Busy if open, if
+  // it has snapshots, or if it is in the trash and clones still use it (the
+  // message names them and says what to do). A trashed volume whose clones
+  // are all gone, and trashed snapshots no clone uses, are deleted with it.
+  // The volume's own parent is not told (PurgeTrash in trash.h does that).
   static Status Remove(store::Store* store, const std::string& name);
 
   // Names of all volumes in the store, sorted.
@@ -257,9 +263,11 @@ class Volume {
   static Status ParseSpec(const std::string& spec, std::string* volume, std::string* snap);
 
   // The volume's snapshots, in creation order; reads only (works while a
-  // server owns the volume). NotFound if the volume does not exist.
+  // server owns the volume). Trashed ones only with `include_trashed`.
+  // NotFound if the volume does not exist.
   static Result<std::vector<SnapshotInfo>> ListSnapshots(store::Store* store,
-                                                         const std::string& name);
+                                                         const std::string& name,
+                                                         bool include_trashed = false);
 
     // Reads info without opening for write (works while another process has
   // it open; mapped_bytes then reflects the newest checkpoint only).
@@ -315,8 +323,19 @@ class Volume {
   // AlreadyExists for a taken name, InvalidArgument for a bad one.
   virtual Result<SnapshotInfo> CreateSnapshot(const std::string& snap) = 0;
   // Removes a snapshot; the cleaner then gives back the space only it held.
-  // NotFound if there is none of that name.
+  // NotFound if there is none of that name; Busy, naming them, if clones
+  // use it.
   virtual Status RemoveSnapshot(const std::string& snap) = 0;
+  // rbd clone v2's removal of a snapshot in use (doc/snapshots.md "Trash"):
+  // as RemoveSnapshot when no clone uses it (returns false); else moves it
+  // to the trash (returns true): its name is free at once, it can no longer
+  // be opened, exported or cloned, and it keeps what it holds until the last
+  // of its clones is removed or flattened and PurgeTrash runs.
+  virtual Result<bool> TrashSnapshot(const std::string& snap) = 0;
+  // Deletes the trashed snapshots no clone uses any more, as RemoveSnapshot
+  // would (the cleaner then gives their space back). Returns how many. A
+  // writable open does it too, once started.
+  virtual Result<uint64_t> PurgeTrash() = 0;
   virtual Status RenameSnapshot(const std::string& from, const std::string& to) = 0;
   // Makes the volume's content that of the snapshot (the snapshot stays).
   // Writes in progress are ordered before it; it is durable on return.

@@ -12,6 +12,7 @@
 #include "volume/layout.h"
 #include "volume/snapshot_registry.h"
 #include "volume/space_reserve.h"
+#include "volume/trash.h"
 #include "volume/volume.h"
 #include "volume/volume_impl.h"
 #include "volume/volume_meta.h"
@@ -54,9 +55,7 @@ Status CreateVolume(store::Store* store, const std::string& name, const CreateOp
                                    std::to_string(kMinSegmentSlots * kSlotSize) + " and " +
                                    std::to_string(uint64_t(kMaxSegmentSlots) * kSlotSize));
   }
-  auto exists = store->Stat(layout::MetaName(name));
-  if (exists.ok()) return Status::AlreadyExists("volume " + name + " already exists");
-  if (!exists.status().IsNotFound()) return exists.status();
+  HBISS_RETURN_IF_ERROR(CheckNameFree(store, name));
   VolumeMeta m;
   m.size = (opts.size + kBlockSize - 1) / kBlockSize * kBlockSize;
   m.segment_size = opts.segment_size;
@@ -86,6 +85,17 @@ Status CreateVolume(store::Store* store, const std::string& name, const CreateOp
   return Status::OK();
 }
 
+Result<std::unique_ptr<Volume>> OpenSnapshotView(store::Store* store, const std::string& name,
+                                                 const std::string& snap, uint64_t id,
+                                                 const OpenOptions& opts) {
+  HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
+  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
+  auto v = std::make_unique<VolumeImpl>(store, name, cur.dir, cur.epoch, meta, opts, nullptr);
+  v->SetSnapshot(snap, id);
+  HBISS_RETURN_IF_ERROR(v->Recover());
+  return std::unique_ptr<Volume>(std::move(v));
+}
+
 Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::string& spec,
                                              const OpenOptions& opts) {
   std::string name, snap;
@@ -94,12 +104,9 @@ Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::str
     if (!opts.read_only) {
       return Status::InvalidArgument("snapshot " + spec + " is read-only: open it read-only");
     }
-    HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
-    HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
-    auto v = std::make_unique<VolumeImpl>(store, name, cur.dir, cur.epoch, meta, opts, nullptr);
-    v->SetSnapshot(snap);
-    HBISS_RETURN_IF_ERROR(v->Recover());
-    return std::unique_ptr<Volume>(std::move(v));
+    HBISS_RETURN_IF_ERROR(ReadMeta(store, name).status());
+    HBISS_RETURN_IF_ERROR(RefuseIfTrashed(store, name));
+    return OpenSnapshotView(store, name, snap, 0, opts);
   }
   HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
   std::unique_ptr<store::Lock> lock;
@@ -113,6 +120,9 @@ Result<std::unique_ptr<Volume>> Volume::Open(store::Store* store, const std::str
     }
     lock = std::move(*l);
   }
+  // Under the lock for a writer: `hbiss rm --trash` writes the trash object
+  // holding it.
+  HBISS_RETURN_IF_ERROR(RefuseIfTrashed(store, name));
   CurrentLog cur;
   if (opts.read_only) {
     HBISS_ASSIGN_OR_RETURN(cur, ResolveLog(store, name));
@@ -157,15 +167,38 @@ Status Volume::Remove(store::Store* store, const std::string& name) {
     return l.status();
   }
   // Snapshots are data too: removing them is asked for separately (as rbd
-  // refuses `rm` of an image with snapshots).
-  HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
-  HBISS_ASSIGN_OR_RETURN(SnapRegistry reg, ReadSnapRegistry(store, cur.dir));
-  if (!reg.snaps.empty()) {
+  // refuses `rm` of an image with snapshots), or with the trash. A trashed
+  // snapshot, or volume, goes only with its last clone.
+  HBISS_ASSIGN_OR_RETURN(bool trashed, InTrash(store, name));
+  if (trashed) {
+    HBISS_ASSIGN_OR_RETURN(std::vector<std::string> kids, ListChildren(store, name, 0));
+    if (!kids.empty()) {
+      std::string names;
+      for (const std::string& k : kids) names += (names.empty() ? "" : ", ") + k;
+      return Status::Busy("volume " + name + " is in the trash until its clones (" + names +
+                          ") are gone: flatten or remove them (hbiss flatten CLONE, hbiss rm "
+                          "CLONE), and it is deleted with the last one");
+    }
+  } else {
+    HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
+    HBISS_ASSIGN_OR_RETURN(SnapRegistry reg, ReadSnapRegistry(store, cur.dir));
     std::string names;
-    for (const SnapshotRecord& r : reg.snaps) names += (names.empty() ? "" : ", ") + r.name;
-    return Status::Busy("volume " + name + " has " + std::to_string(reg.snaps.size()) +
-                        " snapshot(s) (" + names + "): remove them first (hbiss snap rm " + name +
-                        "@SNAP)");
+    uint64_t n = 0;
+    for (const SnapshotRecord& r : reg.snaps) {
+      if (r.trashed) {
+        HBISS_ASSIGN_OR_RETURN(std::vector<std::string> kids, ListChildren(store, name, r.id));
+        if (kids.empty()) continue;  // its purge was cut short: it goes with the volume
+      }
+      names += (names.empty() ? "" : ", ") + r.name + (r.trashed ? " (trashed)" : "");
+      n++;
+    }
+    if (n > 0) {
+      return Status::Busy("volume " + name + " has " + std::to_string(n) + " snapshot(s) (" +
+                          names + "): remove them first (hbiss snap rm " + name +
+                          "@SNAP), or use --trash (hbiss rm --trash " + name +
+                          "): snapshots with clones and the volume then wait in the trash "
+                          "and are deleted with their last clone");
+    }
   }
   HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
   // Meta first: from here on the volume no longer exists for List/Open.
@@ -178,18 +211,12 @@ Status Volume::Remove(store::Store* store, const std::string& name) {
 }
 
 Result<std::vector<std::string>> Volume::List(store::Store* store) {
+  HBISS_ASSIGN_OR_RETURN(std::vector<std::string> all, ListVolumesWithTrash(store));
   std::vector<std::string> names;
-  auto list = store->List("volumes");
-  if (!list.ok()) {
-    if (list.status().IsNotFound()) return names;
-    return list.status();
+  for (const std::string& n : all) {
+    HBISS_ASSIGN_OR_RETURN(bool trashed, InTrash(store, n));
+    if (!trashed) names.push_back(n);
   }
-  for (const auto& o : *list) {
-    if (!o.is_dir || !ValidateName(o.name).ok()) continue;
-    auto st = store->Stat(layout::MetaName(o.name));
-    if (st.ok()) names.push_back(o.name);
-  }
-  std::sort(names.begin(), names.end());
   return names;
 }
 

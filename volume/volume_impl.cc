@@ -243,6 +243,14 @@ Status VolumeImpl::Start() {
   started_ = true;
   HBISS_ASSIGN_OR_RETURN(flusher_, StartThread("volume flusher", [this] { FlusherLoop(); }));
   cleaner_.Start();
+  // Trashed snapshots whose last clone went while this volume was not open
+  // (or whose purge a crash cut short): deleted now, by the owner.
+  if (auto purged = PurgeTrash(); !purged.ok()) {
+    spdlog::warn("volume {}: purging its trash: {}", name_, purged.status().ToString());
+  } else if (*purged > 0) {
+    spdlog::info("volume {}: deleted {} trashed snapshot(s) no clone uses any more", name_,
+                 *purged);
+  }
   return Status::OK();
 }
 

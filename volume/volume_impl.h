@@ -104,6 +104,13 @@ struct BlockSpan;
 // Runs the test hook of volume_testing.h (SetCheckpointEncodeHook), if set.
 void RunCheckpointEncodeHook();
 
+// A read-only view of snapshot `snap` of volume `name` (Volume::Open of
+// "VOL@SNAP" without the trash check), or, when `id` is not 0, of the
+// snapshot with that id, trashed or not: fsck reads trashed snapshots too.
+Result<std::unique_ptr<Volume>> OpenSnapshotView(store::Store* store, const std::string& name,
+                                                 const std::string& snap, uint64_t id,
+                                                 const OpenOptions& opts);
+
 class VolumeImpl final : public Volume, private Cleaner::Host {
  public:
   // Works in log directory `dir` of epoch `epoch` (epoch.h): a writable
@@ -145,12 +152,19 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Result<SnapshotInfo> CreateSnapshot(const std::string& snap) override
       EXCLUDES(snap_mu_, write_mu_, mu_);
   Status RemoveSnapshot(const std::string& snap) override EXCLUDES(snap_mu_, write_mu_, mu_);
+  Result<bool> TrashSnapshot(const std::string& snap) override EXCLUDES(snap_mu_, write_mu_, mu_);
+  Result<uint64_t> PurgeTrash() override EXCLUDES(snap_mu_, write_mu_, mu_);
   Status RenameSnapshot(const std::string& from, const std::string& to) override
       EXCLUDES(snap_mu_, write_mu_, mu_);
   Status Rollback(const std::string& snap) override EXCLUDES(snap_mu_, write_mu_, mu_);
   // Before Recover: this read-only open shows snapshot `snap` (its map is
-  // fixed; reads follow the volume's epochs).
-  void SetSnapshot(std::string snap) { snap_ = std::move(snap); }
+  // fixed; reads follow the volume's epochs): the live one of that name, or,
+  // when `id` is not 0, the one with that id, trashed or not (`snap` then
+  // only names it in messages).
+  void SetSnapshot(std::string snap, uint64_t id = 0) {
+    snap_ = std::move(snap);
+    snap_id_ = id;
+  }
 
  private:
   using Lock = MutexLock;
@@ -369,6 +383,13 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   // The record of `snap` for an operation that changes it: InvalidArgument
   // for a bad name, NotSupported on a read-only open, NotFound.
   Result<const SnapshotRecord*> FindToChangeLocked(const std::string& snap) REQUIRES(snap_mu_);
+  // Drops snapshot `id` (named `snap`) from the registry, unpins it and
+  // deletes its map object; Busy, keeping it, if a clone of it appeared
+  // while the registry was written.
+  Status DropSnapshotLocked(uint64_t id, const std::string& snap) REQUIRES(snap_mu_)
+      EXCLUDES(mu_);
+  // PurgeTrash's work.
+  Result<uint64_t> PurgeTrashLocked() REQUIRES(snap_mu_) EXCLUDES(mu_);
 
   // --- clones (volume_snapshot.cc) ---
   // Opens a reader of each parent's log (layers_), before recovery.
@@ -400,6 +421,7 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Mutex snap_mu_ ACQUIRED_BEFORE(write_mu_);
   SnapRegistry registry_ GUARDED_BY(snap_mu_);
   std::string snap_;  // a snapshot view's snapshot (SetSnapshot), else empty
+  uint64_t snap_id_ = 0;  // a snapshot view by id (SetSnapshot), else 0
   std::thread snap_writer_ GUARDED_BY(snap_mu_);
   Mutex write_mu_ ACQUIRED_BEFORE(mu_);        // serialises writers (RMW atomicity)
   mutable Mutex mu_;

@@ -72,7 +72,8 @@ Status Volume::ParseSpec(const std::string& spec, std::string* volume, std::stri
 }
 
 Result<std::vector<SnapshotInfo>> Volume::ListSnapshots(store::Store* store,
-                                                        const std::string& name) {
+                                                        const std::string& name,
+                                                        bool include_trashed) {
   HBISS_RETURN_IF_ERROR(ValidateName(name));
   HBISS_ASSIGN_OR_RETURN(VolumeMeta meta, ReadMeta(store, name));
   HBISS_ASSIGN_OR_RETURN(CurrentLog cur, ResolveLog(store, name));
@@ -80,6 +81,7 @@ Result<std::vector<SnapshotInfo>> Volume::ListSnapshots(store::Store* store,
   HBISS_ASSIGN_OR_RETURN(auto objs, ListIds(store, layout::SnapDir(cur.dir)));
   std::vector<SnapshotInfo> out;
   for (const SnapshotRecord& r : reg.snaps) {
+    if (r.trashed && !include_trashed) continue;
     SnapshotInfo i;
     i.id = r.id;
     i.name = r.name;
@@ -87,6 +89,7 @@ Result<std::vector<SnapshotInfo>> Volume::ListSnapshots(store::Store* store,
     i.size = meta.size;
     i.mapped_bytes = r.mapped_blocks * kBlockSize;
     i.materialized = std::any_of(objs.begin(), objs.end(), [&](auto& o) { return o.first == r.id; });
+    i.trashed = r.trashed;
     out.push_back(std::move(i));
   }
   return out;
@@ -106,6 +109,12 @@ Status VolumeImpl::RecoverSnapshotView() {
   for (int attempt = 0;; attempt++) {
     HBISS_ASSIGN_OR_RETURN(SnapRegistry reg, ReadSnapRegistry(store_, view_dir_));
     const SnapshotRecord* rec = reg.Find(snap_);
+    if (snap_id_ != 0) {
+      rec = nullptr;
+      for (const SnapshotRecord& r : reg.snaps) {
+        if (r.id == snap_id_) rec = &r;
+      }
+    }
     Status s;
     if (rec == nullptr) {
       s = Status::NotFound("snapshot " + SnapLabel(snap_) + " does not exist");
@@ -458,13 +467,71 @@ Status VolumeImpl::RemoveSnapshot(const std::string& snap) {
   HBISS_ASSIGN_OR_RETURN(const SnapshotRecord* rec, FindToChangeLocked(snap));
   const uint64_t id = rec->id;
   HBISS_ASSIGN_OR_RETURN(std::vector<std::string> children, ListChildren(store_, name_, id));
-  if (!children.empty()) {
-    std::string names;
-    for (const std::string& c : children) names += (names.empty() ? "" : ", ") + c;
-    return Status::Busy("snapshot " + SnapLabel(snap) + " has " +
-                        std::to_string(children.size()) + " clone(s) (" + names +
-                        "): flatten them (hbiss flatten CLONE) or remove them first");
+  if (!children.empty()) return SnapshotHasClones(SnapLabel(snap), children);
+  return DropSnapshotLocked(id, snap);
+}
+
+Result<bool> VolumeImpl::TrashSnapshot(const std::string& snap) {
+  Lock sl(&snap_mu_);
+  HBISS_ASSIGN_OR_RETURN(const SnapshotRecord* rec, FindToChangeLocked(snap));
+  const uint64_t id = rec->id;
+  HBISS_ASSIGN_OR_RETURN(std::vector<std::string> children, ListChildren(store_, name_, id));
+  if (children.empty()) {
+    HBISS_RETURN_IF_ERROR(DropSnapshotLocked(id, snap));
+    return false;
   }
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(UsableLocked());
+  }
+  // Only the record changes: its map object, its pins and its id stay.
+  SnapRegistry next = registry_;
+  for (SnapshotRecord& r : next.snaps) {
+    if (r.id == id) r.trashed = true;
+  }
+  HBISS_RETURN_IF_ERROR(WriteSnapRegistry(store_, dir_, next));
+  HBISS_RETURN_IF_ERROR(CheckEpochStillOurs(store_, dir_));
+  registry_ = std::move(next);
+  spdlog::info("volume {}: snapshot {} (id {}) moved to the trash; {} clone(s) use it", name_,
+               SnapLabel(snap), id, children.size());
+  // Its last clone may have gone while the registry was written: that
+  // removal's purge may have looked before the record was trashed.
+  if (auto purged = PurgeTrashLocked(); !purged.ok()) {
+    spdlog::warn("volume {}: purging its trash: {}", name_, purged.status().ToString());
+  }
+  return true;
+}
+
+Result<uint64_t> VolumeImpl::PurgeTrash() {
+  Lock sl(&snap_mu_);
+  if (!snap_.empty() || opts_.read_only) {
+    return Status::NotSupported("volume " + name_ + " is open read-only");
+  }
+  {
+    Lock l(&mu_);
+    HBISS_RETURN_IF_ERROR(UsableLocked());
+  }
+  return PurgeTrashLocked();
+}
+
+Result<uint64_t> VolumeImpl::PurgeTrashLocked() {
+  std::vector<std::pair<uint64_t, std::string>> trashed;
+  for (const SnapshotRecord& r : registry_.snaps) {
+    if (r.trashed) trashed.emplace_back(r.id, r.name);
+  }
+  uint64_t purged = 0;
+  for (const auto& [id, snap] : trashed) {
+    HBISS_ASSIGN_OR_RETURN(std::vector<std::string> children, ListChildren(store_, name_, id));
+    if (!children.empty()) continue;
+    Status s = DropSnapshotLocked(id, snap);
+    if (s.IsBusy()) continue;  // a clone made from it just before it was trashed
+    HBISS_RETURN_IF_ERROR(s);
+    purged++;
+  }
+  return purged;
+}
+
+Status VolumeImpl::DropSnapshotLocked(uint64_t id, const std::string& snap) {
   {
     // Its map object is being written by the snapshot writer: let it finish first.
     Lock l(&mu_);
@@ -480,7 +547,7 @@ Status VolumeImpl::RemoveSnapshot(const std::string& snap) {
   // A clone made meanwhile (Volume::Clone writes its record, then checks
   // the snapshot is there): one of the two sees the other. If it is this
   // one, the snapshot comes back.
-  HBISS_ASSIGN_OR_RETURN(children, ListChildren(store_, name_, id));
+  HBISS_ASSIGN_OR_RETURN(std::vector<std::string> children, ListChildren(store_, name_, id));
   if (!children.empty()) {
     HBISS_RETURN_IF_ERROR(WriteSnapRegistry(store_, dir_, registry_));
     return Status::Busy("snapshot " + SnapLabel(snap) + " got a clone (" + children.front() +
@@ -494,7 +561,7 @@ Status VolumeImpl::RemoveSnapshot(const std::string& snap) {
     spdlog::warn("volume {}: deleting the map of snapshot {}: {}", name_, SnapLabel(snap),
                  d.ToString());
   }
-  spdlog::info("volume {}: snapshot {} removed", name_, SnapLabel(snap));
+  spdlog::info("volume {}: snapshot {} (id {}) removed", name_, SnapLabel(snap), id);
   cleaner_.Wake();  // what only the snapshot held can go now
   return Status::OK();
 }

@@ -601,6 +601,116 @@ TEST_F(SnapCliTest, RefusalsNameWhatIsWrong) {
   EXPECT_EQ(SnapNames("vm"), (std::vector<std::string>{"s1", "s2"}));
 }
 
+// ---- the trash (doc/snapshots.md "Trash") ----------------------------------------
+
+TEST_F(SnapCliTest, TrashKeepsWhatClonesUseAndDeletesItWithTheLastOne) {
+  const std::string a = RandomBytes(1 << 20, 7);
+  WriteFile(dir_ / "a", a);
+  MustRun({"import", "vm", dir_ / "a"});
+  MustRun({"snap", "create", "vm@base"});
+  MustRun({"snap", "create", "vm@other"});
+  MustRun({"clone", "vm@base", "c1"});
+  MustRun({"clone", "vm@base", "c2"});
+
+  // Refusals say why and what to do, and change nothing.
+  RunResult r = ExpectFailsInStore({"snap", "rm", "vm@base"});
+  EXPECT_NE(r.err.find("has 2 clones (c1, c2)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--trash"), std::string::npos) << r.err;
+  r = H({"rm", "vm"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("base, other"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("hbiss rm --trash vm"), std::string::npos) << r.err;
+
+  // snap rm --trash: gone from ls, shown by ls --all, its name free.
+  r = H({"snap", "rm", "--trash", "vm@base"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("moved snapshot vm@base to the trash"), std::string::npos) << r.out;
+  EXPECT_EQ(SnapNames("vm"), std::vector<std::string>{"other"});
+  RunResult all = H({"snap", "ls", "--all", "vm", "--json"});
+  ASSERT_EQ(all.exit_code, 0) << all.err;
+  nlohmann::json j = nlohmann::json::parse(all.out);
+  ASSERT_EQ(j.size(), 2u) << all.out;
+  EXPECT_EQ(j[0]["name"], "base");
+  EXPECT_EQ(j[0]["trashed"], true);
+  EXPECT_FALSE(j[1].contains("trashed")) << all.out;
+  std::vector<std::string> table = Lines(H({"snap", "ls", "--all", "vm"}).out);
+  ASSERT_EQ(table.size(), 3u);
+  EXPECT_NE(table[0].find("NAMESPACE"), std::string::npos) << table[0];
+  EXPECT_NE(table[1].find("trash"), std::string::npos) << table[1];
+  r = ExpectFailsInStore({"clone", "vm@base", "c3"});
+  EXPECT_NE(r.err.find("trash"), std::string::npos) << r.err;
+  MustRun({"snap", "create", "vm@base"});
+  MustRun({"snap", "rm", "vm@base"});  // the new one has no clone
+  // A snapshot without clones is just removed, --trash or not.
+  r = H({"snap", "rm", "--trash", "vm@other"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("removed snapshot vm@other"), std::string::npos) << r.out;
+
+  RunResult ls = H({"trash", "ls", "--json"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  j = nlohmann::json::parse(ls.out);
+  ASSERT_EQ(j.size(), 1u) << ls.out;
+  EXPECT_EQ(j[0]["volume"], "vm");
+  EXPECT_EQ(j[0]["snapshot"], "base");
+  EXPECT_EQ(j[0]["children"], (nlohmann::json{"c1", "c2"}));
+
+  // The clones read the trashed snapshot's data.
+  MustRun({"export", "c1", dir_ / "c1"});
+  EXPECT_EQ(ReadFile(dir_ / "c1"), a);
+  // rm --trash of the volume: it goes to the trash with its snapshot.
+  r = H({"rm", "--trash", "vm"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("moved volume vm to the trash"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("c1, c2"), std::string::npos) << r.out;
+  EXPECT_EQ(Lines(H({"ls"}).out), (std::vector<std::string>{"c1", "c2"}));
+  r = ExpectFailsInStore({"create", "vm", "--size", "1M"});
+  EXPECT_NE(r.err.find("in the trash"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("cannot be reused"), std::string::npos) << r.err;
+  r = ExpectFailsInStore({"snap", "create", "vm@x"});
+  EXPECT_NE(r.err.find("trash"), std::string::npos) << r.err;
+  ls = H({"trash", "ls"});
+  ASSERT_EQ(ls.exit_code, 0) << ls.err;
+  table = Lines(ls.out);
+  ASSERT_EQ(table.size(), 3u) << ls.out;
+  EXPECT_NE(table[0].find("WAITS FOR"), std::string::npos) << table[0];
+  EXPECT_EQ(table[1].rfind("vm ", 0), 0u) << table[1];
+  EXPECT_NE(table[2].find("vm@base"), std::string::npos) << table[2];
+
+  // The last clone goes: so do the snapshot and the volume.
+  MustRun({"rm", "c1"});
+  j = nlohmann::json::parse(H({"trash", "ls", "--json"}).out);
+  ASSERT_EQ(j.size(), 2u);
+  EXPECT_EQ(j[0]["children"], (nlohmann::json{"c2"}));
+  MustRun({"flatten", "c2", "--no-progress"});
+  EXPECT_EQ(H({"trash", "ls", "--json"}).out, "[]\n");
+  EXPECT_FALSE(fs::exists(fs::path(store_) / "volumes" / "vm"));
+  MustRun({"export", "c2", dir_ / "c2"});
+  EXPECT_EQ(ReadFile(dir_ / "c2"), a);
+  MustRun({"create", "vm", "--size", "1M"});  // the name is free again
+}
+
+TEST_F(SnapCliTest, TrashRestoreAndPurge) {
+  MustRun({"create", "vm", "--size", "1M"});
+  MustRun({"snap", "create", "vm@base"});
+  MustRun({"clone", "vm@base", "c"});
+  MustRun({"rm", "--trash", "vm"});
+  RunResult r = ExpectFailsInStore({"trash", "restore", "c"});
+  EXPECT_NE(r.err.find("not in the trash"), std::string::npos) << r.err;
+  r = H({"trash", "restore", "vm"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("restored volume vm"), std::string::npos) << r.out;
+  EXPECT_EQ(Lines(H({"ls"}).out), (std::vector<std::string>{"c", "vm"}));
+  // Its snapshot stayed trashed; purge has nothing to do while c uses it.
+  MustRun({"trash", "purge"});
+  nlohmann::json j = nlohmann::json::parse(H({"trash", "ls", "--json"}).out);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["snapshot"], "base");
+  MustRun({"rm", "c"});
+  EXPECT_EQ(H({"trash", "ls", "--json"}).out, "[]\n");
+  EXPECT_EQ(SnapLs("vm"), nlohmann::json::array());
+  MustRun({"rm", "vm"});
+}
+
 // ---- du and diff (doc/snapshots.md "du", "diff") ---------------------------------
 
 class SpaceCliTest : public CliTest {

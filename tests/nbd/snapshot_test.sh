@@ -141,6 +141,26 @@ check "snap rm while served" hbiss snap rm vol@quiet
 check_fails "a removed snapshot is not exported" nbdinfo "$(uri vol@quiet)"
 check_fails "snap create of a taken name while served" hbiss snap create vol@s1
 grep -q "already" "$WORK/check.out" || fail "duplicate: $(cat "$WORK/check.out")"
+
+# --- the trash while served: in and out of it through the owner (doc/snapshots.md) --
+check "clone vol@s1" hbiss clone vol@s1 tclone
+check_fails "snap rm of a snapshot a clone uses" hbiss snap rm vol@s1
+grep -q "(tclone)" "$WORK/check.out" && grep -q -- "--trash" "$WORK/check.out" ||
+  fail "the refusal does not name the clone and --trash: $(cat "$WORK/check.out")"
+check "snap rm --trash while served" hbiss snap rm --trash vol@s1
+grep -q "moved snapshot vol@s1 to the trash" "$WORK/check.out" && grep -q "by server" \
+  "$WORK/check.out" || fail "snap rm --trash did not go through the server: $(cat "$WORK/check.out")"
+check_fails "a trashed snapshot is not exported" nbdinfo "$(uri vol@s1)"
+check "the clone reads the trashed snapshot" qemu-io -f raw -r -c "read -P 0x11 0 4k" \
+  "$(uri tclone)"
+check "trash ls" hbiss trash ls --json
+grep -q '"snapshot":"s1".*"children":\["tclone"\]' "$WORK/check.out" ||
+  fail "trash ls: $(cat "$WORK/check.out")"
+check "rm of the last clone" hbiss rm tclone
+grep -q "SNAP_REMOVE  done" "$WORK/serve.log" ||
+  fail "the trashed snapshot was not deleted by the owner: $(tail -n 5 "$WORK/serve.log")"
+check "snap ls --all after" hbiss snap ls --all vol --json
+grep -q trashed "$WORK/check.out" && fail "still trashed: $(cat "$WORK/check.out")"
 kill -KILL "$HOLDER_PID"
 wait "$HOLDER_PID" 2>/dev/null || true
 HOLDER_PID=""

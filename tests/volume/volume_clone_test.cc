@@ -17,6 +17,7 @@
 #include "store/memory_store.h"
 #include "volume/fsck.h"
 #include "tests/volume/store_param.h"
+#include "tests/volume/tagged_blocks.h"
 #include "volume/volume.h"
 
 namespace hbiss::volume {
@@ -25,22 +26,6 @@ namespace {
 constexpr uint64_t kVolSize = 2 << 20;
 constexpr uint64_t kBlocks = kVolSize / kBlockSize;
 constexpr uint64_t kSegSize = 128 << 10;
-
-// Block b as written by `who` (a volume's tag) in version v.
-std::vector<uint8_t> Block(uint64_t b, uint32_t who, uint32_t v) {
-  std::vector<uint8_t> d(kBlockSize);
-  for (size_t i = 0; i < d.size(); i++) d[i] = uint8_t(b * 7 + who * 31 + v * 3 + i / 64);
-  std::memcpy(d.data(), &b, 8);
-  std::memcpy(d.data() + 8, &who, 4);
-  std::memcpy(d.data() + 12, &v, 4);
-  return d;
-}
-
-OpenOptions ReadOnly() {
-  OpenOptions o;
-  o.read_only = true;
-  return o;
-}
 
 class CloneTest : public StoreParamTest {
  protected:
