@@ -290,6 +290,8 @@ TEST_F(VolumeProviderTest, ACloneOffersItsParentSnapshot) {
   m = (*c)->DirtyBitmap("a@gold");
   ASSERT_TRUE(m.ok()) << m.status().ToString();
   EXPECT_EQ(Runs(**m), (RunList{{3 * kB, kB}}));
+}
+
 // The trash (doc/snapshots.md "Trash"): a trashed snapshot is no longer an
 // export, and neither is a trashed volume, while their clone still is.
 TEST_F(VolumeProviderTest, TrashedSnapshotsAndVolumesAreNotExported) {

@@ -21,9 +21,10 @@
 #   BUILD_DIR            build directory (default: <repo>/build)
 #   HBISS_TEST_TIMEOUT   seconds per test (default 900)
 #   HBISS_HDFS_BASE_PORT first port of the test cluster (default 19800; it uses P..P+42)
-#   CTEST_JOBS           parallel tests (default 1: the HDFS tests share one cluster and kill
-#                        or restart its daemons, so they must not overlap; raise it only once
-#                        every such test has RESOURCE_LOCK hdfs_cluster)
+#   CTEST_JOBS           parallel tests (default 2: the in-process unit tests run two at a
+#                        time; every test that uses the shared HDFS cluster, restarts its
+#                        daemons, serves NBD to real clients or boots a guest is RUN_SERIAL
+#                        (hbiss_test SERIAL, hbiss_serial_tests in CMake) and runs alone)
 #   HBISS_SKIP_SANITIZE=1  skip the clang sanitizer build and its ctest (step 5)
 #   HBISS_SKIP_FUZZ=1      skip the fuzz runs (step 5)
 #   HBISS_ASAN_VM=1        also run the guest-boot tests (label vm) under ASan
@@ -33,7 +34,7 @@ repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo_root"
 build_dir="${BUILD_DIR:-$repo_root/build}"
 timeout_s="${HBISS_TEST_TIMEOUT:-900}"
-ctest_jobs="${CTEST_JOBS:-1}"
+ctest_jobs="${CTEST_JOBS:-2}"
 log_dir="$build_dir/test-logs"
 
 log() { echo "test.sh: $*" >&2; }
