@@ -36,7 +36,7 @@ std::string EncodeSnapRegistry(const SnapRegistry& r) {
                               {"stop_seq", s.stop_seq},
                               {"mapped_blocks", s.mapped_blocks}});
   }
-  return j.dump(1) + "\n";
+  return j.dump() + "\n";
 }
 
 Result<SnapRegistry> DecodeSnapRegistry(const std::string& text, const std::string& where) {

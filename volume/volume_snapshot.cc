@@ -363,6 +363,11 @@ Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
   if (registry_.Find(snap) != nullptr) {
     return Status::AlreadyExists("snapshot " + SnapLabel(snap) + " already exists");
   }
+  if (registry_.snaps.size() >= kMaxSnapshots) {
+    return Status::NoSpace("volume " + name_ + " has " + std::to_string(registry_.snaps.size()) +
+                           " snapshots, the most a volume may have (" +
+                           std::to_string(kMaxSnapshots) + "): remove some (hbiss snap rm)");
+  }
   SnapshotRecord rec;
   rec.id = registry_.next_id;
   rec.name = snap;
