@@ -16,6 +16,7 @@
 #include "store/local_store.h"
 #include "store/memory_store.h"
 #include "volume/fsck.h"
+#include "volume/layout.h"
 #include "tests/volume/store_param.h"
 #include "volume/volume.h"
 
@@ -193,6 +194,50 @@ TEST_P(CloneTest, WhatClonesNeedIsNotRemovedAndRefusalsSayWhy) {
     EXPECT_TRUE(v->RemoveSnapshot("base").ok()) << "the clone is gone";
   }
   EXPECT_TRUE(Volume::Remove(store_, "gold").ok());
+}
+
+// A clone whose meta or child record reads as corrupt was taken for a stale
+// record: its parent snapshot was removed and unpinned, and the cleaner
+// deleted what the clone still read. Now the removal refuses, naming the
+// clone and fsck, and the clone (once its meta is repaired) is intact.
+TEST_P(CloneTest, ACloneWithACorruptMetaOrRecordKeepsItsParentSnapshot) {
+  const auto base = GoldWithBase();
+  ASSERT_TRUE(Volume::Clone(store_, "gold@base", "c").ok());
+  auto head = base;
+  {
+    // gold moves on, so that only the snapshot holds base's blocks.
+    auto g = Open("gold");
+    Write(g.get(), 0, kBlocks, 1, 2, &head);
+  }
+  for (const std::string& obj : {layout::MetaName("c"), layout::ChildName("gold", "c")}) {
+    auto good = store_->Get(obj, layout::kMaxMetaBytes);
+    ASSERT_TRUE(good.ok()) << obj << ": " << good.status().ToString();
+    std::string bad = *good;
+    bad[0] = '#';  // no longer JSON
+    bad[bad.size() / 2] ^= 0x55;
+    ASSERT_TRUE(store_->Put(obj, std::span<const uint8_t>(
+                                     reinterpret_cast<const uint8_t*>(bad.data()), bad.size()))
+                    .ok());
+    {
+      auto g = Open("gold");
+      ASSERT_NE(g, nullptr);
+      Status rm = g->RemoveSnapshot("base");
+      EXPECT_TRUE(rm.IsCorruption()) << obj << ": " << rm.ToString();
+      EXPECT_NE(rm.message().find("clone c"), std::string::npos) << rm.message();
+      EXPECT_NE(rm.message().find("hbiss fsck c"), std::string::npos) << rm.message();
+      auto cleaned = g->Clean(1.0);
+      ASSERT_TRUE(cleaned.ok()) << cleaned.status().ToString();
+    }
+    auto list = Volume::ListSnapshots(store_, "gold");
+    ASSERT_TRUE(list.ok());
+    ASSERT_EQ(list->size(), 1u) << obj << ": the snapshot stays";
+    ASSERT_TRUE(store_->Put(obj, std::span<const uint8_t>(
+                                     reinterpret_cast<const uint8_t*>(good->data()), good->size()))
+                    .ok());
+    Expect("c", base);
+    Expect("gold@base", base);
+  }
+  Expect("gold", head);
 }
 
 TEST_P(CloneTest, FlattenUnderWritesDetachesTheClone) {
