@@ -566,6 +566,9 @@ Status VolumeImpl::Rollback(const std::string& snap) {
   // it would survive a crash without it).
   Status durable = Flush();
   for (int i = 0; i < 2 && durable.ok(); i++) durable = CheckpointNow();
+  // A Put into an epoch renamed away recreates it: the fence's check. A
+  // fenced holder's rollback reached nobody; it fails like any fenced write.
+  if (durable.ok()) durable = CheckEpochStillOurs(store_, dir_);
   if (!durable.ok()) {
     Lock l(&mu_);
     return FailLocked(durable.WithContext("volume " + name_ + ": rollback not made durable"));
