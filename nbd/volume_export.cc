@@ -91,6 +91,38 @@ Result<std::vector<Extent>> VolumeExport::BlockStatus(uint64_t offset, uint64_t 
   return out;
 }
 
+Status DirtyMapBuilds::Acquire(const std::string& what) {
+  MutexLock l(&mu_);
+  const auto deadline = std::chrono::steady_clock::now() + max_wait_;
+  while (free_ == 0) {
+    if (!cv_.WaitUntil(&mu_, deadline) && free_ == 0) {
+      return Status::Busy(what + ": this server is already building " + std::to_string(slots_) +
+                          " dirty-bitmap maps, the most at once, and none finished within " +
+                          std::to_string(max_wait_.count()) + " ms; try again");
+    }
+  }
+  free_--;
+  return Status::OK();
+}
+
+void DirtyMapBuilds::Release() {
+  {
+    MutexLock l(&mu_);
+    free_++;
+  }
+  cv_.Signal();
+}
+
+void DirtyMapBuilds::set_max_wait(std::chrono::milliseconds w) {
+  MutexLock l(&mu_);
+  max_wait_ = w;
+}
+
+int DirtyMapBuilds::in_use() {
+  MutexLock l(&mu_);
+  return slots_ - free_;
+}
+
 Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::string& bitmap) {
   if (store_ == nullptr) return Export::DirtyBitmap(bitmap);
   HBISS_ASSIGN_OR_RETURN(auto bases, BitmapBases(store_, name_));
@@ -115,6 +147,16 @@ Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::str
       shared_maps_.erase(it);
     }
   }
+  // Each build holds both whole maps for a while: a bounded number at once.
+  if (builds_ != nullptr) {
+    HBISS_RETURN_IF_ERROR(builds_->Acquire("dirty bitmap '" + bitmap + "' of " + name_));
+  }
+  struct Slot {
+    DirtyMapBuilds* b;
+    ~Slot() {
+      if (b != nullptr) b->Release();
+    }
+  } slot{builds_};
   std::vector<DirtyMap::Run> runs;
   {
     HBISS_ASSIGN_OR_RETURN(auto diff, volume::Diff(store_, base->spec, name_));
@@ -243,7 +285,7 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
     spdlog::info("nbd: opened volume '{}' ({} bytes)", info.name, v->size());
     Entry e;
     e.exp = std::make_shared<VolumeExport>(v.get(), read_only_ || info.read_only, info.name,
-                                           store_);
+                                           store_, &builds_);
     e.vol = std::move(v);
     it = open_.emplace(info.name, std::move(e)).first;
   } else if (it->second.closed) {
