@@ -53,8 +53,23 @@ Result<std::vector<BitmapBase>> BitmapBases(store::Store* store, const std::stri
 
 }  // namespace
 
+Status VolumeExport::SnapshotGone(Status s) {
+  if (s.ok() || store_ == nullptr) return s;
+  std::string vol, snap;
+  if (!volume::Volume::ParseSpec(name_, &vol, &snap).ok() || snap.empty()) return s;
+  // A snapshot view is an open of its own: the owner's read gate does not
+  // cover it, so after `snap rm` the cleaner may delete what it reads.
+  auto snaps = volume::Volume::ListSnapshots(store_, vol);
+  if (!snaps.ok()) return s;
+  for (const auto& i : *snaps) {
+    if (i.name == snap) return s;
+  }
+  return Status::NotFound("snapshot " + name_ + " was removed (hbiss snap rm) while exported: " +
+                          "its data may be gone (" + s.ToString() + ")");
+}
+
 Status VolumeExport::Read(uint64_t offset, std::span<uint8_t> out) {
-  return v_->Read(offset, out);
+  return SnapshotGone(v_->Read(offset, out));
 }
 
 Status VolumeExport::Write(uint64_t offset, std::span<const uint8_t> data) {
@@ -75,7 +90,7 @@ Status VolumeExport::Cache(uint64_t offset, uint64_t length) {
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
   for (uint64_t pos = offset; pos < end; pos += kChunk) {
     uint64_t n = std::min(kChunk, end - pos);
-    HBISS_RETURN_IF_ERROR(v_->Read(pos, std::span<uint8_t>(buf.get(), n)));
+    HBISS_RETURN_IF_ERROR(SnapshotGone(v_->Read(pos, std::span<uint8_t>(buf.get(), n))));
   }
   return Status::OK();
 }

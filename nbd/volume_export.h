@@ -86,6 +86,9 @@ class VolumeExport : public Export {
   uint64_t size() const override { return v_->size(); }
   bool read_only() const override { return read_only_; }
 
+  // A snapshot export whose snapshot was removed meanwhile (its blocks may
+  // be cleaned away) fails with NotFound saying "snapshot VOL@SNAP was
+  // removed"; other errors are the engine's.
   Status Read(uint64_t offset, std::span<uint8_t> out) override;
   Status Write(uint64_t offset, std::span<const uint8_t> data) override;
   Status Trim(uint64_t offset, uint64_t length) override;
@@ -114,6 +117,10 @@ class VolumeExport : public Export {
       EXCLUDES(mu_);
 
  private:
+  // `s`, or for a failed read of a snapshot export whose snapshot no longer
+  // exists, a NotFound saying so.
+  Status SnapshotGone(Status s);
+
   volume::Volume* const v_;
   const std::string name_;
   const bool read_only_;

@@ -244,6 +244,36 @@ TEST_F(VolumeProviderTest, DirtyBitmapsAreTheDifferenceSinceASnapshot) {
   EXPECT_TRUE((*snap)->DirtyBitmap("s2").status().IsNotFound());  // not earlier than itself
 }
 
+// A snapshot export is an open of its own: after `snap rm` the cleaner may
+// delete what it reads, and the read failed with a bare store error. It
+// now says the snapshot was removed.
+TEST_F(VolumeProviderTest, AReadOfARemovedSnapshotSaysSo) {
+  const uint64_t kB = 4096;
+  Edit("a", [&](volume::Volume* v) {
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(256 * kB, 1)).ok());
+    ASSERT_TRUE(v->CreateSnapshot("s").ok());
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(256 * kB, 2)).ok());
+  });
+  VolumeProvider p(store_.get(), false);
+  auto snap = p.Open("a@s");
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  Edit("a", [&](volume::Volume* v) {
+    ASSERT_TRUE(v->RemoveSnapshot("s").ok());
+    auto c = v->Clean(1.0);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+  });
+  std::vector<uint8_t> b(256 * kB);
+  Status r = (*snap)->Read(0, b);
+  ASSERT_FALSE(r.ok()) << "the cleaner left the snapshot's segments: the test proves nothing";
+  EXPECT_TRUE(r.IsNotFound()) << r.ToString();
+  EXPECT_NE(r.message().find("snapshot a@s was removed"), std::string::npos) << r.ToString();
+  // The head's reads are untouched.
+  auto head = p.Open("a");
+  ASSERT_TRUE(head.ok());
+  ASSERT_TRUE((*head)->Read(0, b).ok());
+  EXPECT_EQ(b[0], 2);
+}
+
 // Every GO could build up to 4 maps, each loading two whole extent maps, and
 // nothing bounded them server-wide. Now a build takes one of the provider's
 // slots (2): one beyond waits for a slot, bounded, then is refused (Busy,
