@@ -15,6 +15,8 @@
 #include "store/fault_injection_store.h"
 #include "store/local_store.h"
 #include "store/memory_store.h"
+#include "store/store_wrapper.h"
+#include "volume/clone.h"
 #include "volume/fsck.h"
 #include "volume/layout.h"
 #include "tests/volume/store_param.h"
@@ -355,6 +357,52 @@ INSTANTIATE_TEST_SUITE_P(Stores, CloneTest, ::testing::Bool(),
 
 // A clone crashes before its first checkpoint, and again after one: what it
 // flushed survives and the rest of it still reads from the parent.
+// Volume::Clone re-checks, after writing the clone, that the parent snapshot
+// is still there (a removal may have raced it); when that check failed the
+// clone was kept silently. Now the clone is removed and the error returned.
+TEST(CloneRecheckTest, ACloneWhoseRecheckFailsIsRemoved) {
+  // Fails the reads of gold's snapshot registry once the clone's meta exists.
+  class FailRecheckStore : public store::StoreWrapper {
+   public:
+    using StoreWrapper::StoreWrapper;
+    Status Put(const std::string& name, std::span<const uint8_t> data) override {
+      Status s = StoreWrapper::Put(name, data);
+      if (name == layout::MetaName("c")) failing_ = true;
+      return s;
+    }
+    Result<std::string> Get(const std::string& name, uint64_t max_bytes) override {
+      if (failing_ && name.rfind(layout::VolDir("gold") + "/", 0) == 0 &&
+          name.size() > 6 && name.compare(name.size() - 6, 6, "/snaps") == 0) {
+        return Status::IOError("injected: reading " + name);
+      }
+      return StoreWrapper::Get(name, max_bytes);
+    }
+    bool failing_ = false;
+  };
+  store::MemoryStore mem;
+  CreateOptions co;
+  co.size = kVolSize;
+  co.segment_size = kSegSize;
+  ASSERT_TRUE(Volume::Create(&mem, "gold", co).ok());
+  {
+    auto g = Volume::Open(&mem, "gold", OpenOptions{});
+    ASSERT_TRUE(g.ok());
+    ASSERT_TRUE((*g)->CreateSnapshot("base").ok());
+    ASSERT_TRUE((*g)->Close().ok());
+  }
+  FailRecheckStore fs(&mem);
+  Status c = Volume::Clone(&fs, "gold@base", "c");
+  ASSERT_TRUE(fs.failing_) << "the clone's meta was never written";
+  EXPECT_FALSE(c.ok()) << "a clone whose re-check failed was kept";
+  EXPECT_NE(c.ToString().find("injected"), std::string::npos) << c.ToString();
+  auto list = Volume::List(&mem);
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(*list, std::vector<std::string>{"gold"});
+  auto kids = ListChildren(&mem, "gold", 0);
+  ASSERT_TRUE(kids.ok()) << kids.status().ToString();
+  EXPECT_TRUE(kids->empty());
+}
+
 TEST(CloneCrashTest, FlushedClonesWritesSurviveACrashOnItsBase) {
   for (uint64_t seed = 1; seed <= 8; seed++) {
     store::MemoryStore mem;
