@@ -144,6 +144,10 @@ int RunOp(const GlobalOptions& g, cluster::SnapshotOp::Kind kind, const char* ve
       std::printf("removed snapshot %s%s\n", full.c_str(), by.c_str());
       break;
     case cluster::SnapshotOp::kRename:
+      if (op.new_name == op.snap) {
+        std::printf("snapshot %s already has that name: nothing changed\n", full.c_str());
+        break;
+      }
       std::printf("renamed snapshot %s to %s@%s%s\n", full.c_str(), op.volume.c_str(),
                   op.new_name.c_str(), by.c_str());
       break;

@@ -481,7 +481,8 @@ Status CheckSnapshotNames(store::Store* store, const SnapshotOp& op) {
     return Status::OK();
   }
   if (!has(op.snap)) return Status::NotFound(pre + " has no snapshot named '" + op.snap + "'");
-  if (op.kind == SnapshotOp::kRename && has(op.new_name)) {
+  // Renaming a snapshot to its own name is the engine's no-op, not a clash.
+  if (op.kind == SnapshotOp::kRename && op.new_name != op.snap && has(op.new_name)) {
     return Status::AlreadyExists(pre + " already has a snapshot named '" + op.new_name + "'");
   }
   return Status::OK();
@@ -492,6 +493,9 @@ Status CheckSnapshotNames(store::Store* store, const SnapshotOp& op) {
 Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op,
                                        int timeout_ms, int op_timeout_ms) {
   HBISS_RETURN_IF_ERROR(CheckSnapshotNames(store, op));
+  // A rename to the same name changes nothing (as in the engine): no open,
+  // no epoch, no server asked.
+  if (op.kind == SnapshotOp::kRename && op.new_name == op.snap) return SnapshotOpResult{};
   constexpr int kAttempts = 5;
   Status last;
   for (int attempt = 0; attempt < kAttempts; attempt++) {

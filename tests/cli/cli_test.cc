@@ -566,6 +566,14 @@ TEST_F(SnapCliTest, RefusalsNameWhatIsWrong) {
   EXPECT_NE(r.err.find("nosuch"), std::string::npos) << r.err;
   r = ExpectFailsInStore({"snap", "rename", "vm@s1", "s2"});
   EXPECT_NE(r.err.find("s2"), std::string::npos) << r.err;
+  // A rename to its own name is a no-op, as in the engine: no AlreadyExists.
+  for (const char* same : {"s1", "vm@s1"}) {
+    RunResult ok = H({"snap", "rename", "vm@s1", same});
+    EXPECT_EQ(ok.exit_code, 0) << same << ": " << ok.err;
+    EXPECT_NE(ok.out.find("nothing changed"), std::string::npos) << ok.out;
+  }
+  r = ExpectFailsInStore({"snap", "rename", "vm@nosuch", "nosuch"});
+  EXPECT_NE(r.err.find("nosuch"), std::string::npos) << r.err;
   r = ExpectFailsInStore({"snap", "rename", "vm@s1", "other@s3"});
   EXPECT_NE(r.err.find("other"), std::string::npos) << r.err;
   ExpectFailsInStore({"snap", "rename", "vm@s1", "bad/name"});
