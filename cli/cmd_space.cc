@@ -151,8 +151,10 @@ void AddSpaceCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static std::string du_name, from, to;
   static bool du_json = false, diff_json = false;
   CLI::App* du = app.add_subcommand(
-      "du", "Space of a volume (or of every volume): provisioned, used by each snapshot and "
-            "the head (rbd du's USED), and the bytes the store holds");
+      "du", "Space of a volume (or of every volume): provisioned; USED per snapshot and for "
+            "the head, as rbd du: the bytes written since the row before (not what the row "
+            "alone holds; removing a snapshot frees at most its USED); and the bytes the "
+            "store holds");
   du->add_option("volume", du_name, "Volume name (default: every volume)");
   du->add_flag("--json", du_json,
                "Print JSON: {images: [{name, snapshot?, provisioned_size, used_size, ...}], "
