@@ -148,6 +148,10 @@ int RunOp(const GlobalOptions& g, cluster::SnapshotOp::Kind kind, const char* ve
     case cluster::SnapshotOp::kPurgeTrash:
       break;
     case cluster::SnapshotOp::kRename:
+      if (op.new_name == op.snap) {
+        std::printf("snapshot %s already has that name: nothing changed\n", full.c_str());
+        break;
+      }
       std::printf("renamed snapshot %s to %s@%s%s\n", full.c_str(), op.volume.c_str(),
                   op.new_name.c_str(), by.c_str());
       break;

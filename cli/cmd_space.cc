@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -27,7 +28,11 @@ int SpaceFail(const std::string& what, const Status& st) {
   return 1;
 }
 
-void PrintDuJson(const std::vector<DiskUsage>& all) {
+using Failed = std::vector<std::pair<std::string, std::string>>;  // volume, error
+
+// `failed`: volumes that could not be read, listed as "errors": [{name, error}]
+// (only when there are some).
+void PrintDuJson(const std::vector<DiskUsage>& all, const Failed& failed) {
   nlohmann::ordered_json images = nlohmann::ordered_json::array();
   uint64_t prov = 0, used = 0, stored = 0;
   for (const DiskUsage& du : all) {
@@ -59,10 +64,16 @@ void PrintDuJson(const std::vector<DiskUsage>& all) {
   out["total_provisioned_size"] = prov;
   out["total_used_size"] = used;
   out["total_store_bytes"] = stored;
+  if (!failed.empty()) {
+    nlohmann::ordered_json errors = nlohmann::ordered_json::array();
+    for (const auto& [n, e] : failed) errors.push_back({{"name", n}, {"error", e}});
+    out["errors"] = std::move(errors);
+  }
   std::printf("%s\n", out.dump().c_str());
 }
 
-void PrintDuTable(const std::vector<DiskUsage>& all) {
+// `failed`: one row each, "error" in every column (the message is on stderr).
+void PrintDuTable(const std::vector<DiskUsage>& all, const Failed& failed) {
   struct Line {
     std::string name, prov, used, stored;
   };
@@ -80,7 +91,8 @@ void PrintDuTable(const std::vector<DiskUsage>& all) {
     prov += du.provisioned;
     stored += du.store_bytes;
   }
-  if (all.size() > 1) {
+  for (const auto& [n, e] : failed) lines.push_back({n, "error", "error", "error"});
+  if (all.size() + failed.size() > 1) {
     lines.push_back({"<TOTAL>", FormatBytes(prov), FormatBytes(used), FormatBytes(stored)});
   }
   size_t w = 4;
@@ -102,16 +114,42 @@ int RunDu(const GlobalOptions& g, const std::string& name, bool json) {
     if (!list.ok()) return SpaceFail(ctx, list.status());
     names = std::move(*list);
   }
+  if (!name.empty()) {
+    auto du = volume::GetDiskUsage(store->get(), name);
+    if (!du.ok()) return SpaceFail(ctx, du.status());
+    std::vector<DiskUsage> one;
+    one.push_back(std::move(*du));
+    if (json) {
+      PrintDuJson(one, {});
+    } else {
+      PrintDuTable(one, {});
+    }
+    return 0;
+  }
+  // Every volume: one that cannot be read is reported (stderr, and its row
+  // or the JSON's "errors") and the others are still shown; exit 1.
   std::vector<DiskUsage> all;
+  std::vector<std::pair<std::string, std::string>> failed;  // volume, error
   for (const std::string& n : names) {
     auto du = volume::GetDiskUsage(store->get(), n);
-    if (!du.ok()) return SpaceFail(name.empty() ? ctx + " (volume " + n + ")" : ctx, du.status());
+    if (!du.ok()) {
+      (void)SpaceFail(ctx + " (volume " + n + ")", du.status());
+      std::string msg = du.status().ToString();
+      std::replace(msg.begin(), msg.end(), '\n', ' ');
+      failed.emplace_back(n, std::move(msg));
+      continue;
+    }
     all.push_back(std::move(*du));
   }
   if (json) {
-    PrintDuJson(all);
+    PrintDuJson(all, failed);
   } else {
-    PrintDuTable(all);
+    PrintDuTable(all, failed);
+  }
+  if (!failed.empty()) {
+    std::fprintf(stderr, "hbiss: %s: %zu of %zu volumes could not be read (above)\n", ctx.c_str(),
+                 failed.size(), names.size());
+    return 1;
   }
   return 0;
 }
@@ -153,8 +191,10 @@ void AddSpaceCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   static std::string du_name, from, to;
   static bool du_json = false, diff_json = false;
   CLI::App* du = app.add_subcommand(
-      "du", "Space of a volume (or of every volume): provisioned, used by each snapshot and "
-            "the head (rbd du's USED), and the bytes the store holds");
+      "du", "Space of a volume (or of every volume): provisioned; USED per snapshot and for "
+            "the head, as rbd du: the bytes written since the row before (not what the row "
+            "alone holds; removing a snapshot frees at most its USED); and the bytes the "
+            "store holds");
   du->add_option("volume", du_name, "Volume name (default: every volume)");
   du->add_flag("--json", du_json,
                "Print JSON: {images: [{name, snapshot?, provisioned_size, used_size, ...}], "

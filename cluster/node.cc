@@ -508,7 +508,8 @@ Status CheckSnapshotNames(store::Store* store, const SnapshotOp& op) {
     HBISS_ASSIGN_OR_RETURN(auto children, volume::ListChildren(store, op.volume, it->id));
     if (!children.empty()) return volume::SnapshotHasClones(op.volume + "@" + op.snap, children);
   }
-  if (op.kind == SnapshotOp::kRename && has(op.new_name)) {
+  // Renaming a snapshot to its own name is the engine's no-op, not a clash.
+  if (op.kind == SnapshotOp::kRename && op.new_name != op.snap && has(op.new_name)) {
     return Status::AlreadyExists(pre + " already has a snapshot named '" + op.new_name + "'");
   }
   return Status::OK();
@@ -519,6 +520,9 @@ Status CheckSnapshotNames(store::Store* store, const SnapshotOp& op) {
 Result<SnapshotOpResult> RunSnapshotOp(store::Store* store, const SnapshotOp& op,
                                        int timeout_ms, int op_timeout_ms) {
   HBISS_RETURN_IF_ERROR(CheckSnapshotNames(store, op));
+  // A rename to the same name changes nothing (as in the engine): no open,
+  // no epoch, no server asked.
+  if (op.kind == SnapshotOp::kRename && op.new_name == op.snap) return SnapshotOpResult{};
   constexpr int kAttempts = 5;
   Status last;
   for (int attempt = 0; attempt < kAttempts; attempt++) {

@@ -53,8 +53,23 @@ Result<std::vector<BitmapBase>> BitmapBases(store::Store* store, const std::stri
 
 }  // namespace
 
+Status VolumeExport::SnapshotGone(Status s) {
+  if (s.ok() || store_ == nullptr) return s;
+  std::string vol, snap;
+  if (!volume::Volume::ParseSpec(name_, &vol, &snap).ok() || snap.empty()) return s;
+  // A snapshot view is an open of its own: the owner's read gate does not
+  // cover it, so after `snap rm` the cleaner may delete what it reads.
+  auto snaps = volume::Volume::ListSnapshots(store_, vol);
+  if (!snaps.ok()) return s;
+  for (const auto& i : *snaps) {
+    if (i.name == snap) return s;
+  }
+  return Status::NotFound("snapshot " + name_ + " was removed (hbiss snap rm) while exported: " +
+                          "its data may be gone (" + s.ToString() + ")");
+}
+
 Status VolumeExport::Read(uint64_t offset, std::span<uint8_t> out) {
-  return v_->Read(offset, out);
+  return SnapshotGone(v_->Read(offset, out));
 }
 
 Status VolumeExport::Write(uint64_t offset, std::span<const uint8_t> data) {
@@ -75,7 +90,7 @@ Status VolumeExport::Cache(uint64_t offset, uint64_t length) {
   std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
   for (uint64_t pos = offset; pos < end; pos += kChunk) {
     uint64_t n = std::min(kChunk, end - pos);
-    HBISS_RETURN_IF_ERROR(v_->Read(pos, std::span<uint8_t>(buf.get(), n)));
+    HBISS_RETURN_IF_ERROR(SnapshotGone(v_->Read(pos, std::span<uint8_t>(buf.get(), n))));
   }
   return Status::OK();
 }
@@ -89,6 +104,38 @@ Result<std::vector<Extent>> VolumeExport::BlockStatus(uint64_t offset, uint64_t 
     out.push_back(Extent{e.offset, e.length, !e.allocated, !e.allocated});
   }
   return out;
+}
+
+Status DirtyMapBuilds::Acquire(const std::string& what) {
+  MutexLock l(&mu_);
+  const auto deadline = std::chrono::steady_clock::now() + max_wait_;
+  while (free_ == 0) {
+    if (!cv_.WaitUntil(&mu_, deadline) && free_ == 0) {
+      return Status::Busy(what + ": this server is already building " + std::to_string(slots_) +
+                          " dirty-bitmap maps, the most at once, and none finished within " +
+                          std::to_string(max_wait_.count()) + " ms; try again");
+    }
+  }
+  free_--;
+  return Status::OK();
+}
+
+void DirtyMapBuilds::Release() {
+  {
+    MutexLock l(&mu_);
+    free_++;
+  }
+  cv_.Signal();
+}
+
+void DirtyMapBuilds::set_max_wait(std::chrono::milliseconds w) {
+  MutexLock l(&mu_);
+  max_wait_ = w;
+}
+
+int DirtyMapBuilds::in_use() {
+  MutexLock l(&mu_);
+  return slots_ - free_;
 }
 
 Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::string& bitmap) {
@@ -115,6 +162,16 @@ Result<std::shared_ptr<const DirtyMap>> VolumeExport::DirtyBitmap(const std::str
       shared_maps_.erase(it);
     }
   }
+  // Each build holds both whole maps for a while: a bounded number at once.
+  if (builds_ != nullptr) {
+    HBISS_RETURN_IF_ERROR(builds_->Acquire("dirty bitmap '" + bitmap + "' of " + name_));
+  }
+  struct Slot {
+    DirtyMapBuilds* b;
+    ~Slot() {
+      if (b != nullptr) b->Release();
+    }
+  } slot{builds_};
   std::vector<DirtyMap::Run> runs;
   {
     HBISS_ASSIGN_OR_RETURN(auto diff, volume::Diff(store_, base->spec, name_));
@@ -243,7 +300,7 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
     spdlog::info("nbd: opened volume '{}' ({} bytes)", info.name, v->size());
     Entry e;
     e.exp = std::make_shared<VolumeExport>(v.get(), read_only_ || info.read_only, info.name,
-                                           store_);
+                                           store_, &builds_);
     e.vol = std::move(v);
     it = open_.emplace(info.name, std::move(e)).first;
   } else if (it->second.closed) {

@@ -20,6 +20,7 @@
 // cleaner moved: the map may say too much, never too little).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -33,6 +34,36 @@
 
 namespace hbiss::nbd {
 
+// A server-wide bound on the dirty-bitmap maps being built at once (each
+// build loads two whole extent maps: doc/snapshots.md "Differences over
+// NBD"). A build takes a slot; when none is free it waits up to max_wait,
+// then fails with Busy (retryable), whose message says so. Thread-safe.
+class DirtyMapBuilds {
+ public:
+  static constexpr int kDefaultSlots = 2;
+  static constexpr std::chrono::milliseconds kDefaultMaxWait{30000};
+
+  explicit DirtyMapBuilds(int slots = kDefaultSlots,
+                          std::chrono::milliseconds max_wait = kDefaultMaxWait)
+      : slots_(slots), free_(slots), max_wait_(max_wait) {}
+  DirtyMapBuilds(const DirtyMapBuilds&) = delete;
+  DirtyMapBuilds& operator=(const DirtyMapBuilds&) = delete;
+
+  // Takes a slot (OK), or Busy after max_wait; `what` names the build in
+  // the message. Every OK must be followed by one Release().
+  Status Acquire(const std::string& what) EXCLUDES(mu_);
+  void Release() EXCLUDES(mu_);
+  void set_max_wait(std::chrono::milliseconds w) EXCLUDES(mu_);
+  int in_use() EXCLUDES(mu_);
+
+ private:
+  const int slots_;
+  Mutex mu_;
+  CondVar cv_;
+  int free_ GUARDED_BY(mu_);
+  std::chrono::milliseconds max_wait_ GUARDED_BY(mu_);
+};
+
 // One open volume as an Export. Does not own the Volume.
 //
 // NO_HOLE: the engine is log-structured, so writing zeros would allocate
@@ -44,16 +75,20 @@ class VolumeExport : public Export {
  public:
   // `name` is the export's name (default: the volume's; "VOL@SNAP" for a
   // snapshot). `store` is the store `v` lives in, for dirty bitmaps (none
-  // when null); it must outlive the export.
+  // when null); it must outlive the export. `builds` bounds the dirty-bitmap
+  // maps built at once (no bound when null); it must outlive the export.
   VolumeExport(volume::Volume* v, bool read_only, std::string name = "",
-               store::Store* store = nullptr)
+               store::Store* store = nullptr, DirtyMapBuilds* builds = nullptr)
       : v_(v), name_(name.empty() ? v->name() : std::move(name)),
-        read_only_(read_only || v->read_only()), store_(store) {}
+        read_only_(read_only || v->read_only()), store_(store), builds_(builds) {}
 
   const std::string& name() const override { return name_; }
   uint64_t size() const override { return v_->size(); }
   bool read_only() const override { return read_only_; }
 
+  // A snapshot export whose snapshot was removed meanwhile (its blocks may
+  // be cleaned away) fails with NotFound saying "snapshot VOL@SNAP was
+  // removed"; other errors are the engine's.
   Status Read(uint64_t offset, std::span<uint8_t> out) override;
   Status Write(uint64_t offset, std::span<const uint8_t> data) override;
   Status Trim(uint64_t offset, uint64_t length) override;
@@ -73,17 +108,24 @@ class VolumeExport : public Export {
   // Costs what `hbiss diff` costs: both states' extent maps are loaded (the
   // head's by a read-only recovery of its log) and compared, then dropped;
   // the map kept has at most kMaxDirtyRuns runs (coarsened beyond,
-  // DirtyMap::Build). NotFound for a snapshot it does not offer (removed
-  // since the negotiation); the store's or recovery's errors; a flush's
-  // error. Thread-safe.
+  // DirtyMap::Build). A build takes a slot of `builds` (a snapshot export's
+  // shared map, when in use, takes none): Busy when none came free in time.
+  // NotFound for a snapshot it does not offer (removed since the
+  // negotiation); the store's or recovery's errors; a flush's error.
+  // Thread-safe.
   Result<std::shared_ptr<const DirtyMap>> DirtyBitmap(const std::string& bitmap) override
       EXCLUDES(mu_);
 
  private:
+  // `s`, or for a failed read of a snapshot export whose snapshot no longer
+  // exists, a NotFound saying so.
+  Status SnapshotGone(Status s);
+
   volume::Volume* const v_;
   const std::string name_;
   const bool read_only_;
   store::Store* const store_;
+  DirtyMapBuilds* const builds_;
   Mutex mu_;
   // Snapshot exports: the maps in use, by "VOL#ID" of the snapshot they
   // start from (ids are never reused, so a name taken again gets a new entry).
@@ -122,6 +164,8 @@ class VolumeProvider : public ExportProvider {
   // fail every call). Returns the first error. Call after the server stopped.
   Status CloseAll() EXCLUDES(mu_);
   size_t open_volumes() EXCLUDES(mu_);
+  // The server-wide bound on dirty-bitmap builds of this provider's exports.
+  DirtyMapBuilds* dirty_map_builds() { return &builds_; }
 
  private:
   struct Entry {
@@ -136,6 +180,7 @@ class VolumeProvider : public ExportProvider {
   const bool read_only_;
   const volume::OpenOptions open_opts_;
   const Opener opener_;
+  DirtyMapBuilds builds_;
   Mutex mu_;  // held across Volume::Open/Close so they never race
   std::map<std::string, Entry> open_ GUARDED_BY(mu_);
 };

@@ -5,7 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <functional>
+#include <thread>
 
 #include "store/store.h"
 #include "volume/space.h"
@@ -241,6 +243,81 @@ TEST_F(VolumeProviderTest, DirtyBitmapsAreTheDifferenceSinceASnapshot) {
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(s1->get(), again->get());
   EXPECT_TRUE((*snap)->DirtyBitmap("s2").status().IsNotFound());  // not earlier than itself
+}
+
+// A snapshot export is an open of its own: after `snap rm` the cleaner may
+// delete what it reads, and the read failed with a bare store error. It
+// now says the snapshot was removed.
+TEST_F(VolumeProviderTest, AReadOfARemovedSnapshotSaysSo) {
+  const uint64_t kB = 4096;
+  Edit("a", [&](volume::Volume* v) {
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(256 * kB, 1)).ok());
+    ASSERT_TRUE(v->CreateSnapshot("s").ok());
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(256 * kB, 2)).ok());
+  });
+  VolumeProvider p(store_.get(), false);
+  auto snap = p.Open("a@s");
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  Edit("a", [&](volume::Volume* v) {
+    ASSERT_TRUE(v->RemoveSnapshot("s").ok());
+    auto c = v->Clean(1.0);
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+  });
+  std::vector<uint8_t> b(256 * kB);
+  Status r = (*snap)->Read(0, b);
+  ASSERT_FALSE(r.ok()) << "the cleaner left the snapshot's segments: the test proves nothing";
+  EXPECT_TRUE(r.IsNotFound()) << r.ToString();
+  EXPECT_NE(r.message().find("snapshot a@s was removed"), std::string::npos) << r.ToString();
+  // The head's reads are untouched.
+  auto head = p.Open("a");
+  ASSERT_TRUE(head.ok());
+  ASSERT_TRUE((*head)->Read(0, b).ok());
+  EXPECT_EQ(b[0], 2);
+}
+
+// Every GO could build up to 4 maps, each loading two whole extent maps, and
+// nothing bounded them server-wide. Now a build takes one of the provider's
+// slots (2): one beyond waits for a slot, bounded, then is refused (Busy,
+// saying why); a snapshot export's shared map in use takes no slot.
+TEST_F(VolumeProviderTest, DirtyMapBuildsAreBoundedServerWide) {
+  Edit("a", [&](volume::Volume* v) {
+    ASSERT_TRUE(v->Write(0, std::vector<uint8_t>(4096, 1)).ok());
+    ASSERT_TRUE(v->CreateSnapshot("s1").ok());
+    ASSERT_TRUE(v->CreateSnapshot("s2").ok());
+  });
+  VolumeProvider p(store_.get(), false);
+  DirtyMapBuilds* builds = p.dirty_map_builds();
+  builds->set_max_wait(std::chrono::milliseconds(200));
+  auto snap = p.Open("a@s2");
+  ASSERT_TRUE(snap.ok()) << snap.status().ToString();
+  auto kept = (*snap)->DirtyBitmap("s1");
+  ASSERT_TRUE(kept.ok()) << kept.status().ToString();
+  EXPECT_EQ(builds->in_use(), 0) << "a finished build gives its slot back";
+  // Two builds in progress elsewhere on this server.
+  ASSERT_TRUE(builds->Acquire("test 1").ok());
+  ASSERT_TRUE(builds->Acquire("test 2").ok());
+  auto head = p.Open("a");
+  ASSERT_TRUE(head.ok()) << head.status().ToString();
+  auto refused = (*head)->DirtyBitmap("s1");
+  ASSERT_TRUE(refused.status().IsBusy()) << refused.status().ToString();
+  EXPECT_NE(refused.status().message().find("already building 2 dirty-bitmap maps"),
+            std::string::npos)
+      << refused.status().message();
+  // The snapshot export's map in use is shared, not built again.
+  auto shared = (*snap)->DirtyBitmap("s1");
+  ASSERT_TRUE(shared.ok()) << shared.status().ToString();
+  EXPECT_EQ(shared->get(), kept->get());
+  // A build waits for a slot that comes free within the bound.
+  builds->set_max_wait(std::chrono::milliseconds(20000));
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    builds->Release();
+  });
+  auto waited = (*head)->DirtyBitmap("s1");
+  release.join();
+  ASSERT_TRUE(waited.ok()) << waited.status().ToString();
+  EXPECT_EQ(builds->in_use(), 1);
+  builds->Release();
 }
 
 // A clone's exports also offer the parent snapshot it was made from, by its

@@ -77,24 +77,33 @@ Result<std::vector<std::string>> ListChildren(store::Store* store, const std::st
     if (list.status().IsNotFound()) return out;
     return list.status();
   }
+  // Only a clone that is gone (NotFound) or whose meta names another parent
+  // is stale. A record or meta that cannot be read may be a live clone's:
+  // its parent snapshot must stay, so that is an error, not a skip.
+  auto unreadable = [&](const std::string& child, const std::string& what, const Status& s) {
+    return Status::Corruption("volume " + parent + ": clone " + child + ": its " + what +
+                              " cannot be read (" + s.ToString() +
+                              "); it may still need its parent's snapshots: run hbiss fsck " +
+                              child);
+  };
   for (const auto& o : *list) {
     if (o.is_dir || !Volume::ValidateName(o.name).ok()) continue;
     auto id = ReadChildRecord(store, parent, o.name);
-    if (!id.ok()) {
-      if (id.status().IsNotFound() || id.status().IsCorruption()) continue;
-      return id.status();
-    }
-    if (snap_id != 0 && *id != snap_id) continue;
+    if (!id.ok() && id.status().IsNotFound()) continue;
+    if (!id.ok() && !id.status().IsCorruption()) return id.status();
+    if (id.ok() && snap_id != 0 && *id != snap_id) continue;
     // Stale unless the clone exists and still names this parent.
     auto m = ReadMeta(store, o.name);
     if (!m.ok()) {
-      if (m.status().IsNotFound() || m.status().IsCorruption()) continue;
-      return m.status();
+      if (m.status().IsNotFound()) continue;
+      if (m.status().IsCorruption()) return unreadable(o.name, "meta", m.status());
+      return m.status().WithContext("volume " + parent + ": clone " + o.name);
     }
-    if (m->parents.empty() || m->parents.front().volume != parent ||
-        m->parents.front().snap_id != *id) {
-      continue;
-    }
+    if (m->parents.empty() || m->parents.front().volume != parent) continue;
+    // A bad record of a clone that names this parent: which snapshot it
+    // uses is not known from the record.
+    if (!id.ok()) return unreadable(o.name, "child record in " + parent, id.status());
+    if (m->parents.front().snap_id != *id) continue;
     out.push_back(o.name);
   }
   std::sort(out.begin(), out.end());
@@ -165,12 +174,18 @@ Status Volume::Clone(store::Store* store, const std::string& spec, const std::st
   }
   // A removal of the snapshot that raced this one: it checked for clones
   // before the record was there. (Trashed meanwhile is fine: the trash
-  // keeps it for its clones, this one included.)
+  // keeps it for its clones, this one included.) If that cannot be checked,
+  // the clone is not kept either: its parent snapshot may be gone.
   auto again = ListSnapshots(store, parent, /*include_trashed=*/true);
-  if (again.ok() && std::none_of(again->begin(), again->end(),
-                                 [&](const SnapshotInfo& s) { return s.id == it->id; })) {
+  if (!again.ok() || std::none_of(again->begin(), again->end(),
+                                  [&](const SnapshotInfo& s) { return s.id == it->id; })) {
     (void)Remove(store, name);
     DropChildRecord(store, parent, name);
+    if (!again.ok()) {
+      return again.status().WithContext("clone " + name + " of " + spec +
+                                        ": checking that the snapshot is still there (the "
+                                        "clone is removed)");
+    }
     return Status::NotFound("snapshot " + spec + " was removed while " + name + " was made");
   }
   spdlog::info("volume {}: cloned from {}", name, spec);

@@ -44,7 +44,12 @@ Status CreateVolume(store::Store* store, const std::string& name, const CreateOp
 Status LoadCloneBase(store::Store* store, const VolumeMeta& meta, ExtentMap* map);
 
 // The clones of snapshot `snap_id` of volume `parent` (child records that
-// are not stale), sorted; snap_id 0: of any snapshot.
+// are not stale), sorted; snap_id 0: of any snapshot. A record is stale only
+// when its clone is gone (NotFound) or the clone's meta names another parent
+// or snapshot. Corruption (naming the clone, saying to run fsck) when a
+// clone's meta, or the record of a clone that names `parent`, cannot be
+// parsed; other store errors as they are: the caller must not take the
+// snapshot to be free of clones.
 Result<std::vector<std::string>> ListChildren(store::Store* store, const std::string& parent,
                                               uint64_t snap_id);
 

@@ -41,7 +41,7 @@ std::string EncodeSnapRegistry(const SnapRegistry& r) {
     if (s.trashed) e["trashed"] = true;
     j["snapshots"].push_back(std::move(e));
   }
-  return j.dump(1) + "\n";
+  return j.dump() + "\n";
 }
 
 Result<SnapRegistry> DecodeSnapRegistry(const std::string& text, const std::string& where) {

@@ -33,6 +33,13 @@ namespace hbiss::volume {
 // snapshot for a live one (doc/snapshots.md "Objects").
 inline constexpr uint32_t kSnapRegistryVersion = 2;
 
+// The most snapshots a volume may have (rbd's krbd allows 510): creating one
+// more is refused. It keeps the registry, which is read whole and at most
+// layout::kMaxMetaBytes, far below that: a record with a 128-byte name and
+// the largest numbers is under 300 bytes of compact JSON, so 512 of them
+// take under 160 KiB (snapshot_registry_test.cc checks it).
+inline constexpr size_t kMaxSnapshots = 512;
+
 struct SnapshotRecord {
   uint64_t id = 0;        // never reused within a volume; names the map object
   std::string name;
@@ -55,6 +62,7 @@ struct SnapRegistry {
   SnapshotRecord* Find(const std::string& name);
 };
 
+// Compact JSON (no indentation), one trailing newline.
 std::string EncodeSnapRegistry(const SnapRegistry& r);
 // Corruption for anything malformed; NotSupported for a newer version.
 // `where` is for messages.

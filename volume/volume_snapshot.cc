@@ -372,6 +372,11 @@ Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
   if (registry_.Find(snap) != nullptr) {
     return Status::AlreadyExists("snapshot " + SnapLabel(snap) + " already exists");
   }
+  if (registry_.snaps.size() >= kMaxSnapshots) {
+    return Status::NoSpace("volume " + name_ + " has " + std::to_string(registry_.snaps.size()) +
+                           " snapshots, the most a volume may have (" +
+                           std::to_string(kMaxSnapshots) + "): remove some (hbiss snap rm)");
+  }
   SnapshotRecord rec;
   rec.id = registry_.next_id;
   rec.name = snap;
@@ -628,6 +633,9 @@ Status VolumeImpl::Rollback(const std::string& snap) {
   // it would survive a crash without it).
   Status durable = Flush();
   for (int i = 0; i < 2 && durable.ok(); i++) durable = CheckpointNow();
+  // A Put into an epoch renamed away recreates it: the fence's check. A
+  // fenced holder's rollback reached nobody; it fails like any fenced write.
+  if (durable.ok()) durable = CheckEpochStillOurs(store_, dir_);
   if (!durable.ok()) {
     Lock l(&mu_);
     return FailLocked(durable.WithContext("volume " + name_ + ": rollback not made durable"));

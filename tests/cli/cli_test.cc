@@ -566,6 +566,14 @@ TEST_F(SnapCliTest, RefusalsNameWhatIsWrong) {
   EXPECT_NE(r.err.find("nosuch"), std::string::npos) << r.err;
   r = ExpectFailsInStore({"snap", "rename", "vm@s1", "s2"});
   EXPECT_NE(r.err.find("s2"), std::string::npos) << r.err;
+  // A rename to its own name is a no-op, as in the engine: no AlreadyExists.
+  for (const char* same : {"s1", "vm@s1"}) {
+    RunResult ok = H({"snap", "rename", "vm@s1", same});
+    EXPECT_EQ(ok.exit_code, 0) << same << ": " << ok.err;
+    EXPECT_NE(ok.out.find("nothing changed"), std::string::npos) << ok.out;
+  }
+  r = ExpectFailsInStore({"snap", "rename", "vm@nosuch", "nosuch"});
+  EXPECT_NE(r.err.find("nosuch"), std::string::npos) << r.err;
   r = ExpectFailsInStore({"snap", "rename", "vm@s1", "other@s3"});
   EXPECT_NE(r.err.find("other"), std::string::npos) << r.err;
   ExpectFailsInStore({"snap", "rename", "vm@s1", "bad/name"});
@@ -807,6 +815,36 @@ TEST_F(SpaceCliTest, ErrorsAreOneLine) {
   EXPECT_NE(r.err.find("novol"), std::string::npos) << r.err;
   ExpectFailsInStore({"du", "vm@s1"});
   ExpectFailsInStore({"diff"}, 2);
+}
+
+// `hbiss du` of every volume stopped at the first one it could not read.
+// Now that one is reported (stderr, its row, the JSON's errors) and the
+// others are still shown; the exit status says something failed.
+TEST_F(SpaceCliTest, DuOfEveryVolumeGoesOnPastOneItCannotRead) {
+  MakeHistory();
+  MustRun({"create", "bad", "--size", "1M"});
+  MustRun({"create", "zz", "--size", "2M"});
+  WriteFile(store_ + "/volumes/bad/meta", "not json");
+  RunResult r = H({"du"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  EXPECT_NE(r.err.find("volume bad"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("1 of 3 volumes"), std::string::npos) << r.err;
+  std::vector<std::string> table = Lines(r.out);
+  ASSERT_EQ(table.size(), 6u) << r.out;  // header, vm@s1, vm, zz, bad, total
+  EXPECT_NE(r.out.find("\nvm@s1 "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nzz "), std::string::npos) << r.out;
+  EXPECT_EQ(table[4].substr(0, 4), "bad ") << r.out;
+  EXPECT_NE(table[4].find("error"), std::string::npos) << r.out;
+  r = H({"du", "--json"});
+  EXPECT_EQ(r.exit_code, 1) << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["images"].size(), 3u) << r.out;
+  ASSERT_EQ(j["errors"].size(), 1u) << r.out;
+  EXPECT_EQ(j["errors"][0]["name"], "bad");
+  EXPECT_EQ(j["total_provisioned_size"].get<uint64_t>(), 3u << 20);
+  // One volume named: its error, as before.
+  ExpectFailsInStore({"du", "bad"});
+  EXPECT_EQ(H({"du", "zz"}).exit_code, 0);
 }
 
 TEST_F(SpaceCliTest, CloneAgainstItsParentSnapshot) {

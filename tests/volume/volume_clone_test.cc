@@ -15,7 +15,10 @@
 #include "store/fault_injection_store.h"
 #include "store/local_store.h"
 #include "store/memory_store.h"
+#include "store/store_wrapper.h"
+#include "volume/clone.h"
 #include "volume/fsck.h"
+#include "volume/layout.h"
 #include "tests/volume/store_param.h"
 #include "tests/volume/tagged_blocks.h"
 #include "volume/volume.h"
@@ -180,6 +183,50 @@ TEST_P(CloneTest, WhatClonesNeedIsNotRemovedAndRefusalsSayWhy) {
   EXPECT_TRUE(Volume::Remove(store_, "gold").ok());
 }
 
+// A clone whose meta or child record reads as corrupt was taken for a stale
+// record: its parent snapshot was removed and unpinned, and the cleaner
+// deleted what the clone still read. Now the removal refuses, naming the
+// clone and fsck, and the clone (once its meta is repaired) is intact.
+TEST_P(CloneTest, ACloneWithACorruptMetaOrRecordKeepsItsParentSnapshot) {
+  const auto base = GoldWithBase();
+  ASSERT_TRUE(Volume::Clone(store_, "gold@base", "c").ok());
+  auto head = base;
+  {
+    // gold moves on, so that only the snapshot holds base's blocks.
+    auto g = Open("gold");
+    Write(g.get(), 0, kBlocks, 1, 2, &head);
+  }
+  for (const std::string& obj : {layout::MetaName("c"), layout::ChildName("gold", "c")}) {
+    auto good = store_->Get(obj, layout::kMaxMetaBytes);
+    ASSERT_TRUE(good.ok()) << obj << ": " << good.status().ToString();
+    std::string bad = *good;
+    bad[0] = '#';  // no longer JSON
+    bad[bad.size() / 2] ^= 0x55;
+    ASSERT_TRUE(store_->Put(obj, std::span<const uint8_t>(
+                                     reinterpret_cast<const uint8_t*>(bad.data()), bad.size()))
+                    .ok());
+    {
+      auto g = Open("gold");
+      ASSERT_NE(g, nullptr);
+      Status rm = g->RemoveSnapshot("base");
+      EXPECT_TRUE(rm.IsCorruption()) << obj << ": " << rm.ToString();
+      EXPECT_NE(rm.message().find("clone c"), std::string::npos) << rm.message();
+      EXPECT_NE(rm.message().find("hbiss fsck c"), std::string::npos) << rm.message();
+      auto cleaned = g->Clean(1.0);
+      ASSERT_TRUE(cleaned.ok()) << cleaned.status().ToString();
+    }
+    auto list = Volume::ListSnapshots(store_, "gold");
+    ASSERT_TRUE(list.ok());
+    ASSERT_EQ(list->size(), 1u) << obj << ": the snapshot stays";
+    ASSERT_TRUE(store_->Put(obj, std::span<const uint8_t>(
+                                     reinterpret_cast<const uint8_t*>(good->data()), good->size()))
+                    .ok());
+    Expect("c", base);
+    Expect("gold@base", base);
+  }
+  Expect("gold", head);
+}
+
 TEST_P(CloneTest, FlattenUnderWritesDetachesTheClone) {
   auto gold = GoldWithBase();
   ASSERT_TRUE(Volume::Clone(store_, "gold@base", "c").ok());
@@ -288,6 +335,42 @@ TEST_P(CloneTest, AParentThatMovesToANewEpochKeepsItsClonesReadable) {
     ASSERT_TRUE(g->Clean(1.0).ok());
     Expect(c.get(), gold, "c after the parent moved");
   }
+}
+
+// Volume::Clone re-checks, after writing the clone, that the parent snapshot
+// is still there (a removal may have raced it); when that check failed the
+// clone was kept silently. Now the clone is removed and the error returned.
+TEST_P(CloneTest, ACloneWhoseRecheckFailsIsRemoved) {
+  // Fails the reads of gold's snapshot registry once the clone's meta exists.
+  class FailRecheckStore : public store::StoreWrapper {
+   public:
+    using StoreWrapper::StoreWrapper;
+    Status Put(const std::string& name, std::span<const uint8_t> data) override {
+      Status s = StoreWrapper::Put(name, data);
+      if (name == layout::MetaName("c")) failing_ = true;
+      return s;
+    }
+    Result<std::string> Get(const std::string& name, uint64_t max_bytes) override {
+      if (failing_ && name.rfind(layout::VolDir("gold") + "/", 0) == 0 &&
+          name.size() > 6 && name.compare(name.size() - 6, 6, "/snaps") == 0) {
+        return Status::IOError("injected: reading " + name);
+      }
+      return StoreWrapper::Get(name, max_bytes);
+    }
+    bool failing_ = false;
+  };
+  GoldWithBase();
+  FailRecheckStore fs(store_);
+  Status c = Volume::Clone(&fs, "gold@base", "c");
+  ASSERT_TRUE(fs.failing_) << "the clone's meta was never written";
+  EXPECT_FALSE(c.ok()) << "a clone whose re-check failed was kept";
+  EXPECT_NE(c.ToString().find("injected"), std::string::npos) << c.ToString();
+  auto list = Volume::List(store_);
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(*list, std::vector<std::string>{"gold"});
+  auto kids = ListChildren(store_, "gold", 0);
+  ASSERT_TRUE(kids.ok()) << kids.status().ToString();
+  EXPECT_TRUE(kids->empty());
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, CloneTest, ::testing::Bool(),

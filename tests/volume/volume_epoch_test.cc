@@ -289,6 +289,47 @@ TEST(VolumeEpochTest, AHolderBrokenRightAfterItsOpenAcknowledgesNothing) {
   EXPECT_EQ(ByteAt(reader.get(), 0), 0);
 }
 
+// Rollback wrote its two checkpoints (Puts: they recreate a renamed-away
+// epoch) and returned OK without checking the fence: a holder whose lock is
+// broken while its rollback runs must see the rollback fail, its volume
+// fail, and nobody see the rollback.
+TEST(VolumeEpochTest, ARollbackFencedWhileItRunsFailsAndReachesNobody) {
+  // Breaks the lock just before the first checkpoint Put once armed.
+  class BreakAtCheckpointStore : public StealableLockStore {
+   public:
+    using StealableLockStore::StealableLockStore;
+    Status Put(const std::string& name, std::span<const uint8_t> data) override {
+      if (armed_.exchange(false) && name.find("/ckpt/") != std::string::npos) {
+        Status b = Volume::BreakLock(this, "v");
+        EXPECT_TRUE(b.ok()) << b.ToString();
+      }
+      return StealableLockStore::Put(name, data);
+    }
+    std::atomic<bool> armed_{false};
+  };
+  store::MemoryStore mem;
+  Create(&mem);
+  BreakAtCheckpointStore s(&mem);
+  auto a = OpenRW(&s, "a");
+  ASSERT_TRUE(a != nullptr);
+  ASSERT_TRUE(a->Write(0, Block(0xa1, 64 << 10)).ok());
+  ASSERT_TRUE(a->CreateSnapshot("s").ok());
+  ASSERT_TRUE(a->Write(0, Block(0xa2, 64 << 10)).ok());
+  ASSERT_TRUE(a->Flush().ok());
+  s.armed_ = true;
+  Status r = a->Rollback("s");
+  EXPECT_FALSE(s.armed_) << "no checkpoint was written";
+  EXPECT_FALSE(r.ok()) << "a fenced holder acknowledged a rollback";
+  EXPECT_NE(r.ToString().find("taken over"), std::string::npos) << r.ToString();
+  EXPECT_FALSE(a->Owned().ok()) << "the fenced holder's volume did not fail";
+  EXPECT_FALSE(a->Write(0, Block(0xa3)).ok()) << "the fenced volume went on writing";
+  (void)a->Close();
+  a.reset();
+  auto reader = OpenRO(&mem);
+  ASSERT_TRUE(reader != nullptr);
+  EXPECT_EQ(ByteAt(reader.get(), 0), 0xa2) << "the fenced rollback reached a reader";
+}
+
 TEST(VolumeEpochTest, BreakLockOfAFreeVolumeFencesToo) {
   store::MemoryStore mem;
   Create(&mem);

@@ -16,6 +16,7 @@
 #include "store/memory_store.h"
 #include "tests/volume/crash_model.h"
 #include "tests/volume/store_param.h"
+#include "volume/snapshot_registry.h"
 #include "volume/volume.h"
 #include "volume/volume_testing.h"
 
@@ -231,6 +232,43 @@ TEST_P(SnapshotTest, NamesAndRefusals) {
   ASSERT_EQ(list->size(), 2u);
   EXPECT_EQ((*list)[0].name, "s2");
   EXPECT_EQ((*list)[1].name, "t");
+}
+
+// The registry is read whole, with a limit: past a few thousand snapshots
+// no open could read it. The cap refuses the one too many, saying how many
+// there are, and a removal makes room again; the volume still opens.
+TEST(SnapshotCapTest, CreatingPastTheCapIsRefusedAndTheVolumeStillOpens) {
+  store::MemoryStore mem;
+  CreateOptions co;
+  co.size = kVolSize;
+  co.segment_size = kSegSize;
+  ASSERT_TRUE(Volume::Create(&mem, "v", co).ok());
+  auto v = Volume::Open(&mem, "v", OpenOptions{});
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  auto name = [](size_t i) {
+    std::string n = "s" + std::to_string(i);
+    return n + std::string(128 - n.size(), 'x');
+  };
+  for (size_t i = 0; i < kMaxSnapshots; i++) {
+    auto s = (*v)->CreateSnapshot(name(i));
+    ASSERT_TRUE(s.ok()) << i << ": " << s.status().ToString();
+  }
+  auto over = (*v)->CreateSnapshot("one-too-many");
+  ASSERT_TRUE(over.status().IsNoSpace()) << over.status().ToString();
+  EXPECT_NE(over.status().message().find("has " + std::to_string(kMaxSnapshots) + " snapshots"),
+            std::string::npos)
+      << over.status().message();
+  EXPECT_NE(over.status().message().find("hbiss snap rm"), std::string::npos)
+      << over.status().message();
+  ASSERT_TRUE((*v)->RemoveSnapshot(name(0)).ok());
+  ASSERT_TRUE((*v)->CreateSnapshot("one-more").ok());
+  ASSERT_TRUE((*v)->Close().ok());
+  auto list = Volume::ListSnapshots(&mem, "v");
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  EXPECT_EQ(list->size(), kMaxSnapshots);
+  auto again = Volume::Open(&mem, "v", OpenOptions{});
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_TRUE((*again)->CreateSnapshot("no").status().IsNoSpace());
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, SnapshotTest, ::testing::Bool(),
