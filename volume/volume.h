@@ -203,7 +203,10 @@ class Volume {
   //
   // Opens a volume, recovering from a crash if needed. NotFound if absent;
   // Busy if another process has it open for writing; Corruption if the log
-  // is damaged before its tail. `store` must outlive the Volume.
+  // is damaged before its tail. A writable open also fails with the store's
+  // error (IOError, ...) when it cannot rebuild the map of a snapshot whose
+  // map object a crash kept from being written and the error may pass: try
+  // again (doc/snapshots.md). `store` must outlive the Volume.
   //
   // A writable open takes the volume's lock, then starts a new epoch: it
   // renames the current epoch directory E to E+1 (the fence: nothing the
@@ -320,7 +323,9 @@ class Volume {
   // is in the snapshot, none that began after it returned. It flushes, and
   // returns once the snapshot is durable; its cost does not grow with the
   // volume's size or data (the map object is written in the background).
-  // AlreadyExists for a taken name, InvalidArgument for a bad one.
+  // AlreadyExists for a taken name, InvalidArgument for a bad one; NoSpace
+  // (nothing created; try again) when the store is full, also when it
+  // filled up while the snapshot was being taken.
   virtual Result<SnapshotInfo> CreateSnapshot(const std::string& snap) = 0;
   // Removes a snapshot; the cleaner then gives back the space only it held.
   // NotFound if there is none of that name; Busy, naming them, if clones

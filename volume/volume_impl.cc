@@ -32,29 +32,40 @@ std::span<const uint8_t> AsBytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
-// volume_testing.h.
+// volume_testing.h: the hooks, by kind.
+enum class Hook { kCheckpointEncode, kSnapshotMapTaken, kCount };
 Mutex g_hook_mu;
-std::function<void()>* g_encode_hook GUARDED_BY(g_hook_mu) = nullptr;
+std::function<void()>* g_hooks[int(Hook::kCount)] GUARDED_BY(g_hook_mu) = {};
 
-}  // namespace
-
-void RunCheckpointEncodeHook() {
+void RunHook(Hook h) {
   std::function<void()> hook;
   {
     MutexLock l(&g_hook_mu);
-    if (g_encode_hook == nullptr) return;
-    hook = *g_encode_hook;
+    if (g_hooks[int(h)] == nullptr) return;
+    hook = *g_hooks[int(h)];
   }
   hook();
 }
 
+void SetHook(Hook h, std::function<void()> hook) {
+  auto next = hook ? std::make_unique<std::function<void()>>(std::move(hook)) : nullptr;
+  MutexLock l(&g_hook_mu);
+  delete g_hooks[int(h)];
+  g_hooks[int(h)] = next.release();
+}
+
+}  // namespace
+
+void RunCheckpointEncodeHook() { RunHook(Hook::kCheckpointEncode); }
+void RunSnapshotMapTakenHook() { RunHook(Hook::kSnapshotMapTaken); }
+
 namespace testing {
 
 void SetCheckpointEncodeHook(std::function<void()> hook) {
-  auto next = hook ? std::make_unique<std::function<void()>>(std::move(hook)) : nullptr;
-  MutexLock l(&g_hook_mu);
-  delete g_encode_hook;
-  g_encode_hook = next.release();
+  SetHook(Hook::kCheckpointEncode, std::move(hook));
+}
+void SetSnapshotMapTakenHook(std::function<void()> hook) {
+  SetHook(Hook::kSnapshotMapTaken, std::move(hook));
 }
 
 }  // namespace testing

@@ -103,6 +103,8 @@ struct BlockSpan;
 
 // Runs the test hook of volume_testing.h (SetCheckpointEncodeHook), if set.
 void RunCheckpointEncodeHook();
+// Runs the test hook of volume_testing.h (SetSnapshotMapTakenHook), if set.
+void RunSnapshotMapTakenHook();
 
 // A read-only view of snapshot `snap` of volume `name` (Volume::Open of
 // "VOL@SNAP" without the trash check), or, when `id` is not 0, of the
@@ -358,6 +360,11 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status RecoverSnapshotView() EXCLUDES(mu_);
   // Writable open, before Start: reads the registry, writes the map object of
   // every pending snapshot (rebuilt from the log) and pins what each needs.
+  // A pending snapshot whose map cannot be rebuilt fails the open when the
+  // error may pass (anything but Corruption and NotFound): the open would
+  // write checkpoints and delete the ones the rebuild needs. Otherwise (and
+  // for a map object that cannot be read) the open goes on and the cleaner
+  // deletes nothing (CheckpointSet::PinAll), so the snapshot can be removed.
   Status LoadSnapshots() EXCLUDES(snap_mu_, mu_);
   // Loads the map of snapshot `rec` in log directory `dir` into *map (empty):
   // its map object, or rebuilt from the log if it has none yet.
@@ -467,6 +474,11 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   std::chrono::steady_clock::time_point next_retry_ GUARDED_BY(mu_){};
   std::chrono::steady_clock::time_point last_retry_ GUARDED_BY(mu_){};
   std::vector<uint64_t> abandoned_ GUARDED_BY(mu_);  // segment objects to delete
+  // NoSpace re-logs begun so far (RelogAfterNoSpaceLocked). A re-log moves
+  // what was not durable into a new segment, numbers the batches again and
+  // deletes the old segments: a copy of the map taken before it (a snapshot
+  // being created) points into segments that are gone.
+  uint64_t relogs_ GUARDED_BY(mu_) = 0;
   std::vector<PendingSnap> pending_snaps_ GUARDED_BY(mu_);
   bool snap_write_failed_ GUARDED_BY(mu_) = false;  // the last map object write failed
   bool snap_writer_running_ GUARDED_BY(mu_) = false;

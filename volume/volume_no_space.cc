@@ -86,6 +86,7 @@ VolumeImpl::RetryStep VolumeImpl::PrepareRetryLocked(Lock& l) {
 }
 
 Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
+  relogs_++;  // a snapshot whose map was taken before this is not created (CreateSnapshot)
   SealBatchLocked();  // no operation is in progress
   std::deque<QueueItem> old;
   old.swap(queue_);

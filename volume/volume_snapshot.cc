@@ -5,9 +5,11 @@
 // Creating one: under write_mu_ and mu_ (no operation in progress) seal the
 // open batch, note the next batch seq (stop_seq: the snapshot is every batch
 // before it) and take a copy-on-write snapshot of the map (one directory
-// copy). Then flush, and write the record into the registry: from then on
-// the snapshot exists. The flusher writes its map object afterwards, and
-// writes no checkpoint before that, so a crash in between loses nothing:
+// copy). Then flush (a NoSpace re-log meanwhile makes the creation fail:
+// the map points into the old log), and write the record into the
+// registry: from then on the snapshot exists. The flusher writes its map
+// object afterwards, and writes no checkpoint before that, so a crash in
+// between loses nothing:
 // the next writable open rebuilds the map from the log (which no checkpoint
 // has yet let the cleaner delete) and writes it.
 #include <algorithm>
@@ -160,10 +162,22 @@ Status VolumeImpl::LoadSnapshots() {
     ExtentMap m(meta_.size / kBlockSize);
     bool materialized = false;
     if (Status ls = LoadSnapMap(dir_, rec, &m, &materialized); !ls.ok()) {
-      // The volume opens; nothing is deleted from its log from now on (the
-      // snapshot may need any of it). hbiss fsck reports it.
-      spdlog::error("volume {}: {}; the cleaner deletes nothing while this open lasts", name_,
-                    ls.ToString());
+      if (have.count(rec.id) == 0 && !ls.IsCorruption() && !ls.IsNotFound()) {
+        // Pending, and the error may pass (IOError, Busy, ...): this open
+        // would write checkpoints and delete the old ones, which are what
+        // its map is rebuilt from, and the snapshot would be lost for good.
+        // The open fails instead; the next one tries again.
+        return ls.WithContext("volume " + name_ + ": snapshot " + SnapLabel(rec.name) +
+                              " has no map object yet and cannot be rebuilt now (retry the "
+                              "open)");
+      }
+      // Its map object cannot be read, or the log cannot give its map back
+      // (Corruption, NotFound: the log really lacks it). The volume opens
+      // (so that it can be removed); nothing is deleted from its log from
+      // now on (the snapshot may need any of it). hbiss fsck reports it.
+      spdlog::error("volume {}: snapshot {} cannot be read: {}; the cleaner deletes nothing "
+                    "while this open lasts (hbiss fsck reports it; hbiss snap rm removes it)",
+                    name_, SnapLabel(rec.name), ls.ToString());
       ckpts_.PinAll();
       continue;
     }
@@ -381,6 +395,7 @@ Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
   rec.id = registry_.next_id;
   rec.name = snap;
   rec.created = int64_t(std::time(nullptr));
+  uint64_t relogs_at_map = 0;
   {
     // No operation is in progress under write_mu_: the map holds exactly
     // the operations that were acknowledged (or are about to be, having
@@ -395,9 +410,11 @@ Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
     p.position = SealedEndLocked();
     HBISS_ASSIGN_OR_RETURN(p.map, map_.Snapshot());
     rec.mapped_blocks = map_.MappedBlocks();
+    relogs_at_map = relogs_;
     pending_snaps_.push_back(std::move(p));
     flusher_cv_.Signal();
   }
+  RunSnapshotMapTakenHook();
   // An id is never given twice, whatever happens below: a record whose Put
   // reported failure may still have reached the store.
   registry_.next_id = rec.id + 1;
@@ -408,6 +425,22 @@ Result<SnapshotInfo> VolumeImpl::CreateSnapshot(const std::string& snap) {
   };
   // Every batch before stop_seq durable, then the record: the snapshot exists.
   if (Status f = Flush(); !f.ok()) return abandon(f);
+  bool relogged = false;
+  {
+    Lock l(&mu_);
+    relogged = relogs_ != relogs_at_map;
+  }
+  if (relogged) {
+    // The store was full meanwhile and a retry logged what was not durable
+    // again (volume_no_space.cc): into a new segment, with batches numbered
+    // again, and the old segments deleted. Flush then says OK, but the map
+    // and stop_seq taken above point into the old log. Nothing is recorded;
+    // the caller may try again. (Once this passes, a later re-log touches
+    // nothing of the snapshot: all of it is before the durable position.)
+    return abandon(Status::NoSpace("volume " + name_ +
+                                   ": the store was full while the snapshot was taken; it was "
+                                   "not created (try again)"));
+  }
   SnapRegistry next = registry_;
   next.snaps.push_back(rec);
   Status recorded = WriteSnapRegistry(store_, dir_, next);

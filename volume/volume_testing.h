@@ -15,4 +15,11 @@ namespace hbiss::volume::testing {
 // An empty function removes the hook.
 void SetCheckpointEncodeHook(std::function<void()> hook);
 
+// Runs `hook` in the thread creating a snapshot (Volume::CreateSnapshot),
+// right after it took the snapshot's map and before it flushes; it holds no
+// volume lock there but the one that serialises snapshot operations (so a
+// hook that blocks stands for a creation that pauses there). An empty
+// function removes the hook.
+void SetSnapshotMapTakenHook(std::function<void()> hook);
+
 }  // namespace hbiss::volume::testing

@@ -8,12 +8,14 @@
 #include <cstring>
 #include <filesystem>
 #include <atomic>
+#include <mutex>
 #include <random>
 #include <thread>
 
 #include "store/fault_injection_store.h"
 #include "store/local_store.h"
 #include "store/memory_store.h"
+#include "store/store_wrapper.h"
 #include "tests/volume/crash_model.h"
 #include "tests/volume/store_param.h"
 #include "volume/snapshot_registry.h"
@@ -340,6 +342,42 @@ TEST(SnapshotCrashTest, CrashesAroundCreationKeepTheContract) {
 }
 
 
+// n random writes, trims and zeroings on v, applied to *state.
+void RandomOps(Volume* v, int n, std::mt19937_64* rng, std::vector<uint8_t>* state) {
+  for (int i = 0; i < n; i++) {
+    Op op;
+    crashtest::RandomRange(*rng, kVolSize, 8, 9000, &op);
+    ASSERT_TRUE(crashtest::Perform(v, (*rng)() % 10, 7, 2, *rng, &op).ok());
+    crashtest::Apply(op, state);
+  }
+}
+
+// Holds the flusher (or the snapshot writer) before it encodes a checkpoint
+// or a snapshot's map object, while Hold() is on (volume_testing.h).
+class EncodeHold {
+ public:
+  EncodeHold() {
+    testing::SetCheckpointEncodeHook([this] {
+      while (hold_.load()) {
+        held_.store(true);
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      }
+    });
+  }
+  ~EncodeHold() { testing::SetCheckpointEncodeHook(nullptr); }
+  EncodeHold(const EncodeHold&) = delete;
+  EncodeHold& operator=(const EncodeHold&) = delete;
+
+  void Hold(bool on) { hold_.store(on); }
+  // Waits until an encode sits in the hook.
+  void WaitHeld() {
+    while (!held_.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+
+ private:
+  std::atomic<bool> hold_{false}, held_{false};
+};
+
 // The window O(1) creation opens: the snapshot exists (its record is
 // written) but its map object is not, and the process dies. The next
 // writable open rebuilds the map from the log, which no checkpoint let the
@@ -353,35 +391,21 @@ TEST(SnapshotCrashTest, CrashBeforeTheMapObjectIsWrittenRebuildsItFromTheLog) {
   ASSERT_TRUE(Volume::Create(&fs, "v", co).ok());
   std::mt19937_64 rng(5);
   std::vector<uint8_t> state(kVolSize, 0), at_snap;
-  std::atomic<bool> hold{false}, held{false};
-  testing::SetCheckpointEncodeHook([&] {
-    while (hold.load()) {
-      held.store(true);
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-  });
   {
+    EncodeHold hold;
     OpenOptions oo;
     oo.checkpoint_interval = 64 << 10;
     auto v = Volume::Open(&fs, "v", oo);
     ASSERT_TRUE(v.ok());
-    auto churn = [&](int n) {
-      for (int i = 0; i < n; i++) {
-        Op op;
-        crashtest::RandomRange(rng, kVolSize, 8, 9000, &op);
-        ASSERT_TRUE(crashtest::Perform(v->get(), rng() % 10, 7, 2, rng, &op).ok());
-        crashtest::Apply(op, &state);
-      }
-    };
-    churn(300);
+    RandomOps(v->get(), 300, &rng, &state);
     ASSERT_TRUE((*v)->Clean(1.0).ok());
-    hold.store(true);
+    hold.Hold(true);
     at_snap = state;
     ASSERT_TRUE((*v)->CreateSnapshot("s").ok());
-    while (!held.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    hold.WaitHeld();
     // The flusher now sits before the map's encode: more writes and
     // flushes go on meanwhile (checkpoints wait).
-    churn(300);
+    RandomOps(v->get(), 300, &rng, &state);
     ASSERT_TRUE((*v)->Flush().ok());
     auto list = Volume::ListSnapshots(&fs, "v");
     ASSERT_TRUE(list.ok());
@@ -390,10 +414,9 @@ TEST(SnapshotCrashTest, CrashBeforeTheMapObjectIsWrittenRebuildsItFromTheLog) {
     // A reader of the pending snapshot rebuilds it too.
     ExpectSnapshotOn(&fs, "v@s", at_snap);
     ASSERT_TRUE(fs.SimulateCrash(FaultInjectionStore::CrashKind::kProcessCrash).ok());
-    hold.store(false);
+    hold.Hold(false);
     (void)(*v)->Close();
   }
-  testing::SetCheckpointEncodeHook(nullptr);
   fs.ClearFailures();
   OpenOptions oo;
   auto v = Volume::Open(&fs, "v", oo);
@@ -404,6 +427,188 @@ TEST(SnapshotCrashTest, CrashBeforeTheMapObjectIsWrittenRebuildsItFromTheLog) {
   EXPECT_TRUE((*list)[0].materialized);
   for (int i = 0; i < 3; i++) ASSERT_TRUE((*v)->Clean(1.0).ok());
   ExpectSnapshotOn(&fs, "v@s", at_snap);
+}
+
+// Fails every store call made while a pending snapshot's map is rebuilt
+// from the log (LoadSnapshotMap): from the Get of a snapshot's map object
+// that finds none to the next Get of one, once armed.
+class FailRebuildStore : public store::StoreWrapper {
+ public:
+  explicit FailRebuildStore(store::Store* target) : StoreWrapper(target) {}
+
+  void Arm(Status error) {
+    std::lock_guard<std::mutex> g(mu_);
+    error_ = std::move(error);
+    armed_ = true;
+  }
+  uint64_t failed() {
+    std::lock_guard<std::mutex> g(mu_);
+    return failed_;
+  }
+
+  Result<std::string> Get(const std::string& name, uint64_t max_size) override {
+    if (IsSnapMap(name)) {
+      auto r = target()->Get(name, max_size);
+      std::lock_guard<std::mutex> g(mu_);
+      if (failing_) {
+        failing_ = armed_ = false;  // the rebuild is over
+      } else if (armed_ && r.status().IsNotFound()) {
+        failing_ = true;  // pending: the rebuild begins
+      }
+      return r;
+    }
+    HBISS_RETURN_IF_ERROR(Injected());
+    return target()->Get(name, max_size);
+  }
+  Result<std::unique_ptr<store::SegmentReader>> Open(const std::string& name) override {
+    HBISS_RETURN_IF_ERROR(Injected());
+    return target()->Open(name);
+  }
+  Result<std::vector<store::ObjectInfo>> List(const std::string& dir) override {
+    HBISS_RETURN_IF_ERROR(Injected());
+    return target()->List(dir);
+  }
+  Result<uint64_t> Stat(const std::string& name) override {
+    HBISS_RETURN_IF_ERROR(Injected());
+    return target()->Stat(name);
+  }
+
+ private:
+  // <log dir>/snap/<16 hex digits> (layout.h SnapName).
+  static bool IsSnapMap(const std::string& name) {
+    const size_t slash = name.rfind('/');
+    return slash != std::string::npos && slash >= 5 && name.size() - slash - 1 == 16 &&
+           name.compare(slash - 5, 5, "/snap") == 0;
+  }
+  Status Injected() {
+    std::lock_guard<std::mutex> g(mu_);
+    if (!failing_) return Status::OK();
+    failed_++;
+    return error_;
+  }
+
+  std::mutex mu_;
+  Status error_;
+  bool armed_ = false;
+  bool failing_ = false;
+  uint64_t failed_ = 0;
+};
+
+// A volume with a pending snapshot "s": created after the log's beginning
+// was cleaned away (so only the checkpoints of that time let its map be
+// rebuilt), then the process died before its map object was written.
+// at_snap_ holds its content, state_ the volume's.
+class PendingSnapshotTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CreateOptions co;
+    co.size = kVolSize;
+    co.segment_size = kSegSize;
+    ASSERT_TRUE(Volume::Create(&store_, "v", co).ok());
+    {
+      EncodeHold hold;
+      OpenOptions oo;
+      oo.checkpoint_interval = 64 << 10;
+      auto v = Volume::Open(&store_, "v", oo);
+      ASSERT_TRUE(v.ok()) << v.status().ToString();
+      RandomOps(v->get(), 300, &rng_, &state_);
+      ASSERT_TRUE((*v)->Flush().ok());
+      ASSERT_TRUE((*v)->Clean(1.0).ok());
+      hold.Hold(true);
+      at_snap_ = state_;
+      ASSERT_TRUE((*v)->CreateSnapshot("s").ok());
+      hold.WaitHeld();
+      RandomOps(v->get(), 100, &rng_, &state_);
+      ASSERT_TRUE((*v)->Flush().ok());
+      ASSERT_TRUE(fs_.SimulateCrash(FaultInjectionStore::CrashKind::kProcessCrash).ok());
+      // The map object never reaches the store.
+      fs_.SetFailureRate(FaultInjectionStore::Bit(FaultInjectionStore::Op::kPut), 1.0);
+      hold.Hold(false);
+      (void)(*v)->Close();
+    }
+    fs_.ClearFailures();
+    auto list = Volume::ListSnapshots(&store_, "v");
+    ASSERT_TRUE(list.ok()) << list.status().ToString();
+    ASSERT_EQ(list->size(), 1u);
+    ASSERT_FALSE((*list)[0].materialized);
+  }
+
+  void ExpectVolume(Volume* v, const std::string& when) {
+    std::vector<uint8_t> got(kVolSize);
+    ASSERT_TRUE(v->Read(0, got).ok()) << when;
+    EXPECT_TRUE(got == state_) << when << ": the volume's content differs";
+  }
+
+  store::MemoryStore mem_;
+  FaultInjectionStore fs_{&mem_, 5};
+  FailRebuildStore store_{&fs_};
+  std::mt19937_64 rng_{5};
+  std::vector<uint8_t> state_ = std::vector<uint8_t>(kVolSize, 0);
+  std::vector<uint8_t> at_snap_;
+};
+
+// Review finding: a pending snapshot whose rebuild failed at open with a
+// store error that may pass (an HDFS IOError) only pinned everything for
+// that open, which then wrote checkpoints and deleted the old ones; the next
+// open found no checkpoint at or before its stop_seq and the log's beginning
+// cleaned: the snapshot was lost for good. Now that open fails, and a later
+// one rebuilds it.
+TEST_F(PendingSnapshotTest, PendingSnapshotWhoseRebuildFailsAtOpenIsNotLost) {
+  OpenOptions oo;
+  oo.checkpoint_interval = 64 << 10;  // many checkpoints: old ones are deleted
+  store_.Arm(Status::IOError("injected: DataNode unreachable"));
+  std::unique_ptr<Volume> v;
+  {
+    auto r = Volume::Open(&store_, "v", oo);
+    EXPECT_GT(store_.failed(), 0u) << "the rebuild at open saw no injected error";
+    EXPECT_FALSE(r.ok()) << "a writable open went on without the pending snapshot's map";
+    if (r.ok()) {
+      v = std::move(*r);
+    } else {
+      EXPECT_TRUE(r.status().IsIOError()) << r.status().ToString();
+    }
+  }
+  if (v == nullptr) {
+    auto r = Volume::Open(&store_, "v", oo);  // the error has passed
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    v = std::move(*r);
+  }
+  for (int i = 0; i < 6; i++) {
+    RandomOps(v.get(), 50, &rng_, &state_);
+    ASSERT_TRUE(v->Flush().ok());
+  }
+  for (int i = 0; i < 3; i++) ASSERT_TRUE(v->Clean(1.0).ok());
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+
+  auto r = Volume::Open(&store_, "v", oo);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  for (int i = 0; i < 3; i++) ASSERT_TRUE((*r)->Clean(1.0).ok());
+  auto list = Volume::ListSnapshots(&store_, "v");
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_TRUE((*list)[0].materialized) << "the snapshot's map was never written";
+  ExpectSnapshotOn(&store_, "v@s", at_snap_);
+  ExpectVolume(r->get(), "after the reopen");
+}
+
+// The other side of that rule: when the log really cannot give a pending
+// snapshot's map back (Corruption), the volume still opens writable, so
+// that the snapshot can be removed.
+TEST_F(PendingSnapshotTest, PendingSnapshotWithACorruptLogStaysOpenableAndRemovable) {
+  store_.Arm(Status::Corruption("injected: bad checkpoint"));
+  auto r = Volume::Open(&store_, "v");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_GT(store_.failed(), 0u);
+  ASSERT_TRUE((*r)->RemoveSnapshot("s").ok());
+  auto list = Volume::ListSnapshots(&store_, "v");
+  ASSERT_TRUE(list.ok());
+  EXPECT_TRUE(list->empty());
+  ExpectVolume(r->get(), "after the removal");
+  ASSERT_TRUE((*r)->Close().ok());
+  r = Volume::Open(&store_, "v");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ExpectVolume(r->get(), "after a reopen");
 }
 
 }  // namespace
