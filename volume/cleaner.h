@@ -5,8 +5,9 @@
 // cost-benefit or greedy), and copies its live blocks to the head of the
 // log, so that the whole segment becomes garbage that a later checkpoint
 // frees. It reads up to kCopyBlocks of a victim's live blocks, then has them
-// copied in one go, into segments that hold cleaner copies only (never a
-// client write: cold data is not mixed with hot again).
+// copied in one go, into segments that hold cleaner copies of one
+// generation only (never a client write, nor copies of copies with first
+// copies: cold data is not mixed with hot again).
 //
 // Rules it keeps, whatever the volume does meanwhile:
 //  * a block is copied only from data that passed its CRC, and only if the
@@ -66,7 +67,8 @@ class Cleaner {
     // segment, each as one operation; their data back to back in buf) that
     // the map still has where the piece says; returns how many. No client
     // write comes between them, and they go to segments that hold cleaner
-    // copies only. Aborted when the volume is closing.
+    // copies of their generation only (doc/checkpoint_format.md). Aborted
+    // when the volume is closing.
     virtual Result<uint64_t> CopyStillLive(std::span<const MapRun> pieces,
                                            const uint8_t* buf) = 0;
     // Segment `seg` was cleaned (`moved` blocks), or with `bad`, is never to

@@ -28,6 +28,7 @@ void SegmentSet::Remove(uint64_t id) {
   unclean_.erase(id);
   length_.erase(id);
   stamp_.erase(id);
+  gen_.erase(id);
 }
 
 void SegmentSet::Recount(const ExtentMap& map) {
@@ -96,6 +97,19 @@ void SegmentSet::NoteWritten(uint64_t seg, uint64_t clock) {
 uint64_t SegmentSet::stamp(uint64_t seg) const {
   auto it = stamp_.find(seg);
   return it == stamp_.end() ? 0 : it->second;
+}
+
+void SegmentSet::SetGeneration(uint64_t seg, uint32_t gen) {
+  if (gen == 0) {
+    gen_.erase(seg);
+  } else {
+    gen_[seg] = gen;
+  }
+}
+
+uint32_t SegmentSet::generation(uint64_t seg) const {
+  auto it = gen_.find(seg);
+  return it == gen_.end() ? 0 : it->second;
 }
 
 uint64_t SegmentSet::PickVictim(double threshold, uint64_t below_id,

@@ -84,13 +84,29 @@ class SegmentSet {
   // block: garbage that waits only to be deleted.
   uint64_t DeadSlots() const;
 
-  // The age clock (a batch sequence number, see CleanPolicy): `seg` holds
-  // data written at `clock` or before. The stamp is the largest clock noted
-  // (the youngest data): a client segment is stamped when it closes, a
-  // segment of cleaner copies with the stamps of the victims it took data
-  // from. A segment never stamped (recovered at open) counts as written at 0.
+  // The age clock (a batch sequence number, see CleanPolicy): `seg` had
+  // blocks written into it at `clock`. The stamp is the largest clock noted,
+  // when its last block was written: a segment of cleaner copies is as young
+  // as the copying, not as the data it copied, since its live fraction has
+  // been falling only since then. (Stamps inherited from the victims made
+  // every segment of old copies look older than any client segment, and
+  // cost-benefit cleaned them at a live fraction near 0.75 while client
+  // segments sat at their floor: bench/cleaner.) A segment never stamped
+  // (recovered at open) counts as written at 0.
   void NoteWritten(uint64_t seg, uint64_t clock);
   uint64_t stamp(uint64_t seg) const;
+
+  // The generation of what `seg` holds: 0, client operations (and a segment
+  // recovered at open: generations are not stored); n > 0, cleaner copies
+  // of data the cleaner had copied n - 1 times before, the last generation
+  // (kCopyGenerations) standing for every older one too. Copies out of a
+  // client segment still hold some hot blocks that die soon; copies of
+  // copies have outlived two cleanings and are mostly cold. The volume
+  // writes each generation into segments of their own, so that the coldest
+  // data is not mixed with the next hot block to die.
+  static constexpr uint32_t kCopyGenerations = 2;
+  void SetGeneration(uint64_t seg, uint32_t gen);
+  uint32_t generation(uint64_t seg) const;
 
   // Among the closed segments (below `below_id`, not in memory, not
   // unclean) with some live blocks and a live fraction u (of the segment's
@@ -128,6 +144,7 @@ class SegmentSet {
   std::unordered_map<uint64_t, uint64_t> live_;  // absent: none
   std::unordered_map<uint64_t, uint32_t> length_;  // absent: seg_slots_
   std::unordered_map<uint64_t, uint64_t> stamp_;   // absent: 0
+  std::unordered_map<uint64_t, uint32_t> gen_;     // absent: 0
   std::vector<uint64_t> dead_;
   std::set<uint64_t> unclean_;
   std::set<uint64_t> summarizing_;

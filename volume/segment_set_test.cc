@@ -182,10 +182,25 @@ TEST(SegmentSetTest, AStampIsTheYoungestDataNotedAndGoesWithTheSegment) {
   s.Add(1);
   EXPECT_EQ(s.stamp(1), 0u);  // never noted: as old as can be
   s.NoteWritten(1, 50);
-  s.NoteWritten(1, 20);  // an older victim's copies: the segment stays as young as its youngest
+  s.NoteWritten(1, 20);  // noted out of order: the segment stays as young as its last write
   EXPECT_EQ(s.stamp(1), 50u);
   s.Remove(1);
   EXPECT_EQ(s.stamp(1), 0u);
+}
+
+TEST(SegmentSetTest, AGenerationGoesWithTheSegment) {
+  SegmentSet s(kSlots);
+  s.Add(1);
+  s.Add(2);
+  EXPECT_EQ(s.generation(1), 0u);  // client writes, or recovered
+  s.SetGeneration(1, 1);
+  s.SetGeneration(2, SegmentSet::kCopyGenerations);
+  EXPECT_EQ(s.generation(1), 1u);
+  EXPECT_EQ(s.generation(2), SegmentSet::kCopyGenerations);
+  s.SetGeneration(2, 0);
+  EXPECT_EQ(s.generation(2), 0u);
+  s.Remove(1);
+  EXPECT_EQ(s.generation(1), 0u);
 }
 
 TEST(SegmentSetTest, DeletableNeedsNoLiveBlockNoCheckpointNoSummaryAndClosed) {

@@ -68,9 +68,9 @@ struct CreateOptions {
 
 // How the cleaner picks its next victim among the closed segments whose live
 // fraction is below the threshold (doc/checkpoint_format.md, "Choosing a
-// victim"). u is a segment's live fraction, age how long ago its data was
-// written, counted in batch sequence numbers (a logical clock: the log's
-// batches, not wall time).
+// victim"). u is a segment's live fraction, age how long ago the segment
+// was written (for cleaner copies: copied), counted in batch sequence
+// numbers (a logical clock: the log's batches, not wall time).
 enum class CleanPolicy {
   kCostBenefit,  // the highest (1 - u) * age / (1 + u) (Sprite LFS)
   kGreedy,       // the lowest u (the fewest live blocks for its length)

@@ -344,10 +344,10 @@ Status VolumeImpl::RollSegmentLocked(Lock& l) {
   return Status::OK();
 }
 
-Status VolumeImpl::SegregateLocked(Lock& l, bool cleaner) {
-  if (cleaner_copies_ == cleaner) return Status::OK();
+Status VolumeImpl::SegregateLocked(Lock& l, uint32_t gen) {
+  if (open_gen_ == gen) return Status::OK();
   if (cur_->used > 1) HBISS_RETURN_IF_ERROR(RollSegmentLocked(l));
-  cleaner_copies_ = cleaner;
+  open_gen_ = gen;
   return Status::OK();
 }
 
@@ -420,7 +420,8 @@ Status VolumeImpl::AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const ui
     if (!s.ok()) return FailLocked(s);
     cur_->CopyIn(slot, src, k);
     segs_.AddLive(cur_->id, k);
-    segs_.NoteWritten(cur_->id, cleaner_copies_ ? copy_stamp_ : next_seq_);
+    segs_.NoteWritten(cur_->id, next_seq_);
+    segs_.SetGeneration(cur_->id, open_gen_);
     cur_->used += k;
     n -= k;
     lba += k;
@@ -515,7 +516,7 @@ Status VolumeImpl::AppendOpLocked(Lock& l, const BlockSpan& b, const uint8_t* he
   HBISS_RETURN_IF_ERROR(AwaitSpaceLocked());
   HBISS_RETURN_IF_ERROR(WritableLocked());
   HBISS_RETURN_IF_ERROR(AckLocked(Status::OK()));  // nothing is logged after a fence
-  HBISS_RETURN_IF_ERROR(SegregateLocked(l, /*cleaner=*/false));
+  HBISS_RETURN_IF_ERROR(SegregateLocked(l, /*gen=*/0));
   batch_.BeginOp();
   last_write_ = std::chrono::steady_clock::now();
   Status s;
@@ -1142,12 +1143,11 @@ Result<uint64_t> VolumeImpl::CopyStillLive(std::span<const MapRun> pieces,
     };
     HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
     if (std::none_of(now.begin(), now.end(), still_live)) continue;
-    // A segment of copies only. Closing the open one may wait (mu_ is let
-    // go): the map is looked up again after.
-    HBISS_RETURN_IF_ERROR(SegregateLocked(l, /*cleaner=*/true));
+    // A segment of copies of this generation only. Closing the open one may
+    // wait (mu_ is let go): the map is looked up again after.
+    const uint32_t gen = std::min(segs_.generation(p.seg) + 1, SegmentSet::kCopyGenerations);
+    HBISS_RETURN_IF_ERROR(SegregateLocked(l, gen));
     HBISS_RETURN_IF_ERROR(map_.Lookup(p.lba, p.count, &now));
-    // The copies are as old as the data they copy.
-    copy_stamp_ = segs_.stamp(p.seg);
     for (const MapRun& r : now) {
       if (!still_live(r)) continue;
       batch_.BeginOp();

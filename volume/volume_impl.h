@@ -199,10 +199,11 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   Status OpenBatchLocked(Lock& l) REQUIRES(mu_);
   void SealBatchLocked() REQUIRES(mu_);
   Status RollSegmentLocked(Lock& l) REQUIRES(mu_);
-  // Cleaner copies and client operations never share a segment: before
-  // appending one kind (`cleaner` copies or not), closes the open segment if
-  // it holds the other kind. REQUIRES: no operation in progress.
-  Status SegregateLocked(Lock& l, bool cleaner) REQUIRES(mu_);
+  // Cleaner copies and client operations never share a segment, nor do
+  // copies of different generations (SegmentSet::generation): before
+  // appending generation `gen` (0: client operations), closes the open
+  // segment if it holds another. REQUIRES: no operation in progress.
+  Status SegregateLocked(Lock& l, uint32_t gen) REQUIRES(mu_);
   Status AppendWriteLocked(Lock& l, uint64_t lba, uint64_t n, const uint8_t* src,
                            bool last_part) REQUIRES(mu_);
   Status AppendUnmapLocked(Lock& l, EntryType type, uint64_t lba, uint64_t n, bool last_part)
@@ -444,14 +445,12 @@ class VolumeImpl final : public Volume, private Cleaner::Host {
   uint64_t op_reserved_ GUARDED_BY(mu_) = 0;
   std::chrono::steady_clock::time_point last_write_ GUARDED_BY(mu_){};
   SegmentSet segs_ GUARDED_BY(mu_);
-  // What the open segment holds (SegregateLocked): cleaner copies only
-  // (true) or client operations only; in both cases it is stamped for the
-  // victim rule (SegmentSet::NoteWritten) as it fills: a client segment with
-  // the batch clock, a segment of copies with its victims' stamps
-  // (copy_stamp_, the victim being copied now).
-  bool cleaner_copies_ GUARDED_BY(mu_) = false;
+  // What the open segment holds (SegregateLocked): client operations only
+  // (0) or cleaner copies of that generation only (1 to
+  // SegmentSet::kCopyGenerations). Either kind is stamped with the batch
+  // clock as it fills (SegmentSet::NoteWritten).
+  uint32_t open_gen_ GUARDED_BY(mu_) = 0;
   bool cleaner_behind_ GUARDED_BY(mu_) = false;  // see YieldToCleaner
-  uint64_t copy_stamp_ GUARDED_BY(mu_) = 0;
   BatchBuilder batch_ GUARDED_BY(mu_);
   std::vector<MapRun> old_runs_ GUARDED_BY(mu_);  // scratch of ForgetBlocksLocked
   uint64_t next_seq_ GUARDED_BY(mu_) = 1;

@@ -125,7 +125,7 @@ Status VolumeImpl::RelogAfterNoSpaceLocked(Lock& l) {
   // The re-log keeps the batches' order, so cleaner copies and client
   // writes may share this one segment; the next operation of either kind
   // starts a segment of its own again (SegregateLocked).
-  cleaner_copies_ = false;
+  open_gen_ = 0;
   // Every batch again, in order, with its entries' continue flags, through
   // the write path (relog.h): the map then points at the new copies, and
   // the live counts move with it.

@@ -1,6 +1,7 @@
 // In-process benchmark of the cleaner's policy on the local store (issue #10).
 //
-// For each workload and each clean policy (greedy, cost-benefit), in one run:
+// For each workload and each clean policy (greedy, cost-benefit; --workloads
+// and --policies choose which, and in what order), in one run:
 // a fresh volume is filled to --fill of its size with sequential 1 MiB
 // writes, then overwritten with 4 KiB writes at random blocks of that live
 // part, --write-factor times the volume's size in all, with a Flush every
@@ -61,6 +62,8 @@ struct Config {
   double space_target = 1.35;
   std::string checkpoint_interval;  // empty: a 64th of the volume size
   uint64_t seed = 42;
+  std::vector<std::string> workloads = {"uniform", "hot"};
+  std::vector<std::string> policies = {"greedy", "cost-benefit"};
 };
 
 struct RunResult {
@@ -71,10 +74,16 @@ struct RunResult {
   double secs = 0;
 };
 
+// The volume is still open: a file may go away while it is listed (a
+// summary's temporary file is renamed, a dead segment deleted); it counts 0.
 uint64_t DirBytes(const std::string& dir) {
   uint64_t n = 0;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir)) {
-    if (e.is_regular_file()) n += e.file_size();
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    std::error_code fec;
+    if (!e.is_regular_file(fec)) continue;
+    const uintmax_t sz = e.file_size(fec);
+    if (!fec) n += sz;
   }
   return n;
 }
@@ -170,6 +179,12 @@ int main(int argc, char** argv) {
                  "OpenOptions::checkpoint_interval (a segment is deleted after two checkpoints "
                  "leave it out; default: a 64th of the volume size)");
   app.add_option("--seed", c.seed, "Random seed")->capture_default_str();
+  app.add_option("--workloads", c.workloads, "Workloads to run, in this order")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"uniform", "hot"}));
+  app.add_option("--policies", c.policies, "Clean policies to run, in this order")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"greedy", "cost-benefit"}));
   CLI11_PARSE(app, argc, argv);
   if (c.checkpoint_interval.empty()) {
     c.checkpoint_interval = std::to_string(std::max<uint64_t>(ParseSizeOrDie(c.size) / 64, 1));
@@ -192,7 +207,12 @@ int main(int argc, char** argv) {
               "Flush every %llu, one thread, seed %llu\n",
               c.write_factor, static_cast<unsigned long long>(c.flush_every),
               static_cast<unsigned long long>(c.seed));
-  std::printf("  workloads:      uniform; hot = 90%% of writes to 10%% of the live blocks\n");
+  std::string runs;
+  for (const std::string& w : c.workloads) runs += (runs.empty() ? "" : ", ") + w;
+  runs += " x";
+  for (const std::string& p : c.policies) runs += " " + p;
+  std::printf("  workloads:      %s (hot = 90%% of writes to 10%% of the live blocks)\n",
+              runs.c_str());
   std::printf("  cleaner:        background, clean_threshold %.2f, clean_space_target %.2f, "
               "checkpoint_interval %s bytes\n",
               c.threshold, c.space_target, c.checkpoint_interval.c_str());
@@ -200,8 +220,10 @@ int main(int argc, char** argv) {
               "segments deleted | seconds |\n|---|---|---|---|---|---|---|\n");
   std::fflush(stdout);
   const std::string store_dir = c.dir + "/store";
-  for (bool hot : {false, true}) {
-    for (CleanPolicy p : {CleanPolicy::kGreedy, CleanPolicy::kCostBenefit}) {
+  for (const std::string& w : c.workloads) {
+    const bool hot = w == "hot";
+    for (const std::string& pn : c.policies) {
+      const CleanPolicy p = pn == "greedy" ? CleanPolicy::kGreedy : CleanPolicy::kCostBenefit;
       const RunResult r = Run(c, store_dir, hot, p);
       std::printf("| %s | %s | %.2f | %.2f | %.2f | %llu | %.0f |\n", hot ? "hot" : "uniform",
                   p == CleanPolicy::kGreedy ? "greedy" : "cost-benefit", r.wa,

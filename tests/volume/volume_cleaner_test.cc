@@ -217,6 +217,57 @@ TEST_P(CleanerTest, CleanerCopiesNeverShareASegmentWithClientWrites) {
   ExpectModel(v.get());
 }
 
+// Copies of copies (the lower quarter, cleaned twice) and first copies (the
+// next quarter, cleaned once) are made in the same Clean: no segment it
+// writes holds both generations, and every byte survives that and a reopen.
+TEST_P(CleanerTest, CopiesOfCopiesNeverShareASegmentWithFirstCopies) {
+  const uint64_t q = model_.size() / 4;
+  auto v = Open(0);  // no background cleaning: only Clean
+  FillOnce(v.get());
+  auto write = [&](uint64_t b) {
+    model_[b]++;
+    ASSERT_TRUE(v->Write(b * kBlockSize, Block(b, model_[b])).ok());
+  };
+  // The first quarter's fill segments about a quarter live: its blocks
+  // b % 4 == 0 are copied once.
+  for (uint64_t b = 0; b < q; b++) {
+    if (b % 4 != 0) write(b);
+  }
+  auto c = v->Clean(0.5);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ASSERT_GT(c->blocks_moved, 0u);
+  // Those copies about a quarter live, and so are the second quarter's fill
+  // segments.
+  for (uint64_t b = 0; b < q; b += 4) {
+    if (b % 16 != 0) write(b);
+  }
+  for (uint64_t b = q; b < 2 * q; b++) {
+    if (b % 4 != 0) write(b);
+  }
+  ASSERT_TRUE(v->Flush().ok());
+  uint64_t last_before = 0;
+  for (const SegmentKinds& k : WrittenRanges(store_, v->Info().id, q)) {
+    last_before = std::max(last_before, k.id);
+  }
+  c = v->Clean(0.5);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  ExpectModel(v.get());
+
+  int second = 0, first = 0;
+  for (const SegmentKinds& k : WrittenRanges(store_, v->Info().id, q)) {
+    if (k.id <= last_before) continue;
+    EXPECT_FALSE(k.low && k.high)
+        << "segment " << k.id << " mixes copies of copies and first copies";
+    second += k.low;
+    first += k.high;
+  }
+  EXPECT_GT(second, 0);
+  EXPECT_GT(first, 0);
+  ASSERT_TRUE(v->Close().ok());
+  v = Open(0);
+  ExpectModel(v.get());
+}
+
 TEST_P(CleanerTest, BackgroundCleanerBoundsTheLog) {
   std::mt19937_64 rng(12);
   auto v = Open(0.5);
