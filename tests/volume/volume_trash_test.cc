@@ -71,8 +71,8 @@ TEST(TrashRegistryTest, TheTrashedFieldRoundTripsAndKeepsVersionOneWithoutIt) {
   r.snaps.push_back({1, "base", 100, 7, 10, /*trashed=*/true});
   r.snaps.push_back({2, "base", 200, 9, 12, /*trashed=*/false});
   const std::string text = EncodeSnapRegistry(r);
-  EXPECT_NE(text.find("\"version\": 2"), std::string::npos) << text;
-  EXPECT_NE(text.find("\"trashed\": true"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"version\":2"), std::string::npos) << text;
+  EXPECT_NE(text.find("\"trashed\":true"), std::string::npos) << text;
   auto back = DecodeSnapRegistry(text, "t");
   ASSERT_TRUE(back.ok()) << back.status().ToString();
   ASSERT_EQ(back->snaps.size(), 2u);
@@ -83,7 +83,7 @@ TEST(TrashRegistryTest, TheTrashedFieldRoundTripsAndKeepsVersionOneWithoutIt) {
   // Nothing trashed: exactly version 1 as before, no field.
   r.snaps.erase(r.snaps.begin());
   const std::string v1 = EncodeSnapRegistry(r);
-  EXPECT_NE(v1.find("\"version\": 1"), std::string::npos) << v1;
+  EXPECT_NE(v1.find("\"version\":1"), std::string::npos) << v1;
   EXPECT_EQ(v1.find("trashed"), std::string::npos) << v1;
   // Two live snapshots of one name, or a trashed that is not a boolean.
   const std::string dup =
