@@ -12,7 +12,7 @@ source "$(dirname "$0")/lib.sh"
 need fio
 fio --enghelp=nbd >/dev/null 2>&1 || skip "fio has no nbd engine"
 
-SIZE_MB=64
+SIZE_MB=${HBISS_CLEANER_TEST_MB:-64}  # the sanitizer pass sets 32
 log_bytes() { hbiss info "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["log_bytes"])'; }
 
 # Three passes of fresh random data, then a fourth that fio can verify.
