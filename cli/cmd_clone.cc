@@ -22,13 +22,6 @@ namespace {
 
 using volume::Volume;
 
-int Fail(const std::string& context, const Status& st) {
-  std::string msg = st.ToString();
-  std::replace(msg.begin(), msg.end(), '\n', ' ');
-  std::fprintf(stderr, "hbiss: %s: %s\n", context.c_str(), msg.c_str());
-  return 1;
-}
-
 int RunClone(const GlobalOptions& g, const std::string& spec, const std::string& name) {
   const std::string ctx = "clone " + spec + " " + name;
   auto store = OpenStoreFor(g, /*writing=*/true);

@@ -15,11 +15,6 @@
 namespace hbiss::cli {
 namespace {
 
-int Fail(const std::string& context, const Status& s) {
-  std::fprintf(stderr, "hbiss: %s: %s\n", context.c_str(), s.ToString().c_str());
-  return 1;
-}
-
 std::string Since(int64_t t) {
   if (t <= 0) return "?";
   char buf[64];

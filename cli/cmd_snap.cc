@@ -29,12 +29,7 @@ using volume::Volume;
 // acquire the volume (NodeOptions::acquire_timeout_ms, 180 s by default).
 constexpr int kOpTimeoutMs = 200000;
 
-int SnapFail(const std::string& context, const Status& st) {
-  std::string msg = st.ToString();
-  std::replace(msg.begin(), msg.end(), '\n', ' ');
-  std::fprintf(stderr, "hbiss: snap %s: %s\n", context.c_str(), msg.c_str());
-  return 1;
-}
+int SnapFail(const std::string& context, const Status& st) { return Fail("snap " + context, st); }
 
 // "VOL@SNAP" with both parts valid; InvalidArgument naming the spec otherwise.
 Status ParseSnapSpec(const std::string& spec, std::string* vol, std::string* snap) {

@@ -21,13 +21,6 @@ namespace {
 using volume::DiskUsage;
 using volume::Volume;
 
-int SpaceFail(const std::string& what, const Status& st) {
-  std::string msg = st.ToString();
-  std::replace(msg.begin(), msg.end(), '\n', ' ');
-  std::fprintf(stderr, "hbiss: %s: %s\n", what.c_str(), msg.c_str());
-  return 1;
-}
-
 using Failed = std::vector<std::pair<std::string, std::string>>;  // volume, error
 
 // `failed`: volumes that could not be read, listed as "errors": [{name, error}]
@@ -107,16 +100,16 @@ void PrintDuTable(const std::vector<DiskUsage>& all, const Failed& failed) {
 int RunDu(const GlobalOptions& g, const std::string& name, bool json) {
   const std::string ctx = name.empty() ? "du" : "du " + name;
   auto store = OpenStoreFor(g, /*writing=*/false);
-  if (!store.ok()) return SpaceFail(ctx, store.status());
+  if (!store.ok()) return Fail(ctx, store.status());
   std::vector<std::string> names{name};
   if (name.empty()) {
     auto list = Volume::List(store->get());
-    if (!list.ok()) return SpaceFail(ctx, list.status());
+    if (!list.ok()) return Fail(ctx, list.status());
     names = std::move(*list);
   }
   if (!name.empty()) {
     auto du = volume::GetDiskUsage(store->get(), name);
-    if (!du.ok()) return SpaceFail(ctx, du.status());
+    if (!du.ok()) return Fail(ctx, du.status());
     std::vector<DiskUsage> one;
     one.push_back(std::move(*du));
     if (json) {
@@ -133,10 +126,8 @@ int RunDu(const GlobalOptions& g, const std::string& name, bool json) {
   for (const std::string& n : names) {
     auto du = volume::GetDiskUsage(store->get(), n);
     if (!du.ok()) {
-      (void)SpaceFail(ctx + " (volume " + n + ")", du.status());
-      std::string msg = du.status().ToString();
-      std::replace(msg.begin(), msg.end(), '\n', ' ');
-      failed.emplace_back(n, std::move(msg));
+      (void)Fail(ctx + " (volume " + n + ")", du.status());
+      failed.emplace_back(n, OneLine(du.status()));
       continue;
     }
     all.push_back(std::move(*du));
@@ -160,14 +151,14 @@ int RunDiff(const GlobalOptions& g, const std::string& from, std::string to, boo
     // The head of from's volume.
     std::string vol, snap;
     if (Status st = Volume::ParseSpec(from, &vol, &snap); !st.ok()) {
-      return SpaceFail(ctx, Status::InvalidArgument("'" + from + "': " + st.message()));
+      return Fail(ctx, Status::InvalidArgument("'" + from + "': " + st.message()));
     }
     to = vol;
   }
   auto store = OpenStoreFor(g, /*writing=*/false);
-  if (!store.ok()) return SpaceFail(ctx, store.status());
+  if (!store.ok()) return Fail(ctx, store.status());
   auto d = volume::Diff(store->get(), from, to);
-  if (!d.ok()) return SpaceFail(ctx, d.status());
+  if (!d.ok()) return Fail(ctx, d.status());
   if (json) {
     nlohmann::ordered_json out = nlohmann::ordered_json::array();
     for (const volume::DiffExtent& e : *d) {

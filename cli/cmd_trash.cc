@@ -27,18 +27,7 @@ namespace {
 constexpr int kPurgeOpTimeoutMs = 200000;
 constexpr int kPurgePingTimeoutMs = 2000;
 
-int TrashFail(const std::string& context, const Status& st) {
-  std::string msg = st.ToString();
-  std::replace(msg.begin(), msg.end(), '\n', ' ');
-  std::fprintf(stderr, "hbiss: trash %s: %s\n", context.c_str(), msg.c_str());
-  return 1;
-}
-
-std::string JoinNames(const std::vector<std::string>& names) {
-  std::string out;
-  for (const std::string& n : names) out += (out.empty() ? "" : ",") + n;
-  return out;
-}
+int TrashFail(const std::string& context, const Status& st) { return Fail("trash " + context, st); }
 
 int RunTrashLs(const GlobalOptions& g, bool json) {
   if (!g.verbose) spdlog::set_level(spdlog::level::warn);
@@ -77,7 +66,7 @@ int RunTrashLs(const GlobalOptions& g, bool json) {
     const std::string name = e.snap.empty() ? e.volume : e.volume + "@" + e.snap;
     const std::string id = e.snap.empty() ? "-" : std::to_string(e.snap_id);
     if (e.snap.empty()) trashed_volume = e.volume;
-    std::string waits = JoinNames(e.children);
+    std::string waits = JoinNames(e.children, ",");
     if (e.children.empty()) {
       waits = e.volume == trashed_volume ? "(nothing: deleted with volume " + e.volume + ")"
                                          : "(nothing: the next purge deletes it)";
@@ -129,8 +118,7 @@ volume::SnapTrashPurger TrashPurger(store::Store* store) {
 void PurgeTrashAfter(store::Store* store, const std::string& parent) {
   Status s = volume::PurgeTrash(store, parent, TrashPurger(store));
   if (!s.ok()) {
-    std::string msg = s.ToString();
-    std::replace(msg.begin(), msg.end(), '\n', ' ');
+    const std::string msg = OneLine(s);
     std::fprintf(stderr,
                  "hbiss: warning: %s; what waits in the trash for it is deleted later (hbiss "
                  "trash purge)\n",

@@ -31,20 +31,29 @@
 #include "volume/volume_meta.h"
 
 namespace hbiss::cli {
+std::string OneLine(const Status& st) {
+  std::string msg = st.ToString();
+  std::replace(msg.begin(), msg.end(), '\n', ' ');
+  return msg;
+}
+
+int Fail(const std::string& context, const Status& st) {
+  std::fprintf(stderr, "hbiss: %s: %s\n", context.c_str(), OneLine(st).c_str());
+  return 1;
+}
+
+std::string JoinNames(const std::vector<std::string>& names, const char* sep) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : sep) + n;
+  return out;
+}
+
 namespace {
 
 using volume::kBlockSize;
 using volume::Volume;
 
 constexpr size_t kChunk = 1 << 20;  // bytes per read/write call in import and export
-
-// Prints the one-line error and returns the failure exit code.
-int Fail(const std::string& context, const Status& st) {
-  std::string msg = st.ToString();
-  std::replace(msg.begin(), msg.end(), '\n', ' ');
-  std::fprintf(stderr, "hbiss: %s: %s\n", context.c_str(), msg.c_str());
-  return 1;
-}
 
 int FailMsg(const std::string& context, const std::string& msg) {
   std::fprintf(stderr, "hbiss: %s: %s\n", context.c_str(), msg.c_str());
@@ -259,12 +268,6 @@ int RunInfo(const GlobalOptions& g, const std::string& name, bool json) {
 }
 
 // ---- rm ----------------------------------------------------------------------
-
-std::string JoinNames(const std::vector<std::string>& names) {
-  std::string out;
-  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
-  return out;
-}
 
 // rm --trash (volume/trash.h TrashVolume): prints what went where.
 int RunRmTrash(store::Store* store, const std::string& ctx, const std::string& name) {

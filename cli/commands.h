@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "store/store.h"
 #include "util/status.h"
@@ -65,5 +66,14 @@ Result<std::unique_ptr<store::Store>> OpenStoreFor(const GlobalOptions& g, bool 
 // "KiB" style also accepted). InvalidArgument for junk, zero, overflow, or a
 // size above `max`, with a message fit for the user (cmd_volume.cc).
 Result<uint64_t> ParseSize(const std::string& text, uint64_t max);
+
+// A status as one line (its newlines become spaces): every command's error is
+// the single line `hbiss: CONTEXT: STATUS` (cmd_volume.cc).
+std::string OneLine(const Status& st);
+// Prints that line on stderr and returns 1, the failure exit code.
+int Fail(const std::string& context, const Status& st);
+
+// Names joined with `sep` ("a, b" in sentences, "a,b" in a table column).
+std::string JoinNames(const std::vector<std::string>& names, const char* sep = ", ");
 
 }  // namespace hbiss::cli
