@@ -52,6 +52,14 @@ PACKAGES=(
   # the VM test (tests/vm): QEMU boots a Linux guest from a busybox initramfs
   qemu-system-x86
   busybox-static
+  # hbiss serve as a service: NBD over TLS, metrics, config, systemd
+  libgnutls28-dev
+  gnutls-bin
+  prometheus-cpp-dev
+  prometheus
+  libsystemd-dev
+  libtomlplusplus-dev
+  systemd
 )
 
 log() { echo "deps: $*" >&2; }
