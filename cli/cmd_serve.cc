@@ -4,6 +4,7 @@
 // finishes the requests in flight, flushes and closes every volume, and exits.
 #include <signal.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +13,8 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/serve_config.h"
+#include "cli/systemd.h"
 #include "cluster/node.h"
 #include "nbd/server.h"
 #include "nbd/volume_export.h"
@@ -44,6 +47,90 @@ int Fail(const std::string& context, const Status& s) {
   return 1;
 }
 
+// --config and its reload on SIGHUP (cli/serve_config.h), and systemd's
+// notifications and socket activation (cli/systemd.h).
+struct ServeConfigState {
+  std::string path;       // --config; empty for none
+  std::string log_level;  // --log-level, when AddServeConfigFlags registers it
+  std::unique_ptr<ServeReloader> reloader;
+};
+
+ServeConfigState& ConfigState() {
+  static ServeConfigState state;
+  return state;
+}
+
+// Registers --config (and --log-level unless another part of serve has).
+// Called after every other serve flag is added.
+void AddServeConfigFlags(CLI::App* serve) {
+  ServeConfigState& c = ConfigState();
+  serve->add_option("--config", c.path,
+                    "Read serve's settings from this TOML file (doc/serve-config.md); flags "
+                    "given on the command line win over it. SIGHUP re-reads it");
+  if (serve->get_option_no_throw("--log-level") == nullptr) {
+    serve->add_option("--log-level", c.log_level,
+                      "Log level: trace, debug, info (the default; debug with -v), warn, "
+                      "error, critical or off")
+        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  }
+  // The file's memory.limit is checked as the flag is, with its line.
+  serve->get_option("--memory-limit")
+      ->check(CLI::Validator(
+          [](std::string& v) {
+            auto size = ParseSize(v, uint64_t(1) << 50);
+            return size.ok() ? std::string() : size.status().message();
+          },
+          "SIZE"));
+}
+
+// In the serve callback, before the flags' values are used: applies the
+// config file to the flags not given on the command line, and sets up its
+// reload with the reloadable settings' appliers.
+Status SetUpServeConfig(CLI::App* serve, const GlobalOptions& g) {
+  ServeConfigState& c = ConfigState();
+  std::set<std::string> pinned = PinnedKeys(serve);
+  ServeConfig config;
+  if (!c.path.empty()) {
+    HBISS_ASSIGN_OR_RETURN(config, LoadServeConfig(c.path));
+    HBISS_RETURN_IF_ERROR(ApplyServeConfig(config, serve, pinned));
+  }
+  c.reloader = std::make_unique<ServeReloader>(std::move(config), serve, std::move(pinned));
+  // The settings SIGHUP changes on the running server; the others are
+  // logged as needing a restart.
+  c.reloader->AddApplier(LogLevelApplier(g.verbose ? "debug" : "info"));
+  return Status::OK();
+}
+
+int FailConfig(const Status& s) { return Fail("config", s); }
+
+// RELOADING=1 for systemd-notify-reload also wants the monotonic clock.
+std::string MonotonicUsec() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return std::to_string(int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
+}
+
+// SIGHUP: re-reads the config file; an invalid one changes nothing.
+void ReloadServeConfig(const std::string& status) {
+  ServeConfigState& c = ConfigState();
+  if (c.path.empty()) {
+    spdlog::info("hbiss serve: SIGHUP received, but serve runs without --config: nothing to "
+                 "reload");
+    return;
+  }
+  NotifySystemd("RELOADING=1\nMONOTONIC_USEC=" + MonotonicUsec() + "\nSTATUS=Reloading " +
+                c.path);
+  spdlog::info("hbiss serve: SIGHUP received; reloading {}", c.path);
+  Status s = c.reloader->Reload();
+  if (s.ok()) {
+    spdlog::info("hbiss serve: reloaded {}", c.path);
+  } else {
+    spdlog::error("hbiss serve: reload rejected, keeping the running settings: {}",
+                  OneLine(s));
+  }
+  NotifySystemd("READY=1\nSTATUS=" + status);
+}
+
 int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   // Every thread started from here on inherits the blocked mask, so the
   // signals are taken only by sigwait below.
@@ -51,12 +138,14 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   sigemptyset(&sigs);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
   auto logger = spdlog::stderr_color_mt("hbiss");
   spdlog::set_default_logger(logger);
   spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::info);
+  if (Status s = ConfigState().reloader->ApplyAtStart(); !s.ok()) return Fail("config", s);
 
   // Each open volume needs a few descriptors (its lock, its open segment, its
   // clients' sockets; segment readers are shared, at most a quarter of the
@@ -115,6 +204,14 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   so.socket_path = a.socket;
   so.conn.read_only = a.read_only;
   so.conn.workers = a.workers;
+  // Socket activation: serve the sockets systemd passed instead of binding.
+  auto inherited = InheritedListenSockets();
+  if (!inherited.ok()) return Fail("serve", inherited.status());
+  if (!inherited->empty()) {
+    so.listen.clear();
+    so.socket_path.clear();
+    so.listen_fds = *inherited;
+  }
   nbd::Server server(&provider, so);
   Status s = server.Start();
   if (!s.ok()) return Fail("serve", s);
@@ -127,6 +224,11 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   if (!so.socket_path.empty()) {
     where += (where.empty() ? "" : " and ") + std::string("nbd+unix:///?socket=") + so.socket_path;
   }
+  if (!so.listen_fds.empty()) {
+    where = std::to_string(so.listen_fds.size()) + " socket(s) passed by systemd" +
+            (server.port() != 0 ? " (TCP port " + std::to_string(server.port()) + ")" : "") +
+            "; --listen and --socket ignored";
+  }
   spdlog::info("hbiss serve: store {} ({} volumes){}, listening on {}", store->get()->Uri(),
                names->size(), a.read_only ? ", read-only" : "", where);
   spdlog::info("hbiss serve: server id {}, peer endpoint {}", nodep->server_id(),
@@ -137,9 +239,16 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
                volume::DefaultCrcTableCache().capacity() >> 20,
                volume::DefaultReadCache().capacity() >> 20);
 
+  const std::string status = "Serving " + std::to_string(names->size()) + " volumes on " + where;
+  NotifySystemd("READY=1\nSTATUS=" + status);
+
   int sig = 0;
-  while (sigwait(&sigs, &sig) != 0) {
+  for (;;) {
+    if (sigwait(&sigs, &sig) != 0) continue;
+    if (sig != SIGHUP) break;
+    ReloadServeConfig(status);
   }
+  NotifySystemd("STOPPING=1\nSTATUS=Stopping: finishing requests and closing volumes");
   spdlog::info("hbiss serve: {} received; finishing requests and closing volumes",
                sig == SIGINT ? "SIGINT" : "SIGTERM");
   server.Stop();
@@ -203,7 +312,12 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--peer-advertise", a.peer_advertise,
                     "The HOST:PORT other servers are told to use (default: the bound address, "
                     "with the host name for a wildcard host)");
-  serve->callback([&g, exit_code, listen] {
+  AddServeConfigFlags(serve);
+  serve->callback([&g, exit_code, listen, serve] {
+    if (Status s = SetUpServeConfig(serve, g); !s.ok()) {
+      *exit_code = FailConfig(s);
+      return;
+    }
     a.listen_given = listen->count() > 0;
     *exit_code = RunServe(g, a);
   });

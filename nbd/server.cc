@@ -117,11 +117,30 @@ Status Server::ListenUnix() {
   return Status::OK();
 }
 
+void Server::AdoptListenFds() {
+  for (int fd : opts_.listen_fds) {
+    listen_fds_.push_back(fd);
+    if (port_ != 0) continue;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (::getsockname(fd, reinterpret_cast<struct sockaddr*>(&ss), &len) != 0) continue;
+    if (ss.ss_family == AF_INET) port_ = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    if (ss.ss_family == AF_INET6) port_ = ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  }
+}
+
 Status Server::Start() {
-  if (opts_.listen.empty() && opts_.socket_path.empty()) {
+  if (opts_.listen.empty() && opts_.socket_path.empty() && opts_.listen_fds.empty()) {
     return Status::InvalidArgument("nothing to listen on");
   }
-  if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) return Status::FromErrno("pipe", errno);
+  // The inherited sockets are ours from here on, whatever happens.
+  AdoptListenFds();
+  if (::pipe2(wake_, O_CLOEXEC | O_NONBLOCK) != 0) {
+    Status s = Status::FromErrno("pipe", errno);
+    for (int fd : listen_fds_) ::close(fd);
+    listen_fds_.clear();
+    return s;
+  }
   // A start that fails half-way leaves nothing behind.
   auto undo = [this](Status why) {
     for (int fd : listen_fds_) ::close(fd);

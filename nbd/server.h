@@ -31,6 +31,12 @@ struct ServerOptions {
   // picks a free port (see port()).
   std::string listen = "127.0.0.1:10809";
   std::string socket_path;  // a Unix socket path; empty for none
+  // Sockets already bound and listening (TCP or Unix), e.g. passed by systemd
+  // socket activation, served besides `listen` and `socket_path` (a caller
+  // given such sockets usually clears both). Start() takes ownership: Stop()
+  // closes them (a failed Start() too), and never unlinks a Unix socket it
+  // did not bind.
+  std::vector<int> listen_fds;
   ConnectionOptions conn;   // peer is filled in per connection
 };
 
@@ -43,14 +49,16 @@ class Server {
   ~Server();  // calls Stop()
 
   // Binds the listeners and starts accepting. Fails (nothing left running)
-  // if an address cannot be parsed or bound, or neither listener is set.
+  // if an address cannot be parsed or bound, or no listener (listen,
+  // socket_path or listen_fds) is set.
   Status Start();
 
   // Stops accepting, shuts down every connection, and waits until each has
   // finished its requests in flight and returned. Idempotent.
   void Stop();
 
-  // The bound TCP port, 0 if not listening on TCP.
+  // The bound TCP port (of `listen`, else of the first TCP socket among
+  // listen_fds), 0 if not listening on TCP.
   uint16_t port() const { return port_; }
   // Connections currently open.
   size_t connections() EXCLUDES(mu_);
@@ -64,6 +72,7 @@ class Server {
 
   Status ListenTcp();
   Status ListenUnix();
+  void AdoptListenFds();
   void AcceptLoop();
   void StartConnection(int fd, std::string peer) EXCLUDES(mu_);
   void Reap(bool all) EXCLUDES(mu_);

@@ -2,6 +2,7 @@
 // clients still connected.
 #include "nbd/server.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -90,6 +91,33 @@ TEST(Server, ManyClientsThenStopWithClientsConnected) {
     EXPECT_EQ(::read(fd, &c, 1), 0);  // the server hung up
     ::close(fd);
   }
+}
+
+// Socket activation: the server serves a socket bound and listening before
+// it starts (as systemd passes one), reports its port, and closes it on Stop.
+TEST(Server, ServesAnInheritedListeningSocket) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(lfd, 0);
+  struct sockaddr_in a = {};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(lfd, 16), 0);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  ServerOptions o;
+  o.listen.clear();
+  o.listen_fds = {lfd};
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  EXPECT_EQ(s.port(), ntohs(a.sin_port));
+  int fd = Attach(s.port());
+  ::close(fd);
+  s.Stop();
+  // Closed by Stop(): the descriptor is no longer open.
+  EXPECT_EQ(::fcntl(lfd, F_GETFD), -1);
 }
 
 TEST(Server, UnixSocketAndBadAddresses) {
