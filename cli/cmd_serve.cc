@@ -9,6 +9,7 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 
@@ -120,11 +121,10 @@ void ReloadServeConfig(const std::string& status) {
   }
   NotifySystemd("RELOADING=1\nMONOTONIC_USEC=" + MonotonicUsec() + "\nSTATUS=Reloading " +
                 c.path);
-  spdlog::info("hbiss serve: SIGHUP received; reloading {}", c.path);
-  Status s = c.reloader->Reload();
-  if (s.ok()) {
-    spdlog::info("hbiss serve: reloaded {}", c.path);
-  } else {
+  spdlog::log(std::max(spdlog::level::info, spdlog::get_level()),
+              "hbiss serve: SIGHUP received; reloading {}", c.path);
+  Status s = c.reloader->Reload();  // logs what it changed
+  if (!s.ok()) {
     spdlog::error("hbiss serve: reload rejected, keeping the running settings: {}",
                   OneLine(s));
   }

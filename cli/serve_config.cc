@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <utility>
 #include <toml++/toml.h>
 
 namespace hbiss::cli {
@@ -346,15 +347,20 @@ Status ServeReloader::Reload() {
       return Error(next.path, set != nullptr ? set->line : 0, a.key, s.message());
     }
   }
+  // Everything is logged before anything is applied, at info or, when the
+  // running level is above info, at that level: the log always records a
+  // reload, whatever level the reload sets.
+  const auto level = std::max(spdlog::level::info, spdlog::get_level());
   std::set<std::string> reloadable;
+  std::vector<std::pair<const ReloadApplier*, std::vector<std::string>>> changes;
   for (const ReloadApplier& a : appliers_) {
     reloadable.insert(a.key);
     std::vector<std::string> before = Effective(config_, a.key);
     std::vector<std::string> after = Effective(next, a.key);
     if (before == after) continue;
-    a.apply(after);
-    spdlog::info("hbiss serve: reload: {} is now {} (was {})", a.key, Joined(after),
-                 Joined(before));
+    spdlog::log(level, "hbiss serve: reload: {} is now {} (was {})", a.key, Joined(after),
+                Joined(before));
+    changes.emplace_back(&a, std::move(after));
   }
   for (const ConfigKey& k : kSchema) {
     if (reloadable.count(k.key) > 0) continue;
@@ -364,6 +370,9 @@ Status ServeReloader::Reload() {
                  "restart (running with {})",
                  k.key, Joined(after), next.path, Joined(at_start_[k.key]));
   }
+  spdlog::log(level, "hbiss serve: reloaded {} ({} setting(s) changed)", next.path,
+              changes.size());
+  for (auto& [a, values] : changes) a->apply(values);
   config_ = std::move(next);
   return Status::OK();
 }
