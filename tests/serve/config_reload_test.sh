@@ -9,8 +9,9 @@ need nbdinfo python3
 python3 -c 'import nbd' 2>/dev/null || skip "python3-libnbd is not installed"
 
 CONF=$WORK/serve.toml
-write_conf() { # LEVEL [extra lines]
-  printf '[nbd]\nworkers = 4\n\n[log]\nlevel = "%s"\n%s' "$1" "${2:-}" >"$CONF"
+# nbd.listen is overridden by start_server's --listen 127.0.0.1:0 (flags win).
+write_conf() { # LEVEL
+  printf '[nbd]\nworkers = 4\nlisten = "127.0.0.1:1"\n[log]\nlevel = "%s"\n' "$1" >"$CONF"
 }
 # wait_log PATTERN WHAT: the server log gets a line matching PATTERN within 10 s.
 wait_log() {
@@ -23,8 +24,15 @@ wait_log() {
 count() { grep -c -- "$1" "$WORK/serve.log" || true; }
 
 hbiss create vm -s 16M >/dev/null
+# A bad value at startup: serve exits 1 with the file, line and key, before serving.
+printf '[log]\nlevel = "info"\n\n[nbd]\nworkers = 99\n' >"$CONF"
+check_fails "serve with workers = 99" "$HBISS" --store "$STORE" serve --config "$CONF"
+grep -q "^hbiss: config: .*$CONF:5: nbd.workers: bad value '99'" "$WORK/check.out" ||
+  fail "startup error does not name file, line and key: $(cat "$WORK/check.out")"
+
 write_conf info
 start_server --config "$CONF"
+[ "$PORT" != 1 ] || fail "the file's nbd.listen won over --listen"
 
 python3 "$(dirname "$0")/reload_workload.py" "$(uri vm)" "$WORK/stop" >"$WORK/workload.out" \
   2>&1 &
@@ -52,12 +60,11 @@ check "nbdinfo at level info" nbdinfo "$(uri vm)"
 wait_log "nbd #3 .*: connected" "info lines come back at level info"
 
 # 3. A broken file (line 5 is not TOML): rejected with file and line; level stays info.
-printf '[nbd]\nworkers = 4\n\n[log]\nlevel = = "debug"\n' >"$CONF"
+printf '[nbd]\nworkers = 4\nlisten = "127.0.0.1:1"\n[log]\nlevel = = "debug"\n' >"$CONF"
 kill -HUP "$SERVER_PID"
 wait_log "reload rejected, keeping the running settings: .*$CONF:5" "broken file rejected"
 # 4. An unknown key: rejected, and named.
-write_conf debug 'colour = "blue"\n'
-printf '[nbd]\nworkers = 4\n\n[log]\nlevel = "debug"\ncolour = "blue"\n' >"$CONF"
+printf '[nbd]\nworkers = 4\nlisten = "127.0.0.1:1"\n[log]\nlevel = "debug"\ncolour = "blue"\n' >"$CONF"
 kill -HUP "$SERVER_PID"
 wait_log "$CONF:6: log.colour: unknown key" "unknown key rejected"
 check "nbdinfo after rejected reloads" nbdinfo "$(uri vm)"
@@ -65,7 +72,7 @@ wait_log "nbd #4 .*: connected" "level info kept after the rejected files"
 grep -q "log.level is now debug" "$WORK/serve.log" && fail "a rejected file changed the level"
 
 # 5. A restart-only key: warned about, not applied.
-printf '[nbd]\nworkers = 2\n\n[log]\nlevel = "info"\n' >"$CONF"
+printf '[nbd]\nworkers = 2\nlisten = "127.0.0.1:1"\n[log]\nlevel = "info"\n' >"$CONF"
 kill -HUP "$SERVER_PID"
 wait_log "nbd.workers changed to 2 .*takes effect at the next restart (running with 4)" \
   "restart-only key warned"
