@@ -100,7 +100,9 @@ Status Error(const std::string& path, int line, std::string_view key, const std:
 // One scalar as the flag's argument string; false when `n` is not of type `t`.
 bool ScalarString(const toml::node& n, ConfigType t, std::string* out) {
   if (auto s = n.as_string(); s != nullptr) {
-    if (t != ConfigType::kString && t != ConfigType::kSize && t != ConfigType::kScalar) return false;
+    if (t != ConfigType::kString && t != ConfigType::kSize && t != ConfigType::kScalar) {
+      return false;
+    }
     *out = s->get();
     return true;
   }
@@ -181,7 +183,8 @@ Result<ServeConfig> ParseServeConfig(std::string_view text, const std::string& p
       return Error(path, LineOf(section_key.source()), section_name, "unknown key");
     }
     if (!SectionExists(section_name)) {
-      return Error(path, LineOf(section_key.source()), section_name, "unknown key (no such section)");
+      return Error(path, LineOf(section_key.source()), section_name,
+                   "unknown key (no such section)");
     }
     for (auto&& [k, v] : *section.as_table()) {
       const std::string key = section_name + "." + std::string(k.str());
@@ -278,7 +281,8 @@ Status ApplyServeConfig(const ServeConfig& config, CLI::App* serve,
     try {
       opt->run_callback();
     } catch (const CLI::Error& e) {
-      return Error(config.path, s.line, s.key, fmt::format("bad value {}: {}", Joined(s.values), e.what()));
+      return Error(config.path, s.line, s.key,
+                   fmt::format("bad value {}: {}", Joined(s.values), e.what()));
     }
   }
   return Status::OK();
