@@ -102,6 +102,14 @@ TEST(ServeConfig, FlagsOverrideTheFile) {
   EXPECT_EQ(app.listen, "[::1]:0");  // not on the command line: the file's
 }
 
+TEST(ServeConfig, FalseFlagAndIntegerForFloat) {
+  App app;
+  app.read_only = true;
+  ASSERT_TRUE(app.Run({}, "nbd.read-only = false\ncleaner.threshold = 0\n").ok());
+  EXPECT_FALSE(app.read_only);
+  EXPECT_DOUBLE_EQ(app.threshold, 0.0);
+}
+
 TEST(ServeConfig, SyntaxErrorNamesFileAndLine) {
   std::string e = ErrorOf("[nbd]\nlisten = \"a\"\nworkers = = 3\n");
   EXPECT_NE(e.find("serve.toml:3:"), std::string::npos) << e;
