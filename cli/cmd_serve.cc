@@ -12,6 +12,7 @@
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/serve_tls.h"
 #include "cluster/node.h"
 #include "nbd/server.h"
 #include "nbd/volume_export.h"
@@ -37,6 +38,7 @@ struct ServeArgs {
   std::string server_id;
   std::string peer_listen = "127.0.0.1:0";
   std::string peer_advertise;
+  TlsAccessArgs tls;  // cli/serve_tls.h
 };
 
 int Fail(const std::string& context, const Status& s) {
@@ -115,6 +117,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   so.socket_path = a.socket;
   so.conn.read_only = a.read_only;
   so.conn.workers = a.workers;
+  if (Status ts = ApplyTlsAccess(a.tls, &so); !ts.ok()) return Fail("serve", ts);
   nbd::Server server(&provider, so);
   Status s = server.Start();
   if (!s.ok()) return Fail("serve", s);
@@ -129,6 +132,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   }
   spdlog::info("hbiss serve: store {} ({} volumes){}, listening on {}", store->get()->Uri(),
                names->size(), a.read_only ? ", read-only" : "", where);
+  spdlog::info("hbiss serve: {}", DescribeTlsAccess(so));
   spdlog::info("hbiss serve: server id {}, peer endpoint {}", nodep->server_id(),
                nodep->peer_address().empty() ? "none" : nodep->peer_address());
   spdlog::info("hbiss serve: memory limit {} MiB (write buffers {} MiB, CRC tables {} MiB, read "
@@ -203,6 +207,7 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--peer-advertise", a.peer_advertise,
                     "The HOST:PORT other servers are told to use (default: the bound address, "
                     "with the host name for a wildcard host)");
+  AddTlsAccessFlags(serve, &a.tls);
   serve->callback([&g, exit_code, listen] {
     a.listen_given = listen->count() > 0;
     *exit_code = RunServe(g, a);
