@@ -281,9 +281,9 @@ Status Connection::HandleStartTls(std::string_view data) {
   auto tls = std::make_unique<TlsTransport>(std::move(transport_), opts_.tls_creds);
   tls_ = tls.get();
   transport_ = std::move(tls);
-  Status s = tls_->Handshake();
+  Status s = tls_->Handshake(opts_.tls_handshake_timeout_ms);
   if (!s.ok()) {
-    spdlog::info("nbd {}: TLS failed: {}", opts_.peer, s.message());
+    spdlog::info("nbd {}: {}", opts_.peer, s.message());
     return s;
   }
   client_.tls = true;

@@ -105,6 +105,9 @@ struct ConnectionOptions {
   // TLS (nbd/tls.h): kOn and kRequire need tls_creds. See "TLS" above.
   TlsMode tls = TlsMode::kOff;
   std::shared_ptr<const TlsCredentials> tls_creds;
+  // The TLS handshake after STARTTLS must finish within this (0: no limit of
+  // its own; a server-wide handshake timeout applies on top).
+  int tls_handshake_timeout_ms = 10000;
   // Per-export access (nbd/access.h); null allows everything.
   std::shared_ptr<const AccessPolicy> access;
   ClientInfo client;  // the peer's address; the TLS identity is added after STARTTLS

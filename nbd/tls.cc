@@ -279,7 +279,7 @@ int TlsTransport::PullTimeout(void* self, unsigned ms) {
   return *r ? 1 : 0;
 }
 
-Status TlsTransport::Handshake() {
+Status TlsTransport::Handshake(int timeout_ms) {
   gnutls_session_t s = nullptr;
   int rc = gnutls_init(&s, GNUTLS_SERVER);
   if (rc < 0) return Status::IOError("TLS: gnutls_init: " + GnutlsError(rc));
@@ -309,12 +309,18 @@ Status TlsTransport::Handshake() {
       s, &TlsTransport::Push);
   gnutls_transport_set_pull_timeout_function(
       s, &TlsTransport::PullTimeout);
+  // GnuTLS waits through PullTimeout (WaitReadable) against this deadline.
+  gnutls_handshake_set_timeout(s, timeout_ms > 0 ? unsigned(timeout_ms) : 0);
   do {
     rc = gnutls_handshake(s);
   } while (rc < 0 && gnutls_error_is_fatal(rc) == 0);
   if (rc < 0) {
     std::string why = GnutlsError(rc);
-    if (rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR) {
+    if (rc == GNUTLS_E_TIMEDOUT) {
+      why = "the client sent no complete handshake within " + std::to_string(timeout_ms) + " ms";
+    } else if (rc == GNUTLS_E_SRP_PWD_ERROR && creds_->has_psk()) {
+      why += " (a PSK username not in the PSK file)";
+    } else if (rc == GNUTLS_E_PUSH_ERROR || rc == GNUTLS_E_PULL_ERROR) {
       why += " (the connection broke or was shut down)";
     }
     return Status::IOError("TLS handshake failed: " + why);

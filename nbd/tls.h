@@ -101,11 +101,12 @@ class TlsTransport : public Transport {
   ~TlsTransport() override;
 
   // Runs the TLS handshake, and verifies the client certificate when the
-  // credentials ask for it. Fails (IOError or PermissionDenied-like
+  // credentials ask for it; a handshake that takes longer than timeout_ms
+  // (0: no limit of its own) fails. Fails (IOError or PermissionDenied-like
   // InvalidArgument, with GnuTLS's reason) if the handshake fails, the
   // peer's certificate does not verify, or the lower transport fails or is
   // shut down. The connection cannot be used after a failure.
-  Status Handshake();
+  Status Handshake(int timeout_ms);
 
   Status ReadFull(void* buf, size_t n) override;
   Result<size_t> ReadSome(void* buf, size_t n) override;
