@@ -269,6 +269,17 @@ ssize_t TlsTransport::Push(void* self, const void* buf, size_t n) {
   return ssize_t(n);
 }
 
+ssize_t TlsTransport::PushV(void* self, const struct iovec* iov, int n) {
+  auto* t = static_cast<TlsTransport*>(self);
+  size_t total = 0;
+  for (int i = 0; i < n; i++) total += iov[i].iov_len;
+  if (!t->lower_->WriteV(iov, n).ok()) {
+    gnutls_transport_set_errno(Session(t->session_), EIO);
+    return -1;
+  }
+  return ssize_t(total);
+}
+
 int TlsTransport::PullTimeout(void* self, unsigned ms) {
   auto* t = static_cast<TlsTransport*>(self);
   auto r = t->lower_->WaitReadable(ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : int(ms));
@@ -307,6 +318,11 @@ Status TlsTransport::Handshake(int timeout_ms) {
       s, &TlsTransport::Pull);
   gnutls_transport_set_push_function(
       s, &TlsTransport::Push);
+  static_assert(sizeof(giovec_t) == sizeof(struct iovec));
+  gnutls_transport_set_vec_push_function(
+      s, [](gnutls_transport_ptr_t p, const giovec_t* iov, int n) -> ssize_t {
+        return PushV(p, reinterpret_cast<const struct iovec*>(iov), n);
+      });
   gnutls_transport_set_pull_timeout_function(
       s, &TlsTransport::PullTimeout);
   // GnuTLS waits through PullTimeout (WaitReadable) against this deadline.

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <map>
 #include <memory>
@@ -126,6 +127,8 @@ class TlsTransport : public Transport {
   // GnuTLS's transport callbacks; `self` is this transport.
   static ssize_t Pull(void* self, void* buf, size_t n);
   static ssize_t Push(void* self, const void* buf, size_t n);
+  // Writes several records with one WriteV (a corked reply's records).
+  static ssize_t PushV(void* self, const struct iovec* iov, int n);
   static int PullTimeout(void* self, unsigned ms);
 
   std::unique_ptr<Transport> lower_;
