@@ -177,7 +177,7 @@ Result<std::shared_ptr<const TlsCredentials>> TlsCredentials::Load(const TlsOpti
   }
   auto c = FromMemory(cert_pem, key_pem, ca_pem, o.verify_peer, std::move(psk));
   if (!c.ok()) {
-    return c.status().WithContext(cert.empty() ? "TLS" : "TLS certificate " + cert);
+    return cert.empty() ? c.status() : c.status().WithContext("TLS certificate " + cert);
   }
   std::string origin;
   if (!cert.empty()) origin = "X.509 " + cert + (o.verify_peer ? " (client certificates verified against " + ca + ")" : "");
