@@ -12,8 +12,10 @@ void AddTlsAccessFlags(CLI::App* serve, TlsAccessArgs* a) {
   serve->add_option("--tls-certificates", a->files.cert_dir,
                     "Directory with server-cert.pem, server-key.pem and ca-cert.pem (nbdkit's "
                     "layout)");
-  serve->add_option("--tls-cert", a->files.cert_file, "PEM server certificate (overrides the directory's)");
-  serve->add_option("--tls-key", a->files.key_file, "PEM server private key (overrides the directory's)");
+  serve->add_option("--tls-cert", a->files.cert_file,
+                    "PEM server certificate (overrides the directory's)");
+  serve->add_option("--tls-key", a->files.key_file,
+                    "PEM server private key (overrides the directory's)");
   serve->add_option("--tls-ca", a->files.ca_file,
                     "PEM CA certificates for --tls-verify-peer (overrides the directory's)");
   serve->add_flag("--tls-verify-peer", a->files.verify_peer,

@@ -141,7 +141,8 @@ Result<AccessRule> AccessPolicy::ParseRule(std::string_view text) {
     if (slash != std::string::npos) {
       ip = addr.substr(0, slash);
       std::string bits = addr.substr(slash + 1);
-      if (bits.empty() || bits.size() > 3 || bits.find_first_not_of("0123456789") != std::string::npos) {
+      if (bits.empty() || bits.size() > 3 ||
+          bits.find_first_not_of("0123456789") != std::string::npos) {
         return Status::InvalidArgument("address '" + addr + "': bad prefix length");
       }
       prefix = std::stoi(bits);

@@ -180,7 +180,10 @@ Result<std::shared_ptr<const TlsCredentials>> TlsCredentials::Load(const TlsOpti
     return cert.empty() ? c.status() : c.status().WithContext("TLS certificate " + cert);
   }
   std::string origin;
-  if (!cert.empty()) origin = "X.509 " + cert + (o.verify_peer ? " (client certificates verified against " + ca + ")" : "");
+  if (!cert.empty()) {
+    origin = "X.509 " + cert;
+    if (o.verify_peer) origin += " (client certificates verified against " + ca + ")";
+  }
   if (!o.psk_file.empty()) {
     origin += std::string(origin.empty() ? "" : ", ") + "PSK " + o.psk_file + " (" +
               std::to_string((*c)->psk_.size()) + " users)";
