@@ -16,6 +16,7 @@
 #include "cli/commands.h"
 #include "cli/serve_config.h"
 #include "cli/systemd.h"
+#include "cli/serve_tls.h"
 #include "cluster/node.h"
 #include "nbd/server.h"
 #include "nbd/volume_export.h"
@@ -41,6 +42,7 @@ struct ServeArgs {
   std::string server_id;
   std::string peer_listen = "127.0.0.1:0";
   std::string peer_advertise;
+  TlsAccessArgs tls;  // cli/serve_tls.h
 };
 
 int Fail(const std::string& context, const Status& s) {
@@ -212,6 +214,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
     so.socket_path.clear();
     so.listen_fds = *inherited;
   }
+  if (Status ts = ApplyTlsAccess(a.tls, &so); !ts.ok()) return Fail("serve", ts);
   nbd::Server server(&provider, so);
   Status s = server.Start();
   if (!s.ok()) return Fail("serve", s);
@@ -231,6 +234,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   }
   spdlog::info("hbiss serve: store {} ({} volumes){}, listening on {}", store->get()->Uri(),
                names->size(), a.read_only ? ", read-only" : "", where);
+  spdlog::info("hbiss serve: {}", DescribeTlsAccess(so));
   spdlog::info("hbiss serve: server id {}, peer endpoint {}", nodep->server_id(),
                nodep->peer_address().empty() ? "none" : nodep->peer_address());
   spdlog::info("hbiss serve: memory limit {} MiB (write buffers {} MiB, CRC tables {} MiB, read "
@@ -312,6 +316,7 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--peer-advertise", a.peer_advertise,
                     "The HOST:PORT other servers are told to use (default: the bound address, "
                     "with the host name for a wildcard host)");
+  AddTlsAccessFlags(serve, &a.tls);
   AddServeConfigFlags(serve);
   serve->callback([&g, exit_code, listen, serve] {
     if (Status s = SetUpServeConfig(serve, g); !s.ok()) {

@@ -109,18 +109,23 @@ uint32_t NbdErrorFromStatus(const Status& s) {
 
 Connection::Connection(std::unique_ptr<Transport> transport, ExportProvider* provider,
                        ConnectionOptions opts)
-    : transport_(std::move(transport)), provider_(provider), opts_(std::move(opts)) {}
+    : transport_(std::move(transport)),
+      base_(transport_.get()),
+      provider_(provider),
+      opts_(std::move(opts)),
+      client_(opts_.client) {}
 
 Connection::~Connection() {
   for (auto& t : workers_) t.join();  // only if Run() did not return normally
 }
 
-void Connection::Shutdown() { transport_->Shutdown(); }
+void Connection::Shutdown() { base_->Shutdown(); }
 
 Status Connection::Run() {
   bool go = false;
   Status s = Handshake(&go);
   if (s.ok() && go) s = Transmission();
+  if (tls_ != nullptr && s.ok()) tls_->Bye();  // every worker has returned
   transport_->Shutdown();  // the peer sees the end of the stream now
   return s;
 }
@@ -193,6 +198,22 @@ Status Connection::Handshake(bool* go) {
     if (!s.ok()) return Status::IOError("truncated option: " + s.message());
     spdlog::debug("nbd {}: option {} ({} bytes)", opts_.peer, OptionName(h.option), h.length);
 
+    if (h.option == kOptStartTls && opts_.tls != TlsMode::kOff) {
+      HBISS_RETURN_IF_ERROR(HandleStartTls(data));
+      continue;
+    }
+    if (opts_.tls == TlsMode::kRequire && tls_ == nullptr && h.option != kOptAbort) {
+      if (h.option == kOptExportName) {
+        spdlog::info("nbd {}: refused: NBD_OPT_EXPORT_NAME without TLS (TLS is required)",
+                     opts_.peer);
+        return Status::InvalidArgument("NBD_OPT_EXPORT_NAME before STARTTLS; TLS is required");
+      }
+      spdlog::info("nbd {}: refused {}: TLS is required", opts_.peer, OptionName(h.option));
+      HBISS_RETURN_IF_ERROR(
+          SendOptError(h.option, kRepErrTlsReqd, "TLS is required: negotiate STARTTLS first"));
+      continue;
+    }
+
     switch (h.option) {
       case kOptExportName:
         HBISS_RETURN_IF_ERROR(HandleExportName(data));
@@ -213,6 +234,7 @@ Status Connection::Handshake(bool* go) {
           break;
         }
         for (const auto& name : *names) {
+          if (opts_.access != nullptr && !opts_.access->Visible(name, client_)) continue;
           std::string d(4, '\0');
           EncodeBE32(reinterpret_cast<uint8_t*>(d.data()), uint32_t(name.size()));
           d += name;
@@ -246,11 +268,69 @@ Status Connection::Handshake(bool* go) {
   }
 }
 
+Status Connection::HandleStartTls(std::string_view data) {
+  if (!data.empty()) return SendOptError(kOptStartTls, kRepErrInvalid, "STARTTLS takes no data");
+  if (tls_ != nullptr) {
+    return SendOptError(kOptStartTls, kRepErrInvalid, "TLS is already negotiated");
+  }
+  if (opts_.tls_creds == nullptr) {
+    spdlog::info("nbd {}: STARTTLS refused: no TLS credentials are loaded", opts_.peer);
+    return SendOptError(kOptStartTls, kRepErrPolicy, "TLS is not available on this server");
+  }
+  HBISS_RETURN_IF_ERROR(SendOptReply(kOptStartTls, kRepAck, {}));
+  auto tls = std::make_unique<TlsTransport>(std::move(transport_), opts_.tls_creds);
+  tls_ = tls.get();
+  transport_ = std::move(tls);
+  Status s = tls_->Handshake(opts_.tls_handshake_timeout_ms);
+  if (!s.ok()) {
+    spdlog::info("nbd {}: {}", opts_.peer, s.message());
+    return s;
+  }
+  client_.tls = true;
+  client_.identity = tls_->identity();
+  spdlog::info("nbd {}: TLS established ({}), identity {}", opts_.peer, tls_->Describe(),
+               client_.identity.empty() ? "none" : "'" + client_.identity + "'");
+  // Negotiation starts over: nothing negotiated in plain text carries over.
+  structured_ = false;
+  meta_base_ = false;
+  meta_bitmaps_.clear();
+  meta_export_.clear();
+  return Status::OK();
+}
+
+Result<ExportInfo> Connection::DescribeAllowed(const std::string& name) {
+  const AccessPolicy* policy = opts_.access.get();
+  if (policy == nullptr || policy->allow_all()) return provider_->Describe(name);
+  // Exactly what a client sees for a name that does not exist.
+  auto hidden = [&name] { return Status::NotFound("no export named '" + name + "'"); };
+  // Checked before Describe too, so a hidden volume is never even looked up
+  // ("" is the default export: only its canonical name can be checked).
+  if (!name.empty() && policy->Check(name, client_) == AccessMode::kDeny) {
+    spdlog::info("nbd {}: export '{}' hidden by the access rules", opts_.peer, name);
+    return hidden();
+  }
+  auto info = provider_->Describe(name);
+  if (!info.ok()) {
+    if (info.status().code() == Status::Code::kNotFound) {
+      spdlog::debug("nbd {}: {}", opts_.peer, info.status().ToString());
+      return hidden();
+    }
+    return info.status();
+  }
+  AccessMode m = policy->Check(info->name, client_);
+  if (m == AccessMode::kDeny) {
+    spdlog::info("nbd {}: export '{}' hidden by the access rules", opts_.peer, info->name);
+    return hidden();
+  }
+  if (m == AccessMode::kReadOnly) info->read_only = true;
+  return info;
+}
+
 Status Connection::HandleExportName(std::string_view data) {
   // No error reply is possible here: an unknown export ends the session.
   if (data.size() > kMaxStringSize) return Status::InvalidArgument("export name too long");
   std::string name(data);
-  auto info = provider_->Describe(name);
+  auto info = DescribeAllowed(name);
   if (!info.ok()) return info.status().WithContext("NBD_OPT_EXPORT_NAME '" + name + "'");
   auto exp = provider_->Open(info->name);
   if (!exp.ok()) return exp.status().WithContext("open export '" + info->name + "'");
@@ -273,7 +353,7 @@ Status Connection::HandleInfoOrGo(uint32_t option, std::string_view data, bool* 
   if (!ParseInfoRequest(data, &req)) {
     return SendOptError(option, kRepErrInvalid, "malformed INFO/GO request");
   }
-  auto info = provider_->Describe(req.name);
+  auto info = DescribeAllowed(req.name);
   if (!info.ok()) {
     return SendOptError(option, kRepErrUnknown, info.status().ToString());
   }
@@ -340,7 +420,7 @@ Status Connection::HandleMetaContext(uint32_t option, std::string_view data) {
   if (!ParseMetaContextRequest(data, &req)) {
     return SendOptError(option, kRepErrInvalid, "malformed meta context request");
   }
-  auto info = provider_->Describe(req.export_name);
+  auto info = DescribeAllowed(req.export_name);
   if (!info.ok()) return SendOptError(option, kRepErrUnknown, info.status().ToString());
   // LIST with no query lists everything; SET with none selects nothing.
   const bool all = req.queries.empty() && !set;

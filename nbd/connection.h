@@ -33,6 +33,20 @@
 // EXPORT_NAME: the session ends). BLOCK_STATUS then answers one chunk per
 // selected context, in id order, in one write; the last carries DONE.
 //
+// TLS: NBD_OPT_STARTTLS (with ConnectionOptions::tls on or require) gets
+// NBD_REP_ACK, then the TLS handshake runs (a failure ends the connection and
+// is logged at info with GnuTLS's reason) and negotiation starts over inside
+// TLS: options negotiated before it are forgotten. STARTTLS with data, or a
+// second time, gets NBD_REP_ERR_INVALID; with TLS off, NBD_REP_ERR_UNSUP.
+// With require, every option but STARTTLS and ABORT before TLS gets
+// NBD_REP_ERR_TLS_REQD, and EXPORT_NAME ends the connection.
+//
+// Access: with ConnectionOptions::access, LIST shows only the exports the
+// client may see, and a hidden export fails INFO, GO and the meta-context
+// options with NBD_REP_ERR_UNKNOWN and the same text as a name that does not
+// exist (EXPORT_NAME: the session ends). A read-only rule serves the export
+// with NBD_FLAG_READ_ONLY (writes fail with EPERM).
+//
 // Memory: nothing is allocated from a length a client sent before checking
 // it against a fixed bound (option payloads <= kMaxOptionLength, request
 // payloads <= kMaxPayload), and at most ConnectionOptions::workers requests
@@ -47,8 +61,10 @@
 #include <thread>
 #include <vector>
 
+#include "nbd/access.h"
 #include "nbd/export.h"
 #include "nbd/protocol.h"
+#include "nbd/tls.h"
 #include "nbd/transport.h"
 #include "util/mutex.h"
 #include "util/status.h"
@@ -86,6 +102,15 @@ struct ConnectionOptions {
   int workers = 8;
   uint32_t max_options = 256;  // options per handshake before hanging up
   std::string peer = "client";  // for logs
+  // TLS (nbd/tls.h): kOn and kRequire need tls_creds. See "TLS" above.
+  TlsMode tls = TlsMode::kOff;
+  std::shared_ptr<const TlsCredentials> tls_creds;
+  // The TLS handshake after STARTTLS must finish within this (0: no limit of
+  // its own; a server-wide handshake timeout applies on top).
+  int tls_handshake_timeout_ms = 10000;
+  // Per-export access (nbd/access.h); null allows everything.
+  std::shared_ptr<const AccessPolicy> access;
+  ClientInfo client;  // the peer's address; the TLS identity is added after STARTTLS
 };
 
 // What the transmission phase needs to know to validate a request.
@@ -134,6 +159,8 @@ class Connection {
 
   // The export chosen by the handshake, "" before that.
   const std::string& export_name() const { return export_name_; }
+  // The TLS identity after STARTTLS ("" for none). Reader thread only.
+  const std::string& tls_identity() const { return client_.identity; }
   uint64_t requests() const { return requests_.load(); }
 
  private:
@@ -148,6 +175,11 @@ class Connection {
   Status HandleInfoOrGo(uint32_t option, std::string_view data, bool* go);
   Status HandleMetaContext(uint32_t option, std::string_view data);
   Status HandleExportName(std::string_view data);
+  // NBD_OPT_STARTTLS: replies, then runs the TLS handshake.
+  Status HandleStartTls(std::string_view data);
+  // Describe() filtered by the access policy: a hidden export fails as a
+  // missing one; a read-only rule marks the info read-only.
+  Result<ExportInfo> DescribeAllowed(const std::string& name);
   // The maps of the dirty bitmaps selected for export `info` (none unless
   // SET_META_CONTEXT selected some for it), built by `exp`, in id order.
   Result<std::vector<std::shared_ptr<const DirtyMap>>> BuildDirtyMaps(const ExportInfo& info,
@@ -173,9 +205,15 @@ class Connection {
   Status BlockStatus(const Request& r);
   Status SendLocked(const struct iovec* iov, int n) EXCLUDES(write_mu_);
 
+  // transport_ is the socket until STARTTLS, then a TlsTransport over it
+  // (replaced by the reader thread during the handshake only); base_ is the
+  // socket throughout, for Shutdown() from any thread.
   std::unique_ptr<Transport> transport_;
+  Transport* const base_;
+  TlsTransport* tls_ = nullptr;  // owned by transport_ once TLS is up
   ExportProvider* provider_;
   const ConnectionOptions opts_;
+  ClientInfo client_;  // opts_.client plus the TLS identity
 
   // Handshake state (reader thread only).
   bool no_zeroes_ = false;

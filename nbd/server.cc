@@ -22,7 +22,21 @@
 namespace hbiss::nbd {
 
 Server::Server(ExportProvider* provider, ServerOptions opts)
-    : provider_(provider), opts_(std::move(opts)) {}
+    : provider_(provider), opts_(std::move(opts)) {
+  MutexLock l(&mu_);
+  tls_creds_ = opts_.conn.tls_creds;
+  access_ = opts_.conn.access;
+}
+
+void Server::SetTlsCredentials(std::shared_ptr<const TlsCredentials> creds) {
+  MutexLock l(&mu_);
+  tls_creds_ = std::move(creds);
+}
+
+void Server::SetAccess(std::shared_ptr<const AccessPolicy> policy) {
+  MutexLock l(&mu_);
+  access_ = std::move(policy);
+}
 
 Server::~Server() { Stop(); }
 
@@ -205,15 +219,19 @@ void Server::AcceptLoop() {
         }
         peer = std::string(host) + ":" + std::to_string(port);
       }
-      StartConnection(fd, peer);
+      StartConnection(fd, peer,
+                      ClientInfo::FromSockaddr(reinterpret_cast<struct sockaddr*>(&ss), len));
     }
   }
 }
 
-void Server::StartConnection(int fd, std::string peer) {
+void Server::StartConnection(int fd, std::string peer, ClientInfo client) {
   MutexLock l(&mu_);
   uint64_t id = ++next_id_;
   ConnectionOptions co = opts_.conn;
+  co.client = std::move(client);
+  co.tls_creds = tls_creds_;
+  co.access = access_;
   // fmt, not "#" + std::string: GCC 12 -O3 reports a false -Wrestrict for
   // `literal + std::string&&` (GCC PR 105651).
   co.peer = fmt::format("#{} {}", id, peer);

@@ -37,7 +37,9 @@ struct ServerOptions {
   // closes them (a failed Start() too), and never unlinks a Unix socket it
   // did not bind.
   std::vector<int> listen_fds;
-  ConnectionOptions conn;   // peer is filled in per connection
+  // peer and client are filled in per connection; tls_creds and access are
+  // the initial values of SetTlsCredentials and SetAccess.
+  ConnectionOptions conn;
 };
 
 class Server {
@@ -63,6 +65,14 @@ class Server {
   // Connections currently open.
   size_t connections() EXCLUDES(mu_);
 
+  // Replace the TLS credentials or the access policy (a SIGHUP reload).
+  // Connections accepted afterwards use the new ones; open connections keep
+  // what they started with. Any thread, any time. A null policy allows
+  // everything; null credentials make STARTTLS fail with NBD_REP_ERR_POLICY
+  // (the TLS mode itself is fixed at construction).
+  void SetTlsCredentials(std::shared_ptr<const TlsCredentials> creds) EXCLUDES(mu_);
+  void SetAccess(std::shared_ptr<const AccessPolicy> policy) EXCLUDES(mu_);
+
  private:
   struct Conn {
     std::shared_ptr<Connection> conn;  // guarded by the Server's mu_ once running
@@ -74,7 +84,7 @@ class Server {
   Status ListenUnix();
   void AdoptListenFds();
   void AcceptLoop();
-  void StartConnection(int fd, std::string peer) EXCLUDES(mu_);
+  void StartConnection(int fd, std::string peer, ClientInfo client) EXCLUDES(mu_);
   void Reap(bool all) EXCLUDES(mu_);
 
   ExportProvider* provider_;
@@ -90,6 +100,8 @@ class Server {
   Mutex mu_;
   std::list<std::unique_ptr<Conn>> conns_ GUARDED_BY(mu_);
   uint64_t next_id_ GUARDED_BY(mu_) = 0;
+  std::shared_ptr<const TlsCredentials> tls_creds_ GUARDED_BY(mu_);
+  std::shared_ptr<const AccessPolicy> access_ GUARDED_BY(mu_);
 };
 
 }  // namespace hbiss::nbd

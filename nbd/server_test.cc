@@ -216,5 +216,72 @@ TEST(Server, StartFailsCleanlyWithoutAnAcceptThread) {
   s.Stop();
 }
 
+// Connects, sends the client flags and returns the socket.
+int Hello(uint16_t port) {
+  int fd = ConnectTcp(port);
+  uint8_t hello[18];
+  EXPECT_TRUE(ReadN(fd, hello, 18));
+  uint8_t cf[4];
+  EncodeBE32(cf, kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+  EXPECT_EQ(::write(fd, cf, 4), 4);
+  return fd;
+}
+
+// Sends option `opt` (no data) and returns the reply types and payloads up
+// to the first non-SERVER reply.
+std::vector<std::string> Ask(int fd, uint32_t opt, uint32_t* last_type) {
+  uint8_t o[16];
+  EncodeBE64(o, kIHaveOpt);
+  EncodeBE32(o + 8, opt);
+  EncodeBE32(o + 12, 0);
+  EXPECT_EQ(::write(fd, o, 16), 16);
+  std::vector<std::string> names;
+  while (true) {
+    uint8_t h[kOptionReplyHeaderSize];
+    if (!ReadN(fd, h, sizeof(h))) return names;
+    std::string data(DecodeBE32(h + 16), '\0');
+    EXPECT_TRUE(ReadN(fd, data.data(), data.size()));
+    *last_type = DecodeBE32(h + 12);
+    if (*last_type != kRepServer) return names;
+    names.push_back(data.substr(4));
+  }
+}
+
+TEST(Server, AccessAndCredentialsReloadForNewConnectionsOnly) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  p.Add(std::make_shared<MemoryExport>("db", 1 << 20));
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.conn.tls = TlsMode::kOn;
+  auto rules = AccessPolicy::Parse({"vm 127.0.0.0/8", "db ::1"});
+  ASSERT_TRUE(rules.ok());
+  o.conn.access = *rules;
+  auto creds = TlsCredentials::FromMemory("", "", "", false, {{"u", "key"}});
+  ASSERT_TRUE(creds.ok());
+  o.conn.tls_creds = *creds;
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  uint32_t type = 0;
+  int before = Hello(s.port());
+  EXPECT_EQ(Ask(before, kOptList, &type), std::vector<std::string>{"vm"});  // by address
+  EXPECT_EQ(type, kRepAck);
+
+  auto reloaded = AccessPolicy::Parse({"db tcp"});
+  ASSERT_TRUE(reloaded.ok());
+  s.SetAccess(*reloaded);
+  s.SetTlsCredentials(nullptr);
+  EXPECT_EQ(Ask(before, kOptList, &type), std::vector<std::string>{"vm"});  // kept its rules
+  int after = Hello(s.port());
+  EXPECT_EQ(Ask(after, kOptList, &type), std::vector<std::string>{"db"});
+  EXPECT_TRUE(Ask(after, kOptStartTls, &type).empty());
+  EXPECT_EQ(type, kRepErrPolicy);  // no credentials any more
+  s.SetAccess(nullptr);
+  int open = Hello(s.port());
+  EXPECT_EQ(Ask(open, kOptList, &type), (std::vector<std::string>{"db", "vm"}));
+  for (int fd : {before, after, open}) ::close(fd);
+  s.Stop();
+}
+
 }  // namespace
 }  // namespace hbiss::nbd

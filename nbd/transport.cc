@@ -1,6 +1,7 @@
 #include "nbd/transport.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -30,6 +31,28 @@ Status FdTransport::ReadFull(void* buf, size_t n) {
     }
   }
   return Status::OK();
+}
+
+Result<size_t> FdTransport::ReadSome(void* buf, size_t n) {
+  while (true) {
+    if (shut_) return Status::IOError("connection shut down");
+    ssize_t r = ::recv(fd_, buf, n, 0);
+    if (r >= 0) {
+      if (shut_) return Status::IOError("connection shut down");
+      return size_t(r);
+    }
+    if (errno != EINTR) return Status::FromErrno("recv", errno);
+  }
+}
+
+Result<bool> FdTransport::WaitReadable(int timeout_ms) {
+  struct pollfd p = {fd_, POLLIN, 0};
+  while (true) {
+    if (shut_) return Status::IOError("connection shut down");
+    int rc = ::poll(&p, 1, timeout_ms);
+    if (rc >= 0) return rc > 0;
+    if (errno != EINTR) return Status::FromErrno("poll", errno);
+  }
 }
 
 Status FdTransport::WriteV(const struct iovec* iov, int iovcnt) {
@@ -88,6 +111,14 @@ Status BufferTransport::ReadFull(void* buf, size_t n) {
   std::memcpy(buf, input_.data() + pos_, n);
   pos_ += n;
   return Status::OK();
+}
+
+Result<size_t> BufferTransport::ReadSome(void* buf, size_t n) {
+  if (shut_) return Status::IOError("connection shut down");
+  n = std::min(n, input_.size() - pos_);
+  std::memcpy(buf, input_.data() + pos_, n);
+  pos_ += n;
+  return n;
 }
 
 Status BufferTransport::WriteV(const struct iovec* iov, int iovcnt) {

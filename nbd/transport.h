@@ -30,6 +30,13 @@ class Transport {
   // Reads exactly n bytes. Aborted at a clean end of stream before the first
   // byte, IOError on a short read, an error, or after Shutdown.
   virtual Status ReadFull(void* buf, size_t n) = 0;
+  // Reads at least one and at most n bytes (n > 0): what is there, without
+  // waiting for more. 0 at a clean end of stream; an error after Shutdown.
+  // For a layer that frames its own records (TlsTransport).
+  virtual Result<size_t> ReadSome(void* buf, size_t n) = 0;
+  // Waits up to timeout_ms (-1: forever) until ReadSome would not block.
+  // True when readable (or at end of stream), false on timeout.
+  virtual Result<bool> WaitReadable(int timeout_ms) { return true; }
   // Writes every byte of the iovecs, in one writev where the kernel allows.
   virtual Status WriteV(const struct iovec* iov, int iovcnt) = 0;
   // Makes blocked and later reads and writes fail promptly.
@@ -42,6 +49,8 @@ class FdTransport : public Transport {
   explicit FdTransport(int fd) : fd_(fd) {}
   ~FdTransport() override;
   Status ReadFull(void* buf, size_t n) override;
+  Result<size_t> ReadSome(void* buf, size_t n) override;
+  Result<bool> WaitReadable(int timeout_ms) override;
   Status WriteV(const struct iovec* iov, int iovcnt) override;
   void Shutdown() override;
   int fd() const { return fd_; }
@@ -58,6 +67,7 @@ class BufferTransport : public Transport {
   explicit BufferTransport(std::string input, bool capture = true)
       : input_(std::move(input)), capture_(capture) {}
   Status ReadFull(void* buf, size_t n) override;
+  Result<size_t> ReadSome(void* buf, size_t n) override;
   Status WriteV(const struct iovec* iov, int iovcnt) override;
   void Shutdown() override { shut_ = true; }
   std::string output() {

@@ -38,6 +38,26 @@ seeds = {
   "c1_trims": c1(4, 300, 128 << 10),
   "c1_zeroes": c1(6, 300, 128 << 10),
 }
+# TLS (nbd_fuzz mode bit 7, see nbd_fuzz.cc): the STARTTLS state machine, and
+# real ClientHellos (made here with Python's ssl over memory BIOs) fed to
+# GnuTLS after STARTTLS (bit 5 prepends the flags and the STARTTLS option).
+import ssl
+def client_hello(**kw):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    for k, v in kw.items(): setattr(ctx, k, v)
+    i, o = ssl.MemoryBIO(), ssl.MemoryBIO()
+    c = ctx.wrap_bio(i, o, server_hostname="localhost")
+    try:
+        c.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return o.read()
+seeds["tls_on_state"] = b"\x80" + hello + opt(5, b"x") + opt(3) + opt(6, info(b"vm")) + opt(5) + opt(3) + opt(2)
+seeds["tls_require_state"] = b"\xc0" + hello + opt(3) + opt(8) + opt(6, info(b"vm")) + opt(7, info(b"vm")) + opt(1, b"vm")
+seeds["tls_clienthello"] = b"\xe0" + client_hello()
+seeds["tls_clienthello12"] = b"\xa0" + client_hello(maximum_version=ssl.TLSVersion.TLSv1_2)
 for k, v in seeds.items():
     open(os.path.join(d, k), "wb").write(v)
 PY
