@@ -23,6 +23,11 @@
 
 namespace hbiss::nbd {
 
+// Connections the kernel completes before the accept loop takes them: a burst
+// of clients (hundreds of VMs starting) must not have SYNs dropped and
+// retried a second later. The kernel caps it at net.core.somaxconn.
+constexpr int kListenBacklog = 4096;
+
 Result<int> ParseSocketMode(const std::string& s) {
   if (s.empty() || s.size() > 4 || s.find_first_not_of("01234567") != std::string::npos) {
     return Status::InvalidArgument("socket mode '" + s + "': want octal bits such as 0660");
@@ -144,7 +149,7 @@ Status Server::ListenTcp() {
     }
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 128) != 0) {
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, kListenBacklog) != 0) {
       last = Status::FromErrno("bind/listen " + opts_.listen, errno);
       ::close(fd);
       continue;
@@ -182,7 +187,7 @@ Status Server::ListenUnix() {
   const bool perms = opts_.socket_mode >= 0 || opts_.socket_gid >= 0;
   if (!perms) {
     if (::bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) != 0 ||
-        ::listen(fd, 128) != 0) {
+        ::listen(fd, kListenBacklog) != 0) {
       Status s = Status::FromErrno("bind/listen " + opts_.socket_path, errno);
       ::close(fd);
       return s;
@@ -214,7 +219,7 @@ Status Server::ListenUnix() {
         s = Status::FromErrno("chown " + tmp + " to group " + std::to_string(opts_.socket_gid), errno);
       } else if (opts_.socket_mode >= 0 && ::chmod(tmp.c_str(), mode_t(opts_.socket_mode)) != 0) {
         s = Status::FromErrno("chmod " + tmp, errno);
-      } else if (::listen(fd, 128) != 0) {
+      } else if (::listen(fd, kListenBacklog) != 0) {
         s = Status::FromErrno("listen " + tmp, errno);
       } else if (::rename(tmp.c_str(), opts_.socket_path.c_str()) != 0) {
         s = Status::FromErrno("rename " + tmp + " to " + opts_.socket_path, errno);
@@ -330,10 +335,11 @@ void Server::StartConnection(int fd, std::string peer) {
   if (refusal) {
     refused_++;
     if (refusing_ >= kRefusalSlots) {
+      const size_t max = limits_.max_connections;
       l.Unlock();
       spdlog::info("nbd {}: refused: the server has {} connections, the most it allows, and is "
                    "already refusing {}; closing at once",
-                   co.peer, limits_.max_connections, kRefusalSlots);
+                   co.peer, max, kRefusalSlots);
       ::close(fd);
       return;
     }
