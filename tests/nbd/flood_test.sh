@@ -31,8 +31,9 @@ idle=$(status VmRSS)
 [ -n "$idle" ] || fail "no VmRSS for the server"
 bound=$((idle + LIMIT_MB * 1048576))
 
+# Rate-limited so that it writes through the whole flood (about 8 s).
 fio --name=w --ioengine=nbd --uri="$(uri vm)" --rw=randwrite --bs=16k --iodepth=16 \
-  --size=96M --verify=crc32c --verify_fatal=1 --do_verify=1 --randseed=7 \
+  --size=96M --rate=12m --verify=crc32c --verify_fatal=1 --do_verify=1 --randseed=7 \
   --output-format=json >"$WORK/fio.json" 2>"$WORK/fio.err" &
 FIO=$!
 EXTRA_CLEANUP='kill $FIO 2>/dev/null'
@@ -50,6 +51,7 @@ if ! python3 "$HERE/flood_client.py" 127.0.0.1 "$PORT" vm other $PER_EXPORT $HAN
 fi
 log "flood: $(cat "$WORK/flood.json")"
 CHECKS=$((CHECKS + 1))
+kill -0 $FIO 2>/dev/null || fail "fio was done before the flood ended: nothing ran alongside it"
 
 rc=0
 wait $FIO || rc=$?
