@@ -16,6 +16,11 @@ namespace hbiss::nbd {
 
 namespace {
 
+// Set while this thread runs a request it counted in busy_; cleared once the
+// request's reply starts to go out (a client waiting for it may send the next
+// one at once, which an idle thread should read: see MaybeAddWorker).
+thread_local bool tl_busy = false;
+
 bool IsMutating(uint16_t type) {
   return type == kCmdWrite || type == kCmdTrim || type == kCmdWriteZeroes;
 }
@@ -221,7 +226,12 @@ Status Connection::SendOptReply(uint32_t option, uint32_t type, std::string_view
 }
 
 Status Connection::SendOptError(uint32_t option, uint32_t type, std::string_view msg) {
-  LogRefusal(fmt::format("option {} (error {:#x})", OptionName(option), type), msg);
+  if (type == kRepErrUnsup) {
+    // Clients probe for options (negotiation, not a refusal of what they need).
+    spdlog::debug("nbd {}: {} unsupported", opts_.peer, OptionName(option));
+  } else {
+    LogRefusal(fmt::format("option {} (reply {:#x})", OptionName(option), type), msg);
+  }
   return SendOptReply(option, type, msg.substr(0, kMaxStringSize));
 }
 
@@ -801,6 +811,7 @@ void Connection::ServeLoop() {
       w.req = r;
       MutexLock l(&mu_);
       busy_++;
+      tl_busy = true;
     }
     MaybeAddWorker();  // every thread busy: another one reads the next request
     Status ss;
@@ -812,10 +823,7 @@ void Connection::ServeLoop() {
     }
     w.payload.reset();
     Unreserve(reserved);
-    {
-      MutexLock l(&mu_);
-      busy_--;
-    }
+    NotBusy();
     if (!ss.ok()) {
       if (IsTimeout(ss)) {
         spdlog::info("nbd {}: the client took no reply for {} ms; closing the connection",
@@ -881,7 +889,15 @@ Status Connection::Execute(Work& w) {
   return SendError(r, NbdErrorFromStatus(s), RequestError(s));
 }
 
+void Connection::NotBusy() {
+  if (!tl_busy) return;
+  tl_busy = false;
+  MutexLock l(&mu_);
+  busy_--;
+}
+
 Status Connection::SendLocked(const struct iovec* iov, int n) {
+  NotBusy();
   MutexLock l(&write_mu_);
   if (opts_.io_timeout.count() > 0) transport_->SetWriteDeadline(Clock::now() + opts_.io_timeout);
   return transport_->WriteV(iov, n);

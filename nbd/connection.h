@@ -286,6 +286,8 @@ class Connection {
   void Unreserve(uint64_t bytes);
   // Starts one more worker if every thread is busy and the bounds allow.
   void MaybeAddWorker() EXCLUDES(mu_);
+  // This thread's request no longer counts as busy (once per request).
+  void NotBusy() EXCLUDES(mu_);
   // Runs a validated request and sends its reply; returns the send status.
   Status Execute(Work& w);
 
