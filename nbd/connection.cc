@@ -736,11 +736,12 @@ void Connection::ServeLoop() {
       if (stopping()) return;
       uint8_t hb[kRequestSize];
       Status s;
+      // Wait for the next request without consuming anything, so that a
+      // timeout never leaves half a header read.
       while (true) {
-        transport_->SetReadDeadline(opts_.idle_timeout.count() > 0
-                                        ? Clock::now() + opts_.idle_timeout
-                                        : kNoDeadline);
-        s = transport_->ReadFull(hb, sizeof(hb));
+        s = transport_->WaitReadable(opts_.idle_timeout.count() > 0
+                                         ? Clock::now() + opts_.idle_timeout
+                                         : kNoDeadline);
         if (!IsTimeout(s)) break;
         {
           // Idle only when nothing is in flight: a long request is not idleness.
@@ -752,6 +753,10 @@ void Connection::ServeLoop() {
         Stop(Status::Aborted("idle timeout"));
         return;
       }
+      // Once a request has begun, the rest of its header comes within io_timeout.
+      transport_->SetReadDeadline(opts_.io_timeout.count() > 0 ? Clock::now() + opts_.io_timeout
+                                                               : kNoDeadline);
+      if (s.ok()) s = transport_->ReadFull(hb, sizeof(hb));
       transport_->SetReadDeadline(kNoDeadline);
       if (!s.ok()) {
         // End of stream at a message boundary is a disconnect without DISC.

@@ -993,6 +993,35 @@ TEST(Limits, AStalledWritePayloadIsDroppedAndItsBufferReleased) {
   EXPECT_EQ(budget.peak(), 1u << 20);
 }
 
+TEST(Limits, HalfARequestHeaderThenSilenceIsDropped) {
+  ConnectionOptions o;
+  o.io_timeout = milliseconds(300);
+  o.idle_timeout = milliseconds(5000);
+  Harness h(o);
+  h.Go("vm", false, false);
+  h.Send(RequestBytes(kCmdFlush, 0, 1, 0, 0).substr(0, 10));
+  auto start = steady_clock::now();
+  EXPECT_TRUE(h.AtEof());
+  EXPECT_LT(ElapsedMs(start), 3000);  // io_timeout, not the idle timeout
+  EXPECT_FALSE(h.Join().ok());
+}
+
+TEST(Limits, IdleWaitsNeverSplitARequest) {
+  // A request whose header arrives in pieces, slower than the idle timeout,
+  // is read whole: once a request has begun it has io_timeout to arrive.
+  ConnectionOptions o;
+  o.idle_timeout = milliseconds(200);
+  Harness h(o);
+  h.Go("vm", false, false);
+  std::string req = RequestBytes(kCmdFlush, 0, 5, 0, 0);
+  h.Send(req.substr(0, 10));
+  std::this_thread::sleep_for(milliseconds(400));
+  h.Send(req.substr(10));
+  Chunk c = h.ReadChunk();
+  EXPECT_EQ(c.cookie, 5u);
+  EXPECT_EQ(c.error, 0u);
+}
+
 TEST(Limits, RequestsWaitForTheBufferBudget) {
   BufferBudget budget(64 << 10);
   ConnectionOptions o;

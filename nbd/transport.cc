@@ -41,6 +41,19 @@ Status FdTransport::Wait(short events, int64_t deadline, const char* what) {
 }
 
 
+Status FdTransport::WaitReadable(Clock::time_point deadline) {
+  if (deadline != kNoDeadline) {
+    return Wait(POLLIN, deadline.time_since_epoch().count(), "waiting for a request");
+  }
+  while (!shut_) {
+    struct pollfd p = {fd_, POLLIN, 0};
+    int rc = ::poll(&p, 1, -1);
+    if (rc > 0) return Status::OK();
+    if (rc < 0 && errno != EINTR) return Status::FromErrno("poll", errno);
+  }
+  return Status::OK();  // the read that follows reports the shutdown
+}
+
 Status FdTransport::ReadFull(void* buf, size_t n) {
   auto* p = static_cast<uint8_t*>(buf);
   size_t got = 0;

@@ -53,6 +53,10 @@ class Transport {
   // ignores them.
   virtual void SetReadDeadline(Clock::time_point) {}
   virtual void SetWriteDeadline(Clock::time_point) {}
+  // Waits until a read would not block (data, end of stream, an error or
+  // Shutdown), consuming nothing: OK, or IOError "timed out" at `deadline`
+  // (kNoDeadline: waits as long as it takes). The default returns OK.
+  virtual Status WaitReadable(Clock::time_point deadline) { return Status::OK(); }
 };
 
 // Owns a connected socket (closed in the destructor).
@@ -67,6 +71,7 @@ class FdTransport : public Transport {
   void SetWriteDeadline(Clock::time_point d) override {
     write_deadline_ = d.time_since_epoch().count();
   }
+  Status WaitReadable(Clock::time_point deadline) override;
   int fd() const { return fd_; }
 
  private:
