@@ -113,9 +113,10 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   if (a.cache_mb >= 0) {
     const uint64_t cache = uint64_t(a.cache_mb) << 20;
     if (cache > *limit / 8) {
-      return Fail("--cache-mb", Status::InvalidArgument(
-                                    "the read cache may take at most an eighth of --memory-limit (" +
-                                    std::to_string(*limit / 8 >> 20) + " MiB)"));
+      return Fail("--cache-mb",
+                  Status::InvalidArgument(
+                      "the read cache may take at most an eighth of --memory-limit (" +
+                      std::to_string(*limit / 8 >> 20) + " MiB)"));
     }
     volume::DefaultReadCache().SetCapacity(cache);
     vo.cache_bytes = cache;

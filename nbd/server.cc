@@ -215,8 +215,10 @@ Status Server::ListenUnix() {
       std::memcpy(ta.sun_path, tmp.c_str(), tmp.size() + 1);
       if (::bind(fd, reinterpret_cast<struct sockaddr*>(&ta), sizeof(ta)) != 0) {
         s = Status::FromErrno("bind " + tmp, errno);
-      } else if (opts_.socket_gid >= 0 && ::chown(tmp.c_str(), uid_t(-1), gid_t(opts_.socket_gid)) != 0) {
-        s = Status::FromErrno("chown " + tmp + " to group " + std::to_string(opts_.socket_gid), errno);
+      } else if (opts_.socket_gid >= 0 &&
+                 ::chown(tmp.c_str(), uid_t(-1), gid_t(opts_.socket_gid)) != 0) {
+        s = Status::FromErrno(
+            "chown " + tmp + " to group " + std::to_string(opts_.socket_gid), errno);
       } else if (opts_.socket_mode >= 0 && ::chmod(tmp.c_str(), mode_t(opts_.socket_mode)) != 0) {
         s = Status::FromErrno("chmod " + tmp, errno);
       } else if (::listen(fd, kListenBacklog) != 0) {

@@ -210,7 +210,8 @@ uint32_t TryGo(uint16_t port, const std::string& name, std::string* msg, int* fd
   EncodeBE32(reinterpret_cast<uint8_t*>(d.data()), uint32_t(name.size()));
   d += name + std::string(2, '\0');
   std::string out(4, '\0');
-  EncodeBE32(reinterpret_cast<uint8_t*>(out.data()), kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+  EncodeBE32(reinterpret_cast<uint8_t*>(out.data()),
+             kClientFlagFixedNewstyle | kClientFlagNoZeroes);
   out += OptionBytes(kOptGo, d);
   if (::send(*fd, out.data(), out.size(), MSG_NOSIGNAL) != ssize_t(out.size())) return 0;
   uint8_t h[20];

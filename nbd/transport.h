@@ -67,7 +67,9 @@ class FdTransport : public Transport {
   Status ReadFull(void* buf, size_t n) override;
   Status WriteV(const struct iovec* iov, int iovcnt) override;
   void Shutdown() override;
-  void SetReadDeadline(Clock::time_point d) override { read_deadline_ = d.time_since_epoch().count(); }
+  void SetReadDeadline(Clock::time_point d) override {
+    read_deadline_ = d.time_since_epoch().count();
+  }
   void SetWriteDeadline(Clock::time_point d) override {
     write_deadline_ = d.time_since_epoch().count();
   }
