@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -43,7 +44,32 @@ struct ServeArgs {
   std::string peer_listen = "127.0.0.1:0";
   std::string peer_advertise;
   TlsAccessArgs tls;  // cli/serve_tls.h
+  // Limits and isolation (nbd/server.h ServerLimits).
+  int64_t max_connections = 1024;
+  int64_t max_connections_per_export = 16;
+  double handshake_timeout = 10;  // seconds, 0: none
+  double idle_timeout = 0;        // seconds, 0: none
+  int tcp_keepalive = 60;         // seconds idle before probes, 0: off
+  std::string socket_mode;
+  std::string socket_group;
 };
+
+// The limits flags as nbd::ServerOptions (socket mode and group parsed).
+Status ApplyLimitFlags(const ServeArgs& a, nbd::ServerOptions* so) {
+  so->limits.max_connections = size_t(a.max_connections);
+  so->limits.max_connections_per_export = size_t(a.max_connections_per_export);
+  so->limits.handshake_timeout = std::chrono::milliseconds(int64_t(a.handshake_timeout * 1000));
+  so->limits.idle_timeout = std::chrono::milliseconds(int64_t(a.idle_timeout * 1000));
+  so->keepalive_idle = a.tcp_keepalive;
+  so->buffer_bytes = volume::RequestBufferLimit();
+  if (!a.socket_mode.empty()) {
+    HBISS_ASSIGN_OR_RETURN(so->socket_mode, nbd::ParseSocketMode(a.socket_mode));
+  }
+  if (!a.socket_group.empty()) {
+    HBISS_ASSIGN_OR_RETURN(so->socket_gid, nbd::ParseSocketGroup(a.socket_group));
+  }
+  return Status::OK();
+}
 
 int Fail(const std::string& context, const Status& s) {
   std::fprintf(stderr, "hbiss: %s: %s\n", context.c_str(), s.ToString().c_str());
@@ -177,10 +203,11 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   volume::OpenOptions vo;
   if (a.cache_mb >= 0) {
     const uint64_t cache = uint64_t(a.cache_mb) << 20;
-    if (cache > *limit / 4) {
-      return Fail("--cache-mb", Status::InvalidArgument(
-                                    "the read cache may take at most a quarter of --memory-limit (" +
-                                    std::to_string(*limit / 4 >> 20) + " MiB)"));
+    if (cache > *limit / 8) {
+      return Fail("--cache-mb",
+                  Status::InvalidArgument(
+                      "the read cache may take at most an eighth of --memory-limit (" +
+                      std::to_string(*limit / 8 >> 20) + " MiB)"));
     }
     volume::DefaultReadCache().SetCapacity(cache);
     vo.cache_bytes = cache;
@@ -215,6 +242,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
     so.listen_fds = *inherited;
   }
   if (Status ts = ApplyTlsAccess(a.tls, &so); !ts.ok()) return Fail("serve", ts);
+  if (Status ls = ApplyLimitFlags(a, &so); !ls.ok()) return Fail("serve", ls);
   nbd::Server server(&provider, so);
   Status s = server.Start();
   if (!s.ok()) return Fail("serve", s);
@@ -238,10 +266,15 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   spdlog::info("hbiss serve: server id {}, peer endpoint {}", nodep->server_id(),
                nodep->peer_address().empty() ? "none" : nodep->peer_address());
   spdlog::info("hbiss serve: memory limit {} MiB (write buffers {} MiB, CRC tables {} MiB, read "
-               "cache {} MiB)",
+               "cache {} MiB, NBD request buffers {} MiB)",
                *limit >> 20, volume::DefaultWriteBudget().capacity() >> 20,
                volume::DefaultCrcTableCache().capacity() >> 20,
-               volume::DefaultReadCache().capacity() >> 20);
+               volume::DefaultReadCache().capacity() >> 20, so.buffer_bytes >> 20);
+  spdlog::info("hbiss serve: at most {} connections, {} per export; handshake timeout {} s, idle "
+               "timeout {}",
+               so.limits.max_connections, so.limits.max_connections_per_export,
+               a.handshake_timeout,
+               a.idle_timeout > 0 ? std::to_string(a.idle_timeout) + " s" : std::string("off"));
 
   const std::string status = "Serving " + std::to_string(names->size()) + " volumes on " + where;
   NotifySystemd("READY=1\nSTATUS=" + status);
@@ -283,12 +316,13 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--memory-limit", a.memory_limit,
                     "Memory for data, shared by every open volume (default 2G, at least 64M): "
                     "half for write buffers (writers wait when they are full), a quarter for "
-                    "CRC tables of closed segments, a quarter for the read cache. Extent maps "
+                    "CRC tables of closed segments, an eighth for the read cache and an eighth "
+                    "for NBD request buffers (clients wait when they are full). Extent maps "
                     "come on top (at most 8 bytes per mapped 4 KiB block plus 64 bytes per "
                     "256 MiB of volume size)");
   serve->add_option("--cache-mb", a.cache_mb,
                     "Read cache in MiB shared by every volume, used on stores whose reads are "
-                    "not cached on this host (HDFS); at most a quarter of --memory-limit (the "
+                    "not cached on this host (HDFS); at most an eighth of --memory-limit (the "
                     "default); 0 turns it off")
       ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
   serve->add_option("--clean-threshold", a.clean_threshold,
@@ -316,6 +350,32 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--peer-advertise", a.peer_advertise,
                     "The HOST:PORT other servers are told to use (default: the bound address, "
                     "with the host name for a wildcard host)");
+  serve->add_option("--max-connections", a.max_connections,
+                    "Clients served at once (default 1024); one more is refused in the "
+                    "handshake (NBD_REP_ERR_POLICY, \"too many connections\")")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  serve->add_option("--max-connections-per-export", a.max_connections_per_export,
+                    "Clients in one export at once (default 16: multi-conn needs a few, one "
+                    "runaway client must not take every slot); one more gets NBD_REP_ERR_POLICY "
+                    "on NBD_OPT_GO")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 20));
+  serve->add_option("--handshake-timeout", a.handshake_timeout,
+                    "Seconds a client has for the whole handshake (default 10, like qemu-nbd's "
+                    "--handshake-limit; 0: no limit)")
+      ->check(CLI::Range(0.0, 86400.0));
+  serve->add_option("--idle-timeout", a.idle_timeout,
+                    "Close a connection that sent no request for this many seconds (default 0: "
+                    "never)")
+      ->check(CLI::Range(0.0, 1e7));
+  serve->add_option("--tcp-keepalive", a.tcp_keepalive,
+                    "Seconds a TCP connection may be silent before keepalive probes start (every "
+                    "10 s, 6 unanswered close it; default 60, 0: off)")
+      ->check(CLI::Range(0, 86400));
+  serve->add_option("--socket-mode", a.socket_mode,
+                    "Permissions of the --socket, in octal (e.g. 0660); set before it is "
+                    "reachable (default: as the umask gives)");
+  serve->add_option("--socket-group", a.socket_group,
+                    "Group (name or gid) of the --socket, set before it is reachable");
   AddTlsAccessFlags(serve, &a.tls);
   AddServeConfigFlags(serve);
   serve->callback([&g, exit_code, listen, serve] {

@@ -16,6 +16,11 @@ namespace hbiss::nbd {
 
 namespace {
 
+// Set while this thread runs a request it counted in busy_; cleared once the
+// request's reply starts to go out (a client waiting for it may send the next
+// one at once, which an idle thread should read: see MaybeAddWorker).
+thread_local bool tl_busy = false;
+
 bool IsMutating(uint16_t type) {
   return type == kCmdWrite || type == kCmdTrim || type == kCmdWriteZeroes;
 }
@@ -115,18 +120,100 @@ Connection::Connection(std::unique_ptr<Transport> transport, ExportProvider* pro
       opts_(std::move(opts)),
       client_(opts_.client) {}
 
+// --- Budgets ---------------------------------------------------------------
+
+bool BufferBudget::Acquire(uint64_t bytes, Clock::time_point deadline) {
+  MutexLock l(&mu_);
+  // Larger than the whole budget: granted alone, so it still makes progress.
+  while (used_ + bytes > capacity_ && used_ > 0) {
+    if (!cv_.WaitUntil(&mu_, deadline) && Clock::now() >= deadline) {
+      if (used_ + bytes > capacity_ && used_ > 0) return false;
+      break;
+    }
+  }
+  used_ += bytes;
+  peak_ = std::max(peak_, used_);
+  return true;
+}
+
+void BufferBudget::Release(uint64_t bytes) {
+  {
+    MutexLock l(&mu_);
+    used_ -= std::min(used_, bytes);
+  }
+  cv_.SignalAll();
+}
+
+void BufferBudget::SetCapacity(uint64_t bytes) {
+  {
+    MutexLock l(&mu_);
+    capacity_ = bytes;
+  }
+  cv_.SignalAll();
+}
+
+uint64_t BufferBudget::capacity() {
+  MutexLock l(&mu_);
+  return capacity_;
+}
+
+uint64_t BufferBudget::used() {
+  MutexLock l(&mu_);
+  return used_;
+}
+
+uint64_t BufferBudget::peak() {
+  MutexLock l(&mu_);
+  return peak_;
+}
+
+// --- Connection ------------------------------------------------------------
+
 Connection::~Connection() {
-  for (auto& t : workers_) t.join();  // only if Run() did not return normally
+  // Only if Run() did not return normally.
+  std::vector<std::thread> left;
+  {
+    MutexLock l(&mu_);
+    stopping_ = true;
+    left.swap(workers_);
+  }
+  for (auto& t : left) t.join();
+  if (!gated_.empty() && opts_.gate != nullptr) opts_.gate->Leave(gated_);
+}
+
+void Connection::LogRefusal(std::string_view what, std::string_view why) {
+  const uint64_t n = ++refusals_;
+  if (n <= kMaxLoggedRefusals) {
+    spdlog::info("nbd {}: refused {}: {}{}", opts_.peer, what, why,
+                 n == kMaxLoggedRefusals ? " (further refusals on this connection are only counted)"
+                                         : "");
+  }
 }
 
 void Connection::Shutdown() { base_->Shutdown(); }
 
 Status Connection::Run() {
   bool go = false;
+  if (opts_.handshake_timeout.count() > 0) {
+    const auto deadline = Clock::now() + opts_.handshake_timeout;
+    transport_->SetReadDeadline(deadline);
+    transport_->SetWriteDeadline(deadline);
+  }
   Status s = Handshake(&go);
+  transport_->SetReadDeadline(kNoDeadline);
+  transport_->SetWriteDeadline(kNoDeadline);
+  if (!s.ok() && IsTimeout(s)) {
+    spdlog::info("nbd {}: handshake not finished within {} ms; dropping the connection",
+                 opts_.peer, opts_.handshake_timeout.count());
+    s = Status::Aborted("handshake timeout");
+  }
   if (s.ok() && go) s = Transmission();
   if (tls_ != nullptr && s.ok()) tls_->Bye();  // every worker has returned
   transport_->Shutdown();  // the peer sees the end of the stream now
+  if (refusals_ > kMaxLoggedRefusals) {
+    spdlog::info("nbd {}: {} options and requests refused in all ({} not logged)", opts_.peer,
+                 refusals_.load(), refusals_.load() - kMaxLoggedRefusals);
+  }
   return s;
 }
 
@@ -144,9 +231,59 @@ Status Connection::SendOptReply(uint32_t option, uint32_t type, std::string_view
 }
 
 Status Connection::SendOptError(uint32_t option, uint32_t type, std::string_view msg) {
-  spdlog::debug("nbd {}: {} -> error {:#x}: {}", opts_.peer, OptionName(option), type, msg);
+  if (type == kRepErrUnsup) {
+    // Clients probe for options (negotiation, not a refusal of what they need).
+    spdlog::debug("nbd {}: {} unsupported", opts_.peer, OptionName(option));
+  } else {
+    LogRefusal(fmt::format("option {} (reply {:#x})", OptionName(option), type), msg);
+  }
   return SendOptReply(option, type, msg.substr(0, kMaxStringSize));
 }
+
+namespace {
+
+// What a client is told about a failed Describe of `name`: nothing of the
+// store or the engine (the log gets that).
+std::string DescribeError(const std::string& name, const Status& s) {
+  if (s.code() == Status::Code::kNotFound) {
+    return name.empty() ? "no default export; name one" : "no export named '" + name + "'";
+  }
+  return "export '" + name + "' could not be looked up; see the server log";
+}
+
+// The option error for a failed Describe.
+uint32_t DescribeErrorType(const Status& s) {
+  if (s.code() == Status::Code::kNotFound) return kRepErrUnknown;
+  if (s.code() == Status::Code::kAborted) return kRepErrShutdown;
+  return kRepErrUnknown;
+}
+
+// What a client is told about a failed open (or dirty-map build) of `name`.
+std::string OpenError(const std::string& name, const Status& s) {
+  switch (s.code()) {
+    case Status::Code::kAborted:
+      return "the server is shutting down";
+    case Status::Code::kBusy:
+      return "export '" + name + "' is busy; try again later";
+    case Status::Code::kNotFound:
+      return "no export named '" + name + "'";
+    default:
+      return "export '" + name + "' could not be opened; see the server log";
+  }
+}
+
+// What a client is told about a failed request.
+std::string RequestError(const Status& s) {
+  switch (s.code()) {
+    case Status::Code::kNoSpace: return "no space left; see the server log";
+    case Status::Code::kAborted: return "the server is shutting down";
+    case Status::Code::kInvalidArgument:
+    case Status::Code::kNotSupported: return "invalid request; see the server log";
+    default: return "I/O error; see the server log";
+  }
+}
+
+}  // namespace
 
 uint16_t Connection::TransmissionFlags(const ExportInfo& info) const {
   uint16_t f = kFlagHasFlags | kFlagSendFlush | kFlagSendFua | kFlagCanMultiConn | kFlagSendCache;
@@ -198,6 +335,21 @@ Status Connection::Handshake(bool* go) {
     if (!s.ok()) return Status::IOError("truncated option: " + s.message());
     spdlog::debug("nbd {}: option {} ({} bytes)", opts_.peer, OptionName(h.option), h.length);
 
+    if (!opts_.refuse.empty()) {
+      // Over the server-wide limit: every option is refused with the reason;
+      // EXPORT_NAME has no error reply, so it ends the session.
+      if (h.option == kOptAbort) {
+        (void)SendOptReply(h.option, kRepAck, {});
+        return Status::OK();
+      }
+      if (h.option == kOptExportName) {
+        LogRefusal("option NBD_OPT_EXPORT_NAME", opts_.refuse);
+        return Status::OK();
+      }
+      HBISS_RETURN_IF_ERROR(SendOptError(h.option, kRepErrPolicy, opts_.refuse));
+      continue;
+    }
+
     if (h.option == kOptStartTls && opts_.tls != TlsMode::kOff) {
       HBISS_RETURN_IF_ERROR(HandleStartTls(data));
       continue;
@@ -229,8 +381,9 @@ Status Connection::Handshake(bool* go) {
         }
         auto names = provider_->List();
         if (!names.ok()) {
-          HBISS_RETURN_IF_ERROR(
-              SendOptError(h.option, kRepErrUnknown, names.status().ToString()));
+          spdlog::warn("nbd {}: listing exports: {}", opts_.peer, names.status().ToString());
+          HBISS_RETURN_IF_ERROR(SendOptError(h.option, kRepErrUnknown,
+                                             "exports could not be listed; see the server log"));
           break;
         }
         for (const auto& name : *names) {
@@ -331,7 +484,18 @@ Status Connection::HandleExportName(std::string_view data) {
   if (data.size() > kMaxStringSize) return Status::InvalidArgument("export name too long");
   std::string name(data);
   auto info = DescribeAllowed(name);
-  if (!info.ok()) return info.status().WithContext("NBD_OPT_EXPORT_NAME '" + name + "'");
+  if (!info.ok()) {
+    LogRefusal("option NBD_OPT_EXPORT_NAME '" + name + "'", info.status().ToString());
+    return info.status().WithContext("NBD_OPT_EXPORT_NAME '" + name + "'");
+  }
+  if (opts_.gate != nullptr) {
+    std::string why;
+    if (!opts_.gate->Enter(info->name, &why)) {
+      LogRefusal("option NBD_OPT_EXPORT_NAME '" + info->name + "'", why);
+      return Status::Busy(why);
+    }
+    gated_ = info->name;
+  }
   auto exp = provider_->Open(info->name);
   if (!exp.ok()) return exp.status().WithContext("open export '" + info->name + "'");
   auto dirty = BuildDirtyMaps(*info, exp->get());
@@ -355,17 +519,50 @@ Status Connection::HandleInfoOrGo(uint32_t option, std::string_view data, bool* 
   }
   auto info = DescribeAllowed(req.name);
   if (!info.ok()) {
-    return SendOptError(option, kRepErrUnknown, info.status().ToString());
+    if (info.status().code() != Status::Code::kNotFound) {
+      spdlog::warn("nbd {}: {} '{}': {}", opts_.peer, OptionName(option), req.name,
+                   info.status().ToString());
+    }
+    return SendOptError(option, DescribeErrorType(info.status()),
+                        DescribeError(req.name, info.status()));
   }
   std::shared_ptr<Export> exp;
   std::vector<std::shared_ptr<const DirtyMap>> dirty;
   if (option == kOptGo) {
+    // Admission first: a refused client opens nothing. INFO is not counted:
+    // it holds no export and its answer (the size) is the same either way.
+    std::string admitted;
+    if (opts_.gate != nullptr) {
+      std::string why;
+      if (!opts_.gate->Enter(info->name, &why)) return SendOptError(option, kRepErrPolicy, why);
+      admitted = info->name;
+    }
+    auto leave = [&] {
+      if (!admitted.empty()) opts_.gate->Leave(admitted);
+    };
     auto opened = provider_->Open(info->name);
-    if (!opened.ok()) return SendOptError(option, kRepErrUnknown, opened.status().ToString());
+    if (!opened.ok()) {
+      leave();
+      spdlog::warn("nbd {}: opening export '{}': {}", opts_.peer, info->name,
+                   opened.status().ToString());
+      return SendOptError(option,
+                          opened.status().code() == Status::Code::kAborted ? kRepErrShutdown
+                                                                             : kRepErrUnknown,
+                          OpenError(info->name, opened.status()));
+    }
     exp = std::move(*opened);
     auto built = BuildDirtyMaps(*info, exp.get());
-    if (!built.ok()) return SendOptError(option, kRepErrUnknown, built.status().ToString());
+    if (!built.ok()) {
+      leave();
+      spdlog::warn("nbd {}: export '{}': {}", opts_.peer, info->name, built.status().ToString());
+      return SendOptError(option, kRepErrUnknown,
+                          built.status().code() == Status::Code::kBusy
+                              ? OpenError(info->name, built.status())
+                              : "the dirty bitmaps of export '" + info->name +
+                                    "' could not be built; see the server log");
+    }
     dirty = std::move(*built);
+    gated_ = std::move(admitted);
   }
   uint16_t flags = TransmissionFlags(*info);
   uint8_t ex[12];
@@ -421,7 +618,14 @@ Status Connection::HandleMetaContext(uint32_t option, std::string_view data) {
     return SendOptError(option, kRepErrInvalid, "malformed meta context request");
   }
   auto info = DescribeAllowed(req.export_name);
-  if (!info.ok()) return SendOptError(option, kRepErrUnknown, info.status().ToString());
+  if (!info.ok()) {
+    if (info.status().code() != Status::Code::kNotFound) {
+      spdlog::warn("nbd {}: {} '{}': {}", opts_.peer, OptionName(option), req.export_name,
+                   info.status().ToString());
+    }
+    return SendOptError(option, DescribeErrorType(info.status()),
+                        DescribeError(req.export_name, info.status()));
+  }
   // LIST with no query lists everything; SET with none selects nothing.
   const bool all = req.queries.empty() && !set;
   bool want_bitmaps = all;
@@ -429,7 +633,13 @@ Status Connection::HandleMetaContext(uint32_t option, std::string_view data) {
   std::vector<std::string> offered;
   if (want_bitmaps) {
     auto b = provider_->DirtyBitmaps(info->name);
-    if (!b.ok()) return SendOptError(option, kRepErrUnknown, b.status().ToString());
+    if (!b.ok()) {
+      spdlog::warn("nbd {}: dirty bitmaps of '{}': {}", opts_.peer, info->name,
+                   b.status().ToString());
+      return SendOptError(option, kRepErrUnknown,
+                          "the dirty bitmaps of export '" + info->name +
+                              "' could not be listed; see the server log");
+    }
     offered = std::move(*b);
   }
   bool base = all;
@@ -527,22 +737,53 @@ Status Connection::DiscardPayload(uint32_t length) {
 }
 
 Status Connection::Transmission() {
-  const int n = std::max(1, opts_.workers);
-  for (int i = 1; i < n; i++) {
-    auto t = StartThread("nbd worker", [this] { ServeLoop(); });
-    if (!t.ok()) {
-      // Fewer workers only bound concurrency lower; this thread still serves.
-      spdlog::warn("nbd {}: serving with {} of {} threads: {}", opts_.peer, i, n,
-                   t.status().ToString());
-      break;
-    }
-    workers_.push_back(std::move(*t));
+  {
+    MutexLock l(&mu_);
+    threads_ = 1;  // this one
   }
-  ServeLoop();  // this thread is one of the n
-  for (auto& t : workers_) t.join();
-  workers_.clear();
+  threads_used_ = 1;
+  ServeLoop();  // more threads join as requests overlap: MaybeAddWorker
+  // stopping_ is set: no thread is started any more.
+  std::vector<std::thread> workers;
+  {
+    MutexLock l(&mu_);
+    workers.swap(workers_);
+  }
+  for (auto& t : workers) t.join();
+  if (opts_.threads != nullptr) {
+    for (size_t i = 0; i < workers.size(); i++) opts_.threads->Release();
+  }
   MutexLock l(&mu_);
   return result_;
+}
+
+void Connection::MaybeAddWorker() {
+  MutexLock l(&mu_);
+  if (stopping_ || busy_ < threads_ || threads_ >= std::max(1, opts_.workers)) return;
+  if (opts_.threads != nullptr && !opts_.threads->TryAcquire()) return;
+  auto t = StartThread("nbd worker", [this] { ServeLoop(); });
+  if (!t.ok()) {
+    // Fewer workers only bound concurrency lower; the others still serve.
+    if (opts_.threads != nullptr) opts_.threads->Release();
+    spdlog::warn("nbd {}: serving with {} threads: {}", opts_.peer, threads_,
+                 t.status().ToString());
+    return;
+  }
+  workers_.push_back(std::move(*t));
+  threads_++;
+  threads_used_ = threads_;
+}
+
+bool Connection::Reserve(uint64_t bytes) {
+  if (opts_.buffers == nullptr) return true;
+  while (!opts_.buffers->Acquire(bytes, Clock::now() + std::chrono::milliseconds(100))) {
+    if (stopping()) return false;
+  }
+  return true;
+}
+
+void Connection::Unreserve(uint64_t bytes) {
+  if (opts_.buffers != nullptr) opts_.buffers->Release(bytes);
 }
 
 void Connection::Stop(Status why) {
@@ -570,11 +811,34 @@ void Connection::ServeLoop() {
     Work w;
     uint32_t err = 0;
     std::string why;
+    uint64_t reserved = 0;
     {
       MutexLock rl(&read_mu_);
       if (stopping()) return;
       uint8_t hb[kRequestSize];
-      Status s = transport_->ReadFull(hb, sizeof(hb));
+      Status s;
+      // Wait for the next request without consuming anything, so that a
+      // timeout never leaves half a header read.
+      while (true) {
+        s = transport_->WaitReadable(opts_.idle_timeout.count() > 0
+                                         ? Clock::now() + opts_.idle_timeout
+                                         : kNoDeadline);
+        if (!IsTimeout(s)) break;
+        {
+          // Idle only when nothing is in flight: a long request is not idleness.
+          MutexLock l(&mu_);
+          if (busy_ > 0) continue;
+        }
+        spdlog::info("nbd {}: no request for {} ms; closing the idle connection", opts_.peer,
+                     opts_.idle_timeout.count());
+        Stop(Status::Aborted("idle timeout"));
+        return;
+      }
+      // Once a request has begun, the rest of its header comes within io_timeout.
+      transport_->SetReadDeadline(opts_.io_timeout.count() > 0 ? Clock::now() + opts_.io_timeout
+                                                               : kNoDeadline);
+      if (s.ok()) s = transport_->ReadFull(hb, sizeof(hb));
+      transport_->SetReadDeadline(kNoDeadline);
       if (!s.ok()) {
         // End of stream at a message boundary is a disconnect without DISC.
         Stop(s.code() == Status::Code::kAborted ? Status::OK() : s);
@@ -596,31 +860,63 @@ void Connection::ServeLoop() {
       if (r.type == kCmdWrite) {
         if (err != 0) {
           if (r.length > kMaxDiscardLength) {
+            spdlog::info("nbd {}: WRITE length {} is too large; closing the connection",
+                         opts_.peer, r.length);
             Stop(Status::InvalidArgument("WRITE length " + std::to_string(r.length) +
                                          " is too large"));
             return;
           }
+        } else {
+          // The payload's memory is reserved before any byte of it is read.
+          if (!Reserve(r.length)) return;
+          reserved = r.length;
+        }
+        // The client has io_timeout to send the whole payload.
+        if (opts_.io_timeout.count() > 0) {
+          transport_->SetReadDeadline(Clock::now() + opts_.io_timeout);
+        }
+        if (err != 0) {
           s = DiscardPayload(r.length);
         } else {
           w.payload.reset(new uint8_t[r.length]);
           s = transport_->ReadFull(w.payload.get(), r.length);
         }
+        transport_->SetReadDeadline(kNoDeadline);
         if (!s.ok()) {
+          w.payload.reset();
+          Unreserve(reserved);
+          if (IsTimeout(s)) {
+            spdlog::info("nbd {}: WRITE payload of {} bytes not received within {} ms; "
+                         "closing the connection",
+                         opts_.peer, r.length, opts_.io_timeout.count());
+          }
           Stop(Status::IOError("truncated WRITE payload: " + s.message()));
           return;
         }
       }
       w.req = r;
+      MutexLock l(&mu_);
+      busy_++;
+      tl_busy = true;
     }
+    MaybeAddWorker();  // every thread busy: another one reads the next request
     Status ss;
     if (err != 0) {
-      spdlog::debug("nbd {}: {} rejected: {}", opts_.peer, CommandName(w.req.type), why);
+      LogRefusal(CommandName(w.req.type), why);
       ss = SendError(w.req, err, why);
     } else {
       ss = Execute(w);
     }
+    w.payload.reset();
+    Unreserve(reserved);
+    NotBusy();
     if (!ss.ok()) {
-      spdlog::debug("nbd {}: sending a reply failed: {}", opts_.peer, ss.ToString());
+      if (IsTimeout(ss)) {
+        spdlog::info("nbd {}: the client took no reply for {} ms; closing the connection",
+                     opts_.peer, opts_.io_timeout.count());
+      } else {
+        spdlog::debug("nbd {}: sending a reply failed: {}", opts_.peer, ss.ToString());
+      }
       Stop(Status::IOError("sending a reply failed: " + ss.message()));
       return;
     }
@@ -634,6 +930,12 @@ Status Connection::Execute(Work& w) {
   Status s;
   switch (r.type) {
     case kCmdRead: {
+      if (!Reserve(r.length)) return Status::Aborted("connection stopping");
+      struct Held {
+        Connection* c;
+        uint64_t n;
+        ~Held() { c->Unreserve(n); }
+      } held{this, r.length};
       std::unique_ptr<uint8_t[]> buf(new uint8_t[r.length]);
       s = e->Read(r.offset, std::span<uint8_t>(buf.get(), r.length));
       if (s.ok()) return SendRead(r, buf.get());
@@ -670,11 +972,20 @@ Status Connection::Execute(Work& w) {
   if (s.ok()) return SendSimple(r.cookie, 0, nullptr, 0);
   spdlog::warn("nbd {}: {} offset {} length {} failed: {}", opts_.peer, CommandName(r.type),
                r.offset, r.length, s.ToString());
-  return SendError(r, NbdErrorFromStatus(s), s.ToString());
+  return SendError(r, NbdErrorFromStatus(s), RequestError(s));
+}
+
+void Connection::NotBusy() {
+  if (!tl_busy) return;
+  tl_busy = false;
+  MutexLock l(&mu_);
+  busy_--;
 }
 
 Status Connection::SendLocked(const struct iovec* iov, int n) {
+  NotBusy();
   MutexLock l(&write_mu_);
+  if (opts_.io_timeout.count() > 0) transport_->SetWriteDeadline(Clock::now() + opts_.io_timeout);
   return transport_->WriteV(iov, n);
 }
 
@@ -771,7 +1082,7 @@ Status Connection::BlockStatus(const Request& r) {
     if (!ext.ok()) {
       spdlog::warn("nbd {}: {} offset {} length {} failed: {}", opts_.peer,
                    CommandName(r.type), r.offset, r.length, ext.status().ToString());
-      return SendError(r, NbdErrorFromStatus(ext.status()), ext.status().ToString());
+      return SendError(r, NbdErrorFromStatus(ext.status()), RequestError(ext.status()));
     }
     Descriptors d(kBaseAllocationId, r.offset, len, req_one);
     for (const Extent& x : *ext) {

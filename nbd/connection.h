@@ -50,11 +50,37 @@
 // Memory: nothing is allocated from a length a client sent before checking
 // it against a fixed bound (option payloads <= kMaxOptionLength, request
 // payloads <= kMaxPayload), and at most ConnectionOptions::workers requests
-// are held at once. A connection keeps at most kMaxDirtyBitmapContexts dirty
-// maps, each bounded by the export that built it (kMaxDirtyRuns runs: 16 MiB).
+// are held at once. WRITE payloads and READ reply buffers are reserved from
+// ConnectionOptions::buffers (server-wide) before they are allocated: a
+// reader waits (backpressure) while it is exhausted. A reservation is held at
+// most io_timeout waiting on the client (a WRITE payload not fully received
+// in time, or a reply the client does not take in time, ends the connection
+// and gives the reservation back). A connection keeps at most
+// kMaxDirtyBitmapContexts dirty maps, each bounded by the export that built
+// it (kMaxDirtyRuns runs: 16 MiB).
+//
+// Threads: Run()'s thread serves; more workers (up to `workers`) are started
+// lazily, only when every thread of the connection is busy with a request,
+// and each takes a slot of ConnectionOptions::threads (server-wide) first.
+// No slot or a refused thread only means less concurrency.
+//
+// Limits: the whole handshake must finish within handshake_timeout, and a
+// connection in transmission with no request for idle_timeout is closed.
+// ConnectionOptions::gate admits a GO/EXPORT_NAME to an export (the
+// per-export connection limit); a refused GO gets NBD_REP_ERR_POLICY with the
+// reason, a refused EXPORT_NAME ends the session (no error reply exists).
+// ConnectionOptions::refuse makes the connection a refusal: every option gets
+// NBD_REP_ERR_POLICY with that text (the server-wide connection limit).
+//
+// Client-visible error text is generic ("no export named 'X'", "export 'X'
+// could not be opened; see the server log", "I/O error; see the server
+// log"): the detail (store paths, engine messages) goes to the log only.
+// Refused options and requests are logged at info level: the first
+// kMaxLoggedRefusals per connection, then a count at disconnect.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -93,6 +119,74 @@ inline constexpr uint32_t kFirstDirtyBitmapId = 2;
 // kMaxDirtyRuns runs while it is served).
 inline constexpr size_t kMaxDirtyBitmapContexts = 4;
 
+// Refused options and requests logged one by one per connection; the rest
+// are counted and the count logged at disconnect.
+inline constexpr uint32_t kMaxLoggedRefusals = 10;
+
+// A server-wide bound on the bytes held in request payloads and reply
+// buffers. A request larger than the capacity is granted when nothing else
+// is held (one at a time), so any valid request makes progress. Thread-safe.
+class BufferBudget {
+ public:
+  explicit BufferBudget(uint64_t capacity) : capacity_(capacity) {}
+  BufferBudget(const BufferBudget&) = delete;
+  BufferBudget& operator=(const BufferBudget&) = delete;
+
+  // Takes `bytes`, waiting until `deadline` for them; false if they did not
+  // come free in time. Every true must be followed by Release(bytes).
+  bool Acquire(uint64_t bytes, Clock::time_point deadline) EXCLUDES(mu_);
+  void Release(uint64_t bytes) EXCLUDES(mu_);
+  // Waiters see a larger capacity at once; a smaller one holds back new
+  // reservations until enough are given back.
+  void SetCapacity(uint64_t bytes) EXCLUDES(mu_);
+  uint64_t capacity() EXCLUDES(mu_);
+  uint64_t used() EXCLUDES(mu_);
+  uint64_t peak() EXCLUDES(mu_);
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  uint64_t capacity_ GUARDED_BY(mu_);
+  uint64_t used_ GUARDED_BY(mu_) = 0;
+  uint64_t peak_ GUARDED_BY(mu_) = 0;
+};
+
+// A server-wide bound on connection worker threads beyond each connection's
+// own. Thread-safe.
+class ThreadBudget {
+ public:
+  explicit ThreadBudget(int limit) : limit_(limit) {}
+  ThreadBudget(const ThreadBudget&) = delete;
+  ThreadBudget& operator=(const ThreadBudget&) = delete;
+  // Takes a slot if one is free; every true must be followed by Release().
+  bool TryAcquire() {
+    int n = used_.load();
+    while (n < limit_.load()) {
+      if (used_.compare_exchange_weak(n, n + 1)) return true;
+    }
+    return false;
+  }
+  void Release() { used_--; }
+  void SetLimit(int limit) { limit_ = limit; }  // slots taken are kept
+  int used() const { return used_.load(); }
+
+ private:
+  std::atomic<int> limit_;
+  std::atomic<int> used_{0};
+};
+
+// Admits connections into exports (the server's per-export limit).
+// Thread-safe.
+class ExportGate {
+ public:
+  virtual ~ExportGate() = default;
+  // Admits one more connection to export `name` (canonical): true, or false
+  // with a client-visible reason in *why. Every true is followed by one
+  // Leave(name) when that connection ends (or its GO fails).
+  virtual bool Enter(const std::string& name, std::string* why) = 0;
+  virtual void Leave(const std::string& name) = 0;
+};
+
 struct ConnectionOptions {
   bool read_only = false;  // serve every export read-only
   // Threads serving one connection, leader/follower: each reads a request,
@@ -111,6 +205,22 @@ struct ConnectionOptions {
   // Per-export access (nbd/access.h); null allows everything.
   std::shared_ptr<const AccessPolicy> access;
   ClientInfo client;  // the peer's address; the TLS identity is added after STARTTLS
+  // The whole handshake (greeting to GO/EXPORT_NAME) must be done within
+  // this; 0: no bound.
+  std::chrono::milliseconds handshake_timeout{0};
+  // Transmission: a connection that sends no request for this long, with
+  // none in flight, is closed; 0: never.
+  std::chrono::milliseconds idle_timeout{0};
+  // A WRITE's payload must arrive, and a reply be taken by the client,
+  // within this (see "Memory" above); 0: no bound.
+  std::chrono::milliseconds io_timeout{30000};
+  // Server-wide bounds shared by connections (see the file comment); null:
+  // none. They must outlive the connection.
+  BufferBudget* buffers = nullptr;
+  ThreadBudget* threads = nullptr;
+  ExportGate* gate = nullptr;
+  // Non-empty: refuse the session (see "Limits"); the text is the reason.
+  std::string refuse;
 };
 
 // What the transmission phase needs to know to validate a request.
@@ -162,6 +272,10 @@ class Connection {
   // The TLS identity after STARTTLS ("" for none). Reader thread only.
   const std::string& tls_identity() const { return client_.identity; }
   uint64_t requests() const { return requests_.load(); }
+  // Options and requests refused so far (each logged or counted).
+  uint64_t refusals() const { return refusals_.load(); }
+  // Threads that served the transmission phase, Run()'s included (after Run).
+  int threads_used() const { return threads_used_.load(); }
 
  private:
   struct Work {
@@ -195,6 +309,17 @@ class Connection {
   void Stop(Status why) EXCLUDES(mu_);
   bool stopping() EXCLUDES(mu_);
   Status DiscardPayload(uint32_t length);
+  // Logs a refused option or request at info level (the first
+  // kMaxLoggedRefusals; then only counts it).
+  void LogRefusal(std::string_view what, std::string_view why);
+  // Takes `bytes` of opts_.buffers, waiting while they are exhausted; false
+  // once the connection is stopping.
+  bool Reserve(uint64_t bytes) EXCLUDES(mu_);
+  void Unreserve(uint64_t bytes);
+  // Starts one more worker if every thread is busy and the bounds allow.
+  void MaybeAddWorker() EXCLUDES(mu_);
+  // This thread's request no longer counts as busy (once per request).
+  void NotBusy() EXCLUDES(mu_);
   // Runs a validated request and sends its reply; returns the send status.
   Status Execute(Work& w);
 
@@ -229,6 +354,9 @@ class Connection {
   // The selected dirty bitmaps' maps; dirty_[i] has id kFirstDirtyBitmapId + i.
   std::vector<std::shared_ptr<const DirtyMap>> dirty_;
   std::atomic<uint64_t> requests_{0};
+  std::atomic<uint64_t> refusals_{0};
+  std::atomic<int> threads_used_{0};
+  std::string gated_;  // the export opts_.gate admitted this connection to
 
   // transport_ has no GUARDED_BY: reads happen under read_mu_, writes under
   // write_mu_, and Shutdown() under neither (see Transport's thread rules).
@@ -238,9 +366,12 @@ class Connection {
   Mutex mu_;
   bool stopping_ GUARDED_BY(mu_) = false;
   Status result_ GUARDED_BY(mu_);
-  // Extra transmission threads; Run()'s own thread is one more. Started
-  // and joined by Run()'s thread only.
-  std::vector<std::thread> workers_;
+  // Extra transmission threads; Run()'s own thread is one more. Started by
+  // any serving thread (MaybeAddWorker), joined by Run()'s thread once
+  // stopping_ is set (after which none is started).
+  std::vector<std::thread> workers_ GUARDED_BY(mu_);
+  int threads_ GUARDED_BY(mu_) = 0;  // serving threads, Run()'s included
+  int busy_ GUARDED_BY(mu_) = 0;     // of which running a request
 };
 
 }  // namespace hbiss::nbd

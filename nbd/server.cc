@@ -15,17 +15,95 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include <grp.h>
+
 #include <cstring>
 
 #include "util/thread.h"
 
 namespace hbiss::nbd {
 
+// Connections the kernel completes before the accept loop takes them: a burst
+// of clients (hundreds of VMs starting) must not have SYNs dropped and
+// retried a second later. The kernel caps it at net.core.somaxconn.
+constexpr int kListenBacklog = 4096;
+
+Result<int> ParseSocketMode(const std::string& s) {
+  if (s.empty() || s.size() > 4 || s.find_first_not_of("01234567") != std::string::npos) {
+    return Status::InvalidArgument("socket mode '" + s + "': want octal bits such as 0660");
+  }
+  return int(std::stoul(s, nullptr, 8));
+}
+
+Result<long> ParseSocketGroup(const std::string& s) {
+  if (s.empty()) return Status::InvalidArgument("empty socket group");
+  if (s.find_first_not_of("0123456789") == std::string::npos && s.size() <= 9) {
+    return long(std::stoul(s));
+  }
+  struct group g;
+  struct group* found = nullptr;
+  std::vector<char> buf(16384);
+  int rc = ::getgrnam_r(s.c_str(), &g, buf.data(), buf.size(), &found);
+  if (rc != 0) return Status::FromErrno("looking up group " + s, rc);
+  if (found == nullptr) return Status::NotFound("no group named '" + s + "'");
+  return long(found->gr_gid);
+}
+
 Server::Server(ExportProvider* provider, ServerOptions opts)
-    : provider_(provider), opts_(std::move(opts)) {
+    : provider_(provider),
+      opts_(std::move(opts)),
+      limits_(opts_.limits),
+      buffers_(opts_.buffer_bytes),
+      threads_(opts_.limits.max_worker_threads) {
   MutexLock l(&mu_);
   tls_creds_ = opts_.conn.tls_creds;
   access_ = opts_.conn.access;
+}
+
+void Server::SetLimits(const ServerLimits& limits) {
+  {
+    MutexLock l(&mu_);
+    limits_ = limits;
+  }
+  threads_.SetLimit(limits.max_worker_threads);
+  spdlog::info("nbd: limits: {} connections, {} per export, handshake {} ms, idle {} ms, {} "
+               "worker threads",
+               limits.max_connections, limits.max_connections_per_export,
+               limits.handshake_timeout.count(), limits.idle_timeout.count(),
+               limits.max_worker_threads);
+}
+
+ServerLimits Server::limits() {
+  MutexLock l(&mu_);
+  return limits_;
+}
+
+bool Server::Gate::Enter(const std::string& name, std::string* why) {
+  MutexLock l(&s_->mu_);
+  size_t& n = s_->per_export_[name];
+  if (n >= s_->limits_.max_connections_per_export) {
+    *why = fmt::format("export '{}' already has {} connections, the most this server allows; "
+                       "try again later",
+                       name, n);
+    if (n == 0) s_->per_export_.erase(name);
+    s_->refused_++;
+    return false;
+  }
+  n++;
+  return true;
+}
+
+void Server::Gate::Leave(const std::string& name) {
+  MutexLock l(&s_->mu_);
+  auto it = s_->per_export_.find(name);
+  if (it == s_->per_export_.end()) return;
+  if (--it->second == 0) s_->per_export_.erase(it);
+}
+
+size_t Server::export_connections(const std::string& name) {
+  MutexLock l(&mu_);
+  auto it = per_export_.find(name);
+  return it == per_export_.end() ? 0 : it->second;
 }
 
 void Server::SetTlsCredentials(std::shared_ptr<const TlsCredentials> creds) {
@@ -85,7 +163,7 @@ Status Server::ListenTcp() {
     }
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 128) != 0) {
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, kListenBacklog) != 0) {
       last = Status::FromErrno("bind/listen " + opts_.listen, errno);
       ::close(fd);
       continue;
@@ -120,11 +198,55 @@ Status Server::ListenUnix() {
   }
   int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return Status::FromErrno("socket", errno);
-  if (::bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) != 0 ||
-      ::listen(fd, 128) != 0) {
-    Status s = Status::FromErrno("bind/listen " + opts_.socket_path, errno);
-    ::close(fd);
-    return s;
+  const bool perms = opts_.socket_mode >= 0 || opts_.socket_gid >= 0;
+  if (!perms) {
+    if (::bind(fd, reinterpret_cast<struct sockaddr*>(&sa), sizeof(sa)) != 0 ||
+        ::listen(fd, kListenBacklog) != 0) {
+      Status s = Status::FromErrno("bind/listen " + opts_.socket_path, errno);
+      ::close(fd);
+      return s;
+    }
+  } else {
+    // Bind inside a fresh 0700 directory beside the target (nobody else can
+    // reach the socket there), set its mode and group, then rename it into
+    // place: no moment where the name exists with wider permissions, and no
+    // process-wide umask change.
+    const size_t slash = opts_.socket_path.rfind('/');
+    const std::string dir = slash == std::string::npos ? "." : opts_.socket_path.substr(0, slash);
+    std::string tmpl = (slash == std::string::npos ? std::string() : dir + "/") + ".hbiss-XXXXXX";
+    if (::mkdtemp(tmpl.data()) == nullptr) {
+      Status s = Status::FromErrno("mkdtemp in " + dir, errno);
+      ::close(fd);
+      return s;
+    }
+    const std::string tmp = tmpl + "/s";
+    struct sockaddr_un ta = {};
+    ta.sun_family = AF_UNIX;
+    Status s;
+    if (tmp.size() >= sizeof(ta.sun_path)) {
+      s = Status::InvalidArgument("socket path too long: " + tmp);
+    } else {
+      std::memcpy(ta.sun_path, tmp.c_str(), tmp.size() + 1);
+      if (::bind(fd, reinterpret_cast<struct sockaddr*>(&ta), sizeof(ta)) != 0) {
+        s = Status::FromErrno("bind " + tmp, errno);
+      } else if (opts_.socket_gid >= 0 &&
+                 ::chown(tmp.c_str(), uid_t(-1), gid_t(opts_.socket_gid)) != 0) {
+        s = Status::FromErrno(
+            "chown " + tmp + " to group " + std::to_string(opts_.socket_gid), errno);
+      } else if (opts_.socket_mode >= 0 && ::chmod(tmp.c_str(), mode_t(opts_.socket_mode)) != 0) {
+        s = Status::FromErrno("chmod " + tmp, errno);
+      } else if (::listen(fd, kListenBacklog) != 0) {
+        s = Status::FromErrno("listen " + tmp, errno);
+      } else if (::rename(tmp.c_str(), opts_.socket_path.c_str()) != 0) {
+        s = Status::FromErrno("rename " + tmp + " to " + opts_.socket_path, errno);
+      }
+    }
+    ::unlink(tmp.c_str());  // gone already after the rename
+    ::rmdir(tmpl.c_str());
+    if (!s.ok()) {
+      ::close(fd);
+      return s;
+    }
   }
   unix_bound_ = true;
   listen_fds_.push_back(fd);
@@ -206,6 +328,14 @@ void Server::AcceptLoop() {
       if (ss.ss_family == AF_INET || ss.ss_family == AF_INET6) {
         int one = 1;
         ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        if (opts_.keepalive_idle > 0) {
+          // A peer that vanished (host down, cable pulled) is found and its
+          // connection, with what it holds, closed.
+          ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+          ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &opts_.keepalive_idle, sizeof(int));
+          ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &opts_.keepalive_interval, sizeof(int));
+          ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &opts_.keepalive_count, sizeof(int));
+        }
         char host[INET6_ADDRSTRLEN] = "?";
         uint16_t port = 0;
         if (ss.ss_family == AF_INET) {
@@ -235,7 +365,32 @@ void Server::StartConnection(int fd, std::string peer, ClientInfo client) {
   // fmt, not "#" + std::string: GCC 12 -O3 reports a false -Wrestrict for
   // `literal + std::string&&` (GCC PR 105651).
   co.peer = fmt::format("#{} {}", id, peer);
+  co.handshake_timeout = limits_.handshake_timeout;
+  co.idle_timeout = limits_.idle_timeout;
+  co.buffers = &buffers_;
+  co.threads = &threads_;
+  co.gate = &gate_;
+  const bool refusal = serving_ >= limits_.max_connections;
+  if (refusal) {
+    refused_++;
+    if (refusing_ >= kRefusalSlots) {
+      const size_t max = limits_.max_connections;
+      l.Unlock();
+      spdlog::info("nbd {}: refused: the server has {} connections, the most it allows, and is "
+                   "already refusing {}; closing at once",
+                   co.peer, max, kRefusalSlots);
+      ::close(fd);
+      return;
+    }
+    co.refuse = fmt::format("the server has {} connections, the most it allows; try again later",
+                            limits_.max_connections);
+    // A refusal needs no time beyond what answering a few options takes.
+    if (co.handshake_timeout.count() == 0 || co.handshake_timeout > std::chrono::seconds(2)) {
+      co.handshake_timeout = std::chrono::seconds(2);
+    }
+  }
   auto c = std::make_unique<Conn>();
+  c->refusal = refusal;
   c->conn = std::make_shared<Connection>(std::make_unique<FdTransport>(fd), provider_, co);
   Conn* raw = c.get();
   // The thread runs after this returns: it takes mu_ before touching conns_'s
@@ -256,6 +411,11 @@ void Server::StartConnection(int fd, std::string peer, ClientInfo client) {
       MutexLock l(&server->mu_);
       drop = std::move(raw->conn);
       raw->done = true;
+      if (raw->refusal) {
+        server->refusing_--;
+      } else {
+        server->serving_--;
+      }
     }
     drop.reset();  // drops the export (the last one closes the volume)
   });
@@ -267,7 +427,14 @@ void Server::StartConnection(int fd, std::string peer, ClientInfo client) {
     c.reset();  // closes the socket
     return;
   }
-  spdlog::info("nbd {}: connected", co.peer);
+  if (refusal) {
+    spdlog::info("nbd {}: refused: the server has {} connections, the most it allows", co.peer,
+                 limits_.max_connections);
+    refusing_++;
+  } else {
+    spdlog::info("nbd {}: connected", co.peer);
+    serving_++;
+  }
   raw->thread = std::move(*t);
   conns_.push_back(std::move(c));
 }

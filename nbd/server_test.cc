@@ -10,7 +10,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -281,6 +283,190 @@ TEST(Server, AccessAndCredentialsReloadForNewConnectionsOnly) {
   EXPECT_EQ(Ask(open, kOptList, &type), (std::vector<std::string>{"db", "vm"}));
   for (int fd : {before, after, open}) ::close(fd);
   s.Stop();
+}
+
+// --- Limits (issue 11) --------------------------------------------------------
+
+std::string OptionBytes(uint32_t opt, const std::string& data) {
+  std::string o(16, '\0');
+  EncodeBE64(reinterpret_cast<uint8_t*>(o.data()), kIHaveOpt);
+  EncodeBE32(reinterpret_cast<uint8_t*>(o.data()) + 8, opt);
+  EncodeBE32(reinterpret_cast<uint8_t*>(o.data()) + 12, uint32_t(data.size()));
+  return o + data;
+}
+
+// Connects, sends NBD_OPT_GO for `name`; returns the reply type of the GO's
+// first reply and its data in *msg (the socket in *fd, left open).
+uint32_t TryGo(uint16_t port, const std::string& name, std::string* msg, int* fd) {
+  *fd = ConnectTcp(port);
+  uint8_t hello[18];
+  if (!ReadN(*fd, hello, 18)) return 0;
+  std::string d(4, '\0');
+  EncodeBE32(reinterpret_cast<uint8_t*>(d.data()), uint32_t(name.size()));
+  d += name + std::string(2, '\0');
+  std::string out(4, '\0');
+  EncodeBE32(reinterpret_cast<uint8_t*>(out.data()),
+             kClientFlagFixedNewstyle | kClientFlagNoZeroes);
+  out += OptionBytes(kOptGo, d);
+  if (::send(*fd, out.data(), out.size(), MSG_NOSIGNAL) != ssize_t(out.size())) return 0;
+  uint8_t h[20];
+  if (!ReadN(*fd, h, 20)) return 0;
+  std::string data(DecodeBE32(h + 16), '\0');
+  if (!ReadN(*fd, data.data(), data.size())) return 0;
+  *msg = data;
+  uint32_t type = DecodeBE32(h + 12);
+  if (type == kRepInfo) {  // then ACK: in transmission
+    if (!ReadN(*fd, h, 20)) return 0;
+  }
+  return type;
+}
+
+bool WaitFor(const std::function<bool()>& pred) {
+  for (int i = 0; i < 500; i++) {
+    if (pred()) return true;
+    ::usleep(10000);
+  }
+  return pred();
+}
+
+TEST(ServerLimitsTest, OverTheServerWideLimitEveryOptionGetsPolicy) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.limits.max_connections = 2;
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  int a = Attach(s.port()), b = Attach(s.port());
+  std::string msg;
+  int c;
+  EXPECT_EQ(TryGo(s.port(), "vm", &msg, &c), kRepErrPolicy);
+  EXPECT_NE(msg.find("the most it allows"), std::string::npos) << msg;
+  ::close(c);
+  EXPECT_EQ(s.refused(), 1u);
+
+  // Raised at runtime: the next client gets in.
+  ServerLimits l = s.limits();
+  l.max_connections = 3;
+  s.SetLimits(l);
+  EXPECT_EQ(TryGo(s.port(), "vm", &msg, &c), kRepInfo);
+  // Lowered: nobody is dropped, and newcomers are refused.
+  l.max_connections = 1;
+  s.SetLimits(l);
+  int d;
+  EXPECT_EQ(TryGo(s.port(), "vm", &msg, &d), kRepErrPolicy);
+  ::close(d);
+  ASSERT_TRUE(WaitFor([&] { return s.connections() == 3; }));
+  uint8_t req[kRequestSize];
+  EncodeRequest(Request{kRequestMagic, 0, kCmdFlush, 5, 0, 0}, req);
+  for (int fd : {a, b, c}) {
+    ASSERT_EQ(::write(fd, req, sizeof(req)), ssize_t(sizeof(req)));
+    uint8_t rep[kSimpleReplySize];
+    ASSERT_TRUE(ReadN(fd, rep, sizeof(rep)));
+    EXPECT_EQ(DecodeBE32(rep + 4), 0u);
+    ::close(fd);
+  }
+  s.Stop();
+}
+
+TEST(ServerLimitsTest, BeyondTheRefusalSlotsASocketIsClosedAtOnce) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.limits.max_connections = 1;
+  o.limits.handshake_timeout = std::chrono::seconds(5);
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  int a = Attach(s.port());
+  // Silent refused clients each hold a refusal slot (at most 2 s).
+  std::vector<int> silent;
+  for (size_t i = 0; i < Server::kRefusalSlots; i++) {
+    silent.push_back(ConnectTcp(s.port()));
+    uint8_t hello[18];
+    EXPECT_TRUE(ReadN(silent.back(), hello, 18));
+  }
+  int extra = ConnectTcp(s.port());
+  char ch;
+  EXPECT_EQ(::read(extra, &ch, 1), 0) << "closed without a greeting";
+  ::close(extra);
+  EXPECT_EQ(s.refused(), Server::kRefusalSlots + 1);
+  // The refusals end within their 2 s bound even though the clients stay.
+  ASSERT_TRUE(WaitFor([&] { return s.connections() == 1; }));
+  for (int fd : silent) ::close(fd);
+  ::close(a);
+  s.Stop();
+}
+
+TEST(ServerLimitsTest, PerExportLimitRefusesGoWithPolicyAndFreesOnDisconnect) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  p.Add(std::make_shared<MemoryExport>("other", 1 << 20));
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.limits.max_connections_per_export = 2;
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  int a = Attach(s.port()), b = Attach(s.port());  // EXPORT_NAME counts too
+  EXPECT_EQ(s.export_connections("vm"), 2u);
+  std::string msg;
+  int c;
+  EXPECT_EQ(TryGo(s.port(), "vm", &msg, &c), kRepErrPolicy);
+  EXPECT_NE(msg.find("export 'vm' already has 2 connections"), std::string::npos) << msg;
+  ::close(c);
+  int d;
+  EXPECT_EQ(TryGo(s.port(), "other", &msg, &d), kRepInfo);  // other exports unaffected
+  ::close(d);
+  ::close(a);
+  ASSERT_TRUE(WaitFor([&] { return s.export_connections("vm") == 1; }));
+  EXPECT_EQ(TryGo(s.port(), "vm", &msg, &c), kRepInfo);
+  ::close(c);
+  ::close(b);
+  s.Stop();
+}
+
+TEST(ServerLimitsTest, HalfOpenClientsAreDroppedAfterTheHandshakeTimeout) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  ServerOptions o;
+  o.listen = "127.0.0.1:0";
+  o.limits.handshake_timeout = std::chrono::milliseconds(300);
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  std::vector<int> fds;
+  for (int i = 0; i < 20; i++) fds.push_back(ConnectTcp(s.port()));
+  ASSERT_TRUE(WaitFor([&] { return s.connections() == 20; }));
+  ASSERT_TRUE(WaitFor([&] { return s.connections() == 0; }));
+  for (int fd : fds) ::close(fd);
+  s.Stop();
+}
+
+TEST(ServerLimitsTest, UnixSocketModeAndGroupAreSetBeforeItIsReachable) {
+  MemoryProvider p;
+  p.Add(std::make_shared<MemoryExport>("vm", 1 << 20));
+  std::string path = ::testing::TempDir() + "/hbiss-nbd-mode-test.sock";
+  ServerOptions o;
+  o.listen = "";
+  o.socket_path = path;
+  o.socket_mode = 0600;
+  o.socket_gid = long(::getgid());
+  Server s(&p, o);
+  ASSERT_TRUE(s.Start().ok());
+  struct stat st;
+  ASSERT_EQ(::stat(path.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+  EXPECT_EQ(st.st_gid, ::getgid());
+  s.Stop();
+  auto m = ParseSocketMode("0660");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ(*m, 0660);
+  EXPECT_FALSE(ParseSocketMode("0999").ok());
+  EXPECT_FALSE(ParseSocketMode("rw").ok());
+  auto g = ParseSocketGroup("0");
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(*g, 0);
+  EXPECT_TRUE(ParseSocketGroup("no-such-group-hbiss").status().IsNotFound());
 }
 
 }  // namespace

@@ -11,13 +11,60 @@
 
 namespace hbiss::nbd {
 
+namespace {
+constexpr std::string_view kTimedOut = "timed out";
+}  // namespace
+
+bool IsTimeout(const Status& s) {
+  return s.code() == Status::Code::kIOError && s.message().starts_with(kTimedOut);
+}
+
 FdTransport::~FdTransport() { ::close(fd_); }
+
+Status FdTransport::Wait(short events, int64_t deadline, const char* what) {
+  if (deadline == kNoDeadline.time_since_epoch().count()) return Status::OK();
+  while (true) {
+    const int64_t now = Clock::now().time_since_epoch().count();
+    const int64_t left_ms =
+        deadline <= now ? 0
+                        : std::chrono::duration_cast<std::chrono::milliseconds>(
+                              Clock::duration(deadline - now))
+                                  .count() +
+                              1;
+    struct pollfd p = {fd_, events, 0};
+    int rc = ::poll(&p, 1, int(std::min<int64_t>(left_ms, 1 << 30)));
+    if (rc > 0) return Status::OK();  // ready, or an error the next call reports
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return Status::FromErrno("poll", errno);
+    if (left_ms == 0) return Status::IOError(std::string(kTimedOut) + " " + what);
+  }
+}
+
+
+Status FdTransport::WaitReadable(Clock::time_point deadline) {
+  if (deadline != kNoDeadline) {
+    return Wait(POLLIN, deadline.time_since_epoch().count(), "waiting for a request");
+  }
+  while (!shut_) {
+    struct pollfd p = {fd_, POLLIN, 0};
+    int rc = ::poll(&p, 1, -1);
+    if (rc > 0) return Status::OK();
+    if (rc < 0 && errno != EINTR) return Status::FromErrno("poll", errno);
+  }
+  return Status::OK();  // the read that follows reports the shutdown
+}
 
 Status FdTransport::ReadFull(void* buf, size_t n) {
   auto* p = static_cast<uint8_t*>(buf);
   size_t got = 0;
+  const int64_t deadline = read_deadline_;
   while (got < n) {
     if (shut_) return Status::IOError("connection shut down");
+    if (deadline != kNoDeadline.time_since_epoch().count() &&
+        Clock::now().time_since_epoch().count() >= deadline) {
+      return Status::IOError(std::string(kTimedOut) + " waiting for the client to send");
+    }
+    HBISS_RETURN_IF_ERROR(Wait(POLLIN, deadline, "waiting for the client to send"));
     ssize_t r = ::recv(fd_, p + got, n - got, 0);
     if (r > 0) {
       got += size_t(r);
@@ -74,6 +121,8 @@ Status FdTransport::WriteV(const struct iovec* iov, int iovcnt) {
       continue;
     }
     if (shut_) return Status::IOError("connection shut down");
+    HBISS_RETURN_IF_ERROR(
+        Wait(POLLOUT, write_deadline_, "waiting for the client to read our replies"));
     struct msghdr msg = {};
     msg.msg_iov = v;
     msg.msg_iovlen = size_t(std::min(cnt, IOV_MAX));

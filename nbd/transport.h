@@ -4,12 +4,21 @@
 //
 // Thread safety: ReadFull is called by one thread at a time (the connection's
 // reader); WriteV by one thread at a time (callers serialize replies);
-// Shutdown may be called from any thread at any time.
+// Shutdown, SetReadDeadline and SetWriteDeadline may be called from any
+// thread at any time.
+//
+// Deadlines bound how long a peer may keep a read or a write waiting: a
+// ReadFull that has not received every byte by the read deadline fails with
+// IOError "timed out ..." (even if the peer is still trickling bytes); a
+// WriteV fails the same way when the peer has not taken the bytes by the write
+// deadline (bytes it can take at once are always written, so work that took
+// long on our side is never blamed on the peer). kNoDeadline is none.
 #pragma once
 
 #include <sys/uio.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -19,6 +28,12 @@
 #include "util/thread_annotations.h"
 
 namespace hbiss::nbd {
+
+using Clock = std::chrono::steady_clock;
+inline constexpr Clock::time_point kNoDeadline = Clock::time_point::max();
+
+// True when `s` is a transport's deadline failure.
+bool IsTimeout(const Status& s);
 
 class Transport {
  public:
@@ -41,6 +56,14 @@ class Transport {
   virtual Status WriteV(const struct iovec* iov, int iovcnt) = 0;
   // Makes blocked and later reads and writes fail promptly.
   virtual void Shutdown() = 0;
+  // See the file comment; a transport without a clock (BufferTransport)
+  // ignores them.
+  virtual void SetReadDeadline(Clock::time_point) {}
+  virtual void SetWriteDeadline(Clock::time_point) {}
+  // Waits until a read would not block (data, end of stream, an error or
+  // Shutdown), consuming nothing: OK, or IOError "timed out" at `deadline`
+  // (kNoDeadline: waits as long as it takes). The default returns OK.
+  virtual Status WaitReadable(Clock::time_point deadline) { return Status::OK(); }
 };
 
 // Owns a connected socket (closed in the destructor).
@@ -53,11 +76,24 @@ class FdTransport : public Transport {
   Result<bool> WaitReadable(int timeout_ms) override;
   Status WriteV(const struct iovec* iov, int iovcnt) override;
   void Shutdown() override;
+  void SetReadDeadline(Clock::time_point d) override {
+    read_deadline_ = d.time_since_epoch().count();
+  }
+  void SetWriteDeadline(Clock::time_point d) override {
+    write_deadline_ = d.time_since_epoch().count();
+  }
+  Status WaitReadable(Clock::time_point deadline) override;
   int fd() const { return fd_; }
 
  private:
+  // Waits until fd_ is ready for `events` or the deadline (ticks of Clock)
+  // passes: OK, or IOError "timed out".
+  Status Wait(short events, int64_t deadline, const char* what);
+
   const int fd_;
   std::atomic<bool> shut_{false};
+  std::atomic<int64_t> read_deadline_{kNoDeadline.time_since_epoch().count()};
+  std::atomic<int64_t> write_deadline_{kNoDeadline.time_since_epoch().count()};
 };
 
 // Reads from a fixed byte string; appends writes to an output string (or

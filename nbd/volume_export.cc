@@ -266,14 +266,16 @@ Result<ExportInfo> VolumeProvider::Describe(const std::string& name) {
   {
     MutexLock l(&mu_);
     auto it = open_.find(canonical);
-    if (it != open_.end()) {
+    if (it != open_.end() && it->second.state == Entry::State::kOpen) {
       info.size = it->second.exp->size();
       info.description = "hbiss volume";
       return info;
     }
   }
-  HBISS_ASSIGN_OR_RETURN(volume::VolumeInfo vi, volume::Volume::Stat(store_, canonical));
-  info.size = vi.size;
+  // The size is in the meta (a volume's size never changes); Volume::Stat
+  // would also load the newest checkpoint.
+  HBISS_ASSIGN_OR_RETURN(volume::VolumeMeta meta, volume::ReadMeta(store_, canonical));
+  info.size = meta.size;
   info.description = "hbiss volume";
   return info;
 }
@@ -281,8 +283,18 @@ Result<ExportInfo> VolumeProvider::Describe(const std::string& name) {
 Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
   HBISS_ASSIGN_OR_RETURN(ExportInfo info, Describe(name));
   MutexLock l(&mu_);
-  auto it = open_.find(info.name);
+  std::map<std::string, Entry>::iterator it;
+  while (true) {
+    it = open_.find(info.name);
+    if (it == open_.end()) break;
+    if (it->second.closed) return Status::Aborted("the server is shutting down");
+    if (it->second.state == Entry::State::kOpen) break;
+    changed_.Wait(&mu_);  // its open or close is running: wait for the outcome
+  }
   if (it == open_.end()) {
+    // This thread opens it; others asking for it wait on the kOpening entry.
+    it = open_.emplace(info.name, Entry{}).first;
+    l.Unlock();
     auto opened = [&]() -> Result<std::unique_ptr<volume::Volume>> {
       if (info.name.find('@') != std::string::npos) {  // a snapshot: see the header
         volume::OpenOptions ro = open_opts_;
@@ -291,20 +303,21 @@ Result<std::shared_ptr<Export>> VolumeProvider::Open(const std::string& name) {
       }
       return opener_ ? opener_(info.name) : volume::Volume::Open(store_, info.name, open_opts_);
     }();
+    l.Lock();
     if (!opened.ok()) {
-      // The client sees the message too, but whoever runs the server needs it.
+      // The client gets a generic message: the detail is for whoever runs the server.
       spdlog::warn("nbd: cannot open volume '{}': {}", info.name, opened.status().ToString());
+      open_.erase(it);
+      changed_.SignalAll();
       return opened.status();
     }
     std::unique_ptr<volume::Volume> v = std::move(*opened);
     spdlog::info("nbd: opened volume '{}' ({} bytes)", info.name, v->size());
-    Entry e;
-    e.exp = std::make_shared<VolumeExport>(v.get(), read_only_ || info.read_only, info.name,
-                                           store_, &builds_);
-    e.vol = std::move(v);
-    it = open_.emplace(info.name, std::move(e)).first;
-  } else if (it->second.closed) {
-    return Status::Aborted("the server is shutting down");
+    it->second.exp = std::make_shared<VolumeExport>(v.get(), read_only_ || info.read_only,
+                                                    info.name, store_, &builds_);
+    it->second.vol = std::move(v);
+    it->second.state = Entry::State::kOpen;
+    changed_.SignalAll();
   }
   it->second.refs++;
   std::shared_ptr<VolumeExport> keep = it->second.exp;
@@ -322,22 +335,30 @@ void VolumeProvider::Release(const std::string& name) {
   if (--it->second.refs > 0) return;
   if (it->second.closed) {
     open_.erase(it);
+    changed_.SignalAll();
     return;
   }
-  Status s = it->second.vol->Close();
+  // Closed outside mu_: opens of other volumes go on meanwhile; an open of
+  // this one waits for the kClosing entry to go, then opens it anew.
+  it->second.state = Entry::State::kClosing;
+  volume::Volume* v = it->second.vol.get();
+  l.Unlock();
+  Status s = v->Close();
   if (s.ok()) {
     spdlog::info("nbd: closed volume '{}' (last connection gone)", name);
   } else {
     spdlog::error("nbd: closing volume '{}': {}", name, s.ToString());
   }
+  l.Lock();
   open_.erase(it);
+  changed_.SignalAll();
 }
 
 Status VolumeProvider::FlushAll() {
   MutexLock l(&mu_);
   Status first;
   for (auto& [name, e] : open_) {
-    if (e.closed) continue;
+    if (e.closed || e.state != Entry::State::kOpen) continue;
     Status s = e.vol->Flush();
     if (!s.ok()) {
       spdlog::error("nbd: flushing volume '{}': {}", name, s.ToString());
@@ -349,6 +370,11 @@ Status VolumeProvider::FlushAll() {
 
 Status VolumeProvider::CloseAll() {
   MutexLock l(&mu_);
+  // Let every open and close in progress finish first.
+  while (std::any_of(open_.begin(), open_.end(),
+                     [](const auto& e) { return e.second.state != Entry::State::kOpen; })) {
+    changed_.Wait(&mu_);
+  }
   Status first;
   for (auto& [name, e] : open_) {
     if (e.closed) continue;

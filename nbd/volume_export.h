@@ -149,8 +149,13 @@ class VolumeProvider : public ExportProvider {
   Result<std::vector<std::string>> List() override;
   // The empty name is the default export when the store has exactly one
   // volume. NotFound, naming what is missing, for a volume or a snapshot
-  // that does not exist.
+  // that does not exist. Reads only the volume's meta (its size), never a
+  // checkpoint, so INFO/LIST/GO cost one small read per volume not open.
   Result<ExportInfo> Describe(const std::string& name) override EXCLUDES(mu_);
+  // Opening (or recovering) one volume blocks only the opens of that volume:
+  // a second Open of a volume being opened waits for that open and shares
+  // it; an Open of a volume being closed (its last connection gone) waits
+  // for the close and opens it again. Never two opens of one volume at once.
   Result<std::shared_ptr<Export>> Open(const std::string& name) override EXCLUDES(mu_);
   // For export "VOL": the snapshots of VOL; for "VOL@B": those created
   // before B; in creation order, after "PARENT@SNAP" for a clone (the
@@ -169,7 +174,9 @@ class VolumeProvider : public ExportProvider {
 
  private:
   struct Entry {
-    std::unique_ptr<volume::Volume> vol;
+    enum class State { kOpening, kOpen, kClosing };
+    State state = State::kOpening;
+    std::unique_ptr<volume::Volume> vol;  // set once kOpen
     std::shared_ptr<VolumeExport> exp;
     int refs = 0;
     bool closed = false;  // by CloseAll, while still referenced
@@ -181,7 +188,11 @@ class VolumeProvider : public ExportProvider {
   const volume::OpenOptions open_opts_;
   const Opener opener_;
   DirtyMapBuilds builds_;
-  Mutex mu_;  // held across Volume::Open/Close so they never race
+  // Never held across a Volume::Open or Close: an entry in state kOpening or
+  // kClosing stands for the one open or close running (outside mu_), and
+  // changed_ is signalled when it ends.
+  Mutex mu_;
+  CondVar changed_;
   std::map<std::string, Entry> open_ GUARDED_BY(mu_);
 };
 

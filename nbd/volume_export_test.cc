@@ -5,11 +5,16 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <thread>
 
+#include "nbd/connection.h"
+#include "nbd/test_util.h"
 #include "store/store.h"
+#include "store/store_wrapper.h"
+#include "util/mutex.h"
 #include "volume/space.h"
 #include "volume/trash.h"
 #include "volume/volume.h"
@@ -38,6 +43,110 @@ class VolumeProviderTest : public ::testing::Test {
   }
   std::unique_ptr<store::Store> store_;
 };
+
+// Counts the reads of a store, and can hold every read (or write) of the
+// objects under a prefix until Release().
+class GatedStore : public store::StoreWrapper {
+ public:
+  using StoreWrapper::StoreWrapper;
+  // Holds reads (writes too when `writes`) of names starting with `prefix`,
+  // except `except`.
+  void Block(std::string prefix, std::string except, bool writes) {
+    MutexLock l(&mu_);
+    prefix_ = std::move(prefix);
+    except_ = std::move(except);
+    writes_ = writes;
+  }
+  void Release() {
+    {
+      MutexLock l(&mu_);
+      prefix_.clear();
+    }
+    cv_.SignalAll();
+  }
+  int held() {
+    MutexLock l(&mu_);
+    return held_;
+  }
+  uint64_t reads() const { return reads_.load(); }
+
+  Result<std::unique_ptr<store::SegmentReader>> Open(const std::string& name) override {
+    Gate(name, false);
+    return StoreWrapper::Open(name);
+  }
+  Result<std::string> Get(const std::string& name, uint64_t max_size) override {
+    Gate(name, false);
+    return StoreWrapper::Get(name, max_size);
+  }
+  Result<std::vector<store::ObjectInfo>> List(const std::string& dir) override {
+    Gate(dir, false);
+    return StoreWrapper::List(dir);
+  }
+  Result<uint64_t> Stat(const std::string& name) override {
+    Gate(name, false);
+    return StoreWrapper::Stat(name);
+  }
+  Result<std::unique_ptr<store::SegmentWriter>> Create(const std::string& name) override {
+    Gate(name, true);
+    return StoreWrapper::Create(name);
+  }
+  Status Put(const std::string& name, std::span<const uint8_t> data) override {
+    Gate(name, true);
+    return StoreWrapper::Put(name, data);
+  }
+
+ private:
+  void Gate(const std::string& name, bool write) {
+    if (!write) reads_++;
+    MutexLock l(&mu_);
+    bool counted = false;
+    while (!prefix_.empty() && name.starts_with(prefix_) && name != except_ &&
+           (!write || writes_)) {
+      if (!counted) held_++;
+      counted = true;
+      cv_.Wait(&mu_);
+    }
+    if (counted) held_--;
+  }
+
+  Mutex mu_;
+  CondVar cv_;
+  std::string prefix_ GUARDED_BY(mu_);
+  std::string except_ GUARDED_BY(mu_);
+  bool writes_ GUARDED_BY(mu_) = false;
+  int held_ GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> reads_{0};
+};
+
+bool WaitUntil(const std::function<bool()>& pred) {
+  for (int i = 0; i < 1000; i++) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+// Runs one connection over a fixed client stream; returns what it sent.
+std::string Replay(ExportProvider* p, const std::string& in, uint32_t max_options = 256) {
+  auto t = std::make_unique<BufferTransport>(in);
+  BufferTransport* bt = t.get();
+  ConnectionOptions o;
+  o.workers = 1;
+  o.max_options = max_options;
+  Connection c(std::move(t), p, o);
+  (void)c.Run();
+  return bt->output();
+}
+
+std::string OptionBytes(uint32_t opt, const std::string& data) {
+  using namespace ::hbiss::nbd::testing;  // NOLINT: test helpers
+  return Be64(kIHaveOpt) + Be32(opt) + Be32(uint32_t(data.size())) + data;
+}
+
+std::string InfoBytes(const std::string& name) {
+  using namespace ::hbiss::nbd::testing;  // NOLINT: test helpers
+  return Be32(uint32_t(name.size())) + name + Be16(0);
+}
 
 TEST_F(VolumeProviderTest, NamesAndDefaultExport) {
   VolumeProvider p(store_.get(), false);
@@ -399,6 +508,112 @@ TEST_F(VolumeProviderTest, TrashedSnapshotsAndVolumesAreNotExported) {
   EXPECT_EQ(*names, (std::vector<std::string>{"c"}));
   EXPECT_TRUE(p.Open("a").status().IsNotFound());
   EXPECT_TRUE(p.Open("c").ok());
+}
+
+
+// INFO (and LIST, GO's describe) used to load the newest checkpoint of a
+// volume that is not open (Volume::Stat): 256 INFOs cost 256 decodes.
+TEST_F(VolumeProviderTest, InfoOnAVolumeNotOpenReadsOnlyItsMeta) {
+  Edit("a", [](volume::Volume* v) {
+    std::vector<uint8_t> data(1 << 20, 7);
+    ASSERT_TRUE(v->Write(0, data).ok());
+  });  // closed: a checkpoint is written
+  GatedStore gs(store_.get());
+  VolumeProvider p(&gs, false);
+  std::string in = testing::Be32(kClientFlagFixedNewstyle);
+  for (int i = 0; i < 256; i++) in += OptionBytes(kOptInfo, InfoBytes("a"));
+  in += OptionBytes(kOptAbort, "");
+  const uint64_t before = gs.reads();
+  std::string out = Replay(&p, in, 300);
+  // hello, then per INFO one INFO_EXPORT reply and an ACK, then ABORT's ACK.
+  EXPECT_EQ(out.size(), 18u + 256 * (32 + 20) + 20);
+  EXPECT_EQ(gs.reads() - before, 256u) << "one read (the meta) per INFO";
+}
+
+TEST_F(VolumeProviderTest, OpeningOneVolumeNeverBlocksAnother) {
+  ASSERT_TRUE(volume::Volume::Create(store_.get(), "b", {.size = 8 << 20}).ok());
+  GatedStore gs(store_.get());
+  std::atomic<int> opens_b{0};
+  VolumeProvider p(&gs, false, {}, [&](const std::string& name) {
+    if (name == "b") opens_b++;
+    return volume::Volume::Open(&gs, name);
+  });
+  // Every read of b but its meta (which Describe needs) hangs: b's open is stuck.
+  gs.Block("volumes/b/", "volumes/b/meta", false);
+  Result<std::shared_ptr<Export>> b1 = Status::Aborted("unset"), b2 = Status::Aborted("unset");
+  std::atomic<bool> b2_done{false};
+  std::thread t1([&] { b1 = p.Open("b"); });
+  ASSERT_TRUE(WaitUntil([&] { return gs.held() > 0; }));
+  std::thread t2([&] {
+    b2 = p.Open("b");  // waits for t1's open, never opens b a second time
+    b2_done = true;
+  });
+  // Meanwhile another volume opens, and INFO on b is answered.
+  auto a = p.Open("a");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  auto info = p.Describe("b");
+  ASSERT_TRUE(info.ok()) << info.status().ToString();
+  EXPECT_EQ(info->size, 8u << 20);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(b2_done.load());
+  gs.Release();
+  t1.join();
+  t2.join();
+  ASSERT_TRUE(b1.ok()) << b1.status().ToString();
+  ASSERT_TRUE(b2.ok()) << b2.status().ToString();
+  EXPECT_EQ(b1->get(), b2->get());  // one shared open
+  EXPECT_EQ(opens_b.load(), 1);
+  EXPECT_EQ(p.open_volumes(), 2u);
+}
+
+TEST_F(VolumeProviderTest, ClosingOneVolumeNeverBlocksAnotherAndAReopenWaitsForTheClose) {
+  ASSERT_TRUE(volume::Volume::Create(store_.get(), "b", {.size = 8 << 20}).ok());
+  GatedStore gs(store_.get());
+  std::atomic<int> opens_b{0};
+  VolumeProvider p(&gs, false, {}, [&](const std::string& name) {
+    if (name == "b") opens_b++;
+    return volume::Volume::Open(&gs, name);
+  });
+  auto b = p.Open("b");
+  ASSERT_TRUE(b.ok()) << b.status().ToString();
+  std::vector<uint8_t> data(4096, 9);
+  ASSERT_TRUE((*b)->Write(0, data).ok());
+  // Its close must write (segment, checkpoint): hold every access to b.
+  gs.Block("volumes/b/", "volumes/b/meta", true);
+  std::thread closer([&] { b->reset(); });  // the last reference: closes b
+  ASSERT_TRUE(WaitUntil([&] { return gs.held() > 0; }));
+  std::atomic<bool> reopened{false};
+  Result<std::shared_ptr<Export>> again = Status::Aborted("unset");
+  std::thread reopen([&] {
+    again = p.Open("b");
+    reopened = true;
+  });
+  auto a = p.Open("a");  // not blocked by b's close
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_FALSE(reopened.load()) << "an open of b waits for b's close";
+  gs.Release();
+  closer.join();
+  reopen.join();
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(opens_b.load(), 2);  // opened anew after the close
+  std::vector<uint8_t> back(4096);
+  ASSERT_TRUE((*again)->Read(0, back).ok());
+  EXPECT_EQ(back, data);
+}
+
+TEST_F(VolumeProviderTest, AFailedOpenTellsTheClientNoStorePath) {
+  VolumeProvider p(store_.get(), false, {}, [](const std::string& name) {
+    return Result<std::unique_ptr<volume::Volume>>(
+        Status::IOError("/var/lib/hbiss/store/volumes/" + name + "/lock: Permission denied"));
+  });
+  std::string in = testing::Be32(kClientFlagFixedNewstyle) + OptionBytes(kOptGo, InfoBytes("a")) +
+                   OptionBytes(kOptGo, InfoBytes("nosuch")) + OptionBytes(kOptAbort, "");
+  std::string out = Replay(&p, in);
+  EXPECT_EQ(out.find("/var/lib"), std::string::npos);
+  EXPECT_EQ(out.find("Permission"), std::string::npos);
+  EXPECT_NE(out.find("export 'a' could not be opened; see the server log"), std::string::npos);
+  EXPECT_NE(out.find("no export named 'nosuch'"), std::string::npos);
 }
 
 }  // namespace

@@ -81,9 +81,11 @@ void SetMemoryLimit(uint64_t limit) {
   g_limit = limit;
   DefaultWriteBudget().SetCapacity(limit / 2);
   DefaultCrcTableCache().SetCapacity(limit / 4);
-  DefaultReadCache().SetCapacity(limit / 4);
+  DefaultReadCache().SetCapacity(limit / 8);
 }
 
 uint64_t MemoryLimit() { return g_limit; }
+
+uint64_t RequestBufferLimit() { return g_limit / 8; }
 
 }  // namespace hbiss::volume

@@ -9,7 +9,9 @@
 //    volume's lock and waits (backpressure) while the buffers are full;
 //  * CRC tables of closed segments, limit / 4 (an LRU, segment_cache.h);
 //  * cached chunks of closed segments on stores that do not cache reads
-//    (HDFS), limit / 4 (an LRU, segment_cache.h).
+//    (HDFS), limit / 8 (an LRU, segment_cache.h);
+//  * NBD request buffers, limit / 8: the WRITE payloads and READ replies of
+//    every connection (nbd::BufferBudget, sized by RequestBufferLimit()).
 // Extent maps are not in it: a volume's map is its state (at most 8 bytes
 // per mapped block plus 64 bytes per 256 MiB of volume size, extent_map.h;
 // Volume::Info().map_memory_bytes).
@@ -74,9 +76,12 @@ class MemoryBudget {
 MemoryBudget& DefaultWriteBudget();
 
 // Sets the process-wide memory limit: write buffers get limit / 2, the CRC
-// table cache and the read cache limit / 4 each. Values below
-// kMinMemoryLimit act as kMinMemoryLimit.
+// table cache limit / 4, the read cache and NBD request buffers limit / 8
+// each. Values below kMinMemoryLimit act as kMinMemoryLimit.
 void SetMemoryLimit(uint64_t limit);
 uint64_t MemoryLimit();
+// The NBD request buffers' share of the limit (the server sizes its
+// nbd::BufferBudget with it).
+uint64_t RequestBufferLimit();
 
 }  // namespace hbiss::volume

@@ -25,19 +25,21 @@ bool WaitFor(const std::function<bool()>& pred) {
   return true;
 }
 
-TEST(MemoryLimitTest, SplitsTheLimitHalfAndTwoQuarters) {
+TEST(MemoryLimitTest, SplitsTheLimitHalfAQuarterAndTwoEighths) {
   SetMemoryLimit(256 * kMiB);
   EXPECT_EQ(MemoryLimit(), 256 * kMiB);
   EXPECT_EQ(DefaultWriteBudget().capacity(), 128 * kMiB);
   EXPECT_EQ(DefaultCrcTableCache().capacity(), 64 * kMiB);
-  EXPECT_EQ(DefaultReadCache().capacity(), 64 * kMiB);
+  EXPECT_EQ(DefaultReadCache().capacity(), 32 * kMiB);
+  EXPECT_EQ(RequestBufferLimit(), 32 * kMiB);
 
   // Below the minimum acts as the minimum.
   SetMemoryLimit(kMiB);
   EXPECT_EQ(MemoryLimit(), kMinMemoryLimit);
   EXPECT_EQ(DefaultWriteBudget().capacity(), kMinMemoryLimit / 2);
   EXPECT_EQ(DefaultCrcTableCache().capacity(), kMinMemoryLimit / 4);
-  EXPECT_EQ(DefaultReadCache().capacity(), kMinMemoryLimit / 4);
+  EXPECT_EQ(DefaultReadCache().capacity(), kMinMemoryLimit / 8);
+  EXPECT_EQ(RequestBufferLimit(), kMinMemoryLimit / 8);
   SetMemoryLimit(0);
   EXPECT_EQ(MemoryLimit(), kMinMemoryLimit);
 
@@ -45,7 +47,7 @@ TEST(MemoryLimitTest, SplitsTheLimitHalfAndTwoQuarters) {
   EXPECT_EQ(MemoryLimit(), kDefaultMemoryLimit);
   EXPECT_EQ(DefaultWriteBudget().capacity(), kDefaultMemoryLimit / 2);
   EXPECT_EQ(DefaultCrcTableCache().capacity(), kDefaultMemoryLimit / 4);
-  EXPECT_EQ(DefaultReadCache().capacity(), kDefaultMemoryLimit / 4);
+  EXPECT_EQ(DefaultReadCache().capacity(), kDefaultMemoryLimit / 8);
 }
 
 TEST(MemoryBudgetTest, AcquireForceReleaseAndPeak) {

@@ -42,7 +42,7 @@ CrcTableCache& DefaultCrcTableCache() {
 }
 
 ReadCache& DefaultReadCache() {
-  static ReadCache* cache = new ReadCache(kDefaultMemoryLimit / 4);
+  static ReadCache* cache = new ReadCache(kDefaultMemoryLimit / 8);
   return *cache;
 }
 
