@@ -12,12 +12,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <string>
 
 #include "cli/commands.h"
 #include "cli/serve_config.h"
-#include "cli/systemd.h"
 #include "cli/serve_tls.h"
+#include "cli/systemd.h"
 #include "cluster/node.h"
 #include "nbd/server.h"
 #include "nbd/volume_export.h"
@@ -82,6 +83,9 @@ struct ServeConfigState {
   std::string path;       // --config; empty for none
   std::string log_level;  // --log-level, when AddServeConfigFlags registers it
   std::unique_ptr<ServeReloader> reloader;
+  // Run after every SIGHUP whose file (if any) was accepted: they re-read
+  // what lives outside the file (TLS certificates and keys rotated in place).
+  std::vector<std::function<Status()>> after_reload;
 };
 
 ServeConfigState& ConfigState() {
@@ -139,12 +143,20 @@ std::string MonotonicUsec() {
   return std::to_string(int64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000);
 }
 
-// SIGHUP: re-reads the config file; an invalid one changes nothing.
+void RunAfterReload() {
+  for (auto& f : ConfigState().after_reload) {
+    Status s = f();
+    if (!s.ok()) spdlog::error("hbiss serve: reload: {}", OneLine(s));
+  }
+}
+
+// SIGHUP: re-reads the config file (an invalid one changes nothing), then the
+// TLS credential files.
 void ReloadServeConfig(const std::string& status) {
   ServeConfigState& c = ConfigState();
   if (c.path.empty()) {
-    spdlog::info("hbiss serve: SIGHUP received, but serve runs without --config: nothing to "
-                 "reload");
+    spdlog::info("hbiss serve: SIGHUP received (no --config): re-reading the TLS credentials");
+    RunAfterReload();
     return;
   }
   NotifySystemd("RELOADING=1\nMONOTONIC_USEC=" + MonotonicUsec() + "\nSTATUS=Reloading " +
@@ -155,8 +167,89 @@ void ReloadServeConfig(const std::string& status) {
   if (!s.ok()) {
     spdlog::error("hbiss serve: reload rejected, keeping the running settings: {}",
                   OneLine(s));
+  } else {
+    RunAfterReload();
   }
   NotifySystemd("READY=1\nSTATUS=" + status);
+}
+
+// What SIGHUP changes on the running server besides the log level: the
+// connection limits, the access rules and the TLS credentials (re-read from
+// their files on every SIGHUP, so certificates rotated in place are taken
+// without a config file). Connections already open keep what they started
+// with; new ones get the new settings. `a` is serve's settings at startup.
+void AddServerReloads(const ServeArgs& a, const nbd::ServerOptions& so, nbd::Server* server) {
+  struct Live {
+    TlsAccessArgs tls;
+    nbd::ServerLimits limits;
+    bool limits_changed = false;
+  };
+  auto live = std::make_shared<Live>();
+  live->tls = a.tls;
+  live->limits = so.limits;
+  ServeConfigState& c = ConfigState();
+  auto number = [](const std::vector<std::string>& v, double unset) {
+    return v.empty() ? unset : std::stod(v.back());  // the flag's validator checked it
+  };
+  auto limit = [&c, live, number](const char* key, double unset,
+                                  std::function<void(nbd::ServerLimits*, double)> set) {
+    ReloadApplier r;
+    r.key = key;
+    r.apply = [live, number, unset, set](const std::vector<std::string>& v) {
+      set(&live->limits, number(v, unset));
+      live->limits_changed = true;
+    };
+    c.reloader->AddApplier(std::move(r));
+  };
+  const nbd::ServerLimits defaults;
+  limit("limits.max-connections", double(defaults.max_connections),
+        [](nbd::ServerLimits* l, double x) { l->max_connections = size_t(x); });
+  limit("limits.max-connections-per-export", double(defaults.max_connections_per_export),
+        [](nbd::ServerLimits* l, double x) { l->max_connections_per_export = size_t(x); });
+  limit("limits.handshake-timeout", defaults.handshake_timeout.count() / 1000.0,
+        [](nbd::ServerLimits* l, double x) {
+          l->handshake_timeout = std::chrono::milliseconds(int64_t(x * 1000));
+        });
+  limit("limits.idle-timeout", defaults.idle_timeout.count() / 1000.0,
+        [](nbd::ServerLimits* l, double x) {
+          l->idle_timeout = std::chrono::milliseconds(int64_t(x * 1000));
+        });
+  auto text = [&c, live](const char* key, std::function<void(TlsAccessArgs*, std::string)> set) {
+    ReloadApplier r;
+    r.key = key;
+    r.apply = [live, set](const std::vector<std::string>& v) {
+      set(&live->tls, v.empty() ? std::string() : v.back());
+    };
+    c.reloader->AddApplier(std::move(r));
+  };
+  text("tls.certificates", [](TlsAccessArgs* t, std::string v) { t->files.cert_dir = v; });
+  text("tls.cert", [](TlsAccessArgs* t, std::string v) { t->files.cert_file = v; });
+  text("tls.key", [](TlsAccessArgs* t, std::string v) { t->files.key_file = v; });
+  text("tls.ca", [](TlsAccessArgs* t, std::string v) { t->files.ca_file = v; });
+  text("tls.psk", [](TlsAccessArgs* t, std::string v) { t->files.psk_file = v; });
+  text("tls.verify-peer", [](TlsAccessArgs* t, std::string v) {
+    t->files.verify_peer = v == "true" || v == "1";
+  });
+  ReloadApplier allow;
+  allow.key = "access.allow";
+  allow.check = [](const std::vector<std::string>& v) {
+    return nbd::AccessPolicy::Parse(v).status();
+  };
+  allow.apply = [live](const std::vector<std::string>& v) { live->tls.allow = v; };
+  c.reloader->AddApplier(std::move(allow));
+  c.after_reload.push_back([live, server]() -> Status {
+    if (live->limits_changed) {
+      server->SetLimits(live->limits);  // logs the new limits
+      live->limits_changed = false;
+    }
+    Status s = ReloadTlsAccess(live->tls, server);
+    if (!s.ok()) {
+      return s.WithContext("TLS credentials and access rules not reloaded (the running ones stay)");
+    }
+    spdlog::info("hbiss serve: reload: TLS credentials re-read, {} access rule(s)",
+                 live->tls.allow.size());
+    return Status::OK();
+  });
 }
 
 int RunServe(const GlobalOptions& g, const ServeArgs& a) {
@@ -246,6 +339,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   nbd::Server server(&provider, so);
   Status s = server.Start();
   if (!s.ok()) return Fail("serve", s);
+  AddServerReloads(a, so, &server);
 
   std::string where;
   if (!so.listen.empty()) {
