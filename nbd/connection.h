@@ -135,6 +135,9 @@ class Connection {
   // The export chosen by the handshake, "" before that.
   const std::string& export_name() const { return export_name_; }
   uint64_t requests() const { return requests_.load(); }
+  // The export being served, "" before the transmission phase. Unlike
+  // export_name(), callable from any thread (status, metrics).
+  std::string served_export() EXCLUDES(mu_);
 
  private:
   struct Work {
@@ -200,6 +203,7 @@ class Connection {
   Mutex mu_;
   bool stopping_ GUARDED_BY(mu_) = false;
   Status result_ GUARDED_BY(mu_);
+  std::string served_export_ GUARDED_BY(mu_);
   // Extra transmission threads; Run()'s own thread is one more. Started
   // and joined by Run()'s thread only.
   std::vector<std::thread> workers_;
