@@ -9,10 +9,13 @@
 #include <spdlog/spdlog.h>
 
 #include <cstdio>
+#include <ctime>
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/log_setup.h"
 #include "cluster/node.h"
+#include "metrics/serve_metrics.h"
 #include "nbd/server.h"
 #include "nbd/volume_export.h"
 #include "store/store.h"
@@ -37,6 +40,9 @@ struct ServeArgs {
   std::string server_id;
   std::string peer_listen = "127.0.0.1:0";
   std::string peer_advertise;
+  std::string metrics_listen;       // --metrics-listen; empty: no metrics endpoint
+  std::string log_format = "text";  // --log-format
+  std::string log_level;            // --log-level; empty: info, or debug with -v
 };
 
 int Fail(const std::string& context, const Status& s) {
@@ -54,9 +60,10 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  auto logger = spdlog::stderr_color_mt("hbiss");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::info);
+  if (Status ls = SetupServeLogging(a.log_format, a.log_level, g.verbose); !ls.ok()) {
+    return Fail("--log-format/--log-level", ls);
+  }
+  const int64_t start_time = int64_t(std::time(nullptr));
 
   // Each open volume needs a few descriptors (its lock, its open segment, its
   // clients' sockets; segment readers are shared, at most a quarter of the
@@ -115,7 +122,10 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   so.socket_path = a.socket;
   so.conn.read_only = a.read_only;
   so.conn.workers = a.workers;
-  nbd::Server server(&provider, so);
+  // With metrics on, every export is counted (metrics/export_metrics.h).
+  std::unique_ptr<metrics::MeteringProvider> metered;
+  if (!a.metrics_listen.empty()) metered = std::make_unique<metrics::MeteringProvider>(&provider);
+  nbd::Server server(metered ? static_cast<nbd::ExportProvider*>(metered.get()) : &provider, so);
   Status s = server.Start();
   if (!s.ok()) return Fail("serve", s);
 
@@ -129,6 +139,13 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   }
   spdlog::info("hbiss serve: store {} ({} volumes){}, listening on {}", store->get()->Uri(),
                names->size(), a.read_only ? ", read-only" : "", where);
+  metrics::ServeSources obs_src{metered.get(), nodep, &server, start_time, store->get()->Uri(),
+                                where};
+  auto obs = metrics::ServeObservability::Start(a.metrics_listen, obs_src);
+  if (!obs.ok()) return Fail("--metrics-listen " + a.metrics_listen, obs.status());
+  if (!(*obs)->metrics_address().empty()) {
+    spdlog::info("hbiss serve: metrics on http://{}/metrics", (*obs)->metrics_address());
+  }
   spdlog::info("hbiss serve: server id {}, peer endpoint {}", nodep->server_id(),
                nodep->peer_address().empty() ? "none" : nodep->peer_address());
   spdlog::info("hbiss serve: memory limit {} MiB (write buffers {} MiB, CRC tables {} MiB, read "
@@ -142,6 +159,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   }
   spdlog::info("hbiss serve: {} received; finishing requests and closing volumes",
                sig == SIGINT ? "SIGINT" : "SIGTERM");
+  obs->reset();  // no scrape or status call from here on
   server.Stop();
   Status fs = provider.FlushAll();
   Status cs = provider.CloseAll();
@@ -203,6 +221,16 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--peer-advertise", a.peer_advertise,
                     "The HOST:PORT other servers are told to use (default: the bound address, "
                     "with the host name for a wildcard host)");
+  serve->add_option("--metrics-listen", a.metrics_listen,
+                    "Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (port 0 "
+                    "picks a free one; default: off)");
+  serve->add_option("--log-format", a.log_format,
+                    "text (the default) or json: one JSON object per line on stderr, with time, "
+                    "level, logger, message")
+      ->check(CLI::IsMember({"text", "json"}));
+  serve->add_option("--log-level", a.log_level,
+                    "trace, debug, info, warn or error (default info; -v means debug)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   serve->callback([&g, exit_code, listen] {
     a.listen_given = listen->count() > 0;
     *exit_code = RunServe(g, a);
