@@ -14,8 +14,8 @@
 //    misses, HDFS pipeline recoveries and RPC retries, open volumes.
 // Cardinality: the per-volume series exist only while the volume is open
 // (they are built from what is open at each scrape, nothing is registered),
-// at most 7 commands x (4 + 16 buckets) + 16 engine series per volume, and
-// commands a volume never received have no series.
+// at most 7 commands x (3 counters + 18 histogram series) + 16 others per
+// volume, and commands a volume never received have no series.
 //
 // Thread safety: Collect and StatusJson may run on any thread, concurrently
 // with the server; the sources must outlive the ServeObservability.
