@@ -166,11 +166,12 @@ int RunServerStatus(const GlobalOptions& g, const std::string& server, bool json
     Status st;
     if (!reply.ok()) {
       st = reply.status();
+    } else if (reply->code() == cluster::pb::Reply::BAD_REQUEST) {
+      // A server from before STATUS existed refuses the unknown type.
+      st = Status::NotSupported("server " + peer + " does not report its status (an older "
+                                "hbiss?)");
     } else if (reply->code() != cluster::pb::Reply::OK) {
-      st = Status::IOError("server " + peer + ": " +
-                           (reply->message().empty() ? "does not report its status (an older "
-                                                       "hbiss?)"
-                                                     : reply->message()));
+      st = Status::IOError("server " + peer + ": " + reply->message());
     }
     nlohmann::ordered_json s;
     if (st.ok()) {

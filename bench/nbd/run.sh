@@ -49,7 +49,7 @@ sanitize=$(grep -s '^HBISS_SANITIZE:' "$(dirname "$HBISS")/CMakeCache.txt" | cut
   echo "- hbiss: $HBISS (CMAKE_BUILD_TYPE=${build_type:-unknown}, HBISS_SANITIZE=${sanitize:-OFF})"
   echo "- export size $SIZE, $RUNTIME s per workload, one NBD connection over TCP 127.0.0.1"
   echo "- qemu-nbd: --cache=writeback --aio=threads --discard=unmap -e 4; raw file preallocation=$RAW_PREALLOC; qcow2 made by qemu-img create (defaults)"
-  echo "- command: RUNTIME=$RUNTIME SIZE=$SIZE bench/nbd/run.sh $HBISS"
+  echo "- command: RUNTIME=$RUNTIME SIZE=$SIZE SERVERS=\"$SERVERS\" bench/nbd/run.sh $HBISS"
 } | tee "$OUT/params.md"
 case "${build_type:-}" in
   Debug|"") echo "WARNING: hbiss is not an optimized build (CMAKE_BUILD_TYPE=${build_type:-unknown})";;
