@@ -30,7 +30,9 @@ class JsonSink final : public spdlog::sinks::base_sink<std::mutex> {
     const int64_t ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                            msg.time.time_since_epoch())
                            .count();
-    const auto lv = spdlog::level::to_string_view(msg.level);
+    // The names --log-level takes ("warn", not spdlog's "warning").
+    const auto lv = msg.level == spdlog::level::warn ? spdlog::string_view_t("warn")
+                                                     : spdlog::level::to_string_view(msg.level);
     std::string line =
         JsonLogLine(ms, std::string(lv.data(), lv.size()),
                     std::string(msg.logger_name.data(), msg.logger_name.size()),
