@@ -1,5 +1,7 @@
 // Volumes shared by several servers (doc/ownership.md, cluster/node.h):
 //   hbiss status VOL [--json]        who owns it, who has it open, the epoch
+//   hbiss status [--server H:P] [--json]  a running server's state
+//                                    (cmd_server_status.cc)
 //   hbiss lock break VOL [--force]   take it from an owner that is gone
 // Built with cmd_serve.cc (HBISS_HAVE_SERVE): both need the cluster layer.
 #include <cstdio>
@@ -70,18 +72,27 @@ int RunBreak(const GlobalOptions& g, const std::string& name, bool force, int ti
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, int* exit_code) {
   struct Args {
     std::string name;
+    std::string server;
     bool json = false;
     bool force = false;
     int timeout_ms = 2000;
   };
   static Args a;
   CLI::App* status = app.add_subcommand(
-      "status", "Show which server owns a volume, which others have it open, and its epoch");
-  status->add_option("volume", a.name, "Volume name")->required();
+      "status",
+      "With a volume: which server owns it, which others have it open, and its epoch. "
+      "Without: ask running servers what they serve, to whom, and how they are doing");
+  status->add_option("volume", a.name, "Volume name");
+  status->add_option("--server", a.server,
+                     "Without a volume: the server to ask, by its peer endpoint HOST:PORT "
+                     "(default: every server the store's records name)");
   status->add_flag("--json", a.json, "Print JSON");
   status->add_option("--timeout-ms", a.timeout_ms, "How long each server may take to answer")
       ->check(CLI::Range(1, 600000));
-  status->callback([&g, exit_code] { *exit_code = RunStatus(g, a.name, a.json, a.timeout_ms); });
+  status->callback([&g, exit_code] {
+    *exit_code = a.name.empty() ? RunServerStatus(g, a.server, a.json, a.timeout_ms)
+                                : RunStatus(g, a.name, a.json, a.timeout_ms);
+  });
 
   CLI::App* lock = app.add_subcommand("lock", "The write lock of a volume");
   lock->require_subcommand(1);

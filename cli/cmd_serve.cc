@@ -12,14 +12,17 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <string>
 
 #include "cli/commands.h"
+#include "cli/log_setup.h"
 #include "cli/serve_config.h"
 #include "cli/serve_tls.h"
 #include "cli/systemd.h"
 #include "cluster/node.h"
+#include "metrics/serve_metrics.h"
 #include "nbd/server.h"
 #include "nbd/volume_export.h"
 #include "store/store.h"
@@ -53,6 +56,9 @@ struct ServeArgs {
   int tcp_keepalive = 60;         // seconds idle before probes, 0: off
   std::string socket_mode;
   std::string socket_group;
+  std::string metrics_listen;       // --metrics-listen; empty: no metrics endpoint
+  std::string log_format = "text";  // --log-format
+  std::string log_level;            // --log-level; empty: info, or debug with -v
 };
 
 // The limits flags as nbd::ServerOptions (socket mode and group parsed).
@@ -263,9 +269,10 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  auto logger = spdlog::stderr_color_mt("hbiss");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(g.verbose ? spdlog::level::debug : spdlog::level::info);
+  if (Status ls = SetupServeLogging(a.log_format, a.log_level, g.verbose); !ls.ok()) {
+    return Fail("--log-format/--log-level", ls);
+  }
+  const int64_t start_time = int64_t(std::time(nullptr));
   if (Status s = ConfigState().reloader->ApplyAtStart(); !s.ok()) return Fail("config", s);
 
   // Each open volume needs a few descriptors (its lock, its open segment, its
@@ -336,7 +343,10 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   }
   if (Status ts = ApplyTlsAccess(a.tls, &so); !ts.ok()) return Fail("serve", ts);
   if (Status ls = ApplyLimitFlags(a, &so); !ls.ok()) return Fail("serve", ls);
-  nbd::Server server(&provider, so);
+  // With metrics on, every export is counted (metrics/export_metrics.h).
+  std::unique_ptr<metrics::MeteringProvider> metered;
+  if (!a.metrics_listen.empty()) metered = std::make_unique<metrics::MeteringProvider>(&provider);
+  nbd::Server server(metered ? static_cast<nbd::ExportProvider*>(metered.get()) : &provider, so);
   Status s = server.Start();
   if (!s.ok()) return Fail("serve", s);
   AddServerReloads(a, so, &server);
@@ -357,6 +367,13 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   spdlog::info("hbiss serve: store {} ({} volumes){}, listening on {}", store->get()->Uri(),
                names->size(), a.read_only ? ", read-only" : "", where);
   spdlog::info("hbiss serve: {}", DescribeTlsAccess(so));
+  metrics::ServeSources obs_src{metered.get(), nodep, &server, start_time, store->get()->Uri(),
+                                where};
+  auto obs = metrics::ServeObservability::Start(a.metrics_listen, obs_src);
+  if (!obs.ok()) return Fail("--metrics-listen " + a.metrics_listen, obs.status());
+  if (!(*obs)->metrics_address().empty()) {
+    spdlog::info("hbiss serve: metrics on http://{}/metrics", (*obs)->metrics_address());
+  }
   spdlog::info("hbiss serve: server id {}, peer endpoint {}", nodep->server_id(),
                nodep->peer_address().empty() ? "none" : nodep->peer_address());
   spdlog::info("hbiss serve: memory limit {} MiB (write buffers {} MiB, CRC tables {} MiB, read "
@@ -382,6 +399,7 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   NotifySystemd("STOPPING=1\nSTATUS=Stopping: finishing requests and closing volumes");
   spdlog::info("hbiss serve: {} received; finishing requests and closing volumes",
                sig == SIGINT ? "SIGINT" : "SIGTERM");
+  obs->reset();  // no scrape or status call from here on
   server.Stop();
   Status fs = provider.FlushAll();
   Status cs = provider.CloseAll();
@@ -470,6 +488,16 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
                     "reachable (default: as the umask gives)");
   serve->add_option("--socket-group", a.socket_group,
                     "Group (name or gid) of the --socket, set before it is reachable");
+  serve->add_option("--metrics-listen", a.metrics_listen,
+                    "Serve Prometheus metrics over HTTP at http://HOST:PORT/metrics (port 0 "
+                    "picks a free one; default: off)");
+  serve->add_option("--log-format", a.log_format,
+                    "text (the default) or json: one JSON object per line on stderr, with time, "
+                    "level, logger, message")
+      ->check(CLI::IsMember({"text", "json"}));
+  serve->add_option("--log-level", a.log_level,
+                    "trace, debug, info, warn or error (default info; -v means debug)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   AddTlsAccessFlags(serve, &a.tls);
   AddServeConfigFlags(serve);
   serve->callback([&g, exit_code, listen, serve] {

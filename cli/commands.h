@@ -39,6 +39,12 @@ void AddDfsCommand(CLI::App& app, GlobalOptions& g, int* exit_code);
 
 // status, lock break (cmd_cluster.cc): volumes shared by several servers.
 void AddClusterCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
+// status without a volume (cmd_server_status.cc): asks `server` (a peer
+// endpoint HOST:PORT), or every server the store's records name, for its
+// status report; prints it as text or, with `json`, a JSON array of the
+// servers' reports. 1 when no server answered.
+int RunServerStatus(const GlobalOptions& g, const std::string& server, bool json,
+                    int timeout_ms);
 // snap create|ls|rm|rename|rollback (cmd_snap.cc).
 void AddSnapCommands(CLI::App& app, GlobalOptions& g, int* exit_code);
 // trash ls|purge|restore (cmd_trash.cc).

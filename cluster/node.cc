@@ -193,6 +193,35 @@ std::vector<std::string> Node::Owned() {
   return out;
 }
 
+std::vector<Node::OpenVolume> Node::OpenVolumes() {
+  std::vector<std::pair<std::string, SharedVolume*>> vols;
+  {
+    MutexLock l(&mu_);
+    for (auto& [name, e] : volumes_) {
+      e.busy++;  // Unregister (the start of Close) waits for it
+      vols.emplace_back(name, e.v);
+    }
+  }
+  std::vector<OpenVolume> out;
+  for (auto& [name, v] : vols) {
+    OpenVolume o;
+    o.name = name;
+    o.owner = v->owner_or_acquiring();
+    o.info = v->Info();
+    out.push_back(std::move(o));
+  }
+  for (auto& [name, v] : vols) Unbusy(name, v);
+  return out;
+}
+
+void Node::SetStatusReporter(std::function<std::string()> reporter) {
+  MutexLock l(&mu_);
+  status_reporter_ =
+      reporter ? std::make_shared<const std::function<std::string()>>(std::move(reporter))
+               : nullptr;
+  while (status_calls_ > 0) cv_.Wait(&mu_);
+}
+
 void Node::Unbusy(const std::string& name, SharedVolume* v) {
   MutexLock l(&mu_);
   auto it = volumes_.find(name);
@@ -229,6 +258,27 @@ pb::Reply Node::Handle(const pb::Request& req) {
     reply.set_code(pb::Reply::OK);
     reply.set_server(opts_.server_id);
     for (auto& n : Owned()) reply.add_owned(n);
+    return reply;
+  }
+  if (req.type() == pb::Request::STATUS) {
+    std::shared_ptr<const std::function<std::string()>> reporter;
+    {
+      MutexLock l(&mu_);
+      reporter = status_reporter_;
+      if (reporter) status_calls_++;
+    }
+    if (!reporter) {
+      reply.set_code(pb::Reply::FAILED);
+      reply.set_status_code(uint32_t(Status::Code::kNotSupported));
+      reply.set_message("server " + opts_.server_id + " does not report its status");
+      return reply;
+    }
+    reply.set_code(pb::Reply::OK);
+    reply.set_server(opts_.server_id);
+    reply.set_status_json((*reporter)());
+    MutexLock l(&mu_);
+    status_calls_--;
+    cv_.SignalAll();
     return reply;
   }
   if (req.type() == pb::Request::FLATTEN_STATUS) {

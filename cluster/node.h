@@ -95,6 +95,25 @@ class Node : public PeerHandler {
   // Names of the volumes this node owns now (PING's answer).
   std::vector<std::string> Owned() EXCLUDES(mu_);
 
+  // A volume this node has open, as OpenVolumes reports it.
+  struct OpenVolume {
+    std::string name;
+    bool owner = false;  // this node owns it (or is taking ownership)
+    volume::VolumeInfo info;
+  };
+  // Every volume this node has open now, by name, with its Info(). A volume
+  // being closed meanwhile is either reported or not, never touched after
+  // its Close began. Any thread; takes each volume's Info lock briefly.
+  std::vector<OpenVolume> OpenVolumes() EXCLUDES(mu_);
+
+  // Answers STATUS requests (`hbiss status` without a volume) with the JSON
+  // text `reporter` returns; without one they get FAILED. Set it once,
+  // before other servers or clients may ask; it is called from peer
+  // connection threads, concurrently, and must outlive the Node's endpoint
+  // (setting nullptr waits for the calls in progress: do that before
+  // destroying what it uses).
+  void SetStatusReporter(std::function<std::string()> reporter) EXCLUDES(mu_);
+
  private:
   friend class SharedVolume;
   Node(store::Store* store, NodeOptions opts) : store_(store), opts_(std::move(opts)) {}
@@ -118,6 +137,8 @@ class Node : public PeerHandler {
   Mutex mu_;
   CondVar cv_;
   std::map<std::string, Entry> volumes_ GUARDED_BY(mu_);
+  std::shared_ptr<const std::function<std::string()>> status_reporter_ GUARDED_BY(mu_);
+  int status_calls_ GUARDED_BY(mu_) = 0;  // reporter calls in progress
 };
 
 // The state of a volume as the store records it and its servers answer

@@ -719,3 +719,40 @@ TEST_F(TwoServers, FlattenWithoutAServerOpensTheCloneAndAStatusOfNoJobIsUnknown)
 
 }  // namespace
 }  // namespace hbiss::cluster
+
+namespace hbiss::cluster {
+namespace {
+
+TEST_F(TwoServers, StatusRequestIsAnsweredByTheReporterAndOpenVolumesListsWhatIsOpen) {
+  pb::Request req;
+  req.set_type(pb::Request::STATUS);
+  req.set_id(7);
+  // No reporter yet: FAILED with NotSupported, not a hang or a bad request.
+  auto none = PeerCall(a_->peer_address(), req, 2000);
+  ASSERT_TRUE(none.ok()) << none.status().ToString();
+  EXPECT_EQ(none->code(), pb::Reply::FAILED);
+  EXPECT_EQ(none->status_code(), uint32_t(Status::Code::kNotSupported));
+
+  a_->SetStatusReporter([] { return std::string("{\"ok\":true}"); });
+  auto r = PeerCall(a_->peer_address(), req, 2000);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->code(), pb::Reply::OK);
+  EXPECT_EQ(r->status_json(), "{\"ok\":true}");
+  EXPECT_EQ(r->server(), "host-a");
+  a_->SetStatusReporter(nullptr);
+
+  EXPECT_TRUE(a_->OpenVolumes().empty());
+  auto va = a_->Open("vm");
+  ASSERT_TRUE(va.ok());
+  ASSERT_TRUE((*va)->Write(0, Pattern(1)).ok());
+  auto open = a_->OpenVolumes();
+  ASSERT_EQ(open.size(), 1u);
+  EXPECT_EQ(open[0].name, "vm");
+  EXPECT_TRUE(open[0].owner);
+  EXPECT_EQ(open[0].info.size, 64ull << 20);
+  ASSERT_TRUE((*va)->Close().ok());
+  EXPECT_TRUE(a_->OpenVolumes().empty());
+}
+
+}  // namespace
+}  // namespace hbiss::cluster

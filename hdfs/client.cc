@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "hdfs/counters.h"
 #include "hdfs/wire.h"
 #include "util/thread.h"
 
@@ -917,6 +918,7 @@ Status FileWriter::AddReplacement(uint64_t acked) {
   nodes_.assign(lb.locs().begin(), lb.locs().end());
   storage_ids_.assign(lb.storage_ids().begin(), lb.storage_ids().end());
   replacements_++;
+  GlobalClientCounters().pipeline_replacements.fetch_add(1, std::memory_order_relaxed);
   return Status::OK();
 }
 
@@ -992,6 +994,7 @@ Status FileWriter::Recover() {
     *block_.mutable_block_token() = uresp.block().block_token();
     pipeline_ = std::move(p).value();
     recoveries_++;
+    GlobalClientCounters().pipeline_recoveries.fetch_add(1, std::memory_order_relaxed);
     // Resend everything the old pipeline did not acknowledge, in order.
     bool resent = true;
     while (!unacked.empty()) {

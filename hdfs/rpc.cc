@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "hdfs/counters.h"
 #include "hdfs/proto/hadoop_wire.pb.h"
 #include "hdfs/wire.h"
 #include "util/coding.h"
@@ -230,6 +231,7 @@ Status RpcClient::Call(const std::string& method, const google::protobuf::Messag
     if (!retry || Clock::now() + std::chrono::milliseconds(backoff_ms) > deadline) {
       return st.WithContext(fmt::format("{} ({})", method, Address()));
     }
+    GlobalClientCounters().rpc_retries.fetch_add(1, std::memory_order_relaxed);
     spdlog::debug("hdfs rpc: {} attempt {} failed: {}; retrying", method, attempt,
                   st.ToString());
     std::this_thread::sleep_for(std::chrono::milliseconds(backoff_ms));

@@ -711,6 +711,10 @@ Status Connection::EnterTransmission(const ExportInfo& info, std::shared_ptr<Exp
                                      std::vector<std::shared_ptr<const DirtyMap>> dirty) {
   export_ = std::move(exp);
   export_name_ = info.name;
+  {
+    MutexLock l(&mu_);
+    served_export_ = info.name;
+  }
   dirty_ = std::move(dirty);
   state_.size = info.size;
   state_.eflags = TransmissionFlags(info);
@@ -795,6 +799,11 @@ void Connection::Stop(Status why) {
   }
   // Wakes a thread blocked reading; replies still in progress fail.
   transport_->Shutdown();
+}
+
+std::string Connection::served_export() {
+  MutexLock l(&mu_);
+  return served_export_;
 }
 
 bool Connection::stopping() {

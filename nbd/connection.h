@@ -276,6 +276,9 @@ class Connection {
   uint64_t refusals() const { return refusals_.load(); }
   // Threads that served the transmission phase, Run()'s included (after Run).
   int threads_used() const { return threads_used_.load(); }
+  // The export being served, "" before the transmission phase. Unlike
+  // export_name(), callable from any thread (status, metrics).
+  std::string served_export() EXCLUDES(mu_);
 
  private:
   struct Work {
@@ -366,6 +369,7 @@ class Connection {
   Mutex mu_;
   bool stopping_ GUARDED_BY(mu_) = false;
   Status result_ GUARDED_BY(mu_);
+  std::string served_export_ GUARDED_BY(mu_);
   // Extra transmission threads; Run()'s own thread is one more. Started by
   // any serving thread (MaybeAddWorker), joined by Run()'s thread once
   // stopping_ is set (after which none is started).

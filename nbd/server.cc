@@ -18,6 +18,7 @@
 #include <grp.h>
 
 #include <cstring>
+#include <ctime>
 
 #include "util/thread.h"
 
@@ -392,6 +393,10 @@ void Server::StartConnection(int fd, std::string peer, ClientInfo client) {
   auto c = std::make_unique<Conn>();
   c->refusal = refusal;
   c->conn = std::make_shared<Connection>(std::make_unique<FdTransport>(fd), provider_, co);
+  c->id = id;
+  c->peer = peer;
+  c->since = int64_t(std::time(nullptr));
+  accepted_.fetch_add(1, std::memory_order_relaxed);
   Conn* raw = c.get();
   // The thread runs after this returns: it takes mu_ before touching conns_'s
   // entry, and Reap joins it only once it set done.
@@ -423,6 +428,7 @@ void Server::StartConnection(int fd, std::string peer, ClientInfo client) {
     // Only this client loses: it is disconnected before the handshake, and the
     // server goes on accepting (the next connection may get its thread).
     l.Unlock();
+    refused_.fetch_add(1, std::memory_order_relaxed);
     spdlog::error("nbd {}: closing the connection: {}", co.peer, t.status().ToString());
     c.reset();  // closes the socket
     return;
@@ -460,6 +466,22 @@ size_t Server::connections() {
   size_t n = 0;
   for (auto& c : conns_) n += c->done ? 0 : 1;
   return n;
+}
+
+std::vector<ConnectionInfo> Server::ConnectionInfos() {
+  std::vector<ConnectionInfo> out;
+  MutexLock l(&mu_);
+  for (auto& c : conns_) {
+    if (c->done || !c->conn) continue;
+    ConnectionInfo i;
+    i.id = c->id;
+    i.peer = c->peer;
+    i.export_name = c->conn->served_export();
+    i.requests = c->conn->requests();
+    i.since = c->since;
+    out.push_back(std::move(i));
+  }
+  return out;
 }
 
 void Server::Stop() {

@@ -101,6 +101,15 @@ Result<int> ParseSocketMode(const std::string& s);
 // unknown name.
 Result<long> ParseSocketGroup(const std::string& s);
 
+// One open connection, as Server::ConnectionInfos reports it.
+struct ConnectionInfo {
+  uint64_t id = 0;           // the server's number for it, "#ID" in its log lines
+  std::string peer;          // "HOST:PORT" of the client, or "unix"
+  std::string export_name;   // "" until the handshake chose an export
+  uint64_t requests = 0;     // transmission requests so far
+  int64_t since = 0;         // when it was accepted, unix seconds
+};
+
 class Server {
  public:
   // `provider` must outlive the Server.
@@ -146,11 +155,20 @@ class Server {
   void SetTlsCredentials(std::shared_ptr<const TlsCredentials> creds) EXCLUDES(mu_);
   void SetAccess(std::shared_ptr<const AccessPolicy> policy) EXCLUDES(mu_);
 
+  // The connections currently open, in the order they were accepted.
+  std::vector<ConnectionInfo> ConnectionInfos() EXCLUDES(mu_);
+  // Connections accepted since Start(), and of those, closed at once
+  // (refused() counts the clients refused by a limit). For metrics; any thread.
+  uint64_t accepted() const { return accepted_.load(std::memory_order_relaxed); }
+
  private:
   struct Conn {
     std::shared_ptr<Connection> conn;  // guarded by the Server's mu_ once running
     std::thread thread;
     std::atomic<bool> done{false};
+    uint64_t id = 0;
+    std::string peer;   // the client's address, without "#ID"
+    int64_t since = 0;  // unix seconds
     bool refusal = false;  // over max_connections: refused in the handshake
   };
 
@@ -181,6 +199,7 @@ class Server {
   std::thread accept_thread_;
   std::atomic<bool> stopping_{false};
   bool started_ = false;
+  std::atomic<uint64_t> accepted_{0};
 
   Mutex mu_;
   std::list<std::unique_ptr<Conn>> conns_ GUARDED_BY(mu_);

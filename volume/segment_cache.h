@@ -21,6 +21,7 @@
 // Thread-safe; no lock is held across store I/O.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <list>
@@ -41,7 +42,7 @@ namespace hbiss::volume {
 
 // A process-wide LRU of shared values keyed by (owner, id), bounded by the
 // sum of the values' charges. Values in use stay alive (shared_ptr) after
-// eviction. Thread-safe.
+// eviction. Counts the hits and misses of Find (for metrics). Thread-safe.
 template <typename V>
 class SharedLru {
  public:
@@ -52,7 +53,11 @@ class SharedLru {
   std::shared_ptr<V> Find(const void* owner, uint64_t id) EXCLUDES(mu_) {
     MutexLock l(&mu_);
     auto it = map_.find(Key{owner, id});
-    if (it == map_.end()) return nullptr;
+    if (it == map_.end()) {
+      misses_.fetch_add(1, std::memory_order_relaxed);
+      return nullptr;
+    }
+    hits_.fetch_add(1, std::memory_order_relaxed);
     lru_.splice(lru_.begin(), lru_, it->second.pos);
     return it->second.value;
   }
@@ -98,6 +103,9 @@ class SharedLru {
     MutexLock l(&mu_);
     return capacity_;
   }
+  // Finds that found a value, and that found none, since the process began.
+  uint64_t hits() const { return hits_.load(std::memory_order_relaxed); }
+  uint64_t misses() const { return misses_.load(std::memory_order_relaxed); }
 
  private:
   struct Key {
@@ -125,6 +133,8 @@ class SharedLru {
     map_.erase(it);
   }
 
+  std::atomic<uint64_t> hits_{0};
+  std::atomic<uint64_t> misses_{0};
   mutable Mutex mu_;
   uint64_t capacity_ GUARDED_BY(mu_);
   uint64_t used_ GUARDED_BY(mu_) = 0;

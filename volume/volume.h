@@ -169,6 +169,7 @@ struct VolumeInfo {
   uint64_t checkpoint_seq = 0;  // newest checkpoint, 0 if none
   uint64_t map_memory_bytes = 0;  // heap bytes of the extent map (ExtentMap::MemoryUsage)
   // Cleaner totals since this process opened the volume (0 from Stat).
+  uint64_t segments_cleaned = 0;  // segments whose live blocks were copied out
   uint64_t segments_deleted = 0;
   uint64_t blocks_moved = 0;
   // Checkpoints this process wrote (0 from Stat), and the newest one's size

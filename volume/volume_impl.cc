@@ -1317,6 +1317,7 @@ VolumeInfo VolumeImpl::Info() const {
   v.log_bytes = log_bytes_;
   v.checkpoint_seq = ckpts_.newest();
   v.map_memory_bytes = map_.MemoryUsage();
+  v.segments_cleaned = clean_totals_.segments_cleaned;
   v.segments_deleted = clean_totals_.segments_deleted;
   v.blocks_moved = clean_totals_.blocks_moved;
   v.checkpoints_written = ckpt_sched_.written();

@@ -13,7 +13,9 @@
 # Env:   RUNTIME (s per workload, default 10), SIZE (export size, default 1G),
 #        DIR (where the store and image files live, default a temp dir under
 #        /var/tmp), OUT (default bench/nbd/results), SERVERS (subset, default
-#        "hbiss qemu-raw qemu-qcow2 nbdkit-memory"), RAW_PREALLOC (qemu-img
+#        "hbiss qemu-raw qemu-qcow2 nbdkit-memory"; also hbiss-metrics: hbiss with
+#        --metrics-listen, scraped every second as Prometheus would, for the
+#        cost of metrics: bench/nbd/metrics.sh), RAW_PREALLOC (qemu-img
 #        preallocation of the raw file: off, falloc or full; default full).
 set -euo pipefail
 export PATH=/usr/bin:/usr/sbin:/bin:/sbin:$PATH
@@ -47,7 +49,7 @@ sanitize=$(grep -s '^HBISS_SANITIZE:' "$(dirname "$HBISS")/CMakeCache.txt" | cut
   echo "- hbiss: $HBISS (CMAKE_BUILD_TYPE=${build_type:-unknown}, HBISS_SANITIZE=${sanitize:-OFF})"
   echo "- export size $SIZE, $RUNTIME s per workload, one NBD connection over TCP 127.0.0.1"
   echo "- qemu-nbd: --cache=writeback --aio=threads --discard=unmap -e 4; raw file preallocation=$RAW_PREALLOC; qcow2 made by qemu-img create (defaults)"
-  echo "- command: RUNTIME=$RUNTIME SIZE=$SIZE bench/nbd/run.sh $HBISS"
+  echo "- command: RUNTIME=$RUNTIME SIZE=$SIZE SERVERS=\"$SERVERS\" bench/nbd/run.sh $HBISS"
 } | tee "$OUT/params.md"
 case "${build_type:-}" in
   Debug|"") echo "WARNING: hbiss is not an optimized build (CMAKE_BUILD_TYPE=${build_type:-unknown})";;
@@ -73,6 +75,18 @@ start_server() {  # sets PID, PORT, EXPORT
       "$HBISS" --store "$DIR/store" create vm -s "$SIZE" >/dev/null
       "$HBISS" --store "$DIR/store" serve --listen "127.0.0.1:$PORT" >"$DIR/hbiss.log" 2>&1 &
       PID=$!; EXPORT=vm;;
+    hbiss-metrics)
+      mkdir -p "$DIR/store"
+      "$HBISS" --store "$DIR/store" create vm -s "$SIZE" >/dev/null
+      MPORT=$(free_port)
+      "$HBISS" --store "$DIR/store" serve --listen "127.0.0.1:$PORT" \
+        --metrics-listen "127.0.0.1:$MPORT" >"$DIR/hbiss.log" 2>&1 &
+      PID=$!; EXPORT=vm
+      # Scraped every second, as a Prometheus with scrape_interval 1s would.
+      (while kill -0 "$PID" 2>/dev/null && sleep 1; do
+        curl -s "http://127.0.0.1:$MPORT/metrics" >/dev/null || true
+      done) &
+      SCRAPER=$!;;
     qemu-raw)
       # Fully preallocated, so qemu-nbd pays no filesystem block allocation.
       qemu-img create -q -f raw -o preallocation="$RAW_PREALLOC" "$DIR/disk.raw" "$SIZE"
@@ -92,6 +106,7 @@ start_server() {  # sets PID, PORT, EXPORT
 }
 
 stop_server() {
+  if [ -n "${SCRAPER:-}" ]; then kill "$SCRAPER"; wait "$SCRAPER" 2>/dev/null || true; SCRAPER=""; fi
   kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=""
   rm -rf "$DIR/store" "$DIR/disk.raw" "$DIR/disk.qcow2"
 }
@@ -151,12 +166,15 @@ if "hbiss" in servers and "qemu-raw" in servers:
     ratio_cols.append(("hbiss / qemu-raw", "qemu-raw"))
 if "hbiss" in servers and "nbdkit-memory" in servers:
     ratio_cols.append(("hbiss / nbdkit-memory", "nbdkit-memory"))
+# The cost of metrics: hbiss-metrics against hbiss (columns "A / B" are metric(A) / metric(B)).
+if "hbiss" in servers and "hbiss-metrics" in servers:
+    ratio_cols.append(("hbiss-metrics / hbiss", "hbiss"))
 lines = ["| " + " | ".join(hdr + [c for c, _ in ratio_cols]) + " |",
          "|" + "---|" * (len(hdr) + len(ratio_cols))]
 for w in workloads:
     cells = [w] + [fmt(w, metric(s, w)) for s in servers]
-    for _, base in ratio_cols:
-        a, b = metric("hbiss", w), metric(base, w)
+    for col, base in ratio_cols:
+        a, b = metric(col.split(" / ")[0], w), metric(base, w)
         cells.append("%.2fx" % (a / b) if a and b else "-")
     lines.append("| " + " | ".join(cells) + " |")
 table = "\n".join(lines)
