@@ -198,6 +198,52 @@ TEST_F(TwoServers, OwnershipFollowsTheWritesAndReadsAreCoherent) {
   }
 }
 
+// A reader of a volume nobody owns replays the log only when the owner record
+// shows a new epoch or the lock is held: a writer that is not a server (a
+// CLI open) is seen while it writes and after it closed.
+TEST_F(TwoServers, AnUnownedVolumeIsReadWithoutReplaysUntilAWriterComes) {
+  auto write = [&](volume::Volume* v, uint32_t tag) {
+    ASSERT_TRUE(v->Write(0, Pattern(tag)).ok());
+    ASSERT_TRUE(v->Flush().ok());
+  };
+  auto read = [&](volume::Volume* v) {
+    std::vector<uint8_t> got(kBlock);
+    EXPECT_TRUE(v->Read(0, got).ok());
+    return got;
+  };
+  {
+    auto cli = volume::Volume::Open(&store_, "vm");
+    ASSERT_TRUE(cli.ok());
+    write(cli->get(), 1);
+    ASSERT_TRUE((*cli)->Close().ok());
+  }
+  auto vb = b_->Open("vm");
+  ASSERT_TRUE(vb.ok());
+  SharedVolume* sb = Shared(vb->get());
+  EXPECT_EQ(read(vb->get()), Pattern(1));
+  const uint64_t replays = sb->stats().replays;
+  const uint64_t syncs = sb->stats().syncs;
+  for (int i = 0; i < 50; i++) ASSERT_EQ(read(vb->get()), Pattern(1));
+  EXPECT_GE(sb->stats().syncs, syncs + 50);
+  EXPECT_EQ(sb->stats().replays, replays) << "the final log was replayed again";
+
+  // A writer that holds the lock: every round replays, and sees each flush.
+  auto cli = volume::Volume::Open(&store_, "vm");
+  ASSERT_TRUE(cli.ok());
+  for (uint32_t tag = 2; tag < 6; tag++) {
+    write(cli->get(), tag);
+    ASSERT_EQ(read(vb->get()), Pattern(tag));
+    ASSERT_EQ(read(vb->get()), Pattern(tag));
+  }
+  ASSERT_TRUE((*cli)->Close().ok());
+  cli->reset();
+  EXPECT_EQ(read(vb->get()), Pattern(5));
+  const uint64_t after = sb->stats().replays;
+  for (int i = 0; i < 20; i++) ASSERT_EQ(read(vb->get()), Pattern(5));
+  EXPECT_LE(sb->stats().replays, after + 1) << "the closed writer's epoch is final";
+  ASSERT_TRUE((*vb)->Close().ok());
+}
+
 TEST_F(TwoServers, ConcurrentWritersOnTwoServersBothProgressAndAgree) {
   auto va = a_->Open("vm");
   auto vb = b_->Open("vm");

@@ -104,6 +104,7 @@ class SharedVolume : public volume::Volume {
     uint64_t acquired = 0;  // times this server became the owner
     uint64_t released = 0;  // times it gave ownership up on request
     uint64_t syncs = 0;     // SYNC rounds sent as a reader
+    uint64_t replays = 0;   // of which replayed the log (the others found it final)
   };
   Stats stats() const EXCLUDES(stats_mu_);
 
@@ -166,6 +167,10 @@ class SharedVolume : public volume::Volume {
   // An owner that did not answer a SYNC, skipped until silent_until_.
   std::string silent_peer_ GUARDED_BY(sync_mu_);
   uint64_t silent_epoch_ GUARDED_BY(sync_mu_) = 0;
+  // The epoch of the last replay that found the volume's lock free before
+  // it read the log (0: none): that epoch's log was final, so while the
+  // owner record still shows it, a sync round needs no replay.
+  uint64_t idle_epoch_ GUARDED_BY(sync_mu_) = 0;
   std::chrono::steady_clock::time_point silent_until_ GUARDED_BY(sync_mu_);
 
   mutable Mutex stats_mu_;
