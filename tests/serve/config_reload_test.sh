@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # hbiss serve --config FILE with SIGHUP: while one client writes and verifies without
 # pause, the log level is reloaded (and takes effect: info lines stop at "warn"), a
-# broken file is rejected with its line and the running settings stay, and a key that
-# needs a restart is only warned about. The client never sees an error or a disconnect.
+# broken file is rejected with its line and the running settings stay, a key that
+# needs a restart is only warned about, and a per-export limit and access rules are
+# reloaded (new clients are refused or see the export hidden, the workload's connection
+# stays). The client never sees an error or a disconnect.
 TEST_NAME=config_reload
 source "$(dirname "$0")/../nbd/lib.sh"
 need nbdinfo python3
@@ -77,6 +79,28 @@ kill -HUP "$SERVER_PID"
 wait_log "nbd.workers changed to 2 .*takes effect at the next restart (running with 4)" \
   "restart-only key warned"
 
+# 6. Limits: one connection per export. The workload's connection stays; a new
+#    client of the same export is refused (NBD_REP_ERR_POLICY), and the log says why.
+printf '[nbd]\nworkers = 2\nlisten = "127.0.0.1:1"\n[log]\nlevel = "info"\n[limits]\nmax-connections-per-export = 1\n' >"$CONF"
+kill -HUP "$SERVER_PID"
+wait_log "limits.max-connections-per-export is now 1" "per-export limit reloaded"
+wait_log "nbd: limits: 1024 connections, 1 per export" "the server took the new limits"
+check_fails "a second client over the reloaded per-export limit" nbdinfo "$(uri vm)"
+wait_log "export 'vm' already has 1 connections" "the refusal is logged with its reason"
+
+# 7. Access rules: vm hidden from TCP clients; it then looks missing to a new client,
+#    while the workload (accepted before) goes on.
+printf '[nbd]\nworkers = 2\nlisten = "127.0.0.1:1"\n[log]\nlevel = "info"\n[access]\nallow = ["other *"]\n' >"$CONF"
+kill -HUP "$SERVER_PID"
+wait_log "reload: TLS credentials re-read, 1 access rule" "access rules reloaded"
+check_fails "a client of an export the reloaded rules hide" nbdinfo "$(uri vm)"
+grep -q "hidden by the access rules" "$WORK/serve.log" || fail "the hidden export is not logged"
+# 8. Rules gone and the default limits back: new clients are served again.
+write_conf info
+kill -HUP "$SERVER_PID"
+wait_log "reload: TLS credentials re-read, 0 access rule" "rules removed"
+check "nbdinfo once the rules and the limit are gone" nbdinfo "$(uri vm)"
+
 sleep 1
 touch "$WORK/stop"
 rc=0
@@ -84,7 +108,7 @@ wait "$WORKLOAD" || rc=$?
 [ "$rc" -eq 0 ] || { cat "$WORK/workload.out" >&2; fail "the workload failed during reloads"; }
 rounds=$(tail -n1 "$WORK/workload.out")
 [ "$rounds" -gt 10 ] || fail "the workload made only $rounds rounds"
-log "workload: $rounds verified rounds across 5 reloads"
+log "workload: $rounds verified rounds across 8 reloads"
 CHECKS=$((CHECKS + 1))
 # Its one connection lasted throughout: disconnected once, cleanly, at the end.
 wait_log "nbd #1 .*: disconnected after" "the workload's connection ends cleanly"
