@@ -10,6 +10,9 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -61,6 +64,29 @@ struct ServeArgs {
   std::string log_level;            // --log-level; empty: info, or debug with -v
 };
 
+// A number of seconds from 0 to 1e7 ("10", "0.5"); InvalidArgument for
+// anything else (NaN, infinities, values out of range, trailing text).
+Result<double> ParseSeconds(const std::string& text) {
+  errno = 0;
+  char* end = nullptr;
+  const double x = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || errno == ERANGE || !std::isfinite(x) ||
+      x < 0 || x > 1e7) {
+    return Status::InvalidArgument("'" + text + "' is not a number of seconds from 0 to 1e7");
+  }
+  return x;
+}
+
+// The CLI11 check of a seconds flag (its value then reaches ParseSeconds).
+CLI::Validator SecondsValidator() {
+  return CLI::Validator(
+      [](std::string& v) {
+        auto x = ParseSeconds(v);
+        return x.ok() ? std::string() : x.status().message();
+      },
+      "SECONDS");
+}
+
 // The limits flags as nbd::ServerOptions (socket mode and group parsed).
 Status ApplyLimitFlags(const ServeArgs& a, nbd::ServerOptions* so) {
   so->limits.max_connections = size_t(a.max_connections);
@@ -87,7 +113,6 @@ int Fail(const std::string& context, const Status& s) {
 // notifications and socket activation (cli/systemd.h).
 struct ServeConfigState {
   std::string path;       // --config; empty for none
-  std::string log_level;  // --log-level, when AddServeConfigFlags registers it
   std::unique_ptr<ServeReloader> reloader;
   // Run after every SIGHUP whose file (if any) was accepted: they re-read
   // what lives outside the file (TLS certificates and keys rotated in place).
@@ -99,19 +124,13 @@ ServeConfigState& ConfigState() {
   return state;
 }
 
-// Registers --config (and --log-level unless another part of serve has).
+// Registers --config (--log-level is serve's own flag; log.level sets it).
 // Called after every other serve flag is added.
 void AddServeConfigFlags(CLI::App* serve) {
   ServeConfigState& c = ConfigState();
   serve->add_option("--config", c.path,
                     "Read serve's settings from this TOML file (doc/serve-config.md); flags "
                     "given on the command line win over it. SIGHUP re-reads it");
-  if (serve->get_option_no_throw("--log-level") == nullptr) {
-    serve->add_option("--log-level", c.log_level,
-                      "Log level: trace, debug, info (the default; debug with -v), warn, "
-                      "error, critical or off")
-        ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  }
   // The file's memory.limit is checked as the flag is, with its line.
   serve->get_option("--memory-limit")
       ->check(CLI::Validator(
@@ -195,7 +214,9 @@ void AddServerReloads(const ServeArgs& a, const nbd::ServerOptions& so, nbd::Ser
   live->limits = so.limits;
   ServeConfigState& c = ConfigState();
   auto number = [](const std::vector<std::string>& v, double unset) {
-    return v.empty() ? unset : std::stod(v.back());  // the flag's validator checked it
+    if (v.empty()) return unset;
+    auto x = ParseSeconds(v.back());  // the flag's validator accepted it
+    return x.ok() ? *x : unset;
   };
   auto limit = [&c, live, number](const char* key, double unset,
                                   std::function<void(nbd::ServerLimits*, double)> set) {
@@ -243,17 +264,26 @@ void AddServerReloads(const ServeArgs& a, const nbd::ServerOptions& so, nbd::Ser
   };
   allow.apply = [live](const std::vector<std::string>& v) { live->tls.allow = v; };
   c.reloader->AddApplier(std::move(allow));
-  c.after_reload.push_back([live, server]() -> Status {
+  const nbd::TlsMode a_tls_mode = so.conn.tls;
+  c.after_reload.push_back([live, server, a_tls_mode]() -> Status {
     if (live->limits_changed) {
       server->SetLimits(live->limits);  // logs the new limits
       live->limits_changed = false;
     }
-    Status s = ReloadTlsAccess(live->tls, server);
-    if (!s.ok()) {
-      return s.WithContext("TLS credentials and access rules not reloaded (the running ones stay)");
+    // The rules do not wait for the credentials: a certificate missing in
+    // the middle of a rotation must not keep tightened rules from applying.
+    auto rules = nbd::AccessPolicy::Parse(live->tls.allow);  // checked with the file
+    if (!rules.ok()) return rules.status().WithContext("access rules not reloaded");
+    server->SetAccess(*rules);
+    spdlog::info("hbiss serve: reload: {} access rule(s)", live->tls.allow.size());
+    if (a_tls_mode == nbd::TlsMode::kOff) return Status::OK();
+    auto creds = nbd::TlsCredentials::Load(live->tls.files);
+    if (!creds.ok()) {
+      return creds.status().WithContext(
+          "TLS credentials not reloaded (new connections keep the running ones)");
     }
-    spdlog::info("hbiss serve: reload: TLS credentials re-read, {} access rule(s)",
-                 live->tls.allow.size());
+    server->SetTlsCredentials(*creds);
+    spdlog::info("hbiss serve: reload: TLS credentials re-read ({})", (*creds)->Describe());
     return Status::OK();
   });
 }
@@ -268,6 +298,9 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   sigaddset(&sigs, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
+  // Socket activation: serve the sockets systemd passed instead of binding.
+  // Taken (and LISTEN_* unset) before any other thread runs.
+  auto inherited = InheritedListenSockets();
 
   if (Status ls = SetupServeLogging(a.log_format, a.log_level, g.verbose); !ls.ok()) {
     return Fail("--log-format/--log-level", ls);
@@ -333,8 +366,6 @@ int RunServe(const GlobalOptions& g, const ServeArgs& a) {
   so.socket_path = a.socket;
   so.conn.read_only = a.read_only;
   so.conn.workers = a.workers;
-  // Socket activation: serve the sockets systemd passed instead of binding.
-  auto inherited = InheritedListenSockets();
   if (!inherited.ok()) return Fail("serve", inherited.status());
   if (!inherited->empty()) {
     so.listen.clear();
@@ -474,11 +505,11 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
   serve->add_option("--handshake-timeout", a.handshake_timeout,
                     "Seconds a client has for the whole handshake (default 10, like qemu-nbd's "
                     "--handshake-limit; 0: no limit)")
-      ->check(CLI::Range(0.0, 86400.0));
+      ->check(SecondsValidator());
   serve->add_option("--idle-timeout", a.idle_timeout,
                     "Close a connection that sent no request for this many seconds (default 0: "
                     "never)")
-      ->check(CLI::Range(0.0, 1e7));
+      ->check(SecondsValidator());
   serve->add_option("--tcp-keepalive", a.tcp_keepalive,
                     "Seconds a TCP connection may be silent before keepalive probes start (every "
                     "10 s, 6 unanswered close it; default 60, 0: off)")
@@ -497,7 +528,7 @@ void AddServeCommand(CLI::App& app, GlobalOptions& g, int* exit_code) {
       ->check(CLI::IsMember({"text", "json"}));
   serve->add_option("--log-level", a.log_level,
                     "trace, debug, info, warn or error (default info; -v means debug)")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
   AddTlsAccessFlags(serve, &a.tls);
   AddServeConfigFlags(serve);
   serve->callback([&g, exit_code, listen, serve] {

@@ -81,9 +81,13 @@ Status SetupServeLogging(const std::string& format, const std::string& level, bo
       lv = spdlog::level::warn;
     } else if (level == "error") {
       lv = spdlog::level::err;
+    } else if (level == "critical") {
+      lv = spdlog::level::critical;
+    } else if (level == "off") {
+      lv = spdlog::level::off;
     } else {
       return Status::InvalidArgument("unknown log level '" + level +
-                                     "': want trace, debug, info, warn or error");
+                                     "': want trace, debug, info, warn, error, critical or off");
     }
   }
   std::shared_ptr<spdlog::logger> logger;

@@ -15,7 +15,8 @@
 namespace hbiss::cli {
 
 // Makes the default spdlog logger (named "hbiss") write `format` ("text" or
-// "json") at `level` ("trace", "debug", "info", "warn", "error"; empty:
+// "json") at `level` ("trace", "debug", "info", "warn", "error", "critical",
+// "off"; empty:
 // debug when `verbose`, else info). InvalidArgument for another value.
 // Call from one thread before others log.
 Status SetupServeLogging(const std::string& format, const std::string& level, bool verbose);

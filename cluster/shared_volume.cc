@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "volume/layout.h"
+#include "volume/volume_meta.h"
 
 namespace hbiss::cluster {
 
@@ -35,6 +36,10 @@ Result<std::unique_ptr<SharedVolume>> SharedVolume::Open(Node* node, const std::
   {
     WriterMutexLock l(&sv->mu_);
     sv->v_ = std::move(v);
+  }
+  if (auto meta = volume::ReadMeta(node->store(), name); meta.ok()) {
+    MutexLock l(&sv->sync_mu_);
+    sv->opened_id_ = meta->id;
   }
   // Who has the volume open, for `hbiss status`; a hint only.
   Status ps = node->store()->Put(volume::layout::OpenName(name, node->server_id()),
@@ -66,6 +71,11 @@ Status SharedVolume::OpenReaderLocked() {
   v_ = std::move(*v);
   owner_ = false;
   owner_flag_ = false;
+  auto meta = volume::ReadMeta(node_->store(), name_);
+  if (meta.ok()) {
+    MutexLock l(&sync_mu_);
+    if (opened_id_ == 0) opened_id_ = meta->id;
+  }
   return Status::OK();
 }
 
@@ -255,16 +265,30 @@ Status SharedVolume::DoSync() {
     // skipped (doc/ownership.md, "Coherent reads on a reader"). Without this
     // a read-only client of an unowned volume paid a replay per read round
     // (10k random reads/s at QD32 on a local store instead of 60k+).
+    // Epochs restart at 1 in a volume deleted and created again under the
+    // same name: the volume's id (random, in its meta) is part of the key.
     bool lock_free = false;
+    uint64_t id = 0;
     if (!answered) {
+      auto meta = volume::ReadMeta(node_->store(), name_);
+      if (meta.ok()) id = meta->id;
       {
         MutexLock l(&sync_mu_);
-        if (idle_epoch_ != 0 && idle_epoch_ == rec->epoch) return Status::OK();
+        // Removed (and maybe created again) while this server had it open:
+        // its map is the old volume's; serving it would be stale.
+        if ((meta.ok() && opened_id_ != 0 && meta->id != opened_id_) ||
+            (!meta.ok() && meta.status().IsNotFound())) {
+          return Status::NotFound("volume " + name_ +
+                                  " was removed while this server had it open");
+        }
+        if (id != 0 && idle_epoch_ != 0 && idle_epoch_ == rec->epoch && idle_id_ == id) {
+          return Status::OK();
+        }
       }
       // Checked before the replay: a writer that takes the lock after this
       // starts a newer epoch, which the next round sees.
       auto locked = volume::Volume::Locked(node_->store(), name_);
-      lock_free = locked.ok() && !*locked;
+      lock_free = id != 0 && locked.ok() && !*locked;
     }
     // Catch up on the log; a failed replay is tried again before a read fails.
     Status s;
@@ -281,6 +305,7 @@ Status SharedVolume::DoSync() {
       if (s.ok()) {
         MutexLock l(&sync_mu_);
         idle_epoch_ = lock_free ? rec->epoch : 0;
+        idle_id_ = lock_free ? id : 0;
         return s;
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -171,6 +171,8 @@ class SharedVolume : public volume::Volume {
   // it read the log (0: none): that epoch's log was final, so while the
   // owner record still shows it, a sync round needs no replay.
   uint64_t idle_epoch_ GUARDED_BY(sync_mu_) = 0;
+  uint64_t idle_id_ GUARDED_BY(sync_mu_) = 0;  // the volume id it was read under
+  uint64_t opened_id_ GUARDED_BY(sync_mu_) = 0;  // the volume id when first opened
   std::chrono::steady_clock::time_point silent_until_ GUARDED_BY(sync_mu_);
 
   mutable Mutex stats_mu_;

@@ -256,16 +256,34 @@ ssize_t TlsTransport::Pull(void* self, void* buf, size_t n) {
   auto* t = static_cast<TlsTransport*>(self);
   auto r = t->lower_->ReadSome(buf, n);
   if (!r.ok()) {
+    {
+      MutexLock l(&t->err_mu_);
+      t->pull_error_ = r.status();
+    }
     gnutls_transport_set_errno(Session(t->session_), EIO);
     return -1;
   }
   return ssize_t(*r);
 }
 
+Status TlsTransport::LowerError(bool pull) {
+  MutexLock l(&err_mu_);
+  return pull ? pull_error_ : push_error_;
+}
+
+Status TlsTransport::WaitReadable(Clock::time_point deadline) {
+  if (handshaken_ && gnutls_record_check_pending(Session(session_)) > 0) return Status::OK();
+  return lower_->WaitReadable(deadline);
+}
+
 ssize_t TlsTransport::Push(void* self, const void* buf, size_t n) {
   auto* t = static_cast<TlsTransport*>(self);
   struct iovec v = {const_cast<void*>(buf), n};
-  if (!t->lower_->WriteV(&v, 1).ok()) {
+  if (Status w = t->lower_->WriteV(&v, 1); !w.ok()) {
+    {
+      MutexLock l(&t->err_mu_);
+      t->push_error_ = w;
+    }
     gnutls_transport_set_errno(Session(t->session_), EIO);
     return -1;
   }
@@ -276,7 +294,11 @@ ssize_t TlsTransport::PushV(void* self, const struct iovec* iov, int n) {
   auto* t = static_cast<TlsTransport*>(self);
   size_t total = 0;
   for (int i = 0; i < n; i++) total += iov[i].iov_len;
-  if (!t->lower_->WriteV(iov, n).ok()) {
+  if (Status w = t->lower_->WriteV(iov, n); !w.ok()) {
+    {
+      MutexLock l(&t->err_mu_);
+      t->push_error_ = w;
+    }
     gnutls_transport_set_errno(Session(t->session_), EIO);
     return -1;
   }
@@ -377,6 +399,10 @@ Result<size_t> TlsTransport::ReadSome(void* buf, size_t n) {
     if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) continue;
     // A TLS 1.3 key update or a rehandshake attempt is not an error.
     if (gnutls_error_is_fatal(int(r)) == 0) continue;
+    if (r == GNUTLS_E_PULL_ERROR || r == GNUTLS_E_PUSH_ERROR) {
+      Status lower = LowerError(r == GNUTLS_E_PULL_ERROR);
+      if (IsTimeout(lower)) return lower;
+    }
     return Status::IOError("TLS: " + GnutlsError(int(r)));
   }
 }
@@ -410,6 +436,7 @@ Status TlsTransport::WriteV(const struct iovec* iov, int iovcnt) {
       if (w == GNUTLS_E_AGAIN || w == GNUTLS_E_INTERRUPTED) continue;
       if (w < 0) {
         (void)gnutls_record_uncork(s, 0);
+        if (w == GNUTLS_E_PUSH_ERROR && IsTimeout(LowerError(false))) return LowerError(false);
         return Status::IOError("TLS: " + GnutlsError(int(w)));
       }
       p += w;
@@ -420,6 +447,7 @@ Status TlsTransport::WriteV(const struct iovec* iov, int iovcnt) {
     int rc = gnutls_record_uncork(s, GNUTLS_RECORD_WAIT);
     if (rc >= 0) return Status::OK();
     if (rc == GNUTLS_E_AGAIN || rc == GNUTLS_E_INTERRUPTED) continue;
+    if (rc == GNUTLS_E_PUSH_ERROR && IsTimeout(LowerError(false))) return LowerError(false);
     return Status::IOError("TLS: " + GnutlsError(rc));
   }
 }

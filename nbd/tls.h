@@ -27,7 +27,9 @@
 #include <string_view>
 
 #include "nbd/transport.h"
+#include "util/mutex.h"
 #include "util/status.h"
+#include "util/thread_annotations.h"
 
 namespace hbiss::nbd {
 
@@ -115,6 +117,15 @@ class TlsTransport : public Transport {
   // Shuts the lower transport down (no close_notify: another thread may be
   // mid-record). Safe from any thread.
   void Shutdown() override;
+  // Deadlines are the lower transport's: every record is read and written
+  // through it, so the handshake, idle and I/O timeouts hold over TLS as
+  // they do without it, and a deadline's failure is reported as such
+  // (IsTimeout).
+  void SetReadDeadline(Clock::time_point d) override { lower_->SetReadDeadline(d); }
+  void SetWriteDeadline(Clock::time_point d) override { lower_->SetWriteDeadline(d); }
+  // OK at once when GnuTLS holds decrypted bytes not yet read; else waits
+  // for the lower transport.
+  Status WaitReadable(Clock::time_point deadline) override;
   // Sends close_notify (best effort). REQUIRES: no concurrent read or write.
   void Bye();
 
@@ -131,8 +142,15 @@ class TlsTransport : public Transport {
   static ssize_t PushV(void* self, const struct iovec* iov, int n);
   static int PullTimeout(void* self, unsigned ms);
 
+  // The lower transport's last failure in Pull / Push, so that a timeout
+  // surfaces as a timeout rather than as GnuTLS's "pull function" error.
+  Status LowerError(bool pull) EXCLUDES(err_mu_);
+
   std::unique_ptr<Transport> lower_;
   std::shared_ptr<const TlsCredentials> creds_;
+  Mutex err_mu_;
+  Status pull_error_ GUARDED_BY(err_mu_);
+  Status push_error_ GUARDED_BY(err_mu_);
   void* session_ = nullptr;  // gnutls_session_t
   std::string identity_;
   bool handshaken_ = false;

@@ -83,6 +83,8 @@ Status FdTransport::ReadFull(void* buf, size_t n) {
 Result<size_t> FdTransport::ReadSome(void* buf, size_t n) {
   while (true) {
     if (shut_) return Status::IOError("connection shut down");
+    // The read deadline holds here too: TLS reads its records through this.
+    HBISS_RETURN_IF_ERROR(Wait(POLLIN, read_deadline_, "waiting for the client to send"));
     ssize_t r = ::recv(fd_, buf, n, 0);
     if (r >= 0) {
       if (shut_) return Status::IOError("connection shut down");
