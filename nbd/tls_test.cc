@@ -314,6 +314,55 @@ TEST(StartTlsTest, ShutdownEndsAStalledTlsHandshake) {
   EXPECT_FALSE(h.Join().ok());
 }
 
+// The limits hold over TLS as without it: the records are read and written
+// through the socket's deadlines (a review found every one of them lost once
+// STARTTLS replaced the transport).
+TEST(TlsLimitsTest, TheHandshakeTimeoutHoldsAfterStartTls) {
+  ConnectionOptions o = Opts(TlsMode::kRequire);
+  o.handshake_timeout = std::chrono::milliseconds(600);
+  TlsHarness h(o);
+  h.Hello();
+  ASSERT_EQ(h.StartTls("alice", kAliceKey), 0);
+  ::usleep(900 * 1000);  // past the deadline, inside TLS, before any GO
+  Status s = h.Join();
+  EXPECT_NE(s.ToString().find("handshake timeout"), std::string::npos) << s.ToString();
+  EXPECT_TRUE(h.AtEof());
+}
+
+TEST(TlsLimitsTest, TheIdleTimeoutClosesAQuietTlsConnection) {
+  ConnectionOptions o = Opts(TlsMode::kRequire);
+  o.idle_timeout = std::chrono::milliseconds(300);
+  o.handshake_timeout = std::chrono::milliseconds(5000);
+  TlsHarness h(o);
+  h.Hello();
+  ASSERT_EQ(h.StartTls("alice", kAliceKey), 0);
+  ASSERT_EQ(h.Ask(kOptGo, InfoData("vm")).type, kRepInfo);
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  const auto start = std::chrono::steady_clock::now();
+  Status s = h.Join();  // no request: closed by the idle timeout
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(4)) << s.ToString();
+}
+
+TEST(TlsLimitsTest, AStalledWritePayloadOverTlsIsDroppedAndItsBufferReleased) {
+  BufferBudget budget(64u << 20);
+  ConnectionOptions o = Opts(TlsMode::kRequire);
+  o.io_timeout = std::chrono::milliseconds(400);
+  o.buffers = &budget;
+  TlsHarness h(o);
+  h.Hello();
+  ASSERT_EQ(h.StartTls("alice", kAliceKey), 0);
+  ASSERT_EQ(h.Ask(kOptGo, InfoData("vm")).type, kRepInfo);
+  ASSERT_EQ(h.ReadOpt().type, kRepAck);
+  // Older than a handshake deadline would be: replies must still go out.
+  ::usleep(200 * 1000);
+  uint8_t req[kRequestSize];
+  EncodeRequest(Request{kRequestMagic, 0, kCmdWrite, 1, 0, 512u << 10}, req);
+  h.Send(std::string(reinterpret_cast<char*>(req), sizeof(req)) + "only a few bytes");
+  Status s = h.Join();
+  EXPECT_NE(s.ToString().find("timed out"), std::string::npos) << s.ToString();
+  EXPECT_EQ(budget.used(), 0u) << "the stalled payload's reservation was kept";
+}
+
 TEST(TlsAccessTest, ListShowsOnlyAllowedExportsAndHiddenOnesLookMissing) {
   TlsHarness h(Opts(TlsMode::kRequire, {"vm alice@*", "db *@* ro", "secret bob@*"}));
   h.Hello();
