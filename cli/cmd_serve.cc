@@ -94,7 +94,15 @@ Status ApplyLimitFlags(const ServeArgs& a, nbd::ServerOptions* so) {
   so->limits.handshake_timeout = std::chrono::milliseconds(int64_t(a.handshake_timeout * 1000));
   so->limits.idle_timeout = std::chrono::milliseconds(int64_t(a.idle_timeout * 1000));
   so->keepalive_idle = a.tcp_keepalive;
-  so->buffer_bytes = volume::RequestBufferLimit();
+  // Worker threads are counted against the request buffers' share of the
+  // memory budget: half of it pays for the most workers allowed at once, at
+  // nbd::kWorkerThreadCharge each (at most 1024, at least 8), the rest holds
+  // request payloads and reply buffers (doc/memory.md).
+  const uint64_t share = volume::RequestBufferLimit();
+  const uint64_t workers =
+      std::clamp<uint64_t>(share / 2 / nbd::kWorkerThreadCharge, 8, 1024);
+  so->limits.max_worker_threads = int(workers);
+  so->buffer_bytes = share - std::min(share / 2, workers * nbd::kWorkerThreadCharge);
   if (!a.socket_mode.empty()) {
     HBISS_ASSIGN_OR_RETURN(so->socket_mode, nbd::ParseSocketMode(a.socket_mode));
   }

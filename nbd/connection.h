@@ -118,6 +118,10 @@ inline constexpr uint32_t kFirstDirtyBitmapId = 2;
 // Dirty bitmaps one connection may select (each holds a DirtyMap of up to
 // kMaxDirtyRuns runs while it is served).
 inline constexpr size_t kMaxDirtyBitmapContexts = 4;
+// What one worker thread costs (its stack as far as touched, its allocator
+// arena): hbiss serve sizes the server-wide worker cap (ThreadBudget) so
+// that the cap's cost comes out of the memory budget (doc/memory.md).
+inline constexpr uint64_t kWorkerThreadCharge = 256u << 10;
 
 // Refused options and requests logged one by one per connection; the rest
 // are counted and the count logged at disconnect.
