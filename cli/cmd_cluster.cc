@@ -17,15 +17,7 @@
 namespace hbiss::cli {
 namespace {
 
-std::string Since(int64_t t) {
-  if (t <= 0) return "?";
-  char buf[64];
-  time_t tt = time_t(t);
-  tm tmv{};
-  gmtime_r(&tt, &tmv);
-  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tmv);
-  return buf;
-}
+std::string Since(int64_t t) { return UtcTime(t, "?"); }
 
 std::string Describe(const cluster::VolumeStatus::Server& s) {
   return fmt::format("{} (peer {}, pid {}, since {}, {})", s.record.server,

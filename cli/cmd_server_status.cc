@@ -45,15 +45,7 @@ Result<std::set<std::string>> RecordedServers(store::Store* store) {
   return peers;
 }
 
-std::string When(int64_t t) {
-  if (t <= 0) return "never";
-  char buf[64];
-  time_t tt = time_t(t);
-  tm tmv{};
-  gmtime_r(&tt, &tmv);
-  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tmv);
-  return buf;
-}
+std::string When(int64_t t) { return UtcTime(t, "never"); }
 
 std::string Duration(int64_t s) {
   if (s < 60) return fmt::format("{}s", s);

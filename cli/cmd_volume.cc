@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <limits>
 #include <memory>
 #include <string>
@@ -46,6 +47,16 @@ std::string JoinNames(const std::vector<std::string>& names, const char* sep) {
   std::string out;
   for (const std::string& n : names) out += (out.empty() ? "" : sep) + n;
   return out;
+}
+
+std::string UtcTime(int64_t t, const char* unset) {
+  if (t <= 0) return unset;
+  char buf[64];
+  time_t tt = time_t(t);
+  tm tmv{};
+  gmtime_r(&tt, &tmv);
+  strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tmv);
+  return buf;
 }
 
 namespace {

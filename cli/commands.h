@@ -82,4 +82,7 @@ int Fail(const std::string& context, const Status& st);
 // Names joined with `sep` ("a, b" in sentences, "a,b" in a table column).
 std::string JoinNames(const std::vector<std::string>& names, const char* sep = ", ");
 
+// Unix seconds `t` as UTC "YYYY-MM-DDTHH:MM:SSZ", or `unset` when t <= 0.
+std::string UtcTime(int64_t t, const char* unset);
+
 }  // namespace hbiss::cli
