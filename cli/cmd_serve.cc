@@ -272,27 +272,12 @@ void AddServerReloads(const ServeArgs& a, const nbd::ServerOptions& so, nbd::Ser
   };
   allow.apply = [live](const std::vector<std::string>& v) { live->tls.allow = v; };
   c.reloader->AddApplier(std::move(allow));
-  const nbd::TlsMode a_tls_mode = so.conn.tls;
-  c.after_reload.push_back([live, server, a_tls_mode]() -> Status {
+  c.after_reload.push_back([live, server]() -> Status {
     if (live->limits_changed) {
       server->SetLimits(live->limits);  // logs the new limits
       live->limits_changed = false;
     }
-    // The rules do not wait for the credentials: a certificate missing in
-    // the middle of a rotation must not keep tightened rules from applying.
-    auto rules = nbd::AccessPolicy::Parse(live->tls.allow);  // checked with the file
-    if (!rules.ok()) return rules.status().WithContext("access rules not reloaded");
-    server->SetAccess(*rules);
-    spdlog::info("hbiss serve: reload: {} access rule(s)", live->tls.allow.size());
-    if (a_tls_mode == nbd::TlsMode::kOff) return Status::OK();
-    auto creds = nbd::TlsCredentials::Load(live->tls.files);
-    if (!creds.ok()) {
-      return creds.status().WithContext(
-          "TLS credentials not reloaded (new connections keep the running ones)");
-    }
-    server->SetTlsCredentials(*creds);
-    spdlog::info("hbiss serve: reload: TLS credentials re-read ({})", (*creds)->Describe());
-    return Status::OK();
+    return ReloadTlsAccess(live->tls, server);
   });
 }
 

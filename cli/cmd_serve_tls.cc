@@ -2,6 +2,8 @@
 // cmd_* so cli/CMakeLists.txt's glob builds it into hbiss.
 #include "cli/serve_tls.h"
 
+#include <spdlog/spdlog.h>
+
 namespace hbiss::cli {
 
 void AddTlsAccessFlags(CLI::App* serve, TlsAccessArgs* a) {
@@ -53,10 +55,19 @@ Status ApplyTlsAccess(const TlsAccessArgs& a, nbd::ServerOptions* so) {
 }
 
 Status ReloadTlsAccess(const TlsAccessArgs& a, nbd::Server* server) {
-  nbd::ServerOptions so;
-  HBISS_RETURN_IF_ERROR(ApplyTlsAccess(a, &so));
-  if (so.conn.tls != nbd::TlsMode::kOff) server->SetTlsCredentials(so.conn.tls_creds);
-  server->SetAccess(so.conn.access);
+  auto rules = nbd::AccessPolicy::Parse(a.allow);
+  if (!rules.ok()) return rules.status().WithContext("--allow: access rules not reloaded");
+  server->SetAccess(*rules);
+  spdlog::info("hbiss serve: reload: {} access rule(s)", a.allow.size());
+  HBISS_ASSIGN_OR_RETURN(nbd::TlsMode mode, nbd::ParseTlsMode(a.tls));
+  if (mode == nbd::TlsMode::kOff) return Status::OK();
+  auto creds = nbd::TlsCredentials::Load(a.files);
+  if (!creds.ok()) {
+    return creds.status().WithContext(
+        "TLS credentials not reloaded (new connections keep the running ones)");
+  }
+  server->SetTlsCredentials(*creds);
+  spdlog::info("hbiss serve: reload: TLS credentials re-read ({})", (*creds)->Describe());
   return Status::OK();
 }
 

@@ -36,8 +36,12 @@ void AddTlsAccessFlags(CLI::App* serve, TlsAccessArgs* a);
 // so->conn. InvalidArgument/NotFound name the flag or file at fault.
 Status ApplyTlsAccess(const TlsAccessArgs& a, nbd::ServerOptions* so);
 
-// Reloads credentials (when TLS is on) and rules from `a` into `server`; on
-// any error nothing changes and the error says why. Thread-safe.
+// A SIGHUP reload: replaces `server`'s access rules with `a`'s, then (when
+// TLS is on) re-reads the credential files and replaces its credentials.
+// The rules do not wait for the credentials: a certificate missing in the
+// middle of a rotation does not keep tightened rules from applying; then the
+// running credentials stay and the error says why. New connections only.
+// Logs what it replaced. Thread-safe.
 Status ReloadTlsAccess(const TlsAccessArgs& a, nbd::Server* server);
 
 // For the startup log line: "TLS require (X.509 ...), 3 access rules".
